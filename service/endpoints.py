@@ -1,0 +1,111 @@
+"""First-party HTTP handlers: parse the request, call a use case, render the answer."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import schema
+from service.auth import ClientInfo
+from service.database import CONNECTION_ERRORS
+from service.errors import InvalidInput, MissingToken
+from service.state import AppState
+from service.web import bearer_token, read_json, string_field, token_response
+
+
+async def register(request: Request[AppState]) -> Response:
+    state = request.state
+    body = await read_json(request, state["settings"].max_body_bytes)
+    user = await state["auth"].register(
+        state["pool"],
+        email=string_field(body, "email"),
+        password=string_field(body, "password"),
+        now=state["clock"](),
+    )
+    return JSONResponse({"user": user.to_json()}, status_code=201)
+
+
+async def login(request: Request[AppState]) -> Response:
+    state = request.state
+    body = await read_json(request, state["settings"].max_body_bytes)
+    pair = await state["auth"].login(
+        state["pool"],
+        email=string_field(body, "email"),
+        password=string_field(body, "password"),
+        now=state["clock"](),
+        client=client_info(request),
+    )
+    return token_response(pair.to_json())
+
+
+async def refresh(request: Request[AppState]) -> Response:
+    state = request.state
+    token = await refresh_token_of(request)
+    pair = await state["auth"].refresh(state["pool"], refresh_token=token, now=state["clock"]())
+    return token_response(pair.to_json())
+
+
+async def logout(request: Request[AppState]) -> Response:
+    state = request.state
+    token = await refresh_token_of(request)
+    await state["auth"].logout(state["pool"], refresh_token=token, now=state["clock"]())
+    return Response(status_code=204)
+
+
+async def profile(request: Request[AppState]) -> Response:
+    state = request.state
+    user = await state["auth"].profile(
+        state["pool"], access_token=bearer_token(request), now=state["clock"]()
+    )
+    return JSONResponse({"user": user.to_json()})
+
+
+async def healthz(request: Request[AppState]) -> Response:
+    """The process is up and serving; says nothing of the database."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request[AppState]) -> Response:
+    """Ready when the database answers and is migrated to head; 503 otherwise."""
+    try:
+        async with request.state["pool"].acquire(timeout=2) as connection:
+            revision = await schema.current_revision(connection)
+    except CONNECTION_ERRORS:
+        revision = None
+    if revision != schema.head_revision():
+        return JSONResponse(
+            {"error": "unavailable", "error_description": "The database is not ready."},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ready", "revision": revision})
+
+
+async def refresh_token_of(request: Request[AppState]) -> str:
+    """The refresh token from the JSON body; never from the URL."""
+    body = await read_json(request, request.state["settings"].max_body_bytes, allow_empty=True)
+    token = body.get("refresh_token")
+    if token is None or token == "":
+        raise MissingToken()
+    if not isinstance(token, str):
+        raise InvalidInput("'refresh_token' must be a string.")
+    return token
+
+
+def client_info(request: Request[AppState]) -> ClientInfo:
+    """The user agent and address that a new session records."""
+    return ClientInfo(
+        user_agent=request.headers.get("user-agent"),
+        ip=request.client.host if request.client else None,
+    )
+
+
+routes = [
+    Route("/register", register, methods=["POST"]),
+    Route("/login", login, methods=["POST"]),
+    Route("/refresh", refresh, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/profile", profile, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]

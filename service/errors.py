@@ -1,0 +1,113 @@
+"""The service's errors: one small hierarchy, each error naming its machine code.
+
+    ServiceError                 (never raised itself)
+    ├── MalformedRequest         invalid_request: the body or a parameter cannot be read
+    ├── UnsupportedMediaType     unsupported_media_type
+    ├── PayloadTooLarge          payload_too_large
+    ├── InvalidInput             invalid_input: well-formed, but a field is wrong
+    │   └── WeakPassword         weak_password
+    ├── EmailTaken               email_taken
+    ├── InvalidCredentials       invalid_credentials: wrong email or password, or disabled user
+    ├── TooManyAttempts          too_many_attempts
+    ├── MissingToken             missing_token
+    ├── InvalidToken             invalid_token: any reason a token is refused
+    │   └── TokenExpired         token_expired (access tokens only)
+    ├── CsrfFailed               csrf_failed
+    ├── NotFound                 not_found
+    └── Unavailable              unavailable: the database cannot be reached
+
+HTTP statuses are assigned in one table at the edge (`service.web.STATUS_BY_ERROR`). Library
+errors are translated into these where the library is called.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """The settings are unusable; the message is one line that says why (and holds no secret)."""
+
+
+class ServiceError(Exception):
+    """Base of every error a request can end in. Never raised itself."""
+
+    code = "server_error"
+    description = "The request could not be completed."
+
+    def __init__(self, description: str | None = None) -> None:
+        if description is not None:
+            self.description = description
+        super().__init__(self.description)
+
+
+class MalformedRequest(ServiceError):
+    code = "invalid_request"
+    description = "The request is malformed."
+
+
+class UnsupportedMediaType(ServiceError):
+    code = "unsupported_media_type"
+    description = "The request body must be application/json."
+
+
+class PayloadTooLarge(ServiceError):
+    code = "payload_too_large"
+    description = "The request body is too large."
+
+
+class InvalidInput(ServiceError):
+    code = "invalid_input"
+    description = "A field of the request is missing or invalid."
+
+
+class WeakPassword(InvalidInput):
+    code = "weak_password"
+    description = "The password must be 8 to 128 characters long."
+
+
+class EmailTaken(ServiceError):
+    code = "email_taken"
+    description = "An account with this email already exists."
+
+
+class InvalidCredentials(ServiceError):
+    code = "invalid_credentials"
+    description = "The email or password is incorrect."
+
+
+class TooManyAttempts(ServiceError):
+    code = "too_many_attempts"
+    description = "Too many failed attempts; try again later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+
+class MissingToken(ServiceError):
+    code = "missing_token"
+    description = "No token was presented."
+
+
+class InvalidToken(ServiceError):
+    code = "invalid_token"
+    description = "The token is invalid."
+
+
+class TokenExpired(InvalidToken):
+    code = "token_expired"
+    description = "The token has expired."
+
+
+class CsrfFailed(ServiceError):
+    code = "csrf_failed"
+    description = "The request did not come from an allowed origin."
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+    description = "Not found."
+
+
+class Unavailable(ServiceError):
+    code = "unavailable"
+    description = "The service is temporarily unavailable."
