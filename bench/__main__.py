@@ -1,0 +1,199 @@
+"""Latency and throughput of login, refresh and profile against a real server and Postgres.
+
+Starts `python -m service serve` in a subprocess (uvicorn with uvloop/httptools, production
+argon2 parameters) on a fresh database of the embedded Postgres (or BENCH_DATABASE_URL's server),
+then drives it over HTTP from this process. Numbers go to the README; nothing here asserts speed.
+
+    make bench            # or: .venv/bin/python -m bench --rounds 300 --concurrency 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+from service import schema
+from service.database import start_embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def fresh_database(server_url: str) -> tuple[str, str]:
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(server_url)
+    await connection.execute(f'CREATE DATABASE "{name}"')
+    await connection.close()
+    return name, urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    connection = await asyncpg.connect(server_url)
+    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await connection.close()
+
+
+async def wait_until_up(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        for _ in range(200):
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the server did not start")
+
+
+def summary(name: str, samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p50 = statistics.median(ordered) * 1000
+    p95 = ordered[int(len(ordered) * 0.95) - 1] * 1000
+    return f"{name:<28} n={len(samples):<5} p50={p50:7.2f} ms  p95={p95:7.2f} ms"
+
+
+async def sequential(call: Callable[[], Awaitable[None]], rounds: int) -> list[float]:
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def throughput(call: Callable[[], Awaitable[None]], total: int, concurrency: int) -> float:
+    queue = iter(range(total))
+
+    async def worker() -> None:
+        for _ in queue:
+            await call()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total / (time.perf_counter() - started)
+
+
+async def run(arguments: argparse.Namespace) -> None:
+    server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
+    name, database_url = await fresh_database(server_url)
+    await asyncio.to_thread(schema.upgrade, database_url)
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "ENV": "production",
+        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+    }
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_until_up(base_url)
+        await measure(base_url, arguments)
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), timeout=10)
+        await drop_database(server_url, name)
+
+
+async def measure(base_url: str, arguments: argparse.Namespace) -> None:
+    limits = httpx.Limits(max_connections=arguments.concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits) as client:
+        email, password = f"bench-{uuid.uuid4().hex[:8]}@example.com", "correct horse battery"
+        response = await client.post("/register", json={"email": email, "password": password})
+        response.raise_for_status()
+        credentials = {"email": email, "password": password}
+
+        async def login() -> None:
+            (await client.post("/login", json=credentials)).raise_for_status()
+
+        pair = (await client.post("/login", json=credentials)).json()
+        token = {"refresh_token": pair["refresh_token"]}
+
+        async def refresh() -> None:
+            response = await client.post("/refresh", json=token)
+            response.raise_for_status()
+            token["refresh_token"] = response.json()["refresh_token"]
+
+        bearer = {"Authorization": f"Bearer {pair['access_token']}"}
+
+        async def profile() -> None:
+            (await client.get("/profile", headers=bearer)).raise_for_status()
+
+        async def healthz() -> None:
+            (await client.get("/healthz")).raise_for_status()
+
+        for _ in range(20):  # warm the pool, the statement caches and the connections
+            await refresh()
+            await profile()
+        print(f"one request at a time ({arguments.rounds} rounds; login {arguments.logins}):")
+        print(summary("POST /login (argon2id)", await sequential(login, arguments.logins)))
+        print(summary("POST /refresh (rotation)", await sequential(refresh, arguments.rounds)))
+        print(summary("GET /profile", await sequential(profile, arguments.rounds)))
+        print(summary("GET /healthz (no database)", await sequential(healthz, arguments.rounds)))
+
+        # Concurrent refreshes need one chain each, or they would race one token into reuse.
+        chains = [
+            (await client.post("/login", json=credentials)).json()["refresh_token"]
+            for _ in range(arguments.concurrency)
+        ]
+        per_chain = arguments.total // len(chains)
+
+        async def walk_chain(token: str) -> None:
+            for _ in range(per_chain):
+                response = await client.post("/refresh", json={"refresh_token": token})
+                response.raise_for_status()
+                token = response.json()["refresh_token"]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(walk_chain(chain) for chain in chains))
+        refresh_rate = per_chain * len(chains) / (time.perf_counter() - started)
+
+        print(f"throughput at concurrency {arguments.concurrency}, requests/s:")
+        print(f"  POST /refresh  {refresh_rate:8.0f}")
+        concurrency = arguments.concurrency
+        profile_rate = await throughput(profile, arguments.total, concurrency)
+        healthz_rate = await throughput(healthz, arguments.total, concurrency)
+        print(f"  GET /profile   {profile_rate:8.0f}")
+        print(f"  GET /healthz   {healthz_rate:8.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--logins", type=int, default=20)
+    parser.add_argument("--total", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
