@@ -162,6 +162,10 @@ class TokenCodec:
         mac = hmac.new(self._child_key, parent_jti.encode(), hashlib.sha256).digest()
         return str(base64url_encode(mac[:16]).decode("ascii"))
 
+    def jwks(self) -> dict[str, Any] | None:
+        """The JWK set of the public keys that verify access tokens; None under HS256."""
+        return None
+
     # -- verification ------------------------------------------------------------------------
 
     def verify_access(self, token: str, now: datetime) -> AccessClaims:
