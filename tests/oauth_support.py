@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -12,6 +15,7 @@ import httpx
 from argon2 import PasswordHasher
 
 from service import clients
+from service.app import create_app
 from service.config import Settings
 
 
@@ -66,3 +70,47 @@ def header_of(token: str) -> dict[str, Any]:
     part = token.split(".")[0]
     decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
     return decoded
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, clock: Any) -> AsyncIterator[Any]:
+    """The service as an ASGI callable with its lifespan running (as conftest's `serve`)."""
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope: Any, receive: Any, send: Any) -> None:
+            scope["state"] = dict(state or {})
+            await app(scope, receive, send)
+
+        yield with_state
+
+
+class Dispatcher:
+    """One ASGI app in front of several, by path prefix, counting each path it sees."""
+
+    def __init__(self, default: Any, **prefixed: Any) -> None:
+        self._default = default
+        self._prefixed = {"/" + name: app for name, app in prefixed.items()}
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.counts[scope["path"]] += 1
+            for prefix, app in self._prefixed.items():
+                if scope["path"].startswith(prefix + "/"):
+                    await app(scope, receive, send)
+                    return
+        await self._default(scope, receive, send)
+
+
+class FakeMonotonic:
+    """A monotonic clock moved by hand, for caches and renewal."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
