@@ -38,6 +38,7 @@ from tests.oauth_support import (
     client_token,
     create_client,
     header_of,
+    running_app,
 )
 
 
@@ -212,21 +213,30 @@ async def test_jwks_refetches_for_a_new_kid_but_rate_limited(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     rotated = make_settings(access_token_signing_key=Secret(new_pem))
-    ticks = FakeMonotonic()
     client_id, secret = await create_client(db, first, scope="read")
+    ticks = FakeMonotonic()
+    # The same URL answered by the service before and after its restart with the new key.
+    behind_url = Forwarder()
+    keys_http = httpx.AsyncClient(transport=httpx.ASGITransport(app=behind_url))
+    jwks = JwksKeys("http://testserver/.well-known/jwks.json", keys_http, clock=ticks)
+    verifier = TokenVerifier(
+        issuer=first.token_issuer, audience=first.token_audience, jwks=jwks, clock=clock
+    )
 
-    async with serve(first, clock) as service:
-        jwks = JwksKeys("http://testserver/.well-known/jwks.json", service, clock=ticks)
-        verifier = TokenVerifier(
-            issuer=first.token_issuer, audience=first.token_audience, jwks=jwks, clock=clock
-        )
-        old_token = (await client_token(service, client_id, secret)).json()["access_token"]
-        async with api(resource_server(verifier)) as http:
-            assert (await get(http, "/data", old_token)).status_code == 200
-    async with serve(rotated, clock) as service:
-        jwks._http = service  # the same verifier, now reaching the restarted service
-        new_token = (await client_token(service, client_id, secret)).json()["access_token"]
-        async with api(resource_server(verifier)) as http:
+    async with api(resource_server(verifier)) as http, keys_http:
+        async with running_app(first, clock) as service:
+            behind_url.app = service
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=service), base_url="http://testserver"
+            ) as before:
+                old_token = (await client_token(before, client_id, secret)).json()["access_token"]
+            old_status = (await get(http, "/data", old_token)).status_code
+        async with running_app(rotated, clock) as service:
+            behind_url.app = service
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=service), base_url="http://testserver"
+            ) as after:
+                new_token = (await client_token(after, client_id, secret)).json()["access_token"]
             too_soon = await get(http, "/data", new_token)
             ticks.advance(31)
             after_interval = await get(http, "/data", new_token)
@@ -236,10 +246,20 @@ async def test_jwks_refetches_for_a_new_kid_but_rate_limited(
             ]
             flood_statuses = [(await get(http, "/data", value)).status_code for value in flood]
 
+    assert old_status == 200
     assert too_soon.status_code == 401
     assert after_interval.status_code == 200
     assert flood_statuses == [401] * 20
     assert jwks.fetches == 2
+
+
+class Forwarder:
+    """An ASGI app that passes everything to whichever app it currently holds."""
+
+    app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 async def test_introspection_catches_a_revoked_token(
