@@ -6,7 +6,12 @@ import asyncpg
 import httpx
 import pytest
 
+from service.authorization_server import AuthorizationServer, ClientSecret
 from service.config import Settings
+from service.database import create_pool
+from service.errors import InvalidClient
+from service.passwords import Passwords
+from service.tokens import TokenCodec
 from tests.conftest import FakeClock, register_and_login
 from tests.oauth_support import basic, client_token, create_client
 
@@ -244,3 +249,70 @@ async def test_metadata_describes_the_endpoints(client: httpx.AsyncClient) -> No
     }
     assert "jwks_uri" not in body
     assert (await client.get("/.well-known/jwks.json")).status_code == 404
+
+
+class CountingPasswords(Passwords):
+    """Real argon2, counting verifications."""
+
+    verifications = 0
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        self.verifications += 1
+        return await super().verify(password_hash, password)
+
+
+@pytest.mark.parametrize("client_id", ["no-such-client", "bad\x00id", "x" * 500, "é"])
+async def test_an_unknown_client_costs_one_argon2_verification(
+    db: asyncpg.Connection, settings: Settings, client_id: str
+) -> None:
+    """Unknown (or impossible) ids are verified against the dummy hash, as a wrong secret is."""
+    known_id, _ = await create_client(db, settings)
+    passwords = CountingPasswords(settings)
+    server = AuthorizationServer(settings, TokenCodec(settings), passwords)
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        with pytest.raises(InvalidClient):
+            await server.authenticate(pool, ClientSecret(client_id, "secret"))
+        unknown_cost = passwords.verifications
+        with pytest.raises(InvalidClient):
+            await server.authenticate(pool, ClientSecret(known_id, "wrong"))
+    finally:
+        await pool.close()
+        passwords.close()
+
+    assert unknown_cost == 1
+    assert passwords.verifications == 2
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke", "/oauth/introspect"])
+@pytest.mark.parametrize(
+    "value", ["\x00", "a\x00b", "%00", "é" * 100, "'; DROP TABLE clients; --", "x" * 60_000]
+)
+async def test_odd_values_never_cause_a_500(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    path: str,
+    value: str,
+) -> None:
+    """NUL bytes, SQL, non-ASCII and long values in every parameter: a 4xx or 200, tables intact."""
+    credentials = await create_client(db, settings)
+    before = await db.fetch("SELECT * FROM clients ORDER BY client_id")
+
+    statuses = set()
+    for form, headers in (
+        ({"grant_type": value}, basic(*credentials)),
+        ({"grant_type": "client_credentials", "scope": value}, basic(*credentials)),
+        ({"grant_type": "refresh_token", "refresh_token": value}, {}),
+        ({"token": value}, basic(*credentials)),
+        ({"grant_type": "client_credentials", "client_id": value, "client_secret": value}, {}),
+        ({"token": "x"}, basic(value, value)),
+    ):
+        response = await client.post(path, data=form, headers=headers)
+        statuses.add(response.status_code)
+        if response.status_code >= 400:
+            assert set(response.json()) == {"error", "error_description"}
+
+    assert max(statuses) < 500
+    assert await db.fetch("SELECT * FROM clients ORDER BY client_id") == before

@@ -10,6 +10,7 @@ import sys
 import asyncpg
 import httpx
 
+from service import schema
 from service.config import Settings
 from tests.conftest import PROJECT_ROOT
 from tests.oauth_support import client_token
@@ -113,3 +114,20 @@ async def test_create_client_refuses_a_malformed_scope(settings: Settings) -> No
     assert status == 1
     assert out == ""
     assert "scope" in error
+
+
+async def test_migration_0002_downgrades_and_upgrades(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """Downgrading to 0001 drops the client tables; upgrading brings them back, empty."""
+    tables = (
+        "SELECT array_agg(table_name::text ORDER BY table_name) FROM information_schema.tables"
+        " WHERE table_name IN ('clients', 'revoked_access_tokens')"
+    )
+    # alembic's env.py runs its own event loop: call it from a thread without one.
+    await asyncio.to_thread(schema.downgrade, database_url, "0001")
+    after_downgrade = await db.fetchval(tables)
+    await asyncio.to_thread(schema.upgrade, database_url, "0002")
+
+    assert after_downgrade is None
+    assert await db.fetchval(tables) == ["clients", "revoked_access_tokens"]
