@@ -8,6 +8,7 @@ The token is fetched on first use, reused until `renew_before` seconds before it
 renewed by one request only however many requests need it at once (an asyncio.Lock for async
 clients, a threading.Lock for sync ones). A 401 from the API renews the token and retries once.
 The token request goes through the same httpx client (transport, proxies, TLS settings).
+Use one instance per event loop: its asyncio.Lock belongs to the loop that first waits on it.
 """
 
 from __future__ import annotations

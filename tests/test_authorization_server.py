@@ -6,6 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
+from service import clients
 from service.authorization_server import AuthorizationServer, ClientSecret
 from service.config import Settings
 from service.database import create_pool
@@ -316,3 +317,20 @@ async def test_odd_values_never_cause_a_500(
 
     assert max(statuses) < 500
     assert await db.fetch("SELECT * FROM clients ORDER BY client_id") == before
+
+
+async def test_expired_revocations_are_purged(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, clock: FakeClock
+) -> None:
+    """A revocation row outlives its token by nothing: purge deletes it after expiry only."""
+    owner = await create_client(db, settings)
+    token = (await client_token(client, *owner)).json()["access_token"]
+    await revoke(client, owner, token)
+
+    kept = await clients.purge_revoked_access_tokens(db, clock())
+    clock.advance(settings.access_token_ttl)
+    purged = await clients.purge_revoked_access_tokens(db, clock())
+
+    assert kept == 0
+    assert purged == 1
+    assert await db.fetchval("SELECT count(*) FROM revoked_access_tokens") == 0
