@@ -1,4 +1,5 @@
-"""The command line: `python -m service serve | migrate | create-user EMAIL`."""
+"""The command line: `python -m service serve | migrate | create-user EMAIL | create-client NAME
+| rotate-client-secret CLIENT_ID | disable-client CLIENT_ID | list-clients`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import asyncio
 import dataclasses
 import getpass
+import json
 import logging
 import os
 import sys
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="migrate the database to head")
     create_user = commands.add_parser("create-user", help="create a user (password from stdin)")
     create_user.add_argument("email")
+    _add_client_commands(commands)
     arguments = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if arguments.command == "create-user":
         return _create_user(settings, arguments.email)
+    if arguments.command in CLIENT_COMMANDS:
+        return asyncio.run(_client_command(settings, arguments))
     if arguments.migrate:
         schema.upgrade(_database_url(settings))
     return _serve(settings)
@@ -120,6 +125,63 @@ async def _register(settings: Settings, email: str, password: str) -> User:
     finally:
         await pool.close()
         passwords.close()
+
+
+CLIENT_COMMANDS = ("create-client", "rotate-client-secret", "disable-client", "list-clients")
+
+
+def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    create = commands.add_parser(
+        "create-client", help="register an OAuth client; prints its id and secret (once)"
+    )
+    create.add_argument("name")
+    create.add_argument("--scope", default="", help='space-separated scopes, e.g. "read write"')
+    rotate = commands.add_parser(
+        "rotate-client-secret", help="give a client a new secret (printed once)"
+    )
+    rotate.add_argument("client_id")
+    disable = commands.add_parser("disable-client", help="disable a client and its tokens")
+    disable.add_argument("client_id")
+    commands.add_parser("list-clients", help="list clients as JSON lines (no secrets)")
+
+
+async def _client_command(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Run a client subcommand; print JSON lines on stdout, errors on stderr."""
+    from service import clients
+    from service.authorization_server import AuthorizationServer
+    from service.clock import utc_now
+    from service.database import create_pool
+    from service.passwords import Passwords
+    from service.tokens import TokenCodec
+
+    passwords = Passwords(settings)
+    pool = await create_pool(_database_url(settings), min_size=1, max_size=1)
+    server = AuthorizationServer(settings, TokenCodec(settings), passwords)
+    try:
+        if arguments.command == "create-client":
+            client, secret = await server.create_client(
+                pool, name=arguments.name, scope=arguments.scope, now=utc_now()
+            )
+            print(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+        elif arguments.command == "rotate-client-secret":
+            secret = await server.rotate_client_secret(pool, arguments.client_id)
+            print(json.dumps({"client_id": arguments.client_id, "client_secret": secret}))
+        elif arguments.command == "disable-client":
+            async with pool.acquire() as connection:
+                if not await clients.disable_client(connection, arguments.client_id, utc_now()):
+                    print("error: no active client has this id", file=sys.stderr)
+                    return 1
+        else:
+            async with pool.acquire() as connection:
+                for client in await clients.list_clients(connection):
+                    print(json.dumps(client.to_json()))
+    except ServiceError as error:
+        print(f"error: {error.description}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+        passwords.close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import endpoints
+from service import endpoints, oauth
 from service.auth import Authenticator
+from service.authorization_server import AuthorizationServer
 from service.clock import Clock, utc_now
 from service.config import Settings
 from service.database import CONNECTION_ERRORS, create_pool
@@ -47,13 +48,14 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 auth=Authenticator(settings, codec, passwords),
                 codec=codec,
                 clock=clock,
+                oauth=AuthorizationServer(settings, codec, passwords),
             )
         finally:
             await pool.close()
             passwords.close()
 
     return Starlette(
-        routes=endpoints.routes,
+        routes=endpoints.routes + oauth.routes,
         lifespan=lifespan,
         exception_handlers={
             ServiceError: _service_error,

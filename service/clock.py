@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 Clock = Callable[[], datetime]
+# Seconds from an arbitrary start, never jumping: for caches and renewal deadlines.
+Monotonic = Callable[[], float]
 
 
 def utc_now() -> datetime:
@@ -15,3 +18,8 @@ def utc_now() -> datetime:
     a stored `issued_at` re-create a token byte for byte.
     """
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def monotonic() -> float:
+    """Seconds on a clock that never jumps: for caches and token renewal, not for claims."""
+    return time.monotonic()

@@ -45,6 +45,10 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     db_pool_min_size: int = 2
     db_pool_max_size: int = 10
+    # PEM text of the private key that signs access tokens (ES256 or RS256); None: HS256.
+    access_token_signing_key: Secret | None = field(default=None, repr=False)
+    # PEM texts of earlier signing keys, still published and accepted (see README, rotation).
+    access_token_previous_keys: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -66,6 +70,13 @@ class Settings:
             raise ConfigError("REFRESH_REUSE_INTERVAL and JWT_LEEWAY cannot be negative")
         if self.db_pool_min_size < 1 or self.db_pool_max_size < self.db_pool_min_size:
             raise ConfigError("DB_POOL_MAX_SIZE must be at least DB_POOL_MIN_SIZE, which is >= 1")
+        if self.access_token_previous_keys and self.access_token_signing_key is None:
+            raise ConfigError("ACCESS_TOKEN_PREVIOUS_KEYS needs ACCESS_TOKEN_SIGNING_KEY")
+        if self.access_token_signing_key is not None:
+            # Imported here: only an asymmetric setup needs the key machinery at all.
+            from service.keys import load_key_ring
+
+            load_key_ring(str(self.access_token_signing_key), self.access_token_previous_keys)
 
     @property
     def is_production(self) -> bool:
@@ -106,6 +117,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_body_bytes=_integer(environ, "MAX_BODY_BYTES", 64 * 1024),
         db_pool_min_size=_integer(environ, "DB_POOL_MIN_SIZE", 2),
         db_pool_max_size=_integer(environ, "DB_POOL_MAX_SIZE", 10),
+        access_token_signing_key=_pem_file(
+            "ACCESS_TOKEN_SIGNING_KEY", environ.get("ACCESS_TOKEN_SIGNING_KEY", "")
+        ),
+        access_token_previous_keys=tuple(
+            str(_pem_file("ACCESS_TOKEN_PREVIOUS_KEYS", path))
+            for path in environ.get("ACCESS_TOKEN_PREVIOUS_KEYS", "").split(",")
+            if path.strip()
+        ),
     )
 
 
@@ -154,3 +173,15 @@ def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false")
+
+
+def _pem_file(name: str, path: str) -> Secret | None:
+    """The contents of the PEM file at `path` (named by variable `name`); None when unset."""
+    raw = path.strip()
+    if not raw:
+        return None
+    try:
+        return Secret(Path(raw).read_text(encoding="ascii"))
+    except (OSError, UnicodeDecodeError):
+        # The path, not the contents: a key must never reach an error message.
+        raise ConfigError(f"{name}: cannot read the key file {raw}") from None

@@ -14,6 +14,10 @@
     │   └── TokenExpired         token_expired (access tokens only)
     ├── CsrfFailed               csrf_failed
     ├── NotFound                 not_found
+    ├── InvalidClient            invalid_client: OAuth client authentication failed (RFC 6749 §5.2)
+    ├── InvalidGrant             invalid_grant: the refresh token is refused (OAuth endpoint)
+    ├── UnsupportedGrantType     unsupported_grant_type
+    ├── InvalidScope             invalid_scope
     └── Unavailable              unavailable: the database cannot be reached
 
 HTTP statuses are assigned in one table at the edge (`service.web.STATUS_BY_ERROR`). Library
@@ -106,6 +110,26 @@ class CsrfFailed(ServiceError):
 class NotFound(ServiceError):
     code = "not_found"
     description = "Not found."
+
+
+class InvalidClient(ServiceError):
+    code = "invalid_client"
+    description = "Client authentication failed."
+
+
+class InvalidGrant(ServiceError):
+    code = "invalid_grant"
+    description = "The grant is invalid, expired or revoked."
+
+
+class UnsupportedGrantType(ServiceError):
+    code = "unsupported_grant_type"
+    description = "The grant type is not supported."
+
+
+class InvalidScope(ServiceError):
+    code = "invalid_scope"
+    description = "The requested scope is invalid or exceeds what the client may ask for."
 
 
 class Unavailable(ServiceError):

@@ -7,6 +7,7 @@ from typing import TypedDict
 import asyncpg
 
 from service.auth import Authenticator
+from service.authorization_server import AuthorizationServer
 from service.clock import Clock
 from service.config import Settings
 from service.tokens import TokenCodec
@@ -18,3 +19,4 @@ class AppState(TypedDict):
     auth: Authenticator
     codec: TokenCodec
     clock: Clock
+    oauth: AuthorizationServer

@@ -14,6 +14,7 @@ import hmac
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -24,6 +25,7 @@ from jose.utils import base64url_decode, base64url_encode
 
 from service.config import Settings
 from service.errors import InvalidToken, TokenExpired
+from service.keys import KeyRing, load_key_ring
 
 ALGORITHM = "HS256"
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
@@ -34,6 +36,10 @@ REFRESH_CLAIM_TYPE = "refresh"
 MAX_TOKEN_LENGTH = 4096
 
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+# Given a token's parsed header, the key that must verify it, or InvalidToken. The header names
+# at most a key; each key knows its one algorithm, and the header must name exactly that.
+KeySelector = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,15 @@ class TokenCodec:
     def __init__(self, settings: Settings) -> None:
         # jwk.construct binds each secret to HS256, so neither can be used under another algorithm.
         self._access_key = jwk.construct(str(settings.access_token_secret), ALGORITHM)
+        # With an asymmetric key, access tokens are signed and verified with it alone: the
+        # HS256 access secret then opens nothing.
+        self._key_ring: KeyRing | None = (
+            load_key_ring(
+                str(settings.access_token_signing_key), settings.access_token_previous_keys
+            )
+            if settings.access_token_signing_key is not None
+            else None
+        )
         self._refresh_key = jwk.construct(str(settings.refresh_token_secret), ALGORITHM)
         self._child_key = hashlib.sha256(
             b"child-jti:" + str(settings.refresh_token_secret).encode()
@@ -124,7 +139,13 @@ class TokenCodec:
         if client_id is not None:
             payload["client_id"] = client_id
         payload["scope"] = scope
-        return _sign(payload, ACCESS_TOKEN_TYPE, self._access_key), claims
+        if self._key_ring is not None:
+            signing = self._key_ring.signing
+            header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}
+            return _sign(payload, header, signing.key), claims
+        return _sign(
+            payload, {"alg": ALGORITHM, "typ": ACCESS_TOKEN_TYPE}, self._access_key
+        ), claims
 
     def mint_refresh(self, claims: RefreshClaims) -> str:
         """Sign a refresh token. Deterministic: the same claims give the same bytes."""
@@ -138,7 +159,7 @@ class TokenCodec:
             "jti": claims.jti,
             "typ": REFRESH_CLAIM_TYPE,
         }
-        return _sign(payload, REFRESH_TOKEN_TYPE, self._refresh_key)
+        return _sign(payload, {"alg": ALGORITHM, "typ": REFRESH_TOKEN_TYPE}, self._refresh_key)
 
     def new_refresh_claims(
         self, *, subject: str, session_id: str, now: datetime, jti: str | None = None
@@ -162,43 +183,42 @@ class TokenCodec:
         mac = hmac.new(self._child_key, parent_jti.encode(), hashlib.sha256).digest()
         return str(base64url_encode(mac[:16]).decode("ascii"))
 
+    def jwks(self) -> dict[str, Any] | None:
+        """The JWK set of the public keys that verify access tokens; None under HS256."""
+        return self._key_ring.jwks() if self._key_ring is not None else None
+
+    def _access_key_for(self, header: dict[str, Any]) -> Any:
+        if self._key_ring is None:
+            return hmac_key_selector(self._access_key)(header)
+        return ring_key_selector(self._key_ring.verifying)(header)
+
     # -- verification ------------------------------------------------------------------------
 
     def verify_access(self, token: str, now: datetime) -> AccessClaims:
         """Check an access token; raise `TokenExpired` or `InvalidToken`."""
-        claims = _verify(token, self._access_key, ACCESS_TOKEN_TYPE)
-        self._check_common(claims, now, self._access_ttl)
-        if "typ" in claims:
-            raise InvalidToken()
-        scope = claims.get("scope")
-        session_id, email, client_id = (
-            claims.get("sid"),
-            claims.get("email"),
-            claims.get("client_id"),
+        claims = decode_verified(token, self._access_key_for, ACCESS_TOKEN_TYPE)
+        check_registered_claims(
+            claims,
+            now=now,
+            issuer=self._issuer,
+            audience=self._audience,
+            leeway=self._leeway,
+            lifetime=self._access_ttl,
         )
-        if not isinstance(scope, str):
-            raise InvalidToken()
-        # A person's token names its session and email; a service's names its client.
-        is_user_token = isinstance(session_id, str) and isinstance(email, str) and client_id is None
-        is_client_token = isinstance(client_id, str) and session_id is None and email is None
-        if not (is_user_token or is_client_token):
-            raise InvalidToken()
-        return AccessClaims(
-            subject=claims["sub"],
-            session_id=session_id,
-            jti=claims["jti"],
-            issued_at=claims["iat"],
-            expires_at=claims["exp"],
-            scope=scope,
-            email=email,
-            client_id=client_id,
-        )
+        return access_claims_of(claims)
 
     def verify_refresh(self, token: str, now: datetime) -> RefreshClaims:
         """Check a refresh token's signature and claims (not its row); raise `InvalidToken`."""
-        claims = _verify(token, self._refresh_key, REFRESH_TOKEN_TYPE)
+        claims = decode_verified(token, hmac_key_selector(self._refresh_key), REFRESH_TOKEN_TYPE)
         try:
-            self._check_common(claims, now, self._refresh_ttl)
+            check_registered_claims(
+                claims,
+                now=now,
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                lifetime=self._refresh_ttl,
+            )
         except TokenExpired:
             # /refresh answers every refusal alike: invalid_token.
             raise InvalidToken() from None
@@ -212,28 +232,88 @@ class TokenCodec:
             expires_at=claims["exp"],
         )
 
-    def _check_common(self, claims: dict[str, Any], now: datetime, lifetime: int) -> None:
-        if claims.get("iss") != self._issuer or claims.get("aud") != self._audience:
+
+def check_registered_claims(
+    claims: dict[str, Any],
+    *,
+    now: datetime,
+    issuer: str,
+    audience: str,
+    leeway: int,
+    lifetime: int,
+) -> None:
+    """Check iss, aud, sub, jti and the times against `now`; raise `TokenExpired`/`InvalidToken`."""
+    if claims.get("iss") != issuer or claims.get("aud") != audience:
+        raise InvalidToken()
+    for name in ("sub", "jti"):
+        value = claims.get(name)
+        if not isinstance(value, str) or not value:
             raise InvalidToken()
-        for name in ("sub", "jti"):
-            value = claims.get(name)
-            if not isinstance(value, str) or not value:
-                raise InvalidToken()
-        issued_at, expires_at, not_before = claims.get("iat"), claims.get("exp"), claims.get("nbf")
-        if not _is_integer(issued_at) or not _is_integer(expires_at):
+    issued_at, expires_at, not_before = claims.get("iat"), claims.get("exp"), claims.get("nbf")
+    if not _is_integer(issued_at) or not _is_integer(expires_at):
+        raise InvalidToken()
+    moment = int(now.timestamp())
+    if issued_at > moment + leeway:
+        raise InvalidToken()
+    if not_before is not None and (not _is_integer(not_before) or not_before > moment + leeway):
+        raise InvalidToken()
+    # A token may not live longer than its kind does, whatever its exp says.
+    if expires_at <= issued_at or expires_at - issued_at > lifetime:
+        raise InvalidToken()
+    if moment >= expires_at + leeway:
+        raise TokenExpired()
+
+
+def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
+    """The access claims of checked registered claims; raise `InvalidToken` if ill-formed."""
+    if "typ" in claims:
+        raise InvalidToken()
+    scope = claims.get("scope")
+    session_id, email, client_id = claims.get("sid"), claims.get("email"), claims.get("client_id")
+    if not isinstance(scope, str):
+        raise InvalidToken()
+    # A person's token names its session and email; a service's names its client.
+    is_user_token = isinstance(session_id, str) and isinstance(email, str) and client_id is None
+    is_client_token = isinstance(client_id, str) and session_id is None and email is None
+    if not (is_user_token or is_client_token):
+        raise InvalidToken()
+    return AccessClaims(
+        subject=claims["sub"],
+        session_id=session_id,
+        jti=claims["jti"],
+        issued_at=claims["iat"],
+        expires_at=claims["exp"],
+        scope=scope,
+        email=email,
+        client_id=client_id,
+    )
+
+
+def hmac_key_selector(key: Any) -> KeySelector:
+    """Select `key` (bound to HS256) for headers naming HS256; any `kid` is ignored."""
+
+    def select(header: dict[str, Any]) -> Any:
+        if header.get("alg") != ALGORITHM:
             raise InvalidToken()
-        moment = int(now.timestamp())
-        if issued_at > moment + self._leeway:
+        return key
+
+    return select
+
+
+def ring_key_selector(keys: Any) -> KeySelector:
+    """Select from `keys` (kid -> `BoundKey`) by the header's kid, whose algorithm must match.
+
+    An HS256 header naming an RSA key's kid is refused here, before any MAC is computed.
+    """
+
+    def select(header: dict[str, Any]) -> Any:
+        kid = header.get("kid")
+        bound = keys.get(kid) if isinstance(kid, str) else None
+        if bound is None or header.get("alg") != bound.algorithm:
             raise InvalidToken()
-        if not_before is not None and (
-            not _is_integer(not_before) or not_before > moment + self._leeway
-        ):
-            raise InvalidToken()
-        # A token may not live longer than its kind does, whatever its exp says.
-        if expires_at <= issued_at or expires_at - issued_at > lifetime:
-            raise InvalidToken()
-        if moment >= expires_at + self._leeway:
-            raise TokenExpired()
+        return bound.key
+
+    return select
 
 
 def _is_integer(value: object) -> TypeGuard[int]:
@@ -241,8 +321,7 @@ def _is_integer(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _sign(payload: dict[str, Any], token_type: str, key: Any) -> str:
-    header = {"alg": ALGORITHM, "typ": token_type}
+def _sign(payload: dict[str, Any], header: dict[str, str], key: Any) -> str:
     signing_input = b".".join(
         (
             base64url_encode(json.dumps(header, separators=(",", ":")).encode()),
@@ -253,8 +332,12 @@ def _sign(payload: dict[str, Any], token_type: str, key: Any) -> str:
     return b".".join((signing_input, base64url_encode(signature))).decode("ascii")
 
 
-def _verify(token: str, key: Any, token_type: str) -> dict[str, Any]:
-    """Check the form, header and MAC of a compact JWS; return its claims, unchecked."""
+def decode_verified(token: str, select_key: KeySelector, token_type: str) -> dict[str, Any]:
+    """Check the form, header and signature of a compact JWS; return its claims, unchecked.
+
+    The algorithm is never taken from the token: `select_key` refuses any header whose `alg`
+    is not the one its key is bound to.
+    """
     if len(token) > MAX_TOKEN_LENGTH or not _COMPACT_JWS.fullmatch(token):
         raise InvalidToken()
     encoded_header, encoded_payload, encoded_signature = token.split(".")
@@ -271,9 +354,10 @@ def _verify(token: str, key: Any, token_type: str) -> dict[str, Any]:
         header = json.loads(segments[0])
         if not isinstance(header, dict):
             raise InvalidToken()
-        # Pinned here, not taken from the token: `none`, HS384, RS256 and the rest all fail.
-        if header.get("alg") != ALGORITHM or header.get("typ") != token_type:
+        if header.get("typ") != token_type:
             raise InvalidToken()
+        # Pinned by the key, not taken from the token: `none`, HS384 and the rest all fail.
+        key = select_key(header)
         signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
         if not key.verify(signing_input, segments[2]):
             raise InvalidToken()

@@ -15,8 +15,11 @@ from starlette.responses import JSONResponse
 from service.errors import (
     CsrfFailed,
     EmailTaken,
+    InvalidClient,
     InvalidCredentials,
+    InvalidGrant,
     InvalidInput,
+    InvalidScope,
     InvalidToken,
     MalformedRequest,
     MissingToken,
@@ -25,6 +28,7 @@ from service.errors import (
     ServiceError,
     TooManyAttempts,
     Unavailable,
+    UnsupportedGrantType,
     UnsupportedMediaType,
 )
 
@@ -42,6 +46,10 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidInput: 422,
     TooManyAttempts: 429,
     Unavailable: 503,
+    InvalidClient: 401,
+    InvalidGrant: 400,
+    UnsupportedGrantType: 400,
+    InvalidScope: 400,
 }
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -61,6 +69,9 @@ def error_response(error: ServiceError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     elif isinstance(error, InvalidToken):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    elif isinstance(error, InvalidClient):
+        # RFC 6749 §5.2: a 401 invalid_client names the scheme the client should use.
+        headers["WWW-Authenticate"] = 'Basic realm="oauth"'
     elif isinstance(error, TooManyAttempts):
         headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(

@@ -38,8 +38,32 @@ def upgrade() -> None:
         ),
         sa.Column("disabled_at", sa.TIMESTAMP(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("client_id", name="clients_pkey"),
+        sa.CheckConstraint("length(client_id) <= 128", name="clients_client_id_length_check"),
     )
+    # Client access tokens are stateless JWTs; revoking one (RFC 7009) records its verified jti
+    # here until it would have expired anyway, so that introspection can answer inactive.
+    op.create_table(
+        "revoked_access_tokens",
+        sa.Column("jti", sa.Text(), nullable=False),
+        sa.Column("client_id", sa.Text(), nullable=False),
+        sa.Column("expires_at", sa.TIMESTAMP(timezone=True), nullable=False),
+        sa.Column(
+            "revoked_at",
+            sa.TIMESTAMP(timezone=True),
+            nullable=False,
+            server_default=sa.text("now()"),
+        ),
+        sa.PrimaryKeyConstraint("jti", name="revoked_access_tokens_pkey"),
+        sa.ForeignKeyConstraint(
+            ["client_id"],
+            ["clients.client_id"],
+            name="revoked_access_tokens_client_id_fkey",
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_index("revoked_access_tokens_expires_at_idx", "revoked_access_tokens", ["expires_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("revoked_access_tokens")
     op.drop_table("clients")
