@@ -334,3 +334,34 @@ async def test_expired_revocations_are_purged(
     assert kept == 0
     assert purged == 1
     assert await db.fetchval("SELECT count(*) FROM revoked_access_tokens") == 0
+
+
+async def test_a_verified_client_is_remembered_until_its_secret_changes_or_it_is_disabled(
+    db: asyncpg.Connection, settings: Settings, clock: FakeClock
+) -> None:
+    """One argon2 check serves repeat calls; rotation and disabling take effect at once."""
+    client_id, secret = await create_client(db, settings)
+    passwords = CountingPasswords(settings)
+    server = AuthorizationServer(settings, TokenCodec(settings), passwords)
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        for _ in range(5):
+            await server.authenticate(pool, ClientSecret(client_id, secret))
+        repeat_cost = passwords.verifications
+        with pytest.raises(InvalidClient):
+            await server.authenticate(pool, ClientSecret(client_id, secret + "x"))
+
+        new_secret = await server.rotate_client_secret(pool, client_id)
+        with pytest.raises(InvalidClient):
+            await server.authenticate(pool, ClientSecret(client_id, secret))
+        await server.authenticate(pool, ClientSecret(client_id, new_secret))
+
+        await clients.disable_client(db, client_id, clock())
+        with pytest.raises(InvalidClient):
+            await server.authenticate(pool, ClientSecret(client_id, new_secret))
+    finally:
+        await pool.close()
+        passwords.close()
+
+    assert repeat_cost == 1
