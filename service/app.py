@@ -11,7 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import endpoints
+from service import endpoints, session_endpoints
+from service.accounts import Accounts
 from service.auth import Authenticator
 from service.clock import Clock, utc_now
 from service.config import Settings
@@ -47,13 +48,14 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 auth=Authenticator(settings, codec, passwords),
                 codec=codec,
                 clock=clock,
+                accounts=Accounts(Authenticator(settings, codec, passwords), passwords),
             )
         finally:
             await pool.close()
             passwords.close()
 
     return Starlette(
-        routes=endpoints.routes,
+        routes=endpoints.routes + session_endpoints.routes,
         lifespan=lifespan,
         exception_handlers={
             ServiceError: _service_error,

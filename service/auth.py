@@ -49,6 +49,14 @@ class TokenPair:
 
 
 @dataclass(frozen=True)
+class SessionUser:
+    """Who a bearer token speaks for: an active user and their live session."""
+
+    user: users.User
+    session_id: uuid.UUID
+
+
+@dataclass(frozen=True)
 class ClientInfo:
     """Who is logging in from where, recorded on the session."""
 
@@ -236,6 +244,16 @@ class Authenticator:
 
     async def profile(self, pool: asyncpg.Pool, *, access_token: str, now: datetime) -> users.User:
         """The user behind a user access token whose session is still live."""
+        return (await self.authenticate(pool, access_token=access_token, now=now)).user
+
+    async def authenticate(
+        self, pool: asyncpg.Pool, *, access_token: str, now: datetime
+    ) -> SessionUser:
+        """The user and session of a user access token whose session is still live.
+
+        Raises `InvalidToken` (or `TokenExpired`) for a bad token, a service's token, a revoked
+        or expired session, or a disabled user.
+        """
         claims = self._codec.verify_access(access_token, now)
         if claims.session_id is None:
             raise InvalidToken()  # a service's token has no user to show
@@ -246,7 +264,7 @@ class Authenticator:
             )
         if user is None:
             raise InvalidToken()
-        return user
+        return SessionUser(user=user, session_id=session_id)
 
     def _grace_child(
         self, spent: sessions.SpentToken, claims: RefreshClaims, now: datetime

@@ -6,6 +6,7 @@ from typing import TypedDict
 
 import asyncpg
 
+from service.accounts import Accounts
 from service.auth import Authenticator
 from service.clock import Clock
 from service.config import Settings
@@ -18,3 +19,4 @@ class AppState(TypedDict):
     auth: Authenticator
     codec: TokenCodec
     clock: Clock
+    accounts: Accounts
