@@ -12,9 +12,10 @@ from datetime import datetime
 
 import asyncpg
 
-from service import sessions, users
+from service import sessions, throttle, users
 from service.auth import Authenticator, SessionUser
-from service.errors import InvalidCredentials, NotFound
+from service.config import Settings
+from service.errors import InvalidCredentials, NotFound, TooManyAttempts
 from service.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
 
 security_log = logging.getLogger("service.security")
@@ -23,7 +24,8 @@ security_log = logging.getLogger("service.security")
 class Accounts:
     """Session management and password change, with their dependencies passed in."""
 
-    def __init__(self, auth: Authenticator, passwords: Passwords) -> None:
+    def __init__(self, settings: Settings, auth: Authenticator, passwords: Passwords) -> None:
+        self._settings = settings
         self._auth = auth
         self._passwords = passwords
 
@@ -84,6 +86,7 @@ class Accounts:
         current_password: str,
         new_password: str,
         now: datetime,
+        ip: str | None,
     ) -> None:
         """Replace the password and revoke every other session of the caller.
 
@@ -97,7 +100,16 @@ class Accounts:
         if len(current_password) > MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()
         async with pool.acquire() as connection:
-            found = await users.find_credentials_by_id(connection, user_id)
+            # Guessing the current password through /password counts toward the login throttle.
+            attempt = await throttle.count_attempt(
+                connection, self._settings, email=caller.user.email, ip=ip, now=now
+            )
+        if attempt.retry_after is not None:
+            security_log.warning("password change throttled", extra={"user_id": caller.user.id})
+            raise TooManyAttempts(attempt.retry_after)
+        found = attempt.credentials
+        if found is not None and (found.user.id != caller.user.id or found.disabled):
+            found = None
         matched = await self._passwords.verify(
             found.password_hash if found else None, current_password
         )
@@ -106,6 +118,7 @@ class Accounts:
             raise InvalidCredentials()
         new_hash = await self._passwords.hash(new_password)
         async with pool.acquire() as connection, connection.transaction():
+            await throttle.forgive_attempt(connection, email=caller.user.email, ip=ip)
             await users.update_password_hash(connection, user_id, new_hash, now)
             await sessions.revoke_user_sessions(
                 connection,

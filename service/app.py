@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 auth=Authenticator(settings, codec, passwords),
                 codec=codec,
                 clock=clock,
-                accounts=Accounts(Authenticator(settings, codec, passwords), passwords),
+                accounts=Accounts(settings, Authenticator(settings, codec, passwords), passwords),
             )
         finally:
             await pool.close()

@@ -6,6 +6,7 @@ repr, a log line or a traceback never shows them.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,17 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     db_pool_min_size: int = 2
     db_pool_max_size: int = 10
+    # Login throttle: attempts per email and per client address within one window (seconds).
+    login_email_max_attempts: int = 10
+    login_ip_max_attempts: int = 100
+    login_throttle_window: int = 15 * 60
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Expired rows are purged every PURGE_INTERVAL seconds (0: never, by the server).
+    purge_interval: int = 3600
+    purge_batch_size: int = 1000
+    # Browser frontends: origins allowed to use the refresh cookie (and CORS with credentials).
+    allowed_origins: tuple[str, ...] = ()
+    cookie_secure: bool = True
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -66,6 +78,20 @@ class Settings:
             raise ConfigError("REFRESH_REUSE_INTERVAL and JWT_LEEWAY cannot be negative")
         if self.db_pool_min_size < 1 or self.db_pool_max_size < self.db_pool_min_size:
             raise ConfigError("DB_POOL_MAX_SIZE must be at least DB_POOL_MIN_SIZE, which is >= 1")
+        for name, number in (
+            ("LOGIN_EMAIL_MAX_ATTEMPTS", self.login_email_max_attempts),
+            ("LOGIN_IP_MAX_ATTEMPTS", self.login_ip_max_attempts),
+            ("LOGIN_THROTTLE_WINDOW", self.login_throttle_window),
+            ("PURGE_BATCH_SIZE", self.purge_batch_size),
+        ):
+            if number <= 0:
+                raise ConfigError(f"{name} must be a positive number")
+        if self.purge_interval < 0:
+            raise ConfigError("PURGE_INTERVAL cannot be negative (0 turns the timer off)")
+        for origin in self.allowed_origins:
+            if origin == "*" or "://" not in origin or origin.endswith("/"):
+                # Credentialed CORS must name each origin: scheme://host[:port], no path.
+                raise ConfigError("ALLOWED_ORIGINS entries must look like https://app.example")
 
     @property
     def is_production(self) -> bool:
@@ -106,6 +132,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_body_bytes=_integer(environ, "MAX_BODY_BYTES", 64 * 1024),
         db_pool_min_size=_integer(environ, "DB_POOL_MIN_SIZE", 2),
         db_pool_max_size=_integer(environ, "DB_POOL_MAX_SIZE", 10),
+        login_email_max_attempts=_integer(environ, "LOGIN_EMAIL_MAX_ATTEMPTS", 10),
+        login_ip_max_attempts=_integer(environ, "LOGIN_IP_MAX_ATTEMPTS", 100),
+        login_throttle_window=_integer(environ, "LOGIN_THROTTLE_WINDOW", 15 * 60),
+        trusted_proxies=_networks(environ, "TRUSTED_PROXIES"),
+        purge_interval=_integer(environ, "PURGE_INTERVAL", 3600),
+        purge_batch_size=_integer(environ, "PURGE_BATCH_SIZE", 1000),
+        allowed_origins=_list(environ, "ALLOWED_ORIGINS"),
+        cookie_secure=_boolean(environ, "COOKIE_SECURE", True),
     )
 
 
@@ -154,3 +188,18 @@ def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false")
+
+
+def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in environ.get(name, "").split(",") if item.strip())
+
+
+def _networks(
+    environ: Mapping[str, str], name: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _list(environ, name))
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a comma-separated list of addresses or networks"
+        ) from None

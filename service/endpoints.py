@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from service import schema
 from service.auth import ClientInfo
+from service.client_address import client_address
 from service.database import CONNECTION_ERRORS
 from service.errors import InvalidInput, MissingToken
 from service.state import AppState
@@ -96,7 +97,7 @@ def client_info(request: Request[AppState]) -> ClientInfo:
     """The user agent and address that a new session records."""
     return ClientInfo(
         user_agent=request.headers.get("user-agent"),
-        ip=request.client.host if request.client else None,
+        ip=client_address(request, request.state["settings"]),
     )
 
 

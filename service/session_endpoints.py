@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.client_address import client_address
 from service.state import AppState
 from service.web import NO_STORE, bearer_token, read_json, string_field
 
@@ -61,6 +62,7 @@ async def change_password(request: Request[AppState]) -> Response:
         current_password=string_field(body, "current_password"),
         new_password=string_field(body, "new_password"),
         now=state["clock"](),
+        ip=client_address(request, state["settings"]),
     )
     return Response(status_code=204)
 
