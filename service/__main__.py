@@ -1,4 +1,5 @@
-"""The command line: `python -m service serve | migrate | create-user EMAIL`."""
+"""The command line: `python -m service serve | migrate | create-user EMAIL | disable-user EMAIL
+| purge`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="migrate the database to head")
     create_user = commands.add_parser("create-user", help="create a user (password from stdin)")
     create_user.add_argument("email")
+    disable_user = commands.add_parser("disable-user", help="disable a user, ending all sessions")
+    disable_user.add_argument("email")
+    commands.add_parser("purge", help="delete expired refresh tokens, sessions and counters")
     arguments = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -41,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if arguments.command == "create-user":
         return _create_user(settings, arguments.email)
+    if arguments.command == "disable-user":
+        return asyncio.run(_disable_user(settings, arguments.email))
+    if arguments.command == "purge":
+        return asyncio.run(_purge(settings))
     if arguments.migrate:
         schema.upgrade(_database_url(settings))
     return _serve(settings)
@@ -120,6 +128,44 @@ async def _register(settings: Settings, email: str, password: str) -> User:
     finally:
         await pool.close()
         passwords.close()
+
+
+async def _disable_user(settings: Settings, email: str) -> int:
+    from service.accounts import disable_user
+    from service.clock import utc_now
+    from service.database import create_pool
+
+    pool = await create_pool(_database_url(settings), min_size=1, max_size=1)
+    try:
+        ended = await disable_user(pool, email=email, now=utc_now())
+    except ServiceError as error:
+        print(f"error: {error.description}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    print(f"user disabled; {ended} sessions ended")
+    return 0
+
+
+async def _purge(settings: Settings) -> int:
+    from service.clock import utc_now
+    from service.database import create_pool
+    from service.purge import PurgeBatch, purge_expired
+
+    def progress(number: int, batch: PurgeBatch) -> None:
+        print(
+            f"batch {number}: deleted {batch.refresh_tokens} refresh tokens, "
+            f"{batch.sessions} sessions, {batch.login_attempts} login counters",
+            flush=True,
+        )
+
+    pool = await create_pool(_database_url(settings), min_size=1, max_size=1)
+    try:
+        batches = await purge_expired(pool, settings, now=utc_now(), wait=True, on_batch=progress)
+    finally:
+        await pool.close()
+    print(f"purge done: {sum(batch.total for batch in batches)} rows in {len(batches)} batches")
+    return 0
 
 
 if __name__ == "__main__":

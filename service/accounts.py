@@ -130,3 +130,19 @@ class Accounts:
         security_log.info(
             "password changed; other sessions revoked", extra={"user_id": caller.user.id}
         )
+
+
+async def disable_user(pool: asyncpg.Pool, *, email: str, now: datetime) -> int:
+    """Disable a user and end all their sessions at once; return how many were ended.
+
+    Raises `NotFound` for an unknown email. One transaction: no session outlives the flag.
+    """
+    async with pool.acquire() as connection, connection.transaction():
+        user_id = await users.disable_user(connection, email, now)
+        if user_id is None:
+            raise NotFound("No user has this email.")
+        ended = await sessions.revoke_user_sessions(
+            connection, user_id=user_id, reason="user_disabled", now=now
+        )
+    security_log.info("user disabled", extra={"user_id": str(user_id), "sessions": ended})
+    return ended

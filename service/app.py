@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import endpoints, session_endpoints
+from service import endpoints, purge, session_endpoints
 from service.accounts import Accounts
 from service.auth import Authenticator
 from service.clock import Clock, utc_now
@@ -41,6 +42,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         pool = await create_pool(
             database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
         )
+        purging = (
+            asyncio.create_task(purge.purge_periodically(pool, settings, clock))
+            if settings.purge_interval > 0
+            else None
+        )
         try:
             yield AppState(
                 settings=settings,
@@ -51,6 +57,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 accounts=Accounts(settings, Authenticator(settings, codec, passwords), passwords),
             )
         finally:
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
             await pool.close()
             passwords.close()
 
