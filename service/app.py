@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -67,6 +69,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     return Starlette(
         routes=endpoints.routes + session_endpoints.routes,
         lifespan=lifespan,
+        middleware=_cors(settings),
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_error,
@@ -74,6 +77,23 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             Exception: _unexpected_error,
         },
     )
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """CORS with credentials, for the allowed origins only (none: no CORS headers at all)."""
+    if not settings.allowed_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+            expose_headers=["Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
+    ]
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:

@@ -138,7 +138,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         trusted_proxies=_networks(environ, "TRUSTED_PROXIES"),
         purge_interval=_integer(environ, "PURGE_INTERVAL", 3600),
         purge_batch_size=_integer(environ, "PURGE_BATCH_SIZE", 1000),
-        allowed_origins=_list(environ, "ALLOWED_ORIGINS"),
+        allowed_origins=_list(environ, "ALLOWED_ORIGINS") or _local_origins(environ, env),
         cookie_secure=_boolean(environ, "COOKIE_SECURE", True),
     )
 
@@ -203,3 +203,11 @@ def _networks(
         raise ConfigError(
             f"{name} must be a comma-separated list of addresses or networks"
         ) from None
+
+
+def _local_origins(environ: Mapping[str, str], env: str) -> tuple[str, ...]:
+    """In development, the service's own local address may use the cookie (for /demo)."""
+    if env != "development":
+        return ()
+    port = environ.get("PORT") or "8000"
+    return (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
