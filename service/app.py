@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import endpoints, purge, session_endpoints
+from service import browser_endpoints, endpoints, purge, session_endpoints
 from service.accounts import Accounts
 from service.auth import Authenticator
 from service.clock import Clock, utc_now
@@ -67,7 +67,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             passwords.close()
 
     return Starlette(
-        routes=endpoints.routes + session_endpoints.routes,
+        routes=endpoints.routes + session_endpoints.routes + browser_endpoints.routes,
         lifespan=lifespan,
         middleware=_cors(settings),
         exception_handlers={
