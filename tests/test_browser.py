@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,8 @@ async def server(settings: Settings) -> AsyncIterator[LiveServer]:
     origin = f"http://127.0.0.1:{listener.getsockname()[1]}"
     live = LiveServer(origin)
     app = create_app(
-        Settings(
-            **{
-                **settings.__dict__,
-                "access_token_ttl": ACCESS_TOKEN_TTL,
-                "jwt_leeway": 0,
-                "allowed_origins": (origin,),
-            }
+        replace(
+            settings, access_token_ttl=ACCESS_TOKEN_TTL, jwt_leeway=0, allowed_origins=(origin,)
         )
     )
 
