@@ -1,5 +1,6 @@
-"""The command line: `python -m service serve | migrate | create-user EMAIL | create-client NAME
-| rotate-client-secret CLIENT_ID | disable-client CLIENT_ID | list-clients`."""
+"""The command line: `python -m service serve | migrate | create-user EMAIL | disable-user EMAIL
+| purge | create-client NAME | rotate-client-secret CLIENT_ID | disable-client CLIENT_ID
+| list-clients`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     create_user = commands.add_parser("create-user", help="create a user (password from stdin)")
     create_user.add_argument("email")
     _add_client_commands(commands)
+    disable_user = commands.add_parser("disable-user", help="disable a user, ending all sessions")
+    disable_user.add_argument("email")
+    commands.add_parser("purge", help="delete expired refresh tokens, sessions and counters")
     arguments = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -46,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         return _create_user(settings, arguments.email)
     if arguments.command in CLIENT_COMMANDS:
         return asyncio.run(_client_command(settings, arguments))
+    if arguments.command == "disable-user":
+        return asyncio.run(_disable_user(settings, arguments.email))
+    if arguments.command == "purge":
+        return asyncio.run(_purge(settings))
     if arguments.migrate:
         schema.upgrade(_database_url(settings))
     return _serve(settings)
@@ -181,6 +189,44 @@ async def _client_command(settings: Settings, arguments: argparse.Namespace) -> 
     finally:
         await pool.close()
         passwords.close()
+    return 0
+
+
+async def _disable_user(settings: Settings, email: str) -> int:
+    from service.accounts import disable_user
+    from service.clock import utc_now
+    from service.database import create_pool
+
+    pool = await create_pool(_database_url(settings), min_size=1, max_size=1)
+    try:
+        ended = await disable_user(pool, email=email, now=utc_now())
+    except ServiceError as error:
+        print(f"error: {error.description}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    print(f"user disabled; {ended} sessions ended")
+    return 0
+
+
+async def _purge(settings: Settings) -> int:
+    from service.clock import utc_now
+    from service.database import create_pool
+    from service.purge import PurgeBatch, purge_expired
+
+    def progress(number: int, batch: PurgeBatch) -> None:
+        print(
+            f"batch {number}: deleted {batch.refresh_tokens} refresh tokens, "
+            f"{batch.sessions} sessions, {batch.login_attempts} login counters",
+            flush=True,
+        )
+
+    pool = await create_pool(_database_url(settings), min_size=1, max_size=1)
+    try:
+        batches = await purge_expired(pool, settings, now=utc_now(), wait=True, on_batch=progress)
+    finally:
+        await pool.close()
+    print(f"purge done: {sum(batch.total for batch in batches)} rows in {len(batches)} batches")
     return 0
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import endpoints, oauth
+from service import browser_endpoints, endpoints, oauth, purge, session_endpoints
+from service.accounts import Accounts
 from service.auth import Authenticator
 from service.authorization_server import AuthorizationServer
 from service.clock import Clock, utc_now
@@ -41,22 +45,37 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         pool = await create_pool(
             database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
         )
+        purging = (
+            asyncio.create_task(purge.purge_periodically(pool, settings, clock))
+            if settings.purge_interval > 0
+            else None
+        )
+        auth = Authenticator(settings, codec, passwords)
         try:
             yield AppState(
                 settings=settings,
                 pool=pool,
-                auth=Authenticator(settings, codec, passwords),
+                auth=auth,
                 codec=codec,
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
+                accounts=Accounts(settings, auth, passwords),
             )
         finally:
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
             await pool.close()
             passwords.close()
 
     return Starlette(
-        routes=endpoints.routes + oauth.routes,
+        routes=endpoints.routes
+        + session_endpoints.routes
+        + browser_endpoints.routes
+        + oauth.routes,
         lifespan=lifespan,
+        middleware=_cors(settings),
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_error,
@@ -64,6 +83,23 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             Exception: _unexpected_error,
         },
     )
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """CORS with credentials, for the allowed origins only (none: no CORS headers at all)."""
+    if not settings.allowed_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+            expose_headers=["Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
+    ]
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:

@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from service import sessions, users
+from service import sessions, throttle, users
 from service.config import Settings
-from service.errors import InvalidCredentials, InvalidInput, InvalidToken
+from service.errors import InvalidCredentials, InvalidInput, InvalidToken, TooManyAttempts
 from service.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
 from service.sessions import NewToken
 from service.tokens import RefreshClaims, TokenCodec, token_digest
@@ -46,6 +46,14 @@ class TokenPair:
             "refresh_token": self.refresh_token,
             "refresh_expires_in": self.refresh_expires_in,
         }
+
+
+@dataclass(frozen=True)
+class SessionUser:
+    """Who a bearer token speaks for: an active user and their live session."""
+
+    user: users.User
+    session_id: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,13 @@ class Authenticator:
             # No account can have such a password or email: refuse before any hashing work.
             raise InvalidCredentials()
         async with pool.acquire() as connection:
-            found = await users.find_credentials(connection, email)
+            attempt = await throttle.count_attempt(
+                connection, self._settings, email=email, ip=client.ip, now=now
+            )
+        if attempt.retry_after is not None:
+            security_log.warning("login throttled", extra={"ip": client.ip})
+            raise TooManyAttempts(attempt.retry_after)
+        found = attempt.credentials
         matched = await self._passwords.verify(found.password_hash if found else None, password)
         if found is None or not matched or found.disabled:
             security_log.info("login failed", extra={"user_id": found.user.id if found else None})
@@ -136,6 +150,7 @@ class Authenticator:
         refresh_token = self._codec.mint_refresh(claims)
         session_expires_at = now + timedelta(seconds=self._settings.session_max_age)
         async with pool.acquire() as connection:
+            await throttle.forgive_attempt(connection, email=email, ip=client.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
             await sessions.create_session(
@@ -236,6 +251,16 @@ class Authenticator:
 
     async def profile(self, pool: asyncpg.Pool, *, access_token: str, now: datetime) -> users.User:
         """The user behind a user access token whose session is still live."""
+        return (await self.authenticate(pool, access_token=access_token, now=now)).user
+
+    async def authenticate(
+        self, pool: asyncpg.Pool, *, access_token: str, now: datetime
+    ) -> SessionUser:
+        """The user and session of a user access token whose session is still live.
+
+        Raises `InvalidToken` (or `TokenExpired`) for a bad token, a service's token, a revoked
+        or expired session, or a disabled user.
+        """
         claims = self._codec.verify_access(access_token, now)
         if claims.session_id is None:
             raise InvalidToken()  # a service's token has no user to show
@@ -246,7 +271,7 @@ class Authenticator:
             )
         if user is None:
             raise InvalidToken()
-        return user
+        return SessionUser(user=user, session_id=session_id)
 
     def _grace_child(
         self, spent: sessions.SpentToken, claims: RefreshClaims, now: datetime

@@ -6,6 +6,7 @@ repr, a log line or a traceback never shows them.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,17 @@ class Settings:
     access_token_signing_key: Secret | None = field(default=None, repr=False)
     # PEM texts of earlier signing keys, still published and accepted (see README, rotation).
     access_token_previous_keys: tuple[str, ...] = field(default=(), repr=False)
+    # Login throttle: attempts per email and per client address within one window (seconds).
+    login_email_max_attempts: int = 10
+    login_ip_max_attempts: int = 100
+    login_throttle_window: int = 15 * 60
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Expired rows are purged every PURGE_INTERVAL seconds (0: never, by the server).
+    purge_interval: int = 3600
+    purge_batch_size: int = 1000
+    # Browser frontends: origins allowed to use the refresh cookie (and CORS with credentials).
+    allowed_origins: tuple[str, ...] = ()
+    cookie_secure: bool = True
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -77,6 +89,20 @@ class Settings:
             from service.keys import load_key_ring
 
             load_key_ring(str(self.access_token_signing_key), self.access_token_previous_keys)
+        for name, number in (
+            ("LOGIN_EMAIL_MAX_ATTEMPTS", self.login_email_max_attempts),
+            ("LOGIN_IP_MAX_ATTEMPTS", self.login_ip_max_attempts),
+            ("LOGIN_THROTTLE_WINDOW", self.login_throttle_window),
+            ("PURGE_BATCH_SIZE", self.purge_batch_size),
+        ):
+            if number <= 0:
+                raise ConfigError(f"{name} must be a positive number")
+        if self.purge_interval < 0:
+            raise ConfigError("PURGE_INTERVAL cannot be negative (0 turns the timer off)")
+        for origin in self.allowed_origins:
+            if origin == "*" or "://" not in origin or origin.endswith("/"):
+                # Credentialed CORS must name each origin: scheme://host[:port], no path.
+                raise ConfigError("ALLOWED_ORIGINS entries must look like https://app.example")
 
     @property
     def is_production(self) -> bool:
@@ -125,6 +151,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             for path in environ.get("ACCESS_TOKEN_PREVIOUS_KEYS", "").split(",")
             if path.strip()
         ),
+        login_email_max_attempts=_integer(environ, "LOGIN_EMAIL_MAX_ATTEMPTS", 10),
+        login_ip_max_attempts=_integer(environ, "LOGIN_IP_MAX_ATTEMPTS", 100),
+        login_throttle_window=_integer(environ, "LOGIN_THROTTLE_WINDOW", 15 * 60),
+        trusted_proxies=_networks(environ, "TRUSTED_PROXIES"),
+        purge_interval=_integer(environ, "PURGE_INTERVAL", 3600),
+        purge_batch_size=_integer(environ, "PURGE_BATCH_SIZE", 1000),
+        allowed_origins=_list(environ, "ALLOWED_ORIGINS") or _local_origins(environ, env),
+        cookie_secure=_boolean(environ, "COOKIE_SECURE", True),
     )
 
 
@@ -185,3 +219,26 @@ def _pem_file(name: str, path: str) -> Secret | None:
     except (OSError, UnicodeDecodeError):
         # The path, not the contents: a key must never reach an error message.
         raise ConfigError(f"{name}: cannot read the key file {raw}") from None
+
+
+def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in environ.get(name, "").split(",") if item.strip())
+
+
+def _networks(
+    environ: Mapping[str, str], name: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _list(environ, name))
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a comma-separated list of addresses or networks"
+        ) from None
+
+
+def _local_origins(environ: Mapping[str, str], env: str) -> tuple[str, ...]:
+    """In development, the service's own local address may use the cookie (for /demo)."""
+    if env != "development":
+        return ()
+    port = environ.get("PORT") or "8000"
+    return (f"http://127.0.0.1:{port}", f"http://localhost:{port}")

@@ -6,12 +6,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import schema
+from service import cookies, schema
 from service.auth import ClientInfo
+from service.client_address import client_address
 from service.database import CONNECTION_ERRORS
-from service.errors import InvalidInput, MissingToken
 from service.state import AppState
-from service.web import bearer_token, read_json, string_field, token_response
+from service.web import bearer_token, boolean_field, read_json, string_field
 
 
 async def register(request: Request[AppState]) -> Response:
@@ -29,6 +29,7 @@ async def register(request: Request[AppState]) -> Response:
 async def login(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["settings"].max_body_bytes)
+    use_cookie = boolean_field(body, "use_cookie")
     pair = await state["auth"].login(
         state["pool"],
         email=string_field(body, "email"),
@@ -36,21 +37,21 @@ async def login(request: Request[AppState]) -> Response:
         now=state["clock"](),
         client=client_info(request),
     )
-    return token_response(pair.to_json())
+    return cookies.pair_response(pair, state["settings"], in_cookie=use_cookie)
 
 
 async def refresh(request: Request[AppState]) -> Response:
     state = request.state
-    token = await refresh_token_of(request)
+    token, from_cookie = await cookies.presented_refresh_token(request, state["settings"])
     pair = await state["auth"].refresh(state["pool"], refresh_token=token, now=state["clock"]())
-    return token_response(pair.to_json())
+    return cookies.pair_response(pair, state["settings"], in_cookie=from_cookie)
 
 
 async def logout(request: Request[AppState]) -> Response:
     state = request.state
-    token = await refresh_token_of(request)
+    token, _ = await cookies.presented_refresh_token(request, state["settings"])
     await state["auth"].logout(state["pool"], refresh_token=token, now=state["clock"]())
-    return Response(status_code=204)
+    return cookies.clear_refresh_cookie(Response(status_code=204), state["settings"])
 
 
 async def profile(request: Request[AppState]) -> Response:
@@ -82,13 +83,9 @@ async def readyz(request: Request[AppState]) -> Response:
 
 
 async def refresh_token_of(request: Request[AppState]) -> str:
-    """The refresh token from the JSON body; never from the URL."""
-    body = await read_json(request, request.state["settings"].max_body_bytes, allow_empty=True)
-    token = body.get("refresh_token")
-    if token is None or token == "":
-        raise MissingToken()
-    if not isinstance(token, str):
-        raise InvalidInput("'refresh_token' must be a string.")
+    """The refresh token from the JSON body or, past the CSRF checks, the refresh cookie;
+    never from the URL."""
+    token, _ = await cookies.presented_refresh_token(request, request.state["settings"])
     return token
 
 
@@ -96,7 +93,7 @@ def client_info(request: Request[AppState]) -> ClientInfo:
     """The user agent and address that a new session records."""
     return ClientInfo(
         user_agent=request.headers.get("user-agent"),
-        ip=request.client.host if request.client else None,
+        ip=client_address(request, request.state["settings"]),
     )
 
 

@@ -203,6 +203,67 @@ async def revoke_session_of_token(
     return bool(status == "UPDATE 1")
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a user sees of one of their sessions at GET /sessions."""
+
+    id: UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+
+
+async def list_live_sessions(
+    connection: Connection, *, user_id: UUID, now: datetime
+) -> list[SessionInfo]:
+    """The user's sessions that are neither revoked nor expired, the most recently used first."""
+    rows = await connection.fetch(
+        "SELECT id, created_at, last_used_at, expires_at, user_agent, ip FROM sessions"
+        " WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2"
+        " ORDER BY last_used_at DESC, created_at DESC",
+        user_id,
+        now,
+    )
+    return [SessionInfo(**dict(row)) for row in rows]
+
+
+async def revoke_user_session(
+    connection: Connection, *, user_id: UUID, session_id: UUID, reason: str, now: datetime
+) -> bool:
+    """Revoke one live session if it belongs to `user_id`; False if there is no such session."""
+    status = await connection.execute(
+        "UPDATE sessions SET revoked_at = $3, revoke_reason = $4"
+        " WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3",
+        session_id,
+        user_id,
+        now,
+        reason,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def revoke_user_sessions(
+    connection: Connection,
+    *,
+    user_id: UUID,
+    reason: str,
+    now: datetime,
+    keep: UUID | None = None,
+) -> int:
+    """Revoke every unrevoked session of the user except `keep`; return how many."""
+    status = await connection.execute(
+        "UPDATE sessions SET revoked_at = $2, revoke_reason = $3"
+        " WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $4",
+        user_id,
+        now,
+        reason,
+        keep,
+    )
+    return int(status.rpartition(" ")[2])
+
+
 def _live_session(row: asyncpg.Record) -> LiveSession:
     return LiveSession(
         user_id=str(row["user_id"]), email=row["email"], expires_at=row["expires_at"]

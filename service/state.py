@@ -6,6 +6,7 @@ from typing import TypedDict
 
 import asyncpg
 
+from service.accounts import Accounts
 from service.auth import Authenticator
 from service.authorization_server import AuthorizationServer
 from service.clock import Clock
@@ -20,3 +21,4 @@ class AppState(TypedDict):
     codec: TokenCodec
     clock: Clock
     oauth: AuthorizationServer
+    accounts: Accounts

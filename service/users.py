@@ -110,3 +110,17 @@ async def find_session_user(
         now,
     )
     return _user(row) if row is not None else None
+
+
+async def disable_user(connection: Connection, email: str, now: datetime) -> UUID | None:
+    """Mark the user with this email (any letter case) disabled; None if there is none.
+
+    A user already disabled keeps their first `disabled_at`.
+    """
+    value = await connection.fetchval(
+        "UPDATE users SET disabled_at = coalesce(disabled_at, $2), updated_at = $2"
+        " WHERE lower(email) = lower($1) RETURNING id",
+        email,
+        now,
+    )
+    return UUID(str(value)) if value is not None else None

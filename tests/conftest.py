@@ -117,6 +117,10 @@ def settings(database_url: str) -> Settings:
         argon2_time_cost=1,
         argon2_memory_cost=1024,
         argon2_parallelism=1,
+        # Many tests log in far more often than a person would; tests/test_throttle.py sets
+        # real limits where it tests the throttle itself.
+        login_email_max_attempts=10_000,
+        login_ip_max_attempts=10_000,
     )
 
 

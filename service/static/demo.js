@@ -1,0 +1,102 @@
+// The demo page's script: the frontend flow of the token service, through auth-client.js.
+import { createAuthClient } from "/auth-client.js";
+
+const auth = createAuthClient({ baseUrl: window.location.origin });
+window.auth = auth; // to explore from the browser console
+
+const $ = (id) => document.getElementById(id);
+
+function log(message) {
+  const line = `${new Date().toLocaleTimeString()}  ${message}\n`;
+  $("log").textContent = (line + $("log").textContent).slice(0, 4000);
+}
+
+function show(signedIn) {
+  $("signed-in").hidden = !signedIn;
+  $("signed-out").hidden = signedIn;
+}
+
+async function loadProfile() {
+  const response = await auth.fetch("/profile");
+  if (!response.ok) throw new Error(`/profile answered ${response.status}`);
+  const { user } = await response.json();
+  $("who").textContent = user.email;
+  show(true);
+  log(`GET /profile -> 200 (${user.email})`);
+}
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text ?? "";
+  row.append(td);
+  return td;
+}
+
+async function loadSessions() {
+  const response = await auth.fetch("/sessions");
+  const { sessions } = await response.json();
+  const body = $("sessions");
+  body.replaceChildren();
+  for (const session of sessions) {
+    const row = document.createElement("tr");
+    row.className = session.current ? "current" : "";
+    cell(row, new Date(session.created_at).toLocaleString());
+    cell(row, new Date(session.last_used_at).toLocaleString());
+    cell(row, session.ip);
+    cell(row, (session.user_agent || "").slice(0, 40));
+    const action = cell(row, session.current ? "this tab" : "");
+    if (!session.current) {
+      const button = document.createElement("button");
+      button.textContent = "Revoke";
+      button.className = "danger revoke";
+      button.onclick = async () => {
+        const answer = await auth.fetch(`/sessions/${session.id}`, { method: "DELETE" });
+        log(`DELETE /sessions/${session.id.slice(0, 8)}… -> ${answer.status}`);
+        await loadSessions();
+      };
+      action.append(button);
+    }
+    body.append(row);
+  }
+  log(`GET /sessions -> ${sessions.length} live`);
+}
+
+auth.onLogout(({ reason }) => {
+  show(false);
+  $("sessions").replaceChildren();
+  log(`signed out (${reason})`);
+});
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await auth.login($("email").value, $("password").value);
+    log("POST /login -> 200 (refresh token set as HttpOnly cookie)");
+    await loadProfile();
+    await loadSessions();
+  } catch (error) {
+    log(`login failed: ${error.code || error.message}`);
+  }
+});
+
+$("register").addEventListener("click", async () => {
+  const response = await fetch("/register", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ email: $("email").value, password: $("password").value }),
+  });
+  const body = await response.json();
+  log(`POST /register -> ${response.status}${body.error ? ` ${body.error}` : ""}`);
+});
+
+$("profile").addEventListener("click", () => loadProfile().catch((e) => log(e.message)));
+$("refresh-sessions").addEventListener("click", () => loadSessions().catch((e) => log(e.message)));
+$("logout").addEventListener("click", async () => {
+  await auth.logout();
+  log("POST /logout -> cookie cleared");
+});
+
+// A reload loses the in-memory access token; the cookie brings the session back.
+loadProfile()
+  .then(loadSessions)
+  .catch(() => show(false));
