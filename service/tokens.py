@@ -268,7 +268,9 @@ def _verify(token: str, key: Any, token_type: str) -> dict[str, Any]:
             )
         ):
             raise InvalidToken()
-        header = json.loads(segments[0])
+        # RFC 7515 §4 and RFC 7519 §7.2: UTF-8 JSON only. json.loads(bytes) would also guess
+        # UTF-16/32 and skip a BOM, so one token could have several readings.
+        header = json.loads(segments[0].decode("utf-8"))
         if not isinstance(header, dict):
             raise InvalidToken()
         # Pinned here, not taken from the token: `none`, HS384, RS256 and the rest all fail.
@@ -277,7 +279,7 @@ def _verify(token: str, key: Any, token_type: str) -> dict[str, Any]:
         signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
         if not key.verify(signing_input, segments[2]):
             raise InvalidToken()
-        claims = json.loads(segments[1])
+        claims = json.loads(segments[1].decode("utf-8"))
     except (JOSEError, TypeError, ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidToken() from None
     if not isinstance(claims, dict):
