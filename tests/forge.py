@@ -69,7 +69,7 @@ def access_claims(settings: Settings, now: int, **changes: Any) -> dict[str, Any
         "email": "someone@example.com",
         "scope": "",
     }
-    return _apply(claims, changes)
+    return apply_changes(claims, changes)
 
 
 def refresh_claims(settings: Settings, now: int, **changes: Any) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def refresh_claims(settings: Settings, now: int, **changes: Any) -> dict[str, An
         "jti": uuid.uuid4().hex,
         "typ": "refresh",
     }
-    return _apply(claims, changes)
+    return apply_changes(claims, changes)
 
 
 ACCESS_HEADER = {"alg": "HS256", "typ": "at+jwt"}
@@ -107,7 +107,7 @@ def decode_segment(segment: str) -> Any:
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
 
 
-def _apply(claims: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+def apply_changes(claims: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     for name, value in changes.items():
         if value is REMOVE:
             claims.pop(name, None)
