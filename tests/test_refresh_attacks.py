@@ -323,3 +323,32 @@ async def test_garbage_refresh_tokens_are_403_and_write_nothing(
     garbage: str,
 ) -> None:
     await assert_refused_and_nothing_written(client, db, settings, garbage)
+
+
+# -- logout ----------------------------------------------------------------------------------
+
+
+async def test_logout_with_a_forged_or_wrong_token_is_204_and_revokes_nothing(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    clock: FakeClock,
+    victim: dict[str, Any],
+) -> None:
+    """Idempotent and quiet, but only the session's own refresh token can end it: a validly
+    signed token naming the victim's session without a row, an access token, garbage."""
+    codec = TokenCodec(settings)
+    never_issued = codec.mint_refresh(
+        codec.new_refresh_claims(
+            subject=victim["id"], session_id=victim["session_id"], now=clock.now
+        )
+    )
+    before = await table_snapshot(db)
+
+    for token in (never_issued, victim["access_token"], "garbage", victim["refresh_token"] + "="):
+        response = await client.post("/logout", json={"refresh_token": token})
+        assert response.status_code == 204
+        assert response.content == b""
+
+    assert await table_snapshot(db) == before
+    assert (await refresh(client, victim["refresh_token"])).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -154,3 +155,21 @@ async def test_hostile_passwords_at_register_never_crash(
     else:
         assert_error(response, {400, 413, 422})
         assert await db.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_concurrent_registrations_of_one_email_create_one_user(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """Ten racing requests in different letter cases: one 201, nine 409, one row."""
+    spellings = ["race@example.com", "RACE@example.com", "Race@Example.com", "race@EXAMPLE.COM"]
+
+    responses = await asyncio.gather(
+        *(post_register(client, spellings[i % len(spellings)], PASSWORD) for i in range(10))
+    )
+
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [201] + [409] * 9, statuses
+    for response in responses:
+        if response.status_code == 409:
+            assert_error(response, 409, "email_taken")
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
