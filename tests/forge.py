@@ -99,15 +99,12 @@ def refresh_secret(settings: Settings) -> str:
     return str(settings.refresh_token_secret)
 
 
-def segments(compact: str) -> list[str]:
-    return compact.split(".")
-
-
 def decode_segment(segment: str) -> Any:
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
 
 
 def apply_changes(claims: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`claims` updated with `changes`; a change to REMOVE drops the claim."""
     for name, value in changes.items():
         if value is REMOVE:
             claims.pop(name, None)
