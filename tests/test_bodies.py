@@ -45,6 +45,7 @@ MALFORMED = [
     pytest.param(b"\x00", id="nul"),
     pytest.param(b"{}garbage", id="trailing-garbage"),
     pytest.param(b"{} {}", id="two-documents"),
+    pytest.param(b'{"email": ' + b"9" * 5000 + b"}", id="integer-too-long-to-convert"),
 ]
 
 MISTYPED = [
@@ -62,6 +63,7 @@ MISTYPED = [
     pytest.param({"email": "a@example.com", "password": {"$gt": ""}}, id="password-operator"),
     pytest.param({"email": "a@example.com", "password": True}, id="password-bool"),
     pytest.param({"EMAIL": "a@example.com", "PASSWORD": PASSWORD}, id="wrong-case-keys"),
+    pytest.param({"email": 1e308, "password": PASSWORD}, id="email-huge-float"),
 ]
 
 
