@@ -121,8 +121,9 @@ class Authenticator:
         An unknown email, a wrong password and a disabled user all cost one argon2 verification
         and end in the same error, so neither answer nor timing tells which it was.
         """
-        if len(password) > MAX_PASSWORD_LENGTH or len(email) > MAX_EMAIL_LENGTH:
-            # No account can have such a password or email: refuse before any hashing work.
+        if len(password) > MAX_PASSWORD_LENGTH or not _is_plausible_email(email):
+            # No account can have such a password or email: refuse before any hashing work,
+            # and before a NUL byte or the like reaches Postgres.
             raise InvalidCredentials()
         async with pool.acquire() as connection:
             attempt = await throttle.count_attempt(
@@ -160,7 +161,9 @@ class Authenticator:
                 now=now,
                 expires_at=session_expires_at,
                 first_token=_new_token(refresh_token, claims),
-                user_agent=client.user_agent[:MAX_USER_AGENT_LENGTH] if client.user_agent else None,
+                user_agent=_printable(client.user_agent)[:MAX_USER_AGENT_LENGTH]
+                if client.user_agent
+                else None,
                 ip=client.ip,
             )
         security_log.info(
@@ -319,6 +322,19 @@ class Authenticator:
             refresh_token=refresh_token,
             refresh_expires_in=max(0, refresh_ends - moment),
         )
+
+
+def _is_plausible_email(email: str) -> bool:
+    try:
+        check_email(email)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    # A header may carry control characters; Postgres text refuses NUL, and logs want none.
+    return "".join(character for character in text if character.isprintable())
 
 
 def _new_token(token: str, claims: RefreshClaims) -> NewToken:

@@ -18,6 +18,9 @@ from service.errors import ConfigError
 
 # RFC 8725 §3.5: an HMAC key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
+# A random secret of 32+ characters, even hex, shows nearly all its alphabet; "a" * 32 or
+# "password" * 4 pass the length check with fewer than this many distinct characters.
+MIN_DISTINCT_SECRET_CHARACTERS = 8
 ENVIRONMENTS = ("development", "test", "production")
 
 
@@ -69,6 +72,8 @@ class Settings:
         for name, value in (("ACCESS_TOKEN_SECRET", access), ("REFRESH_TOKEN_SECRET", refresh)):
             if len(value.encode()) < MIN_SECRET_BYTES:
                 raise ConfigError(f"{name} must be at least {MIN_SECRET_BYTES} bytes")
+            if len(set(value)) < MIN_DISTINCT_SECRET_CHARACTERS:
+                raise ConfigError(f"{name} must be a random value, not a repeated pattern")
         if secrets.compare_digest(access.encode(), refresh.encode()):
             raise ConfigError("ACCESS_TOKEN_SECRET and REFRESH_TOKEN_SECRET must differ")
         for name, number in (
@@ -180,6 +185,9 @@ def ensure_development_secrets(environ: dict[str, str], data_dir: Path) -> Path 
         # Create with 0600 from the start: the secrets must never be readable by others.
         path.touch(mode=0o600)
         path.write_text(lines)
+    elif path.stat().st_mode & 0o077:
+        # Copied or unpacked with a lax umask: the secrets are ours to keep private.
+        path.chmod(0o600)
     for line in path.read_text().splitlines():
         name, _, value = line.partition("=")
         if name in names and not environ.get(name):

@@ -18,7 +18,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from service.config import Settings
-from service.errors import WeakPassword
+from service.errors import InvalidInput, WeakPassword
 
 T = TypeVar("T")
 
@@ -33,6 +33,11 @@ def check_password_policy(password: str) -> None:
     """
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
         raise WeakPassword()
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (the CLI's stdin, or a JSON escape): argon2 could not hash it.
+        raise InvalidInput("The password is not valid Unicode text.") from None
 
 
 class Passwords:

@@ -351,7 +351,9 @@ def decode_verified(token: str, select_key: KeySelector, token_type: str) -> dic
             )
         ):
             raise InvalidToken()
-        header = json.loads(segments[0])
+        # RFC 7515 §4 and RFC 7519 §7.2: UTF-8 JSON only. json.loads(bytes) would also guess
+        # UTF-16/32 and skip a BOM, so one token could have several readings.
+        header = json.loads(segments[0].decode("utf-8"))
         if not isinstance(header, dict):
             raise InvalidToken()
         if header.get("typ") != token_type:
@@ -361,7 +363,7 @@ def decode_verified(token: str, select_key: KeySelector, token_type: str) -> dic
         signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
         if not key.verify(signing_input, segments[2]):
             raise InvalidToken()
-        claims = json.loads(segments[1])
+        claims = json.loads(segments[1].decode("utf-8"))
     except (JOSEError, TypeError, ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidToken() from None
     if not isinstance(claims, dict):

@@ -130,6 +130,8 @@ def string_field(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str):
         raise InvalidInput(f"'{name}' must be a string.")
+    if not _is_unicode_text(value):
+        raise InvalidInput(f"'{name}' is not valid Unicode text.")
     return value
 
 
@@ -159,6 +161,16 @@ def bearer_token(request: Request[Any]) -> str:
     if token != token.strip() or " " in token:
         raise InvalidToken()
     return token
+
+
+def _is_unicode_text(value: str) -> bool:
+    # JSON's \ud800 escapes decode to lone surrogates, which neither UTF-8 nor Postgres nor
+    # argon2 can take; refused here, they would end in a 500 deep inside.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refuse_constant(name: str) -> None:

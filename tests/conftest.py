@@ -55,7 +55,13 @@ def database_url_for(server_url: str, database: str) -> str:
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """URL of a real Postgres server's maintenance database."""
-    return os.environ.get("TEST_DATABASE_URL") or start_embedded(PROJECT_ROOT / ".data" / "test")
+    if os.environ.get("TEST_DATABASE_URL"):
+        return os.environ["TEST_DATABASE_URL"]
+    url = start_embedded(PROJECT_ROOT / ".data" / "test")
+    # Our own throwaway server: without fsync, DROP DATABASE after each test takes ~20 ms
+    # instead of ~600 ms. Never done to a TEST_DATABASE_URL server, which may matter to someone.
+    asyncio.run(_execute(url, "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
+    return url
 
 
 async def _execute(url: str, *statements: str) -> None:

@@ -1,48 +1,142 @@
-"""Every migration has a working downgrade: 0003 (login_attempts) down to 0002 and up again."""
+"""The alembic migrations on a fresh database: up, down to base, and up again, step by step.
+
+alembic's env.py calls `asyncio.run`, so these tests are synchronous and migrate from outside
+any event loop, as the CLI does.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
+import pytest
+from alembic.script import ScriptDirectory
 
 from service import schema
-from tests.conftest import database_url_for
+from tests.conftest import _execute, database_url_for
+
+CORE_TABLES = {"users", "sessions", "refresh_tokens", "clients"}
 
 
-async def _tables(url: str) -> set[str]:
-    connection = await asyncpg.connect(url)
-    try:
-        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    finally:
-        await connection.close()
-    return {row["tablename"] for row in rows}
-
-
-async def _execute(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def test_login_attempts_migration_downgrades_and_upgrades(postgres_url: str) -> None:
-    """Down to 0002 drops login_attempts and nothing else; up again restores it."""
-    name = f"migrate_{uuid.uuid4().hex[:12]}"
-    url = database_url_for(postgres_url, name)
+@pytest.fixture
+def empty_database(postgres_url: str) -> Iterator[str]:
+    """A brand-new database with no tables at all."""
+    name = f"migrations_{uuid.uuid4().hex[:12]}"
     asyncio.run(_execute(postgres_url, f'CREATE DATABASE "{name}"'))
+    yield database_url_for(postgres_url, name)
+    asyncio.run(_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _schema_of(url: str) -> dict[str, Any]:
+    connection = await asyncpg.connect(url)
     try:
-        schema.upgrade(url)
-        at_head = asyncio.run(_tables(url))
-
-        schema.downgrade(url, "0002")
-        at_0002 = asyncio.run(_tables(url))
-        schema.upgrade(url)
-
-        assert "login_attempts" in at_head
-        assert at_head - at_0002 == {"login_attempts"}
-        assert asyncio.run(_tables(url)) == at_head
+        tables = await connection.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        columns = await connection.fetch(
+            "SELECT table_name, column_name, data_type, is_nullable, column_default"
+            " FROM information_schema.columns WHERE table_schema = 'public'"
+        )
+        indexes = await connection.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+        )
+        constraints = await connection.fetch(
+            "SELECT conname, pg_get_constraintdef(oid) AS definition FROM pg_constraint"
+            " WHERE connamespace = 'public'::regnamespace"
+        )
+        revision = await schema.current_revision(connection)
     finally:
-        asyncio.run(_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await connection.close()
+    return {
+        "tables": {row["table_name"] for row in tables} - {"alembic_version"},
+        "columns": {tuple(row) for row in columns if row["table_name"] != "alembic_version"},
+        "indexes": {tuple(row) for row in indexes if row["indexname"] != "alembic_version_pkc"},
+        "constraints": {
+            tuple(row) for row in constraints if not row["conname"].startswith("alembic_version")
+        },
+        "revision": revision,
+    }
+
+
+def schema_of(url: str) -> dict[str, Any]:
+    return asyncio.run(_schema_of(url))
+
+
+def revisions_base_to_head() -> list[str]:
+    script = ScriptDirectory.from_config(schema.alembic_config(""))
+    return [revision.revision for revision in reversed(list(script.walk_revisions()))]
+
+
+def test_upgrade_head_downgrade_base_upgrade_head(empty_database: str) -> None:
+    """The full round trip leaves exactly the schema the first upgrade made."""
+    assert schema_of(empty_database)["tables"] == set()
+
+    schema.upgrade(empty_database)
+    first = schema_of(empty_database)
+    schema.downgrade(empty_database, "base")
+    emptied = schema_of(empty_database)
+    schema.upgrade(empty_database)
+    second = schema_of(empty_database)
+
+    assert first["tables"] >= CORE_TABLES
+    assert first["revision"] == schema.head_revision()
+    assert emptied["tables"] == set()
+    assert emptied["indexes"] == set()
+    assert emptied["revision"] is None
+    assert second == first
+
+
+def test_each_migration_downgrades_to_exactly_the_schema_before_it(empty_database: str) -> None:
+    """Step by step: every downgrade undoes its own upgrade and nothing else."""
+    revisions = revisions_base_to_head()
+    assert revisions[:2] == ["0001", "0002"]
+    states = [schema_of(empty_database)]
+
+    for revision in revisions:
+        schema.upgrade(empty_database, revision)
+        state = schema_of(empty_database)
+        assert state["revision"] == revision
+        assert state != states[-1], f"{revision} changed nothing"
+        states.append(state)
+    for revision, before in zip(reversed(revisions), reversed(states[:-1]), strict=True):
+        schema.downgrade(empty_database, "-1")
+        after = schema_of(empty_database)
+        assert {k: v for k, v in after.items() if k != "revision"} == {
+            k: v for k, v in before.items() if k != "revision"
+        }, f"downgrade of {revision} left a difference"
+
+
+@pytest.mark.parametrize(
+    ("revision", "previous", "tables"),
+    [
+        ("0001", "base", {"users", "sessions", "refresh_tokens"}),
+        ("0002", "0001", {"clients", "revoked_access_tokens"}),
+        ("0003", "0002", {"login_attempts"}),
+    ],
+)
+def test_each_migration_makes_the_tables_it_names_and_its_downgrade_drops_them(
+    empty_database: str, revision: str, previous: str, tables: set[str]
+) -> None:
+    if previous != "base":
+        schema.upgrade(empty_database, previous)
+    assert not tables & schema_of(empty_database)["tables"]
+
+    schema.upgrade(empty_database, revision)
+    assert tables <= schema_of(empty_database)["tables"]
+
+    schema.downgrade(empty_database, previous)
+    assert not tables & schema_of(empty_database)["tables"]
+
+
+def test_the_schema_keeps_no_refresh_token_column(empty_database: str) -> None:
+    """Only digests are stored: no column could hold a raw token."""
+    schema.upgrade(empty_database)
+    columns = {(table, column) for table, column, *_ in schema_of(empty_database)["columns"]}
+
+    assert ("refresh_tokens", "token_digest") in columns
+    assert not any(
+        column in ("token", "refresh_token", "raw_token", "password") for _, column in columns
+    )

@@ -1,0 +1,218 @@
+"""Settings at start-up: production refuses weak secrets; development makes strong ones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import ensure_development_secrets, load_settings
+from service.errors import ConfigError
+from tests.conftest import PROJECT_ROOT
+
+STRONG_A = secrets.token_urlsafe(48)
+STRONG_B = secrets.token_urlsafe(48)
+SHORT = "Sh0rt-but-not-empty-31-bytes-xx"  # 31 bytes
+assert len(SHORT.encode()) == 31
+
+PRODUCTION_REFUSALS = [
+    pytest.param({}, id="no-secrets"),
+    pytest.param({"ACCESS_TOKEN_SECRET": STRONG_A}, id="no-refresh-secret"),
+    pytest.param({"REFRESH_TOKEN_SECRET": STRONG_B}, id="no-access-secret"),
+    pytest.param({"ACCESS_TOKEN_SECRET": "", "REFRESH_TOKEN_SECRET": ""}, id="empty"),
+    pytest.param(
+        {"ACCESS_TOKEN_SECRET": SHORT, "REFRESH_TOKEN_SECRET": STRONG_B}, id="short-access"
+    ),
+    pytest.param(
+        {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": SHORT}, id="short-refresh"
+    ),
+    pytest.param({"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_A}, id="equal"),
+    pytest.param(
+        {"ACCESS_TOKEN_SECRET": "a" * 64, "REFRESH_TOKEN_SECRET": STRONG_B}, id="one-letter"
+    ),
+    pytest.param(
+        {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": "password" * 4}, id="pattern"
+    ),
+    pytest.param(
+        {"ACCESS_TOKEN_SECRET": "é" * 15, "REFRESH_TOKEN_SECRET": STRONG_B}, id="30-bytes-utf8"
+    ),
+]
+
+
+def assert_one_line_without_secrets(message: str, environ: dict[str, str]) -> None:
+    assert message.strip(), "a reason must be given"
+    assert "\n" not in message.strip(), message
+    for name in ("ACCESS_TOKEN_SECRET", "REFRESH_TOKEN_SECRET"):
+        value = environ.get(name)
+        if value:
+            assert value not in message, "the secret itself was printed"
+
+
+@pytest.mark.parametrize("environ", PRODUCTION_REFUSALS)
+def test_production_refuses_missing_short_weak_or_equal_secrets(environ: dict[str, str]) -> None:
+    environ = {"ENV": "production", "DATABASE_URL": "postgresql:///x", **environ}
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ)
+
+    assert_one_line_without_secrets(str(refused.value), environ)
+
+
+def test_production_accepts_two_distinct_strong_secrets() -> None:
+    settings = load_settings(
+        {"ENV": "production", "ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+    )
+
+    assert settings.is_production
+    assert STRONG_A not in repr(settings)
+    assert STRONG_B not in repr(settings)
+
+
+def test_a_random_hex_secret_of_32_bytes_is_accepted() -> None:
+    """`openssl rand -hex 32`, the usual recipe, must pass the pattern check."""
+    for _ in range(200):
+        load_settings(
+            {
+                "ACCESS_TOKEN_SECRET": secrets.token_hex(16),
+                "REFRESH_TOKEN_SECRET": secrets.token_hex(16),
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PORT", "eighty"), ("ACCESS_TOKEN_TTL", "0"), ("JWT_LEEWAY", "-1"), ("ENV", "prod")],
+)
+def test_bad_settings_are_refused_with_a_one_line_reason(name: str, value: str) -> None:
+    environ = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B, name: value}
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ)
+
+    assert_one_line_without_secrets(str(refused.value), environ)
+
+
+def run_cli(
+    *arguments: str, environ: dict[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`python -m service ...` in a clean environment (only PATH and what is given)."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "service", *arguments],
+        cwd=PROJECT_ROOT,
+        env={"PATH": os.environ.get("PATH", ""), **environ},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("environ", PRODUCTION_REFUSALS[:1] + PRODUCTION_REFUSALS[4:7])
+def test_serve_in_production_exits_with_one_line_and_no_secret(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    environ = {"ENV": "production", "DATA_DIR": str(tmp_path), **environ}
+
+    result = run_cli("serve", environ=environ)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert_one_line_without_secrets(result.stderr, environ)
+    assert list(tmp_path.iterdir()) == [], "production must not generate secrets"
+
+
+def test_serve_in_production_needs_a_database_url(tmp_path: Path) -> None:
+    """Production never falls back to the embedded Postgres."""
+    environ = {
+        "ENV": "production",
+        "DATA_DIR": str(tmp_path),
+        "ACCESS_TOKEN_SECRET": STRONG_A,
+        "REFRESH_TOKEN_SECRET": STRONG_B,
+    }
+
+    result = run_cli("serve", environ=environ)
+
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+    assert_one_line_without_secrets(result.stderr, environ)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- development -----------------------------------------------------------------------------
+
+
+def test_development_generates_strong_private_secrets_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first: dict[str, str] = {}
+
+    path = ensure_development_secrets(first, data_dir)
+
+    assert path == data_dir / "secrets.env"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    access, refresh = first["ACCESS_TOKEN_SECRET"], first["REFRESH_TOKEN_SECRET"]
+    assert access != refresh
+    assert len(access.encode()) >= 32
+    assert len(refresh.encode()) >= 32
+    settings = load_settings(first)
+    assert str(settings.access_token_secret) == access
+
+    second: dict[str, str] = {}
+    ensure_development_secrets(second, data_dir)
+    assert second == first, "the same secrets on the next start: sessions survive a restart"
+
+
+def test_development_tightens_a_readable_secrets_file(tmp_path: Path) -> None:
+    ensure_development_secrets({}, tmp_path)
+    (tmp_path / "secrets.env").chmod(0o644)
+
+    ensure_development_secrets({}, tmp_path)
+
+    assert stat.S_IMODE((tmp_path / "secrets.env").stat().st_mode) == 0o600
+
+
+def test_given_secrets_are_never_replaced_or_written(tmp_path: Path) -> None:
+    environ = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+
+    assert ensure_development_secrets(environ, tmp_path) is None
+
+    assert environ == {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_production_never_generates_secrets(tmp_path: Path) -> None:
+    environ = {"ENV": "production"}
+
+    assert ensure_development_secrets(environ, tmp_path) is None
+
+    assert environ == {"ENV": "production"}
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError):
+        load_settings(environ)
+
+
+async def test_the_cli_in_development_generates_the_secrets_file_and_says_so(
+    tmp_path: Path, database_url: str
+) -> None:
+    """`python -m service migrate` with no secrets: DATA_DIR/secrets.env (0600), announced."""
+    environ = {"ENV": "development", "DATA_DIR": str(tmp_path), "DATABASE_URL": database_url}
+
+    result = await asyncio.to_thread(run_cli, "migrate", environ=environ)
+
+    assert result.returncode == 0, result.stderr
+    secrets_file = tmp_path / "secrets.env"
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert f"development secrets read from {secrets_file}" in result.stderr
+    content = secrets_file.read_text()
+    for line in content.splitlines():
+        assert line.partition("=")[2] not in result.stderr
+    again = await asyncio.to_thread(run_cli, "migrate", environ=environ)
+    assert again.returncode == 0
+    assert secrets_file.read_text() == content
