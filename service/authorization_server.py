@@ -131,19 +131,6 @@ class AuthorizationServer:
             self._verified.clear()
         self._verified[remembered] = self._clock() + VERIFIED_CLIENT_TTL
         return found.client
-        matched = await self._passwords.verify(
-            found.secret_hash if found else None, presented.secret
-        )
-        if found is None or not matched or found.client.disabled:
-            security_log.info(
-                "client authentication failed",
-                extra={"client_id": found.client.client_id if found else None},
-            )
-            raise InvalidClient()
-        if len(self._verified) >= VERIFIED_CLIENT_LIMIT:
-            self._verified.clear()
-        self._verified[remembered] = self._clock() + VERIFIED_CLIENT_TTL
-        return found.client
 
     # -- grants -------------------------------------------------------------------------------
 

@@ -74,7 +74,8 @@ def is_plausible_client_id(client_id: str) -> bool:
 
 
 def new_client_id() -> str:
-    return secrets.token_urlsafe(16)
+    """128 random bits in hex: never starts with "-", which a command line reads as an option."""
+    return secrets.token_hex(16)
 
 
 def new_client_secret() -> str:
