@@ -8,15 +8,17 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import endpoints
+from service import endpoints, metrics
 from service.auth import Authenticator
 from service.clock import Clock, utc_now
 from service.config import Settings
-from service.database import CONNECTION_ERRORS, create_pool
+from service.database import CONNECTION_ERRORS, open_pool
 from service.errors import ServiceError, Unavailable
+from service.middleware import RequestObservability
 from service.passwords import Passwords
 from service.state import AppState
 from service.tokens import TokenCodec
@@ -37,7 +39,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         codec = TokenCodec(settings)
         passwords = Passwords(settings)
-        pool = await create_pool(
+        # A database that is down at startup is not fatal: requests get 503 until it returns.
+        pool = await open_pool(
             database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
         )
         try:
@@ -49,11 +52,15 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 clock=clock,
             )
         finally:
+            # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.
             await pool.close()
             passwords.close()
+            metrics.forget_this_process()
+            logger.info("database pool closed")
 
     return Starlette(
-        routes=endpoints.routes,
+        routes=[*endpoints.routes, *metrics.routes],
+        middleware=[Middleware(RequestObservability)],
         lifespan=lifespan,
         exception_handlers={
             ServiceError: _service_error,
