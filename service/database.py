@@ -73,9 +73,9 @@ async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool
 async def open_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
     """Like `create_pool`, but a database that is down at startup is not fatal.
 
-    The service then starts with no connections, requests answer 503 `unavailable`, and asyncpg
-    keeps trying in the background to reach `min_size` (backing off up to a minute), so the
-    service recovers by itself when the database returns.
+    The service then starts with an empty pool that connects on demand: requests answer 503
+    `unavailable` while the database is away, and succeed as soon as it is back. (That pool
+    keeps no floor of idle connections; the next restart restores `min_size`.)
     """
     try:
         return await create_pool(url, min_size=min_size, max_size=max_size)
@@ -83,9 +83,9 @@ async def open_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
         logger.warning("database unreachable at startup (%s); serving 503", type(error).__name__)
     pool: Any = await asyncpg.create_pool(
         url,
-        min_size=min_size,
+        # asyncpg wants init_size >= min_size, and min_size > 0 would connect right now.
+        min_size=0,
         max_size=max_size,
-        init_size=0,
         connection_class=_PooledConnection,
         command_timeout=30,
         timeout=CONNECT_TIMEOUT,
