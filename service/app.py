@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import endpoints, metrics
+from service import endpoints, metrics, openapi
 from service.auth import Authenticator
 from service.clock import Clock, utc_now
 from service.config import Settings
@@ -59,7 +59,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             logger.info("database pool closed")
 
     return Starlette(
-        routes=[*endpoints.routes, *metrics.routes],
+        routes=[
+            *endpoints.routes,
+            *metrics.routes,
+            *openapi.routes(with_docs=settings.serves_docs),
+        ],
         middleware=[Middleware(RequestObservability)],
         lifespan=lifespan,
         exception_handlers={

@@ -45,6 +45,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     db_pool_min_size: int = 2
     db_pool_max_size: int = 10
+    # GET /docs (Swagger UI); None means on, except in production.
+    docs_enabled: bool | None = None
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -70,6 +72,10 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def serves_docs(self) -> bool:
+        return self.docs_enabled if self.docs_enabled is not None else not self.is_production
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -106,6 +112,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_body_bytes=_integer(environ, "MAX_BODY_BYTES", 64 * 1024),
         db_pool_min_size=_integer(environ, "DB_POOL_MIN_SIZE", 2),
         db_pool_max_size=_integer(environ, "DB_POOL_MAX_SIZE", 10),
+        docs_enabled=_boolean(environ, "DOCS_ENABLED", env != "production"),
     )
 
 

@@ -13,6 +13,7 @@ this module is imported.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import asyncpg
@@ -93,12 +94,24 @@ _GRANT_BY_ROUTE = {"/login": "login", "/refresh": "refresh_token"}
 _LOGIN_OUTCOME_BY_STATUS = {200: "success", 401: "failure", 429: "throttled"}
 
 
+# Methods outside this set share one label, or any client could grow the label set at will.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The labelled children, looked up once: `labels()` costs several microseconds per call.
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def record_request(
     method: str, route: str, status: int, seconds: float, context: RequestContext
 ) -> None:
     """Count one answered request, and the login, refresh and grant it stood for."""
-    REQUESTS.labels(method, route, str(status)).inc()
-    LATENCY.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    children = _children.get(key)
+    if children is None:
+        label = method if method in _KNOWN_METHODS else "OTHER"
+        children = (REQUESTS.labels(label, route, str(status)), LATENCY.labels(label, route))
+        _children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
     if status >= 500:
         return
     notes = context.notes
@@ -110,6 +123,22 @@ def record_request(
     grant = notes.get("grant") or _GRANT_BY_ROUTE.get(route)
     if grant is not None and 200 <= status < 300:
         TOKENS_ISSUED.labels(grant).inc()
+
+
+_pool_observed_at = 0.0
+
+
+def observe_pool_now_and_then(pool: asyncpg.Pool | None) -> None:
+    """`observe_pool`, at most once a second: per request it would cost more than it tells.
+
+    In multiprocess mode the gauges of a worker are what it last observed, so each worker
+    refreshes them as it serves; /metrics also observes the answering worker's pool itself.
+    """
+    global _pool_observed_at
+    moment = time.monotonic()
+    if moment - _pool_observed_at >= 1.0:
+        _pool_observed_at = moment
+        observe_pool(pool)
 
 
 def observe_pool(pool: asyncpg.Pool | None) -> None:

