@@ -43,7 +43,12 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["email", "password"],
         "properties": {
-            "email": {"type": "string", "maxLength": 254, "examples": ["ada@example.com"]},
+            "email": {
+                "type": "string",
+                "format": "email",
+                "maxLength": 254,
+                "examples": ["ada@example.com"],
+            },
             "password": {"type": "string", "minLength": 8, "maxLength": 128},
         },
     },
