@@ -114,6 +114,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            # Tells the workers of one `uvicorn --workers N` apart.
+            "pid": record.process,
         }
         context = _current.get()
         if context is not None:
