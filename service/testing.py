@@ -23,6 +23,7 @@ import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,8 +37,6 @@ import pytest_asyncio
 import uvicorn
 from starlette.datastructures import Secret
 
-from service import schema
-from service.app import create_app
 from service.auth import TokenPair
 from service.clock import utc_now
 from service.config import Settings
@@ -228,6 +227,8 @@ async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
     Its own thread, so a test that blocks its loop (a sync client, a debugger) cannot stall
     the service it is talking to.
     """
+    from service.app import create_app
+
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     host, port = listener.getsockname()
@@ -277,6 +278,47 @@ async def _execute(url: str, *statements: str) -> None:
         await connection.close()
 
 
+class DatabaseSupply:
+    """Fresh clones of a template database, the next one always being made ahead.
+
+    Cloning costs about half a second here; made in a background thread while the current
+    test runs, it is ready when the next test asks. Drops go to the same thread, so that a
+    test's teardown does not wait for them either.
+    """
+
+    def __init__(self, server_url: str, template: str) -> None:
+        self._server_url = server_url
+        self._template = template
+        # One thread: Postgres refuses two clones of one template at the same moment.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-service-db")
+        self._next = self._worker.submit(self._create)
+
+    def url_of(self, name: str) -> str:
+        return _database_url_for(self._server_url, name)
+
+    async def take(self) -> str:
+        """The name of a database no one else has used, at the schema's head."""
+        ready, self._next = self._next, self._worker.submit(self._create)
+        return await asyncio.wrap_future(ready)
+
+    def discard(self, name: str) -> None:
+        self._worker.submit(self._drop, name)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._drop(self._next.result())
+        self._worker.shutdown(wait=True)
+
+    def _create(self) -> str:
+        name = f"token_service_{uuid.uuid4().hex[:16]}"
+        statement = f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'
+        asyncio.run(_execute(self._server_url, statement))
+        return name
+
+    def _drop(self, name: str) -> None:
+        asyncio.run(_execute(self._server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 # -- fixtures ------------------------------------------------------------------------------
 
 
@@ -295,6 +337,10 @@ def token_service_template(token_service_postgres_url: str) -> Iterator[str]:
     name = f"token_service_template_{os.getpid()}"
     drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
     asyncio.run(_execute(token_service_postgres_url, drop, f'CREATE DATABASE "{name}"'))
+    # Imported here, not at the top: pytest loads this plugin in every run of a project that
+    # installs the package, and alembic's import alone costs a good part of a second.
+    from service import schema
+
     # Synchronous, outside any event loop: alembic's env.py runs its own.
     schema.upgrade(_database_url_for(token_service_postgres_url, name))
     yield name
@@ -307,25 +353,28 @@ def token_service_settings() -> Mapping[str, Any]:
     return {}
 
 
+@pytest.fixture(scope="session")
+def token_service_databases(
+    token_service_postgres_url: str, token_service_template: str
+) -> Iterator[DatabaseSupply]:
+    """Where each instance's fresh database comes from."""
+    supply = DatabaseSupply(token_service_postgres_url, token_service_template)
+    yield supply
+    supply.close()
+
+
 @pytest_asyncio.fixture
 async def token_service(
-    token_service_postgres_url: str,
-    token_service_template: str,
-    token_service_settings: Mapping[str, Any],
+    token_service_databases: DatabaseSupply, token_service_settings: Mapping[str, Any]
 ) -> AsyncIterator[TokenService]:
     """A running token service on a fresh database of its own."""
-    name = f"token_service_{uuid.uuid4().hex[:16]}"
-    await _execute(
-        token_service_postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{token_service_template}"'
-    )
+    name = await token_service_databases.take()
     try:
-        settings = instance_settings(
-            _database_url_for(token_service_postgres_url, name), **token_service_settings
-        )
+        settings = instance_settings(token_service_databases.url_of(name), **token_service_settings)
         async with run_token_service(settings) as service:
             yield service
     finally:
-        await _execute(token_service_postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        token_service_databases.discard(name)
 
 
 @pytest_asyncio.fixture
@@ -337,6 +386,7 @@ async def token_client(token_service: TokenService) -> AsyncIterator[httpx.Async
 
 __all__ = [
     "ClientCredentials",
+    "DatabaseSupply",
     "TokenService",
     "UserAccount",
     "VerifierSettings",
