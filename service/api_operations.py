@@ -72,18 +72,24 @@ BEARER_ERRORS = {
         headers=CHALLENGE,
     ),
 }
+# RFC 6749 §5.2; a body that is not a form, or parameters in the URL, are invalid_request.
 OAUTH_ERRORS = {
-    400: error(
-        "RFC 6749 §5.2.",
-        "invalid_request",
-        "invalid_grant",
-        "unsupported_grant_type",
-        "invalid_scope",
-        "unauthorized_client",
-    ),
+    400: error("The request is malformed.", "invalid_request"),
     401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
-    415: error("The body is not application/x-www-form-urlencoded.", "unsupported_media_type"),
+    413: error("The body is larger than MAX_BODY_BYTES.", "payload_too_large"),
 }
+NOT_IN_PRODUCTION = {404: error("Not served in production.", "not_found")}
+
+
+def static(media_type: str, summary: str, more: dict[int, Any] | None = None) -> Operation:
+    """A GET of a file the service ships."""
+    content = {media_type: {"schema": {"type": "string"}}}
+    return {
+        "tags": ["browser"],
+        "summary": summary,
+        "responses": {200: {"description": "The file.", "content": content}, **(more or {})},
+    }
+
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/register"): {
@@ -168,9 +174,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "tags": ["sessions"],
         "summary": "The caller's live sessions",
         "security": BEARER,
-        "responses": {200: ok("Sessions.", ref("SessionList")), **BEARER_ERRORS, **UNAVAILABLE},
+        "responses": {
+            200: ok("Sessions, newest use first.", ref("SessionList"), headers=NO_STORE),
+            **BEARER_ERRORS,
+            **UNAVAILABLE,
+        },
     },
-    ("DELETE", "/sessions/{id}"): {
+    ("DELETE", "/sessions/{session_id}"): {
         "tags": ["sessions"],
         "summary": "Revoke one of the caller's sessions and its tokens",
         "security": BEARER,
@@ -207,23 +217,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             **UNAVAILABLE,
         },
     },
-    ("GET", "/auth-client.js"): {
-        "tags": ["browser"],
-        "summary": "A small script for browser frontends: login, silent refresh, logout",
-        "responses": {
-            200: {
-                "description": "JavaScript.",
-                "content": {"text/javascript": {"schema": {"type": "string"}}},
-            }
-        },
-    },
-    ("GET", "/demo"): {
-        "tags": ["browser"],
-        "summary": "A demonstration page using the cookie transport",
-        "responses": {
-            200: {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}}
-        },
-    },
+    ("GET", "/auth-client.js"): static(
+        "text/javascript", "The JS client for browser frontends: login, silent refresh, logout"
+    ),
+    ("GET", "/demo"): static("text/html", "A demonstration page", NOT_IN_PRODUCTION),
+    ("GET", "/demo.js"): static("text/javascript", "The demo's script", NOT_IN_PRODUCTION),
+    ("GET", "/demo.css"): static("text/css", "The demo's style", NOT_IN_PRODUCTION),
     ("POST", "/oauth/token"): {
         "tags": ["oauth"],
         "summary": "OAuth 2.0 token endpoint: client_credentials and refresh_token grants",
@@ -232,6 +231,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "responses": {
             200: ok("RFC 6749 §5.1 token response.", ref("OAuthTokenResponse"), headers=NO_STORE),
             **OAUTH_ERRORS,
+            400: error(
+                "RFC 6749 §5.2 (`password` and other grants are unsupported).",
+                "invalid_request",
+                "invalid_grant",
+                "unsupported_grant_type",
+                "invalid_scope",
+            ),
             **UNAVAILABLE,
         },
     },
@@ -261,7 +267,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/.well-known/jwks.json"): {
         "tags": ["oauth"],
         "summary": "RFC 7517 public keys that sign access tokens",
-        "responses": {200: ok("The key set.", ref("Jwks"))},
+        "responses": {
+            200: ok("The key set.", ref("Jwks")),
+            404: error("Access tokens are signed with HS256: no public keys.", "not_found"),
+        },
     },
     ("GET", "/healthz"): {
         "tags": ["operations"],

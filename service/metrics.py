@@ -117,15 +117,28 @@ def record_request(
     children[1].observe(seconds)
     if status >= 500:
         return
-    notes = context.notes
+    grant = _grant_of(route, context)
     if route == "/login":
         LOGINS.labels(_LOGIN_OUTCOME_BY_STATUS.get(status, "rejected")).inc()
-    if route == "/refresh" or "refresh_outcome" in notes or notes.get("grant") == "refresh_token":
+    if grant == "refresh_token":
         default = "rotated" if status < 300 else "invalid"
-        REFRESHES.labels(notes.get("refresh_outcome", default)).inc()
-    grant = notes.get("grant") or _GRANT_BY_ROUTE.get(route)
+        REFRESHES.labels(context.notes.get("refresh_outcome", default)).inc()
     if grant is not None and 200 <= status < 300:
         TOKENS_ISSUED.labels(grant).inc()
+
+
+def _grant_of(route: str, context: RequestContext) -> str | None:
+    """Which grant a request asked for: noted by its handler, else known from the route."""
+    noted = context.notes.get("grant")
+    if noted is not None:
+        return noted
+    if route == "/oauth/token":
+        # A refresh grant passes through the refresh use case, which names the session as soon
+        # as the token's signature checks out; a client_credentials grant never has one.
+        if context.session_id is not None or "refresh_outcome" in context.notes:
+            return "refresh_token"
+        return "client_credentials" if context.client_id is not None else None
+    return _GRANT_BY_ROUTE.get(route)
 
 
 _pool_observed_at = 0.0

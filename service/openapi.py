@@ -79,7 +79,24 @@ SCHEMAS: dict[str, Any] = {
     "SessionList": {
         "type": "object",
         "required": ["sessions"],
-        "properties": {"sessions": {"type": "array", "items": {"type": "object"}}},
+        "properties": {
+            "sessions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "created_at", "last_used_at", "expires_at", "current"],
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "last_used_at": {"type": "string", "format": "date-time"},
+                        "expires_at": {"type": "string", "format": "date-time"},
+                        "user_agent": {"type": ["string", "null"]},
+                        "ip": {"type": ["string", "null"]},
+                        "current": {"type": "boolean"},
+                    },
+                },
+            }
+        },
     },
     "TokenRequest": {
         "type": "object",

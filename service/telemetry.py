@@ -32,6 +32,8 @@ LOGGED_FIELDS = (
     "session_id",
     "event",
     "reason",
+    "ip",
+    "sessions",
 )
 # What a request's context can be annotated with; the rest are notes for metrics.
 IDENTITY_FIELDS = ("user_id", "client_id", "session_id")
@@ -78,7 +80,10 @@ def annotate(**values: str | None) -> None:
         if value is None:
             continue
         if name in IDENTITY_FIELDS:
-            setattr(context, name, str(value))
+            # The first says who the caller is; a later event may name someone else (the
+            # session a user revokes), which its own log line records.
+            if getattr(context, name) is None:
+                setattr(context, name, str(value))
         else:
             context.notes[name] = str(value)
 

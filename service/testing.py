@@ -61,6 +61,8 @@ class VerifierSettings:
     access_token_secret: Secret | None = field(repr=False)
     jwks_url: str | None
     leeway: int
+    # The longest an access token may live (exp - iat), in seconds.
+    max_lifetime: int
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ class TokenService:
             # HS256 only for now: there is no JWKS to point at until an asymmetric key signs.
             jwks_url=None,
             leeway=self.settings.jwt_leeway,
+            max_lifetime=self.settings.access_token_ttl,
         )
 
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from service import metrics
+from service import metrics, telemetry
 from service.database import create_pool
-from service.telemetry import JsonFormatter
+from service.telemetry import JsonFormatter, RequestContext
 from tests.conftest import PASSWORD, FakeClock, register, register_and_login
 
 
@@ -254,3 +254,37 @@ def test_only_listed_fields_reach_the_log() -> None:
     assert line["user_id"] == "u-1"
     assert "refresh_token" not in line
     assert "hunter2" not in json.dumps(line)
+
+
+@pytest.mark.parametrize(
+    ("identity", "notes", "grant"),
+    [
+        ({"session_id": "s-1"}, {}, "refresh_token"),
+        ({"client_id": "c-1"}, {}, "client_credentials"),
+        ({}, {"grant": "client_credentials"}, "client_credentials"),
+    ],
+)
+def test_oauth_token_answers_are_counted_by_their_grant(
+    identity: dict[str, str], notes: dict[str, str], grant: str
+) -> None:
+    """/oauth/token: the grant a handler notes, else the refresh path's session, else the client."""
+    context = RequestContext("r-1", notes=dict(notes), **identity)
+    deltas = Deltas(("token_service_tokens_issued_total", {"grant": grant}))
+
+    metrics.record_request("POST", "/oauth/token", 200, 0.01, context)
+
+    assert deltas.now() == [1]
+
+
+def test_the_first_identity_named_in_a_request_is_kept() -> None:
+    """A later event naming another session (one the caller revokes) does not replace it."""
+    context = RequestContext("r-2")
+    token = telemetry.enter(context)
+    try:
+        telemetry.annotate(user_id="u-1", session_id="caller")
+        telemetry.annotate(session_id="revoked-one", refresh_outcome="grace")
+    finally:
+        telemetry.leave(token)
+
+    assert (context.user_id, context.session_id) == ("u-1", "caller")
+    assert context.notes == {"refresh_outcome": "grace"}
