@@ -11,7 +11,7 @@ the caller and their scopes from the verified claims.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from starlette.applications import Starlette
@@ -25,7 +25,8 @@ from service.errors import InvalidToken
 from service.testing import VerifierSettings
 from service.tokens import AccessClaims, TokenCodec
 
-Verify = Callable[[str, datetime], AccessClaims]
+# Checks a bearer token; raises InvalidToken (TokenExpired included) when it is refused.
+Verify = Callable[[str], Awaitable[AccessClaims]]
 
 
 def access_token_verifier(verifier: VerifierSettings) -> Verify:
@@ -44,23 +45,27 @@ def access_token_verifier(verifier: VerifierSettings) -> Verify:
             token_issuer=verifier.issuer,
             token_audience=verifier.audience,
             jwt_leeway=verifier.leeway,
+            access_token_ttl=verifier.max_lifetime,
         )
     )
-    return codec.verify_access
+
+    async def verify(token: str) -> AccessClaims:
+        return codec.verify_access(token, datetime.now(UTC))
+
+    return verify
 
 
-def create_app(verify: Verify, clock: Callable[[], datetime] | None = None) -> Starlette:
+def create_app(verify: Verify) -> Starlette:
     """The orders API, checking tokens with `verify`."""
     orders: dict[str, list[dict[str, object]]] = {}
-    now = clock or (lambda: datetime.now(UTC))
 
-    def authorize(request: Request, scope: str | None) -> AccessClaims | Response:
+    async def authorize(request: Request, scope: str | None) -> AccessClaims | Response:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return _error(401, "missing_token", 'Bearer realm="orders"')
         try:
-            claims = verify(token, now())
+            claims = await verify(token)
         except InvalidToken:
             return _error(401, "invalid_token", 'Bearer error="invalid_token"')
         if scope is not None and scope not in claims.scope.split():
@@ -71,7 +76,7 @@ def create_app(verify: Verify, clock: Callable[[], datetime] | None = None) -> S
         return claims
 
     async def list_orders(request: Request) -> Response:
-        claims = authorize(request, None)
+        claims = await authorize(request, None)
         if isinstance(claims, Response):
             return claims
         if claims.session_id is None:
@@ -80,7 +85,7 @@ def create_app(verify: Verify, clock: Callable[[], datetime] | None = None) -> S
         return JSONResponse({"user_id": claims.subject, "orders": orders.get(claims.subject, [])})
 
     async def place_order(request: Request) -> Response:
-        claims = authorize(request, "orders:write")
+        claims = await authorize(request, "orders:write")
         if isinstance(claims, Response):
             return claims
         body = await request.json()
