@@ -36,6 +36,10 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 test: check ## the whole suite against a real Postgres (what CI runs)
 	$(PY) -m pytest -q
 
+.PHONY: fuzz
+fuzz: $(STAMP) ## schemathesis over /openapi.json on a local instance: no 5xx, answers as documented
+	$(PY) -m fuzz $(FUZZ_ARGS)
+
 bench: $(STAMP) ## the benchmarks in bench/ (numbers go to the README)
 	$(PY) -m bench
 

@@ -19,6 +19,8 @@ from service.config import Settings, ensure_development_secrets, load_settings
 from service.errors import ConfigError, ServiceError
 from service.users import User
 
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
@@ -89,6 +91,9 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.telemetry import configure_logging
+
+    configure_logging()
 
     uvicorn.run(
         create_app(settings),
@@ -100,6 +105,12 @@ def _serve(settings: Settings) -> int:
         http="auto",
         proxy_headers=False,
         server_header=False,
+        # Logging is ours (one JSON line per request, from the middleware); uvicorn's would
+        # replace it and add a second, plain access line.
+        log_config=None,
+        access_log=False,
+        # On SIGTERM, requests in flight get this long to finish before they are cut off.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0
 

@@ -14,14 +14,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import browser_endpoints, endpoints, oauth, purge, session_endpoints
+from service import browser_endpoints, endpoints, metrics, oauth, openapi, purge, session_endpoints
 from service.accounts import Accounts
 from service.auth import Authenticator
 from service.authorization_server import AuthorizationServer
 from service.clock import Clock, utc_now
 from service.config import Settings
-from service.database import CONNECTION_ERRORS, create_pool
+from service.database import CONNECTION_ERRORS, open_pool
 from service.errors import ServiceError, Unavailable
+from service.middleware import RequestObservability
 from service.passwords import Passwords
 from service.state import AppState
 from service.tokens import TokenCodec
@@ -42,7 +43,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         codec = TokenCodec(settings)
         passwords = Passwords(settings)
-        pool = await create_pool(
+        # A database that is down at startup is not fatal: requests get 503 until it returns.
+        pool = await open_pool(
             database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
         )
         purging = (
@@ -62,20 +64,27 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 accounts=Accounts(settings, auth, passwords),
             )
         finally:
+            # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.
             if purging is not None:
                 purging.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await purging
             await pool.close()
             passwords.close()
+            metrics.forget_this_process()
+            logger.info("database pool closed")
 
     return Starlette(
-        routes=endpoints.routes
-        + session_endpoints.routes
-        + browser_endpoints.routes
-        + oauth.routes,
+        routes=[
+            *endpoints.routes,
+            *session_endpoints.routes,
+            *browser_endpoints.routes,
+            *oauth.routes,
+            *metrics.routes,
+            *openapi.routes(with_docs=settings.serves_docs),
+        ],
         lifespan=lifespan,
-        middleware=_cors(settings),
+        middleware=[Middleware(RequestObservability), *_cors(settings)],
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_error,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from service import sessions, throttle, users
+from service import sessions, telemetry, throttle, users
 from service.config import Settings
 from service.errors import InvalidCredentials, InvalidInput, InvalidToken, TooManyAttempts
 from service.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
@@ -180,6 +180,7 @@ class Authenticator:
         same child again; any other use of a spent token revokes the whole session.
         """
         claims = self._codec.verify_refresh(refresh_token, now)
+        telemetry.annotate(user_id=claims.subject, session_id=claims.session_id)
         session_id = _parse_uuid(claims.session_id)
         digest = token_digest(refresh_token)
 
@@ -190,6 +191,7 @@ class Authenticator:
                 )
             if live is None or live.user_id != claims.subject:
                 raise InvalidToken()
+            telemetry.annotate(refresh_outcome="unrotated")
             return self._pair(live, claims.session_id, refresh_token, claims, now)
 
         child_claims = self._codec.new_refresh_claims(
@@ -219,6 +221,7 @@ class Authenticator:
             grace = self._grace_child(spent, claims, now)
             if grace is not None:
                 child_token, child_claims = grace
+                telemetry.annotate(refresh_outcome="grace")
                 return self._pair(spent.session, claims.session_id, child_token, child_claims, now)
             # A spent token outside the grace window: it was stolen or replayed. The revocation
             # is its own committed statement, so it stands although the request fails.
@@ -229,6 +232,7 @@ class Authenticator:
             "refresh token reuse detected; session revoked",
             extra={"user_id": claims.subject, "session_id": claims.session_id},
         )
+        telemetry.annotate(refresh_outcome="reuse_detected")
         raise InvalidToken()
 
     async def logout(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> None:
@@ -267,6 +271,7 @@ class Authenticator:
         claims = self._codec.verify_access(access_token, now)
         if claims.session_id is None:
             raise InvalidToken()  # a service's token has no user to show
+        telemetry.annotate(user_id=claims.subject, session_id=claims.session_id)
         user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
         async with pool.acquire() as connection:
             user = await users.find_session_user(

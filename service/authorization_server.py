@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from service import clients, sessions, users
+from service import clients, sessions, telemetry, users
 from service.auth import Authenticator
 from service.clients import Client
 from service.clock import Monotonic, monotonic
@@ -117,6 +117,7 @@ class AuthorizationServer:
         )
         recently_verified = self._verified.get(remembered, 0.0) > self._clock()
         if found is not None and not found.client.disabled and recently_verified:
+            telemetry.annotate(client_id=found.client.client_id)
             return found.client
         matched = await self._passwords.verify(
             found.secret_hash if found else None, presented.secret
@@ -130,6 +131,7 @@ class AuthorizationServer:
         if len(self._verified) >= VERIFIED_CLIENT_LIMIT:
             self._verified.clear()
         self._verified[remembered] = self._clock() + VERIFIED_CLIENT_TTL
+        telemetry.annotate(client_id=found.client.client_id)
         return found.client
 
     # -- grants -------------------------------------------------------------------------------

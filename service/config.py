@@ -64,6 +64,8 @@ class Settings:
     # Browser frontends: origins allowed to use the refresh cookie (and CORS with credentials).
     allowed_origins: tuple[str, ...] = ()
     cookie_secure: bool = True
+    # GET /docs (Swagger UI); None means on, except in production.
+    docs_enabled: bool | None = None
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -112,6 +114,10 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def serves_docs(self) -> bool:
+        return self.docs_enabled if self.docs_enabled is not None else not self.is_production
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -164,6 +170,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         purge_batch_size=_integer(environ, "PURGE_BATCH_SIZE", 1000),
         allowed_origins=_list(environ, "ALLOWED_ORIGINS") or _local_origins(environ, env),
         cookie_secure=_boolean(environ, "COOKIE_SECURE", True),
+        docs_enabled=_boolean(environ, "DOCS_ENABLED", env != "production"),
     )
 
 

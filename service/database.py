@@ -30,6 +30,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
+# Seconds to wait for a new connection: a database that does not answer should cost a request
+# a quick 503, not asyncpg's default minute.
+CONNECT_TIMEOUT = 5
+
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) the embedded Postgres under `data_dir/postgres`; return its URL.
@@ -61,5 +65,29 @@ async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool
         max_size=max_size,
         connection_class=_PooledConnection,
         command_timeout=30,
+        timeout=CONNECT_TIMEOUT,
+    )
+    return pool  # type: ignore[no-any-return]
+
+
+async def open_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    """Like `create_pool`, but a database that is down at startup is not fatal.
+
+    The service then starts with an empty pool that connects on demand: requests answer 503
+    `unavailable` while the database is away, and succeed as soon as it is back. (That pool
+    keeps no floor of idle connections; the next restart restores `min_size`.)
+    """
+    try:
+        return await create_pool(url, min_size=min_size, max_size=max_size)
+    except CONNECTION_ERRORS as error:
+        logger.warning("database unreachable at startup (%s); serving 503", type(error).__name__)
+    pool: Any = await asyncpg.create_pool(
+        url,
+        # asyncpg wants init_size >= min_size, and min_size > 0 would connect right now.
+        min_size=0,
+        max_size=max_size,
+        connection_class=_PooledConnection,
+        command_timeout=30,
+        timeout=CONNECT_TIMEOUT,
     )
     return pool  # type: ignore[no-any-return]

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service import telemetry
 from service.authorization_server import ClientSecret
 from service.errors import (
     InvalidClient,
@@ -46,6 +47,7 @@ async def token(request: Request[AppState]) -> Response:
     if grant_type not in GRANT_TYPES:
         # `password` among them: RFC 9700 §2.4 forbids it; people log in at /login.
         raise UnsupportedGrantType()
+    telemetry.annotate(grant=grant_type)
     oauth, pool, now = state["oauth"], state["pool"], state["clock"]()
 
     if grant_type == "client_credentials":

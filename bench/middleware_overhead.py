@@ -1,0 +1,138 @@
+"""What the request middleware (request id, metrics, JSON access log) costs per request.
+
+Drives the ASGI app directly, with no network, so the difference between the runs is the
+middleware: GET /healthz (no database) and GET /profile (a token check and one query), each with
+the middleware stripped, with it and logging off, and with it writing JSON lines to /dev/null.
+Runs are interleaved, and the best of several rounds is kept, to damp the noise of a shared box.
+
+    .venv/bin/python -m bench.middleware_overhead
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from starlette.datastructures import Secret
+
+from service import schema
+from service.app import create_app
+from service.auth import ClientInfo
+from service.config import Settings
+from service.database import start_embedded
+from service.middleware import RequestObservability
+from service.telemetry import JsonFormatter
+
+REQUESTS = 3000
+ROUNDS = 5
+
+
+async def call(
+    app: Any, state: dict[str, Any], path: str, headers: list[tuple[bytes, bytes]]
+) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": dict(state),
+    }
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def per_request_us(run: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    for _ in range(REQUESTS):
+        await run()
+    return (time.perf_counter() - started) / REQUESTS * 1e6
+
+
+async def main() -> None:
+    server = os.environ.get("TEST_DATABASE_URL") or start_embedded(Path(".data") / "test")
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    await asyncio.to_thread(schema.upgrade, url)
+    settings = Settings(
+        access_token_secret=Secret(secrets.token_urlsafe(48)),
+        refresh_token_secret=Secret(secrets.token_urlsafe(48)),
+        env="test",
+        database_url=url,
+        argon2_time_cost=1,
+        argon2_memory_cost=1024,
+        argon2_parallelism=1,
+    )
+    with_middleware = create_app(settings)
+    without = create_app(settings)
+    without.user_middleware = [
+        m for m in without.user_middleware if m.cls is not RequestObservability
+    ]
+    devnull = logging.FileHandler(os.devnull)
+    devnull.setFormatter(JsonFormatter())
+    try:
+        async with with_middleware.router.lifespan_context(with_middleware) as state:
+            auth, pool, now = state["auth"], state["pool"], state["clock"]()
+            user = await auth.register(
+                pool, email="bench@example.com", password="bench password", now=now
+            )
+            pair = await auth.login(
+                pool, email=user.email, password="bench password", now=now, client=ClientInfo()
+            )
+            bearer = [(b"authorization", f"Bearer {pair.access_token}".encode())]
+            results: dict[str, list[float]] = {}
+            for path, headers in (("/healthz", []), ("/profile", bearer)):
+                assert await call(without, state, path, headers) == 200
+                for _ in range(ROUNDS):
+                    for label, app, level in (
+                        ("no middleware", without, logging.WARNING),
+                        ("middleware, logs off", with_middleware, logging.WARNING),
+                        ("middleware, JSON logs", with_middleware, logging.INFO),
+                    ):
+                        root = logging.getLogger()
+                        root.handlers[:] = [devnull]
+                        root.setLevel(level)
+                        micros = await per_request_us(
+                            lambda a=app, p=path, h=headers: call(a, state, p, h)
+                        )
+                        results.setdefault(f"{path:9} {label}", []).append(micros)
+            logging.getLogger().setLevel(logging.WARNING)
+            for key, values in results.items():
+                best, median = min(values), statistics.median(values)
+                print(f"{key:40} best {best:7.1f} us   median {median:7.1f} us")
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

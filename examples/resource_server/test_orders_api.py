@@ -1,0 +1,115 @@
+"""The orders API's own tests: a real token service from the `token_service` fixture.
+
+Nothing here is specific to this repository: a project that installs `token-service[testing]`
+writes exactly these tests.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
+
+import httpx
+import pytest
+from orders_api import access_token_verifier, create_app
+from starlette.datastructures import Secret
+
+from service.clock import utc_now
+from service.testing import TokenService
+from service.tokens import TokenCodec
+
+
+@pytest.fixture
+async def orders(token_service: TokenService) -> AsyncIterator[httpx.AsyncClient]:
+    """The orders API, configured with the running token service's verifier settings."""
+    app = create_app(access_token_verifier(token_service.verifier_settings))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://orders") as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_logged_in_user_sees_their_orders(
+    token_service: TokenService, orders: httpx.AsyncClient
+) -> None:
+    """A token from the real /login works at the resource server without calling the service."""
+    user = await token_service.create_user()
+    pair = await token_service.login(user.email, user.password)
+
+    response = await orders.get("/orders", headers=bearer(pair.access_token))
+
+    assert response.status_code == 200
+    assert response.json() == {"user_id": user.id, "orders": []}
+
+
+async def test_a_service_with_the_write_scope_places_an_order(
+    token_service: TokenService, orders: httpx.AsyncClient
+) -> None:
+    """A client token with orders:write places an order that the user then sees."""
+    user = await token_service.create_user()
+    pair = await token_service.login(user.email, user.password)
+    client = await token_service.create_client(["orders:write"])
+    service_token = token_service.issue_access_token(
+        client.client_id, client_id=client.client_id, scope="orders:write"
+    )
+
+    placed = await orders.post(
+        "/orders", json={"user_id": user.id, "item": "tea"}, headers=bearer(service_token)
+    )
+    listed = await orders.get("/orders", headers=bearer(pair.access_token))
+
+    assert placed.status_code == 201
+    assert listed.json()["orders"] == [{"item": "tea", "placed_by": client.client_id}]
+
+
+async def test_a_token_without_the_scope_is_forbidden(
+    token_service: TokenService, orders: httpx.AsyncClient
+) -> None:
+    """A valid token lacking orders:write gets 403 insufficient_scope, and nothing is placed."""
+    token = token_service.issue_access_token("user-1", scope="orders:read")
+
+    response = await orders.post(
+        "/orders", json={"user_id": "user-1", "item": "tea"}, headers=bearer(token)
+    )
+    listed = await orders.get("/orders", headers=bearer(token))
+
+    assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+    assert listed.json()["orders"] == []
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "expired", "garbage", "refresh token", "other instance"]
+)
+async def test_bad_tokens_are_refused_with_401(
+    token_service: TokenService, orders: httpx.AsyncClient, case: str
+) -> None:
+    """No token, an expired one, a refresh token, or one signed by another instance: 401."""
+    user = await token_service.create_user()
+    pair = await token_service.login(user.email, user.password)
+    stranger = TokenCodec(
+        replace(token_service.settings, access_token_secret=Secret(secrets.token_urlsafe(48)))
+    )
+    tokens = {
+        "expired": token_service.issue_access_token(
+            user.id, expires_in=60, now=utc_now() - timedelta(minutes=5)
+        ),
+        "garbage": "not.a.token",
+        "refresh token": pair.refresh_token,
+        "other instance": stranger.mint_access(
+            subject=user.id, session_id=str(uuid.uuid4()), email=user.email, now=utc_now()
+        )[0],
+    }
+    headers = bearer(tokens[case]) if case in tokens else {}
+
+    response = await orders.get("/orders", headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["error"] in ("missing_token", "invalid_token")
+    assert "WWW-Authenticate" in response.headers

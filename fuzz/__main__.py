@@ -1,0 +1,75 @@
+"""Property-based run of /openapi.json (schemathesis) against a real local instance.
+
+Starts an instance as the pytest plugin does (a fresh database on the embedded Postgres, or on
+TEST_DATABASE_URL), logs a user in so bearer routes answer more than 401, and runs the
+schemathesis CLI over every documented operation with valid and invalid inputs. It fails on
+any 5xx and on any answer that the document does not allow (status, content type, headers,
+body). Extra arguments go to schemathesis (`make fuzz FUZZ_ARGS="--max-examples 500"`).
+
+    .venv/bin/python -m fuzz
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from service import schema
+from service.database import start_embedded
+from service.testing import instance_settings, run_token_service
+
+CHECKS = ",".join(
+    (
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+    )
+)
+
+
+async def fuzz(arguments: list[str]) -> int:
+    server = os.environ.get("TEST_DATABASE_URL") or start_embedded(Path(".data") / "test")
+    name = f"fuzz_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+        await asyncio.to_thread(schema.upgrade, url)
+        async with run_token_service(instance_settings(url, docs_enabled=True)) as service:
+            user = await service.create_user()
+            pair = await service.login(user.email, user.password)
+            executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+            assert executable is not None, "schemathesis is a dev dependency: make install"
+            process = await asyncio.create_subprocess_exec(
+                executable,
+                "run",
+                f"{service.base_url}/openapi.json",
+                "--checks",
+                CHECKS,
+                "--header",
+                f"Authorization: Bearer {pair.access_token}",
+                "--max-examples",
+                "50",
+                "--workers",
+                "2",
+                "--seed",
+                "1",
+                *arguments,
+            )
+            return await process.wait()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(fuzz(sys.argv[1:])))

@@ -1,0 +1,192 @@
+"""The pytest plugin's fixtures, used as a test author would: installed, not imported."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from argon2 import PasswordHasher
+
+from service.clock import utc_now
+from service.testing import TokenService
+from service.tokens import TokenCodec
+
+pytest_plugins = ["pytester"]
+
+
+async def test_token_service_serves_over_real_http(
+    token_service: TokenService, token_client: httpx.AsyncClient
+) -> None:
+    """The instance listens on a local port, and token_client is bound to it."""
+    response = await token_client.get("/readyz")
+
+    assert token_service.base_url.startswith("http://127.0.0.1:")
+    assert str(token_client.base_url).rstrip("/") == token_service.base_url
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+
+
+async def test_create_user_and_login_give_a_working_pair(
+    token_service: TokenService, token_client: httpx.AsyncClient
+) -> None:
+    """A created user logs in; the access token reads their profile, the refresh token rotates."""
+    user = await token_service.create_user()
+
+    pair = await token_service.login(user.email, user.password)
+    profile = await token_client.get(
+        "/profile", headers={"Authorization": f"Bearer {pair.access_token}"}
+    )
+    refreshed = await token_client.post("/refresh", json={"refresh_token": pair.refresh_token})
+
+    assert profile.status_code == 200
+    assert profile.json()["user"] == {
+        "id": user.id,
+        "email": user.email,
+        "created_at": profile.json()["user"]["created_at"],
+    }
+    assert refreshed.status_code == 200
+    assert pair.access_token not in repr(pair)
+    assert user.password not in repr(user)
+
+
+async def test_create_user_with_given_email_and_password(token_service: TokenService) -> None:
+    """The given credentials are the ones that log in; a wrong password does not."""
+    user = await token_service.create_user("Given@Example.com", "a chosen password")
+
+    pair = await token_service.login("given@example.com", "a chosen password")
+
+    assert user.email == "Given@Example.com"
+    assert pair.expires_in == 900
+    with pytest.raises(AssertionError, match="401"):
+        await token_service.login("given@example.com", "another password")
+
+
+async def test_each_instance_has_its_own_database(token_service: TokenService) -> None:
+    """A fresh instance starts with empty tables at the schema's head."""
+    connection = await asyncpg.connect(token_service.database_url)
+    try:
+        users = await connection.fetchval("SELECT count(*) FROM users")
+        revision = await connection.fetchval("SELECT version_num FROM alembic_version")
+    finally:
+        await connection.close()
+
+    assert users == 0
+    assert revision is not None
+
+
+async def test_create_client_stores_an_argon2_hash_of_the_secret(
+    token_service: TokenService,
+) -> None:
+    """The clients row holds the scopes and an argon2id hash that verifies the secret."""
+    client = await token_service.create_client(["orders:read", "orders:write"])
+
+    connection = await asyncpg.connect(token_service.database_url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT name, secret_hash, scopes, disabled_at FROM clients WHERE client_id = $1",
+            client.client_id,
+        )
+    finally:
+        await connection.close()
+
+    assert row is not None
+    assert row["scopes"] == ["orders:read", "orders:write"]
+    assert row["disabled_at"] is None
+    assert row["secret_hash"].startswith("$argon2id$")
+    assert client.client_secret not in row["secret_hash"]
+    assert PasswordHasher().verify(row["secret_hash"], client.client_secret)
+    assert client.client_secret not in repr(client)
+
+
+async def test_issued_access_token_verifies_with_the_verifier_settings(
+    token_service: TokenService,
+) -> None:
+    """A minted token carries the subject and scope and checks out under the service's keys."""
+    token = token_service.issue_access_token("user-42", scope="orders:read", expires_in=60)
+    codec = TokenCodec(token_service.settings)
+
+    claims = codec.verify_access(token, utc_now())
+
+    assert claims.subject == "user-42"
+    assert claims.scope == "orders:read"
+    assert claims.expires_at - claims.issued_at == 60
+    verifier = token_service.verifier_settings
+    assert (verifier.issuer, verifier.audience) == ("token-service", "token-service")
+    assert verifier.algorithms == ("HS256",)
+    assert verifier.access_token_secret == token_service.settings.access_token_secret
+    assert str(verifier.access_token_secret) not in repr(verifier)
+
+
+async def test_issued_tokens_for_clients_and_in_the_past(token_service: TokenService) -> None:
+    """A client token names its client; a token issued long ago is expired."""
+    codec = TokenCodec(token_service.settings)
+    client_token = token_service.issue_access_token("svc", client_id="svc", scope="a b")
+    old = token_service.issue_access_token("user-1", now=utc_now() - timedelta(hours=1))
+
+    assert codec.verify_access(client_token, utc_now()).client_id == "svc"
+    with pytest.raises(Exception, match="expired"):
+        codec.verify_access(old, utc_now())
+    with pytest.raises(ValueError, match="expires_in"):
+        token_service.issue_access_token("user-1", expires_in=3600)
+
+
+async def test_minted_user_token_is_refused_by_profile(
+    token_service: TokenService, token_client: httpx.AsyncClient
+) -> None:
+    """/profile checks the session row, which a minted token does not have."""
+    user = await token_service.create_user()
+    token = token_service.issue_access_token(user.id, email=user.email)
+
+    response = await token_client.get("/profile", headers={"Authorization": f"Bearer {token}"})
+
+    assert response.status_code == 403
+
+
+class TestSettingsOverride:
+    """A module or class overrides token_service_settings to change the instance's settings."""
+
+    @pytest.fixture
+    def token_service_settings(self) -> dict[str, Any]:
+        return {"access_token_ttl": 120}
+
+    async def test_the_running_instance_uses_the_override(
+        self, token_service: TokenService
+    ) -> None:
+        """The access tokens it issues live 120 s, not the default 900."""
+        user = await token_service.create_user()
+
+        pair = await token_service.login(user.email, user.password)
+
+        assert pair.expires_in == 120
+
+
+def test_plugin_is_registered_for_an_outside_project(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, token_service_postgres_url: str
+) -> None:
+    """A project that merely installs the package gets the fixtures (no conftest, no import)."""
+    # The same server, rather than a second embedded cluster initialised in pytester's tmp dir.
+    monkeypatch.setenv("TEST_DATABASE_URL", token_service_postgres_url)
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_outside(token_service, token_client):
+            user = await token_service.create_user()
+            pair = await token_service.login(user.email, user.password)
+            response = await token_client.get(
+                "/profile", headers={"Authorization": "Bearer " + pair.access_token}
+            )
+            assert response.json()["user"]["email"] == user.email
+        """
+    )
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=1)
