@@ -57,9 +57,11 @@ class ControlledPostgres:
 
 
 @pytest.fixture(scope="session")
-def outage_postgres() -> ControlledPostgres:
-    """The second Postgres server, running."""
-    return ControlledPostgres()
+def outage_postgres() -> Iterator[ControlledPostgres]:
+    """The second Postgres server, running; stopped after the run, as nothing else uses it."""
+    server = ControlledPostgres()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
