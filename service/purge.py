@@ -1,5 +1,6 @@
 """Deleting what has expired, so that rows do not pile up: refresh tokens and sessions past
-their `expires_at`, and login-throttle counters whose window is over.
+their `expires_at`, login-throttle counters whose window is over, and revocations of client
+access tokens that no longer verify anyway.
 
 Deletes run in batches of `PURGE_BATCH_SIZE` rows per table, each batch its own short
 transaction, so a purge never holds many row locks or a long transaction. Each batch first takes
@@ -35,14 +36,22 @@ class PurgeBatch:
     refresh_tokens: int
     sessions: int
     login_attempts: int
+    revoked_access_tokens: int = 0
 
     @property
     def total(self) -> int:
-        return self.refresh_tokens + self.sessions + self.login_attempts
+        return (
+            self.refresh_tokens + self.sessions + self.login_attempts + self.revoked_access_tokens
+        )
 
 
 async def delete_expired_batch(
-    connection: Connection, *, now: datetime, throttle_window: int, batch_size: int
+    connection: Connection,
+    *,
+    now: datetime,
+    throttle_window: int,
+    batch_size: int,
+    leeway: int = 0,
 ) -> PurgeBatch:
     """Delete up to `batch_size` expired rows of each table. Deleting a session deletes its
     tokens with it (ON DELETE CASCADE); those are not counted."""
@@ -64,8 +73,18 @@ async def delete_expired_batch(
         now - timedelta(seconds=throttle_window),
         batch_size,
     )
+    # A token is still accepted `leeway` seconds past its exp: its revocation must outlive that.
+    revocations = await connection.execute(
+        "DELETE FROM revoked_access_tokens WHERE jti IN"
+        " (SELECT jti FROM revoked_access_tokens WHERE expires_at <= $1 LIMIT $2)",
+        now - timedelta(seconds=leeway),
+        batch_size,
+    )
     return PurgeBatch(
-        refresh_tokens=_count(tokens), sessions=_count(sessions), login_attempts=_count(attempts)
+        refresh_tokens=_count(tokens),
+        sessions=_count(sessions),
+        login_attempts=_count(attempts),
+        revoked_access_tokens=_count(revocations),
     )
 
 
@@ -97,6 +116,7 @@ async def purge_expired(
                 now=now,
                 throttle_window=settings.login_throttle_window,
                 batch_size=settings.purge_batch_size,
+                leeway=settings.jwt_leeway,
             )
         if batch.total == 0:
             return batches

@@ -84,8 +84,12 @@ async def test_purge_command_deletes_only_what_expired_in_batches(
 
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "batch 1: deleted 1 refresh tokens, 1 sessions, 1 login counters"
-    assert lines[1] == "batch 2: deleted 1 refresh tokens, 0 sessions, 0 login counters"
+    assert lines[0] == (
+        "batch 1: deleted 1 refresh tokens, 1 sessions, 1 login counters, 0 token revocations"
+    )
+    assert lines[1] == (
+        "batch 2: deleted 1 refresh tokens, 0 sessions, 0 login counters, 0 token revocations"
+    )
     assert lines[-1] == "purge done: 4 rows in 2 batches"
     assert await db.fetchval("SELECT array_agg(id) FROM sessions") == [live_session]
     assert await db.fetchval("SELECT array_agg(id) FROM refresh_tokens") == [live_token]
@@ -95,6 +99,38 @@ async def test_purge_command_deletes_only_what_expired_in_batches(
     assert hashlib.sha256(b"stale").digest() not in keys
     again = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
     assert again.status_code == 200
+
+
+async def test_purge_forgets_revocations_only_once_their_tokens_cannot_verify(
+    settings: Settings, database_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    """A revocation goes once its token is past exp plus the leeway; until then it must stay."""
+    await db.execute(
+        "INSERT INTO clients (client_id, name, secret_hash) VALUES ('c0ffee', 'billing', 'h')"
+    )
+    now = clock()
+    leeway = timedelta(seconds=settings.jwt_leeway)
+    for jti, expires_at in (
+        ("long-expired", now - leeway - timedelta(seconds=1)),
+        ("within-leeway", now - leeway + timedelta(seconds=1)),
+        ("live", now + timedelta(minutes=5)),
+    ):
+        await db.execute(
+            "INSERT INTO revoked_access_tokens (jti, client_id, expires_at, revoked_at)"
+            " VALUES ($1, 'c0ffee', $2, $3)",
+            jti,
+            expires_at,
+            now - timedelta(minutes=20),
+        )
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        batches = await purge_expired(pool, settings, now=now, wait=True)
+    finally:
+        await pool.close()
+
+    assert [batch.revoked_access_tokens for batch in batches] == [1]
+    kept = await db.fetchval("SELECT array_agg(jti ORDER BY jti) FROM revoked_access_tokens")
+    assert kept == ["live", "within-leeway"]
 
 
 async def test_purge_with_nothing_expired_deletes_nothing(
