@@ -24,11 +24,10 @@ from service.errors import (
     InvalidScope,
     InvalidToken,
     MalformedRequest,
-    PayloadTooLarge,
     UnsupportedGrantType,
 )
 from service.state import AppState
-from service.web import NO_STORE, token_response
+from service.web import NO_STORE, media_type, read_body, token_response
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 # Our requests carry at most six parameters; a flood of them is refused before building a dict.
@@ -148,24 +147,12 @@ async def read_form(request: Request[Any], max_bytes: int) -> dict[str, str]:
     """
     if request.url.query:
         raise MalformedRequest("Parameters must be sent in the request body.")
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != FORM_MEDIA_TYPE:
+    if media_type(request) != FORM_MEDIA_TYPE:
         raise MalformedRequest(f"The body must be {FORM_MEDIA_TYPE}.")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise MalformedRequest("The Content-Length header is not valid.")
-        if int(declared) > max_bytes:
-            raise PayloadTooLarge()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge()
-        chunks.append(chunk)
+    raw = await read_body(request, max_bytes)
     try:
         pairs = parse_qsl(
-            b"".join(chunks).decode("ascii"),
+            raw.decode("ascii"),
             keep_blank_values=True,
             strict_parsing=True,
             encoding="utf-8",
