@@ -82,13 +82,6 @@ async def readyz(request: Request[AppState]) -> Response:
     return JSONResponse({"status": "ready", "revision": revision})
 
 
-async def refresh_token_of(request: Request[AppState]) -> str:
-    """The refresh token from the JSON body or, past the CSRF checks, the refresh cookie;
-    never from the URL."""
-    token, _ = await cookies.presented_refresh_token(request, request.state["settings"])
-    return token
-
-
 def client_info(request: Request[AppState]) -> ClientInfo:
     """The user agent and address that a new session records."""
     return ClientInfo(
