@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from service import telemetry
 from service.authorization_server import ClientSecret
+from service.clients import Client
 from service.errors import (
     InvalidClient,
     InvalidGrant,
@@ -75,14 +76,7 @@ async def token(request: Request[AppState]) -> Response:
 async def revoke(request: Request[AppState]) -> Response:
     """RFC 7009: 200 whether or not the token was valid, known, or already revoked."""
     state = request.state
-    form = await read_form(request, state["settings"].max_body_bytes)
-    presented = client_secret_of(request, form)
-    if presented is None:
-        raise InvalidClient()
-    client = await state["oauth"].authenticate(state["pool"], presented)
-    revoked = form.get("token")
-    if revoked is None:
-        raise MalformedRequest("The 'token' parameter is missing.")
+    client, revoked = await _client_and_token(request)
     await state["oauth"].revoke(state["pool"], state["auth"], client, revoked, state["clock"]())
     return Response(status_code=200, headers=NO_STORE)
 
@@ -90,14 +84,7 @@ async def revoke(request: Request[AppState]) -> Response:
 async def introspect(request: Request[AppState]) -> Response:
     """RFC 7662: the token's claims if active, else exactly `{"active": false}`."""
     state = request.state
-    form = await read_form(request, state["settings"].max_body_bytes)
-    presented = client_secret_of(request, form)
-    if presented is None:
-        raise InvalidClient()
-    await state["oauth"].authenticate(state["pool"], presented)
-    examined = form.get("token")
-    if examined is None:
-        raise MalformedRequest("The 'token' parameter is missing.")
+    _, examined = await _client_and_token(request)
     body = await state["oauth"].introspect(state["pool"], examined, state["clock"]())
     return JSONResponse(body, headers=NO_STORE)
 
@@ -137,6 +124,24 @@ async def jwks(request: Request[AppState]) -> Response:
         )
     # Short: verifiers refetch on an unknown kid anyway, and a rotated key must reach them.
     return JSONResponse(key_set, headers={"Cache-Control": "public, max-age=300"})
+
+
+async def _client_and_token(request: Request[AppState]) -> tuple[Client, str]:
+    """The authenticated client and the `token` parameter of a revocation or introspection.
+
+    Both RFC 7009 §2.1 and RFC 7662 §2.1 require client authentication. It is checked first,
+    so an unauthenticated caller gets `InvalidClient` whatever else is wrong with the request.
+    """
+    state = request.state
+    form = await read_form(request, state["settings"].max_body_bytes)
+    presented = client_secret_of(request, form)
+    if presented is None:
+        raise InvalidClient()
+    client = await state["oauth"].authenticate(state["pool"], presented)
+    token = form.get("token")
+    if token is None:
+        raise MalformedRequest("The 'token' parameter is missing.")
+    return client, token
 
 
 async def read_form(request: Request[Any], max_bytes: int) -> dict[str, str]:
