@@ -274,11 +274,13 @@ def _expect(response: httpx.Response, status: int) -> None:
         )
 
 
-def _database_url_for(server_url: str, database: str) -> str:
+def database_url_for(server_url: str, database: str) -> str:
+    """`server_url` with its database name replaced."""
     return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
 
 
-async def _execute(url: str, *statements: str) -> None:
+async def execute(url: str, *statements: str) -> None:
+    """Run `statements` in order on a connection of their own (CREATE DATABASE wants one)."""
     connection = await asyncpg.connect(url)
     try:
         for statement in statements:
@@ -303,7 +305,7 @@ class DatabaseSupply:
         self._next = self._worker.submit(self._create)
 
     def url_of(self, name: str) -> str:
-        return _database_url_for(self._server_url, name)
+        return database_url_for(self._server_url, name)
 
     async def take(self) -> str:
         """The name of a database no one else has used, at the schema's head."""
@@ -321,11 +323,11 @@ class DatabaseSupply:
     def _create(self) -> str:
         name = f"token_service_{uuid.uuid4().hex[:16]}"
         statement = f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'
-        asyncio.run(_execute(self._server_url, statement))
+        asyncio.run(execute(self._server_url, statement))
         return name
 
     def _drop(self, name: str) -> None:
-        asyncio.run(_execute(self._server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(execute(self._server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -345,15 +347,15 @@ def token_service_template(token_service_postgres_url: str) -> Iterator[str]:
     """A database migrated to head once per run, which each instance clones."""
     name = f"token_service_template_{os.getpid()}"
     drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    asyncio.run(_execute(token_service_postgres_url, drop, f'CREATE DATABASE "{name}"'))
+    asyncio.run(execute(token_service_postgres_url, drop, f'CREATE DATABASE "{name}"'))
     # Imported here, not at the top: pytest loads this plugin in every run of a project that
     # installs the package, and alembic's import alone costs a good part of a second.
     from service import schema
 
     # Synchronous, outside any event loop: alembic's env.py runs its own.
-    schema.upgrade(_database_url_for(token_service_postgres_url, name))
+    schema.upgrade(database_url_for(token_service_postgres_url, name))
     yield name
-    asyncio.run(_execute(token_service_postgres_url, drop))
+    asyncio.run(execute(token_service_postgres_url, drop))
 
 
 @pytest.fixture
@@ -399,6 +401,8 @@ __all__ = [
     "TokenService",
     "UserAccount",
     "VerifierSettings",
+    "database_url_for",
+    "execute",
     "instance_settings",
     "run_token_service",
 ]
