@@ -10,6 +10,7 @@ from service import cookies, schema
 from service.auth import ClientInfo
 from service.client_address import client_address
 from service.database import CONNECTION_ERRORS
+from service.errors import Unavailable
 from service.state import AppState
 from service.web import bearer_token, boolean_field, read_json, string_field
 
@@ -75,10 +76,7 @@ async def readyz(request: Request[AppState]) -> Response:
     except CONNECTION_ERRORS:
         revision = None
     if revision != schema.head_revision():
-        return JSONResponse(
-            {"error": "unavailable", "error_description": "The database is not ready."},
-            status_code=503,
-        )
+        raise Unavailable("The database is not ready.")
     return JSONResponse({"status": "ready", "revision": revision})
 
 

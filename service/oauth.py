@@ -25,6 +25,7 @@ from service.errors import (
     InvalidScope,
     InvalidToken,
     MalformedRequest,
+    NotFound,
     UnsupportedGrantType,
 )
 from service.state import AppState
@@ -118,10 +119,7 @@ async def jwks(request: Request[AppState]) -> Response:
     """RFC 7517: the public keys that verify access tokens; 404 while HS256 signs them."""
     key_set = request.state["codec"].jwks()
     if key_set is None:
-        return JSONResponse(
-            {"error": "not_found", "error_description": "Access tokens are signed with HS256."},
-            status_code=404,
-        )
+        raise NotFound("Access tokens are signed with HS256.")
     # Short: verifiers refetch on an unknown kid anyway, and a rotated key must reach them.
     return JSONResponse(key_set, headers={"Cache-Control": "public, max-age=300"})
 
