@@ -228,7 +228,8 @@ async def _purge(settings: Settings) -> int:
     def progress(number: int, batch: PurgeBatch) -> None:
         print(
             f"batch {number}: deleted {batch.refresh_tokens} refresh tokens, "
-            f"{batch.sessions} sessions, {batch.login_attempts} login counters",
+            f"{batch.sessions} sessions, {batch.login_attempts} login counters, "
+            f"{batch.revoked_access_tokens} client token revocations",
             flush=True,
         )
 

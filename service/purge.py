@@ -1,5 +1,6 @@
 """Deleting what has expired, so that rows do not pile up: refresh tokens and sessions past
-their `expires_at`, and login-throttle counters whose window is over.
+their `expires_at`, login-throttle counters whose window is over, and revocations of client
+access tokens that have expired anyway.
 
 Deletes run in batches of `PURGE_BATCH_SIZE` rows per table, each batch its own short
 transaction, so a purge never holds many row locks or a long transaction. Each batch first takes
@@ -35,10 +36,13 @@ class PurgeBatch:
     refresh_tokens: int
     sessions: int
     login_attempts: int
+    revoked_access_tokens: int
 
     @property
     def total(self) -> int:
-        return self.refresh_tokens + self.sessions + self.login_attempts
+        return (
+            self.refresh_tokens + self.sessions + self.login_attempts + self.revoked_access_tokens
+        )
 
 
 async def delete_expired_batch(
@@ -64,8 +68,18 @@ async def delete_expired_batch(
         now - timedelta(seconds=throttle_window),
         batch_size,
     )
+    # A revocation only has to outlive its token: past `expires_at` the token fails on its own.
+    revocations = await connection.execute(
+        "DELETE FROM revoked_access_tokens WHERE jti IN"
+        " (SELECT jti FROM revoked_access_tokens WHERE expires_at <= $1 LIMIT $2)",
+        now,
+        batch_size,
+    )
     return PurgeBatch(
-        refresh_tokens=_count(tokens), sessions=_count(sessions), login_attempts=_count(attempts)
+        refresh_tokens=_count(tokens),
+        sessions=_count(sessions),
+        login_attempts=_count(attempts),
+        revoked_access_tokens=_count(revocations),
     )
 
 

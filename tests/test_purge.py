@@ -84,8 +84,14 @@ async def test_purge_command_deletes_only_what_expired_in_batches(
 
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "batch 1: deleted 1 refresh tokens, 1 sessions, 1 login counters"
-    assert lines[1] == "batch 2: deleted 1 refresh tokens, 0 sessions, 0 login counters"
+    assert lines[0] == (
+        "batch 1: deleted 1 refresh tokens, 1 sessions, 1 login counters,"
+        " 0 client token revocations"
+    )
+    assert lines[1] == (
+        "batch 2: deleted 1 refresh tokens, 0 sessions, 0 login counters,"
+        " 0 client token revocations"
+    )
     assert lines[-1] == "purge done: 4 rows in 2 batches"
     assert await db.fetchval("SELECT array_agg(id) FROM sessions") == [live_session]
     assert await db.fetchval("SELECT array_agg(id) FROM refresh_tokens") == [live_token]
