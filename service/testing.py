@@ -37,6 +37,7 @@ import pytest_asyncio
 import uvicorn
 from starlette.datastructures import Secret
 
+from service import clients
 from service.auth import TokenPair
 from service.clock import utc_now
 from service.config import Settings
@@ -137,12 +138,13 @@ class TokenService:
         secret_hash = await self._passwords.hash(client_secret)
         connection = await asyncpg.connect(self.database_url)
         try:
-            await insert_client(
+            await clients.insert_client(
                 connection,
                 client_id=client_id,
                 name=name or client_id,
                 secret_hash=secret_hash,
-                scopes=list(scopes),
+                scopes=tuple(scopes),
+                now=utc_now(),
             )
         finally:
             await connection.close()
@@ -198,24 +200,6 @@ class TokenService:
             leeway=self.settings.jwt_leeway,
             max_lifetime=self.settings.access_token_ttl,
         )
-
-
-async def insert_client(
-    connection: asyncpg.Connection,
-    *,
-    client_id: str,
-    name: str,
-    secret_hash: str,
-    scopes: list[str],
-) -> None:
-    """Insert one row into `clients` (migration 0002), nothing more."""
-    await connection.execute(
-        "INSERT INTO clients (client_id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4)",
-        client_id,
-        name,
-        secret_hash,
-        scopes,
-    )
 
 
 def instance_settings(database_url: str, **overrides: Any) -> Settings:
