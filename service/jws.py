@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeGuard
 
@@ -20,6 +20,7 @@ from jose.exceptions import JOSEError
 from jose.utils import base64url_decode, base64url_encode
 
 from service.errors import InvalidToken, TokenExpired
+from service.keys import BoundKey
 
 HMAC_ALGORITHM = "HS256"
 # Far above any token we mint (~400 bytes); checked before any decoding work.
@@ -43,7 +44,7 @@ def hmac_key_selector(key: Any) -> KeySelector:
     return select
 
 
-def ring_key_selector(keys: Any) -> KeySelector:
+def ring_key_selector(keys: Mapping[str, BoundKey]) -> KeySelector:
     """Select from `keys` (kid -> `BoundKey`) by the header's kid, whose algorithm must match.
 
     An HS256 header naming an RSA key's kid is refused here, before any MAC is computed.

@@ -87,6 +87,12 @@ class TokenCodec:
             else None
         )
         self._refresh_key = jwk.construct(str(settings.refresh_token_secret), ALGORITHM)
+        self._select_access_key = (
+            ring_key_selector(self._key_ring.verifying)
+            if self._key_ring is not None
+            else hmac_key_selector(self._access_key)
+        )
+        self._select_refresh_key = hmac_key_selector(self._refresh_key)
         self._child_key = hashlib.sha256(
             b"child-jti:" + str(settings.refresh_token_secret).encode()
         ).digest()
@@ -179,22 +185,17 @@ class TokenCodec:
         """The JWK set of the public keys that verify access tokens; None under HS256."""
         return self._key_ring.jwks() if self._key_ring is not None else None
 
-    def _access_key_for(self, header: dict[str, Any]) -> Any:
-        if self._key_ring is None:
-            return hmac_key_selector(self._access_key)(header)
-        return ring_key_selector(self._key_ring.verifying)(header)
-
     # -- verification ------------------------------------------------------------------------
 
     def verify_access(self, token: str, now: datetime) -> AccessClaims:
         """Check an access token; raise `TokenExpired` or `InvalidToken`."""
-        claims = decode_verified(token, self._access_key_for, ACCESS_TOKEN_TYPE)
+        claims = decode_verified(token, self._select_access_key, ACCESS_TOKEN_TYPE)
         self._check_registered_claims(claims, now, lifetime=self._access_ttl)
         return access_claims_of(claims)
 
     def verify_refresh(self, token: str, now: datetime) -> RefreshClaims:
         """Check a refresh token's signature and claims (not its row); raise `InvalidToken`."""
-        claims = decode_verified(token, hmac_key_selector(self._refresh_key), REFRESH_TOKEN_TYPE)
+        claims = decode_verified(token, self._select_refresh_key, REFRESH_TOKEN_TYPE)
         try:
             self._check_registered_claims(claims, now, lifetime=self._refresh_ttl)
         except TokenExpired:
