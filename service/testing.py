@@ -42,8 +42,9 @@ from service.auth import TokenPair
 from service.clock import utc_now
 from service.config import Settings
 from service.database import start_embedded
+from service.jws import HMAC_ALGORITHM
 from service.passwords import Passwords
-from service.tokens import ALGORITHM, TokenCodec
+from service.tokens import TokenCodec
 
 # argon2 at its production cost would make each create_user and login take ~100 ms and 64 MiB.
 CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
@@ -190,7 +191,8 @@ class TokenService:
             algorithms = tuple(sorted({key["alg"] for key in key_set["keys"]}))
             secret, jwks_url = None, f"{self.base_url}/.well-known/jwks.json"
         else:
-            algorithms, secret, jwks_url = (ALGORITHM,), self.settings.access_token_secret, None
+            algorithms = (HMAC_ALGORITHM,)
+            secret, jwks_url = self.settings.access_token_secret, None
         return VerifierSettings(
             issuer=self.settings.token_issuer,
             audience=self.settings.token_audience,

@@ -29,7 +29,6 @@ from service.jws import (
 )
 from service.keys import KeyRing, load_key_ring
 
-ALGORITHM = HMAC_ALGORITHM
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
 # RFC 8725 §3.11: a type of its own, so a refresh token is never taken for an access token.
 REFRESH_TOKEN_TYPE = "refresh+jwt"
@@ -76,7 +75,7 @@ class TokenCodec:
 
     def __init__(self, settings: Settings) -> None:
         # jwk.construct binds each secret to HS256, so neither can be used under another algorithm.
-        self._access_key = jwk.construct(str(settings.access_token_secret), ALGORITHM)
+        self._access_key = jwk.construct(str(settings.access_token_secret), HMAC_ALGORITHM)
         # With an asymmetric key, access tokens are signed and verified with it alone: the
         # HS256 access secret then opens nothing.
         self._key_ring: KeyRing | None = (
@@ -86,7 +85,7 @@ class TokenCodec:
             if settings.access_token_signing_key is not None
             else None
         )
-        self._refresh_key = jwk.construct(str(settings.refresh_token_secret), ALGORITHM)
+        self._refresh_key = jwk.construct(str(settings.refresh_token_secret), HMAC_ALGORITHM)
         self._select_access_key = (
             ring_key_selector(self._key_ring.verifying)
             if self._key_ring is not None
@@ -143,7 +142,9 @@ class TokenCodec:
             signing = self._key_ring.signing
             header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}
             return sign(payload, header, signing.key), claims
-        return sign(payload, {"alg": ALGORITHM, "typ": ACCESS_TOKEN_TYPE}, self._access_key), claims
+        return sign(
+            payload, {"alg": HMAC_ALGORITHM, "typ": ACCESS_TOKEN_TYPE}, self._access_key
+        ), claims
 
     def mint_refresh(self, claims: RefreshClaims) -> str:
         """Sign a refresh token. Deterministic: the same claims give the same bytes."""
@@ -157,7 +158,7 @@ class TokenCodec:
             "jti": claims.jti,
             "typ": REFRESH_CLAIM_TYPE,
         }
-        return sign(payload, {"alg": ALGORITHM, "typ": REFRESH_TOKEN_TYPE}, self._refresh_key)
+        return sign(payload, {"alg": HMAC_ALGORITHM, "typ": REFRESH_TOKEN_TYPE}, self._refresh_key)
 
     def new_refresh_claims(
         self, *, subject: str, session_id: str, now: datetime, jti: str | None = None

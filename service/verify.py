@@ -102,7 +102,7 @@ class TokenVerifier:
         if (secret is None) == (jwks is None):
             raise ValueError("give exactly one of secret= and jwks=")
         self._select = (
-            jws.hmac_key_selector(jwk.construct(secret, tokens.ALGORITHM)) if secret else None
+            jws.hmac_key_selector(jwk.construct(secret, jws.HMAC_ALGORITHM)) if secret else None
         )
         self._jwks, self._introspection = jwks, introspection
         self._issuer, self._audience = issuer, audience
