@@ -56,6 +56,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def status_of(error: ServiceError) -> int:
+    """The error's status in `STATUS_BY_ERROR`, else its nearest listed base's, else 500."""
     for kind in type(error).__mro__:
         if kind in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[kind]
