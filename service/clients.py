@@ -185,11 +185,3 @@ async def is_client_token_live(connection: Connection, *, client_id: str, jti: s
         jti,
     )
     return bool(live)
-
-
-async def purge_revoked_access_tokens(connection: Connection, now: datetime) -> int:
-    """Forget revocations of tokens that have expired anyway; return how many rows went."""
-    status = await connection.execute(
-        "DELETE FROM revoked_access_tokens WHERE expires_at <= $1", now
-    )
-    return int(status.split()[-1])

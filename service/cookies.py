@@ -19,7 +19,7 @@ from starlette.responses import Response
 from service.auth import TokenPair
 from service.config import Settings
 from service.errors import CsrfFailed, InvalidInput, MissingToken
-from service.web import read_json, token_response
+from service.web import has_body, media_type, read_json, token_response
 
 SECURE_COOKIE_NAME = "__Host-refresh_token"  # the prefix makes browsers demand Secure, Path=/
 PLAIN_COOKIE_NAME = "refresh_token"  # COOKIE_SECURE=false: plain-http local development only
@@ -94,8 +94,5 @@ def clear_refresh_cookie(response: Response, settings: Settings) -> Response:
 
 
 def _check_body_type(request: Request[Any]) -> None:
-    declared = request.headers.get("content-length")
-    has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if has_body and media_type != "application/json":
+    if has_body(request) and media_type(request) != "application/json":
         raise CsrfFailed()

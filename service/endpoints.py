@@ -10,11 +10,13 @@ from service import cookies, schema
 from service.auth import ClientInfo
 from service.client_address import client_address
 from service.database import CONNECTION_ERRORS
+from service.errors import Unavailable
 from service.state import AppState
 from service.web import bearer_token, boolean_field, read_json, string_field
 
 
 async def register(request: Request[AppState]) -> Response:
+    """POST /register: 201 with the new user; `EmailTaken`, `WeakPassword`, body errors."""
     state = request.state
     body = await read_json(request, state["settings"].max_body_bytes)
     user = await state["auth"].register(
@@ -27,6 +29,7 @@ async def register(request: Request[AppState]) -> Response:
 
 
 async def login(request: Request[AppState]) -> Response:
+    """POST /login: a token pair (refresh token in a cookie with `use_cookie`); 401 or 429."""
     state = request.state
     body = await read_json(request, state["settings"].max_body_bytes)
     use_cookie = boolean_field(body, "use_cookie")
@@ -41,6 +44,7 @@ async def login(request: Request[AppState]) -> Response:
 
 
 async def refresh(request: Request[AppState]) -> Response:
+    """POST /refresh: the next pair, answered where the token came from (body or cookie)."""
     state = request.state
     token, from_cookie = await cookies.presented_refresh_token(request, state["settings"])
     pair = await state["auth"].refresh(state["pool"], refresh_token=token, now=state["clock"]())
@@ -48,6 +52,7 @@ async def refresh(request: Request[AppState]) -> Response:
 
 
 async def logout(request: Request[AppState]) -> Response:
+    """POST /logout: 204 and the refresh cookie cleared for any token presented, live or not."""
     state = request.state
     token, _ = await cookies.presented_refresh_token(request, state["settings"])
     await state["auth"].logout(state["pool"], refresh_token=token, now=state["clock"]())
@@ -55,6 +60,7 @@ async def logout(request: Request[AppState]) -> Response:
 
 
 async def profile(request: Request[AppState]) -> Response:
+    """GET /profile: the bearer token's user while its session lives; 401 or 403 otherwise."""
     state = request.state
     user = await state["auth"].profile(
         state["pool"], access_token=bearer_token(request), now=state["clock"]()
@@ -75,18 +81,8 @@ async def readyz(request: Request[AppState]) -> Response:
     except CONNECTION_ERRORS:
         revision = None
     if revision != schema.head_revision():
-        return JSONResponse(
-            {"error": "unavailable", "error_description": "The database is not ready."},
-            status_code=503,
-        )
+        raise Unavailable("The database is not ready.")
     return JSONResponse({"status": "ready", "revision": revision})
-
-
-async def refresh_token_of(request: Request[AppState]) -> str:
-    """The refresh token from the JSON body or, past the CSRF checks, the refresh cookie;
-    never from the URL."""
-    token, _ = await cookies.presented_refresh_token(request, request.state["settings"])
-    return token
 
 
 def client_info(request: Request[AppState]) -> ClientInfo:

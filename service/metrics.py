@@ -13,7 +13,6 @@ this module is imported.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import asyncpg
@@ -32,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.clock import monotonic
 from service.state import AppState
 from service.telemetry import RequestContext
 
@@ -151,7 +151,7 @@ def observe_pool_now_and_then(pool: asyncpg.Pool | None) -> None:
     refreshes them as it serves; /metrics also observes the answering worker's pool itself.
     """
     global _pool_observed_at
-    moment = time.monotonic()
+    moment = monotonic()
     if moment - _pool_observed_at >= 1.0:
         _pool_observed_at = moment
         observe_pool(pool)

@@ -18,17 +18,18 @@ from starlette.routing import Route
 
 from service import telemetry
 from service.authorization_server import ClientSecret
+from service.clients import Client
 from service.errors import (
     InvalidClient,
     InvalidGrant,
     InvalidScope,
     InvalidToken,
     MalformedRequest,
-    PayloadTooLarge,
+    NotFound,
     UnsupportedGrantType,
 )
 from service.state import AppState
-from service.web import NO_STORE, token_response
+from service.web import NO_STORE, media_type, read_body, token_response
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 # Our requests carry at most six parameters; a flood of them is refused before building a dict.
@@ -76,14 +77,7 @@ async def token(request: Request[AppState]) -> Response:
 async def revoke(request: Request[AppState]) -> Response:
     """RFC 7009: 200 whether or not the token was valid, known, or already revoked."""
     state = request.state
-    form = await read_form(request, state["settings"].max_body_bytes)
-    presented = client_secret_of(request, form)
-    if presented is None:
-        raise InvalidClient()
-    client = await state["oauth"].authenticate(state["pool"], presented)
-    revoked = form.get("token")
-    if revoked is None:
-        raise MalformedRequest("The 'token' parameter is missing.")
+    client, revoked = await _client_and_token(request)
     await state["oauth"].revoke(state["pool"], state["auth"], client, revoked, state["clock"]())
     return Response(status_code=200, headers=NO_STORE)
 
@@ -91,14 +85,7 @@ async def revoke(request: Request[AppState]) -> Response:
 async def introspect(request: Request[AppState]) -> Response:
     """RFC 7662: the token's claims if active, else exactly `{"active": false}`."""
     state = request.state
-    form = await read_form(request, state["settings"].max_body_bytes)
-    presented = client_secret_of(request, form)
-    if presented is None:
-        raise InvalidClient()
-    await state["oauth"].authenticate(state["pool"], presented)
-    examined = form.get("token")
-    if examined is None:
-        raise MalformedRequest("The 'token' parameter is missing.")
+    _, examined = await _client_and_token(request)
     body = await state["oauth"].introspect(state["pool"], examined, state["clock"]())
     return JSONResponse(body, headers=NO_STORE)
 
@@ -132,12 +119,27 @@ async def jwks(request: Request[AppState]) -> Response:
     """RFC 7517: the public keys that verify access tokens; 404 while HS256 signs them."""
     key_set = request.state["codec"].jwks()
     if key_set is None:
-        return JSONResponse(
-            {"error": "not_found", "error_description": "Access tokens are signed with HS256."},
-            status_code=404,
-        )
+        raise NotFound("Access tokens are signed with HS256.")
     # Short: verifiers refetch on an unknown kid anyway, and a rotated key must reach them.
     return JSONResponse(key_set, headers={"Cache-Control": "public, max-age=300"})
+
+
+async def _client_and_token(request: Request[AppState]) -> tuple[Client, str]:
+    """The authenticated client and the `token` parameter of a revocation or introspection.
+
+    Both RFC 7009 §2.1 and RFC 7662 §2.1 require client authentication. It is checked first,
+    so an unauthenticated caller gets `InvalidClient` whatever else is wrong with the request.
+    """
+    state = request.state
+    form = await read_form(request, state["settings"].max_body_bytes)
+    presented = client_secret_of(request, form)
+    if presented is None:
+        raise InvalidClient()
+    client = await state["oauth"].authenticate(state["pool"], presented)
+    token = form.get("token")
+    if token is None:
+        raise MalformedRequest("The 'token' parameter is missing.")
+    return client, token
 
 
 async def read_form(request: Request[Any], max_bytes: int) -> dict[str, str]:
@@ -148,24 +150,12 @@ async def read_form(request: Request[Any], max_bytes: int) -> dict[str, str]:
     """
     if request.url.query:
         raise MalformedRequest("Parameters must be sent in the request body.")
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != FORM_MEDIA_TYPE:
+    if media_type(request) != FORM_MEDIA_TYPE:
         raise MalformedRequest(f"The body must be {FORM_MEDIA_TYPE}.")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise MalformedRequest("The Content-Length header is not valid.")
-        if int(declared) > max_bytes:
-            raise PayloadTooLarge()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge()
-        chunks.append(chunk)
+    raw = await read_body(request, max_bytes)
     try:
         pairs = parse_qsl(
-            b"".join(chunks).decode("ascii"),
+            raw.decode("ascii"),
             keep_blank_values=True,
             strict_parsing=True,
             encoding="utf-8",

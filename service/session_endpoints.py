@@ -13,6 +13,7 @@ from service.web import NO_STORE, bearer_token, read_json, string_field
 
 
 async def list_sessions(request: Request[AppState]) -> Response:
+    """GET /sessions: the caller's live sessions, the current one marked."""
     state = request.state
     caller, found = await state["accounts"].list_sessions(
         state["pool"], access_token=bearer_token(request), now=state["clock"]()
@@ -33,6 +34,7 @@ async def list_sessions(request: Request[AppState]) -> Response:
 
 
 async def revoke_session(request: Request[AppState]) -> Response:
+    """DELETE /sessions/{session_id}: 204; 404 for any session that is not the caller's."""
     state = request.state
     await state["accounts"].revoke_session(
         state["pool"],
@@ -44,6 +46,7 @@ async def revoke_session(request: Request[AppState]) -> Response:
 
 
 async def logout_all(request: Request[AppState]) -> Response:
+    """POST /logout/all: 204 once every session of the caller, this one included, is revoked."""
     state = request.state
     await state["accounts"].logout_all(
         state["pool"], access_token=bearer_token(request), now=state["clock"]()
@@ -52,6 +55,7 @@ async def logout_all(request: Request[AppState]) -> Response:
 
 
 async def change_password(request: Request[AppState]) -> Response:
+    """POST /password: 204; 401 for a wrong current password, 422 for a weak new one, 429."""
     state = request.state
     # The token is checked before the body is read: an anonymous caller learns nothing more.
     access_token = bearer_token(request)

@@ -37,12 +37,14 @@ import pytest_asyncio
 import uvicorn
 from starlette.datastructures import Secret
 
+from service import clients
 from service.auth import TokenPair
 from service.clock import utc_now
 from service.config import Settings
 from service.database import start_embedded
+from service.jws import HMAC_ALGORITHM
 from service.passwords import Passwords
-from service.tokens import ALGORITHM, TokenCodec
+from service.tokens import TokenCodec
 
 # argon2 at its production cost would make each create_user and login take ~100 ms and 64 MiB.
 CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
@@ -137,12 +139,13 @@ class TokenService:
         secret_hash = await self._passwords.hash(client_secret)
         connection = await asyncpg.connect(self.database_url)
         try:
-            await insert_client(
+            await clients.insert_client(
                 connection,
                 client_id=client_id,
                 name=name or client_id,
                 secret_hash=secret_hash,
-                scopes=list(scopes),
+                scopes=tuple(scopes),
+                now=utc_now(),
             )
         finally:
             await connection.close()
@@ -188,7 +191,8 @@ class TokenService:
             algorithms = tuple(sorted({key["alg"] for key in key_set["keys"]}))
             secret, jwks_url = None, f"{self.base_url}/.well-known/jwks.json"
         else:
-            algorithms, secret, jwks_url = (ALGORITHM,), self.settings.access_token_secret, None
+            algorithms = (HMAC_ALGORITHM,)
+            secret, jwks_url = self.settings.access_token_secret, None
         return VerifierSettings(
             issuer=self.settings.token_issuer,
             audience=self.settings.token_audience,
@@ -198,24 +202,6 @@ class TokenService:
             leeway=self.settings.jwt_leeway,
             max_lifetime=self.settings.access_token_ttl,
         )
-
-
-async def insert_client(
-    connection: asyncpg.Connection,
-    *,
-    client_id: str,
-    name: str,
-    secret_hash: str,
-    scopes: list[str],
-) -> None:
-    """Insert one row into `clients` (migration 0002), nothing more."""
-    await connection.execute(
-        "INSERT INTO clients (client_id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4)",
-        client_id,
-        name,
-        secret_hash,
-        scopes,
-    )
 
 
 def instance_settings(database_url: str, **overrides: Any) -> Settings:
@@ -274,11 +260,13 @@ def _expect(response: httpx.Response, status: int) -> None:
         )
 
 
-def _database_url_for(server_url: str, database: str) -> str:
+def database_url_for(server_url: str, database: str) -> str:
+    """`server_url` with its database name replaced."""
     return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
 
 
-async def _execute(url: str, *statements: str) -> None:
+async def execute(url: str, *statements: str) -> None:
+    """Run `statements` in order on a connection of their own (CREATE DATABASE wants one)."""
     connection = await asyncpg.connect(url)
     try:
         for statement in statements:
@@ -303,7 +291,7 @@ class DatabaseSupply:
         self._next = self._worker.submit(self._create)
 
     def url_of(self, name: str) -> str:
-        return _database_url_for(self._server_url, name)
+        return database_url_for(self._server_url, name)
 
     async def take(self) -> str:
         """The name of a database no one else has used, at the schema's head."""
@@ -321,11 +309,11 @@ class DatabaseSupply:
     def _create(self) -> str:
         name = f"token_service_{uuid.uuid4().hex[:16]}"
         statement = f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'
-        asyncio.run(_execute(self._server_url, statement))
+        asyncio.run(execute(self._server_url, statement))
         return name
 
     def _drop(self, name: str) -> None:
-        asyncio.run(_execute(self._server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(execute(self._server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -345,15 +333,15 @@ def token_service_template(token_service_postgres_url: str) -> Iterator[str]:
     """A database migrated to head once per run, which each instance clones."""
     name = f"token_service_template_{os.getpid()}"
     drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    asyncio.run(_execute(token_service_postgres_url, drop, f'CREATE DATABASE "{name}"'))
+    asyncio.run(execute(token_service_postgres_url, drop, f'CREATE DATABASE "{name}"'))
     # Imported here, not at the top: pytest loads this plugin in every run of a project that
     # installs the package, and alembic's import alone costs a good part of a second.
     from service import schema
 
     # Synchronous, outside any event loop: alembic's env.py runs its own.
-    schema.upgrade(_database_url_for(token_service_postgres_url, name))
+    schema.upgrade(database_url_for(token_service_postgres_url, name))
     yield name
-    asyncio.run(_execute(token_service_postgres_url, drop))
+    asyncio.run(execute(token_service_postgres_url, drop))
 
 
 @pytest.fixture
@@ -399,6 +387,8 @@ __all__ = [
     "TokenService",
     "UserAccount",
     "VerifierSettings",
+    "database_url_for",
+    "execute",
     "instance_settings",
     "run_token_service",
 ]

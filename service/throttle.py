@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from service.config import Settings
 from service.database import Connection
-from service.users import Credentials, User
+from service.users import Credentials, user_from_row
 
 EMAIL_SCOPE = "email"
 ADDRESS_SCOPE = "ip"
@@ -83,9 +83,8 @@ async def count_attempt(
     credentials = None
     first = rows[0]
     if first["id"] is not None:
-        user = User(id=str(first["id"]), email=first["email"], created_at=first["created_at"])
         credentials = Credentials(
-            user, password_hash=first["password_hash"], disabled=first["disabled"]
+            user_from_row(first), password_hash=first["password_hash"], disabled=first["disabled"]
         )
     retry_after = max(1, math.ceil(max(waits))) if waits else None
     return CountedAttempt(credentials=credentials, retry_after=retry_after)

@@ -29,14 +29,15 @@ class Credentials:
     """A user with what login needs to check."""
 
     user: User
-    password_hash: str = ""
-    disabled: bool = False
+    password_hash: str
+    disabled: bool
 
     def __repr__(self) -> str:
         return f"Credentials(user={self.user!r}, disabled={self.disabled})"
 
 
-def _user(row: asyncpg.Record) -> User:
+def user_from_row(row: asyncpg.Record) -> User:
+    """The `User` of a row that has the users table's `id`, `email` and `created_at`."""
     return User(id=str(row["id"]), email=row["email"], created_at=row["created_at"])
 
 
@@ -55,36 +56,13 @@ async def insert_user(
     except asyncpg.UniqueViolationError:
         raise EmailTaken() from None
     assert row is not None
-    return _user(row)
-
-
-async def find_credentials(connection: Connection, email: str) -> Credentials | None:
-    """The user with this email (any letter case), with password hash, or None."""
-    row = await connection.fetchrow(
-        "SELECT id, email, created_at, password_hash, disabled_at IS NOT NULL AS disabled"
-        " FROM users WHERE lower(email) = lower($1)",
-        email,
-    )
-    if row is None:
-        return None
-    return Credentials(_user(row), password_hash=row["password_hash"], disabled=row["disabled"])
-
-
-async def find_credentials_by_id(connection: Connection, user_id: UUID) -> Credentials | None:
-    """The active user with this id, with password hash, or None."""
-    row = await connection.fetchrow(
-        "SELECT id, email, created_at, password_hash, false AS disabled"
-        " FROM users WHERE id = $1 AND disabled_at IS NULL",
-        user_id,
-    )
-    if row is None:
-        return None
-    return Credentials(_user(row), password_hash=row["password_hash"])
+    return user_from_row(row)
 
 
 async def update_password_hash(
     connection: Connection, user_id: str | UUID, password_hash: str, now: datetime
 ) -> None:
+    """Store a new password hash (a changed password, or a rehash under new argon2 parameters)."""
     await connection.execute(
         "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
         UUID(str(user_id)),
@@ -109,7 +87,7 @@ async def find_session_user(
         user_id,
         now,
     )
-    return _user(row) if row is not None else None
+    return user_from_row(row) if row is not None else None
 
 
 async def disable_user(connection: Connection, email: str, now: datetime) -> UUID | None:

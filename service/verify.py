@@ -33,7 +33,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
-from service import tokens
+from service import jws, tokens
 from service.clock import Clock, Monotonic, monotonic, utc_now
 from service.errors import InvalidToken, Unavailable
 from service.jwks import JwksKeys
@@ -102,7 +102,7 @@ class TokenVerifier:
         if (secret is None) == (jwks is None):
             raise ValueError("give exactly one of secret= and jwks=")
         self._select = (
-            tokens.hmac_key_selector(jwk.construct(secret, tokens.ALGORITHM)) if secret else None
+            jws.hmac_key_selector(jwk.construct(secret, jws.HMAC_ALGORITHM)) if secret else None
         )
         self._jwks, self._introspection = jwks, introspection
         self._issuer, self._audience = issuer, audience
@@ -117,9 +117,9 @@ class TokenVerifier:
         if select is None:
             assert self._jwks is not None
             ring = await self._jwks.keys_for(_unverified_kid(token))
-            select = tokens.ring_key_selector(ring)
-        claims = tokens.decode_verified(token, select, tokens.ACCESS_TOKEN_TYPE)
-        tokens.check_registered_claims(
+            select = jws.ring_key_selector(ring)
+        claims = jws.decode_verified(token, select, tokens.ACCESS_TOKEN_TYPE)
+        jws.check_registered_claims(
             claims,
             now=self._clock(),
             issuer=self._issuer,
@@ -241,7 +241,7 @@ def _bearer_error(
 def _unverified_kid(token: str) -> str | None:
     """The header's kid, to choose which keys to load; the signature check follows."""
     try:
-        if len(token) > tokens.MAX_TOKEN_LENGTH:
+        if len(token) > jws.MAX_TOKEN_LENGTH:
             return None
         header = json.loads(base64url_decode(token.partition(".")[0].encode("ascii")))
         kid = header.get("kid") if isinstance(header, dict) else None

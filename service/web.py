@@ -56,6 +56,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def status_of(error: ServiceError) -> int:
+    """The error's status in `STATUS_BY_ERROR`, else its nearest listed base's, else 500."""
     for kind in type(error).__mro__:
         if kind in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[kind]
@@ -91,16 +92,33 @@ async def read_json(
 ) -> dict[str, Any]:
     """The request's JSON object; raise 415, 413 or 400 errors for anything else.
 
-    The body is streamed and abandoned past `max_bytes`, so an oversized one is never held
-    whole. With `allow_empty`, a request without a body reads as `{}`.
+    With `allow_empty`, a request without a body reads as `{}`.
+    """
+    if allow_empty and not has_body(request):
+        return {}
+    if media_type(request) != "application/json":
+        raise UnsupportedMediaType()
+    raw = await read_body(request, max_bytes)
+    try:
+        body = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_refuse_duplicate_keys,
+        )
+    except (ValueError, RecursionError):
+        raise MalformedRequest("The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise MalformedRequest("The body must be a JSON object.")
+    return body
+
+
+async def read_body(request: Request[Any], max_bytes: int) -> bytes:
+    """The raw body; raise `PayloadTooLarge` past `max_bytes`, `MalformedRequest` for a bad length.
+
+    The body is streamed and abandoned past `max_bytes`, so an oversized one is never held whole,
+    whatever its Content-Length claimed.
     """
     declared = request.headers.get("content-length")
-    has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
-    if allow_empty and not has_body:
-        return {}
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise UnsupportedMediaType()
     if declared is not None:
         if not declared.isdigit():
             raise MalformedRequest("The Content-Length header is not valid.")
@@ -112,17 +130,18 @@ async def read_json(
         if size > max_bytes:
             raise PayloadTooLarge()
         chunks.append(chunk)
-    try:
-        body = json.loads(
-            b"".join(chunks).decode("utf-8"),
-            parse_constant=_refuse_constant,
-            object_pairs_hook=_refuse_duplicate_keys,
-        )
-    except (ValueError, RecursionError):
-        raise MalformedRequest("The body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise MalformedRequest("The body must be a JSON object.")
-    return body
+    return b"".join(chunks)
+
+
+def media_type(request: Request[Any]) -> str:
+    """The Content-Type without its parameters, lower-cased; empty when there is none."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def has_body(request: Request[Any]) -> bool:
+    """Whether the request declares a body (a non-zero length, or a chunked one)."""
+    declared = request.headers.get("content-length")
+    return declared not in (None, "0") or "transfer-encoding" in request.headers
 
 
 def string_field(body: dict[str, Any], name: str) -> str:

@@ -17,7 +17,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -28,6 +27,7 @@ from service import schema
 from service.app import create_app
 from service.config import Settings
 from service.database import start_embedded
+from service.testing import database_url_for, execute
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
@@ -46,12 +46,6 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-def database_url_for(server_url: str, database: str) -> str:
-    """`server_url` with its database name replaced."""
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """URL of a real Postgres server's maintenance database."""
@@ -60,17 +54,8 @@ def postgres_url() -> str:
     url = start_embedded(PROJECT_ROOT / ".data" / "test")
     # Our own throwaway server: without fsync, DROP DATABASE after each test takes ~20 ms
     # instead of ~600 ms. Never done to a TEST_DATABASE_URL server, which may matter to someone.
-    asyncio.run(_execute(url, "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
+    asyncio.run(execute(url, "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
     return url
-
-
-async def _execute(url: str, *statements: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +63,7 @@ def template_database(postgres_url: str) -> Iterator[str]:
     """A database migrated to head, to be cloned by each test."""
     name = f"template_{os.getpid()}"
     asyncio.run(
-        _execute(
+        execute(
             postgres_url,
             f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
             f'CREATE DATABASE "{name}"',
@@ -86,16 +71,16 @@ def template_database(postgres_url: str) -> Iterator[str]:
     )
     schema.upgrade(database_url_for(postgres_url, name))
     yield name
-    asyncio.run(_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 async def database_url(postgres_url: str, template_database: str) -> AsyncIterator[str]:
     """A fresh database of this test's own, at the schema's head."""
     name = f"test_{uuid.uuid4().hex[:16]}"
-    await _execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    await execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
     yield database_url_for(postgres_url, name)
-    await _execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service import clients
+from service import clients, purge
 from service.authorization_server import AuthorizationServer, ClientSecret
 from service.config import Settings
 from service.database import create_pool
@@ -327,12 +327,16 @@ async def test_expired_revocations_are_purged(
     token = (await client_token(client, *owner)).json()["access_token"]
     await revoke(client, owner, token)
 
-    kept = await clients.purge_revoked_access_tokens(db, clock())
+    kept = await purge.delete_expired_batch(
+        db, now=clock(), throttle_window=settings.login_throttle_window, batch_size=100
+    )
     clock.advance(settings.access_token_ttl)
-    purged = await clients.purge_revoked_access_tokens(db, clock())
+    purged = await purge.delete_expired_batch(
+        db, now=clock(), throttle_window=settings.login_throttle_window, batch_size=100
+    )
 
-    assert kept == 0
-    assert purged == 1
+    assert kept.revoked_access_tokens == 0
+    assert purged.revoked_access_tokens == 1
     assert await db.fetchval("SELECT count(*) FROM revoked_access_tokens") == 0
 
 

@@ -16,7 +16,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from service import schema
-from tests.conftest import _execute, database_url_for
+from service.testing import database_url_for, execute
 
 CORE_TABLES = {"users", "sessions", "refresh_tokens", "clients"}
 
@@ -25,9 +25,9 @@ CORE_TABLES = {"users", "sessions", "refresh_tokens", "clients"}
 def empty_database(postgres_url: str) -> Iterator[str]:
     """A brand-new database with no tables at all."""
     name = f"migrations_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(postgres_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(execute(postgres_url, f'CREATE DATABASE "{name}"'))
     yield database_url_for(postgres_url, name)
-    asyncio.run(_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _schema_of(url: str) -> dict[str, Any]:

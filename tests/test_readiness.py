@@ -19,12 +19,11 @@ import pytest
 from service import schema
 from service.config import Settings
 from service.database import start_embedded
+from service.testing import database_url_for, execute
 from tests.conftest import (
     PASSWORD,
     PROJECT_ROOT,
     FakeClock,
-    _execute,
-    database_url_for,
     serve,
 )
 
@@ -68,12 +67,12 @@ def outage_postgres() -> Iterator[ControlledPostgres]:
 def outage_database(outage_postgres: ControlledPostgres) -> Iterator[str]:
     """A database at head on the second server; the server is running again afterwards."""
     name = f"outage_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(outage_postgres.url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(execute(outage_postgres.url, f'CREATE DATABASE "{name}"'))
     url = database_url_for(outage_postgres.url, name)
     schema.upgrade(url)
     yield url
     outage_postgres.start()
-    asyncio.run(_execute(outage_postgres.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(execute(outage_postgres.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def wait_until_ready(client: httpx.AsyncClient, seconds: float = 15) -> httpx.Response:
@@ -157,7 +156,7 @@ async def test_not_ready_until_migrated_to_head(
 ) -> None:
     """A database at an older revision, or none, is not ready; at head it is."""
     name = f"behind_{uuid.uuid4().hex[:12]}"
-    await _execute(postgres_url, f'CREATE DATABASE "{name}"')
+    await execute(postgres_url, f'CREATE DATABASE "{name}"')
     url = database_url_for(postgres_url, name)
     try:
         async with serve(replace(settings, database_url=url), clock) as client:
@@ -167,7 +166,7 @@ async def test_not_ready_until_migrated_to_head(
             await asyncio.to_thread(schema.upgrade, url)
             current = await client.get("/readyz")
     finally:
-        await _execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     await assert_unavailable(empty)
     await assert_unavailable(behind)

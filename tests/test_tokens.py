@@ -1,4 +1,5 @@
-"""service/tokens.py on its own: every forged, malformed or misused token is refused.
+"""service/tokens.py and the jws.py checks under it, on their own: every forged, malformed or
+misused token is refused.
 
 Each attack is a valid token (built by hand, see tests/forge.py) with exactly one thing changed;
 `test_the_unaltered_forgery_verifies` shows the baseline itself passes, so each refusal below is
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.datastructures import Secret
 
-from service import tokens
+from service import jws
 from service.config import Settings
 from service.errors import ConfigError, InvalidToken, TokenExpired
 from service.tokens import TokenCodec
@@ -608,9 +609,9 @@ def test_oversized_tokens_are_refused_before_decoding(
     token = access_token(unit_settings, padding=padding)
     assert len(token) > size
     decoded: list[bytes] = []
-    real_decode = tokens.base64url_decode
+    real_decode = jws.base64url_decode
     monkeypatch.setattr(
-        tokens, "base64url_decode", lambda data: decoded.append(data) or real_decode(data)
+        jws, "base64url_decode", lambda data: decoded.append(data) or real_decode(data)
     )
 
     assert_refused(codec.verify_access, token)
