@@ -67,9 +67,12 @@ def settings_from_environment() -> Settings:
     With no `DATABASE_URL`, the embedded Postgres is started and its URL used.
     """
     environ = dict(os.environ)
-    generated = ensure_development_secrets(environ, Path(environ.get("DATA_DIR", ".data")))
-    if generated is not None:
-        print(f"development secrets read from {generated} (mode 0600)", file=sys.stderr)
+    data_dir = Path(environ.get("DATA_DIR", ".data"))
+    existed = (data_dir / "secrets.env").exists()
+    used = ensure_development_secrets(environ, data_dir)
+    if used is not None:
+        verb = "read from" if existed else "generated into"
+        print(f"development secrets {verb} {used} (mode 0600)", file=sys.stderr)
     settings = load_settings(environ)
     if settings.database_url is None:
         if settings.is_production:

@@ -209,10 +209,11 @@ async def test_the_cli_in_development_generates_the_secrets_file_and_says_so(
     assert result.returncode == 0, result.stderr
     secrets_file = tmp_path / "secrets.env"
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    assert f"development secrets read from {secrets_file}" in result.stderr
+    assert f"development secrets generated into {secrets_file}" in result.stderr
     content = secrets_file.read_text()
     for line in content.splitlines():
         assert line.partition("=")[2] not in result.stderr
     again = await asyncio.to_thread(run_cli, "migrate", environ=environ)
     assert again.returncode == 0
+    assert f"development secrets read from {secrets_file}" in again.stderr
     assert secrets_file.read_text() == content
