@@ -77,6 +77,11 @@ OAUTH_ERRORS = {
     400: error("The request is malformed.", "invalid_request"),
     401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
     413: error("The body is larger than MAX_BODY_BYTES.", "payload_too_large"),
+    429: error(
+        "Too many failed client authentications from this address.",
+        "too_many_attempts",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    ),
 }
 NOT_IN_PRODUCTION = {404: error("Not served in production.", "not_found")}
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import asyncpg
 
-from service import clients, sessions, telemetry, users
+from service import clients, sessions, telemetry, throttle, users
 from service.auth import Authenticator
 from service.clients import Client
 from service.clock import Monotonic, monotonic
 from service.config import Settings
 from service.database import Connection
-from service.errors import InvalidClient, InvalidScope, InvalidToken, NotFound
+from service.errors import InvalidClient, InvalidScope, InvalidToken, NotFound, TooManyAttempts
 from service.passwords import Passwords
 from service.tokens import AccessClaims, RefreshClaims, TokenCodec, token_digest
 
@@ -102,11 +102,20 @@ class AuthorizationServer:
 
     # -- client authentication ----------------------------------------------------------------
 
-    async def authenticate(self, pool: asyncpg.Pool, presented: ClientSecret) -> Client:
-        """The client whose secret this is; raise `InvalidClient`.
+    async def authenticate(
+        self,
+        pool: asyncpg.Pool,
+        presented: ClientSecret,
+        *,
+        ip: str | None = None,
+        now: datetime | None = None,
+    ) -> Client:
+        """The client whose secret this is; raise `InvalidClient` or `TooManyAttempts`.
 
         An unknown client, a wrong secret and a disabled client all cost one argon2
-        verification (a dummy hash for the unknown) and end in the same error.
+        verification (a dummy hash for the unknown) and end in the same error. With the
+        caller's address `ip` (and `now`), each verification counts against that address in the
+        login throttle, so that a flood of bad credentials is refused before argon2 runs.
         """
         async with pool.acquire() as connection:
             found = await clients.find_client(connection, presented.client_id)
@@ -119,6 +128,14 @@ class AuthorizationServer:
         if found is not None and not found.client.disabled and recently_verified:
             telemetry.annotate(client_id=found.client.client_id)
             return found.client
+        if ip is not None and now is not None:
+            async with pool.acquire() as connection:
+                retry_after = await throttle.count_address_attempt(
+                    connection, self._settings, ip=ip, now=now
+                )
+            if retry_after is not None:
+                security_log.warning("client authentication throttled", extra={"ip": ip})
+                raise TooManyAttempts(retry_after)
         matched = await self._passwords.verify(
             found.secret_hash if found else None, presented.secret
         )
@@ -131,6 +148,10 @@ class AuthorizationServer:
         if len(self._verified) >= VERIFIED_CLIENT_LIMIT:
             self._verified.clear()
         self._verified[remembered] = self._clock() + VERIFIED_CLIENT_TTL
+        if ip is not None and now is not None:
+            # Only failures should add up: a client that authenticates takes its attempt back.
+            async with pool.acquire() as connection:
+                await throttle.forgive_address_attempt(connection, ip=ip)
         telemetry.annotate(client_id=found.client.client_id)
         return found.client
 

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from service import telemetry
 from service.authorization_server import ClientSecret
+from service.client_address import client_address
 from service.clients import Client
 from service.errors import (
     InvalidClient,
@@ -54,7 +55,9 @@ async def token(request: Request[AppState]) -> Response:
     if grant_type == "client_credentials":
         if presented is None:
             raise InvalidClient()
-        client = await oauth.authenticate(pool, presented)
+        client = await oauth.authenticate(
+            pool, presented, ip=client_address(request, state["settings"]), now=now
+        )
         return token_response(oauth.client_credentials(client, form.get("scope"), now))
 
     refresh_token = form.get("refresh_token")
@@ -63,7 +66,9 @@ async def token(request: Request[AppState]) -> Response:
     # User refresh tokens come from /login, issued to no client: a caller without client
     # credentials is the first-party frontend (a public client); one with them must pass.
     if presented is not None:
-        await oauth.authenticate(pool, presented)
+        await oauth.authenticate(
+            pool, presented, ip=client_address(request, state["settings"]), now=now
+        )
     if form.get("scope") is not None:
         # A user's grant carries no scope, so any scope asked for exceeds it (RFC 6749 §6).
         raise InvalidScope("A refresh token grants no scope to ask for.")
@@ -135,7 +140,12 @@ async def _client_and_token(request: Request[AppState]) -> tuple[Client, str]:
     presented = client_secret_of(request, form)
     if presented is None:
         raise InvalidClient()
-    client = await state["oauth"].authenticate(state["pool"], presented)
+    client = await state["oauth"].authenticate(
+        state["pool"],
+        presented,
+        ip=client_address(request, state["settings"]),
+        now=state["clock"](),
+    )
     token = form.get("token")
     if token is None:
         raise MalformedRequest("The 'token' parameter is missing.")

@@ -69,6 +69,29 @@ async def count_attempt(
     if ip is not None:
         scopes.append(ADDRESS_SCOPE)
         keys.append(address_key(ip))
+    return await _count(connection, settings, email, scopes, keys, now)
+
+
+async def count_address_attempt(
+    connection: Connection, settings: Settings, *, ip: str, now: datetime
+) -> int | None:
+    """Count one attempt against the client address alone; the seconds to wait, if over.
+
+    For OAuth client authentication: a client secret cannot be guessed, but each wrong one
+    costs an argon2 verification, so a flood of them from one address is refused like logins.
+    """
+    counted = await _count(connection, settings, "", [ADDRESS_SCOPE], [address_key(ip)], now)
+    return counted.retry_after
+
+
+async def _count(
+    connection: Connection,
+    settings: Settings,
+    email: str,
+    scopes: list[str],
+    keys: list[bytes],
+    now: datetime,
+) -> CountedAttempt:
     window = timedelta(seconds=settings.login_throttle_window)
     rows = await connection.fetch(_COUNT, email, scopes, keys, now, now - window)
     limits = {
@@ -100,4 +123,14 @@ async def forgive_attempt(connection: Connection, *, email: str, ip: str | None)
         email_key(email),
         ADDRESS_SCOPE,
         address_key(ip) if ip is not None else b"",
+    )
+
+
+async def forgive_address_attempt(connection: Connection, *, ip: str) -> None:
+    """After a client authenticated: take its attempt back from the address."""
+    await connection.execute(
+        "UPDATE login_attempts SET attempts = greatest(attempts - 1, 0)"
+        " WHERE scope = $1 AND key_digest = $2",
+        ADDRESS_SCOPE,
+        address_key(ip),
     )

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from service.client_address import client_address
 from service.config import Settings
 from tests.conftest import PASSWORD, FakeClock, register, serve
+from tests.oauth_support import basic, client_token, create_client
 
 WRONG = "not the password"
 
@@ -255,3 +256,56 @@ def test_client_address_reads_forwarded_for_from_the_right(
     trusting = replace(settings, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
 
     assert client_address(request_from(peer, *forwarded), trusting) == expected
+
+
+async def test_bad_client_credentials_are_throttled_per_address(
+    limited: Settings, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Each wrong client secret costs argon2, so past the address's limit they get 429."""
+    client_id, secret = await create_client(db, limited)
+    async with serve(limited, clock) as client:
+        failures = [await client_token(client, client_id, "wrong") for _ in range(6)]
+        refused = await client_token(client, client_id, secret)
+        introspection = await client.post(
+            "/oauth/introspect", data={"token": "x"}, headers=basic(client_id, secret)
+        )
+        clock.advance(600)
+        after_the_window = await client_token(client, client_id, secret)
+
+    assert [response.status_code for response in failures] == [401] * 6
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "too_many_attempts"
+    assert 0 < int(refused.headers["retry-after"]) <= 600
+    assert introspection.status_code == 429
+    assert after_the_window.status_code == 200
+
+
+async def test_client_authentications_that_succeed_do_not_add_up(
+    limited: Settings, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """A client that authenticates takes its attempt back: busy services are never throttled."""
+    first, first_secret = await create_client(db, limited)
+    second, second_secret = await create_client(db, limited)
+    async with serve(limited, clock) as client:
+        responses = [
+            await client_token(client, client_id, secret)
+            for _ in range(10)
+            for client_id, secret in ((first, first_secret), (second, second_secret))
+        ]
+
+    assert {response.status_code for response in responses} == {200}
+    assert await db.fetchval("SELECT max(attempts) FROM login_attempts") == 0
+
+
+async def test_the_client_throttle_holds_across_instances(
+    limited: Settings, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Failures at two instances on one database count together."""
+    client_id, _ = await create_client(db, limited)
+    async with serve(limited, clock) as one, serve(limited, clock) as two:
+        responses = await asyncio.gather(
+            *(client_token(instance, client_id, "wrong") for instance in [one, two] * 5)
+        )
+
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [401] * 6 + [429] * 4
