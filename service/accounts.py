@@ -35,9 +35,7 @@ class Accounts:
         """The caller and their live sessions."""
         caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
         async with pool.acquire() as connection:
-            found = await sessions.list_live_sessions(
-                connection, user_id=uuid.UUID(caller.user.id), now=now
-            )
+            found = await sessions.list_live_sessions(connection, user_id=caller.user_id, now=now)
         return caller, found
 
     async def revoke_session(
@@ -56,7 +54,7 @@ class Accounts:
         async with pool.acquire() as connection:
             revoked = await sessions.revoke_user_session(
                 connection,
-                user_id=uuid.UUID(caller.user.id),
+                user_id=caller.user_id,
                 session_id=target,
                 reason="user_revoked",
                 now=now,
@@ -73,7 +71,7 @@ class Accounts:
         caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
         async with pool.acquire() as connection:
             count = await sessions.revoke_user_sessions(
-                connection, user_id=uuid.UUID(caller.user.id), reason="logout_all", now=now
+                connection, user_id=caller.user_id, reason="logout_all", now=now
             )
         security_log.info("all sessions revoked", extra={"user_id": caller.user.id})
         return count
@@ -96,7 +94,7 @@ class Accounts:
         """
         caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
         check_password_policy(new_password)
-        user_id = uuid.UUID(caller.user.id)
+        user_id = caller.user_id
         if len(current_password) > MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()
         async with pool.acquire() as connection:

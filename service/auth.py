@@ -53,6 +53,7 @@ class SessionUser:
     """Who a bearer token speaks for: an active user and their live session."""
 
     user: users.User
+    user_id: uuid.UUID  # `user.id`, parsed once here for the SQL that takes a UUID
     session_id: uuid.UUID
 
 
@@ -279,7 +280,7 @@ class Authenticator:
             )
         if user is None:
             raise InvalidToken()
-        return SessionUser(user=user, session_id=session_id)
+        return SessionUser(user=user, user_id=user_id, session_id=session_id)
 
     def _grace_child(
         self, spent: sessions.SpentToken, claims: RefreshClaims, now: datetime
