@@ -36,7 +36,7 @@ class PurgeBatch:
     refresh_tokens: int
     sessions: int
     login_attempts: int
-    revoked_access_tokens: int = 0
+    revoked_access_tokens: int
 
     @property
     def total(self) -> int:
@@ -51,7 +51,7 @@ async def delete_expired_batch(
     now: datetime,
     throttle_window: int,
     batch_size: int,
-    leeway: int = 0,
+    leeway: int,
 ) -> PurgeBatch:
     """Delete up to `batch_size` expired rows of each table. Deleting a session deletes its
     tokens with it (ON DELETE CASCADE); those are not counted."""

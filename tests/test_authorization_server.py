@@ -328,11 +328,19 @@ async def test_expired_revocations_are_purged(
     await revoke(client, owner, token)
 
     kept = await purge.delete_expired_batch(
-        db, now=clock(), throttle_window=settings.login_throttle_window, batch_size=100
+        db,
+        now=clock(),
+        throttle_window=settings.login_throttle_window,
+        batch_size=100,
+        leeway=0,
     )
     clock.advance(settings.access_token_ttl)
     purged = await purge.delete_expired_batch(
-        db, now=clock(), throttle_window=settings.login_throttle_window, batch_size=100
+        db,
+        now=clock(),
+        throttle_window=settings.login_throttle_window,
+        batch_size=100,
+        leeway=0,
     )
 
     assert kept.revoked_access_tokens == 0
