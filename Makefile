@@ -19,15 +19,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the service with its dev tools
 
 run: $(STAMP) ## serve on HOST:PORT (embedded Postgres unless DATABASE_URL is set), migrating first
-	$(PY) -m service serve --migrate
+	$(VENV)/bin/tokenrota serve --migrate
 
 migrate: $(STAMP) ## migrate the database to head
-	$(PY) -m service migrate
+	$(VENV)/bin/tokenrota migrate
 
 check: $(STAMP) ## ruff format --check, ruff check, mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict service
+	$(VENV)/bin/mypy --strict
 
 format: $(STAMP) ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .

@@ -26,9 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
-
-from service import schema
-from service.database import start_embedded
+from tokenrota_server import schema
+from tokenrota_server.database import start_embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 

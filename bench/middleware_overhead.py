@@ -24,14 +24,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from starlette.datastructures import Secret
-
-from service import schema
-from service.app import create_app
-from service.auth import ClientInfo
-from service.config import Settings
-from service.database import start_embedded
-from service.middleware import RequestObservability
-from service.telemetry import JsonFormatter
+from tokenrota_server import schema
+from tokenrota_server.app import create_app
+from tokenrota_server.auth import ClientInfo
+from tokenrota_server.config import Settings
+from tokenrota_server.database import start_embedded
+from tokenrota_server.middleware import RequestObservability
+from tokenrota_server.telemetry import JsonFormatter
 
 REQUESTS = 3000
 ROUNDS = 5

@@ -22,11 +22,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from tokenrota_server import schema, sessions
+from tokenrota_server.database import Connection, create_pool, start_embedded
+from tokenrota_server.sessions import NewToken
 
 from bench.__main__ import drop_database, fresh_database
-from service import schema, sessions
-from service.database import Connection, create_pool, start_embedded
-from service.sessions import NewToken
 
 ROOT = Path(__file__).resolve().parent.parent
 Rotate = Callable[[Connection, bytes, uuid.UUID, bytes], Awaitable[bool]]

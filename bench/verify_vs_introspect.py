@@ -2,12 +2,12 @@
 
     .venv/bin/python bench/verify_vs_introspect.py [--requests 50] [--local 5000]
 
-Local: `service.verify.TokenVerifier.verify` on one core, for HS256 (shared secret) and for
+Local: `tokenrota.verify.TokenVerifier.verify` on one core, for HS256 (shared secret) and for
 RS256/ES256 (keys from a JWKS, fetched once). Introspection: POST /oauth/introspect to the real
 service (uvicorn in a subprocess, the embedded Postgres, a fresh database), one request at a
 time and 8 in flight, with argon2 at the production defaults and at the cheap test profile:
 introspection authenticates the calling client, so each call pays one argon2 verification.
-Also: an introspection answer served from `service.verify.Introspection`'s cache.
+Also: an introspection answer served from `tokenrota.verify.Introspection`'s cache.
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ from argon2 import PasswordHasher
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.datastructures import Secret
-
-from service import schema
-from service.config import Settings
-from service.database import start_embedded
-from service.tokens import TokenCodec
-from service.verify import Introspection, JwksKeys, TokenVerifier
+from tokenrota.verify import Introspection, JwksKeys, TokenVerifier
+from tokenrota_server import schema
+from tokenrota_server.config import Settings
+from tokenrota_server.database import start_embedded
+from tokenrota_server.tokens import TokenCodec
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = {
@@ -207,7 +206,7 @@ async def measure_introspection(
             )
             await cached.is_active(token)
             report(
-                "cache hit (service.verify.Introspection)",
+                "cache hit (tokenrota.verify.Introspection)",
                 await per_call(lambda: cached.is_active(token), count * 20),
             )
         finally:

@@ -20,10 +20,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-
-from service import schema
-from service.database import start_embedded
-from service.testing import instance_settings, run_token_service
+from tokenrota.testing import instance_settings, run_token_service
+from tokenrota_server import schema
+from tokenrota_server.database import start_embedded
 
 CHECKS = ",".join(
     (

@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 import httpx
-
-from service.config import Settings
+from tokenrota_server.config import Settings
 
 # Words that only show up in an error body when something leaked: a traceback, SQL, a library.
 LEAK_MARKERS = (

@@ -22,12 +22,11 @@ import asyncpg
 import httpx
 import pytest
 from starlette.datastructures import Secret
-
-from service import schema
-from service.app import create_app
-from service.config import Settings
-from service.database import start_embedded
-from service.testing import database_url_for, execute
+from tokenrota.testing import database_url_for, execute
+from tokenrota_server import schema
+from tokenrota_server.app import create_app
+from tokenrota_server.config import Settings
+from tokenrota_server.database import start_embedded
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"

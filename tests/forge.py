@@ -13,7 +13,7 @@ import json
 import uuid
 from typing import Any
 
-from service.config import Settings
+from tokenrota_server.config import Settings
 
 # A change to this value removes the claim (None stays, as JSON null).
 REMOVE: Any = object()

@@ -13,10 +13,9 @@ from urllib.parse import quote_plus
 import asyncpg
 import httpx
 from argon2 import PasswordHasher
-
-from service import clients
-from service.app import create_app
-from service.config import Settings
+from tokenrota_server import oauth_clients
+from tokenrota_server.app import create_app
+from tokenrota_server.config import Settings
 
 
 async def create_client(
@@ -28,7 +27,7 @@ async def create_client(
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
     )
-    client_id, secret = clients.new_client_id(), clients.new_client_secret()
+    client_id, secret = oauth_clients.new_client_id(), oauth_clients.new_client_secret()
     await db.execute(
         "INSERT INTO clients (client_id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4)",
         client_id,

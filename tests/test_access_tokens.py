@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.config import Settings
 
-from service.config import Settings
 from tests import forge
 from tests.checks import assert_error, settings_secrets
 from tests.conftest import FakeClock, register_and_login, serve

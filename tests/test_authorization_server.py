@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server import oauth_clients, purge
+from tokenrota_server.config import Settings
+from tokenrota_server.database import create_pool
+from tokenrota_server.errors import InvalidClient
+from tokenrota_server.oauth import AuthorizationServer, ClientSecret
+from tokenrota_server.passwords import Passwords
+from tokenrota_server.tokens import TokenCodec
 
-from service import clients, purge
-from service.authorization_server import AuthorizationServer, ClientSecret
-from service.config import Settings
-from service.database import create_pool
-from service.errors import InvalidClient
-from service.passwords import Passwords
-from service.tokens import TokenCodec
 from tests.conftest import FakeClock, register_and_login
 from tests.oauth_support import basic, client_token, create_client
 
@@ -369,7 +369,7 @@ async def test_a_verified_client_is_remembered_until_its_secret_changes_or_it_is
             await server.authenticate(pool, ClientSecret(client_id, secret))
         await server.authenticate(pool, ClientSecret(client_id, new_secret))
 
-        await clients.disable_client(db, client_id, clock())
+        await oauth_clients.disable_client(db, client_id, clock())
         with pytest.raises(InvalidClient):
             await server.authenticate(pool, ClientSecret(client_id, new_secret))
     finally:

@@ -1,7 +1,7 @@
 """Request bodies at every JSON endpoint: malformed, mistyped, mislabelled or oversized.
 
 Starlette alone would answer 500 to bad JSON, read a 20 MB body and take text/plain as JSON;
-service/web.py must turn each into a clean 400, 413, 415 or 422 and write nothing.
+tokenrota_server/web.py must turn each into a clean 400, 413, 415 or 422 and write nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.config import Settings
 
-from service.config import Settings
 from tests.checks import assert_error, settings_secrets
 from tests.conftest import PASSWORD, register_and_login, table_snapshot
 

@@ -21,9 +21,9 @@ import asyncpg
 import pytest
 import uvicorn
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
+from tokenrota_server.app import create_app
+from tokenrota_server.config import Settings
 
-from service.app import create_app
-from service.config import Settings
 from tests.conftest import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")

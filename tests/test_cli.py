@@ -1,4 +1,4 @@
-"""`python -m service create-user EMAIL`: the password from stdin, the user able to log in."""
+"""`tokenrota create-user EMAIL`: the password from stdin, the user able to log in."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""service.client: one token for many requests, renewal before expiry, one retry on 401."""
+"""tokenrota.httpx_auth: one token for many requests, renewal before expiry, one retry on 401."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from tokenrota.httpx_auth import ClientCredentialsAuth
+from tokenrota.verify import Introspection, TokenVerifier, protect, requires_scope, token_claims
+from tokenrota_server.app import create_app
+from tokenrota_server.config import Settings
 
-from service.app import create_app
-from service.client import ClientCredentialsAuth
-from service.config import Settings
-from service.verify import Introspection, TokenVerifier, protect, requires_scope, token_claims
 from tests.conftest import FakeClock
 from tests.oauth_support import Dispatcher, FakeMonotonic, basic, create_client, running_app
 

@@ -9,15 +9,15 @@ import sys
 
 import asyncpg
 import httpx
+from tokenrota_server import schema
+from tokenrota_server.config import Settings
 
-from service import schema
-from service.config import Settings
 from tests.conftest import PROJECT_ROOT
 from tests.oauth_support import client_token
 
 
 async def cli(settings: Settings, *arguments: str) -> tuple[int, str, str]:
-    """Run `python -m service ARGUMENTS` against the test's database."""
+    """Run `tokenrota ARGUMENTS` against the test's database."""
     assert settings.database_url is not None
     environment = {
         **os.environ,
@@ -32,7 +32,7 @@ async def cli(settings: Settings, *arguments: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service",
+        "tokenrota_server",
         *arguments,
         cwd=PROJECT_ROOT,
         env=environment,

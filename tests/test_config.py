@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tokenrota_server.config import ensure_development_secrets, load_settings
+from tokenrota_server.errors import ConfigError
 
-from service.config import ensure_development_secrets, load_settings
-from service.errors import ConfigError
 from tests.conftest import PROJECT_ROOT
 
 STRONG_A = secrets.token_urlsafe(48)
@@ -101,9 +101,9 @@ def test_bad_settings_are_refused_with_a_one_line_reason(name: str, value: str) 
 def run_cli(
     *arguments: str, environ: dict[str, str], stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m service ...` in a clean environment (only PATH and what is given)."""
+    """`tokenrota ...` in a clean environment (only PATH and what is given)."""
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "service", *arguments],
+        [sys.executable, "-m", "tokenrota_server", *arguments],
         cwd=PROJECT_ROOT,
         env={"PATH": os.environ.get("PATH", ""), **environ},
         input=stdin,
@@ -201,7 +201,7 @@ def test_production_never_generates_secrets(tmp_path: Path) -> None:
 async def test_the_cli_in_development_generates_the_secrets_file_and_says_so(
     tmp_path: Path, database_url: str
 ) -> None:
-    """`python -m service migrate` with no secrets: DATA_DIR/secrets.env (0600), announced."""
+    """`tokenrota migrate` with no secrets: DATA_DIR/secrets.env (0600), announced."""
     environ = {"ENV": "development", "DATA_DIR": str(tmp_path), "DATABASE_URL": database_url}
 
     result = await asyncio.to_thread(run_cli, "migrate", environ=environ)

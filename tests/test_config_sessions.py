@@ -6,9 +6,8 @@ import ipaddress
 import secrets
 
 import pytest
-
-from service.config import load_settings
-from service.errors import ConfigError
+from tokenrota_server.config import load_settings
+from tokenrota_server.errors import ConfigError
 
 SECRETS = {
     "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),

@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.config import Settings
 
-from service.config import Settings
 from tests.conftest import PASSWORD, FakeClock, register, serve, table_snapshot
 
 APP = "https://app.example"

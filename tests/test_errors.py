@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.config import Settings
 
-from service.config import Settings
 from tests.checks import assert_error, settings_secrets
 from tests.conftest import PASSWORD, FakeClock, register, register_and_login
 

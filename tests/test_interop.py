@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.config import Settings
 
-from service.config import Settings
 from tests.conftest import FakeClock, register_and_login, serve
 from tests.oauth_support import claims_of, create_client
 

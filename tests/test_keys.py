@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.datastructures import Secret
+from tokenrota_server.config import Settings, load_settings
+from tokenrota_server.errors import ConfigError
 
-from service.config import Settings, load_settings
-from service.errors import ConfigError
 from tests.conftest import FakeClock, register_and_login, serve
 from tests.oauth_support import claims_of, header_of
 

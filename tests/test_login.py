@@ -10,10 +10,10 @@ import asyncpg
 import httpx
 import pytest
 from argon2 import extract_parameters
+from tokenrota_server import app as app_module
+from tokenrota_server.config import Settings
+from tokenrota_server.passwords import Passwords
 
-from service import app as app_module
-from service.config import Settings
-from service.passwords import Passwords
 from tests.checks import assert_error, post_json, settings_secrets
 from tests.conftest import PASSWORD, FakeClock, login, register, serve, table_snapshot
 

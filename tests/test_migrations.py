@@ -14,9 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 from alembic.script import ScriptDirectory
-
-from service import schema
-from service.testing import database_url_for, execute
+from tokenrota.testing import database_url_for, execute
+from tokenrota_server import schema
 
 CORE_TABLES = {"users", "sessions", "refresh_tokens", "clients"}
 

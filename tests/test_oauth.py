@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.config import Settings
 
-from service.config import Settings
 from tests.conftest import FakeClock, register_and_login, table_snapshot
 from tests.oauth_support import basic, claims_of, client_token, create_client
 

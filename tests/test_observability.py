@@ -12,10 +12,10 @@ import asyncpg
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from tokenrota_server import metrics, telemetry
+from tokenrota_server.database import create_pool
+from tokenrota_server.telemetry import JsonFormatter, RequestContext
 
-from service import metrics, telemetry
-from service.database import create_pool
-from service.telemetry import JsonFormatter, RequestContext
 from tests.conftest import PASSWORD, FakeClock, register, register_and_login, serve
 from tests.oauth_support import create_client
 
@@ -195,14 +195,14 @@ async def test_one_json_access_line_per_request_with_the_user(
 ) -> None:
     """The access line names request id, method, route, status, duration and the user."""
     user, pair = await register_and_login(client)
-    caplog.set_level(logging.INFO, logger="service")
+    caplog.set_level(logging.INFO, logger="tokenrota")
 
     response = await client.get(
         "/profile",
         headers={"Authorization": f"Bearer {pair['access_token']}", "X-Request-ID": "trace-1"},
     )
 
-    lines = [line for line in rendered(caplog) if line["logger"] == "service.access"]
+    lines = [line for line in rendered(caplog) if line["logger"] == "tokenrota.access"]
     assert response.status_code == 200
     assert len(lines) == 1
     line = lines[0]
@@ -217,7 +217,7 @@ async def test_security_events_are_json_lines_with_ids_and_no_secrets(
     client: httpx.AsyncClient, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Failed login and reuse detection are logged with ids; no token or password anywhere."""
-    caplog.set_level(logging.INFO, logger="service")
+    caplog.set_level(logging.INFO, logger="tokenrota")
     user, pair = await register_and_login(client)
     await client.post("/login", json={"email": user["email"], "password": "wrong password!"})
     await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
@@ -230,7 +230,7 @@ async def test_security_events_are_json_lines_with_ids_and_no_secrets(
 
     lines = rendered(caplog)
     text = "\n".join(json.dumps(line) for line in lines)
-    security = [line for line in lines if line["logger"] == "service.security"]
+    security = [line for line in lines if line["logger"] == "tokenrota.security"]
     failed = next(line for line in security if line["message"] == "login failed")
     reuse = next(line for line in security if "reuse" in line["message"])
     refresh_lines = [line for line in lines if line.get("request_id") == "replay-1"]
@@ -238,7 +238,7 @@ async def test_security_events_are_json_lines_with_ids_and_no_secrets(
     assert reuse["user_id"] == user["id"]
     assert reuse["session_id"]
     assert reuse["request_id"] == "replay-1"
-    assert {line["logger"] for line in refresh_lines} == {"service.security", "service.access"}
+    assert {line["logger"] for line in refresh_lines} == {"tokenrota.security", "tokenrota.access"}
     for secret in (PASSWORD, "wrong password!", pair["access_token"], pair["refresh_token"]):
         assert secret not in text
     assert "Bearer" not in text
@@ -247,7 +247,7 @@ async def test_security_events_are_json_lines_with_ids_and_no_secrets(
 
 def test_only_listed_fields_reach_the_log() -> None:
     """An extra that is not in the list (a token handed over by mistake) is not rendered."""
-    record = logging.LogRecord("service", logging.INFO, __file__, 1, "hello", None, None)
+    record = logging.LogRecord("tokenrota", logging.INFO, __file__, 1, "hello", None, None)
     record.user_id = "u-1"
     record.refresh_token = "eyJ.secret.token"
     record.password = "hunter2hunter2"
@@ -301,14 +301,14 @@ async def test_client_credentials_are_counted_and_logged_with_the_client(
 ) -> None:
     """A client_credentials grant counts under its grant, and its access line names the client."""
     client_id, secret = await create_client(db, settings)
-    caplog.set_level(logging.INFO, logger="service")
+    caplog.set_level(logging.INFO, logger="tokenrota")
     deltas = Deltas(("token_service_tokens_issued_total", {"grant": "client_credentials"}))
 
     response = await client.post(
         "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
     )
 
-    access = [line for line in rendered(caplog) if line["logger"] == "service.access"]
+    access = [line for line in rendered(caplog) if line["logger"] == "tokenrota.access"]
     assert response.status_code == 200
     assert deltas.now() == [1]
     assert access[-1]["client_id"] == client_id
@@ -320,9 +320,9 @@ async def test_behind_a_trusted_proxy_the_access_line_names_the_real_client(
 ) -> None:
     """With TRUSTED_PROXIES, client_ip is the forwarded address, as the throttle sees it."""
     settings = make_settings(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    caplog.set_level(logging.INFO, logger="service.access")
+    caplog.set_level(logging.INFO, logger="tokenrota.access")
     async with serve(settings, clock) as client:
         await client.get("/healthz", headers={"X-Forwarded-For": "203.0.113.9"})
 
-    (line,) = [line for line in rendered(caplog) if line["logger"] == "service.access"]
+    (line,) = [line for line in rendered(caplog) if line["logger"] == "tokenrota.access"]
     assert line["client_ip"] == "203.0.113.9"

@@ -8,15 +8,15 @@ from typing import Any
 
 import httpx
 from openapi_spec_validator import validate
+from tokenrota_server.app import create_app
+from tokenrota_server.config import Settings
+from tokenrota_server.openapi import served_operations, undescribed_routes
 
-from service.app import create_app
-from service.config import Settings
-from service.openapi import served_operations, undescribed_routes
 from tests.conftest import FakeClock, serve
 
 
 async def test_every_served_route_is_described(settings: Settings) -> None:
-    """A route added without an entry in service.api_operations fails here."""
+    """A route added without an entry in tokenrota_server.openapi_operations fails here."""
     app = create_app(replace(settings, docs_enabled=True))
 
     assert undescribed_routes(app.routes) == []

@@ -1,5 +1,5 @@
-"""Purging expired rows (`python -m service purge` and the server's timer), and disabling a user
-(`python -m service disable-user`), against a real Postgres."""
+"""Purging expired rows (`tokenrota purge` and the server's timer), and disabling a user
+(`tokenrota disable-user`), against a real Postgres."""
 
 from __future__ import annotations
 
@@ -15,19 +15,19 @@ from typing import Any
 
 import asyncpg
 import httpx
+from tokenrota_server.config import Settings
+from tokenrota_server.database import create_pool
+from tokenrota_server.purge import purge_expired
 
-from service.config import Settings
-from service.database import create_pool
-from service.purge import purge_expired
 from tests.conftest import PROJECT_ROOT, FakeClock, login, register, register_and_login, serve
 
 
 async def run_cli(database_url: str, *arguments: str, **environ: str) -> tuple[int, str, str]:
-    """Run `python -m service ARGUMENTS` against the test's database."""
+    """Run `tokenrota ARGUMENTS` against the test's database."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service",
+        "tokenrota_server",
         *arguments,
         cwd=PROJECT_ROOT,
         env={

@@ -15,11 +15,11 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from tokenrota.testing import database_url_for, execute
+from tokenrota_server import schema
+from tokenrota_server.config import Settings
+from tokenrota_server.database import start_embedded
 
-from service import schema
-from service.config import Settings
-from service.database import start_embedded
-from service.testing import database_url_for, execute
 from tests.conftest import (
     PASSWORD,
     PROJECT_ROOT,

@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.config import Settings
+from tokenrota_server.tokens import RefreshClaims, TokenCodec
 
-from service.config import Settings
-from service.tokens import RefreshClaims, TokenCodec
 from tests import forge
 from tests.checks import assert_error, settings_secrets
 from tests.conftest import FakeClock, register_and_login, serve, table_snapshot

@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.config import Settings
 
-from service.config import Settings
 from tests.checks import assert_error, post_json
 from tests.conftest import PASSWORD, FakeClock, register, table_snapshot
 from tests.test_login import HOSTILE_EMAILS, HOSTILE_PASSWORDS, counting_app

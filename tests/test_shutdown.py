@@ -1,4 +1,4 @@
-"""SIGTERM: `python -m service serve` finishes the requests in flight, closes the pool, exits."""
+"""SIGTERM: `tokenrota serve` finishes the requests in flight, closes the pool, exits."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ async def test_sigterm_drains_requests_in_flight_and_closes_the_pool(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service",
+        "tokenrota_server",
         "serve",
         cwd=PROJECT_ROOT,
         env=environment,

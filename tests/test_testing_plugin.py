@@ -9,10 +9,9 @@ import asyncpg
 import httpx
 import pytest
 from argon2 import PasswordHasher
-
-from service.clock import utc_now
-from service.testing import TokenService
-from service.tokens import TokenCodec
+from tokenrota.clock import utc_now
+from tokenrota.testing import TokenService
+from tokenrota_server.tokens import TokenCodec
 
 pytest_plugins = ["pytester"]
 

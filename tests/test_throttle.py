@@ -12,9 +12,9 @@ import asyncpg
 import httpx
 import pytest
 from starlette.requests import Request
+from tokenrota_server.config import Settings
+from tokenrota_server.remote_address import client_address
 
-from service.client_address import client_address
-from service.config import Settings
 from tests.conftest import PASSWORD, FakeClock, register, serve
 from tests.oauth_support import basic, client_token, create_client
 

@@ -1,5 +1,5 @@
-"""service/tokens.py and the jws.py checks under it, on their own: every forged, malformed or
-misused token is refused.
+"""tokenrota_server/tokens.py and the jws.py checks under it, on their own: every forged,
+malformed or misused token is refused.
 
 Each attack is a valid token (built by hand, see tests/forge.py) with exactly one thing changed;
 `test_the_unaltered_forgery_verifies` shows the baseline itself passes, so each refusal below is
@@ -20,11 +20,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.datastructures import Secret
+from tokenrota import jws
+from tokenrota_server.config import Settings
+from tokenrota_server.errors import ConfigError, InvalidToken, TokenExpired
+from tokenrota_server.tokens import TokenCodec
 
-from service import jws
-from service.config import Settings
-from service.errors import ConfigError, InvalidToken, TokenExpired
-from service.tokens import TokenCodec
 from tests import forge
 from tests.forge import ACCESS_HEADER, REFRESH_HEADER, REMOVE
 

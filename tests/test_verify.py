@@ -1,4 +1,4 @@
-"""service.verify: a resource server accepting our tokens and refusing forged ones."""
+"""tokenrota.verify: a resource server accepting our tokens and refusing forged ones."""
 
 from __future__ import annotations
 
@@ -19,10 +19,7 @@ from starlette.datastructures import Secret
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from service.config import Settings
-from service.tokens import TokenCodec
-from service.verify import (
+from tokenrota.verify import (
     Introspection,
     JwksKeys,
     TokenVerifier,
@@ -30,6 +27,9 @@ from service.verify import (
     requires_scope,
     token_claims,
 )
+from tokenrota_server.config import Settings
+from tokenrota_server.tokens import TokenCodec
+
 from tests.conftest import FakeClock, register_and_login, serve
 from tests.oauth_support import (
     FakeMonotonic,

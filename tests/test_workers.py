@@ -47,7 +47,7 @@ async def test_metrics_add_up_across_workers(database_url: str, tmp_path: Path) 
         "-m",
         "uvicorn",
         "--factory",
-        "service.asgi:create_from_environment",
+        "tokenrota_server.asgi:create_from_environment",
         "--workers",
         "2",
         "--port",

@@ -16,11 +16,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from service.errors import InvalidToken
-from service.testing import VerifierSettings
-from service.tokens import AccessClaims
-from service.verify import TokenVerifier
+from tokenrota.claims import AccessClaims
+from tokenrota.testing import VerifierSettings
+from tokenrota.verify import TokenVerifier
+from tokenrota_server.errors import InvalidToken
 
 # Checks a bearer token; raises InvalidToken (TokenExpired included) when it is refused.
 Verify = Callable[[str], Awaitable[AccessClaims]]
@@ -29,7 +28,7 @@ Verify = Callable[[str], Awaitable[AccessClaims]]
 def access_token_verifier(verifier: VerifierSettings) -> Verify:
     """A function that checks an access token the way the token service does.
 
-    `service.verify.TokenVerifier` applies the service's own checks (pinned algorithm,
+    `tokenrota.verify.TokenVerifier` applies the service's own checks (pinned algorithm,
     typ at+jwt, iss, aud, exp and iat with leeway, a bounded lifetime) without calling it.
     """
     if verifier.access_token_secret is None:

@@ -16,10 +16,9 @@ import httpx
 import pytest
 from orders_api import access_token_verifier, create_app
 from starlette.datastructures import Secret
-
-from service.clock import utc_now
-from service.testing import TokenService
-from service.tokens import TokenCodec
+from tokenrota.clock import utc_now
+from tokenrota.testing import TokenService
+from tokenrota_server.tokens import TokenCodec
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""alembic's migration scripts; shipped in the wheel as `tokenrota_server.migrations`."""

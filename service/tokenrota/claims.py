@@ -1,0 +1,54 @@
+"""What a verified access token says: its claims as a typed value. Pure: no I/O, no clock.
+
+The token service mints these (`tokenrota_server.tokens`); resource servers read them
+(`tokenrota.verify`). Both go through `access_claims_of`, so a token one side accepts the
+other reads the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tokenrota.errors import InvalidToken
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """A verified access token. `session_id` and `email` are None for client tokens."""
+
+    subject: str
+    session_id: str | None
+    jti: str
+    issued_at: int
+    expires_at: int
+    scope: str
+    email: str | None = None
+    client_id: str | None = None
+
+
+def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
+    """The access claims of checked registered claims; raise `InvalidToken` if ill-formed."""
+    if "typ" in claims:
+        raise InvalidToken()
+    scope = claims.get("scope")
+    session_id, email, client_id = claims.get("sid"), claims.get("email"), claims.get("client_id")
+    if not isinstance(scope, str):
+        raise InvalidToken()
+    # A person's token names its session and email; a service's names its client.
+    is_user_token = isinstance(session_id, str) and isinstance(email, str) and client_id is None
+    is_client_token = isinstance(client_id, str) and session_id is None and email is None
+    if not (is_user_token or is_client_token):
+        raise InvalidToken()
+    return AccessClaims(
+        subject=claims["sub"],
+        session_id=session_id,
+        jti=claims["jti"],
+        issued_at=claims["iat"],
+        expires_at=claims["exp"],
+        scope=scope,
+        email=email,
+        client_id=client_id,
+    )

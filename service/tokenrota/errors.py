@@ -1,0 +1,49 @@
+"""The errors the library raises: the base of every error, and a token's refusals.
+
+    ServiceError          (never raised itself)
+    ├── MissingToken      missing_token: no bearer token where one is required
+    ├── InvalidToken      invalid_token: any reason a token is refused
+    │   └── TokenExpired  token_expired: a well-formed token past its `exp`
+    └── Unavailable       unavailable: the token service (or its database) cannot be asked
+
+The server adds its own errors under the same base (`tokenrota_server.errors`), so one
+hierarchy and one status table cover both.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """The settings are unusable; the message is one line that says why (and holds no secret)."""
+
+
+class ServiceError(Exception):
+    """Base of every error a request can end in. Never raised itself."""
+
+    code = "server_error"
+    description = "The request could not be completed."
+
+    def __init__(self, description: str | None = None) -> None:
+        if description is not None:
+            self.description = description
+        super().__init__(self.description)
+
+
+class MissingToken(ServiceError):
+    code = "missing_token"
+    description = "No token was presented."
+
+
+class InvalidToken(ServiceError):
+    code = "invalid_token"
+    description = "The token is invalid."
+
+
+class TokenExpired(InvalidToken):
+    code = "token_expired"
+    description = "The token has expired."
+
+
+class Unavailable(ServiceError):
+    code = "unavailable"
+    description = "The service is temporarily unavailable."

@@ -1,0 +1,119 @@
+"""Calling a service with a client_credentials token: an `httpx.Auth` for callers.
+
+    auth = ClientCredentialsAuth("https://auth.example/oauth/token", client_id, client_secret)
+    async with httpx.AsyncClient(auth=auth) as http:      # or httpx.Client(auth=auth)
+        await http.get("https://billing.example/invoices")
+
+The token is fetched on first use, reused until `renew_before` seconds before it expires, and
+renewed by one request only however many requests need it at once (an asyncio.Lock for async
+clients, a threading.Lock for sync ones). A 401 from the API renews the token and retries once.
+The token request goes through the same httpx client (transport, proxies, TLS settings).
+Use one instance per event loop: its asyncio.Lock belongs to the loop that first waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncGenerator, Generator
+
+import httpx
+
+from tokenrota.clock import Monotonic, monotonic
+
+
+class ClientCredentialsAuth(httpx.Auth):
+    """Bearer tokens from an OAuth 2.0 token endpoint (RFC 6749 §4.4), for httpx clients."""
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        scope: str | None = None,
+        renew_before: float = 30,
+        clock: Monotonic = monotonic,
+    ) -> None:
+        self._token_url = token_url
+        self._credentials = httpx.BasicAuth(client_id, client_secret)
+        self._scope, self._renew_before, self._clock = scope, renew_before, clock
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._async_lock = asyncio.Lock()
+        self._sync_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ClientCredentialsAuth(token_url={self._token_url!r})"
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        request.read()  # the body must survive a retry
+        token = self._current()
+        if token is None:
+            with self._sync_lock:
+                token = self._current()
+                if token is None:
+                    token = self._store((yield self._token_request()), read=True)
+        response = yield self._authorized(request, token)
+        if response.status_code != 401:
+            return
+        with self._sync_lock:
+            token = self._current(not_this=token)
+            if token is None:
+                token = self._store((yield self._token_request()), read=True)
+        yield self._authorized(request, token)
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        await request.aread()
+        token = self._current()
+        if token is None:
+            async with self._async_lock:
+                token = self._current()
+                if token is None:
+                    token_response = yield self._token_request()
+                    await token_response.aread()
+                    token = self._store(token_response)
+        response = yield self._authorized(request, token)
+        if response.status_code != 401:
+            return
+        async with self._async_lock:
+            token = self._current(not_this=token)
+            if token is None:
+                token_response = yield self._token_request()
+                await token_response.aread()
+                token = self._store(token_response)
+        yield self._authorized(request, token)
+
+    def _current(self, not_this: str | None = None) -> str | None:
+        """The cached token if it is not due for renewal (and is not the one just refused)."""
+        if self._token is None or self._token == not_this or self._clock() >= self._renew_at:
+            return None
+        return self._token
+
+    def _token_request(self) -> httpx.Request:
+        form = {"grant_type": "client_credentials"}
+        if self._scope:
+            form["scope"] = self._scope
+        request = httpx.Request("POST", self._token_url, data=form)
+        return next(self._credentials.auth_flow(request))
+
+    def _store(self, response: httpx.Response, *, read: bool = False) -> str:
+        """Keep the token of a token response; raise `httpx.HTTPStatusError` for an error."""
+        if read:
+            response.read()
+        response.raise_for_status()
+        body = response.json()
+        token, expires_in = body.get("access_token"), body.get("expires_in")
+        if not isinstance(token, str) or not isinstance(expires_in, int) or expires_in <= 0:
+            raise httpx.DecodingError("The token endpoint answered without a usable token.")
+        # Renew ahead of expiry, but never sooner than halfway through a short lifetime.
+        self._renew_at = self._clock() + expires_in - min(self._renew_before, expires_in / 2)
+        self._token = token
+        return token
+
+    @staticmethod
+    def _authorized(request: httpx.Request, token: str) -> httpx.Request:
+        request.headers["Authorization"] = f"Bearer {token}"
+        return request

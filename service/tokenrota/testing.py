@@ -1,0 +1,394 @@
+"""A pytest plugin: a real token service, on a real Postgres, for async integration tests.
+
+Installing the package registers it (the `pytest11` entry point `token_service`), which gives
+every test suite two fixtures:
+
+    token_service   a running instance (uvicorn on a free local port) on a database of its own
+    token_client    an `httpx.AsyncClient` whose base URL is that instance
+
+The Postgres server is `TEST_DATABASE_URL` when set, else the embedded one under
+`<rootdir>/.data/test`. One template database is migrated per test run, and each instance gets a
+fresh clone of it (`CREATE DATABASE ... TEMPLATE`), so tests never see each other's rows.
+Override the `token_service_settings` fixture to change settings: it returns a dict of
+`Settings` fields (`{"access_token_ttl": 60}`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+from starlette.datastructures import Secret
+from tokenrota_server import oauth_clients
+from tokenrota_server.auth import TokenPair
+from tokenrota_server.config import Settings
+from tokenrota_server.database import start_embedded
+from tokenrota_server.passwords import Passwords
+from tokenrota_server.tokens import TokenCodec
+
+from tokenrota.clock import utc_now
+from tokenrota.jws import HMAC_ALGORITHM
+
+# argon2 at its production cost would make each create_user and login take ~100 ms and 64 MiB.
+CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
+# Only ever a test account's password, on a throwaway database.
+DEFAULT_PASSWORD = "correct horse battery staple"  # noqa: S105
+STARTUP_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class VerifierSettings:
+    """What a resource server needs to check this instance's access tokens on its own."""
+
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...]
+    access_token_secret: Secret | None = field(repr=False)
+    jwks_url: str | None
+    leeway: int
+    # The longest an access token may live (exp - iat), in seconds.
+    max_lifetime: int
+
+
+@dataclass(frozen=True)
+class UserAccount:
+    """A user created through the API, with the password that logs them in."""
+
+    id: str
+    email: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """A service client's id and its secret (shown once, as in production)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    scopes: tuple[str, ...] = ()
+
+
+class TokenService:
+    """A running instance: its URL and settings, and shortcuts to arrange users and tokens."""
+
+    def __init__(self, settings: Settings, base_url: str) -> None:
+        assert settings.database_url is not None
+        self.settings = settings
+        self.base_url = base_url
+        self.database_url = settings.database_url
+        self._codec = TokenCodec(settings)
+        self._http = httpx.AsyncClient(base_url=base_url)
+        self._passwords: Passwords | None = None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        if self._passwords is not None:
+            self._passwords.close()
+
+    async def create_user(
+        self, email: str | None = None, password: str | None = None
+    ) -> UserAccount:
+        """Register a user through `POST /register` (a fresh email by default)."""
+        email = email or f"user-{uuid.uuid4().hex[:12]}@example.com"
+        password = password or DEFAULT_PASSWORD
+        response = await self._http.post("/register", json={"email": email, "password": password})
+        _expect(response, 201)
+        return UserAccount(id=response.json()["user"]["id"], email=email, password=password)
+
+    async def login(self, email: str, password: str = DEFAULT_PASSWORD) -> TokenPair:
+        """Log in through `POST /login`; the new session's token pair."""
+        response = await self._http.post("/login", json={"email": email, "password": password})
+        _expect(response, 200)
+        body = response.json()
+        return TokenPair(
+            access_token=body["access_token"],
+            expires_in=body["expires_in"],
+            refresh_token=body["refresh_token"],
+            refresh_expires_in=body["refresh_expires_in"],
+        )
+
+    async def create_client(
+        self, scopes: tuple[str, ...] | list[str] = (), name: str | None = None
+    ) -> ClientCredentials:
+        """A service client with these scopes, written straight into the `clients` table.
+
+        The row is what migration 0002 defines: an argon2id hash of a random secret, never
+        the secret itself. `POST /oauth/token` authenticates against it.
+        """
+        if self._passwords is None:
+            self._passwords = Passwords(self.settings)
+        client_id = f"test-client-{secrets.token_hex(6)}"
+        client_secret = secrets.token_urlsafe(32)
+        secret_hash = await self._passwords.hash(client_secret)
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            await oauth_clients.insert_client(
+                connection,
+                client_id=client_id,
+                name=name or client_id,
+                secret_hash=secret_hash,
+                scopes=tuple(scopes),
+                now=utc_now(),
+            )
+        finally:
+            await connection.close()
+        return ClientCredentials(client_id, client_secret, tuple(scopes))
+
+    def issue_access_token(
+        self,
+        sub: str,
+        *,
+        scope: str = "",
+        expires_in: int | None = None,
+        email: str | None = None,
+        client_id: str | None = None,
+        now: datetime | None = None,
+    ) -> str:
+        """An access token signed as this instance signs them, without any flow.
+
+        With `client_id` it is a service's token; otherwise a person's, in a session of its own
+        that exists only in the token (a resource server verifies it; the service's own
+        `/profile`, which checks the session row, refuses it). `now` in the past makes an
+        expired token; `expires_in` can be at most the service's access-token lifetime.
+        """
+        lifetime = self.settings.access_token_ttl
+        if expires_in is not None and not 0 < expires_in <= lifetime:
+            raise ValueError(f"expires_in must be between 1 and {lifetime} seconds")
+        is_client = client_id is not None
+        token, _ = self._codec.mint_access(
+            subject=sub,
+            now=now or utc_now(),
+            scope=scope,
+            session_id=None if is_client else str(uuid.uuid4()),
+            email=None if is_client else (email or f"{sub}@example.test"),
+            client_id=client_id,
+            ttl=expires_in,
+        )
+        return token
+
+    @property
+    def verifier_settings(self) -> VerifierSettings:
+        key_set = self._codec.jwks()
+        if key_set is not None:
+            # An asymmetric key signs: resource servers fetch the public keys, never a secret.
+            algorithms = tuple(sorted({key["alg"] for key in key_set["keys"]}))
+            secret, jwks_url = None, f"{self.base_url}/.well-known/jwks.json"
+        else:
+            algorithms = (HMAC_ALGORITHM,)
+            secret, jwks_url = self.settings.access_token_secret, None
+        return VerifierSettings(
+            issuer=self.settings.token_issuer,
+            audience=self.settings.token_audience,
+            algorithms=algorithms,
+            access_token_secret=secret,
+            jwks_url=jwks_url,
+            leeway=self.settings.jwt_leeway,
+            max_lifetime=self.settings.access_token_ttl,
+        )
+
+
+def instance_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for a test instance: fresh random secrets and cheap argon2."""
+    values: dict[str, Any] = {"env": "test", **CHEAP_ARGON2, **overrides}
+    return Settings(
+        access_token_secret=Secret(secrets.token_urlsafe(48)),
+        refresh_token_secret=Secret(secrets.token_urlsafe(48)),
+        database_url=database_url,
+        **values,
+    )
+
+
+@contextlib.asynccontextmanager
+async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
+    """Serve `settings` with uvicorn on a free local port, in a thread with its own event loop.
+
+    Its own thread, so a test that blocks its loop (a sync client, a debugger) cannot stall
+    the service it is talking to.
+    """
+    from tokenrota_server.app import create_app
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    host, port = listener.getsockname()
+    config = uvicorn.Config(
+        create_app(settings), lifespan="on", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [listener]}, name="token-service", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
+        while not server.started:
+            if not thread.is_alive() or asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError("the token service did not start; see its log above")
+            await asyncio.sleep(0.005)
+        service = TokenService(settings, f"http://{host}:{port}")
+        try:
+            yield service
+        finally:
+            await service.aclose()
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, STARTUP_TIMEOUT)
+        listener.close()
+
+
+def _expect(response: httpx.Response, status: int) -> None:
+    if response.status_code != status:
+        raise AssertionError(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code}, not {status}: {response.text}"
+        )
+
+
+def database_url_for(server_url: str, database: str) -> str:
+    """`server_url` with its database name replaced."""
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
+
+
+async def execute(url: str, *statements: str) -> None:
+    """Run `statements` in order on a connection of their own (CREATE DATABASE wants one)."""
+    connection = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+class DatabaseSupply:
+    """Fresh clones of a template database, the next one always being made ahead.
+
+    Cloning costs about half a second here; made in a background thread while the current
+    test runs, it is ready when the next test asks. Drops go to the same thread, so that a
+    test's teardown does not wait for them either.
+    """
+
+    def __init__(self, server_url: str, template: str) -> None:
+        self._server_url = server_url
+        self._template = template
+        # One thread: Postgres refuses two clones of one template at the same moment.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-service-db")
+        self._next = self._worker.submit(self._create)
+
+    def url_of(self, name: str) -> str:
+        return database_url_for(self._server_url, name)
+
+    async def take(self) -> str:
+        """The name of a database no one else has used, at the schema's head."""
+        ready, self._next = self._next, self._worker.submit(self._create)
+        return await asyncio.wrap_future(ready)
+
+    def discard(self, name: str) -> None:
+        self._worker.submit(self._drop, name)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._drop(self._next.result())
+        self._worker.shutdown(wait=True)
+
+    def _create(self) -> str:
+        name = f"token_service_{uuid.uuid4().hex[:16]}"
+        statement = f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'
+        asyncio.run(execute(self._server_url, statement))
+        return name
+
+    def _drop(self, name: str) -> None:
+        asyncio.run(execute(self._server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def token_service_postgres_url(pytestconfig: pytest.Config) -> str:
+    """The Postgres server the instances use: `TEST_DATABASE_URL`, else the embedded one."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    return start_embedded(Path(pytestconfig.rootpath) / ".data" / "test")
+
+
+@pytest.fixture(scope="session")
+def token_service_template(token_service_postgres_url: str) -> Iterator[str]:
+    """A database migrated to head once per run, which each instance clones."""
+    name = f"token_service_template_{os.getpid()}"
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    asyncio.run(execute(token_service_postgres_url, drop, f'CREATE DATABASE "{name}"'))
+    # Imported here, not at the top: pytest loads this plugin in every run of a project that
+    # installs the package, and alembic's import alone costs a good part of a second.
+    from tokenrota_server import schema
+
+    # Synchronous, outside any event loop: alembic's env.py runs its own.
+    schema.upgrade(database_url_for(token_service_postgres_url, name))
+    yield name
+    asyncio.run(execute(token_service_postgres_url, drop))
+
+
+@pytest.fixture
+def token_service_settings() -> Mapping[str, Any]:
+    """Overrides of `Settings` fields for `token_service`; override this fixture to set some."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def token_service_databases(
+    token_service_postgres_url: str, token_service_template: str
+) -> Iterator[DatabaseSupply]:
+    """Where each instance's fresh database comes from."""
+    supply = DatabaseSupply(token_service_postgres_url, token_service_template)
+    yield supply
+    supply.close()
+
+
+@pytest_asyncio.fixture
+async def token_service(
+    token_service_databases: DatabaseSupply, token_service_settings: Mapping[str, Any]
+) -> AsyncIterator[TokenService]:
+    """A running token service on a fresh database of its own."""
+    name = await token_service_databases.take()
+    try:
+        settings = instance_settings(token_service_databases.url_of(name), **token_service_settings)
+        async with run_token_service(settings) as service:
+            yield service
+    finally:
+        token_service_databases.discard(name)
+
+
+@pytest_asyncio.fixture
+async def token_client(token_service: TokenService) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client whose base URL is the running `token_service`."""
+    async with httpx.AsyncClient(base_url=token_service.base_url) as client:
+        yield client
+
+
+__all__ = [
+    "ClientCredentials",
+    "DatabaseSupply",
+    "TokenService",
+    "UserAccount",
+    "VerifierSettings",
+    "database_url_for",
+    "execute",
+    "instance_settings",
+    "run_token_service",
+]

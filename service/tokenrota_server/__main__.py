@@ -1,0 +1,7 @@
+"""`python -m tokenrota_server`: the same command line as the `tokenrota` script."""
+
+import sys
+
+from tokenrota_server.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""Use cases a signed-in user runs on their own account: list and end sessions, change password.
+
+Every one starts from a bearer access token and the same stateful check as /profile
+(`Authenticator.authenticate`): a revoked session's access token can do none of this.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from tokenrota_server import sessions, throttle, users
+from tokenrota_server.auth import Authenticator, SessionUser
+from tokenrota_server.config import Settings
+from tokenrota_server.errors import InvalidCredentials, NotFound, TooManyAttempts
+from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
+
+security_log = logging.getLogger("tokenrota.security")
+
+
+class Accounts:
+    """Session management and password change, with their dependencies passed in."""
+
+    def __init__(self, settings: Settings, auth: Authenticator, passwords: Passwords) -> None:
+        self._settings = settings
+        self._auth = auth
+        self._passwords = passwords
+
+    async def list_sessions(
+        self, pool: asyncpg.Pool, *, access_token: str, now: datetime
+    ) -> tuple[SessionUser, list[sessions.SessionInfo]]:
+        """The caller and their live sessions."""
+        caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
+        async with pool.acquire() as connection:
+            found = await sessions.list_live_sessions(connection, user_id=caller.user_id, now=now)
+        return caller, found
+
+    async def revoke_session(
+        self, pool: asyncpg.Pool, *, access_token: str, session_id: str, now: datetime
+    ) -> None:
+        """Revoke one of the caller's live sessions; raise `NotFound` for any other id.
+
+        Another user's session, an unknown id and a malformed one are the same `NotFound`, so
+        the answer never tells whether someone else's session exists.
+        """
+        caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
+        try:
+            target = uuid.UUID(session_id)
+        except ValueError:
+            raise NotFound("No such session.") from None
+        async with pool.acquire() as connection:
+            revoked = await sessions.revoke_user_session(
+                connection,
+                user_id=caller.user_id,
+                session_id=target,
+                reason="user_revoked",
+                now=now,
+            )
+        if not revoked:
+            raise NotFound("No such session.")
+        security_log.info(
+            "session revoked by its user",
+            extra={"user_id": caller.user.id, "session_id": str(target)},
+        )
+
+    async def logout_all(self, pool: asyncpg.Pool, *, access_token: str, now: datetime) -> int:
+        """Revoke every session of the caller, their own included; return how many."""
+        caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
+        async with pool.acquire() as connection:
+            count = await sessions.revoke_user_sessions(
+                connection, user_id=caller.user_id, reason="logout_all", now=now
+            )
+        security_log.info("all sessions revoked", extra={"user_id": caller.user.id})
+        return count
+
+    async def change_password(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        access_token: str,
+        current_password: str,
+        new_password: str,
+        now: datetime,
+        ip: str | None,
+    ) -> None:
+        """Replace the password and revoke every other session of the caller.
+
+        Raises `WeakPassword` for a new password outside the policy (checked first: it costs no
+        hashing) and `InvalidCredentials` when the current password is wrong. No connection is
+        held while argon2 runs.
+        """
+        caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
+        check_password_policy(new_password)
+        user_id = caller.user_id
+        if len(current_password) > MAX_PASSWORD_LENGTH:
+            raise InvalidCredentials()
+        async with pool.acquire() as connection:
+            # Guessing the current password through /password counts toward the login throttle.
+            attempt = await throttle.count_attempt(
+                connection, self._settings, email=caller.user.email, ip=ip, now=now
+            )
+        if attempt.retry_after is not None:
+            security_log.warning("password change throttled", extra={"user_id": caller.user.id})
+            raise TooManyAttempts(attempt.retry_after)
+        found = attempt.credentials
+        if found is not None and (found.user.id != caller.user.id or found.disabled):
+            found = None
+        matched = await self._passwords.verify(
+            found.password_hash if found else None, current_password
+        )
+        if found is None or not matched:
+            security_log.info("password change refused", extra={"user_id": caller.user.id})
+            raise InvalidCredentials()
+        new_hash = await self._passwords.hash(new_password)
+        async with pool.acquire() as connection, connection.transaction():
+            await throttle.forgive_attempt(connection, email=caller.user.email, ip=ip)
+            await users.update_password_hash(connection, user_id, new_hash, now)
+            await sessions.revoke_user_sessions(
+                connection,
+                user_id=user_id,
+                reason="password_change",
+                now=now,
+                keep=caller.session_id,
+            )
+        security_log.info(
+            "password changed; other sessions revoked", extra={"user_id": caller.user.id}
+        )
+
+
+async def disable_user(pool: asyncpg.Pool, *, email: str, now: datetime) -> int:
+    """Disable a user and end all their sessions at once; return how many were ended.
+
+    Raises `NotFound` for an unknown email. One transaction: no session outlives the flag.
+    """
+    async with pool.acquire() as connection, connection.transaction():
+        user_id = await users.disable_user(connection, email, now)
+        if user_id is None:
+            raise NotFound("No user has this email.")
+        ended = await sessions.revoke_user_sessions(
+            connection, user_id=user_id, reason="user_disabled", now=now
+        )
+    security_log.info("user disabled", extra={"user_id": str(user_id), "sessions": ended})
+    return ended

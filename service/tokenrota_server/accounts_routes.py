@@ -1,0 +1,79 @@
+"""HTTP handlers for a user's own sessions and password: GET/DELETE /sessions, /logout/all,
+/password. Each is bearer-protected with the same live-session check as /profile."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tokenrota_server.remote_address import client_address
+from tokenrota_server.state import AppState
+from tokenrota_server.web import NO_STORE, bearer_token, read_json, string_field
+
+
+async def list_sessions(request: Request[AppState]) -> Response:
+    """GET /sessions: the caller's live sessions, the current one marked."""
+    state = request.state
+    caller, found = await state["accounts"].list_sessions(
+        state["pool"], access_token=bearer_token(request), now=state["clock"]()
+    )
+    body = [
+        {
+            "id": str(session.id),
+            "created_at": session.created_at.isoformat(),
+            "last_used_at": session.last_used_at.isoformat(),
+            "expires_at": session.expires_at.isoformat(),
+            "user_agent": session.user_agent,
+            "ip": session.ip,
+            "current": session.id == caller.session_id,
+        }
+        for session in found
+    ]
+    return JSONResponse({"sessions": body}, headers=NO_STORE)
+
+
+async def revoke_session(request: Request[AppState]) -> Response:
+    """DELETE /sessions/{session_id}: 204; 404 for any session that is not the caller's."""
+    state = request.state
+    await state["accounts"].revoke_session(
+        state["pool"],
+        access_token=bearer_token(request),
+        session_id=request.path_params["session_id"],
+        now=state["clock"](),
+    )
+    return Response(status_code=204)
+
+
+async def logout_all(request: Request[AppState]) -> Response:
+    """POST /logout/all: 204 once every session of the caller, this one included, is revoked."""
+    state = request.state
+    await state["accounts"].logout_all(
+        state["pool"], access_token=bearer_token(request), now=state["clock"]()
+    )
+    return Response(status_code=204)
+
+
+async def change_password(request: Request[AppState]) -> Response:
+    """POST /password: 204; 401 for a wrong current password, 422 for a weak new one, 429."""
+    state = request.state
+    # The token is checked before the body is read: an anonymous caller learns nothing more.
+    access_token = bearer_token(request)
+    body = await read_json(request, state["settings"].max_body_bytes)
+    await state["accounts"].change_password(
+        state["pool"],
+        access_token=access_token,
+        current_password=string_field(body, "current_password"),
+        new_password=string_field(body, "new_password"),
+        now=state["clock"](),
+        ip=client_address(request, state["settings"]),
+    )
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/sessions", list_sessions, methods=["GET"]),
+    Route("/sessions/{session_id}", revoke_session, methods=["DELETE"]),
+    Route("/logout/all", logout_all, methods=["POST"]),
+    Route("/password", change_password, methods=["POST"]),
+]

@@ -1,0 +1,147 @@
+"""The application factory: `create_app(settings)` wires routes, errors and the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from tokenrota.clock import Clock, utc_now
+
+from tokenrota_server import (
+    accounts_routes,
+    auth_routes,
+    browser_routes,
+    metrics,
+    oauth_routes,
+    openapi,
+    purge,
+)
+from tokenrota_server.accounts import Accounts
+from tokenrota_server.auth import Authenticator
+from tokenrota_server.config import Settings
+from tokenrota_server.database import CONNECTION_ERRORS, open_pool
+from tokenrota_server.errors import ServiceError, Unavailable
+from tokenrota_server.middleware import RequestObservability
+from tokenrota_server.oauth import AuthorizationServer
+from tokenrota_server.passwords import Passwords
+from tokenrota_server.state import AppState
+from tokenrota_server.tokens import TokenCodec
+from tokenrota_server.web import error_response
+
+logger = logging.getLogger("tokenrota")
+
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
+    """Build the service for `settings`, whose `database_url` must be set."""
+    if settings.database_url is None:
+        raise ValueError("settings.database_url must be set before create_app")
+    database_url = settings.database_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
+        codec = TokenCodec(settings)
+        passwords = Passwords(settings)
+        # A database that is down at startup is not fatal: requests get 503 until it returns.
+        pool = await open_pool(
+            database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+        )
+        purging = (
+            asyncio.create_task(purge.purge_periodically(pool, settings, clock))
+            if settings.purge_interval > 0
+            else None
+        )
+        auth = Authenticator(settings, codec, passwords)
+        try:
+            yield AppState(
+                settings=settings,
+                pool=pool,
+                auth=auth,
+                codec=codec,
+                clock=clock,
+                oauth=AuthorizationServer(settings, codec, passwords),
+                accounts=Accounts(settings, auth, passwords),
+            )
+        finally:
+            # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
+            await pool.close()
+            passwords.close()
+            metrics.forget_this_process()
+            logger.info("database pool closed")
+
+    return Starlette(
+        routes=[
+            *auth_routes.routes,
+            *accounts_routes.routes,
+            *browser_routes.routes,
+            *oauth_routes.routes,
+            *metrics.routes,
+            *openapi.routes(with_docs=settings.serves_docs),
+        ],
+        lifespan=lifespan,
+        middleware=[Middleware(RequestObservability), *_cors(settings)],
+        exception_handlers={
+            ServiceError: _service_error,
+            HTTPException: _http_error,
+            **{kind: _database_unavailable for kind in CONNECTION_ERRORS},
+            Exception: _unexpected_error,
+        },
+    )
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """CORS with credentials, for the allowed origins only (none: no CORS headers at all)."""
+    if not settings.allowed_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+            expose_headers=["Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
+    ]
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_ERROR_CODES.get(exc.status_code, "invalid_request")
+    return JSONResponse(
+        {"error": code, "error_description": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    return error_response(Unavailable())
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log (uvicorn prints it); the client learns nothing of it.
+    return JSONResponse(
+        {"error": "server_error", "error_description": "An unexpected error occurred."},
+        status_code=500,
+    )

@@ -1,0 +1,358 @@
+"""Use cases: register, login, refresh (rotate, grace, reuse), logout, profile.
+
+Each use case takes the pool and acquires a connection only for its database work: argon2 runs
+for ~100 ms, and a login holding a connection through it would starve /refresh of connections.
+Each database step is one statement, so it is its own transaction; the refresh path's winning
+case is a single round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from tokenrota_server import sessions, telemetry, throttle, users
+from tokenrota_server.config import Settings
+from tokenrota_server.errors import InvalidCredentials, InvalidInput, InvalidToken, TooManyAttempts
+from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
+from tokenrota_server.sessions import NewToken
+from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
+
+security_log = logging.getLogger("tokenrota.security")
+
+MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path, less its angle brackets
+MAX_USER_AGENT_LENGTH = 512
+
+
+@dataclass(frozen=True, repr=False)
+class TokenPair:
+    """What /login and /refresh answer; repr hides the tokens."""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+    def to_json(self) -> dict[str, str | int]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "refresh_expires_in": self.refresh_expires_in,
+        }
+
+
+@dataclass(frozen=True)
+class SessionUser:
+    """Who a bearer token speaks for: an active user and their live session."""
+
+    user: users.User
+    user_id: uuid.UUID  # `user.id`, parsed once here for the SQL that takes a UUID
+    session_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Who is logging in from where, recorded on the session."""
+
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+def check_email(email: str) -> str:
+    """Return the email if it is plausible; raise `InvalidInput` otherwise.
+
+    Deliberately plain: printable ASCII, one `@`, no spaces. Whether it can receive mail is
+    not ours to judge here. Internationalised addresses are given in their ASCII (punycode) form.
+    """
+    local, at, domain = email.rpartition("@")
+    if (
+        not at
+        or not local
+        or not domain
+        or len(email) > MAX_EMAIL_LENGTH
+        or not email.isascii()
+        or not email.isprintable()
+        or any(character.isspace() for character in email)
+        or "@" in local
+    ):
+        raise InvalidInput("The email address is not valid.")
+    return email
+
+
+class Authenticator:
+    """The use cases, with their dependencies passed in explicitly."""
+
+    def __init__(self, settings: Settings, codec: TokenCodec, passwords: Passwords) -> None:
+        self._settings = settings
+        self._codec = codec
+        self._passwords = passwords
+
+    async def register(
+        self, pool: asyncpg.Pool, *, email: str, password: str, now: datetime
+    ) -> users.User:
+        """Create a user; raise `InvalidInput`, `WeakPassword` or `EmailTaken`."""
+        check_email(email)
+        check_password_policy(password)
+        password_hash = await self._passwords.hash(password)
+        async with pool.acquire() as connection:
+            user = await users.insert_user(
+                connection, email=email, password_hash=password_hash, now=now
+            )
+        security_log.info("user registered", extra={"user_id": user.id})
+        return user
+
+    async def login(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        email: str,
+        password: str,
+        now: datetime,
+        client: ClientInfo,
+    ) -> TokenPair:
+        """Check the credentials and start a session; raise `InvalidCredentials`.
+
+        An unknown email, a wrong password and a disabled user all cost one argon2 verification
+        and end in the same error, so neither answer nor timing tells which it was.
+        """
+        if len(password) > MAX_PASSWORD_LENGTH or not _is_plausible_email(email):
+            # No account can have such a password or email: refuse before any hashing work,
+            # and before a NUL byte or the like reaches Postgres.
+            raise InvalidCredentials()
+        async with pool.acquire() as connection:
+            attempt = await throttle.count_attempt(
+                connection, self._settings, email=email, ip=client.ip, now=now
+            )
+        if attempt.retry_after is not None:
+            security_log.warning("login throttled", extra={"ip": client.ip})
+            raise TooManyAttempts(attempt.retry_after)
+        found = attempt.credentials
+        matched = await self._passwords.verify(found.password_hash if found else None, password)
+        if found is None or not matched or found.disabled:
+            security_log.info("login failed", extra={"user_id": found.user.id if found else None})
+            raise InvalidCredentials()
+        user = found.user
+        rehash = (
+            await self._passwords.hash(password)
+            if self._passwords.needs_rehash(found.password_hash)
+            else None
+        )
+
+        session_id = uuid.uuid4()
+        claims = self._codec.new_refresh_claims(
+            subject=user.id, session_id=str(session_id), now=now
+        )
+        refresh_token = self._codec.mint_refresh(claims)
+        session_expires_at = now + timedelta(seconds=self._settings.session_max_age)
+        async with pool.acquire() as connection:
+            await throttle.forgive_attempt(connection, email=email, ip=client.ip)
+            if rehash is not None:
+                await users.update_password_hash(connection, user.id, rehash, now)
+            await sessions.create_session(
+                connection,
+                session_id=session_id,
+                user_id=user.id,
+                now=now,
+                expires_at=session_expires_at,
+                first_token=_new_token(refresh_token, claims),
+                user_agent=_printable(client.user_agent)[:MAX_USER_AGENT_LENGTH]
+                if client.user_agent
+                else None,
+                ip=client.ip,
+            )
+        security_log.info(
+            "login succeeded", extra={"user_id": user.id, "session_id": str(session_id)}
+        )
+        live = sessions.LiveSession(user.id, user.email, session_expires_at)
+        return self._pair(live, str(session_id), refresh_token, claims, now)
+
+    async def refresh(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> TokenPair:
+        """Trade a refresh token for a new pair; raise `InvalidToken`.
+
+        Checks, in order: the signature and claims; the row and its session; then rotates with
+        a compare-and-set. A loser of that race, or a retry, within the reuse interval gets the
+        same child again; any other use of a spent token revokes the whole session.
+        """
+        claims = self._codec.verify_refresh(refresh_token, now)
+        telemetry.annotate(user_id=claims.subject, session_id=claims.session_id)
+        session_id = _parse_uuid(claims.session_id)
+        digest = token_digest(refresh_token)
+
+        if not self._settings.rotate_refresh_tokens:
+            async with pool.acquire() as connection:
+                live = await sessions.touch_live(
+                    connection, token_digest=digest, session_id=session_id, now=now
+                )
+            if live is None or live.user_id != claims.subject:
+                raise InvalidToken()
+            telemetry.annotate(refresh_outcome="unrotated")
+            return self._pair(live, claims.session_id, refresh_token, claims, now)
+
+        child_claims = self._codec.new_refresh_claims(
+            subject=claims.subject,
+            session_id=claims.session_id,
+            now=now,
+            jti=self._codec.child_jti(claims.jti),
+        )
+        child_token = self._codec.mint_refresh(child_claims)
+        async with pool.acquire() as connection:
+            live = await sessions.rotate(
+                connection,
+                token_digest=digest,
+                session_id=session_id,
+                now=now,
+                child=_new_token(child_token, child_claims),
+            )
+            if live is not None:
+                return self._pair(live, claims.session_id, child_token, child_claims, now)
+            spent = await sessions.find_spent(
+                connection, token_digest=digest, session_id=session_id, now=now
+            )
+            if spent is None or not spent.session_live or spent.used_at is None:
+                # Unknown, or its session is over, or expired/revoked while unused: refused,
+                # and nothing is written.
+                raise InvalidToken()
+            grace = self._grace_child(spent, claims, now)
+            if grace is not None:
+                child_token, child_claims = grace
+                telemetry.annotate(refresh_outcome="grace")
+                return self._pair(spent.session, claims.session_id, child_token, child_claims, now)
+            # A spent token outside the grace window: it was stolen or replayed. The revocation
+            # is its own committed statement, so it stands although the request fails.
+            await sessions.revoke_session(
+                connection, session_id=session_id, reason="reuse_detected", now=now
+            )
+        security_log.warning(
+            "refresh token reuse detected; session revoked",
+            extra={"user_id": claims.subject, "session_id": claims.session_id},
+        )
+        telemetry.annotate(refresh_outcome="reuse_detected")
+        raise InvalidToken()
+
+    async def logout(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> None:
+        """Revoke the token's session. Idempotent: a bad or unknown token is ignored."""
+        try:
+            claims = self._codec.verify_refresh(refresh_token, now)
+            session_id = _parse_uuid(claims.session_id)
+        except InvalidToken:
+            return
+        async with pool.acquire() as connection:
+            revoked = await sessions.revoke_session_of_token(
+                connection,
+                token_digest=token_digest(refresh_token),
+                session_id=session_id,
+                reason="logout",
+                now=now,
+            )
+        if revoked:
+            security_log.info(
+                "session revoked",
+                extra={"user_id": claims.subject, "session_id": claims.session_id},
+            )
+
+    async def profile(self, pool: asyncpg.Pool, *, access_token: str, now: datetime) -> users.User:
+        """The user behind a user access token whose session is still live."""
+        return (await self.authenticate(pool, access_token=access_token, now=now)).user
+
+    async def authenticate(
+        self, pool: asyncpg.Pool, *, access_token: str, now: datetime
+    ) -> SessionUser:
+        """The user and session of a user access token whose session is still live.
+
+        Raises `InvalidToken` (or `TokenExpired`) for a bad token, a service's token, a revoked
+        or expired session, or a disabled user.
+        """
+        claims = self._codec.verify_access(access_token, now)
+        if claims.session_id is None:
+            raise InvalidToken()  # a service's token has no user to show
+        telemetry.annotate(user_id=claims.subject, session_id=claims.session_id)
+        user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
+        async with pool.acquire() as connection:
+            user = await users.find_session_user(
+                connection, user_id=user_id, session_id=session_id, now=now
+            )
+        if user is None:
+            raise InvalidToken()
+        return SessionUser(user=user, user_id=user_id, session_id=session_id)
+
+    def _grace_child(
+        self, spent: sessions.SpentToken, claims: RefreshClaims, now: datetime
+    ) -> tuple[str, RefreshClaims] | None:
+        """The same child token again, if the parent was spent moments ago and the child unused."""
+        if (
+            spent.used_at is None
+            or spent.child_digest is None
+            or spent.child_issued_at is None
+            or spent.child_expires_at is None
+            or not spent.child_live
+            or now - spent.used_at > timedelta(seconds=self._settings.refresh_reuse_interval)
+        ):
+            return None
+        child_claims = RefreshClaims(
+            subject=claims.subject,
+            session_id=claims.session_id,
+            jti=self._codec.child_jti(claims.jti),
+            issued_at=int(spent.child_issued_at.timestamp()),
+            expires_at=int(spent.child_expires_at.timestamp()),
+        )
+        child_token = self._codec.mint_refresh(child_claims)
+        # Signed from the row, so it must hash to the row; if settings changed since, it won't.
+        if not secrets.compare_digest(token_digest(child_token), spent.child_digest):
+            return None
+        return child_token, child_claims
+
+    def _pair(
+        self,
+        live: sessions.LiveSession,
+        session_id: str,
+        refresh_token: str,
+        refresh_claims: RefreshClaims,
+        now: datetime,
+    ) -> TokenPair:
+        access_token, access_claims = self._codec.mint_access(
+            subject=live.user_id, session_id=session_id, email=live.email, now=now
+        )
+        moment = int(now.timestamp())
+        # The refresh token can outlive neither its own exp nor its session's absolute end.
+        refresh_ends = min(refresh_claims.expires_at, int(live.expires_at.timestamp()))
+        return TokenPair(
+            access_token=access_token,
+            expires_in=access_claims.expires_at - moment,
+            refresh_token=refresh_token,
+            refresh_expires_in=max(0, refresh_ends - moment),
+        )
+
+
+def _is_plausible_email(email: str) -> bool:
+    try:
+        check_email(email)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    # A header may carry control characters; Postgres text refuses NUL, and logs want none.
+    return "".join(character for character in text if character.isprintable())
+
+
+def _new_token(token: str, claims: RefreshClaims) -> NewToken:
+    return NewToken(
+        digest=token_digest(token),
+        issued_at=datetime.fromtimestamp(claims.issued_at, tz=UTC),
+        expires_at=datetime.fromtimestamp(claims.expires_at, tz=UTC),
+    )
+
+
+def _parse_uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidToken() from None

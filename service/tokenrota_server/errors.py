@@ -1,0 +1,134 @@
+"""The service's errors: one small hierarchy, each error naming its machine code.
+
+    ServiceError                 (never raised itself)
+    ├── MalformedRequest         invalid_request: the body or a parameter cannot be read
+    ├── UnsupportedMediaType     unsupported_media_type
+    ├── PayloadTooLarge          payload_too_large
+    ├── InvalidInput             invalid_input: well-formed, but a field is wrong
+    │   └── WeakPassword         weak_password
+    ├── EmailTaken               email_taken
+    ├── InvalidCredentials       invalid_credentials: wrong email or password, or disabled user
+    ├── TooManyAttempts          too_many_attempts
+    ├── MissingToken             missing_token
+    ├── InvalidToken             invalid_token: any reason a token is refused
+    │   └── TokenExpired         token_expired (access tokens only)
+    ├── CsrfFailed               csrf_failed
+    ├── NotFound                 not_found
+    ├── InvalidClient            invalid_client: OAuth client authentication failed (RFC 6749 §5.2)
+    ├── InvalidGrant             invalid_grant: the refresh token is refused (OAuth endpoint)
+    ├── UnsupportedGrantType     unsupported_grant_type
+    ├── InvalidScope             invalid_scope
+    └── Unavailable              unavailable: the database cannot be reached
+
+The base and the token errors come from the library (`tokenrota.errors`). HTTP statuses
+are assigned in one table at the edge (`tokenrota_server.web.STATUS_BY_ERROR`). Library
+errors are translated into these where the library is called.
+"""
+
+from __future__ import annotations
+
+from tokenrota.errors import (
+    ConfigError,
+    InvalidToken,
+    MissingToken,
+    ServiceError,
+    TokenExpired,
+    Unavailable,
+)
+
+__all__ = [
+    "ConfigError",
+    "CsrfFailed",
+    "EmailTaken",
+    "InvalidClient",
+    "InvalidCredentials",
+    "InvalidGrant",
+    "InvalidInput",
+    "InvalidScope",
+    "InvalidToken",
+    "MalformedRequest",
+    "MissingToken",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceError",
+    "TokenExpired",
+    "TooManyAttempts",
+    "Unavailable",
+    "UnsupportedGrantType",
+    "UnsupportedMediaType",
+    "WeakPassword",
+]
+
+
+class MalformedRequest(ServiceError):
+    code = "invalid_request"
+    description = "The request is malformed."
+
+
+class UnsupportedMediaType(ServiceError):
+    code = "unsupported_media_type"
+    description = "The request body must be application/json."
+
+
+class PayloadTooLarge(ServiceError):
+    code = "payload_too_large"
+    description = "The request body is too large."
+
+
+class InvalidInput(ServiceError):
+    code = "invalid_input"
+    description = "A field of the request is missing or invalid."
+
+
+class WeakPassword(InvalidInput):
+    code = "weak_password"
+    description = "The password must be 8 to 128 characters long."
+
+
+class EmailTaken(ServiceError):
+    code = "email_taken"
+    description = "An account with this email already exists."
+
+
+class InvalidCredentials(ServiceError):
+    code = "invalid_credentials"
+    description = "The email or password is incorrect."
+
+
+class TooManyAttempts(ServiceError):
+    code = "too_many_attempts"
+    description = "Too many failed attempts; try again later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+
+class CsrfFailed(ServiceError):
+    code = "csrf_failed"
+    description = "The request did not come from an allowed origin."
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+    description = "Not found."
+
+
+class InvalidClient(ServiceError):
+    code = "invalid_client"
+    description = "Client authentication failed."
+
+
+class InvalidGrant(ServiceError):
+    code = "invalid_grant"
+    description = "The grant is invalid, expired or revoked."
+
+
+class UnsupportedGrantType(ServiceError):
+    code = "unsupported_grant_type"
+    description = "The grant type is not supported."
+
+
+class InvalidScope(ServiceError):
+    code = "invalid_scope"
+    description = "The requested scope is invalid or exceeds what the client may ask for."

@@ -1,0 +1,318 @@
+"""OAuth 2.0 use cases for the services that call us: clients, tokens, introspection, revocation.
+
+Who owns a token, and so who may revoke it (RFC 7009 §2.1):
+- a client's access token belongs to that client: only it may revoke it; another client's
+  request is answered 200 like any other, and changes nothing;
+- a user's tokens (from /login) belong to the user's session, not to any client. Whoever holds
+  one can already end that session (/logout, or by replaying a spent refresh token), so any
+  authenticated client presenting one may revoke its session; nothing more is gained by it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from tokenrota.claims import AccessClaims
+from tokenrota.clock import Monotonic, monotonic
+
+from tokenrota_server import oauth_clients, sessions, telemetry, throttle, users
+from tokenrota_server.auth import Authenticator
+from tokenrota_server.config import Settings
+from tokenrota_server.database import Connection
+from tokenrota_server.errors import (
+    InvalidClient,
+    InvalidScope,
+    InvalidToken,
+    NotFound,
+    TooManyAttempts,
+)
+from tokenrota_server.oauth_clients import Client
+from tokenrota_server.passwords import Passwords
+from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
+
+security_log = logging.getLogger("tokenrota.security")
+
+INACTIVE: dict[str, Any] = {"active": False}
+# How long a successful client authentication is remembered, and how many are, per instance.
+VERIFIED_CLIENT_TTL = 60.0
+VERIFIED_CLIENT_LIMIT = 10_000
+
+
+@dataclass(frozen=True, repr=False)
+class ClientSecret:
+    """Credentials a client presented; repr hides the secret."""
+
+    client_id: str
+    secret: str
+
+
+class AuthorizationServer:
+    """Client administration and the OAuth endpoints' work, with dependencies passed in."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: TokenCodec,
+        passwords: Passwords,
+        *,
+        clock: Monotonic = monotonic,
+    ) -> None:
+        self._settings = settings
+        self._codec = codec
+        self._passwords = passwords
+        self._clock = clock
+        # Client secrets are 256 random bits, so argon2's slowness guards nothing guessable,
+        # yet it made each introspection cost ~230 ms. A success is remembered briefly, keyed
+        # by the stored hash (a rotated secret misses) and a keyed digest of the secret (the
+        # secret itself is not kept). The row is still read every time: disabling is immediate.
+        self._verified: dict[tuple[str, str, bytes], float] = {}
+        self._verified_key = secrets.token_bytes(32)
+
+    # -- administration (the CLI) -------------------------------------------------------------
+
+    async def create_client(
+        self, pool: asyncpg.Pool, *, name: str, scope: str, now: datetime
+    ) -> tuple[Client, str]:
+        """Register a client; return it and its secret, which is never shown again."""
+        scopes = oauth_clients.parse_scope(scope) if scope else ()
+        secret = oauth_clients.new_client_secret()
+        secret_hash = await self._passwords.hash(secret)
+        async with pool.acquire() as connection:
+            client = await oauth_clients.insert_client(
+                connection,
+                client_id=oauth_clients.new_client_id(),
+                name=name,
+                secret_hash=secret_hash,
+                scopes=scopes,
+                now=now,
+            )
+        security_log.info("client created", extra={"client_id": client.client_id})
+        return client, secret
+
+    async def rotate_client_secret(self, pool: asyncpg.Pool, client_id: str) -> str:
+        """Give an active client a new secret; the old one stops working at once."""
+        secret = oauth_clients.new_client_secret()
+        secret_hash = await self._passwords.hash(secret)
+        async with pool.acquire() as connection:
+            if not await oauth_clients.update_secret_hash(connection, client_id, secret_hash):
+                raise NotFound("No active client has this id.")
+        security_log.info("client secret rotated", extra={"client_id": client_id})
+        return secret
+
+    # -- client authentication ----------------------------------------------------------------
+
+    async def authenticate(
+        self,
+        pool: asyncpg.Pool,
+        presented: ClientSecret,
+        *,
+        ip: str | None = None,
+        now: datetime | None = None,
+    ) -> Client:
+        """The client whose secret this is; raise `InvalidClient` or `TooManyAttempts`.
+
+        An unknown client, a wrong secret and a disabled client all cost one argon2
+        verification (a dummy hash for the unknown) and end in the same error. With the
+        caller's address `ip` (and `now`), each verification counts against that address in the
+        login throttle, so that a flood of bad credentials is refused before argon2 runs.
+        """
+        async with pool.acquire() as connection:
+            found = await oauth_clients.find_client(connection, presented.client_id)
+        remembered = (
+            presented.client_id,
+            found.secret_hash if found else "",
+            hmac.new(self._verified_key, presented.secret.encode(), hashlib.sha256).digest(),
+        )
+        recently_verified = self._verified.get(remembered, 0.0) > self._clock()
+        if found is not None and not found.client.disabled and recently_verified:
+            telemetry.annotate(client_id=found.client.client_id)
+            return found.client
+        if ip is not None and now is not None:
+            async with pool.acquire() as connection:
+                retry_after = await throttle.count_address_attempt(
+                    connection, self._settings, ip=ip, now=now
+                )
+            if retry_after is not None:
+                security_log.warning("client authentication throttled", extra={"ip": ip})
+                raise TooManyAttempts(retry_after)
+        matched = await self._passwords.verify(
+            found.secret_hash if found else None, presented.secret
+        )
+        if found is None or not matched or found.client.disabled:
+            security_log.info(
+                "client authentication failed",
+                extra={"client_id": found.client.client_id if found else None},
+            )
+            raise InvalidClient()
+        if len(self._verified) >= VERIFIED_CLIENT_LIMIT:
+            self._verified.clear()
+        self._verified[remembered] = self._clock() + VERIFIED_CLIENT_TTL
+        if ip is not None and now is not None:
+            # Only failures should add up: a client that authenticates takes its attempt back.
+            async with pool.acquire() as connection:
+                await throttle.forgive_address_attempt(connection, ip=ip)
+        telemetry.annotate(client_id=found.client.client_id)
+        return found.client
+
+    # -- grants -------------------------------------------------------------------------------
+
+    def client_credentials(
+        self, client: Client, requested_scope: str | None, now: datetime
+    ) -> dict[str, Any]:
+        """An access token for the client itself (RFC 6749 §4.4); no refresh token."""
+        if requested_scope is None:
+            scopes = client.scopes
+        else:
+            scopes = oauth_clients.parse_scope(requested_scope)
+            if not set(scopes) <= set(client.scopes):
+                raise InvalidScope()
+        scope = " ".join(scopes)
+        token, claims = self._codec.mint_access(
+            subject=client.client_id, client_id=client.client_id, scope=scope, now=now
+        )
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": claims.expires_at - int(now.timestamp()),
+            "scope": scope,
+        }
+
+    # -- introspection and revocation ---------------------------------------------------------
+
+    async def introspect(self, pool: asyncpg.Pool, token: str, now: datetime) -> dict[str, Any]:
+        """RFC 7662: what an active token says; exactly `{"active": false}` for any other."""
+        access = self._access_claims(token, now)
+        if access is not None:
+            async with pool.acquire() as connection:
+                live = await self._access_token_live(connection, access, now)
+            return self._describe_access(access) if live else INACTIVE
+        refresh = self._refresh_claims(token, now)
+        if refresh is not None:
+            async with pool.acquire() as connection:
+                spent = await sessions.find_spent(
+                    connection,
+                    token_digest=token_digest(token),
+                    session_id=uuid.UUID(refresh.session_id),
+                    now=now,
+                )
+            live = (
+                spent is not None
+                and spent.token_live
+                and spent.used_at is None
+                and spent.session_live
+                and spent.session.user_id == refresh.subject
+            )
+            return self._describe_refresh(refresh) if live else INACTIVE
+        return INACTIVE
+
+    async def revoke(
+        self, pool: asyncpg.Pool, auth: Authenticator, client: Client, token: str, now: datetime
+    ) -> None:
+        """RFC 7009: revoke what the token stands for, if `client` may; silent otherwise."""
+        access = self._access_claims(token, now)
+        if access is not None and access.client_id is not None:
+            if access.client_id != client.client_id:
+                security_log.warning(
+                    "revocation of another client's token refused",
+                    extra={"client_id": client.client_id, "token_client_id": access.client_id},
+                )
+                return
+            async with pool.acquire() as connection:
+                await oauth_clients.revoke_access_token(
+                    connection,
+                    jti=access.jti,
+                    client_id=client.client_id,
+                    expires_at=datetime.fromtimestamp(access.expires_at, tz=UTC),
+                    now=now,
+                )
+            security_log.info("client access token revoked", extra={"client_id": client.client_id})
+            return
+        if access is not None and access.session_id is not None:
+            async with pool.acquire() as connection:
+                revoked = await sessions.revoke_session(
+                    connection, session_id=uuid.UUID(access.session_id), reason="logout", now=now
+                )
+            if revoked:
+                security_log.info(
+                    "session revoked by client",
+                    extra={"client_id": client.client_id, "session_id": access.session_id},
+                )
+            return
+        # A refresh token (or garbage, which logout ignores): the same as /logout.
+        await auth.logout(pool, refresh_token=token, now=now)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _access_claims(self, token: str, now: datetime) -> AccessClaims | None:
+        try:
+            claims = self._codec.verify_access(token, now)
+        except InvalidToken:
+            return None
+        if claims.session_id is not None and not _is_uuid(claims.session_id, claims.subject):
+            return None
+        return claims
+
+    def _refresh_claims(self, token: str, now: datetime) -> RefreshClaims | None:
+        try:
+            claims = self._codec.verify_refresh(token, now)
+        except InvalidToken:
+            return None
+        return claims if _is_uuid(claims.session_id, claims.subject) else None
+
+    async def _access_token_live(
+        self, connection: Connection, claims: AccessClaims, now: datetime
+    ) -> bool:
+        if claims.client_id is not None:
+            return await oauth_clients.is_client_token_live(
+                connection, client_id=claims.client_id, jti=claims.jti
+            )
+        assert claims.session_id is not None
+        user = await users.find_session_user(
+            connection,
+            user_id=uuid.UUID(claims.subject),
+            session_id=uuid.UUID(claims.session_id),
+            now=now,
+        )
+        return user is not None
+
+    def _describe_access(self, claims: AccessClaims) -> dict[str, Any]:
+        body: dict[str, Any] = {"active": True, "token_type": "Bearer", "scope": claims.scope}
+        if claims.client_id is not None:
+            body["client_id"] = claims.client_id
+        body.update(self._common(claims.subject, claims.issued_at, claims.expires_at, claims.jti))
+        if claims.session_id is not None:
+            body["sid"] = claims.session_id
+        return body
+
+    def _describe_refresh(self, claims: RefreshClaims) -> dict[str, Any]:
+        body: dict[str, Any] = {"active": True, "token_type": "refresh_token", "scope": ""}
+        body.update(self._common(claims.subject, claims.issued_at, claims.expires_at, claims.jti))
+        body["sid"] = claims.session_id
+        return body
+
+    def _common(self, subject: str, issued_at: int, expires_at: int, jti: str) -> dict[str, Any]:
+        return {
+            "sub": subject,
+            "iat": issued_at,
+            "exp": expires_at,
+            "iss": self._settings.token_issuer,
+            "aud": self._settings.token_audience,
+            "jti": jti,
+        }
+
+
+def _is_uuid(*values: str) -> bool:
+    try:
+        for value in values:
+            uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

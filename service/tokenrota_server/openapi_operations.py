@@ -1,0 +1,316 @@
+"""What each endpoint takes and answers, as OpenAPI operations keyed by (method, path).
+
+`tokenrota_server.openapi` joins these with the routes the app really serves; a test fails when
+a served route has no entry here, so a new endpoint cannot ship undescribed. Entries for
+endpoints that are not served are left out of the document (some belong to features merged
+separately). Every status an endpoint can answer is listed with the exact error codes it can
+carry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Operation = dict[str, Any]
+
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+# Basic, or client_id and client_secret as form fields (which OpenAPI cannot express: `{}`).
+CLIENT_AUTH: list[dict[str, list[str]]] = [{"clientBasic": []}, {}]
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def ok(description: str, schema: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, **extra}
+    if schema is not None:
+        response["content"] = json_content(schema)
+    return response
+
+
+def error(description: str, *codes: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON error response whose `error` is one of `codes`."""
+    schema = {
+        "allOf": [ref("Error"), {"properties": {"error": {"enum": list(codes)}}}],
+    }
+    response: dict[str, Any] = {"description": description, "content": json_content(schema)}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": json_content(schema)}
+
+
+def form_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": schema}}}
+
+
+NO_STORE = {
+    "Cache-Control": {"schema": {"type": "string", "const": "no-store"}},
+    "Pragma": {"schema": {"type": "string", "const": "no-cache"}},
+}
+CHALLENGE = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+UNAVAILABLE = {503: error("The database is unreachable; retry later.", "unavailable")}
+# What any endpoint that reads a JSON body can answer before it looks at the fields.
+JSON_BODY_ERRORS = {
+    400: error("The body is not a JSON object.", "invalid_request"),
+    413: error("The body is larger than MAX_BODY_BYTES.", "payload_too_large"),
+    415: error("The body is not application/json.", "unsupported_media_type"),
+}
+BEARER_ERRORS = {
+    401: error("No bearer token.", "missing_token", headers=CHALLENGE),
+    403: error(
+        "The token is invalid, expired, or its session is over.",
+        "invalid_token",
+        "token_expired",
+        headers=CHALLENGE,
+    ),
+}
+# RFC 6749 §5.2; a body that is not a form, or parameters in the URL, are invalid_request.
+OAUTH_ERRORS = {
+    400: error("The request is malformed.", "invalid_request"),
+    401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
+    413: error("The body is larger than MAX_BODY_BYTES.", "payload_too_large"),
+    429: error(
+        "Too many failed client authentications from this address.",
+        "too_many_attempts",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    ),
+}
+NOT_IN_PRODUCTION = {404: error("Not served in production.", "not_found")}
+
+
+def static(media_type: str, summary: str, more: dict[int, Any] | None = None) -> Operation:
+    """A GET of a file the service ships."""
+    content = {media_type: {"schema": {"type": "string"}}}
+    return {
+        "tags": ["browser"],
+        "summary": summary,
+        "responses": {200: {"description": "The file.", "content": content}, **(more or {})},
+    }
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/register"): {
+        "tags": ["people"],
+        "summary": "Create a user",
+        "requestBody": json_body(ref("Credentials")),
+        "responses": {
+            201: ok("The new user.", ref("UserEnvelope")),
+            **JSON_BODY_ERRORS,
+            409: error("An account with this email exists.", "email_taken"),
+            422: error(
+                "Invalid email, or a password not 8 to 128 characters.",
+                "invalid_input",
+                "weak_password",
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/login"): {
+        "tags": ["people"],
+        "summary": "Log in: start a session and get a token pair",
+        "description": "With `use_cookie`, the refresh token is set in the "
+        "`__Host-refresh_token` cookie and left out of the body.",
+        "requestBody": json_body(ref("Login")),
+        "responses": {
+            200: ok("A new session's token pair.", ref("TokenPair"), headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            401: error(
+                "Wrong email or password (the same answer for both).", "invalid_credentials"
+            ),
+            422: error("A field is missing or not a string.", "invalid_input"),
+            429: error(
+                "Too many failed attempts.",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/refresh"): {
+        "tags": ["people"],
+        "summary": "Trade a refresh token for a new pair (rotation)",
+        "description": "The token comes from the body, or from the refresh cookie (then an "
+        "allowed Origin and `X-Requested-With` are required). The presented token is spent.",
+        "requestBody": json_body(ref("RefreshRequest"), required=False),
+        "security": [{}, {"refreshCookie": []}],
+        "responses": {
+            200: ok("The new token pair.", ref("TokenPair"), headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            401: error("No refresh token.", "missing_token", headers=CHALLENGE),
+            403: error(
+                "The refresh token is refused, or the request failed the CSRF check.",
+                "invalid_token",
+                "csrf_failed",
+                headers=CHALLENGE,
+            ),
+            422: error("`refresh_token` is not a string.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/logout"): {
+        "tags": ["people"],
+        "summary": "End the refresh token's session (idempotent)",
+        "requestBody": json_body(ref("RefreshRequest"), required=False),
+        "security": [{}, {"refreshCookie": []}],
+        "responses": {
+            204: ok("The session is over (or never was)."),
+            **JSON_BODY_ERRORS,
+            401: error("No refresh token.", "missing_token", headers=CHALLENGE),
+            403: error("The request failed the CSRF check.", "csrf_failed"),
+            422: error("`refresh_token` is not a string.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("GET", "/profile"): {
+        "tags": ["people"],
+        "summary": "The user behind an access token whose session is live",
+        "security": BEARER,
+        "responses": {200: ok("The user.", ref("UserEnvelope")), **BEARER_ERRORS, **UNAVAILABLE},
+    },
+    ("GET", "/sessions"): {
+        "tags": ["sessions"],
+        "summary": "The caller's live sessions",
+        "security": BEARER,
+        "responses": {
+            200: ok("Sessions, newest use first.", ref("SessionList"), headers=NO_STORE),
+            **BEARER_ERRORS,
+            **UNAVAILABLE,
+        },
+    },
+    ("DELETE", "/sessions/{session_id}"): {
+        "tags": ["sessions"],
+        "summary": "Revoke one of the caller's sessions and its tokens",
+        "security": BEARER,
+        "responses": {
+            204: ok("Revoked."),
+            **BEARER_ERRORS,
+            404: error("No such session of the caller's.", "not_found"),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/logout/all"): {
+        "tags": ["sessions"],
+        "summary": "Revoke every session of the caller",
+        "security": BEARER,
+        "responses": {204: ok("All revoked."), **BEARER_ERRORS, **UNAVAILABLE},
+    },
+    ("POST", "/password"): {
+        "tags": ["sessions"],
+        "summary": "Change the password; every other session is revoked",
+        "security": BEARER,
+        "requestBody": json_body(ref("PasswordChange")),
+        "responses": {
+            204: ok("Changed."),
+            **JSON_BODY_ERRORS,
+            401: error(
+                "No bearer token, or a wrong current password.",
+                "missing_token",
+                "invalid_credentials",
+                headers=CHALLENGE,
+            ),
+            403: BEARER_ERRORS[403],
+            422: error("A weak new password or a missing field.", "invalid_input", "weak_password"),
+            429: error("Too many failed attempts.", "too_many_attempts"),
+            **UNAVAILABLE,
+        },
+    },
+    ("GET", "/auth-client.js"): static(
+        "text/javascript", "The JS client for browser frontends: login, silent refresh, logout"
+    ),
+    ("GET", "/demo"): static("text/html", "A demonstration page", NOT_IN_PRODUCTION),
+    ("GET", "/demo.js"): static("text/javascript", "The demo's script", NOT_IN_PRODUCTION),
+    ("GET", "/demo.css"): static("text/css", "The demo's style", NOT_IN_PRODUCTION),
+    ("POST", "/oauth/token"): {
+        "tags": ["oauth"],
+        "summary": "OAuth 2.0 token endpoint: client_credentials and refresh_token grants",
+        "security": CLIENT_AUTH,
+        "requestBody": form_body(ref("TokenRequest")),
+        "responses": {
+            200: ok("RFC 6749 §5.1 token response.", ref("OAuthTokenResponse"), headers=NO_STORE),
+            **OAUTH_ERRORS,
+            400: error(
+                "RFC 6749 §5.2 (`password` and other grants are unsupported).",
+                "invalid_request",
+                "invalid_grant",
+                "unsupported_grant_type",
+                "invalid_scope",
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/oauth/revoke"): {
+        "tags": ["oauth"],
+        "summary": "RFC 7009 token revocation",
+        "security": CLIENT_AUTH,
+        "requestBody": form_body(ref("TokenReference")),
+        "responses": {200: ok("Revoked, or nothing to revoke."), **OAUTH_ERRORS, **UNAVAILABLE},
+    },
+    ("POST", "/oauth/introspect"): {
+        "tags": ["oauth"],
+        "summary": "RFC 7662 token introspection",
+        "security": CLIENT_AUTH,
+        "requestBody": form_body(ref("TokenReference")),
+        "responses": {
+            200: ok("Whether the token is active, and its claims if so.", ref("Introspection")),
+            **OAUTH_ERRORS,
+            **UNAVAILABLE,
+        },
+    },
+    ("GET", "/.well-known/oauth-authorization-server"): {
+        "tags": ["oauth"],
+        "summary": "RFC 8414 authorization server metadata",
+        "responses": {200: ok("Metadata.", {"type": "object"})},
+    },
+    ("GET", "/.well-known/jwks.json"): {
+        "tags": ["oauth"],
+        "summary": "RFC 7517 public keys that sign access tokens",
+        "responses": {
+            200: ok("The key set.", ref("Jwks")),
+            404: error("Access tokens are signed with HS256: no public keys.", "not_found"),
+        },
+    },
+    ("GET", "/healthz"): {
+        "tags": ["operations"],
+        "summary": "Liveness: the process serves (says nothing of the database)",
+        "responses": {200: ok("Alive.", ref("Health"))},
+    },
+    ("GET", "/readyz"): {
+        "tags": ["operations"],
+        "summary": "Readiness: the database answers and is migrated to head",
+        "responses": {
+            200: ok("Ready.", ref("Ready")),
+            503: error("Not ready.", "unavailable"),
+        },
+    },
+    ("GET", "/metrics"): {
+        "tags": ["operations"],
+        "summary": "Prometheus metrics, text format",
+        "responses": {
+            200: {
+                "description": "Metrics.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    },
+    ("GET", "/openapi.json"): {
+        "tags": ["operations"],
+        "summary": "This document",
+        "responses": {200: ok("OpenAPI 3.1.", {"type": "object"})},
+    },
+    ("GET", "/docs"): {
+        "tags": ["operations"],
+        "summary": "Interactive API documentation (Swagger UI); off in production by default",
+        "responses": {
+            200: {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}}
+        },
+    },
+}

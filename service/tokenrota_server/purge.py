@@ -1,0 +1,147 @@
+"""Deleting what has expired, so that rows do not pile up: refresh tokens and sessions past
+their `expires_at`, login-throttle counters whose window is over, and revocations of client
+access tokens that no longer verify anyway.
+
+Deletes run in batches of `PURGE_BATCH_SIZE` rows per table, each batch its own short
+transaction, so a purge never holds many row locks or a long transaction. Each batch first takes
+a transaction-level advisory lock: with several instances on one database, one purges at a time
+and the others skip their turn. (Session-level advisory locks would outlive the request: the pool
+hands connections back without a reset, see `tokenrota_server/database.py`.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from tokenrota.clock import Clock
+
+from tokenrota_server.config import Settings
+from tokenrota_server.database import CONNECTION_ERRORS, Connection
+
+logger = logging.getLogger("tokenrota.purge")
+
+# Any fixed 64-bit number that nothing else in the database uses as an advisory lock key.
+PURGE_LOCK_KEY = 0x70757267_65303031  # "purge001"
+
+
+@dataclass(frozen=True)
+class PurgeBatch:
+    """How many rows one batch deleted, table by table."""
+
+    refresh_tokens: int
+    sessions: int
+    login_attempts: int
+    revoked_access_tokens: int
+
+    @property
+    def total(self) -> int:
+        return (
+            self.refresh_tokens + self.sessions + self.login_attempts + self.revoked_access_tokens
+        )
+
+
+async def delete_expired_batch(
+    connection: Connection,
+    *,
+    now: datetime,
+    throttle_window: int,
+    batch_size: int,
+    leeway: int,
+) -> PurgeBatch:
+    """Delete up to `batch_size` expired rows of each table. Deleting a session deletes its
+    tokens with it (ON DELETE CASCADE); those are not counted."""
+    sessions = await connection.execute(
+        "DELETE FROM sessions WHERE id IN"
+        " (SELECT id FROM sessions WHERE expires_at <= $1 LIMIT $2)",
+        now,
+        batch_size,
+    )
+    tokens = await connection.execute(
+        "DELETE FROM refresh_tokens WHERE id IN"
+        " (SELECT id FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)",
+        now,
+        batch_size,
+    )
+    attempts = await connection.execute(
+        "DELETE FROM login_attempts WHERE (scope, key_digest) IN"
+        " (SELECT scope, key_digest FROM login_attempts WHERE window_started_at <= $1 LIMIT $2)",
+        now - timedelta(seconds=throttle_window),
+        batch_size,
+    )
+    # A token is still accepted `leeway` seconds past its exp: its revocation must outlive that.
+    revocations = await connection.execute(
+        "DELETE FROM revoked_access_tokens WHERE jti IN"
+        " (SELECT jti FROM revoked_access_tokens WHERE expires_at <= $1 LIMIT $2)",
+        now - timedelta(seconds=leeway),
+        batch_size,
+    )
+    return PurgeBatch(
+        refresh_tokens=_count(tokens),
+        sessions=_count(sessions),
+        login_attempts=_count(attempts),
+        revoked_access_tokens=_count(revocations),
+    )
+
+
+async def purge_expired(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    now: datetime,
+    wait: bool = False,
+    on_batch: Callable[[int, PurgeBatch], None] | None = None,
+) -> list[PurgeBatch]:
+    """Delete every expired row, batch by batch, until a batch finds nothing more.
+
+    With `wait`, a batch waits for another instance's batch to finish; without it, the purge
+    stops as soon as another instance is found purging (it will do the work).
+    """
+    lock = (
+        "SELECT pg_advisory_xact_lock($1) IS NOT NULL"
+        if wait
+        else "SELECT pg_try_advisory_xact_lock($1)"
+    )
+    batches: list[PurgeBatch] = []
+    while True:
+        async with pool.acquire() as connection, connection.transaction():
+            if not await connection.fetchval(lock, PURGE_LOCK_KEY):
+                return batches
+            batch = await delete_expired_batch(
+                connection,
+                now=now,
+                throttle_window=settings.login_throttle_window,
+                batch_size=settings.purge_batch_size,
+                leeway=settings.jwt_leeway,
+            )
+        if batch.total == 0:
+            return batches
+        batches.append(batch)
+        if on_batch is not None:
+            on_batch(len(batches), batch)
+
+
+async def purge_periodically(pool: asyncpg.Pool, settings: Settings, clock: Clock) -> None:
+    """Purge every `PURGE_INTERVAL` seconds until cancelled; a failed round is logged, not fatal."""
+    while True:
+        await asyncio.sleep(settings.purge_interval)
+        try:
+            batches = await purge_expired(pool, settings, now=clock())
+        except CONNECTION_ERRORS as error:
+            logger.warning("purge skipped: database unavailable (%s)", type(error).__name__)
+            continue
+        except asyncpg.PostgresError:
+            logger.exception("purge failed")
+            continue
+        if batches:
+            logger.info(
+                "purged %d expired rows in %d batches", sum(b.total for b in batches), len(batches)
+            )
+
+
+def _count(status: str) -> int:
+    return int(status.rpartition(" ")[2])

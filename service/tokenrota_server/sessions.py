@@ -1,0 +1,270 @@
+"""SQL for sessions and the refresh tokens that descend from them.
+
+A session is one login; every refresh token belongs to one session and, after the first, has
+the token it replaced as parent. A session is live while it is not revoked, not past its absolute
+`expires_at`, and its user is not disabled. Functions take the connection first and own no
+transaction: each hot path is a single statement, which Postgres runs atomically on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from tokenrota_server.database import Connection
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """What minting a token pair needs to know about a live session."""
+
+    user_id: str
+    email: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class SpentToken:
+    """A refresh token's row as found when rotation did not win, with its child, if any."""
+
+    used_at: datetime | None
+    token_live: bool
+    session_live: bool
+    session: LiveSession
+    child_digest: bytes | None
+    child_issued_at: datetime | None
+    child_expires_at: datetime | None
+    child_live: bool
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A refresh token about to be stored: its digest and lifetime, never the token."""
+
+    digest: bytes
+    issued_at: datetime
+    expires_at: datetime
+
+
+async def create_session(
+    connection: Connection,
+    *,
+    session_id: UUID,
+    user_id: str,
+    now: datetime,
+    expires_at: datetime,
+    first_token: NewToken,
+    user_agent: str | None,
+    ip: str | None,
+) -> None:
+    """Start a session and store its first refresh token, in one statement."""
+    await connection.execute(
+        "WITH session AS ("
+        "  INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip)"
+        "  VALUES ($1, $2, $3, $3, $4, $5, $6) RETURNING id"
+        ") INSERT INTO refresh_tokens (session_id, token_digest, issued_at, expires_at)"
+        " SELECT id, $7, $8, $9 FROM session",
+        session_id,
+        UUID(user_id),
+        now,
+        expires_at,
+        user_agent,
+        ip,
+        first_token.digest,
+        first_token.issued_at,
+        first_token.expires_at,
+    )
+
+
+# Compare-and-set: of any number of concurrent statements on one digest, the row lock lets one
+# set used_at; the others re-check `used_at IS NULL` after it commits, and match nothing.
+_ROTATE = """
+WITH parent AS (
+    UPDATE refresh_tokens t SET used_at = $3
+    FROM sessions s JOIN users u ON u.id = s.user_id
+    WHERE t.token_digest = $1 AND t.session_id = $2 AND s.id = t.session_id
+      AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3
+      AND s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL
+    RETURNING t.id, t.session_id, s.user_id, u.email, s.expires_at
+), child AS (
+    INSERT INTO refresh_tokens (session_id, parent_id, token_digest, issued_at, expires_at)
+    SELECT session_id, id, $4, $5, $6 FROM parent
+), touched AS (
+    UPDATE sessions SET last_used_at = $3 WHERE id = (SELECT session_id FROM parent)
+)
+SELECT user_id, email, expires_at FROM parent
+"""
+
+
+async def rotate(
+    connection: Connection,
+    *,
+    token_digest: bytes,
+    session_id: UUID,
+    now: datetime,
+    child: NewToken,
+) -> LiveSession | None:
+    """Spend a live refresh token and store its child, in one round trip.
+
+    Returns the session if this call won; None if the token is unknown, spent, revoked,
+    expired, or its session or user is no longer live (`find_spent` tells which).
+    """
+    row = await connection.fetchrow(
+        _ROTATE, token_digest, session_id, now, child.digest, child.issued_at, child.expires_at
+    )
+    return _live_session(row) if row is not None else None
+
+
+async def touch_live(
+    connection: Connection, *, token_digest: bytes, session_id: UUID, now: datetime
+) -> LiveSession | None:
+    """Without rotation: check a refresh token's row and session, and mark the session used."""
+    row = await connection.fetchrow(
+        "UPDATE sessions s SET last_used_at = $3 FROM refresh_tokens t, users u"
+        " WHERE t.token_digest = $1 AND t.session_id = $2 AND s.id = t.session_id"
+        " AND u.id = s.user_id AND t.revoked_at IS NULL AND t.expires_at > $3"
+        " AND s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL"
+        " RETURNING s.user_id, u.email, s.expires_at",
+        token_digest,
+        session_id,
+        now,
+    )
+    return _live_session(row) if row is not None else None
+
+
+async def find_spent(
+    connection: Connection, *, token_digest: bytes, session_id: UUID, now: datetime
+) -> SpentToken | None:
+    """A refresh token's row, its session's state and its child; None if there is no row."""
+    row = await connection.fetchrow(
+        "SELECT t.used_at, t.revoked_at IS NULL AND t.expires_at > $3 AS token_live,"
+        " s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL AS session_live,"
+        " s.user_id, u.email, s.expires_at,"
+        " c.token_digest AS child_digest, c.issued_at AS child_issued_at,"
+        " c.expires_at AS child_expires_at,"
+        " c.used_at IS NULL AND c.revoked_at IS NULL AND c.expires_at > $3 AS child_live"
+        " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
+        " JOIN users u ON u.id = s.user_id"
+        " LEFT JOIN refresh_tokens c ON c.parent_id = t.id"
+        " WHERE t.token_digest = $1 AND t.session_id = $2",
+        token_digest,
+        session_id,
+        now,
+    )
+    if row is None:
+        return None
+    return SpentToken(
+        used_at=row["used_at"],
+        token_live=row["token_live"],
+        session_live=row["session_live"],
+        session=_live_session(row),
+        child_digest=row["child_digest"],
+        child_issued_at=row["child_issued_at"],
+        child_expires_at=row["child_expires_at"],
+        child_live=bool(row["child_live"]),
+    )
+
+
+async def revoke_session(
+    connection: Connection, *, session_id: UUID, reason: str, now: datetime
+) -> bool:
+    """Revoke a session (and with it every token it holds); False if it was not live."""
+    status = await connection.execute(
+        "UPDATE sessions SET revoked_at = $2, revoke_reason = $3"
+        " WHERE id = $1 AND revoked_at IS NULL",
+        session_id,
+        now,
+        reason,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def revoke_session_of_token(
+    connection: Connection,
+    *,
+    token_digest: bytes,
+    session_id: UUID,
+    reason: str,
+    now: datetime,
+) -> bool:
+    """Revoke the session a stored refresh token belongs to; False if none was live."""
+    status = await connection.execute(
+        "UPDATE sessions s SET revoked_at = $3, revoke_reason = $4 FROM refresh_tokens t"
+        " WHERE t.token_digest = $1 AND t.session_id = $2 AND s.id = t.session_id"
+        " AND s.revoked_at IS NULL",
+        token_digest,
+        session_id,
+        now,
+        reason,
+    )
+    return bool(status == "UPDATE 1")
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a user sees of one of their sessions at GET /sessions."""
+
+    id: UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+
+
+async def list_live_sessions(
+    connection: Connection, *, user_id: UUID, now: datetime
+) -> list[SessionInfo]:
+    """The user's sessions that are neither revoked nor expired, the most recently used first."""
+    rows = await connection.fetch(
+        "SELECT id, created_at, last_used_at, expires_at, user_agent, ip FROM sessions"
+        " WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2"
+        " ORDER BY last_used_at DESC, created_at DESC",
+        user_id,
+        now,
+    )
+    return [SessionInfo(**dict(row)) for row in rows]
+
+
+async def revoke_user_session(
+    connection: Connection, *, user_id: UUID, session_id: UUID, reason: str, now: datetime
+) -> bool:
+    """Revoke one live session if it belongs to `user_id`; False if there is no such session."""
+    status = await connection.execute(
+        "UPDATE sessions SET revoked_at = $3, revoke_reason = $4"
+        " WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3",
+        session_id,
+        user_id,
+        now,
+        reason,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def revoke_user_sessions(
+    connection: Connection,
+    *,
+    user_id: UUID,
+    reason: str,
+    now: datetime,
+    keep: UUID | None = None,
+) -> int:
+    """Revoke every unrevoked session of the user except `keep`; return how many."""
+    status = await connection.execute(
+        "UPDATE sessions SET revoked_at = $2, revoke_reason = $3"
+        " WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $4",
+        user_id,
+        now,
+        reason,
+        keep,
+    )
+    return int(status.rpartition(" ")[2])
+
+
+def _live_session(row: asyncpg.Record) -> LiveSession:
+    return LiveSession(
+        user_id=str(row["user_id"]), email=row["email"], expires_at=row["expires_at"]
+    )

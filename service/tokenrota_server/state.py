@@ -1,0 +1,24 @@
+"""The typed application state the lifespan yields; handlers read it as `request.state`."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import asyncpg
+from tokenrota.clock import Clock
+
+from tokenrota_server.accounts import Accounts
+from tokenrota_server.auth import Authenticator
+from tokenrota_server.config import Settings
+from tokenrota_server.oauth import AuthorizationServer
+from tokenrota_server.tokens import TokenCodec
+
+
+class AppState(TypedDict):
+    settings: Settings
+    pool: asyncpg.Pool
+    auth: Authenticator
+    codec: TokenCodec
+    clock: Clock
+    oauth: AuthorizationServer
+    accounts: Accounts

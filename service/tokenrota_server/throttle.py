@@ -1,0 +1,136 @@
+"""The login throttle, kept in Postgres so that every instance of the service shares it.
+
+Each attempt at a password (a login, a password change) is counted against two keys, the email
+(whether or not it has an account) and the client address, in fixed windows of
+`LOGIN_THROTTLE_WINDOW` seconds. Past `LOGIN_EMAIL_MAX_ATTEMPTS` or `LOGIN_IP_MAX_ATTEMPTS` in a
+window, attempts are refused until the window ends. The attempt is counted *before* the password
+is verified, in the same statement that reads the user: a burst of concurrent guesses cannot slip
+past the limit while argon2 runs, and login pays one round trip for both. A success takes its
+attempt back: the email's counter is cleared and the address's is decremented.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tokenrota_server.config import Settings
+from tokenrota_server.database import Connection
+from tokenrota_server.users import Credentials, user_from_row
+
+EMAIL_SCOPE = "email"
+ADDRESS_SCOPE = "ip"
+
+
+@dataclass(frozen=True)
+class CountedAttempt:
+    """An attempt, counted: the account it names (if any), and how long to wait if refused."""
+
+    credentials: Credentials | None
+    retry_after: int | None
+
+
+def email_key(email: str) -> bytes:
+    """The digest that keys an email's counter: case-insensitive, as emails are unique."""
+    return hashlib.sha256(email.lower().encode()).digest()
+
+
+def address_key(address: str) -> bytes:
+    return hashlib.sha256(address.encode()).digest()
+
+
+_COUNT = """
+WITH counted AS (
+    INSERT INTO login_attempts AS a (scope, key_digest, attempts, window_started_at)
+    SELECT k.scope, k.key_digest, 1, $4
+    FROM unnest($2::text[], $3::bytea[]) AS k(scope, key_digest)
+    ON CONFLICT (scope, key_digest) DO UPDATE SET
+        attempts = CASE WHEN a.window_started_at <= $5 THEN 1 ELSE a.attempts + 1 END,
+        window_started_at = CASE WHEN a.window_started_at <= $5 THEN $4
+                                 ELSE a.window_started_at END
+    RETURNING a.scope, a.attempts, a.window_started_at
+)
+SELECT c.scope, c.attempts, c.window_started_at, u.id, u.email, u.created_at, u.password_hash,
+       u.disabled_at IS NOT NULL AS disabled
+FROM counted c LEFT JOIN users u ON lower(u.email) = lower($1)
+"""
+
+
+async def count_attempt(
+    connection: Connection, settings: Settings, *, email: str, ip: str | None, now: datetime
+) -> CountedAttempt:
+    """Count one password attempt for `email` and `ip`, and read the account of `email`.
+
+    One statement: the upsert is atomic per key, so concurrent attempts are all counted.
+    """
+    scopes, keys = [EMAIL_SCOPE], [email_key(email)]
+    if ip is not None:
+        scopes.append(ADDRESS_SCOPE)
+        keys.append(address_key(ip))
+    return await _count(connection, settings, email, scopes, keys, now)
+
+
+async def count_address_attempt(
+    connection: Connection, settings: Settings, *, ip: str, now: datetime
+) -> int | None:
+    """Count one attempt against the client address alone; the seconds to wait, if over.
+
+    For OAuth client authentication: a client secret cannot be guessed, but each wrong one
+    costs an argon2 verification, so a flood of them from one address is refused like logins.
+    """
+    counted = await _count(connection, settings, "", [ADDRESS_SCOPE], [address_key(ip)], now)
+    return counted.retry_after
+
+
+async def _count(
+    connection: Connection,
+    settings: Settings,
+    email: str,
+    scopes: list[str],
+    keys: list[bytes],
+    now: datetime,
+) -> CountedAttempt:
+    window = timedelta(seconds=settings.login_throttle_window)
+    rows = await connection.fetch(_COUNT, email, scopes, keys, now, now - window)
+    limits = {
+        EMAIL_SCOPE: settings.login_email_max_attempts,
+        ADDRESS_SCOPE: settings.login_ip_max_attempts,
+    }
+    waits = [
+        (row["window_started_at"] + window - now).total_seconds()
+        for row in rows
+        if row["attempts"] > limits[row["scope"]]
+    ]
+    credentials = None
+    first = rows[0]
+    if first["id"] is not None:
+        credentials = Credentials(
+            user_from_row(first), password_hash=first["password_hash"], disabled=first["disabled"]
+        )
+    retry_after = max(1, math.ceil(max(waits))) if waits else None
+    return CountedAttempt(credentials=credentials, retry_after=retry_after)
+
+
+async def forgive_attempt(connection: Connection, *, email: str, ip: str | None) -> None:
+    """After a success: clear the email's counter and take the attempt back from the address."""
+    await connection.execute(
+        "WITH cleared AS (DELETE FROM login_attempts WHERE scope = $1 AND key_digest = $2)"
+        " UPDATE login_attempts SET attempts = greatest(attempts - 1, 0)"
+        " WHERE scope = $3 AND key_digest = $4",
+        EMAIL_SCOPE,
+        email_key(email),
+        ADDRESS_SCOPE,
+        address_key(ip) if ip is not None else b"",
+    )
+
+
+async def forgive_address_attempt(connection: Connection, *, ip: str) -> None:
+    """After a client authenticated: take its attempt back from the address."""
+    await connection.execute(
+        "UPDATE login_attempts SET attempts = greatest(attempts - 1, 0)"
+        " WHERE scope = $1 AND key_digest = $2",
+        ADDRESS_SCOPE,
+        address_key(ip),
+    )

@@ -1,0 +1,211 @@
+"""Minting and verifying the service's JWTs. Pure: no I/O, no clock (callers pass `now`).
+
+Two kinds, each under its own secret and `typ`: access tokens (HS256, or the key ring's
+asymmetric key) and refresh tokens (HS256 always). The strict JWS and claim checks that both
+kinds go through live in `tokenrota.jws`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from jose import jwk
+from jose.utils import base64url_encode
+from tokenrota.claims import ACCESS_TOKEN_TYPE, AccessClaims, access_claims_of
+from tokenrota.jws import (
+    HMAC_ALGORITHM,
+    check_registered_claims,
+    decode_verified,
+    hmac_key_selector,
+    ring_key_selector,
+    sign,
+)
+from tokenrota.keys import KeyRing, load_key_ring
+
+from tokenrota_server.config import Settings
+from tokenrota_server.errors import InvalidToken, TokenExpired
+
+# RFC 8725 §3.11: a type of its own, so a refresh token is never taken for an access token.
+REFRESH_TOKEN_TYPE = "refresh+jwt"
+REFRESH_CLAIM_TYPE = "refresh"
+
+
+@dataclass(frozen=True)
+class RefreshClaims:
+    """A verified refresh token."""
+
+    subject: str
+    session_id: str
+    jti: str
+    issued_at: int
+    expires_at: int
+
+
+def new_jti() -> str:
+    """A fresh unguessable token id (128 bits)."""
+    return secrets.token_urlsafe(16)
+
+
+def token_digest(token: str) -> bytes:
+    """The SHA-256 of a token: what the database keeps instead of the token."""
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+class TokenCodec:
+    """Mints and verifies access and refresh tokens under their two separate secrets."""
+
+    def __init__(self, settings: Settings) -> None:
+        # jwk.construct binds each secret to HS256, so neither can be used under another algorithm.
+        self._access_key = jwk.construct(str(settings.access_token_secret), HMAC_ALGORITHM)
+        # With an asymmetric key, access tokens are signed and verified with it alone: the
+        # HS256 access secret then opens nothing.
+        self._key_ring: KeyRing | None = (
+            load_key_ring(
+                str(settings.access_token_signing_key), settings.access_token_previous_keys
+            )
+            if settings.access_token_signing_key is not None
+            else None
+        )
+        self._refresh_key = jwk.construct(str(settings.refresh_token_secret), HMAC_ALGORITHM)
+        self._select_access_key = (
+            ring_key_selector(self._key_ring.verifying)
+            if self._key_ring is not None
+            else hmac_key_selector(self._access_key)
+        )
+        self._select_refresh_key = hmac_key_selector(self._refresh_key)
+        self._child_key = hashlib.sha256(
+            b"child-jti:" + str(settings.refresh_token_secret).encode()
+        ).digest()
+        self._issuer = settings.token_issuer
+        self._audience = settings.token_audience
+        self._leeway = settings.jwt_leeway
+        self._access_ttl = settings.access_token_ttl
+        self._refresh_ttl = settings.refresh_token_ttl
+
+    def __repr__(self) -> str:
+        return "TokenCodec(<keys hidden>)"
+
+    # -- minting -----------------------------------------------------------------------------
+
+    def mint_access(
+        self,
+        *,
+        subject: str,
+        now: datetime,
+        scope: str = "",
+        session_id: str | None = None,
+        email: str | None = None,
+        client_id: str | None = None,
+        ttl: int | None = None,
+    ) -> tuple[str, AccessClaims]:
+        """Sign a new access token; a user token has `session_id` and `email`, a client's not."""
+        issued_at = int(now.timestamp())
+        claims = AccessClaims(
+            subject=subject,
+            session_id=session_id,
+            jti=new_jti(),
+            issued_at=issued_at,
+            expires_at=issued_at + (ttl or self._access_ttl),
+            scope=scope,
+            email=email,
+            client_id=client_id,
+        )
+        payload: dict[str, Any] = {"iss": self._issuer, "aud": self._audience, "sub": subject}
+        if session_id is not None:
+            payload["sid"] = session_id
+        payload.update(iat=claims.issued_at, exp=claims.expires_at, jti=claims.jti)
+        if email is not None:
+            payload["email"] = email
+        if client_id is not None:
+            payload["client_id"] = client_id
+        payload["scope"] = scope
+        if self._key_ring is not None:
+            signing = self._key_ring.signing
+            header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}
+            return sign(payload, header, signing.key), claims
+        return sign(
+            payload, {"alg": HMAC_ALGORITHM, "typ": ACCESS_TOKEN_TYPE}, self._access_key
+        ), claims
+
+    def mint_refresh(self, claims: RefreshClaims) -> str:
+        """Sign a refresh token. Deterministic: the same claims give the same bytes."""
+        payload = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": claims.subject,
+            "sid": claims.session_id,
+            "iat": claims.issued_at,
+            "exp": claims.expires_at,
+            "jti": claims.jti,
+            "typ": REFRESH_CLAIM_TYPE,
+        }
+        return sign(payload, {"alg": HMAC_ALGORITHM, "typ": REFRESH_TOKEN_TYPE}, self._refresh_key)
+
+    def new_refresh_claims(
+        self, *, subject: str, session_id: str, now: datetime, jti: str | None = None
+    ) -> RefreshClaims:
+        """Claims of a refresh token issued at `now`, living the refresh lifetime."""
+        issued_at = int(now.timestamp())
+        return RefreshClaims(
+            subject=subject,
+            session_id=session_id,
+            jti=jti or new_jti(),
+            issued_at=issued_at,
+            expires_at=issued_at + self._refresh_ttl,
+        )
+
+    def child_jti(self, parent_jti: str) -> str:
+        """The jti of the token that replaces `parent_jti`.
+
+        Derived, not random, so that the grace window can sign the same child again, byte for
+        byte, from the child's row, without the database ever holding a usable token.
+        """
+        mac = hmac.new(self._child_key, parent_jti.encode(), hashlib.sha256).digest()
+        return str(base64url_encode(mac[:16]).decode("ascii"))
+
+    def jwks(self) -> dict[str, Any] | None:
+        """The JWK set of the public keys that verify access tokens; None under HS256."""
+        return self._key_ring.jwks() if self._key_ring is not None else None
+
+    # -- verification ------------------------------------------------------------------------
+
+    def verify_access(self, token: str, now: datetime) -> AccessClaims:
+        """Check an access token; raise `TokenExpired` or `InvalidToken`."""
+        claims = decode_verified(token, self._select_access_key, ACCESS_TOKEN_TYPE)
+        self._check_registered_claims(claims, now, lifetime=self._access_ttl)
+        return access_claims_of(claims)
+
+    def verify_refresh(self, token: str, now: datetime) -> RefreshClaims:
+        """Check a refresh token's signature and claims (not its row); raise `InvalidToken`."""
+        claims = decode_verified(token, self._select_refresh_key, REFRESH_TOKEN_TYPE)
+        try:
+            self._check_registered_claims(claims, now, lifetime=self._refresh_ttl)
+        except TokenExpired:
+            # /refresh answers every refusal alike: invalid_token.
+            raise InvalidToken() from None
+        if claims.get("typ") != REFRESH_CLAIM_TYPE or not isinstance(claims.get("sid"), str):
+            raise InvalidToken()
+        return RefreshClaims(
+            subject=claims["sub"],
+            session_id=claims["sid"],
+            jti=claims["jti"],
+            issued_at=claims["iat"],
+            expires_at=claims["exp"],
+        )
+
+    def _check_registered_claims(
+        self, claims: dict[str, Any], now: datetime, *, lifetime: int
+    ) -> None:
+        check_registered_claims(
+            claims,
+            now=now,
+            issuer=self._issuer,
+            audience=self._audience,
+            leeway=self._leeway,
+            lifetime=lifetime,
+        )

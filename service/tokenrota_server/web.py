@@ -1,0 +1,203 @@
+"""The HTTP edge: reading request bodies and bearer tokens, and rendering errors.
+
+Starlette alone would answer 500 to malformed JSON, accept a 20 MB body and read JSON sent as
+text/plain; everything a handler reads goes through here instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from tokenrota_server.errors import (
+    CsrfFailed,
+    EmailTaken,
+    InvalidClient,
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidInput,
+    InvalidScope,
+    InvalidToken,
+    MalformedRequest,
+    MissingToken,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    TooManyAttempts,
+    Unavailable,
+    UnsupportedGrantType,
+    UnsupportedMediaType,
+)
+
+# The one table from error to HTTP status. Subclasses take their base's status.
+STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    MalformedRequest: 400,
+    MissingToken: 401,
+    InvalidCredentials: 401,
+    InvalidToken: 403,
+    CsrfFailed: 403,
+    NotFound: 404,
+    EmailTaken: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidInput: 422,
+    TooManyAttempts: 429,
+    Unavailable: 503,
+    InvalidClient: 401,
+    InvalidGrant: 400,
+    UnsupportedGrantType: 400,
+    InvalidScope: 400,
+}
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def status_of(error: ServiceError) -> int:
+    """The error's status in `STATUS_BY_ERROR`, else its nearest listed base's, else 500."""
+    for kind in type(error).__mro__:
+        if kind in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[kind]
+    return 500
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    """The JSON body `{"error", "error_description"}` with the error's status and headers."""
+    headers = dict(NO_STORE)
+    if isinstance(error, MissingToken):
+        headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(error, InvalidToken):
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    elif isinstance(error, InvalidClient):
+        # RFC 6749 §5.2: a 401 invalid_client names the scheme the client should use.
+        headers["WWW-Authenticate"] = 'Basic realm="oauth"'
+    elif isinstance(error, TooManyAttempts):
+        headers["Retry-After"] = str(error.retry_after)
+    return JSONResponse(
+        {"error": error.code, "error_description": error.description},
+        status_code=status_of(error),
+        headers=headers,
+    )
+
+
+def token_response(body: dict[str, Any], status_code: int = 200) -> JSONResponse:
+    """A response carrying tokens: never cached (RFC 6749 §5.1)."""
+    return JSONResponse(body, status_code=status_code, headers=NO_STORE)
+
+
+async def read_json(
+    request: Request[Any], max_bytes: int, *, allow_empty: bool = False
+) -> dict[str, Any]:
+    """The request's JSON object; raise 415, 413 or 400 errors for anything else.
+
+    With `allow_empty`, a request without a body reads as `{}`.
+    """
+    if allow_empty and not has_body(request):
+        return {}
+    if media_type(request) != "application/json":
+        raise UnsupportedMediaType()
+    raw = await read_body(request, max_bytes)
+    try:
+        body = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_refuse_duplicate_keys,
+        )
+    except (ValueError, RecursionError):
+        raise MalformedRequest("The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise MalformedRequest("The body must be a JSON object.")
+    return body
+
+
+async def read_body(request: Request[Any], max_bytes: int) -> bytes:
+    """The raw body; raise `PayloadTooLarge` past `max_bytes`, `MalformedRequest` for a bad length.
+
+    The body is streamed and abandoned past `max_bytes`, so an oversized one is never held whole,
+    whatever its Content-Length claimed.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise MalformedRequest("The Content-Length header is not valid.")
+        if int(declared) > max_bytes:
+            raise PayloadTooLarge()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(request: Request[Any]) -> str:
+    """The Content-Type without its parameters, lower-cased; empty when there is none."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def has_body(request: Request[Any]) -> bool:
+    """Whether the request declares a body (a non-zero length, or a chunked one)."""
+    declared = request.headers.get("content-length")
+    return declared not in (None, "0") or "transfer-encoding" in request.headers
+
+
+def string_field(body: dict[str, Any], name: str) -> str:
+    """A required string field of a JSON body; raise `InvalidInput` when missing or not a string."""
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise InvalidInput(f"'{name}' must be a string.")
+    if not _is_unicode_text(value):
+        raise InvalidInput(f"'{name}' is not valid Unicode text.")
+    return value
+
+
+def boolean_field(body: dict[str, Any], name: str) -> bool:
+    """An optional boolean field (absent is false); raise `InvalidInput` for any other type."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"'{name}' must be true or false.")
+    return value
+
+
+def bearer_token(request: Request[Any]) -> str:
+    """The token of the one `Authorization: Bearer` header; never read from the URL.
+
+    No bearer credentials at all is `MissingToken` (401); anything malformed is `InvalidToken`.
+    """
+    values = request.headers.getlist("authorization")
+    if not values:
+        raise MissingToken()
+    if len(values) > 1:
+        raise InvalidToken()
+    scheme, _, token = values[0].partition(" ")
+    if scheme.lower() != "bearer":
+        raise MissingToken()
+    if not token:
+        raise MissingToken()
+    if token != token.strip() or " " in token:
+        raise InvalidToken()
+    return token
+
+
+def _is_unicode_text(value: str) -> bool:
+    # JSON's \ud800 escapes decode to lone surrogates, which neither UTF-8 nor Postgres nor
+    # argon2 can take; refused here, they would end in a 500 deep inside.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        raise ValueError("duplicate key")
+    return body
