@@ -19,6 +19,7 @@ import asyncpg
 from tokenrota_server import sessions, telemetry, throttle, users
 from tokenrota_server.config import Settings
 from tokenrota_server.errors import InvalidCredentials, InvalidInput, InvalidToken, TooManyAttempts
+from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
 from tokenrota_server.sessions import NewToken
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
@@ -120,23 +121,35 @@ class Authenticator:
         """Check the credentials and start a session; raise `InvalidCredentials`.
 
         An unknown email, a wrong password and a disabled user all cost one argon2 verification
-        and end in the same error, so neither answer nor timing tells which it was.
+        and end in the same error, so neither answer nor timing tells which it was. The outcome
+        is recorded on the request (`LoginOutcome`).
         """
         if len(password) > MAX_PASSWORD_LENGTH or not _is_plausible_email(email):
             # No account can have such a password or email: refuse before any hashing work,
             # and before a NUL byte or the like reaches Postgres.
+            telemetry.record(login=LoginOutcome.FAILURE)
             raise InvalidCredentials()
         async with pool.acquire() as connection:
             attempt = await throttle.count_attempt(
                 connection, self._settings, email=email, ip=client.ip, now=now
             )
         if attempt.retry_after is not None:
-            security_log.warning("login throttled", extra={"ip": client.ip})
+            telemetry.record(login=LoginOutcome.THROTTLED)
+            security_log.warning(
+                "login throttled", extra={"ip": client.ip, "outcome": LoginOutcome.THROTTLED}
+            )
             raise TooManyAttempts(attempt.retry_after)
         found = attempt.credentials
         matched = await self._passwords.verify(found.password_hash if found else None, password)
         if found is None or not matched or found.disabled:
-            security_log.info("login failed", extra={"user_id": found.user.id if found else None})
+            telemetry.record(login=LoginOutcome.FAILURE)
+            security_log.info(
+                "login failed",
+                extra={
+                    "user_id": found.user.id if found else None,
+                    "outcome": LoginOutcome.FAILURE,
+                },
+            )
             raise InvalidCredentials()
         user = found.user
         rehash = (
@@ -167,8 +180,14 @@ class Authenticator:
                 else None,
                 ip=client.ip,
             )
+        telemetry.record(login=LoginOutcome.SUCCESS, issued=Grant.LOGIN)
         security_log.info(
-            "login succeeded", extra={"user_id": user.id, "session_id": str(session_id)}
+            "login succeeded",
+            extra={
+                "user_id": user.id,
+                "session_id": str(session_id),
+                "outcome": LoginOutcome.SUCCESS,
+            },
         )
         live = sessions.LiveSession(user.id, user.email, session_expires_at)
         return self._pair(live, str(session_id), refresh_token, claims, now)
@@ -178,7 +197,8 @@ class Authenticator:
 
         Checks, in order: the signature and claims; the row and its session; then rotates with
         a compare-and-set. A loser of that race, or a retry, within the reuse interval gets the
-        same child again; any other use of a spent token revokes the whole session.
+        same child again; any other use of a spent token revokes the whole session. The outcome
+        is recorded on the request (`RefreshOutcome`), except a refusal, which the caller records.
         """
         claims = self._codec.verify_refresh(refresh_token, now)
         telemetry.annotate(user_id=claims.subject, session_id=claims.session_id)
@@ -192,7 +212,7 @@ class Authenticator:
                 )
             if live is None or live.user_id != claims.subject:
                 raise InvalidToken()
-            telemetry.annotate(refresh_outcome="unrotated")
+            telemetry.record(refresh=RefreshOutcome.UNROTATED, issued=Grant.REFRESH_TOKEN)
             return self._pair(live, claims.session_id, refresh_token, claims, now)
 
         child_claims = self._codec.new_refresh_claims(
@@ -211,6 +231,7 @@ class Authenticator:
                 child=_new_token(child_token, child_claims),
             )
             if live is not None:
+                telemetry.record(refresh=RefreshOutcome.ROTATED, issued=Grant.REFRESH_TOKEN)
                 return self._pair(live, claims.session_id, child_token, child_claims, now)
             spent = await sessions.find_spent(
                 connection, token_digest=digest, session_id=session_id, now=now
@@ -222,18 +243,22 @@ class Authenticator:
             grace = self._grace_child(spent, claims, now)
             if grace is not None:
                 child_token, child_claims = grace
-                telemetry.annotate(refresh_outcome="grace")
+                telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
                 return self._pair(spent.session, claims.session_id, child_token, child_claims, now)
             # A spent token outside the grace window: it was stolen or replayed. The revocation
             # is its own committed statement, so it stands although the request fails.
             await sessions.revoke_session(
                 connection, session_id=session_id, reason="reuse_detected", now=now
             )
+        telemetry.record(refresh=RefreshOutcome.REUSE_DETECTED)
         security_log.warning(
             "refresh token reuse detected; session revoked",
-            extra={"user_id": claims.subject, "session_id": claims.session_id},
+            extra={
+                "user_id": claims.subject,
+                "session_id": claims.session_id,
+                "outcome": RefreshOutcome.REUSE_DETECTED,
+            },
         )
-        telemetry.annotate(refresh_outcome="reuse_detected")
         raise InvalidToken()
 
     async def logout(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> None:

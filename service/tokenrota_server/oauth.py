@@ -35,6 +35,7 @@ from tokenrota_server.errors import (
     TooManyAttempts,
 )
 from tokenrota_server.oauth_clients import Client
+from tokenrota_server.outcomes import Grant
 from tokenrota_server.passwords import Passwords
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
 
@@ -178,6 +179,7 @@ class AuthorizationServer:
         token, claims = self._codec.mint_access(
             subject=client.client_id, client_id=client.client_id, scope=scope, now=now
         )
+        telemetry.record(issued=Grant.CLIENT_CREDENTIALS)
         return {
             "access_token": token,
             "token_type": "Bearer",
