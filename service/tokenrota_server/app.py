@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 codec=codec,
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
-                accounts=Accounts(settings, auth, passwords),
+                accounts=Accounts(settings, passwords),
             )
         finally:
             # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.

@@ -54,7 +54,6 @@ class SessionUser:
     """Who a bearer token speaks for: an active user and their live session."""
 
     user: users.User
-    user_id: uuid.UUID  # `user.id`, parsed once here for the SQL that takes a UUID
     session_id: uuid.UUID
 
 
@@ -160,7 +159,7 @@ class Authenticator:
 
         session_id = uuid.uuid4()
         claims = self._codec.new_refresh_claims(
-            subject=user.id, session_id=str(session_id), now=now
+            subject=str(user.id), session_id=str(session_id), now=now
         )
         refresh_token = self._codec.mint_refresh(claims)
         session_expires_at = now + timedelta(seconds=self._settings.session_max_age)
@@ -185,12 +184,12 @@ class Authenticator:
             "login succeeded",
             extra={
                 "user_id": user.id,
-                "session_id": str(session_id),
+                "session_id": session_id,
                 "outcome": LoginOutcome.SUCCESS,
             },
         )
         live = sessions.LiveSession(user.id, user.email, session_expires_at)
-        return self._pair(live, str(session_id), refresh_token, claims, now)
+        return self._pair(live, session_id, refresh_token, claims, now)
 
     async def refresh(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> TokenPair:
         """Trade a refresh token for a new pair; raise `InvalidToken`.
@@ -201,8 +200,8 @@ class Authenticator:
         is recorded on the request (`RefreshOutcome`), except a refusal, which the caller records.
         """
         claims = self._codec.verify_refresh(refresh_token, now)
-        telemetry.annotate(user_id=claims.subject, session_id=claims.session_id)
-        session_id = _parse_uuid(claims.session_id)
+        user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
+        telemetry.annotate(user_id=user_id, session_id=session_id)
         digest = token_digest(refresh_token)
 
         if not self._settings.rotate_refresh_tokens:
@@ -210,10 +209,10 @@ class Authenticator:
                 live = await sessions.touch_live(
                     connection, token_digest=digest, session_id=session_id, now=now
                 )
-            if live is None or live.user_id != claims.subject:
+            if live is None or live.user_id != user_id:
                 raise InvalidToken()
             telemetry.record(refresh=RefreshOutcome.UNROTATED, issued=Grant.REFRESH_TOKEN)
-            return self._pair(live, claims.session_id, refresh_token, claims, now)
+            return self._pair(live, session_id, refresh_token, claims, now)
 
         child_claims = self._codec.new_refresh_claims(
             subject=claims.subject,
@@ -232,7 +231,7 @@ class Authenticator:
             )
             if live is not None:
                 telemetry.record(refresh=RefreshOutcome.ROTATED, issued=Grant.REFRESH_TOKEN)
-                return self._pair(live, claims.session_id, child_token, child_claims, now)
+                return self._pair(live, session_id, child_token, child_claims, now)
             spent = await sessions.find_spent(
                 connection, token_digest=digest, session_id=session_id, now=now
             )
@@ -244,18 +243,21 @@ class Authenticator:
             if grace is not None:
                 child_token, child_claims = grace
                 telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
-                return self._pair(spent.session, claims.session_id, child_token, child_claims, now)
+                return self._pair(spent.session, session_id, child_token, child_claims, now)
             # A spent token outside the grace window: it was stolen or replayed. The revocation
             # is its own committed statement, so it stands although the request fails.
             await sessions.revoke_session(
-                connection, session_id=session_id, reason="reuse_detected", now=now
+                connection,
+                session_id=session_id,
+                reason=sessions.RevokeReason.REUSE_DETECTED,
+                now=now,
             )
         telemetry.record(refresh=RefreshOutcome.REUSE_DETECTED)
         security_log.warning(
             "refresh token reuse detected; session revoked",
             extra={
-                "user_id": claims.subject,
-                "session_id": claims.session_id,
+                "user_id": user_id,
+                "session_id": session_id,
                 "outcome": RefreshOutcome.REUSE_DETECTED,
             },
         )
@@ -265,7 +267,7 @@ class Authenticator:
         """Revoke the token's session. Idempotent: a bad or unknown token is ignored."""
         try:
             claims = self._codec.verify_refresh(refresh_token, now)
-            session_id = _parse_uuid(claims.session_id)
+            user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
         except InvalidToken:
             return
         async with pool.acquire() as connection:
@@ -273,13 +275,12 @@ class Authenticator:
                 connection,
                 token_digest=token_digest(refresh_token),
                 session_id=session_id,
-                reason="logout",
+                reason=sessions.RevokeReason.LOGOUT,
                 now=now,
             )
         if revoked:
             security_log.info(
-                "session revoked",
-                extra={"user_id": claims.subject, "session_id": claims.session_id},
+                "session revoked", extra={"user_id": user_id, "session_id": session_id}
             )
 
     async def profile(self, pool: asyncpg.Pool, *, access_token: str, now: datetime) -> users.User:
@@ -297,15 +298,15 @@ class Authenticator:
         claims = self._codec.verify_access(access_token, now)
         if claims.session_id is None:
             raise InvalidToken()  # a service's token has no user to show
-        telemetry.annotate(user_id=claims.subject, session_id=claims.session_id)
         user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
+        telemetry.annotate(user_id=user_id, session_id=session_id)
         async with pool.acquire() as connection:
             user = await users.find_session_user(
                 connection, user_id=user_id, session_id=session_id, now=now
             )
         if user is None:
             raise InvalidToken()
-        return SessionUser(user=user, user_id=user_id, session_id=session_id)
+        return SessionUser(user=user, session_id=session_id)
 
     def _grace_child(
         self, spent: sessions.SpentToken, claims: RefreshClaims, now: datetime
@@ -336,13 +337,14 @@ class Authenticator:
     def _pair(
         self,
         live: sessions.LiveSession,
-        session_id: str,
+        session_id: uuid.UUID,
         refresh_token: str,
         refresh_claims: RefreshClaims,
         now: datetime,
     ) -> TokenPair:
+        # The token's claims are an edge: ids become text here.
         access_token, access_claims = self._codec.mint_access(
-            subject=live.user_id, session_id=session_id, email=live.email, now=now
+            subject=str(live.user_id), session_id=str(session_id), email=live.email, now=now
         )
         moment = int(now.timestamp())
         # The refresh token can outlive neither its own exp nor its session's absolute end.

@@ -210,7 +210,7 @@ class AuthorizationServer:
                 and spent.token_live
                 and spent.used_at is None
                 and spent.session_live
-                and spent.session.user_id == refresh.subject
+                and spent.session.user_id == uuid.UUID(refresh.subject)
             )
             return self._describe_refresh(refresh) if live else INACTIVE
         return INACTIVE
@@ -240,7 +240,10 @@ class AuthorizationServer:
         if access is not None and access.session_id is not None:
             async with pool.acquire() as connection:
                 revoked = await sessions.revoke_session(
-                    connection, session_id=uuid.UUID(access.session_id), reason="logout", now=now
+                    connection,
+                    session_id=uuid.UUID(access.session_id),
+                    reason=sessions.RevokeReason.LOGOUT,
+                    now=now,
                 )
             if revoked:
                 security_log.info(
