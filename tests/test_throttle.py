@@ -13,7 +13,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 from tokenrota_server.config import Settings
-from tokenrota_server.remote_address import client_address
+from tokenrota_server.remote_address import remote_address
 
 from tests.conftest import PASSWORD, FakeClock, register, serve
 from tests.oauth_support import basic, client_token, create_client
@@ -247,7 +247,7 @@ def request_from(peer: str, *forwarded: str) -> Request[Any]:
         ("192.0.2.1", ["198.51.100.7"], "192.0.2.1"),
     ],
 )
-def test_client_address_reads_forwarded_for_from_the_right(
+def test_remote_address_reads_forwarded_for_from_the_right(
     settings: Settings, peer: str, forwarded: list[str], expected: str
 ) -> None:
     """The first hop from the right that is not a trusted proxy is the client."""
@@ -255,7 +255,7 @@ def test_client_address_reads_forwarded_for_from_the_right(
 
     trusting = replace(settings, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
 
-    assert client_address(request_from(peer, *forwarded), trusting) == expected
+    assert remote_address(request_from(peer, *forwarded), trusting) == expected
 
 
 async def test_bad_client_credentials_are_throttled_per_address(

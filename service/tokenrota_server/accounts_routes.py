@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from tokenrota_server.auth import SessionUser
 from tokenrota_server.errors import NotFound
-from tokenrota_server.remote_address import client_address
+from tokenrota_server.remote_address import remote_address
 from tokenrota_server.state import AppState
 from tokenrota_server.web import NO_STORE, bearer_token, read_json, string_field
 
@@ -74,7 +74,7 @@ async def change_password(request: Request[AppState]) -> Response:
         current_password=current_password,
         new_password=new_password,
         now=state["clock"](),
-        ip=client_address(request, state["settings"]),
+        ip=remote_address(request, state["settings"]),
     )
     return Response(status_code=204)
 

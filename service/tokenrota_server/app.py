@@ -140,7 +140,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the log (uvicorn prints it); the client learns nothing of it.
+    # The traceback goes to the log (uvicorn prints it); the caller learns nothing of it.
     return JSONResponse(
         {"error": "server_error", "error_description": "An unexpected error occurred."},
         status_code=500,

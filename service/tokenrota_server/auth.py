@@ -58,8 +58,8 @@ class SessionUser:
 
 
 @dataclass(frozen=True)
-class ClientInfo:
-    """Who is logging in from where, recorded on the session."""
+class DeviceInfo:
+    """What a login comes from, recorded on the session it starts: user agent and address."""
 
     user_agent: str | None = None
     ip: str | None = None
@@ -115,7 +115,7 @@ class Authenticator:
         email: str,
         password: str,
         now: datetime,
-        client: ClientInfo,
+        device: DeviceInfo,
     ) -> TokenPair:
         """Check the credentials and start a session; raise `InvalidCredentials`.
 
@@ -130,12 +130,12 @@ class Authenticator:
             raise InvalidCredentials()
         async with pool.acquire() as connection:
             attempt = await throttle.count_attempt(
-                connection, self._settings, email=email, ip=client.ip, now=now
+                connection, self._settings, email=email, ip=device.ip, now=now
             )
         if attempt.retry_after is not None:
             telemetry.record(login=LoginOutcome.THROTTLED)
             security_log.warning(
-                "login throttled", extra={"ip": client.ip, "outcome": LoginOutcome.THROTTLED}
+                "login throttled", extra={"ip": device.ip, "outcome": LoginOutcome.THROTTLED}
             )
             raise TooManyAttempts(attempt.retry_after)
         found = attempt.credentials
@@ -164,7 +164,7 @@ class Authenticator:
         refresh_token = self._codec.mint_refresh(claims)
         session_expires_at = now + timedelta(seconds=self._settings.session_max_age)
         async with pool.acquire() as connection:
-            await throttle.forgive_attempt(connection, email=email, ip=client.ip)
+            await throttle.forgive_attempt(connection, email=email, ip=device.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
             await sessions.create_session(
@@ -174,10 +174,10 @@ class Authenticator:
                 now=now,
                 expires_at=session_expires_at,
                 first_token=_new_token(refresh_token, claims),
-                user_agent=_printable(client.user_agent)[:MAX_USER_AGENT_LENGTH]
-                if client.user_agent
+                user_agent=_printable(device.user_agent)[:MAX_USER_AGENT_LENGTH]
+                if device.user_agent
                 else None,
-                ip=client.ip,
+                ip=device.ip,
             )
         telemetry.record(login=LoginOutcome.SUCCESS, issued=Grant.LOGIN)
         security_log.info(

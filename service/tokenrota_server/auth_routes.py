@@ -7,11 +7,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrota_server import cookies, schema, telemetry
-from tokenrota_server.auth import ClientInfo
+from tokenrota_server.auth import DeviceInfo
 from tokenrota_server.database import CONNECTION_ERRORS
 from tokenrota_server.errors import Unavailable
 from tokenrota_server.outcomes import LoginOutcome, RefreshOutcome
-from tokenrota_server.remote_address import client_address
+from tokenrota_server.remote_address import remote_address
 from tokenrota_server.state import AppState
 from tokenrota_server.web import bearer_token, boolean_field, read_json, string_field
 
@@ -42,7 +42,7 @@ async def login(request: Request[AppState]) -> Response:
         email=string_field(body, "email"),
         password=string_field(body, "password"),
         now=state["clock"](),
-        client=client_info(request),
+        device=device_info(request),
     )
     return cookies.pair_response(pair, state["settings"], in_cookie=use_cookie)
 
@@ -91,11 +91,11 @@ async def readyz(request: Request[AppState]) -> Response:
     return JSONResponse({"status": "ready", "revision": revision})
 
 
-def client_info(request: Request[AppState]) -> ClientInfo:
+def device_info(request: Request[AppState]) -> DeviceInfo:
     """The user agent and address that a new session records."""
-    return ClientInfo(
+    return DeviceInfo(
         user_agent=request.headers.get("user-agent"),
-        ip=client_address(request, request.state["settings"]),
+        ip=remote_address(request, request.state["settings"]),
     )
 
 

@@ -131,7 +131,7 @@ class Settings:
     access_token_previous_keys: tuple[str, ...] = field(
         default=(), repr=False, metadata=_read_by(_pem_files)
     )
-    # Login throttle: attempts per email and per client address within one window (seconds).
+    # Login throttle: attempts per email and per remote address within one window (seconds).
     login_email_max_attempts: int = field(default=10, metadata=_read_by(_integer))
     login_ip_max_attempts: int = field(default=100, metadata=_read_by(_integer))
     login_throttle_window: int = field(default=15 * 60, metadata=_read_by(_integer))

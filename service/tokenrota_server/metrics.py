@@ -91,7 +91,7 @@ _LOGINS = {outcome: LOGINS.labels(outcome) for outcome in LoginOutcome}
 _REFRESHES = {outcome: REFRESHES.labels(outcome) for outcome in RefreshOutcome}
 _TOKENS_ISSUED = {grant: TOKENS_ISSUED.labels(grant) for grant in Grant}
 
-# Methods outside this set share one label, or any client could grow the label set at will.
+# Methods outside this set share one label, or any caller could grow the label set at will.
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The labelled children of each method, route and status, looked up once.
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}

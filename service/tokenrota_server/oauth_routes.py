@@ -29,7 +29,7 @@ from tokenrota_server.errors import (
 from tokenrota_server.oauth import ClientSecret
 from tokenrota_server.oauth_clients import Client
 from tokenrota_server.outcomes import Grant, RefreshOutcome
-from tokenrota_server.remote_address import client_address
+from tokenrota_server.remote_address import remote_address
 from tokenrota_server.state import AppState
 from tokenrota_server.web import NO_STORE, media_type, read_body, token_response
 
@@ -57,7 +57,7 @@ async def token(request: Request[AppState]) -> Response:
         if presented is None:
             raise InvalidClient()
         client = await oauth.authenticate(
-            pool, presented, ip=client_address(request, state["settings"]), now=now
+            pool, presented, ip=remote_address(request, state["settings"]), now=now
         )
         return token_response(oauth.client_credentials(client, form.get("scope"), now))
 
@@ -70,7 +70,7 @@ async def token(request: Request[AppState]) -> Response:
     # credentials is the first-party frontend (a public client); one with them must pass.
     if presented is not None:
         await oauth.authenticate(
-            pool, presented, ip=client_address(request, state["settings"]), now=now
+            pool, presented, ip=remote_address(request, state["settings"]), now=now
         )
     if form.get("scope") is not None:
         # A user's grant carries no scope, so any scope asked for exceeds it (RFC 6749 §6).
@@ -146,7 +146,7 @@ async def _client_and_token(request: Request[AppState]) -> tuple[Client, str]:
     client = await state["oauth"].authenticate(
         state["pool"],
         presented,
-        ip=client_address(request, state["settings"]),
+        ip=remote_address(request, state["settings"]),
         now=state["clock"](),
     )
     token = form.get("token")
