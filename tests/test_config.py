@@ -16,7 +16,7 @@ from starlette.datastructures import Secret
 from tokenrota_server.config import Settings, ensure_development_secrets, load_settings
 from tokenrota_server.errors import ConfigError
 
-from tests.conftest import PROJECT_ROOT
+from tests.support import PROJECT_ROOT
 
 STRONG_A = secrets.token_urlsafe(48)
 STRONG_B = secrets.token_urlsafe(48)

@@ -17,8 +17,7 @@ from tokenrota_server.database import create_pool
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.telemetry import JsonFormatter, RequestContext
 
-from tests.conftest import PASSWORD, FakeClock, register, register_and_login, serve
-from tests.oauth_support import create_client
+from tests.support import PASSWORD, CreateClient, FakeClock, Register, RegisterAndLogin, Serve
 
 
 def sample(name: str, **labels: str) -> float:
@@ -92,7 +91,9 @@ async def test_requests_are_counted_by_route_template_and_status(
     assert "no-such-path" not in exposed
 
 
-async def test_login_outcomes_and_tokens_issued(client: httpx.AsyncClient) -> None:
+async def test_login_outcomes_and_tokens_issued(
+    client: httpx.AsyncClient, register: Register
+) -> None:
     """A good login, a wrong password and a malformed body are three different outcomes."""
     user = await register(client)
     deltas = Deltas(
@@ -109,7 +110,9 @@ async def test_login_outcomes_and_tokens_issued(client: httpx.AsyncClient) -> No
     assert deltas.now() == [1, 1, 1, 1]
 
 
-async def test_refresh_outcomes(client: httpx.AsyncClient, clock: FakeClock) -> None:
+async def test_refresh_outcomes(
+    client: httpx.AsyncClient, clock: FakeClock, register_and_login: RegisterAndLogin
+) -> None:
     """Rotated, grace, reuse detected and invalid are each counted once."""
     _, pair = await register_and_login(client)
     outcomes = ("rotated", "grace", "reuse_detected", "invalid")
@@ -135,6 +138,7 @@ async def test_refresh_outcomes(client: httpx.AsyncClient, clock: FakeClock) -> 
 
 async def test_a_refresh_grant_at_oauth_token_counts_as_a_refresh(
     client: httpx.AsyncClient,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """Counted from what the refresh use case recorded, as at /refresh; a refusal is invalid."""
     _, pair = await register_and_login(client)
@@ -213,7 +217,9 @@ def rendered(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 
 
 async def test_one_json_access_line_per_request_with_the_user(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """The access line names request id, method, route, status, duration and the user."""
     user, pair = await register_and_login(client)
@@ -236,7 +242,10 @@ async def test_one_json_access_line_per_request_with_the_user(
 
 
 async def test_security_events_are_json_lines_with_ids_and_no_secrets(
-    client: httpx.AsyncClient, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """Failed login and reuse detection are logged with ids; no token or password anywhere."""
     caplog.set_level(logging.INFO, logger="tokenrota")
@@ -331,6 +340,7 @@ async def test_client_credentials_are_counted_and_logged_with_the_client(
     db: asyncpg.Connection,
     settings: Any,
     caplog: pytest.LogCaptureFixture,
+    create_client: CreateClient,
 ) -> None:
     """A client_credentials grant counts under its grant, and its access line names the client."""
     client_id, secret = await create_client(db, settings)
@@ -349,7 +359,7 @@ async def test_client_credentials_are_counted_and_logged_with_the_client(
 
 
 async def test_behind_a_trusted_proxy_the_access_line_names_the_real_client(
-    make_settings: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    make_settings: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture, serve: Serve
 ) -> None:
     """With TRUSTED_PROXIES, client_ip is the forwarded address, as the throttle sees it."""
     settings = make_settings(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
