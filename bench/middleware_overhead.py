@@ -26,7 +26,7 @@ import asyncpg
 from starlette.datastructures import Secret
 from tokenrota_server import schema
 from tokenrota_server.app import create_app
-from tokenrota_server.auth import ClientInfo
+from tokenrota_server.auth import DeviceInfo
 from tokenrota_server.config import Settings
 from tokenrota_server.database import start_embedded
 from tokenrota_server.middleware import RequestObservability
@@ -105,7 +105,7 @@ async def main() -> None:
                 pool, email="bench@example.com", password="bench password", now=now
             )
             pair = await auth.login(
-                pool, email=user.email, password="bench password", now=now, client=ClientInfo()
+                pool, email=user.email, password="bench password", now=now, device=DeviceInfo()
             )
             bearer = [(b"authorization", f"Bearer {pair.access_token}".encode())]
             results: dict[str, list[float]] = {}

@@ -109,7 +109,7 @@ async def seed(pool: asyncpg.Pool, chains: int) -> list[tuple[uuid.UUID, bytes]]
             await sessions.create_session(
                 connection,
                 session_id=session_id,
-                user_id=str(user_id),
+                user_id=user_id,
                 now=now,
                 expires_at=now + timedelta(days=30),
                 first_token=NewToken(token, now, now + timedelta(days=7)),

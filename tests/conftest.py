@@ -1,85 +1,45 @@
-"""Fixtures: a real Postgres, a migrated template database, and one clone of it per test.
+"""Fixtures, on the package's own pytest plugin (`tokenrota.testing`): one Postgres server, one
+migrated template, and a fresh clone of it for each test.
 
-The server is `TEST_DATABASE_URL` when set, else the embedded Postgres under `.data/test/`.
-The template is migrated once per run (synchronously: alembic's env.py runs its own event loop);
-each test gets `CREATE DATABASE ... TEMPLATE`, a real and isolated database in milliseconds.
+The server (`token_service_postgres_url`: `TEST_DATABASE_URL` when set, else the embedded Postgres
+under `.data/test/`), the template (`token_service_template`) and the supply of clones
+(`token_service_databases`) are the plugin's session fixtures, so the tests here and the plugin's
+`token_service` share them. The helpers that arrange users, clients and apps are fixtures too;
+their plain functions live in `tests/support.py` and `tests/oauth_support.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import secrets
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from starlette.datastructures import Secret
-from tokenrota.testing import database_url_for, execute
-from tokenrota_server import schema
-from tokenrota_server.app import create_app
+from tokenrota.testing import DatabaseSupply, instance_settings
 from tokenrota_server.config import Settings
-from tokenrota_server.database import start_embedded
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "correct horse battery"
+from tests import oauth_support, support
 
+# Re-exported: some test modules still import these from here rather than from tests.support.
+from tests.support import PASSWORD, PROJECT_ROOT, FakeClock, register_and_login, serve
 
-class FakeClock:
-    """A clock the test moves by hand; starts at the real present, whole seconds."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+__all__ = ["PASSWORD", "PROJECT_ROOT", "FakeClock", "register_and_login", "serve"]
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """URL of a real Postgres server's maintenance database."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        return os.environ["TEST_DATABASE_URL"]
-    url = start_embedded(PROJECT_ROOT / ".data" / "test")
-    # Our own throwaway server: without fsync, DROP DATABASE after each test takes ~20 ms
-    # instead of ~600 ms. Never done to a TEST_DATABASE_URL server, which may matter to someone.
-    asyncio.run(execute(url, "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
-    return url
-
-
-@pytest.fixture(scope="session")
-def template_database(postgres_url: str) -> Iterator[str]:
-    """A database migrated to head, to be cloned by each test."""
-    name = f"template_{os.getpid()}"
-    asyncio.run(
-        execute(
-            postgres_url,
-            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-            f'CREATE DATABASE "{name}"',
-        )
-    )
-    schema.upgrade(database_url_for(postgres_url, name))
-    yield name
-    asyncio.run(execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def postgres_url(token_service_postgres_url: str) -> str:
+    """URL of the Postgres server's maintenance database: the plugin's server."""
+    return token_service_postgres_url
 
 
 @pytest.fixture
-async def database_url(postgres_url: str, template_database: str) -> AsyncIterator[str]:
-    """A fresh database of this test's own, at the schema's head."""
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    await execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    yield database_url_for(postgres_url, name)
-    await execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+async def database_url(token_service_databases: DatabaseSupply) -> AsyncIterator[str]:
+    """A fresh database of this test's own, at the schema's head (a clone of the template)."""
+    name = await token_service_databases.take()
+    yield token_service_databases.url_of(name)
+    token_service_databases.discard(name)
 
 
 @pytest.fixture
@@ -98,38 +58,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    """Test settings: fresh random secrets, and argon2 cheap enough for hundreds of logins."""
-    return Settings(
-        access_token_secret=Secret(secrets.token_urlsafe(48)),
-        refresh_token_secret=Secret(secrets.token_urlsafe(48)),
-        env="test",
-        database_url=database_url,
-        argon2_time_cost=1,
-        argon2_memory_cost=1024,
-        argon2_parallelism=1,
-        # Many tests log in far more often than a person would; tests/test_throttle.py sets
-        # real limits where it tests the throttle itself.
-        login_email_max_attempts=10_000,
-        login_ip_max_attempts=10_000,
-    )
+    """The plugin's instance settings (fresh random secrets, cheap argon2) on the test's database.
 
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings, clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
-    """The app for `settings`, its lifespan running, behind an httpx client (in process).
-
-    The wrapper hands each request a copy of the lifespan's state, as uvicorn does.
+    Many tests log in far more often than a person would; tests/test_throttle.py sets real
+    limits where it tests the throttle itself.
     """
-    app = create_app(settings, clock=clock)
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope: Any, receive: Any, send: Any) -> None:
-            scope["state"] = dict(state or {})
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
+    return instance_settings(
+        database_url, login_email_max_attempts=10_000, login_ip_max_attempts=10_000
+    )
 
 
 @pytest.fixture
@@ -145,35 +81,41 @@ def make_settings(settings: Settings) -> Any:
     return lambda **changes: replace(settings, **changes)
 
 
-async def register(
-    client: httpx.AsyncClient, email: str | None = None, password: str = PASSWORD
-) -> dict[str, Any]:
-    """Register a user (a fresh email by default); return the `user` object."""
-    email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
-    response = await client.post("/register", json={"email": email, "password": password})
-    assert response.status_code == 201, response.text
-    user: dict[str, Any] = response.json()["user"]
-    return user
+# -- helpers, as fixtures ----------------------------------------------------------------------
+# Named apart from the plain functions above, which the re-export keeps importable from here.
 
 
-async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
-    """Log in; return the token pair."""
-    response = await client.post("/login", json={"email": email, "password": password})
-    assert response.status_code == 200, response.text
-    pair: dict[str, Any] = response.json()
-    return pair
+@pytest.fixture(name="serve")
+def serve_fixture() -> support.Serve:
+    """`async with serve(settings, clock) as client`: the app for other settings, in process."""
+    return support.serve
 
 
-async def register_and_login(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A new user and a token pair of a fresh session."""
-    user = await register(client)
-    return user, await login(client, user["email"])
+@pytest.fixture(name="register")
+def register_fixture() -> support.Register:
+    """`await register(client, email=None, password=PASSWORD)`: a new user's `user` object."""
+    return support.register
 
 
-async def table_snapshot(db: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the tables that bad input must leave alone, to compare before and after."""
-    snapshot = {}
-    for table in ("users", "sessions", "refresh_tokens"):
-        rows = await db.fetch(f"SELECT * FROM {table} ORDER BY 1")  # noqa: S608
-        snapshot[table] = [tuple(row) for row in rows]
-    return snapshot
+@pytest.fixture(name="login")
+def login_fixture() -> support.Login:
+    """`await login(client, email, password=PASSWORD)`: the token pair of a new session."""
+    return support.login
+
+
+@pytest.fixture(name="register_and_login")
+def register_and_login_fixture() -> support.RegisterAndLogin:
+    """`await register_and_login(client)`: a new user and the token pair of a fresh session."""
+    return support.register_and_login
+
+
+@pytest.fixture(name="table_snapshot")
+def table_snapshot_fixture() -> support.TableSnapshot:
+    """`await table_snapshot(db)`: the rows bad input must leave alone, to compare."""
+    return support.table_snapshot
+
+
+@pytest.fixture(name="create_client")
+def create_client_fixture() -> support.CreateClient:
+    """`await create_client(db, settings, scope=..., name=...)`: a client's (id, secret)."""
+    return oauth_support.create_client

@@ -1,12 +1,11 @@
-"""Helpers for the OAuth tests: registering clients and asking for tokens."""
+"""Helpers for the OAuth tests: registering clients, asking for tokens, reading JWTs, and putting
+resource servers beside the service. `create_client` is also the `create_client` fixture."""
 
 from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -14,8 +13,21 @@ import asyncpg
 import httpx
 from argon2 import PasswordHasher
 from tokenrota_server import oauth_clients
-from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
+
+# Re-exported: test modules import it from here, beside `Dispatcher`.
+from tests.support import running_app
+
+__all__ = [
+    "Dispatcher",
+    "FakeMonotonic",
+    "basic",
+    "claims_of",
+    "client_token",
+    "create_client",
+    "header_of",
+    "running_app",
+]
 
 
 async def create_client(
@@ -69,19 +81,6 @@ def header_of(token: str) -> dict[str, Any]:
     part = token.split(".")[0]
     decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
     return decoded
-
-
-@contextlib.asynccontextmanager
-async def running_app(settings: Settings, clock: Any) -> AsyncIterator[Any]:
-    """The service as an ASGI callable with its lifespan running (as conftest's `serve`)."""
-    app = create_app(settings, clock=clock)
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope: Any, receive: Any, send: Any) -> None:
-            scope["state"] = dict(state or {})
-            await app(scope, receive, send)
-
-        yield with_state
 
 
 class Dispatcher:

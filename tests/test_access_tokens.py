@@ -16,8 +16,8 @@ from tokenrota_server.config import Settings
 
 from tests import forge
 from tests.checks import assert_error, settings_secrets
-from tests.conftest import FakeClock, register_and_login, serve
 from tests.forge import REFRESH_HEADER, REMOVE
+from tests.support import FakeClock, RegisterAndLogin, Serve
 
 
 async def profile(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -25,7 +25,9 @@ async def profile(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 
 @pytest.fixture
-async def victim(client: httpx.AsyncClient, db: asyncpg.Connection) -> dict[str, Any]:
+async def victim(
+    client: httpx.AsyncClient, db: asyncpg.Connection, register_and_login: RegisterAndLogin
+) -> dict[str, Any]:
     """A user with a live session: its ids let forged tokens point at real rows."""
     user, pair = await register_and_login(client)
     session_id = await db.fetchval("SELECT id::text FROM sessions")
@@ -255,7 +257,7 @@ async def test_an_expired_token_is_token_expired(
 
 
 async def test_exp_equal_to_now_is_expired_without_leeway(
-    make_settings: Any, clock: FakeClock
+    make_settings: Any, clock: FakeClock, register_and_login: RegisterAndLogin, serve: Serve
 ) -> None:
     async with serve(make_settings(jwt_leeway=0), clock) as client:
         _, pair = await register_and_login(client)
@@ -301,7 +303,7 @@ async def test_logout_stops_the_sessions_access_tokens_at_once(
 
 
 async def test_a_token_outlives_its_sessions_absolute_end_nowhere(
-    make_settings: Any, clock: FakeClock
+    make_settings: Any, clock: FakeClock, register_and_login: RegisterAndLogin, serve: Serve
 ) -> None:
     """SESSION_MAX_AGE ends the session's access tokens too, even before their own exp."""
     async with serve(make_settings(session_max_age=600), clock) as client:
@@ -316,7 +318,7 @@ async def test_a_token_outlives_its_sessions_absolute_end_nowhere(
 
 
 async def test_another_users_valid_token_shows_only_that_user(
-    client: httpx.AsyncClient, victim: dict[str, Any]
+    client: httpx.AsyncClient, victim: dict[str, Any], register_and_login: RegisterAndLogin
 ) -> None:
     other, pair = await register_and_login(client)
 

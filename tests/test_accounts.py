@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, FakeClock, login, register, register_and_login, table_snapshot
+from tests.support import PASSWORD, FakeClock, Login, Register, RegisterAndLogin, TableSnapshot
 
 
 def bearer(pair: dict[str, Any]) -> dict[str, str]:
@@ -22,7 +22,7 @@ async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 
 async def test_sessions_lists_live_sessions_and_marks_the_current_one(
-    client: httpx.AsyncClient, clock: FakeClock
+    client: httpx.AsyncClient, clock: FakeClock, login: Login, register: Register
 ) -> None:
     """Each login is one session with its agent and address; only the caller's is current."""
     user = await register(client)
@@ -60,7 +60,9 @@ async def test_sessions_lists_live_sessions_and_marks_the_current_one(
     assert second.status_code == 200
 
 
-async def test_sessions_never_lists_another_users_sessions(client: httpx.AsyncClient) -> None:
+async def test_sessions_never_lists_another_users_sessions(
+    client: httpx.AsyncClient, register_and_login: RegisterAndLogin
+) -> None:
     """Two users each see exactly their own session."""
     _, mine = await register_and_login(client)
     _, theirs = await register_and_login(client)
@@ -74,7 +76,7 @@ async def test_sessions_never_lists_another_users_sessions(client: httpx.AsyncCl
 
 
 async def test_absolute_expiry_is_session_max_age_and_rotation_never_extends_it(
-    client: httpx.AsyncClient, clock: FakeClock, settings: Any
+    client: httpx.AsyncClient, clock: FakeClock, settings: Any, register_and_login: RegisterAndLogin
 ) -> None:
     """expires_at is login + SESSION_MAX_AGE, and stays there through refreshes."""
     _, pair = await register_and_login(client)
@@ -103,7 +105,7 @@ async def test_session_routes_need_a_bearer_token(client: httpx.AsyncClient, pat
 
 
 async def test_revoking_a_session_kills_its_refresh_and_access_tokens(
-    client: httpx.AsyncClient, db: asyncpg.Connection
+    client: httpx.AsyncClient, db: asyncpg.Connection, login: Login, register: Register
 ) -> None:
     """DELETE /sessions/{id}: 204, reason user_revoked; that session's tokens stop at once."""
     user = await register(client)
@@ -128,7 +130,13 @@ async def test_revoking_a_session_kills_its_refresh_and_access_tokens(
     "target", ["foreign", "unknown", "not-a-uuid", "revoked", "%20", "1' OR '1'='1"]
 )
 async def test_revoking_a_session_not_your_own_is_404_and_revokes_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, target: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    target: str,
+    login: Login,
+    register: Register,
+    register_and_login: RegisterAndLogin,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """Another user's session, an unknown id, a non-UUID, an ended one: 404, nothing written."""
     user = await register(client)
@@ -153,7 +161,9 @@ async def test_revoking_a_session_not_your_own_is_404_and_revokes_nothing(
     assert (await client.get("/profile", headers=bearer(theirs))).status_code == 200
 
 
-async def test_revoking_needs_a_live_session_of_the_caller(client: httpx.AsyncClient) -> None:
+async def test_revoking_needs_a_live_session_of_the_caller(
+    client: httpx.AsyncClient, login: Login, register: Register
+) -> None:
     """An access token of a revoked session cannot revoke anything: 403."""
     user = await register(client)
     mine = await login(client, user["email"])
@@ -169,7 +179,11 @@ async def test_revoking_needs_a_live_session_of_the_caller(client: httpx.AsyncCl
 
 
 async def test_logout_all_revokes_every_session_of_the_user_only(
-    client: httpx.AsyncClient, db: asyncpg.Connection
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    login: Login,
+    register: Register,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """POST /logout/all: 204; every session of the caller (the current one too) dies."""
     user = await register(client)
@@ -190,7 +204,7 @@ async def test_logout_all_revokes_every_session_of_the_user_only(
 
 
 async def test_password_change_revokes_other_sessions_and_keeps_this_one(
-    client: httpx.AsyncClient, db: asyncpg.Connection
+    client: httpx.AsyncClient, db: asyncpg.Connection, login: Login, register: Register
 ) -> None:
     """POST /password: 204; the old password stops working, other sessions are revoked."""
     user = await register(client)
@@ -231,6 +245,9 @@ async def test_password_change_refusals_write_nothing(
     new: str,
     status: int,
     error: str,
+    login: Login,
+    register: Register,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """A wrong current password is 401; a weak new one 422; no session or hash changes."""
     user = await register(client)
@@ -253,7 +270,7 @@ async def test_password_change_refusals_write_nothing(
     "body", [{}, {"current_password": PASSWORD}, {"current_password": 1, "new_password": "x" * 9}]
 )
 async def test_password_change_with_missing_fields_is_422(
-    client: httpx.AsyncClient, body: dict[str, Any]
+    client: httpx.AsyncClient, body: dict[str, Any], register_and_login: RegisterAndLogin
 ) -> None:
     """Fields missing or of the wrong type: 422, before any hashing."""
     _, mine = await register_and_login(client)

@@ -13,8 +13,8 @@ from tokenrota_server.oauth import AuthorizationServer, ClientSecret
 from tokenrota_server.passwords import Passwords
 from tokenrota_server.tokens import TokenCodec
 
-from tests.conftest import FakeClock, register_and_login
-from tests.oauth_support import basic, client_token, create_client
+from tests.oauth_support import basic, client_token
+from tests.support import CreateClient, FakeClock, RegisterAndLogin
 
 
 async def introspect(
@@ -32,7 +32,10 @@ async def revoke(
 
 
 async def test_introspection_of_an_active_client_token(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """An active client token answers its claims, and is served uncached."""
     owner = await create_client(db, settings, scope="read write")
@@ -56,7 +59,11 @@ async def test_introspection_of_an_active_client_token(
 
 
 async def test_introspection_of_user_tokens_follows_the_session(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """A user's access and refresh tokens are active while the session lives, then inactive."""
     resource = await create_client(db, settings)
@@ -79,7 +86,12 @@ async def test_introspection_of_user_tokens_follows_the_session(
 
 
 async def test_every_inactive_token_answers_exactly_active_false(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, clock: FakeClock
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    clock: FakeClock,
+    create_client: CreateClient,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """Garbage, expired, spent, tampered, disabled client's and revoked: only {"active": false}."""
     resource = await create_client(db, settings)
@@ -106,7 +118,10 @@ async def test_every_inactive_token_answers_exactly_active_false(
 
 
 async def test_introspection_needs_client_authentication(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """No credentials or wrong ones: 401 invalid_client, and the token is not examined."""
     owner = await create_client(db, settings)
@@ -125,7 +140,10 @@ async def test_introspection_needs_client_authentication(
 
 
 async def test_revocation_of_a_client_token_by_its_owner(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """The owner revokes its token: 200, and introspection calls it inactive; twice is fine."""
     owner = await create_client(db, settings)
@@ -142,7 +160,10 @@ async def test_revocation_of_a_client_token_by_its_owner(
 
 
 async def test_revocation_never_touches_another_clients_token(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """Another client asking to revoke: 200 like any other answer, and the token stays active."""
     owner = await create_client(db, settings)
@@ -157,7 +178,11 @@ async def test_revocation_never_touches_another_clients_token(
 
 
 async def test_revoking_a_refresh_token_ends_its_session(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """A user's refresh token revokes its session; the pair stops working everywhere."""
     caller = await create_client(db, settings)
@@ -176,7 +201,11 @@ async def test_revoking_a_refresh_token_ends_its_session(
 
 
 async def test_revoking_a_user_access_token_ends_its_session(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """RFC 7009 §2.1 lets an access token's revocation take its grant along: the session ends."""
     caller = await create_client(db, settings)
@@ -190,7 +219,12 @@ async def test_revoking_a_user_access_token_ends_its_session(
 
 @pytest.mark.parametrize("token", ["garbage", "a.b.c", "x" * 10_000])
 async def test_revocation_of_unknown_tokens_is_200_and_writes_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, token: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    token: str,
+    create_client: CreateClient,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """Unknown or invalid tokens: 200 (RFC 7009 §2.2), nothing revoked."""
     caller = await create_client(db, settings)
@@ -203,7 +237,12 @@ async def test_revocation_of_unknown_tokens_is_200_and_writes_nothing(
 
 
 async def test_revocation_of_expired_and_revoked_tokens_is_200(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, clock: FakeClock
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    clock: FakeClock,
+    create_client: CreateClient,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """An expired client token and an already revoked refresh token: 200 both."""
     owner = await create_client(db, settings)
@@ -221,7 +260,7 @@ async def test_revocation_of_expired_and_revoked_tokens_is_200(
 
 
 async def test_revocation_needs_client_authentication(
-    client: httpx.AsyncClient, db: asyncpg.Connection
+    client: httpx.AsyncClient, db: asyncpg.Connection, register_and_login: RegisterAndLogin
 ) -> None:
     """Without client credentials: 401 invalid_client, and the session lives on."""
     _, pair = await register_and_login(client)
@@ -264,7 +303,7 @@ class CountingPasswords(Passwords):
 
 @pytest.mark.parametrize("client_id", ["no-such-client", "bad\x00id", "x" * 500, "é"])
 async def test_an_unknown_client_costs_one_argon2_verification(
-    db: asyncpg.Connection, settings: Settings, client_id: str
+    db: asyncpg.Connection, settings: Settings, client_id: str, create_client: CreateClient
 ) -> None:
     """Unknown (or impossible) ids are verified against the dummy hash, as a wrong secret is."""
     known_id, _ = await create_client(db, settings)
@@ -296,6 +335,7 @@ async def test_odd_values_never_cause_a_500(
     settings: Settings,
     path: str,
     value: str,
+    create_client: CreateClient,
 ) -> None:
     """NUL bytes, SQL, non-ASCII and long values in every parameter: a 4xx or 200, tables intact."""
     credentials = await create_client(db, settings)
@@ -320,7 +360,11 @@ async def test_odd_values_never_cause_a_500(
 
 
 async def test_expired_revocations_are_purged(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, clock: FakeClock
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    clock: FakeClock,
+    create_client: CreateClient,
 ) -> None:
     """A revocation row outlives its token by nothing: purge deletes it after expiry only."""
     owner = await create_client(db, settings)
@@ -349,7 +393,7 @@ async def test_expired_revocations_are_purged(
 
 
 async def test_a_verified_client_is_remembered_until_its_secret_changes_or_it_is_disabled(
-    db: asyncpg.Connection, settings: Settings, clock: FakeClock
+    db: asyncpg.Connection, settings: Settings, clock: FakeClock, create_client: CreateClient
 ) -> None:
     """One argon2 check serves repeat calls; rotation and disabling take effect at once."""
     client_id, secret = await create_client(db, settings)

@@ -15,7 +15,7 @@ import pytest
 from tokenrota_server.config import Settings
 
 from tests.checks import assert_error, settings_secrets
-from tests.conftest import PASSWORD, register_and_login, table_snapshot
+from tests.support import PASSWORD, RegisterAndLogin, TableSnapshot
 
 JSON_ENDPOINTS = ["/register", "/login", "/refresh", "/logout"]
 CREDENTIAL_ENDPOINTS = ["/register", "/login"]
@@ -68,7 +68,7 @@ MISTYPED = [
 
 
 @pytest.fixture
-async def victim(client: httpx.AsyncClient) -> dict[str, Any]:
+async def victim(client: httpx.AsyncClient, register_and_login: RegisterAndLogin) -> dict[str, Any]:
     """A registered user with a live session, whose rows the bad requests must not touch."""
     user, pair = await register_and_login(client)
     return {**user, **pair}
@@ -81,6 +81,7 @@ async def test_malformed_json_is_400_and_writes_nothing(
     settings: Settings,
     victim: dict[str, Any],
     body: bytes,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """At each JSON endpoint in turn."""
     before = await table_snapshot(db)
@@ -96,7 +97,11 @@ async def test_malformed_json_is_400_and_writes_nothing(
 
 @pytest.mark.parametrize("body", MISTYPED)
 async def test_missing_or_mistyped_fields_are_422_and_write_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, victim: dict[str, Any], body: dict[str, Any]
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    victim: dict[str, Any],
+    body: dict[str, Any],
+    table_snapshot: TableSnapshot,
 ) -> None:
     """Including NoSQL-style operator objects: a field is a string or the request is refused."""
     if body.get("email") == "a@example.com":
@@ -113,7 +118,12 @@ async def test_missing_or_mistyped_fields_are_422_and_write_nothing(
 @pytest.mark.parametrize("path", ["/refresh", "/logout"])
 @pytest.mark.parametrize("value", [123, True, ["a.b.c"], {"token": "a.b.c"}], ids=repr)
 async def test_a_refresh_token_that_is_not_a_string_is_422(
-    client: httpx.AsyncClient, db: asyncpg.Connection, victim: dict[str, Any], path: str, value: Any
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    victim: dict[str, Any],
+    path: str,
+    value: Any,
+    table_snapshot: TableSnapshot,
 ) -> None:
     before = await table_snapshot(db)
 
@@ -143,6 +153,7 @@ async def test_other_content_types_are_415(
     db: asyncpg.Connection,
     victim: dict[str, Any],
     content_type: str | None,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """A JSON body under any other label is refused: a form cannot post JSON cross-site."""
     body = b'{"email": "%s", "password": "%s", "refresh_token": "%s"}' % (
@@ -173,7 +184,11 @@ async def test_json_with_parameters_or_other_case_is_still_json(
 
 @pytest.mark.parametrize("size", [64 * 1024 + 1, 1024 * 1024, 20 * 1024 * 1024])
 async def test_bodies_over_the_cap_are_413(
-    client: httpx.AsyncClient, db: asyncpg.Connection, victim: dict[str, Any], size: int
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    victim: dict[str, Any],
+    size: int,
+    table_snapshot: TableSnapshot,
 ) -> None:
     head = b'{"email": "%s", "password": "%s", "pad": "' % (
         victim["email"].encode(),
@@ -211,7 +226,11 @@ async def test_a_body_just_under_the_cap_is_read(
 
 @pytest.mark.parametrize("path", JSON_ENDPOINTS)
 async def test_a_chunked_body_without_length_is_cut_off_at_the_cap(
-    client: httpx.AsyncClient, db: asyncpg.Connection, victim: dict[str, Any], path: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    victim: dict[str, Any],
+    path: str,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """No Content-Length to trust: the stream is read up to the cap and abandoned there."""
     chunk, total = b"x" * 1024, 4096
@@ -245,6 +264,7 @@ async def test_a_nonsense_content_length_is_refused(
     victim: dict[str, Any],
     path: str,
     declared: str,
+    table_snapshot: TableSnapshot,
 ) -> None:
     before = await table_snapshot(db)
     request = client.build_request(

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import FakeClock, serve
+from tests.support import FakeClock, Serve
 
 
 async def test_auth_client_is_an_es_module_with_the_documented_interface(
@@ -41,7 +41,9 @@ async def test_demo_is_served_with_a_strict_content_security_policy(
 
 
 @pytest.mark.parametrize("path", ["/demo", "/demo.js", "/demo.css"])
-async def test_demo_is_off_in_production(make_settings: Any, clock: FakeClock, path: str) -> None:
+async def test_demo_is_off_in_production(
+    make_settings: Any, clock: FakeClock, path: str, serve: Serve
+) -> None:
     """ENV=production: 404 not_found, while the JS client is still served."""
     async with serve(make_settings(env="production"), clock) as client:
         response = await client.get(path)

@@ -21,8 +21,8 @@ from tokenrota.verify import Introspection, TokenVerifier, protect, requires_sco
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
-from tests.conftest import FakeClock
-from tests.oauth_support import Dispatcher, FakeMonotonic, basic, create_client, running_app
+from tests.oauth_support import Dispatcher, FakeMonotonic, basic, running_app
+from tests.support import CreateClient, FakeClock
 
 TOKEN_PATH = "/oauth/token"
 
@@ -79,7 +79,10 @@ def auth_for(credentials: tuple[str, str], **options: object) -> ClientCredentia
 
 
 async def test_100_concurrent_requests_cause_one_token_request(
-    world: tuple[Dispatcher, httpx.AsyncClient], db: asyncpg.Connection, settings: Settings
+    world: tuple[Dispatcher, httpx.AsyncClient],
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """A cold client under a burst of 100 requests asks for exactly one token."""
     dispatcher, plain = world
@@ -102,6 +105,7 @@ async def test_token_is_reused_until_shortly_before_expiry(
     db: asyncpg.Connection,
     settings: Settings,
     clock: FakeClock,
+    create_client: CreateClient,
 ) -> None:
     """Renewal happens `renew_before` seconds ahead of expiry, not before."""
     dispatcher, plain = world
@@ -130,7 +134,7 @@ async def test_token_is_reused_until_shortly_before_expiry(
 
 
 async def test_a_401_renews_the_token_and_retries_once(
-    settings: Settings, clock: FakeClock, db: asyncpg.Connection
+    settings: Settings, clock: FakeClock, db: asyncpg.Connection, create_client: CreateClient
 ) -> None:
     """A revoked token is refused by the API; the client renews, resends the body, succeeds."""
     credentials = await create_client(db, settings, scope="read")
@@ -170,7 +174,7 @@ async def test_a_401_renews_the_token_and_retries_once(
 
 
 async def test_retry_happens_only_once(
-    settings: Settings, clock: FakeClock, db: asyncpg.Connection
+    settings: Settings, clock: FakeClock, db: asyncpg.Connection, create_client: CreateClient
 ) -> None:
     """An API that refuses every token (another audience) is tried twice; its 401 returns."""
     credentials = await create_client(db, settings, scope="read")
@@ -196,7 +200,10 @@ async def test_retry_happens_only_once(
 
 
 async def test_insufficient_scope_is_not_retried(
-    world: tuple[Dispatcher, httpx.AsyncClient], db: asyncpg.Connection, settings: Settings
+    world: tuple[Dispatcher, httpx.AsyncClient],
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """A 403 is an answer, not a stale token: no renewal, no retry."""
     dispatcher, plain = world
@@ -214,7 +221,10 @@ async def test_insufficient_scope_is_not_retried(
 
 
 async def test_a_wrong_secret_raises(
-    world: tuple[Dispatcher, httpx.AsyncClient], db: asyncpg.Connection, settings: Settings
+    world: tuple[Dispatcher, httpx.AsyncClient],
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """The token endpoint's 401 surfaces as httpx.HTTPStatusError; the API is never called."""
     dispatcher, plain = world
@@ -256,7 +266,10 @@ def live_server(settings: Settings, clock: FakeClock) -> Iterator[tuple[str, Dis
 
 
 async def test_sync_client_from_many_threads_asks_for_one_token(
-    live_server: tuple[str, Dispatcher], db: asyncpg.Connection, settings: Settings
+    live_server: tuple[str, Dispatcher],
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """httpx.Client shared by 20 threads, 100 requests: one token request at the server."""
     base_url, dispatcher = live_server

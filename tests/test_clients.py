@@ -12,8 +12,8 @@ import httpx
 from tokenrota_server import schema
 from tokenrota_server.config import Settings
 
-from tests.conftest import PROJECT_ROOT
 from tests.oauth_support import client_token
+from tests.support import PROJECT_ROOT
 
 
 async def cli(settings: Settings, *arguments: str) -> tuple[int, str, str]:

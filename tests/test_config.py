@@ -8,13 +8,15 @@ import secrets
 import stat
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from tokenrota_server.config import ensure_development_secrets, load_settings
+from starlette.datastructures import Secret
+from tokenrota_server.config import Settings, ensure_development_secrets, load_settings
 from tokenrota_server.errors import ConfigError
 
-from tests.conftest import PROJECT_ROOT
+from tests.support import PROJECT_ROOT
 
 STRONG_A = secrets.token_urlsafe(48)
 STRONG_B = secrets.token_urlsafe(48)
@@ -83,6 +85,21 @@ def test_a_random_hex_secret_of_32_bytes_is_accepted() -> None:
                 "REFRESH_TOKEN_SECRET": secrets.token_hex(16),
             }
         )
+
+
+def test_unset_variables_leave_every_field_at_its_one_default() -> None:
+    """Each field has a parser for its variable, and the loader adds no default of its own."""
+    environ = {"ENV": "test", "ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+
+    loaded = load_settings({**environ, "HOST": "", "PORT": ""})
+
+    built = Settings(access_token_secret=Secret(STRONG_A), refresh_token_secret=Secret(STRONG_B))
+    for setting in fields(Settings):
+        assert callable(setting.metadata["parse"]), setting.name
+        if setting.name in ("access_token_secret", "refresh_token_secret"):
+            assert str(getattr(loaded, setting.name)) == str(getattr(built, setting.name))
+        elif setting.name != "env":
+            assert getattr(loaded, setting.name) == getattr(built, setting.name), setting.name
 
 
 @pytest.mark.parametrize(

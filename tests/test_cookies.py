@@ -11,7 +11,8 @@ import httpx
 import pytest
 from tokenrota_server.config import Settings
 
-from tests.conftest import PASSWORD, FakeClock, register, serve, table_snapshot
+from tests import support
+from tests.support import PASSWORD, FakeClock, Register, Serve, TableSnapshot
 
 APP = "https://app.example"
 GOOD = {"Origin": APP, "X-Requested-With": "fetch", "Sec-Fetch-Site": "same-site"}
@@ -26,7 +27,7 @@ def browser_settings(make_settings: Any) -> Settings:
 
 
 @pytest.fixture
-async def browser(browser_settings: Settings, clock: FakeClock) -> Any:
+async def browser(browser_settings: Settings, clock: FakeClock, serve: Serve) -> Any:
     """A client of the service as configured for a browser frontend."""
     async with serve(browser_settings, clock) as client:
         yield client
@@ -47,7 +48,7 @@ def set_cookie(response: httpx.Response) -> tuple[str, str, dict[str, str]]:
 
 
 async def cookie_login(client: httpx.AsyncClient) -> tuple[dict[str, Any], httpx.Response]:
-    user = await register(client)
+    user = await support.register(client)
     response = await client.post(
         "/login", json={"email": user["email"], "password": PASSWORD, "use_cookie": True}
     )
@@ -85,7 +86,9 @@ async def test_login_with_use_cookie_sets_a_host_prefixed_cookie_and_omits_the_t
     assert "domain" not in attributes
 
 
-async def test_login_without_use_cookie_sets_no_cookie(browser: httpx.AsyncClient) -> None:
+async def test_login_without_use_cookie_sets_no_cookie(
+    browser: httpx.AsyncClient, register: Register
+) -> None:
     """The default stays the body transport."""
     user = await register(browser)
 
@@ -95,7 +98,7 @@ async def test_login_without_use_cookie_sets_no_cookie(browser: httpx.AsyncClien
     assert response.json()["refresh_token"]
 
 
-async def test_use_cookie_must_be_a_boolean(browser: httpx.AsyncClient) -> None:
+async def test_use_cookie_must_be_a_boolean(browser: httpx.AsyncClient, register: Register) -> None:
     """A use_cookie of another type is 422, before any password work."""
     user = await register(browser)
 
@@ -107,7 +110,7 @@ async def test_use_cookie_must_be_a_boolean(browser: httpx.AsyncClient) -> None:
 
 
 async def test_cookie_secure_false_drops_secure_and_the_prefix(
-    make_settings: Any, clock: FakeClock
+    make_settings: Any, clock: FakeClock, serve: Serve
 ) -> None:
     """COOKIE_SECURE=false: the cookie is `refresh_token`, without Secure, otherwise the same."""
     settings = make_settings(allowed_origins=(APP,), cookie_secure=False)
@@ -142,7 +145,9 @@ async def test_refresh_through_the_cookie_rotates_it(
     assert (await post_with_cookie(browser, "/refresh", second)).status_code == 200
 
 
-async def test_a_body_token_needs_no_csrf_headers(browser: httpx.AsyncClient) -> None:
+async def test_a_body_token_needs_no_csrf_headers(
+    browser: httpx.AsyncClient, register: Register
+) -> None:
     """A token in the body cannot be forged by another site: no Origin needed."""
     user = await register(browser)
     pair = (
@@ -181,7 +186,11 @@ FORGERIES = {
 @pytest.mark.parametrize("path", ["/refresh", "/logout"])
 @pytest.mark.parametrize("forgery", list(FORGERIES))
 async def test_forged_cookie_requests_get_403_and_the_token_is_not_spent(
-    browser: httpx.AsyncClient, db: asyncpg.Connection, path: str, forgery: str
+    browser: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    path: str,
+    forgery: str,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """Each CSRF check fails alone: 403 csrf_failed, nothing written, the cookie still works."""
     _, response = await cookie_login(browser)

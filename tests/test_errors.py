@@ -11,7 +11,7 @@ import pytest
 from tokenrota_server.config import Settings
 
 from tests.checks import assert_error, settings_secrets
-from tests.conftest import PASSWORD, FakeClock, register, register_and_login
+from tests.support import PASSWORD, FakeClock, Register, RegisterAndLogin
 
 ROUTES = {
     "/register": "POST",
@@ -47,7 +47,10 @@ async def test_an_unknown_path_is_a_json_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_broken_database_schema_gives_a_generic_500_without_sql(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """A real failure inside a query (the table is gone): the client learns nothing of it."""
     user, pair = await register_and_login(client)
@@ -71,6 +74,7 @@ async def test_logs_carry_ids_but_never_tokens_passwords_or_secrets(
     settings: Settings,
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
+    register: Register,
 ) -> None:
     """Registration, good and failed logins, refresh, reuse detection and logout, all logged
     without a single token, password or secret in any message or attribute."""

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from tokenrota_server.config import Settings
 
-from tests.conftest import FakeClock, register_and_login, serve
-from tests.oauth_support import claims_of, create_client
+from tests.oauth_support import claims_of
+from tests.support import CreateClient, FakeClock, RegisterAndLogin, Serve
 
 with warnings.catch_warnings():
     # Authlib 1.9 prefers the `httpx2` fork and warns when it finds plain httpx; we use httpx.
@@ -32,7 +32,11 @@ def authlib_client(service: httpx.AsyncClient, **options: Any) -> AsyncOAuth2Cli
 
 @pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
 async def test_authlib_client_credentials(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, method: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    method: str,
+    create_client: CreateClient,
 ) -> None:
     """Authlib fetches a token with either authentication method and narrows the scope."""
     client_id, secret = await create_client(db, settings, scope="read write")
@@ -66,7 +70,11 @@ async def test_authlib_client_credentials(
 
 
 async def test_authlib_refresh_token_grant(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """Authlib refreshes a user's token pair; the old refresh token is spent, the new one works."""
     client_id, secret = await create_client(db, settings, scope="")
@@ -88,7 +96,10 @@ async def test_authlib_refresh_token_grant(
 
 
 async def test_authlib_sees_the_errors_of_rfc_6749(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """Authlib raises OAuthError with our RFC 6749 §5.2 codes."""
     from authlib.integrations.base_client.errors import OAuthError
@@ -109,7 +120,7 @@ async def test_authlib_sees_the_errors_of_rfc_6749(
 
 
 async def test_metadata_passes_authlibs_rfc_8414_checks(
-    make_settings: Any, clock: FakeClock
+    make_settings: Any, clock: FakeClock, serve: Serve
 ) -> None:
     """With an https issuer, every field Authlib checks is valid (but one, see the README)."""
     settings = make_settings(token_issuer="https://testserver")

@@ -18,8 +18,8 @@ from starlette.datastructures import Secret
 from tokenrota_server.config import Settings, load_settings
 from tokenrota_server.errors import ConfigError
 
-from tests.conftest import FakeClock, register_and_login, serve
 from tests.oauth_support import claims_of, header_of
+from tests.support import FakeClock, RegisterAndLogin, Serve
 
 
 def private_pem(key: Any) -> str:
@@ -79,6 +79,8 @@ async def test_access_tokens_signed_with_the_key_and_verified_by_pyjwt_through_j
     clock: FakeClock,
     key_name: str,
     algorithm: str,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
 ) -> None:
     """Access tokens carry alg and kid; PyJWT verifies them with the published JWKS."""
     key = request.getfixturevalue(key_name)
@@ -111,7 +113,11 @@ async def test_access_tokens_signed_with_the_key_and_verified_by_pyjwt_through_j
 
 
 async def test_algorithm_confusion_with_a_real_rsa_key_is_refused(
-    make_settings: Any, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+    make_settings: Any,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
 ) -> None:
     """HS256 MACed with the public key (PEM, DER, JWKS JSON), none, the old secret: all 403."""
     settings = make_settings(access_token_signing_key=Secret(private_pem(rsa_key)))
@@ -152,7 +158,11 @@ async def test_algorithm_confusion_with_a_real_rsa_key_is_refused(
 
 
 async def test_a_token_signed_by_another_key_with_our_kid_is_refused(
-    make_settings: Any, clock: FakeClock, ec_key: ec.EllipticCurvePrivateKey
+    make_settings: Any,
+    clock: FakeClock,
+    ec_key: ec.EllipticCurvePrivateKey,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
 ) -> None:
     """A foreign P-256 key signing a token that names our kid: 403."""
     settings = make_settings(access_token_signing_key=Secret(private_pem(ec_key)))
@@ -174,6 +184,8 @@ async def test_rotation_keeps_the_previous_key_published_and_accepted(
     clock: FakeClock,
     rsa_key: rsa.RSAPrivateKey,
     ec_key: ec.EllipticCurvePrivateKey,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
 ) -> None:
     """After a rotation, old tokens verify while the old key is listed, and not after."""
     old = make_settings(access_token_signing_key=Secret(private_pem(rsa_key)))

@@ -14,8 +14,9 @@ from tokenrota_server import app as app_module
 from tokenrota_server.config import Settings
 from tokenrota_server.passwords import Passwords
 
+from tests import support
 from tests.checks import assert_error, post_json, settings_secrets
-from tests.conftest import PASSWORD, FakeClock, login, register, serve, table_snapshot
+from tests.support import PASSWORD, FakeClock, Login, Register, Serve, TableSnapshot
 
 
 class CountingPasswords(Passwords):
@@ -45,7 +46,7 @@ async def counting_app(
     """The service with its Passwords object observable."""
     CountingPasswords.instances = []
     monkeypatch.setattr(app_module, "Passwords", CountingPasswords)
-    async with serve(settings, clock) as client:
+    async with support.serve(settings, clock) as client:
         (passwords,) = CountingPasswords.instances
         yield client, passwords
 
@@ -64,7 +65,7 @@ def _comparable(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, s
 
 
 async def test_unknown_email_wrong_password_and_disabled_user_answer_identically(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, register: Register
 ) -> None:
     """Status, body and every header are the same: nothing tells which it was."""
     user = await register(client)
@@ -84,7 +85,11 @@ async def test_unknown_email_wrong_password_and_disabled_user_answer_identically
 
 
 async def test_an_unknown_email_costs_one_real_argon2_verification(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, clock: FakeClock, db: asyncpg.Connection
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    register: Register,
 ) -> None:
     """Known or unknown, each failed login runs exactly one argon2id verification; for an
     unknown email it is against a real dummy hash made with the current parameters."""
@@ -111,7 +116,12 @@ async def test_an_unknown_email_costs_one_real_argon2_verification(
 
 
 async def test_a_disabled_user_is_verified_like_anyone_else(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, clock: FakeClock, db: asyncpg.Connection
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    register: Register,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """The right password of a disabled account costs the same one verification, then fails."""
     async with counting_app(monkeypatch, settings, clock) as (client, passwords):
@@ -132,7 +142,7 @@ async def test_a_disabled_user_is_verified_like_anyone_else(
 
 @pytest.mark.parametrize("length", [8, 64, 72, 73, 128])
 async def test_passwords_of_8_to_128_characters_work(
-    client: httpx.AsyncClient, length: int
+    client: httpx.AsyncClient, length: int, login: Login, register: Register
 ) -> None:
     password = ("pässwörd-" * 20)[:length]
     user = await register(client, password=password)
@@ -143,7 +153,9 @@ async def test_passwords_of_8_to_128_characters_work(
 
 
 @pytest.mark.parametrize("length", [9, 64, 73, 100, 128])
-async def test_passwords_are_never_truncated(client: httpx.AsyncClient, length: int) -> None:
+async def test_passwords_are_never_truncated(
+    client: httpx.AsyncClient, length: int, register: Register
+) -> None:
     """pw and pw[:-1] never both work; nor does any prefix, bcrypt's 72 bytes included."""
     password = "".join(chr(ord("a") + i % 26) for i in range(length))
     user = await register(client, password=password)
@@ -157,7 +169,11 @@ async def test_passwords_are_never_truncated(client: httpx.AsyncClient, length: 
 
 @pytest.mark.parametrize("length", [129, 1000, 60_000])
 async def test_overlong_passwords_are_refused_before_hashing(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, clock: FakeClock, length: int
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    clock: FakeClock,
+    length: int,
+    register: Register,
 ) -> None:
     """No account can have a password over 128 characters: no argon2 work is spent on one."""
     async with counting_app(monkeypatch, settings, clock) as (client, passwords):
@@ -170,7 +186,9 @@ async def test_overlong_passwords_are_refused_before_hashing(
     assert_error(response, 401, "invalid_credentials")
 
 
-async def test_a_megabyte_password_is_refused_by_the_body_cap(client: httpx.AsyncClient) -> None:
+async def test_a_megabyte_password_is_refused_by_the_body_cap(
+    client: httpx.AsyncClient, register: Register
+) -> None:
     user = await register(client)
 
     response = await post_login(client, user["email"], "p" * 1024 * 1024)
@@ -178,7 +196,9 @@ async def test_a_megabyte_password_is_refused_by_the_body_cap(client: httpx.Asyn
     assert_error(response, 413, "payload_too_large")
 
 
-async def test_login_is_case_insensitive_on_the_email(client: httpx.AsyncClient) -> None:
+async def test_login_is_case_insensitive_on_the_email(
+    client: httpx.AsyncClient, login: Login, register: Register
+) -> None:
     user = await register(client, email="Alice.Smith@Example.COM")
 
     pair = await login(client, "alice.smith@example.com")
@@ -231,7 +251,12 @@ HOSTILE_PASSWORDS = [
 
 @pytest.mark.parametrize("email", HOSTILE_EMAILS, ids=range(len(HOSTILE_EMAILS)))
 async def test_hostile_emails_at_login_get_a_4xx_and_touch_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, email: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    email: str,
+    register: Register,
+    table_snapshot: TableSnapshot,
 ) -> None:
     user = await register(client)
     before = await table_snapshot(db)
@@ -245,7 +270,11 @@ async def test_hostile_emails_at_login_get_a_4xx_and_touch_nothing(
 
 @pytest.mark.parametrize("password", HOSTILE_PASSWORDS, ids=range(len(HOSTILE_PASSWORDS)))
 async def test_hostile_passwords_at_login_get_a_4xx_and_touch_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, password: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    password: str,
+    register: Register,
+    table_snapshot: TableSnapshot,
 ) -> None:
     user = await register(client)
     before = await table_snapshot(db)
@@ -257,7 +286,7 @@ async def test_hostile_passwords_at_login_get_a_4xx_and_touch_nothing(
 
 
 async def test_control_characters_in_the_user_agent_do_not_break_login(
-    client: httpx.AsyncClient, db: asyncpg.Connection
+    client: httpx.AsyncClient, db: asyncpg.Connection, register: Register
 ) -> None:
     """The session stores the printable part of the User-Agent; a NUL is no 500."""
     user = await register(client)
@@ -275,7 +304,9 @@ async def test_control_characters_in_the_user_agent_do_not_break_login(
 # -- the token response ----------------------------------------------------------------------
 
 
-async def test_token_responses_are_never_cached(client: httpx.AsyncClient) -> None:
+async def test_token_responses_are_never_cached(
+    client: httpx.AsyncClient, register: Register
+) -> None:
     user = await register(client)
 
     response = await post_login(client, user["email"], PASSWORD)
@@ -304,7 +335,13 @@ async def test_token_responses_are_never_cached(client: httpx.AsyncClient) -> No
 
 
 async def test_login_rehashes_when_the_argon2_parameters_changed(
-    settings: Settings, make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+    settings: Settings,
+    make_settings: Any,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    login: Login,
+    register: Register,
+    serve: Serve,
 ) -> None:
     """A hash made under old parameters is replaced on the next successful login, only then."""
     async with serve(settings, clock) as client:

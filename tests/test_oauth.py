@@ -7,8 +7,8 @@ import httpx
 import pytest
 from tokenrota_server.config import Settings
 
-from tests.conftest import FakeClock, register_and_login, table_snapshot
-from tests.oauth_support import basic, claims_of, client_token, create_client
+from tests.oauth_support import basic, claims_of, client_token
+from tests.support import CreateClient, FakeClock, RegisterAndLogin, TableSnapshot
 
 
 def assert_oauth_error(response: httpx.Response, status: int, error: str) -> None:
@@ -20,7 +20,10 @@ def assert_oauth_error(response: httpx.Response, status: int, error: str) -> Non
 
 
 async def test_client_credentials_with_basic_auth(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """A client gets an access token naming itself, with its scopes, and no refresh token."""
     client_id, secret = await create_client(db, settings, scope="read write")
@@ -44,7 +47,10 @@ async def test_client_credentials_with_basic_auth(
 
 
 async def test_client_credentials_with_credentials_in_the_body(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """client_secret_post works as well as Basic."""
     client_id, secret = await create_client(db, settings)
@@ -59,7 +65,10 @@ async def test_client_credentials_with_credentials_in_the_body(
 
 
 async def test_credentials_in_header_and_body_are_refused(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """Two authentication methods at once: 400 invalid_request (RFC 6749 §2.3)."""
     client_id, secret = await create_client(db, settings)
@@ -74,7 +83,10 @@ async def test_credentials_in_header_and_body_are_refused(
 
 
 async def test_unknown_client_and_wrong_secret_look_the_same(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """Same status, body and headers for an unknown id, a wrong secret and a disabled client."""
     client_id, secret = await create_client(db, settings)
@@ -132,7 +144,10 @@ async def test_no_client_credentials_is_invalid_client(client: httpx.AsyncClient
 
 
 async def test_scope_narrowing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """A client may ask for fewer of its scopes; one beyond them is invalid_scope."""
     client_id, secret = await create_client(db, settings, scope="read write")
@@ -163,7 +178,11 @@ async def test_scope_narrowing(
     ],
 )
 async def test_unsupported_or_missing_parameters(
-    client: httpx.AsyncClient, db: asyncpg.Connection, form: dict[str, str], error: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    form: dict[str, str],
+    error: str,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """The password grant is refused (RFC 9700 §2.4); missing or empty ones are invalid_request."""
     before = await table_snapshot(db)
@@ -187,7 +206,11 @@ async def test_unsupported_or_missing_parameters(
     ],
 )
 async def test_repeated_or_malformed_parameters(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, body: bytes
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    body: bytes,
+    create_client: CreateClient,
 ) -> None:
     """Repeated parameters (RFC 6749 §3.1) and unparsable forms: 400 invalid_request."""
     client_id, secret = await create_client(db, settings)
@@ -202,7 +225,10 @@ async def test_repeated_or_malformed_parameters(
 
 
 async def test_other_media_types_and_url_parameters_are_refused(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """JSON bodies, and parameters in the query string, are not read."""
     client_id, secret = await create_client(db, settings)
@@ -239,7 +265,10 @@ async def test_oversized_body_is_refused(client: httpx.AsyncClient) -> None:
 
 
 async def test_refresh_token_grant_rotates_like_refresh(
-    client: httpx.AsyncClient, db: asyncpg.Connection, clock: FakeClock
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    clock: FakeClock,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """grant_type=refresh_token rotates; a replay after the window kills the session."""
     _, pair = await register_and_login(client)
@@ -266,7 +295,12 @@ async def test_refresh_token_grant_rotates_like_refresh(
 
 
 async def test_refresh_token_grant_checks_client_credentials_when_given(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
+    register_and_login: RegisterAndLogin,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """A confidential client must authenticate correctly; a wrong secret spends nothing."""
     client_id, secret = await create_client(db, settings)
@@ -293,7 +327,11 @@ async def test_refresh_token_grant_checks_client_credentials_when_given(
     ids=["garbage", "access-token", "padded"],
 )
 async def test_refresh_token_grant_refuses_bad_tokens(
-    client: httpx.AsyncClient, db: asyncpg.Connection, token_of: object
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    token_of: object,
+    register_and_login: RegisterAndLogin,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """Anything but a live refresh token is invalid_grant, and writes nothing."""
     _, pair = await register_and_login(client)
@@ -308,7 +346,9 @@ async def test_refresh_token_grant_refuses_bad_tokens(
     assert await table_snapshot(db) == before
 
 
-async def test_refresh_token_grant_refuses_a_scope(client: httpx.AsyncClient) -> None:
+async def test_refresh_token_grant_refuses_a_scope(
+    client: httpx.AsyncClient, register_and_login: RegisterAndLogin
+) -> None:
     """A user's grant has no scope to widen: asking for one is invalid_scope."""
     _, pair = await register_and_login(client)
 
@@ -321,7 +361,10 @@ async def test_refresh_token_grant_refuses_a_scope(client: httpx.AsyncClient) ->
 
 
 async def test_client_token_is_no_user_token(
-    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
 ) -> None:
     """A service's access token does not open /profile."""
     client_id, secret = await create_client(db, settings)

@@ -14,10 +14,10 @@ import pytest
 from prometheus_client import REGISTRY
 from tokenrota_server import metrics, telemetry
 from tokenrota_server.database import create_pool
+from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.telemetry import JsonFormatter, RequestContext
 
-from tests.conftest import PASSWORD, FakeClock, register, register_and_login, serve
-from tests.oauth_support import create_client
+from tests.support import PASSWORD, CreateClient, FakeClock, Register, RegisterAndLogin, Serve
 
 
 def sample(name: str, **labels: str) -> float:
@@ -91,7 +91,9 @@ async def test_requests_are_counted_by_route_template_and_status(
     assert "no-such-path" not in exposed
 
 
-async def test_login_outcomes_and_tokens_issued(client: httpx.AsyncClient) -> None:
+async def test_login_outcomes_and_tokens_issued(
+    client: httpx.AsyncClient, register: Register
+) -> None:
     """A good login, a wrong password and a malformed body are three different outcomes."""
     user = await register(client)
     deltas = Deltas(
@@ -108,7 +110,9 @@ async def test_login_outcomes_and_tokens_issued(client: httpx.AsyncClient) -> No
     assert deltas.now() == [1, 1, 1, 1]
 
 
-async def test_refresh_outcomes(client: httpx.AsyncClient, clock: FakeClock) -> None:
+async def test_refresh_outcomes(
+    client: httpx.AsyncClient, clock: FakeClock, register_and_login: RegisterAndLogin
+) -> None:
     """Rotated, grace, reuse detected and invalid are each counted once."""
     _, pair = await register_and_login(client)
     outcomes = ("rotated", "grace", "reuse_detected", "invalid")
@@ -130,6 +134,28 @@ async def test_refresh_outcomes(client: httpx.AsyncClient, clock: FakeClock) -> 
         403,
     ]
     assert deltas.now() == [1, 1, 1, 1, 2]
+
+
+async def test_a_refresh_grant_at_oauth_token_counts_as_a_refresh(
+    client: httpx.AsyncClient,
+    register_and_login: RegisterAndLogin,
+) -> None:
+    """Counted from what the refresh use case recorded, as at /refresh; a refusal is invalid."""
+    _, pair = await register_and_login(client)
+    deltas = Deltas(
+        ("token_service_refreshes_total", {"outcome": "rotated"}),
+        ("token_service_refreshes_total", {"outcome": "invalid"}),
+        ("token_service_tokens_issued_total", {"grant": "refresh_token"}),
+        ("token_service_tokens_issued_total", {"grant": "client_credentials"}),
+    )
+
+    rotated = await client.post(
+        "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]}
+    )
+    missing = await client.post("/oauth/token", data={"grant_type": "refresh_token"})
+
+    assert [rotated.status_code, missing.status_code] == [200, 400]
+    assert deltas.now() == [1, 1, 1, 0]
 
 
 async def test_pool_gauges_count_connections_and_waiting_acquirers(database_url: str) -> None:
@@ -191,7 +217,9 @@ def rendered(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 
 
 async def test_one_json_access_line_per_request_with_the_user(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """The access line names request id, method, route, status, duration and the user."""
     user, pair = await register_and_login(client)
@@ -214,7 +242,10 @@ async def test_one_json_access_line_per_request_with_the_user(
 
 
 async def test_security_events_are_json_lines_with_ids_and_no_secrets(
-    client: httpx.AsyncClient, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """Failed login and reuse detection are logged with ids; no token or password anywhere."""
     caplog.set_level(logging.INFO, logger="tokenrota")
@@ -235,7 +266,9 @@ async def test_security_events_are_json_lines_with_ids_and_no_secrets(
     reuse = next(line for line in security if "reuse" in line["message"])
     refresh_lines = [line for line in lines if line.get("request_id") == "replay-1"]
     assert failed["user_id"] == user["id"]
+    assert failed["outcome"] == "failure"
     assert reuse["user_id"] == user["id"]
+    assert reuse["outcome"] == "reuse_detected"
     assert reuse["session_id"]
     assert reuse["request_id"] == "replay-1"
     assert {line["logger"] for line in refresh_lines} == {"tokenrota.security", "tokenrota.access"}
@@ -259,24 +292,31 @@ def test_only_listed_fields_reach_the_log() -> None:
     assert "hunter2" not in json.dumps(line)
 
 
-@pytest.mark.parametrize(
-    ("identity", "notes", "grant"),
-    [
-        ({"session_id": "s-1"}, {}, "refresh_token"),
-        ({"client_id": "c-1"}, {}, "client_credentials"),
-        ({}, {"grant": "client_credentials"}, "client_credentials"),
-    ],
-)
-def test_oauth_token_answers_are_counted_by_their_grant(
-    identity: dict[str, str], notes: dict[str, str], grant: str
-) -> None:
-    """/oauth/token: the grant a handler notes, else the refresh path's session, else the client."""
-    context = RequestContext("r-1", notes=dict(notes), **identity)
+@pytest.mark.parametrize("grant", list(Grant))
+def test_tokens_issued_are_counted_by_the_grant_the_use_case_recorded(grant: Grant) -> None:
+    """The grant comes from the use case, not the route; a refused answer counts none."""
     deltas = Deltas(("token_service_tokens_issued_total", {"grant": grant}))
 
-    metrics.record_request("POST", "/oauth/token", 200, 0.01, context)
+    metrics.record_request("POST", "/oauth/token", 200, 0.01, RequestContext("r-1", issued=grant))
+    metrics.record_request("POST", "/oauth/token", 400, 0.01, RequestContext("r-2", issued=grant))
 
     assert deltas.now() == [1]
+
+
+def test_an_answer_of_5xx_counts_no_outcome() -> None:
+    """Whatever the use case recorded, a request that failed on our side is not an outcome."""
+    context = RequestContext(
+        "r-3", login=LoginOutcome.SUCCESS, refresh=RefreshOutcome.ROTATED, issued=Grant.LOGIN
+    )
+    deltas = Deltas(
+        ("token_service_logins_total", {"outcome": "success"}),
+        ("token_service_refreshes_total", {"outcome": "rotated"}),
+        ("token_service_tokens_issued_total", {"grant": "login"}),
+    )
+
+    metrics.record_request("POST", "/login", 503, 0.01, context)
+
+    assert deltas.now() == [0, 0, 0]
 
 
 def test_the_first_identity_named_in_a_request_is_kept() -> None:
@@ -285,12 +325,14 @@ def test_the_first_identity_named_in_a_request_is_kept() -> None:
     token = telemetry.enter(context)
     try:
         telemetry.annotate(user_id="u-1", session_id="caller")
-        telemetry.annotate(session_id="revoked-one", refresh_outcome="grace")
+        telemetry.annotate(session_id="revoked-one")
+        telemetry.record(refresh=RefreshOutcome.INVALID)
+        telemetry.record(refresh=RefreshOutcome.GRACE)
     finally:
         telemetry.leave(token)
 
     assert (context.user_id, context.session_id) == ("u-1", "caller")
-    assert context.notes == {"refresh_outcome": "grace"}
+    assert context.refresh is RefreshOutcome.GRACE
 
 
 async def test_client_credentials_are_counted_and_logged_with_the_client(
@@ -298,6 +340,7 @@ async def test_client_credentials_are_counted_and_logged_with_the_client(
     db: asyncpg.Connection,
     settings: Any,
     caplog: pytest.LogCaptureFixture,
+    create_client: CreateClient,
 ) -> None:
     """A client_credentials grant counts under its grant, and its access line names the client."""
     client_id, secret = await create_client(db, settings)
@@ -316,7 +359,7 @@ async def test_client_credentials_are_counted_and_logged_with_the_client(
 
 
 async def test_behind_a_trusted_proxy_the_access_line_names_the_real_client(
-    make_settings: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    make_settings: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture, serve: Serve
 ) -> None:
     """With TRUSTED_PROXIES, client_ip is the forwarded address, as the throttle sees it."""
     settings = make_settings(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))

@@ -12,7 +12,7 @@ from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 from tokenrota_server.openapi import served_operations, undescribed_routes
 
-from tests.conftest import FakeClock, serve
+from tests.support import FakeClock, Serve
 
 
 async def test_every_served_route_is_described(settings: Settings) -> None:
@@ -59,7 +59,7 @@ async def test_the_document_is_valid_openapi_3_1(client: httpx.AsyncClient) -> N
 
 
 async def test_docs_are_served_from_the_bundled_assets(
-    make_settings: Any, clock: FakeClock
+    make_settings: Any, clock: FakeClock, serve: Serve
 ) -> None:
     """The page and every file it loads come from this service; no outside URL."""
     async with serve(make_settings(docs_enabled=True), clock) as client:
@@ -77,7 +77,7 @@ async def test_docs_are_served_from_the_bundled_assets(
 
 
 async def test_docs_are_off_in_production_unless_enabled(
-    make_settings: Any, clock: FakeClock
+    make_settings: Any, clock: FakeClock, serve: Serve
 ) -> None:
     """ENV=production hides /docs; DOCS_ENABLED=true brings it back. /openapi.json stays."""
     async with serve(make_settings(env="production"), clock) as client:

@@ -19,7 +19,8 @@ from tokenrota_server.config import Settings
 from tokenrota_server.database import create_pool
 from tokenrota_server.purge import purge_expired
 
-from tests.conftest import PROJECT_ROOT, FakeClock, login, register, register_and_login, serve
+from tests import support
+from tests.support import PROJECT_ROOT, FakeClock, Login, Register, RegisterAndLogin, Serve
 
 
 async def run_cli(database_url: str, *arguments: str, **environ: str) -> tuple[int, str, str]:
@@ -49,14 +50,14 @@ async def run_cli(database_url: str, *arguments: str, **environ: str) -> tuple[i
 async def arrange_expired_and_live(client: httpx.AsyncClient, db: asyncpg.Connection) -> Any:
     """A live session with two spent-and-expired tokens and a live one; an expired session with
     its tokens; a stale and a fresh throttle counter. Returns the live session's newest pair."""
-    _, pair = await register_and_login(client)
+    _, pair = await support.register_and_login(client)
     for _ in range(2):
         pair = (await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})).json()
     await db.execute(
         "UPDATE refresh_tokens SET expires_at = now() - interval '1 minute'"
         " WHERE used_at IS NOT NULL"
     )
-    gone_user, gone = await register_and_login(client)
+    gone_user, gone = await support.register_and_login(client)
     await client.post("/refresh", json={"refresh_token": gone["refresh_token"]})
     await db.execute(
         "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE user_id = $1",
@@ -134,7 +135,10 @@ async def test_purge_forgets_revocations_only_once_their_tokens_cannot_verify(
 
 
 async def test_purge_with_nothing_expired_deletes_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    database_url: str,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """A database of live rows comes out of a purge unchanged."""
     await register_and_login(client)
@@ -179,7 +183,11 @@ async def test_two_instances_purging_at_once_delete_each_row_once(
 
 
 async def test_the_server_purges_on_its_timer(
-    make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+    make_settings: Any,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
 ) -> None:
     """With PURGE_INTERVAL=1, a session past its absolute expiry disappears by itself."""
     async with serve(make_settings(purge_interval=1), clock) as client:
@@ -196,7 +204,12 @@ async def test_the_server_purges_on_its_timer(
 
 
 async def test_disable_user_ends_every_session_at_once(
-    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    database_url: str,
+    login: Login,
+    register: Register,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """disable-user: every session revoked (user_disabled), refresh 403, login 401."""
     user = await register(client)
@@ -231,7 +244,10 @@ async def test_disable_user_ends_every_session_at_once(
 
 
 async def test_disable_user_with_an_unknown_email_fails_and_writes_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    database_url: str,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """An unknown email: exit status 1 and a one-line error."""
     await register_and_login(client)

@@ -20,12 +20,7 @@ from tokenrota_server import schema
 from tokenrota_server.config import Settings
 from tokenrota_server.database import start_embedded
 
-from tests.conftest import (
-    PASSWORD,
-    PROJECT_ROOT,
-    FakeClock,
-    serve,
-)
+from tests.support import PASSWORD, PROJECT_ROOT, FakeClock, Serve
 
 OUTAGE_DATA_DIR = PROJECT_ROOT / ".data" / "outage"
 
@@ -96,6 +91,7 @@ async def test_starts_without_the_database_serves_503_and_recovers(
     outage_database: str,
     settings: Settings,
     clock: FakeClock,
+    serve: Serve,
 ) -> None:
     """Down at startup: alive but not ready, 503 for work; back: ready, and it works."""
     await asyncio.to_thread(outage_postgres.stop)
@@ -122,6 +118,7 @@ async def test_an_outage_while_serving_gives_503_then_recovers(
     outage_database: str,
     settings: Settings,
     clock: FakeClock,
+    serve: Serve,
 ) -> None:
     """Connections cut by a shutdown become 503s, never 500s; after restart, logins work."""
     async with serve(replace(settings, database_url=outage_database), clock) as client:
@@ -152,7 +149,7 @@ async def test_an_outage_while_serving_gives_503_then_recovers(
 
 
 async def test_not_ready_until_migrated_to_head(
-    postgres_url: str, settings: Settings, clock: FakeClock
+    postgres_url: str, settings: Settings, clock: FakeClock, serve: Serve
 ) -> None:
     """A database at an older revision, or none, is not ready; at head it is."""
     name = f"behind_{uuid.uuid4().hex[:12]}"

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import httpx
 
-from tests.conftest import FakeClock, login, register, register_and_login, serve, table_snapshot
+from tests.support import FakeClock, Login, Register, RegisterAndLogin, Serve, TableSnapshot
 
 
 async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -15,7 +15,10 @@ async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 
 async def test_rotation_chain_spends_each_token_and_stays_in_one_session(
-    client: httpx.AsyncClient, db: asyncpg.Connection, clock: FakeClock
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    clock: FakeClock,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """Each refresh returns a new refresh token of the same session and spends the old one."""
     _, pair = await register_and_login(client)
@@ -42,7 +45,9 @@ async def test_rotation_chain_spends_each_token_and_stays_in_one_session(
     assert rows[-1]["used_at"] is None
 
 
-async def test_new_access_token_works_at_profile(client: httpx.AsyncClient) -> None:
+async def test_new_access_token_works_at_profile(
+    client: httpx.AsyncClient, register_and_login: RegisterAndLogin
+) -> None:
     """The access token of a refreshed pair is accepted where the old one was."""
     user, pair = await register_and_login(client)
 
@@ -56,7 +61,10 @@ async def test_new_access_token_works_at_profile(client: httpx.AsyncClient) -> N
 
 
 async def test_grace_window_returns_the_same_child_byte_for_byte(
-    client: httpx.AsyncClient, db: asyncpg.Connection, clock: FakeClock
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    clock: FakeClock,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """A spent token presented again within the reuse interval gets the very same child."""
     _, pair = await register_and_login(client)
@@ -73,7 +81,10 @@ async def test_grace_window_returns_the_same_child_byte_for_byte(
 
 
 async def test_replay_after_the_window_revokes_the_whole_session(
-    client: httpx.AsyncClient, db: asyncpg.Connection, clock: FakeClock
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    clock: FakeClock,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """A spent token after the reuse interval is theft: 403, and the newest token dies too."""
     _, pair = await register_and_login(client)
@@ -94,7 +105,10 @@ async def test_replay_after_the_window_revokes_the_whole_session(
 
 
 async def test_replay_once_the_child_was_used_revokes_even_within_the_window(
-    client: httpx.AsyncClient, db: asyncpg.Connection, clock: FakeClock
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    clock: FakeClock,
+    register_and_login: RegisterAndLogin,
 ) -> None:
     """Grace covers a lost answer, not a token whose child is already in use."""
     _, pair = await register_and_login(client)
@@ -111,7 +125,7 @@ async def test_replay_once_the_child_was_used_revokes_even_within_the_window(
 
 
 async def test_replay_revokes_only_that_session(
-    client: httpx.AsyncClient, clock: FakeClock
+    client: httpx.AsyncClient, clock: FakeClock, login: Login, register: Register
 ) -> None:
     """Another login of the same user keeps working after one session is revoked for reuse."""
     user = await register(client)
@@ -126,7 +140,7 @@ async def test_replay_revokes_only_that_session(
 
 
 async def test_fifty_concurrent_refreshes_create_exactly_one_child(
-    client: httpx.AsyncClient, db: asyncpg.Connection
+    client: httpx.AsyncClient, db: asyncpg.Connection, register_and_login: RegisterAndLogin
 ) -> None:
     """Racing requests with one token: one child row; every 200 carries that same child."""
     _, pair = await register_and_login(client)
@@ -144,7 +158,11 @@ async def test_fifty_concurrent_refreshes_create_exactly_one_child(
 
 
 async def test_concurrent_refreshes_across_two_instances_create_one_child(
-    settings, clock: FakeClock, db: asyncpg.Connection
+    settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
 ) -> None:
     """Two app instances (two pools) on one database still let exactly one request win."""
     async with serve(settings, clock) as first, serve(settings, clock) as second:
@@ -161,7 +179,7 @@ async def test_concurrent_refreshes_across_two_instances_create_one_child(
 
 
 async def test_logout_then_refresh_is_refused(
-    client: httpx.AsyncClient, db: asyncpg.Connection
+    client: httpx.AsyncClient, db: asyncpg.Connection, register_and_login: RegisterAndLogin
 ) -> None:
     """After logout the session is revoked, and its refresh token gets 403."""
     _, pair = await register_and_login(client)
@@ -176,7 +194,12 @@ async def test_logout_then_refresh_is_refused(
 
 
 async def test_without_rotation_the_same_refresh_token_comes_back(
-    make_settings, clock: FakeClock, db: asyncpg.Connection
+    make_settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """ROTATE_REFRESH_TOKENS=false: a new access token, the same refresh token, no new row."""
     async with serve(make_settings(rotate_refresh_tokens=False), clock) as client:

@@ -15,10 +15,10 @@ import pytest
 from tokenrota_server.config import Settings
 from tokenrota_server.tokens import RefreshClaims, TokenCodec
 
-from tests import forge
+from tests import forge, support
 from tests.checks import assert_error, settings_secrets
-from tests.conftest import FakeClock, register_and_login, serve, table_snapshot
 from tests.forge import ACCESS_HEADER, REFRESH_HEADER
+from tests.support import FakeClock, RegisterAndLogin, Serve, TableSnapshot
 
 
 async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -26,7 +26,9 @@ async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 
 @pytest.fixture
-async def victim(client: httpx.AsyncClient, db: asyncpg.Connection) -> dict[str, Any]:
+async def victim(
+    client: httpx.AsyncClient, db: asyncpg.Connection, register_and_login: RegisterAndLogin
+) -> dict[str, Any]:
     """A user with a live session and its first refresh token."""
     user, pair = await register_and_login(client)
     session_id = await db.fetchval("SELECT id::text FROM sessions")
@@ -36,12 +38,12 @@ async def victim(client: httpx.AsyncClient, db: asyncpg.Connection) -> dict[str,
 async def assert_refused_and_nothing_written(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, token: str
 ) -> None:
-    before = await table_snapshot(db)
+    before = await support.table_snapshot(db)
 
     response = await refresh(client, token)
 
     assert_error(response, 403, "invalid_token", secrets=(*settings_secrets(settings), token))
-    assert await table_snapshot(db) == before
+    assert await support.table_snapshot(db) == before
 
 
 async def test_an_access_token_is_not_a_refresh_token(
@@ -247,7 +249,11 @@ async def test_the_rows_expiry_holds_even_within_the_jwt_leeway(
 
 
 async def test_past_the_sessions_absolute_lifetime_refresh_is_refused(
-    make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+    make_settings: Any,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
 ) -> None:
     """Rotation never extends a session: SESSION_MAX_AGE after login, its tokens are done."""
     settings = make_settings(session_max_age=3600)
@@ -270,7 +276,11 @@ async def test_past_the_sessions_absolute_lifetime_refresh_is_refused(
 
 @pytest.mark.parametrize("path", ["/refresh", "/logout"])
 async def test_a_refresh_token_in_the_url_is_never_read(
-    client: httpx.AsyncClient, db: asyncpg.Connection, victim: dict[str, Any], path: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    victim: dict[str, Any],
+    path: str,
+    table_snapshot: TableSnapshot,
 ) -> None:
     """Not from the query string, not with an empty JSON body: 401, and the token is unspent."""
     before = await table_snapshot(db)
@@ -301,6 +311,7 @@ async def test_no_refresh_token_is_401_missing_token(
     victim: dict[str, Any],
     path: str,
     request_kwargs: dict[str, Any],
+    table_snapshot: TableSnapshot,
 ) -> None:
     before = await table_snapshot(db)
 
@@ -334,6 +345,7 @@ async def test_logout_with_a_forged_or_wrong_token_is_204_and_revokes_nothing(
     settings: Settings,
     clock: FakeClock,
     victim: dict[str, Any],
+    table_snapshot: TableSnapshot,
 ) -> None:
     """Idempotent and quiet, but only the session's own refresh token can end it: a validly
     signed token naming the victim's session without a row, an access token, garbage."""

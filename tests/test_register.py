@@ -11,7 +11,7 @@ import pytest
 from tokenrota_server.config import Settings
 
 from tests.checks import assert_error, post_json
-from tests.conftest import PASSWORD, FakeClock, register, table_snapshot
+from tests.support import PASSWORD, FakeClock, Register, TableSnapshot
 from tests.test_login import HOSTILE_EMAILS, HOSTILE_PASSWORDS, counting_app
 
 
@@ -43,7 +43,12 @@ async def test_register_answers_the_user_and_nothing_else(
     ],
 )
 async def test_an_email_taken_in_any_letter_case_is_409(
-    client: httpx.AsyncClient, db: asyncpg.Connection, first: str, second: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    first: str,
+    second: str,
+    register: Register,
+    table_snapshot: TableSnapshot,
 ) -> None:
     await register(client, email=first)
     before = await table_snapshot(db)
@@ -70,6 +75,7 @@ async def test_passwords_outside_8_to_128_are_refused_before_hashing(
     clock: FakeClock,
     db: asyncpg.Connection,
     length: int,
+    table_snapshot: TableSnapshot,
 ) -> None:
     async with counting_app(monkeypatch, settings, clock) as (client, passwords):
         before = await table_snapshot(db)
@@ -102,7 +108,7 @@ async def test_a_megabyte_password_is_413_under_the_default_cap(client: httpx.As
 
 @pytest.mark.parametrize("email", HOSTILE_EMAILS, ids=range(len(HOSTILE_EMAILS)))
 async def test_hostile_emails_are_refused_and_nothing_is_written(
-    client: httpx.AsyncClient, db: asyncpg.Connection, email: str
+    client: httpx.AsyncClient, db: asyncpg.Connection, email: str, table_snapshot: TableSnapshot
 ) -> None:
     """Anything that is not a plain printable ASCII address: 422, not a row."""
     before = await table_snapshot(db)
@@ -125,7 +131,7 @@ async def test_hostile_emails_are_refused_and_nothing_is_written(
     ],
 )
 async def test_sql_looking_but_valid_emails_are_stored_literally(
-    client: httpx.AsyncClient, db: asyncpg.Connection, email: str
+    client: httpx.AsyncClient, db: asyncpg.Connection, email: str, register: Register
 ) -> None:
     """Quotes and wildcards are data: stored as given, matching nobody else's row."""
     other = await register(client)

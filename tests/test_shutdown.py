@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import PASSWORD, PROJECT_ROOT
+from tests.support import PASSWORD, PROJECT_ROOT
 
 
 def free_port() -> int:

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from starlette.requests import Request
 from tokenrota_server.config import Settings
-from tokenrota_server.remote_address import client_address
+from tokenrota_server.remote_address import remote_address
 
-from tests.conftest import PASSWORD, FakeClock, register, serve
-from tests.oauth_support import basic, client_token, create_client
+from tests.oauth_support import basic, client_token
+from tests.support import PASSWORD, CreateClient, FakeClock, Register, Serve
 
 WRONG = "not the password"
 
@@ -41,7 +41,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def test_failures_per_email_end_in_429_with_retry_after(
-    limited: Settings, clock: FakeClock
+    limited: Settings, clock: FakeClock, register: Register, serve: Serve
 ) -> None:
     """Past the email's limit even the right password gets 429 until the window ends."""
     async with serve(limited, clock) as client:
@@ -62,7 +62,9 @@ async def test_failures_per_email_end_in_429_with_retry_after(
         assert (await attempt(client, user["email"], PASSWORD)).status_code == 200
 
 
-async def test_unknown_email_is_throttled_the_same_way(limited: Settings, clock: FakeClock) -> None:
+async def test_unknown_email_is_throttled_the_same_way(
+    limited: Settings, clock: FakeClock, register: Register, serve: Serve
+) -> None:
     """An email without an account gets the same 401s, then the same 429 (status, body, header)."""
     async with serve(limited, clock) as client:
         user = await register(client)
@@ -77,7 +79,9 @@ async def test_unknown_email_is_throttled_the_same_way(limited: Settings, clock:
     assert known.headers["retry-after"] == unknown.headers["retry-after"]
 
 
-async def test_the_email_counter_ignores_letter_case(limited: Settings, clock: FakeClock) -> None:
+async def test_the_email_counter_ignores_letter_case(
+    limited: Settings, clock: FakeClock, serve: Serve
+) -> None:
     """Alice@X and alice@x are one account, so one counter."""
     async with serve(limited, clock) as client:
         for email in ("Alice@Example.com", "alice@example.com", "ALICE@EXAMPLE.COM"):
@@ -86,7 +90,9 @@ async def test_the_email_counter_ignores_letter_case(limited: Settings, clock: F
         assert (await attempt(client, "alice@example.COM")).status_code == 429
 
 
-async def test_a_success_resets_the_emails_counter(limited: Settings, clock: FakeClock) -> None:
+async def test_a_success_resets_the_emails_counter(
+    limited: Settings, clock: FakeClock, register: Register, serve: Serve
+) -> None:
     """Two failures, a success: the next three failures are 401 again, the fourth 429."""
     async with serve(limited, clock) as client:
         user = await register(client)
@@ -99,7 +105,9 @@ async def test_a_success_resets_the_emails_counter(limited: Settings, clock: Fak
     assert statuses == [401, 401, 401, 429]
 
 
-async def test_failures_per_address_across_many_emails(limited: Settings, clock: FakeClock) -> None:
+async def test_failures_per_address_across_many_emails(
+    limited: Settings, clock: FakeClock, serve: Serve
+) -> None:
     """Spraying one guess over many emails from one address hits the address's limit."""
     async with serve(limited, clock) as client:
         statuses = [
@@ -110,7 +118,7 @@ async def test_failures_per_address_across_many_emails(limited: Settings, clock:
 
 
 async def test_the_table_keeps_digests_not_emails(
-    limited: Settings, clock: FakeClock, db: asyncpg.Connection
+    limited: Settings, clock: FakeClock, db: asyncpg.Connection, serve: Serve
 ) -> None:
     """No email or address is stored in the clear."""
     async with serve(limited, clock) as client:
@@ -122,7 +130,7 @@ async def test_the_table_keeps_digests_not_emails(
 
 
 async def test_concurrent_guesses_cannot_slip_past_the_limit(
-    limited: Settings, clock: FakeClock
+    limited: Settings, clock: FakeClock, register: Register, serve: Serve
 ) -> None:
     """20 guesses at once: the count is taken before argon2 runs, so exactly 3 are verified."""
     async with serve(limited, clock) as client:
@@ -135,7 +143,7 @@ async def test_concurrent_guesses_cannot_slip_past_the_limit(
 
 
 async def test_the_throttle_holds_across_two_instances(
-    make_settings: Any, clock: FakeClock
+    make_settings: Any, clock: FakeClock, register: Register, serve: Serve
 ) -> None:
     """Two app instances (two pools) on one database share the counters, also when racing."""
     settings = make_settings(login_email_max_attempts=4, login_ip_max_attempts=1000)
@@ -155,7 +163,7 @@ async def test_the_throttle_holds_across_two_instances(
 
 
 async def test_password_change_attempts_count_toward_the_throttle(
-    limited: Settings, clock: FakeClock
+    limited: Settings, clock: FakeClock, register: Register, serve: Serve
 ) -> None:
     """Guessing the current password at /password spends the same budget as /login."""
     async with serve(limited, clock) as client:
@@ -187,7 +195,7 @@ async def test_default_limits_are_well_under_100_failures_an_hour() -> None:
 
 
 async def test_forwarded_for_is_ignored_without_trusted_proxies(
-    make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+    make_settings: Any, clock: FakeClock, db: asyncpg.Connection, register: Register, serve: Serve
 ) -> None:
     """A client cannot dodge the address limit, or fake its address, with X-Forwarded-For."""
     settings = make_settings(login_email_max_attempts=1000, login_ip_max_attempts=2)
@@ -204,7 +212,7 @@ async def test_forwarded_for_is_ignored_without_trusted_proxies(
 
 
 async def test_forwarded_for_from_a_trusted_proxy_names_the_client(
-    make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+    make_settings: Any, clock: FakeClock, db: asyncpg.Connection, register: Register, serve: Serve
 ) -> None:
     """Behind a trusted proxy, each forwarded client has its own counter and its own ip."""
     settings = make_settings(
@@ -247,7 +255,7 @@ def request_from(peer: str, *forwarded: str) -> Request[Any]:
         ("192.0.2.1", ["198.51.100.7"], "192.0.2.1"),
     ],
 )
-def test_client_address_reads_forwarded_for_from_the_right(
+def test_remote_address_reads_forwarded_for_from_the_right(
     settings: Settings, peer: str, forwarded: list[str], expected: str
 ) -> None:
     """The first hop from the right that is not a trusted proxy is the client."""
@@ -255,11 +263,15 @@ def test_client_address_reads_forwarded_for_from_the_right(
 
     trusting = replace(settings, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
 
-    assert client_address(request_from(peer, *forwarded), trusting) == expected
+    assert remote_address(request_from(peer, *forwarded), trusting) == expected
 
 
 async def test_bad_client_credentials_are_throttled_per_address(
-    limited: Settings, clock: FakeClock, db: asyncpg.Connection
+    limited: Settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    create_client: CreateClient,
+    serve: Serve,
 ) -> None:
     """Each wrong client secret costs argon2, so past the address's limit they get 429."""
     client_id, secret = await create_client(db, limited)
@@ -281,7 +293,11 @@ async def test_bad_client_credentials_are_throttled_per_address(
 
 
 async def test_client_authentications_that_succeed_do_not_add_up(
-    limited: Settings, clock: FakeClock, db: asyncpg.Connection
+    limited: Settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    create_client: CreateClient,
+    serve: Serve,
 ) -> None:
     """A client that authenticates takes its attempt back: busy services are never throttled."""
     first, first_secret = await create_client(db, limited)
@@ -298,7 +314,11 @@ async def test_client_authentications_that_succeed_do_not_add_up(
 
 
 async def test_the_client_throttle_holds_across_instances(
-    limited: Settings, clock: FakeClock, db: asyncpg.Connection
+    limited: Settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    create_client: CreateClient,
+    serve: Serve,
 ) -> None:
     """Failures at two instances on one database count together."""
     client_id, _ = await create_client(db, limited)

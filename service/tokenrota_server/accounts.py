@@ -1,19 +1,20 @@
 """Use cases a signed-in user runs on their own account: list and end sessions, change password.
 
-Every one starts from a bearer access token and the same stateful check as /profile
-(`Authenticator.authenticate`): a revoked session's access token can do none of this.
+Every one acts for a `SessionUser`, the caller that `Authenticator.authenticate` found behind a
+bearer access token with the same stateful check as /profile: a revoked session's access token
+can do none of this.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime
+from uuid import UUID
 
 import asyncpg
 
 from tokenrota_server import sessions, throttle, users
-from tokenrota_server.auth import Authenticator, SessionUser
+from tokenrota_server.auth import SessionUser
 from tokenrota_server.config import Settings
 from tokenrota_server.errors import InvalidCredentials, NotFound, TooManyAttempts
 from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
@@ -24,54 +25,45 @@ security_log = logging.getLogger("tokenrota.security")
 class Accounts:
     """Session management and password change, with their dependencies passed in."""
 
-    def __init__(self, settings: Settings, auth: Authenticator, passwords: Passwords) -> None:
+    def __init__(self, settings: Settings, passwords: Passwords) -> None:
         self._settings = settings
-        self._auth = auth
         self._passwords = passwords
 
     async def list_sessions(
-        self, pool: asyncpg.Pool, *, access_token: str, now: datetime
-    ) -> tuple[SessionUser, list[sessions.SessionInfo]]:
-        """The caller and their live sessions."""
-        caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
+        self, pool: asyncpg.Pool, caller: SessionUser, *, now: datetime
+    ) -> list[sessions.SessionInfo]:
+        """The caller's live sessions."""
         async with pool.acquire() as connection:
-            found = await sessions.list_live_sessions(connection, user_id=caller.user_id, now=now)
-        return caller, found
+            return await sessions.list_live_sessions(connection, user_id=caller.user.id, now=now)
 
     async def revoke_session(
-        self, pool: asyncpg.Pool, *, access_token: str, session_id: str, now: datetime
+        self, pool: asyncpg.Pool, caller: SessionUser, *, session_id: UUID, now: datetime
     ) -> None:
         """Revoke one of the caller's live sessions; raise `NotFound` for any other id.
 
-        Another user's session, an unknown id and a malformed one are the same `NotFound`, so
-        the answer never tells whether someone else's session exists.
+        Another user's session and an unknown id are the same `NotFound`, so the answer never
+        tells whether someone else's session exists.
         """
-        caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
-        try:
-            target = uuid.UUID(session_id)
-        except ValueError:
-            raise NotFound("No such session.") from None
         async with pool.acquire() as connection:
             revoked = await sessions.revoke_user_session(
                 connection,
-                user_id=caller.user_id,
-                session_id=target,
-                reason="user_revoked",
+                user_id=caller.user.id,
+                session_id=session_id,
+                reason=sessions.RevokeReason.USER_REVOKED,
                 now=now,
             )
         if not revoked:
             raise NotFound("No such session.")
         security_log.info(
             "session revoked by its user",
-            extra={"user_id": caller.user.id, "session_id": str(target)},
+            extra={"user_id": caller.user.id, "session_id": session_id},
         )
 
-    async def logout_all(self, pool: asyncpg.Pool, *, access_token: str, now: datetime) -> int:
+    async def logout_all(self, pool: asyncpg.Pool, caller: SessionUser, *, now: datetime) -> int:
         """Revoke every session of the caller, their own included; return how many."""
-        caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
         async with pool.acquire() as connection:
             count = await sessions.revoke_user_sessions(
-                connection, user_id=caller.user_id, reason="logout_all", now=now
+                connection, user_id=caller.user.id, reason=sessions.RevokeReason.LOGOUT_ALL, now=now
             )
         security_log.info("all sessions revoked", extra={"user_id": caller.user.id})
         return count
@@ -79,8 +71,8 @@ class Accounts:
     async def change_password(
         self,
         pool: asyncpg.Pool,
+        caller: SessionUser,
         *,
-        access_token: str,
         current_password: str,
         new_password: str,
         now: datetime,
@@ -92,9 +84,8 @@ class Accounts:
         hashing) and `InvalidCredentials` when the current password is wrong. No connection is
         held while argon2 runs.
         """
-        caller = await self._auth.authenticate(pool, access_token=access_token, now=now)
         check_password_policy(new_password)
-        user_id = caller.user_id
+        user_id = caller.user.id
         if len(current_password) > MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()
         async with pool.acquire() as connection:
@@ -121,7 +112,7 @@ class Accounts:
             await sessions.revoke_user_sessions(
                 connection,
                 user_id=user_id,
-                reason="password_change",
+                reason=sessions.RevokeReason.PASSWORD_CHANGE,
                 now=now,
                 keep=caller.session_id,
             )
@@ -140,7 +131,7 @@ async def disable_user(pool: asyncpg.Pool, *, email: str, now: datetime) -> int:
         if user_id is None:
             raise NotFound("No user has this email.")
         ended = await sessions.revoke_user_sessions(
-            connection, user_id=user_id, reason="user_disabled", now=now
+            connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
         )
-    security_log.info("user disabled", extra={"user_id": str(user_id), "sessions": ended})
+    security_log.info("user disabled", extra={"user_id": user_id, "sessions": ended})
     return ended

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrota_server.remote_address import client_address
+from tokenrota_server.auth import SessionUser
+from tokenrota_server.errors import NotFound
+from tokenrota_server.remote_address import remote_address
 from tokenrota_server.state import AppState
 from tokenrota_server.web import NO_STORE, bearer_token, read_json, string_field
 
@@ -15,9 +19,8 @@ from tokenrota_server.web import NO_STORE, bearer_token, read_json, string_field
 async def list_sessions(request: Request[AppState]) -> Response:
     """GET /sessions: the caller's live sessions, the current one marked."""
     state = request.state
-    caller, found = await state["accounts"].list_sessions(
-        state["pool"], access_token=bearer_token(request), now=state["clock"]()
-    )
+    caller = await authenticated_caller(request, bearer_token(request))
+    found = await state["accounts"].list_sessions(state["pool"], caller, now=state["clock"]())
     body = [
         {
             "id": str(session.id),
@@ -36,11 +39,14 @@ async def list_sessions(request: Request[AppState]) -> Response:
 async def revoke_session(request: Request[AppState]) -> Response:
     """DELETE /sessions/{session_id}: 204; 404 for any session that is not the caller's."""
     state = request.state
+    caller = await authenticated_caller(request, bearer_token(request))
+    try:
+        session_id = UUID(request.path_params["session_id"])
+    except ValueError:
+        # The same answer as for another user's session: a malformed id tells nothing either.
+        raise NotFound("No such session.") from None
     await state["accounts"].revoke_session(
-        state["pool"],
-        access_token=bearer_token(request),
-        session_id=request.path_params["session_id"],
-        now=state["clock"](),
+        state["pool"], caller, session_id=session_id, now=state["clock"]()
     )
     return Response(status_code=204)
 
@@ -48,27 +54,37 @@ async def revoke_session(request: Request[AppState]) -> Response:
 async def logout_all(request: Request[AppState]) -> Response:
     """POST /logout/all: 204 once every session of the caller, this one included, is revoked."""
     state = request.state
-    await state["accounts"].logout_all(
-        state["pool"], access_token=bearer_token(request), now=state["clock"]()
-    )
+    caller = await authenticated_caller(request, bearer_token(request))
+    await state["accounts"].logout_all(state["pool"], caller, now=state["clock"]())
     return Response(status_code=204)
 
 
 async def change_password(request: Request[AppState]) -> Response:
     """POST /password: 204; 401 for a wrong current password, 422 for a weak new one, 429."""
     state = request.state
-    # The token is checked before the body is read: an anonymous caller learns nothing more.
+    # The token is read before the body: an anonymous caller learns nothing more.
     access_token = bearer_token(request)
     body = await read_json(request, state["settings"].max_body_bytes)
+    current_password = string_field(body, "current_password")
+    new_password = string_field(body, "new_password")
+    caller = await authenticated_caller(request, access_token)
     await state["accounts"].change_password(
         state["pool"],
-        access_token=access_token,
-        current_password=string_field(body, "current_password"),
-        new_password=string_field(body, "new_password"),
+        caller,
+        current_password=current_password,
+        new_password=new_password,
         now=state["clock"](),
-        ip=client_address(request, state["settings"]),
+        ip=remote_address(request, state["settings"]),
     )
     return Response(status_code=204)
+
+
+async def authenticated_caller(request: Request[AppState], access_token: str) -> SessionUser:
+    """The user and live session behind `access_token`; raise `InvalidToken` or `TokenExpired`."""
+    state = request.state
+    return await state["auth"].authenticate(
+        state["pool"], access_token=access_token, now=state["clock"]()
+    )
 
 
 routes = [

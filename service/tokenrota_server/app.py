@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 codec=codec,
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
-                accounts=Accounts(settings, auth, passwords),
+                accounts=Accounts(settings, passwords),
             )
         finally:
             # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.
@@ -140,7 +140,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the log (uvicorn prints it); the client learns nothing of it.
+    # The traceback goes to the log (uvicorn prints it); the caller learns nothing of it.
     return JSONResponse(
         {"error": "server_error", "error_description": "An unexpected error occurred."},
         status_code=500,

@@ -19,6 +19,7 @@ import asyncpg
 from tokenrota_server import sessions, telemetry, throttle, users
 from tokenrota_server.config import Settings
 from tokenrota_server.errors import InvalidCredentials, InvalidInput, InvalidToken, TooManyAttempts
+from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
 from tokenrota_server.sessions import NewToken
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
@@ -53,13 +54,12 @@ class SessionUser:
     """Who a bearer token speaks for: an active user and their live session."""
 
     user: users.User
-    user_id: uuid.UUID  # `user.id`, parsed once here for the SQL that takes a UUID
     session_id: uuid.UUID
 
 
 @dataclass(frozen=True)
-class ClientInfo:
-    """Who is logging in from where, recorded on the session."""
+class DeviceInfo:
+    """What a login comes from, recorded on the session it starts: user agent and address."""
 
     user_agent: str | None = None
     ip: str | None = None
@@ -115,28 +115,40 @@ class Authenticator:
         email: str,
         password: str,
         now: datetime,
-        client: ClientInfo,
+        device: DeviceInfo,
     ) -> TokenPair:
         """Check the credentials and start a session; raise `InvalidCredentials`.
 
         An unknown email, a wrong password and a disabled user all cost one argon2 verification
-        and end in the same error, so neither answer nor timing tells which it was.
+        and end in the same error, so neither answer nor timing tells which it was. The outcome
+        is recorded on the request (`LoginOutcome`).
         """
         if len(password) > MAX_PASSWORD_LENGTH or not _is_plausible_email(email):
             # No account can have such a password or email: refuse before any hashing work,
             # and before a NUL byte or the like reaches Postgres.
+            telemetry.record(login=LoginOutcome.FAILURE)
             raise InvalidCredentials()
         async with pool.acquire() as connection:
             attempt = await throttle.count_attempt(
-                connection, self._settings, email=email, ip=client.ip, now=now
+                connection, self._settings, email=email, ip=device.ip, now=now
             )
         if attempt.retry_after is not None:
-            security_log.warning("login throttled", extra={"ip": client.ip})
+            telemetry.record(login=LoginOutcome.THROTTLED)
+            security_log.warning(
+                "login throttled", extra={"ip": device.ip, "outcome": LoginOutcome.THROTTLED}
+            )
             raise TooManyAttempts(attempt.retry_after)
         found = attempt.credentials
         matched = await self._passwords.verify(found.password_hash if found else None, password)
         if found is None or not matched or found.disabled:
-            security_log.info("login failed", extra={"user_id": found.user.id if found else None})
+            telemetry.record(login=LoginOutcome.FAILURE)
+            security_log.info(
+                "login failed",
+                extra={
+                    "user_id": found.user.id if found else None,
+                    "outcome": LoginOutcome.FAILURE,
+                },
+            )
             raise InvalidCredentials()
         user = found.user
         rehash = (
@@ -147,12 +159,12 @@ class Authenticator:
 
         session_id = uuid.uuid4()
         claims = self._codec.new_refresh_claims(
-            subject=user.id, session_id=str(session_id), now=now
+            subject=str(user.id), session_id=str(session_id), now=now
         )
         refresh_token = self._codec.mint_refresh(claims)
         session_expires_at = now + timedelta(seconds=self._settings.session_max_age)
         async with pool.acquire() as connection:
-            await throttle.forgive_attempt(connection, email=email, ip=client.ip)
+            await throttle.forgive_attempt(connection, email=email, ip=device.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
             await sessions.create_session(
@@ -162,27 +174,34 @@ class Authenticator:
                 now=now,
                 expires_at=session_expires_at,
                 first_token=_new_token(refresh_token, claims),
-                user_agent=_printable(client.user_agent)[:MAX_USER_AGENT_LENGTH]
-                if client.user_agent
+                user_agent=_printable(device.user_agent)[:MAX_USER_AGENT_LENGTH]
+                if device.user_agent
                 else None,
-                ip=client.ip,
+                ip=device.ip,
             )
+        telemetry.record(login=LoginOutcome.SUCCESS, issued=Grant.LOGIN)
         security_log.info(
-            "login succeeded", extra={"user_id": user.id, "session_id": str(session_id)}
+            "login succeeded",
+            extra={
+                "user_id": user.id,
+                "session_id": session_id,
+                "outcome": LoginOutcome.SUCCESS,
+            },
         )
         live = sessions.LiveSession(user.id, user.email, session_expires_at)
-        return self._pair(live, str(session_id), refresh_token, claims, now)
+        return self._pair(live, session_id, refresh_token, claims, now)
 
     async def refresh(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> TokenPair:
         """Trade a refresh token for a new pair; raise `InvalidToken`.
 
         Checks, in order: the signature and claims; the row and its session; then rotates with
         a compare-and-set. A loser of that race, or a retry, within the reuse interval gets the
-        same child again; any other use of a spent token revokes the whole session.
+        same child again; any other use of a spent token revokes the whole session. The outcome
+        is recorded on the request (`RefreshOutcome`), except a refusal, which the caller records.
         """
         claims = self._codec.verify_refresh(refresh_token, now)
-        telemetry.annotate(user_id=claims.subject, session_id=claims.session_id)
-        session_id = _parse_uuid(claims.session_id)
+        user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
+        telemetry.annotate(user_id=user_id, session_id=session_id)
         digest = token_digest(refresh_token)
 
         if not self._settings.rotate_refresh_tokens:
@@ -190,10 +209,10 @@ class Authenticator:
                 live = await sessions.touch_live(
                     connection, token_digest=digest, session_id=session_id, now=now
                 )
-            if live is None or live.user_id != claims.subject:
+            if live is None or live.user_id != user_id:
                 raise InvalidToken()
-            telemetry.annotate(refresh_outcome="unrotated")
-            return self._pair(live, claims.session_id, refresh_token, claims, now)
+            telemetry.record(refresh=RefreshOutcome.UNROTATED, issued=Grant.REFRESH_TOKEN)
+            return self._pair(live, session_id, refresh_token, claims, now)
 
         child_claims = self._codec.new_refresh_claims(
             subject=claims.subject,
@@ -211,7 +230,8 @@ class Authenticator:
                 child=_new_token(child_token, child_claims),
             )
             if live is not None:
-                return self._pair(live, claims.session_id, child_token, child_claims, now)
+                telemetry.record(refresh=RefreshOutcome.ROTATED, issued=Grant.REFRESH_TOKEN)
+                return self._pair(live, session_id, child_token, child_claims, now)
             spent = await sessions.find_spent(
                 connection, token_digest=digest, session_id=session_id, now=now
             )
@@ -222,25 +242,32 @@ class Authenticator:
             grace = self._grace_child(spent, claims, now)
             if grace is not None:
                 child_token, child_claims = grace
-                telemetry.annotate(refresh_outcome="grace")
-                return self._pair(spent.session, claims.session_id, child_token, child_claims, now)
+                telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
+                return self._pair(spent.session, session_id, child_token, child_claims, now)
             # A spent token outside the grace window: it was stolen or replayed. The revocation
             # is its own committed statement, so it stands although the request fails.
             await sessions.revoke_session(
-                connection, session_id=session_id, reason="reuse_detected", now=now
+                connection,
+                session_id=session_id,
+                reason=sessions.RevokeReason.REUSE_DETECTED,
+                now=now,
             )
+        telemetry.record(refresh=RefreshOutcome.REUSE_DETECTED)
         security_log.warning(
             "refresh token reuse detected; session revoked",
-            extra={"user_id": claims.subject, "session_id": claims.session_id},
+            extra={
+                "user_id": user_id,
+                "session_id": session_id,
+                "outcome": RefreshOutcome.REUSE_DETECTED,
+            },
         )
-        telemetry.annotate(refresh_outcome="reuse_detected")
         raise InvalidToken()
 
     async def logout(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> None:
         """Revoke the token's session. Idempotent: a bad or unknown token is ignored."""
         try:
             claims = self._codec.verify_refresh(refresh_token, now)
-            session_id = _parse_uuid(claims.session_id)
+            user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
         except InvalidToken:
             return
         async with pool.acquire() as connection:
@@ -248,13 +275,12 @@ class Authenticator:
                 connection,
                 token_digest=token_digest(refresh_token),
                 session_id=session_id,
-                reason="logout",
+                reason=sessions.RevokeReason.LOGOUT,
                 now=now,
             )
         if revoked:
             security_log.info(
-                "session revoked",
-                extra={"user_id": claims.subject, "session_id": claims.session_id},
+                "session revoked", extra={"user_id": user_id, "session_id": session_id}
             )
 
     async def profile(self, pool: asyncpg.Pool, *, access_token: str, now: datetime) -> users.User:
@@ -272,15 +298,15 @@ class Authenticator:
         claims = self._codec.verify_access(access_token, now)
         if claims.session_id is None:
             raise InvalidToken()  # a service's token has no user to show
-        telemetry.annotate(user_id=claims.subject, session_id=claims.session_id)
         user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
+        telemetry.annotate(user_id=user_id, session_id=session_id)
         async with pool.acquire() as connection:
             user = await users.find_session_user(
                 connection, user_id=user_id, session_id=session_id, now=now
             )
         if user is None:
             raise InvalidToken()
-        return SessionUser(user=user, user_id=user_id, session_id=session_id)
+        return SessionUser(user=user, session_id=session_id)
 
     def _grace_child(
         self, spent: sessions.SpentToken, claims: RefreshClaims, now: datetime
@@ -311,13 +337,14 @@ class Authenticator:
     def _pair(
         self,
         live: sessions.LiveSession,
-        session_id: str,
+        session_id: uuid.UUID,
         refresh_token: str,
         refresh_claims: RefreshClaims,
         now: datetime,
     ) -> TokenPair:
+        # The token's claims are an edge: ids become text here.
         access_token, access_claims = self._codec.mint_access(
-            subject=live.user_id, session_id=session_id, email=live.email, now=now
+            subject=str(live.user_id), session_id=str(session_id), email=live.email, now=now
         )
         moment = int(now.timestamp())
         # The refresh token can outlive neither its own exp nor its session's absolute end.

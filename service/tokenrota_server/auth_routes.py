@@ -6,11 +6,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrota_server import cookies, schema
-from tokenrota_server.auth import ClientInfo
+from tokenrota_server import cookies, schema, telemetry
+from tokenrota_server.auth import DeviceInfo
 from tokenrota_server.database import CONNECTION_ERRORS
 from tokenrota_server.errors import Unavailable
-from tokenrota_server.remote_address import client_address
+from tokenrota_server.outcomes import LoginOutcome, RefreshOutcome
+from tokenrota_server.remote_address import remote_address
 from tokenrota_server.state import AppState
 from tokenrota_server.web import bearer_token, boolean_field, read_json, string_field
 
@@ -31,6 +32,9 @@ async def register(request: Request[AppState]) -> Response:
 async def login(request: Request[AppState]) -> Response:
     """POST /login: a token pair (refresh token in a cookie with `use_cookie`); 401 or 429."""
     state = request.state
+    # A request refused before its credentials are checked (its body, a field) is rejected;
+    # the use case records any other outcome over this one.
+    telemetry.record(login=LoginOutcome.REJECTED)
     body = await read_json(request, state["settings"].max_body_bytes)
     use_cookie = boolean_field(body, "use_cookie")
     pair = await state["auth"].login(
@@ -38,7 +42,7 @@ async def login(request: Request[AppState]) -> Response:
         email=string_field(body, "email"),
         password=string_field(body, "password"),
         now=state["clock"](),
-        client=client_info(request),
+        device=device_info(request),
     )
     return cookies.pair_response(pair, state["settings"], in_cookie=use_cookie)
 
@@ -46,6 +50,8 @@ async def login(request: Request[AppState]) -> Response:
 async def refresh(request: Request[AppState]) -> Response:
     """POST /refresh: the next pair, answered where the token came from (body or cookie)."""
     state = request.state
+    # Every refusal, before or in the use case, counts as invalid; success records its kind.
+    telemetry.record(refresh=RefreshOutcome.INVALID)
     token, from_cookie = await cookies.presented_refresh_token(request, state["settings"])
     pair = await state["auth"].refresh(state["pool"], refresh_token=token, now=state["clock"]())
     return cookies.pair_response(pair, state["settings"], in_cookie=from_cookie)
@@ -85,11 +91,11 @@ async def readyz(request: Request[AppState]) -> Response:
     return JSONResponse({"status": "ready", "revision": revision})
 
 
-def client_info(request: Request[AppState]) -> ClientInfo:
+def device_info(request: Request[AppState]) -> DeviceInfo:
     """The user agent and address that a new session records."""
-    return ClientInfo(
+    return DeviceInfo(
         user_agent=request.headers.get("user-agent"),
-        ip=client_address(request, request.state["settings"]),
+        ip=remote_address(request, request.state["settings"]),
     )
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from starlette.datastructures import Secret
 
@@ -24,48 +25,126 @@ MIN_DISTINCT_SECRET_CHARACTERS = 8
 ENVIRONMENTS = ("development", "test", "production")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# How `load_settings` turns a variable's text into a field's value: (variable name, text) -> value.
+Parser = Callable[[str, str], Any]
+
+
+def _integer(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer") from None
+
+
+def _boolean(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false")
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _secret(name: str, raw: str) -> Secret:
+    return Secret(raw)
+
+
+def _list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _networks(name: str, raw: str) -> tuple[Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _list(name, raw))
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a comma-separated list of addresses or networks"
+        ) from None
+
+
+def _pem_file(name: str, raw: str) -> Secret | None:
+    """The contents of the PEM file at path `raw` (named by variable `name`); None when blank."""
+    path = raw.strip()
+    if not path:
+        return None
+    try:
+        return Secret(Path(path).read_text(encoding="ascii"))
+    except (OSError, UnicodeDecodeError):
+        # The path, not the contents: a key must never reach an error message.
+        raise ConfigError(f"{name}: cannot read the key file {path}") from None
+
+
+def _pem_files(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(str(_pem_file(name, path)) for path in _list(name, raw))
+
+
+def _read_by(parse: Parser) -> dict[str, Parser]:
+    """Field metadata: `load_settings` reads the field's variable (its name in capitals) so."""
+    return {"parse": parse}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of the service; see the README's settings table."""
+    """Every setting of the service, each read from the variable of its name in capitals.
 
-    access_token_secret: Secret = field(repr=False)
-    refresh_token_secret: Secret = field(repr=False)
-    env: str = "development"
-    database_url: str | None = field(default=None, repr=False)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: Path = Path(".data")
-    access_token_ttl: int = 15 * 60
-    refresh_token_ttl: int = 7 * 24 * 3600
-    session_max_age: int = 30 * 24 * 3600
-    refresh_reuse_interval: int = 10
-    rotate_refresh_tokens: bool = True
-    token_issuer: str = "token-service"
-    token_audience: str = "token-service"
-    jwt_leeway: int = 30
-    argon2_time_cost: int = 3
-    argon2_memory_cost: int = 65536
-    argon2_parallelism: int = 4
-    max_body_bytes: int = 64 * 1024
-    db_pool_min_size: int = 2
-    db_pool_max_size: int = 10
-    # PEM text of the private key that signs access tokens (ES256 or RS256); None: HS256.
-    access_token_signing_key: Secret | None = field(default=None, repr=False)
-    # PEM texts of earlier signing keys, still published and accepted (see README, rotation).
-    access_token_previous_keys: tuple[str, ...] = field(default=(), repr=False)
-    # Login throttle: attempts per email and per client address within one window (seconds).
-    login_email_max_attempts: int = 10
-    login_ip_max_attempts: int = 100
-    login_throttle_window: int = 15 * 60
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    A field's default here is its only default: `load_settings` leaves a field that has no
+    variable (or an empty one) to it.
+    """
+
+    access_token_secret: Secret = field(repr=False, metadata=_read_by(_secret))
+    refresh_token_secret: Secret = field(repr=False, metadata=_read_by(_secret))
+    env: str = field(default="development", metadata=_read_by(_text))
+    database_url: str | None = field(default=None, repr=False, metadata=_read_by(_text))
+    host: str = field(default="127.0.0.1", metadata=_read_by(_text))
+    port: int = field(default=8000, metadata=_read_by(_integer))
+    data_dir: Path = field(default=Path(".data"), metadata=_read_by(_path))
+    access_token_ttl: int = field(default=15 * 60, metadata=_read_by(_integer))
+    refresh_token_ttl: int = field(default=7 * 24 * 3600, metadata=_read_by(_integer))
+    session_max_age: int = field(default=30 * 24 * 3600, metadata=_read_by(_integer))
+    refresh_reuse_interval: int = field(default=10, metadata=_read_by(_integer))
+    rotate_refresh_tokens: bool = field(default=True, metadata=_read_by(_boolean))
+    token_issuer: str = field(default="token-service", metadata=_read_by(_text))
+    token_audience: str = field(default="token-service", metadata=_read_by(_text))
+    jwt_leeway: int = field(default=30, metadata=_read_by(_integer))
+    argon2_time_cost: int = field(default=3, metadata=_read_by(_integer))
+    argon2_memory_cost: int = field(default=65536, metadata=_read_by(_integer))
+    argon2_parallelism: int = field(default=4, metadata=_read_by(_integer))
+    max_body_bytes: int = field(default=64 * 1024, metadata=_read_by(_integer))
+    db_pool_min_size: int = field(default=2, metadata=_read_by(_integer))
+    db_pool_max_size: int = field(default=10, metadata=_read_by(_integer))
+    # The private key that signs access tokens (ES256 or RS256), read from the PEM file the
+    # variable names; None: HS256.
+    access_token_signing_key: Secret | None = field(
+        default=None, repr=False, metadata=_read_by(_pem_file)
+    )
+    # PEM texts of earlier signing keys, still published and accepted (the variable lists their
+    # files, comma-separated; see the operations guide on rotation).
+    access_token_previous_keys: tuple[str, ...] = field(
+        default=(), repr=False, metadata=_read_by(_pem_files)
+    )
+    # Login throttle: attempts per email and per remote address within one window (seconds).
+    login_email_max_attempts: int = field(default=10, metadata=_read_by(_integer))
+    login_ip_max_attempts: int = field(default=100, metadata=_read_by(_integer))
+    login_throttle_window: int = field(default=15 * 60, metadata=_read_by(_integer))
+    trusted_proxies: tuple[Network, ...] = field(default=(), metadata=_read_by(_networks))
     # Expired rows are purged every PURGE_INTERVAL seconds (0: never, by the server).
-    purge_interval: int = 3600
-    purge_batch_size: int = 1000
+    purge_interval: int = field(default=3600, metadata=_read_by(_integer))
+    purge_batch_size: int = field(default=1000, metadata=_read_by(_integer))
     # Browser frontends: origins allowed to use the refresh cookie (and CORS with credentials).
-    allowed_origins: tuple[str, ...] = ()
-    cookie_secure: bool = True
+    # Unset in development: the service's own local address (see `load_settings`).
+    allowed_origins: tuple[str, ...] = field(default=(), metadata=_read_by(_list))
+    cookie_secure: bool = field(default=True, metadata=_read_by(_boolean))
     # GET /docs (Swagger UI); None means on, except in production.
-    docs_enabled: bool | None = None
+    docs_enabled: bool | None = field(default=None, metadata=_read_by(_boolean))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -121,57 +200,34 @@ class Settings:
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Build `Settings` from environment variables; raise `ConfigError` with a one-line reason."""
-    env = environ.get("ENV", "development")
-    access = environ.get("ACCESS_TOKEN_SECRET", "")
-    refresh = environ.get("REFRESH_TOKEN_SECRET", "")
-    if not access or not refresh:
+    """Build `Settings` from environment variables; raise `ConfigError` with a one-line reason.
+
+    Each field is read from the variable of its name in capitals, by the parser its metadata
+    names; an unset or empty variable leaves the field at its default.
+    """
+    values: dict[str, Any] = {}
+    for setting in fields(Settings):
+        name = setting.name.upper()
+        raw = environ.get(name, "")
+        if raw != "":
+            values[setting.name] = setting.metadata["parse"](name, raw)
+    env = values.get("env", _default_of("env"))
+    if "access_token_secret" not in values or "refresh_token_secret" not in values:
         if env == "production":
             raise ConfigError(
                 "ENV=production needs ACCESS_TOKEN_SECRET and REFRESH_TOKEN_SECRET "
                 f"(two different random values of at least {MIN_SECRET_BYTES} bytes)"
             )
         raise ConfigError("ACCESS_TOKEN_SECRET and REFRESH_TOKEN_SECRET are not set")
-    return Settings(
-        access_token_secret=Secret(access),
-        refresh_token_secret=Secret(refresh),
-        env=env,
-        database_url=environ.get("DATABASE_URL") or None,
-        host=environ.get("HOST", "127.0.0.1"),
-        port=_integer(environ, "PORT", 8000),
-        data_dir=Path(environ.get("DATA_DIR", ".data")),
-        access_token_ttl=_integer(environ, "ACCESS_TOKEN_TTL", 15 * 60),
-        refresh_token_ttl=_integer(environ, "REFRESH_TOKEN_TTL", 7 * 24 * 3600),
-        session_max_age=_integer(environ, "SESSION_MAX_AGE", 30 * 24 * 3600),
-        refresh_reuse_interval=_integer(environ, "REFRESH_REUSE_INTERVAL", 10),
-        rotate_refresh_tokens=_boolean(environ, "ROTATE_REFRESH_TOKENS", True),
-        token_issuer=environ.get("TOKEN_ISSUER", "token-service"),
-        token_audience=environ.get("TOKEN_AUDIENCE", "token-service"),
-        jwt_leeway=_integer(environ, "JWT_LEEWAY", 30),
-        argon2_time_cost=_integer(environ, "ARGON2_TIME_COST", 3),
-        argon2_memory_cost=_integer(environ, "ARGON2_MEMORY_COST", 65536),
-        argon2_parallelism=_integer(environ, "ARGON2_PARALLELISM", 4),
-        max_body_bytes=_integer(environ, "MAX_BODY_BYTES", 64 * 1024),
-        db_pool_min_size=_integer(environ, "DB_POOL_MIN_SIZE", 2),
-        db_pool_max_size=_integer(environ, "DB_POOL_MAX_SIZE", 10),
-        access_token_signing_key=_pem_file(
-            "ACCESS_TOKEN_SIGNING_KEY", environ.get("ACCESS_TOKEN_SIGNING_KEY", "")
-        ),
-        access_token_previous_keys=tuple(
-            str(_pem_file("ACCESS_TOKEN_PREVIOUS_KEYS", path))
-            for path in environ.get("ACCESS_TOKEN_PREVIOUS_KEYS", "").split(",")
-            if path.strip()
-        ),
-        login_email_max_attempts=_integer(environ, "LOGIN_EMAIL_MAX_ATTEMPTS", 10),
-        login_ip_max_attempts=_integer(environ, "LOGIN_IP_MAX_ATTEMPTS", 100),
-        login_throttle_window=_integer(environ, "LOGIN_THROTTLE_WINDOW", 15 * 60),
-        trusted_proxies=_networks(environ, "TRUSTED_PROXIES"),
-        purge_interval=_integer(environ, "PURGE_INTERVAL", 3600),
-        purge_batch_size=_integer(environ, "PURGE_BATCH_SIZE", 1000),
-        allowed_origins=_list(environ, "ALLOWED_ORIGINS") or _local_origins(environ, env),
-        cookie_secure=_boolean(environ, "COOKIE_SECURE", True),
-        docs_enabled=_boolean(environ, "DOCS_ENABLED", env != "production"),
-    )
+    if "allowed_origins" not in values and env == "development":
+        # `make run` then /demo: the service's own local address may use the cookie.
+        port = values.get("port", _default_of("port"))
+        values["allowed_origins"] = (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
+    return Settings(**values)
+
+
+def _default_of(name: str) -> Any:
+    return next(setting.default for setting in fields(Settings) if setting.name == name)
 
 
 def ensure_development_secrets(environ: dict[str, str], data_dir: Path) -> Path | None:
@@ -200,60 +256,3 @@ def ensure_development_secrets(environ: dict[str, str], data_dir: Path) -> Path 
         if name in names and not environ.get(name):
             environ[name] = value.strip()
     return path
-
-
-def _integer(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer") from None
-
-
-def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false")
-
-
-def _pem_file(name: str, path: str) -> Secret | None:
-    """The contents of the PEM file at `path` (named by variable `name`); None when unset."""
-    raw = path.strip()
-    if not raw:
-        return None
-    try:
-        return Secret(Path(raw).read_text(encoding="ascii"))
-    except (OSError, UnicodeDecodeError):
-        # The path, not the contents: a key must never reach an error message.
-        raise ConfigError(f"{name}: cannot read the key file {raw}") from None
-
-
-def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in environ.get(name, "").split(",") if item.strip())
-
-
-def _networks(
-    environ: Mapping[str, str], name: str
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    try:
-        return tuple(ipaddress.ip_network(item, strict=False) for item in _list(environ, name))
-    except ValueError:
-        raise ConfigError(
-            f"{name} must be a comma-separated list of addresses or networks"
-        ) from None
-
-
-def _local_origins(environ: Mapping[str, str], env: str) -> tuple[str, ...]:
-    """In development, the service's own local address may use the cookie (for /demo)."""
-    if env != "development":
-        return ()
-    port = environ.get("PORT") or "8000"
-    return (f"http://127.0.0.1:{port}", f"http://localhost:{port}")

@@ -1,8 +1,8 @@
 """Prometheus metrics and `GET /metrics`.
 
 Counted per request by the middleware, from the route template (never the raw path, so the label
-set stays small), the status, and the notes a handler left on the request context
-(`telemetry.annotate(refresh_outcome=..., grant=...)`).
+set stays small), the status, and the typed outcomes its use case recorded on the request context
+(`telemetry.record(login=..., refresh=..., issued=...)`, see `outcomes`).
 
 With `uvicorn --workers N`, set `PROMETHEUS_MULTIPROC_DIR` to an empty directory that every worker
 can write: prometheus-client then keeps each worker's values in files there, and `/metrics`, in
@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from tokenrota.clock import monotonic
 
+from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.state import AppState
 from tokenrota_server.telemetry import RequestContext
 
@@ -84,29 +85,22 @@ POOL_WAITING = Gauge(
     multiprocess_mode="livesum",
 )
 
-# Every known label value is exported from the start, at 0, so that rate() sees the first event.
-for _outcome in ("success", "failure", "throttled", "rejected"):
-    LOGINS.labels(_outcome)
-for _outcome in ("rotated", "grace", "reuse_detected", "invalid", "unrotated"):
-    REFRESHES.labels(_outcome)
-for _grant in ("login", "refresh_token", "client_credentials"):
-    TOKENS_ISSUED.labels(_grant)
+# Every outcome is exported from the start, at 0, so that rate() sees the first event; the
+# children are looked up once, as `labels()` costs several microseconds per call.
+_LOGINS = {outcome: LOGINS.labels(outcome) for outcome in LoginOutcome}
+_REFRESHES = {outcome: REFRESHES.labels(outcome) for outcome in RefreshOutcome}
+_TOKENS_ISSUED = {grant: TOKENS_ISSUED.labels(grant) for grant in Grant}
 
-# The grant a successful answer of a first-party route stands for.
-_GRANT_BY_ROUTE = {"/login": "login", "/refresh": "refresh_token"}
-_LOGIN_OUTCOME_BY_STATUS = {200: "success", 401: "failure", 429: "throttled"}
-
-
-# Methods outside this set share one label, or any client could grow the label set at will.
+# Methods outside this set share one label, or any caller could grow the label set at will.
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# The labelled children, looked up once: `labels()` costs several microseconds per call.
+# The labelled children of each method, route and status, looked up once.
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
 def record_request(
     method: str, route: str, status: int, seconds: float, context: RequestContext
 ) -> None:
-    """Count one answered request, and the login, refresh and grant it stood for."""
+    """Count one answered request, and the login, refresh and grant its use case recorded."""
     key = (method, route, status)
     children = _children.get(key)
     if children is None:
@@ -116,29 +110,14 @@ def record_request(
     children[0].inc()
     children[1].observe(seconds)
     if status >= 500:
+        # The outcome of a request that failed on our side is unknown, whatever was recorded.
         return
-    grant = _grant_of(route, context)
-    if route == "/login":
-        LOGINS.labels(_LOGIN_OUTCOME_BY_STATUS.get(status, "rejected")).inc()
-    if grant == "refresh_token":
-        default = "rotated" if status < 300 else "invalid"
-        REFRESHES.labels(context.notes.get("refresh_outcome", default)).inc()
-    if grant is not None and 200 <= status < 300:
-        TOKENS_ISSUED.labels(grant).inc()
-
-
-def _grant_of(route: str, context: RequestContext) -> str | None:
-    """Which grant a request asked for: noted by its handler, else known from the route."""
-    noted = context.notes.get("grant")
-    if noted is not None:
-        return noted
-    if route == "/oauth/token":
-        # A refresh grant passes through the refresh use case, which names the session as soon
-        # as the token's signature checks out; a client_credentials grant never has one.
-        if context.session_id is not None or "refresh_outcome" in context.notes:
-            return "refresh_token"
-        return "client_credentials" if context.client_id is not None else None
-    return _GRANT_BY_ROUTE.get(route)
+    if context.login is not None:
+        _LOGINS[context.login].inc()
+    if context.refresh is not None:
+        _REFRESHES[context.refresh].inc()
+    if context.issued is not None and 200 <= status < 300:
+        _TOKENS_ISSUED[context.issued].inc()
 
 
 _pool_observed_at = 0.0

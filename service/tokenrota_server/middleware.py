@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenrota_server import metrics, telemetry
-from tokenrota_server.remote_address import client_address
+from tokenrota_server.remote_address import remote_address
 
 access_log = logging.getLogger("tokenrota.access")
 
@@ -72,7 +72,7 @@ def _log_request(
     state = scope.get("state") or {}
     settings = state.get("settings")
     # Behind TRUSTED_PROXIES, the address the throttle and sessions see, not the proxy's.
-    address = client_address(Request(scope), settings) if settings is not None else None
+    address = remote_address(Request(scope), settings) if settings is not None else None
     access_log.info(
         "request",
         extra={

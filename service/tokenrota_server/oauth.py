@@ -35,6 +35,7 @@ from tokenrota_server.errors import (
     TooManyAttempts,
 )
 from tokenrota_server.oauth_clients import Client
+from tokenrota_server.outcomes import Grant
 from tokenrota_server.passwords import Passwords
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
 
@@ -178,6 +179,7 @@ class AuthorizationServer:
         token, claims = self._codec.mint_access(
             subject=client.client_id, client_id=client.client_id, scope=scope, now=now
         )
+        telemetry.record(issued=Grant.CLIENT_CREDENTIALS)
         return {
             "access_token": token,
             "token_type": "Bearer",
@@ -208,7 +210,7 @@ class AuthorizationServer:
                 and spent.token_live
                 and spent.used_at is None
                 and spent.session_live
-                and spent.session.user_id == refresh.subject
+                and spent.session.user_id == uuid.UUID(refresh.subject)
             )
             return self._describe_refresh(refresh) if live else INACTIVE
         return INACTIVE
@@ -238,7 +240,10 @@ class AuthorizationServer:
         if access is not None and access.session_id is not None:
             async with pool.acquire() as connection:
                 revoked = await sessions.revoke_session(
-                    connection, session_id=uuid.UUID(access.session_id), reason="logout", now=now
+                    connection,
+                    session_id=uuid.UUID(access.session_id),
+                    reason=sessions.RevokeReason.LOGOUT,
+                    now=now,
                 )
             if revoked:
                 security_log.info(

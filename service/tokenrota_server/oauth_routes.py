@@ -28,14 +28,16 @@ from tokenrota_server.errors import (
 )
 from tokenrota_server.oauth import ClientSecret
 from tokenrota_server.oauth_clients import Client
-from tokenrota_server.remote_address import client_address
+from tokenrota_server.outcomes import Grant, RefreshOutcome
+from tokenrota_server.remote_address import remote_address
 from tokenrota_server.state import AppState
 from tokenrota_server.web import NO_STORE, media_type, read_body, token_response
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 # Our requests carry at most six parameters; a flood of them is refused before building a dict.
 MAX_FORM_FIELDS = 20
-GRANT_TYPES = ("client_credentials", "refresh_token")
+# The OAuth grants /oauth/token answers; /login issues the third kind of token.
+GRANT_TYPES = (Grant.CLIENT_CREDENTIALS, Grant.REFRESH_TOKEN)
 
 
 async def token(request: Request[AppState]) -> Response:
@@ -49,17 +51,18 @@ async def token(request: Request[AppState]) -> Response:
     if grant_type not in GRANT_TYPES:
         # `password` among them: RFC 9700 §2.4 forbids it; people log in at /login.
         raise UnsupportedGrantType()
-    telemetry.annotate(grant=grant_type)
     oauth, pool, now = state["oauth"], state["pool"], state["clock"]()
 
-    if grant_type == "client_credentials":
+    if grant_type == Grant.CLIENT_CREDENTIALS:
         if presented is None:
             raise InvalidClient()
         client = await oauth.authenticate(
-            pool, presented, ip=client_address(request, state["settings"]), now=now
+            pool, presented, ip=remote_address(request, state["settings"]), now=now
         )
         return token_response(oauth.client_credentials(client, form.get("scope"), now))
 
+    # Every refusal of a refresh grant counts as an invalid refresh; success records its kind.
+    telemetry.record(refresh=RefreshOutcome.INVALID)
     refresh_token = form.get("refresh_token")
     if refresh_token is None:
         raise MalformedRequest("The 'refresh_token' parameter is missing.")
@@ -67,7 +70,7 @@ async def token(request: Request[AppState]) -> Response:
     # credentials is the first-party frontend (a public client); one with them must pass.
     if presented is not None:
         await oauth.authenticate(
-            pool, presented, ip=client_address(request, state["settings"]), now=now
+            pool, presented, ip=remote_address(request, state["settings"]), now=now
         )
     if form.get("scope") is not None:
         # A user's grant carries no scope, so any scope asked for exceeds it (RFC 6749 §6).
@@ -143,7 +146,7 @@ async def _client_and_token(request: Request[AppState]) -> tuple[Client, str]:
     client = await state["oauth"].authenticate(
         state["pool"],
         presented,
-        ip=client_address(request, state["settings"]),
+        ip=remote_address(request, state["settings"]),
         now=state["clock"](),
     )
     token = form.get("token")

@@ -1,9 +1,9 @@
-"""The client's address: the direct peer, or what trusted proxies say in X-Forwarded-For.
+"""A request's remote address: the direct peer, or what trusted proxies say in X-Forwarded-For.
 
 Anyone can send an X-Forwarded-For header, so it is believed only when the direct peer is one of
 `TRUSTED_PROXIES`, and then read from the right: each trusted proxy appends the address it saw,
-and the first address that is not itself a trusted proxy is the client. Whatever lies left of it
-was written by the client and is ignored.
+and the first address that is not itself a trusted proxy is the caller's. Whatever lies left of
+it was written by the caller and is ignored.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tokenrota_server.config import Settings
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def client_address(request: Request[Any], settings: Settings) -> str | None:
+def remote_address(request: Request[Any], settings: Settings) -> str | None:
     """The address the throttle counts and a session records; None if the server has none."""
     peer = request.client.host if request.client else None
     if peer is None or not _is_trusted(peer, settings.trusted_proxies):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from uuid import UUID
 
 import asyncpg
@@ -17,11 +18,22 @@ import asyncpg
 from tokenrota_server.database import Connection
 
 
+class RevokeReason(StrEnum):
+    """Why a session ended early: `sessions.revoke_reason`, which a CHECK constraint lists."""
+
+    LOGOUT = "logout"
+    LOGOUT_ALL = "logout_all"
+    USER_REVOKED = "user_revoked"
+    PASSWORD_CHANGE = "password_change"  # noqa: S105 - a reason's name, not a password
+    USER_DISABLED = "user_disabled"
+    REUSE_DETECTED = "reuse_detected"
+
+
 @dataclass(frozen=True)
 class LiveSession:
     """What minting a token pair needs to know about a live session."""
 
-    user_id: str
+    user_id: UUID
     email: str
     expires_at: datetime
 
@@ -53,7 +65,7 @@ async def create_session(
     connection: Connection,
     *,
     session_id: UUID,
-    user_id: str,
+    user_id: UUID,
     now: datetime,
     expires_at: datetime,
     first_token: NewToken,
@@ -68,7 +80,7 @@ async def create_session(
         ") INSERT INTO refresh_tokens (session_id, token_digest, issued_at, expires_at)"
         " SELECT id, $7, $8, $9 FROM session",
         session_id,
-        UUID(user_id),
+        user_id,
         now,
         expires_at,
         user_agent,
@@ -169,7 +181,7 @@ async def find_spent(
 
 
 async def revoke_session(
-    connection: Connection, *, session_id: UUID, reason: str, now: datetime
+    connection: Connection, *, session_id: UUID, reason: RevokeReason, now: datetime
 ) -> bool:
     """Revoke a session (and with it every token it holds); False if it was not live."""
     status = await connection.execute(
@@ -187,7 +199,7 @@ async def revoke_session_of_token(
     *,
     token_digest: bytes,
     session_id: UUID,
-    reason: str,
+    reason: RevokeReason,
     now: datetime,
 ) -> bool:
     """Revoke the session a stored refresh token belongs to; False if none was live."""
@@ -230,7 +242,7 @@ async def list_live_sessions(
 
 
 async def revoke_user_session(
-    connection: Connection, *, user_id: UUID, session_id: UUID, reason: str, now: datetime
+    connection: Connection, *, user_id: UUID, session_id: UUID, reason: RevokeReason, now: datetime
 ) -> bool:
     """Revoke one live session if it belongs to `user_id`; False if there is no such session."""
     status = await connection.execute(
@@ -248,7 +260,7 @@ async def revoke_user_sessions(
     connection: Connection,
     *,
     user_id: UUID,
-    reason: str,
+    reason: RevokeReason,
     now: datetime,
     keep: UUID | None = None,
 ) -> int:
@@ -265,6 +277,4 @@ async def revoke_user_sessions(
 
 
 def _live_session(row: asyncpg.Record) -> LiveSession:
-    return LiveSession(
-        user_id=str(row["user_id"]), email=row["email"], expires_at=row["expires_at"]
-    )
+    return LiveSession(user_id=row["user_id"], email=row["email"], expires_at=row["expires_at"])

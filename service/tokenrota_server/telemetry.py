@@ -1,8 +1,9 @@
 """What a request leaves behind for operators: its context, and JSON log lines.
 
 Each request runs with a `RequestContext` in a context variable (set by the middleware), so any
-code on its path can say who the caller turned out to be (`annotate(user_id=...)`) without
-threading that through every call. Security events logged to `tokenrota.security` with
+code on its path can say who the caller turned out to be (`annotate(user_id=...)`) and how its
+use case ended (`record(refresh=RefreshOutcome.GRACE)`) without threading that through every
+call. Security events logged to `tokenrota.security` with
 `extra={"user_id": ..., "session_id": ...}` annotate the context on the way, and every log line
 carries the request id.
 
@@ -16,8 +17,11 @@ import json
 import logging
 import sys
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from uuid import UUID
+
+from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 
 # The fields a log line may carry beyond time, level, logger and message.
 LOGGED_FIELDS = (
@@ -34,8 +38,9 @@ LOGGED_FIELDS = (
     "reason",
     "ip",
     "sessions",
+    "outcome",
 )
-# What a request's context can be annotated with; the rest are notes for metrics.
+# Who a request's context can name.
 IDENTITY_FIELDS = ("user_id", "client_id", "session_id")
 
 
@@ -47,7 +52,10 @@ class RequestContext:
     user_id: str | None = None
     client_id: str | None = None
     session_id: str | None = None
-    notes: dict[str, str] = field(default_factory=dict)
+    login: LoginOutcome | None = None
+    refresh: RefreshOutcome | None = None
+    # The grant of the access token this request issued, if it issued one.
+    issued: Grant | None = None
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("request_context", default=None)
@@ -67,25 +75,46 @@ def leave(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
 
 
-def annotate(**values: str | None) -> None:
-    """Record on the current request who the caller is or how it ended (no-op outside one).
+def annotate(
+    *,
+    user_id: str | UUID | None = None,
+    client_id: str | None = None,
+    session_id: str | UUID | None = None,
+) -> None:
+    """Record on the current request who the caller is (no-op outside one); logged as text."""
+    context = _current.get()
+    if context is None:
+        return
+    # The first says who the caller is; a later event may name someone else (the session a user
+    # revokes), which its own log line records.
+    if context.user_id is None and user_id is not None:
+        context.user_id = str(user_id)
+    if context.client_id is None and client_id is not None:
+        context.client_id = str(client_id)
+    if context.session_id is None and session_id is not None:
+        context.session_id = str(session_id)
 
-    `user_id`, `client_id` and `session_id` go to the access log; anything else is a note
-    (`refresh_outcome="grace"`, `grant="client_credentials"`) that the metrics read.
+
+def record(
+    *,
+    login: LoginOutcome | None = None,
+    refresh: RefreshOutcome | None = None,
+    issued: Grant | None = None,
+) -> None:
+    """Record on the current request how its use case ended (no-op outside one).
+
+    A later record of the same kind replaces an earlier one: a handler records the outcome a
+    failure before the use case would have (a rejected login), the use case the real one.
     """
     context = _current.get()
     if context is None:
         return
-    for name, value in values.items():
-        if value is None:
-            continue
-        if name in IDENTITY_FIELDS:
-            # The first says who the caller is; a later event may name someone else (the
-            # session a user revokes), which its own log line records.
-            if getattr(context, name) is None:
-                setattr(context, name, str(value))
-        else:
-            context.notes[name] = str(value)
+    if login is not None:
+        context.login = login
+    if refresh is not None:
+        context.refresh = refresh
+    if issued is not None:
+        context.issued = issued
 
 
 class _AnnotateFromSecurityEvents(logging.Filter):

@@ -1,7 +1,7 @@
 """The login throttle, kept in Postgres so that every instance of the service shares it.
 
 Each attempt at a password (a login, a password change) is counted against two keys, the email
-(whether or not it has an account) and the client address, in fixed windows of
+(whether or not it has an account) and the remote address, in fixed windows of
 `LOGIN_THROTTLE_WINDOW` seconds. Past `LOGIN_EMAIL_MAX_ATTEMPTS` or `LOGIN_IP_MAX_ATTEMPTS` in a
 window, attempts are refused until the window ends. The attempt is counted *before* the password
 is verified, in the same statement that reads the user: a burst of concurrent guesses cannot slip
@@ -75,7 +75,7 @@ async def count_attempt(
 async def count_address_attempt(
     connection: Connection, settings: Settings, *, ip: str, now: datetime
 ) -> int | None:
-    """Count one attempt against the client address alone; the seconds to wait, if over.
+    """Count one attempt against the remote address alone; the seconds to wait, if over.
 
     For OAuth client authentication: a client secret cannot be guessed, but each wrong one
     costs an argon2 verification, so a flood of them from one address is refused like logins.

@@ -16,12 +16,12 @@ from tokenrota_server.errors import EmailTaken
 class User:
     """What the API shows of a user."""
 
-    id: str
+    id: UUID
     email: str
     created_at: datetime
 
     def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "email": self.email, "created_at": self.created_at.isoformat()}
+        return {"id": str(self.id), "email": self.email, "created_at": self.created_at.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Credentials:
 
 def user_from_row(row: asyncpg.Record) -> User:
     """The `User` of a row that has the users table's `id`, `email` and `created_at`."""
-    return User(id=str(row["id"]), email=row["email"], created_at=row["created_at"])
+    return User(id=row["id"], email=row["email"], created_at=row["created_at"])
 
 
 async def insert_user(
@@ -60,12 +60,12 @@ async def insert_user(
 
 
 async def update_password_hash(
-    connection: Connection, user_id: str | UUID, password_hash: str, now: datetime
+    connection: Connection, user_id: UUID, password_hash: str, now: datetime
 ) -> None:
     """Store a new password hash (a changed password, or a rehash under new argon2 parameters)."""
     await connection.execute(
         "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
-        UUID(str(user_id)),
+        user_id,
         password_hash,
         now,
     )
@@ -95,10 +95,10 @@ async def disable_user(connection: Connection, email: str, now: datetime) -> UUI
 
     A user already disabled keeps their first `disabled_at`.
     """
-    value = await connection.fetchval(
+    user_id: UUID | None = await connection.fetchval(
         "UPDATE users SET disabled_at = coalesce(disabled_at, $2), updated_at = $2"
         " WHERE lower(email) = lower($1) RETURNING id",
         email,
         now,
     )
-    return UUID(str(value)) if value is not None else None
+    return user_id
