@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C while starting (say, during a migration): a stop asked for, not a crash.
+        return 130
 
 
 def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
