@@ -115,6 +115,31 @@ def test_bad_settings_are_refused_with_a_one_line_reason(name: str, value: str) 
     assert_one_line_without_secrets(str(refused.value), environ)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://app:S3cret-db-pw@db/tokens",
+        "sqlite:///tokens.db",
+        "postgresql+asyncpg://db/x",
+        "db",
+    ],
+)
+def test_a_database_url_that_is_not_postgresql_is_refused_naming_the_schemes(url: str) -> None:
+    environ = {
+        "ACCESS_TOKEN_SECRET": STRONG_A,
+        "REFRESH_TOKEN_SECRET": STRONG_B,
+        "DATABASE_URL": url,
+    }
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ)
+
+    message = str(refused.value)
+    assert "postgresql:// or postgres://" in message
+    assert "S3cret-db-pw" not in message
+    assert_one_line_without_secrets(message, environ)
+
+
 def run_cli(
     *arguments: str, environ: dict[str, str], stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
@@ -161,6 +186,27 @@ def test_serve_in_production_needs_a_database_url(tmp_path: Path) -> None:
     assert "DATABASE_URL" in result.stderr
     assert_one_line_without_secrets(result.stderr, environ)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["mysql://app:S3cret-db-pw@db/tokens", "sqlite:///x"])
+def test_a_wrong_url_scheme_stops_every_command_in_one_line(tmp_path: Path, url: str) -> None:
+    """Refused with the settings, before anything tries to connect."""
+    environ = {
+        "ENV": "test",
+        "DATA_DIR": str(tmp_path),
+        "ACCESS_TOKEN_SECRET": STRONG_A,
+        "REFRESH_TOKEN_SECRET": STRONG_B,
+        "DATABASE_URL": url,
+    }
+
+    for command in ("migrate", "serve"):
+        result = run_cli(command, environ=environ)
+
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: DATABASE_URL must start with postgresql://")
+        assert "Traceback" not in result.stderr
+        assert "S3cret-db-pw" not in result.stderr
+        assert_one_line_without_secrets(result.stderr, environ)
 
 
 # -- development -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Secret
 
@@ -23,6 +24,8 @@ MIN_SECRET_BYTES = 32
 # "password" * 4 pass the length check with fewer than this many distinct characters.
 MIN_DISTINCT_SECRET_CHARACTERS = 8
 ENVIRONMENTS = ("development", "test", "production")
+# The schemes asyncpg (and so the service and its migrations) can connect with.
+DATABASE_URL_SCHEMES = ("postgresql", "postgres")
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,6 +152,16 @@ class Settings:
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"ENV must be one of {', '.join(ENVIRONMENTS)}")
+        if self.database_url is not None:
+            # Only the scheme is quoted back: the rest of the URL may hold a password.
+            try:
+                scheme = urlsplit(self.database_url).scheme
+            except ValueError:
+                raise ConfigError("DATABASE_URL is not a valid URL") from None
+            if scheme not in DATABASE_URL_SCHEMES:
+                accepted = " or ".join(f"{name}://" for name in DATABASE_URL_SCHEMES)
+                given = f"{scheme}://" if scheme else "a URL without a scheme"
+                raise ConfigError(f"DATABASE_URL must start with {accepted}, not {given}")
         access, refresh = str(self.access_token_secret), str(self.refresh_token_secret)
         for name, value in (("ACCESS_TOKEN_SECRET", access), ("REFRESH_TOKEN_SECRET", refresh)):
             if len(value.encode()) < MIN_SECRET_BYTES:

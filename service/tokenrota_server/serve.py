@@ -1,0 +1,90 @@
+"""Serving: the service under uvicorn, in this process or in several worker processes.
+
+One worker runs the app built here. Several are fresh interpreters that import
+`tokenrota_server.asgi` and build their settings from the environment, so this process hands
+them its own, completed (development secrets, the embedded Postgres's URL): none generates
+secrets or starts a Postgres of its own. They pool their metrics in PROMETHEUS_MULTIPROC_DIR;
+without one, the run gets a private temporary directory, removed when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tokenrota_server.config import Settings
+from tokenrota_server.startup import StartupError
+
+# On SIGTERM, requests in flight get this long to finish before they are cut off.
+GRACEFUL_SHUTDOWN_SECONDS = 20
+# What each worker imports: a factory that builds the app from the environment.
+ASGI_FACTORY = "tokenrota_server.asgi:create_from_environment"
+
+
+def serve(settings: Settings, environ: dict[str, str], workers: int) -> None:
+    """Serve on the settings' host and port until SIGTERM or SIGINT.
+
+    `environ` is the environment the settings were resolved from, handed to the workers.
+    Raises `StartupError` if PROMETHEUS_MULTIPROC_DIR names no directory.
+    """
+    import uvicorn
+
+    with _shared_metrics_directory(environ, workers):
+        # Imported after: prometheus-client reads PROMETHEUS_MULTIPROC_DIR when it is imported.
+        from tokenrota_server.app import create_app
+        from tokenrota_server.telemetry import configure_logging
+
+        configure_logging()
+        if workers > 1:
+            # Spawned workers inherit this process's environment, not a dict: hand it over.
+            os.environ.update(environ)
+        uvicorn.run(
+            create_app(settings) if workers == 1 else ASGI_FACTORY,
+            factory=workers > 1,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            # uvloop and httptools (uvicorn[standard]) serve about twice the requests of the
+            # pure-Python stack here; "auto" falls back when they are missing.
+            loop="auto",
+            http="auto",
+            proxy_headers=False,
+            server_header=False,
+            # Logging is ours (one JSON line per request, from the middleware); uvicorn's would
+            # replace it and add a second, plain access line.
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+
+
+@contextlib.contextmanager
+def _shared_metrics_directory(environ: dict[str, str], workers: int) -> Iterator[None]:
+    """Make sure the workers have a PROMETHEUS_MULTIPROC_DIR to pool their metrics in.
+
+    A directory given in `environ` must exist (`StartupError` otherwise). With several workers
+    and none given, a private temporary directory serves this run and is removed when it ends:
+    /metrics then counts every worker's requests, since this start.
+    """
+    given = environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        if not Path(given).is_dir():
+            raise StartupError(
+                f"PROMETHEUS_MULTIPROC_DIR={given} is not a directory; create it (empty, "
+                "writable by every worker), or unset it"
+            )
+        yield
+        return
+    if workers == 1:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="tokenrota-metrics-")
+    environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
