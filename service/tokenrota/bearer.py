@@ -71,7 +71,7 @@ def challenge(error: MissingToken | InvalidToken | InsufficientScope) -> str:
     # token_expired is an invalid_token to RFC 6750; the body says which.
     code = "insufficient_scope" if isinstance(error, InsufficientScope) else "invalid_token"
     value = f'Bearer error="{code}", error_description="{_quotable(error.description)}"'
-    if isinstance(error, InsufficientScope):
+    if isinstance(error, InsufficientScope) and error.scopes:
         value += f', scope="{_quotable(" ".join(error.scopes))}"'
     return value
 
