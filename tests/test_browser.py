@@ -1,5 +1,6 @@
 """End to end in headless Chromium: the demo page and auth-client.js against a real server
-(uvicorn on a free port, in this test's event loop) and a real Postgres.
+(uvicorn on a free port, in this test's event loop) and a real Postgres; resource servers built
+with tokenrota.verify, and a third party, on other ports (so other origins).
 
 Debian's /usr/bin/chromium is driven by Playwright; no browser is ever downloaded. `.ci/run`
 installs the package when it is missing. Set DEMO_SCREENSHOT=docs/demo.png to refresh the
@@ -9,6 +10,7 @@ README's screenshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -18,9 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import uvicorn
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from tokenrota.verify import TokenVerifier, protect, token_claims
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
@@ -36,25 +46,62 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ACCESS_TOKEN_TTL = 2  # seconds: short enough to let a token expire within a test
+# A frontend's own page on the service's origin, served by the test: the demo page's CSP
+# (connect-src 'self') would stop its calls to other origins before the client could decide.
+APP_PAGE = "<!doctype html><meta charset='utf-8'><title>an app</title>"
 
 
 @dataclass
 class LiveServer:
-    """A running service: its origin, and the path of every HTTP request it received."""
+    """A running app: its origin, and every HTTP request it received (method, path, headers)."""
 
     origin: str
-    paths: list[str] = field(default_factory=list)
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
 
-    def count(self, path: str) -> int:
-        return self.paths.count(path)
+    def count(self, path: str, method: str | None = None) -> int:
+        return sum(1 for seen, at, _ in self.requests if at == path and method in (None, seen))
+
+    def headers(self, path: str) -> list[dict[str, str]]:
+        """The headers of every request to `path`, preflights included."""
+        return [headers for _, at, headers in self.requests if at == path]
+
+
+def free_listener() -> tuple[socket.socket, str]:
+    """A socket bound to 127.0.0.1:<free port>, and its origin."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, listener: socket.socket, live: LiveServer) -> AsyncIterator[None]:
+    """`app` under uvicorn on `listener`, recording each request into `live`; stopped after."""
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {name.decode(): value.decode() for name, value in scope["headers"]}
+            live.requests.append((scope["method"], scope["path"], headers))
+        await app(scope, receive, send)
+
+    config = uvicorn.Config(recording, lifespan="on", log_level="warning", access_log=False)
+    uvicorn_server = uvicorn.Server(config)
+    serving_task = asyncio.create_task(uvicorn_server.serve(sockets=[listener]))
+    try:
+        while not uvicorn_server.started:
+            if serving_task.done():
+                serving_task.result()  # raises what stopped it
+            await asyncio.sleep(0.02)
+        yield
+    finally:
+        uvicorn_server.should_exit = True
+        await serving_task
+        listener.close()
 
 
 @pytest.fixture
 async def server(settings: Settings) -> AsyncIterator[LiveServer]:
     """The service on 127.0.0.1:<free port>, with short-lived access tokens and no leeway."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    origin = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener, origin = free_listener()
     live = LiveServer(origin)
     app = create_app(
         replace(
@@ -62,24 +109,68 @@ async def server(settings: Settings) -> AsyncIterator[LiveServer]:
         )
     )
 
-    async def counting(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            live.paths.append(scope["path"])
-        await app(scope, receive, send)
+    async def with_app_page(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/app":
+            await HTMLResponse(APP_PAGE)(scope, receive, send)
+        else:
+            await app(scope, receive, send)
 
-    config = uvicorn.Config(counting, lifespan="on", log_level="warning", access_log=False)
-    uvicorn_server = uvicorn.Server(config)
-    serving = asyncio.create_task(uvicorn_server.serve(sockets=[listener]))
-    while not uvicorn_server.started:
-        if serving.done():
-            serving.result()  # raises what stopped it
-        await asyncio.sleep(0.02)
-    try:
+    async with serving(with_app_page, listener, live):
         yield live
-    finally:
-        uvicorn_server.should_exit = True
-        await serving
-        listener.close()
+
+
+@pytest.fixture
+async def resource_server(settings: Settings, server: LiveServer) -> AsyncIterator[LiveServer]:
+    """An API built with tokenrota.verify on another origin: GET /data for any valid token,
+    CORS open to the service's pages (the demo's origin)."""
+
+    async def data(request: Request) -> Response:
+        return JSONResponse({"sub": token_claims(request).subject})
+
+    verifier = TokenVerifier(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        secret=str(settings.access_token_secret),
+        leeway=0,
+    )
+    app = Starlette(
+        routes=[Route("/data", data)],
+        middleware=[
+            Middleware(
+                CORSMiddleware, allow_origins=[server.origin], allow_headers=["authorization"]
+            ),
+            protect(verifier),
+        ],
+    )
+    listener, origin = free_listener()
+    live = LiveServer(origin)
+    async with serving(app, listener, live):
+        yield live
+
+
+@pytest.fixture
+async def third_party() -> AsyncIterator[LiveServer]:
+    """Someone else's API: it records what it gets, and its CORS lets any page send it any
+    Authorization header (so only the client can be what keeps the token away)."""
+
+    async def echo(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[Route("/echo", echo, methods=["GET", "POST"])],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_headers=["authorization", "x-app"],
+                allow_methods=["GET", "POST"],
+            )
+        ],
+    )
+    listener, origin = free_listener()
+    live = LiveServer(origin)
+    async with serving(app, listener, live):
+        yield live
 
 
 @pytest.fixture
@@ -115,12 +206,16 @@ async def sign_in(page: Page, server: LiveServer) -> str:
     return email
 
 
-async def concurrent_fetches(page: Page, client: str = "window.auth", count: int = 10) -> Any:
+async def concurrent_fetches(
+    page: Page, client: str = "window.auth", count: int = 10, url: str = "/profile"
+) -> Any:
+    """The statuses of `count` simultaneous `client.fetch(url)` calls in `page`."""
     return await page.evaluate(
-        f"""async () => {{
-            const calls = Array.from({{length: {count}}}, () => {client}.fetch("/profile"));
+        f"""async ([count, url]) => {{
+            const calls = Array.from({{length: count}}, () => {client}.fetch(url));
             return (await Promise.all(calls)).map((response) => response.status);
-        }}"""
+        }}""",
+        [count, url],
     )
 
 
@@ -219,3 +314,126 @@ async def test_tabs_coordinate_refreshes_and_logout(
 
     await expect(second.locator("#signed-out")).to_be_visible()
     await expect(second.locator("#log")).to_contain_text("signed out (other-tab)")
+
+
+async def test_an_expired_token_at_a_resource_server_is_refreshed_once_and_retried(
+    browser: BrowserContext, server: LiveServer, resource_server: LiveServer
+) -> None:
+    """An API on another origin built with tokenrota.verify answers the expired token 403
+    token_expired, as the service does: 5 concurrent calls share one /refresh, each retried once."""
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    email = await sign_in(page, server)
+    await page.goto(f"{server.origin}/app")
+    await page.evaluate(
+        """async ([email, password, api]) => {
+            const { createAuthClient } = await import("/auth-client.js");
+            window.late = createAuthClient({ refreshMargin: -3600, resourceOrigins: [api] });
+            await window.late.login(email, password);
+        }""",
+        [email, PASSWORD, resource_server.origin],
+    )
+    await asyncio.sleep(ACCESS_TOKEN_TTL + 1)
+    refreshes = server.count("/refresh")
+
+    statuses = await concurrent_fetches(
+        page, client="window.late", count=5, url=f"{resource_server.origin}/data"
+    )
+
+    assert statuses == [200] * 5
+    assert server.count("/refresh") == refreshes + 1
+    assert resource_server.count("/data", "GET") == 10
+
+
+async def test_a_session_revoked_elsewhere_ends_in_every_tab(
+    browser: BrowserContext, server: LiveServer
+) -> None:
+    """Another device revokes the browser's session (DELETE /sessions/{id}); the next
+    auth.fetch gets 403 invalid_token and signs out both tabs with reason "revoked", without
+    a /refresh attempt."""
+    first = browser.pages[0] if browser.pages else await browser.new_page()
+    email = await sign_in(first, server)
+    second = await browser.new_page()
+    await second.goto(f"{server.origin}/demo")
+    await expect(second.locator("#who")).to_have_text(email)
+    async with httpx.AsyncClient(base_url=server.origin) as phone:
+        pair = (await phone.post("/login", json={"email": email, "password": PASSWORD})).json()
+        bearer = {"Authorization": f"Bearer {pair['access_token']}"}
+        sessions = (await phone.get("/sessions", headers=bearer)).json()["sessions"]
+        (browser_session,) = [session for session in sessions if not session["current"]]
+        revoked = await phone.delete(f"/sessions/{browser_session['id']}", headers=bearer)
+    refreshes = server.count("/refresh")
+
+    status = await first.evaluate('async () => (await window.auth.fetch("/profile")).status')
+
+    assert revoked.status_code == 204
+    assert status == 403
+    for page in (first, second):
+        await expect(page.locator("#signed-out")).to_be_visible()
+        await expect(page.locator("#log")).to_contain_text("signed out (revoked)")
+    assert server.count("/refresh") == refreshes
+
+
+async def test_the_token_goes_only_to_the_service_and_the_listed_origins(
+    browser: BrowserContext,
+    server: LiveServer,
+    resource_server: LiveServer,
+    third_party: LiveServer,
+) -> None:
+    """auth.fetch attaches the token for the service and resourceOrigins; a third-party URL
+    (absolute, protocol-relative, a Request, a URL object) gets no Authorization header, even
+    though its CORS would accept one."""
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await sign_in(page, server)
+    await page.goto(f"{server.origin}/app")
+
+    statuses = await page.evaluate(
+        """async ([api, other]) => {
+            const { createAuthClient } = await import("/auth-client.js");
+            const auth = createAuthClient({ resourceOrigins: [api] });
+            const otherHost = other.replace("http:", "");
+            const calls = [
+                auth.fetch(`${api}/data`),
+                auth.fetch("/profile"),
+                auth.fetch(`${other}/echo`),
+                auth.fetch(`${otherHost}/echo`, { headers: { "X-App": "1" } }),
+                auth.fetch(new Request(`${other}/echo`, { method: "POST", body: "x" })),
+                auth.fetch(new URL(`${other}/echo`)),
+            ];
+            return (await Promise.all(calls)).map((response) => response.status);
+        }""",
+        [resource_server.origin, third_party.origin],
+    )
+
+    assert statuses == [200] * 6
+    assert third_party.count("/echo", "GET") + third_party.count("/echo", "POST") == 4
+    seen = third_party.headers("/echo")
+    assert [headers for headers in seen if "authorization" in headers] == []
+    assert all(
+        "authorization" not in headers.get("access-control-request-headers", "") for headers in seen
+    )
+    assert resource_server.headers("/data")[-1]["authorization"].startswith("Bearer ")
+
+
+async def test_resource_origins_must_be_origins(
+    browser: BrowserContext, server: LiveServer
+) -> None:
+    """A path, a wildcard or a bare host name in resourceOrigins is a TypeError at once."""
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await page.goto(f"{server.origin}/app")
+
+    errors = await page.evaluate(
+        """async () => {
+            const { createAuthClient } = await import("/auth-client.js");
+            const entries = ["https://api.example/v1", "*", "api.example", "ftp://api.example"];
+            return entries.map((entry) => {
+                try {
+                    createAuthClient({ resourceOrigins: [entry] });
+                    return "accepted";
+                } catch (error) {
+                    return error.name;
+                }
+            });
+        }"""
+    )
+
+    assert errors == ["TypeError"] * 4

@@ -1,4 +1,5 @@
-"""tokenrota.httpx_auth: one token for many requests, renewal before expiry, one retry on 401."""
+"""tokenrota.httpx_auth: one token for many requests, renewal before expiry, one retry when the
+API refuses the token (401, or 403 invalid_token)."""
 
 from __future__ import annotations
 
@@ -133,10 +134,11 @@ async def test_token_is_reused_until_shortly_before_expiry(
     assert dispatcher.counts[TOKEN_PATH] == 2
 
 
-async def test_a_401_renews_the_token_and_retries_once(
+async def test_a_refused_token_is_renewed_and_retried_once(
     settings: Settings, clock: FakeClock, db: asyncpg.Connection, create_client: CreateClient
 ) -> None:
-    """A revoked token is refused by the API; the client renews, resends the body, succeeds."""
+    """A revoked token is refused by the API (403 invalid_token); the client renews, resends
+    the body, succeeds."""
     credentials = await create_client(db, settings, scope="read")
     resource = await create_client(db, settings, scope="")
     async with running_app(settings, clock) as service:
@@ -158,25 +160,29 @@ async def test_a_401_renews_the_token_and_retries_once(
         )
         async with http, introspector:
             first = await http.post("/api/echo", content=b"payload")
+            bearer = {"Authorization": first.request.headers["authorization"]}
             await http.post(
                 "/oauth/revoke",
-                data={"token": first.request.headers["authorization"].split()[1]},
+                data={"token": bearer["Authorization"].split()[1]},
                 headers=basic(*credentials),
                 auth=None,  # the client's own credentials, not its bearer token
             )
+            refused = await http.post("/api/echo", content=b"payload", auth=None, headers=bearer)
             retried = await http.post("/api/echo", content=b"payload")
 
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "invalid_token"
     assert first.status_code == 200
     assert retried.status_code == 200
     assert retried.json() == {"body": "payload"}
     assert dispatcher.counts[TOKEN_PATH] == 2
-    assert dispatcher.counts["/api/echo"] == 3
+    assert dispatcher.counts["/api/echo"] == 4
 
 
 async def test_retry_happens_only_once(
     settings: Settings, clock: FakeClock, db: asyncpg.Connection, create_client: CreateClient
 ) -> None:
-    """An API that refuses every token (another audience) is tried twice; its 401 returns."""
+    """An API that refuses every token (another audience) is tried twice; its 403 returns."""
     credentials = await create_client(db, settings, scope="read")
     elsewhere = TokenVerifier(
         issuer=settings.token_issuer,
@@ -194,7 +200,8 @@ async def test_retry_happens_only_once(
         async with http:
             response = await http.get("/api/data")
 
-    assert response.status_code == 401
+    assert response.status_code == 403
+    assert response.json()["error"] == "invalid_token"
     assert dispatcher.counts["/api/data"] == 2
     assert dispatcher.counts[TOKEN_PATH] == 2
 

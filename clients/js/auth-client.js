@@ -1,11 +1,21 @@
-// auth-client.js: a dependency-free ES module for browser frontends of the token service.
+// auth-client.js: a dependency-free ES module for browser frontends of the token service
+// (npm package tokenrota-client; the service also serves this file at /auth-client.js).
 //
-//   import { createAuthClient } from "https://auth.example/auth-client.js";
-//   const auth = createAuthClient({ baseUrl: "https://auth.example" });
+//   import { createAuthClient } from "tokenrota-client"; // or "https://auth.example/auth-client.js"
+//   const auth = createAuthClient({
+//     baseUrl: "https://auth.example",
+//     resourceOrigins: ["https://api.example"], // APIs that may see the access token
+//   });
 //   await auth.login(email, password);           // refresh token goes into an HttpOnly cookie
 //   const response = await auth.fetch("/profile"); // bearer added; refreshed when needed
-//   auth.onLogout(() => showLoginForm());
+//   auth.onLogout(({ reason }) => showLoginForm());
 //   await auth.logout();
+//
+// The access token is sent only to the service's origin and to `resourceOrigins`: any other URL
+// given to `auth.fetch` is fetched without it, so a call to a third-party API cannot leak it.
+// Answers follow the service's convention (also that of resource servers built with
+// tokenrota.verify): 403 token_expired is refreshed and retried once; 403 invalid_token for the
+// token this client holds means the session was ended elsewhere: every tab signs out, "revoked".
 //
 // The access token lives in this module's memory only (never localStorage): script injected
 // into the page later cannot find it lying around, and the refresh token is out of script's
@@ -31,9 +41,13 @@ export class AuthError extends Error {
  * Create a client for the service at `baseUrl` (default: this page's origin).
  * `refreshMargin`: seconds before the access token's expiry at which `fetch` refreshes first
  * (default 30; capped at half the token's lifetime).
+ * `resourceOrigins`: origins of the APIs that accept the access token (e.g.
+ * "https://api.example"); `fetch` sends the token to these and to the service's origin only.
  */
-export function createAuthClient({ baseUrl = "", refreshMargin = 30 } = {}) {
+export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOrigins = [] } = {}) {
   const base = String(baseUrl).replace(/\/+$/, "");
+  const page = globalThis.location?.href;
+  const trusted = new Set([new URL(base || "/", page).origin, ...resourceOrigins.map(originOf)]);
   const listeners = new Set();
   const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL_NAME) : null;
   let accessToken = null;
@@ -57,7 +71,7 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30 } = {}) {
   function endSession(reason, tellOtherTabs) {
     const hadSession = accessToken !== null;
     adopt(null, 0, 0);
-    if (tellOtherTabs && channel) channel.postMessage({ type: "logout" });
+    if (tellOtherTabs && channel) channel.postMessage({ type: "logout", reason });
     if (!hadSession && reason !== "logout") return;
     for (const listener of [...listeners]) {
       try {
@@ -70,7 +84,11 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30 } = {}) {
 
   if (channel) {
     channel.onmessage = ({ data }) => {
-      if (data && data.type === "logout") endSession("other-tab", false);
+      // A logout elsewhere is "other-tab" here; a revoked or expired session is that everywhere.
+      if (data && data.type === "logout") {
+        const shared = data.reason === "revoked" || data.reason === "expired";
+        endSession(shared ? data.reason : "other-tab", false);
+      }
       if (data && data.type === "token") adopt(data.accessToken, data.expiresAt, data.lifetime);
     };
   }
@@ -130,19 +148,21 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30 } = {}) {
     return inflight;
   }
 
+  // A Request's body can be read once: each attempt sends a fresh clone.
   function send(input, init, token) {
-    const headers = new Headers(init.headers || {});
-    headers.set("Authorization", `Bearer ${token}`);
-    const target = typeof input === "string" ? resolve(input) : input;
-    return fetch(target, { ...init, headers });
+    const request = new Request(input instanceof Request ? input.clone() : input, init);
+    if (token !== null) request.headers.set("Authorization", `Bearer ${token}`);
+    return fetch(request);
   }
 
-  async function isTokenExpired(response) {
-    if (response.status !== 403) return false;
+  // The `error` of a 403 that refuses the token (token_expired, invalid_token), else null.
+  async function refusal(response) {
+    if (response.status !== 403) return null;
     try {
-      return (await response.clone().json()).error === "token_expired";
+      const { error } = await response.clone().json();
+      return error === "token_expired" || error === "invalid_token" ? error : null;
     } catch {
-      return false;
+      return null;
     }
   }
 
@@ -154,14 +174,28 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30 } = {}) {
       takePair(await response.json());
     },
 
-    /** `fetch` with the bearer token; refreshes first when it is (about to be) expired, and
-     * retries once when the service answers 403 token_expired. */
+    /** `fetch` with the bearer token when the URL is the service's or a resource origin's
+     * (any other URL is fetched without it). Refreshes first when the token is (about to be)
+     * expired; on 403 token_expired refreshes and retries once; on 403 invalid_token for the
+     * token it holds, ends the session in every tab (`onLogout({reason: "revoked"})`) and
+     * returns that answer. Throws `AuthError` when there is no session to refresh. */
     async fetch(input, init = {}) {
-      const token = isFresh() ? accessToken : await refresh(accessToken);
-      const response = await send(input, init, token);
-      if (!(await isTokenExpired(response))) return response;
-      const renewed = accessToken !== token && isFresh() ? accessToken : await refresh(token);
-      return send(input, init, renewed);
+      const target = input instanceof Request ? input.url : resolve(String(input));
+      const url = new URL(target, page);
+      if (!trusted.has(url.origin)) return send(input instanceof Request ? input : url, init, null);
+      const request = input instanceof Request ? input : url;
+      let token = isFresh() ? accessToken : await refresh(accessToken);
+      let response = await send(request, init, token);
+      let error = await refusal(response);
+      // Expired, or refused after another tab had replaced it: once more with a fresh one.
+      const replaced = accessToken !== null && accessToken !== token;
+      if (error === "token_expired" || (error === "invalid_token" && replaced)) {
+        token = accessToken !== token && isFresh() ? accessToken : await refresh(token);
+        response = await send(request, init, token);
+        error = await refusal(response);
+      }
+      if (error === "invalid_token" && accessToken === token) endSession("revoked", true);
+      return response;
     },
 
     /** End the session at the service, clear the cookie, and tell every tab. */
@@ -173,11 +207,28 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30 } = {}) {
       }
     },
 
-    /** Call `callback({reason})` when the session ends (logout, expiry, another tab); returns
-     * a function that unsubscribes. */
+    /** Call `callback({reason})` when the session ends; returns a function that unsubscribes.
+     * `reason`: "logout" (this tab), "other-tab" (a logout in another tab), "expired" (the
+     * refresh token was refused), "revoked" (the access token was refused as invalid). */
     onLogout(callback) {
       listeners.add(callback);
-      return () => listeners.delete(callback);
+      return () => {
+        listeners.delete(callback);
+      };
     },
   };
+}
+
+/** `value` as an origin ("https://api.example", a trailing "/" allowed); throws TypeError for
+ * anything else: a path would suggest that only it gets the token, while the whole origin would. */
+function originOf(value) {
+  let url = null;
+  try {
+    url = new URL(value);
+  } catch {
+    // Not a URL at all: refused below.
+  }
+  const isOrigin = url !== null && /^https?:$/.test(url.protocol) && url.href === `${url.origin}/`;
+  if (!isOrigin) throw new TypeError(`resourceOrigins takes origins like https://api.example: ${value}`);
+  return url.origin;
 }

@@ -1,6 +1,6 @@
 """The orders API's own tests: a real token service from the `token_service` fixture.
 
-Nothing here is specific to this repository: a project that installs `token-service[testing]`
+Nothing here is specific to this repository: a project that installs `tokenrota[testing]`
 writes exactly these tests.
 """
 
@@ -14,17 +14,30 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from orders_api import access_token_verifier, create_app
+from orders_api import create_app
 from starlette.datastructures import Secret
 from tokenrota.clock import utc_now
-from tokenrota.testing import TokenService
+from tokenrota.testing import TokenService, VerifierSettings
+from tokenrota.verify import TokenVerifier
 from tokenrota_server.tokens import TokenCodec
+
+
+def verifier_for(published: VerifierSettings) -> TokenVerifier:
+    """A verifier with what the service publishes for resource servers (HS256 here)."""
+    assert published.access_token_secret is not None, "this example verifies HS256 tokens"
+    return TokenVerifier(
+        issuer=published.issuer,
+        audience=published.audience,
+        secret=str(published.access_token_secret),
+        leeway=published.leeway,
+        max_lifetime=published.max_lifetime,
+    )
 
 
 @pytest.fixture
 async def orders(token_service: TokenService) -> AsyncIterator[httpx.AsyncClient]:
     """The orders API, configured with the running token service's verifier settings."""
-    app = create_app(access_token_verifier(token_service.verifier_settings))
+    app = create_app(verifier_for(token_service.verifier_settings))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://orders") as client:
         yield client
@@ -83,13 +96,30 @@ async def test_a_token_without_the_scope_is_forbidden(
     assert listed.json()["orders"] == []
 
 
+async def test_only_the_health_check_is_public(orders: httpx.AsyncClient) -> None:
+    """protect() fails closed: /healthz is listed as public, the rest needs a token."""
+    health = await orders.get("/healthz")
+    listed = await orders.get("/orders")
+
+    assert health.status_code == 200
+    assert listed.status_code == 401
+
+
 @pytest.mark.parametrize(
-    "case", ["missing", "expired", "garbage", "refresh token", "other instance"]
+    ("case", "status", "error"),
+    [
+        ("missing", 401, "missing_token"),
+        ("expired", 403, "token_expired"),
+        ("garbage", 403, "invalid_token"),
+        ("refresh token", 403, "invalid_token"),
+        ("other instance", 403, "invalid_token"),
+    ],
 )
-async def test_bad_tokens_are_refused_with_401(
-    token_service: TokenService, orders: httpx.AsyncClient, case: str
+async def test_bad_tokens_are_refused_as_the_service_refuses_them(
+    token_service: TokenService, orders: httpx.AsyncClient, case: str, status: int, error: str
 ) -> None:
-    """No token, an expired one, a refresh token, or one signed by another instance: 401."""
+    """No token is 401; an expired one 403 token_expired (a client refreshes); a refresh token
+    or one signed by another instance 403 invalid_token. Always with a Bearer challenge."""
     user = await token_service.create_user()
     pair = await token_service.login(user.email, user.password)
     stranger = TokenCodec(
@@ -109,6 +139,6 @@ async def test_bad_tokens_are_refused_with_401(
 
     response = await orders.get("/orders", headers=headers)
 
-    assert response.status_code == 401
-    assert response.json()["error"] in ("missing_token", "invalid_token")
-    assert "WWW-Authenticate" in response.headers
+    assert response.status_code == status
+    assert response.json()["error"] == error
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")

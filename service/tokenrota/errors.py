@@ -4,6 +4,7 @@
     ├── MissingToken      missing_token: no bearer token where one is required
     ├── InvalidToken      invalid_token: any reason a token is refused
     │   └── TokenExpired  token_expired: a well-formed token past its `exp`
+    ├── InsufficientScope insufficient_scope: a valid token without a scope the route needs
     └── Unavailable       unavailable: the token service (or its database) cannot be asked
 
 The server adds its own errors under the same base (`tokenrota_server.errors`), so one
@@ -42,6 +43,15 @@ class InvalidToken(ServiceError):
 class TokenExpired(InvalidToken):
     code = "token_expired"
     description = "The token has expired."
+
+
+class InsufficientScope(ServiceError):
+    code = "insufficient_scope"
+    description = "The token lacks a required scope."
+
+    def __init__(self, scopes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.scopes = scopes
 
 
 class Unavailable(ServiceError):

@@ -6,7 +6,9 @@
 
 The token is fetched on first use, reused until `renew_before` seconds before it expires, and
 renewed by one request only however many requests need it at once (an asyncio.Lock for async
-clients, a threading.Lock for sync ones). A 401 from the API renews the token and retries once.
+clients, a threading.Lock for sync ones). A refused token renews the token and retries once:
+a 401, or a 403 whose challenge is `error="invalid_token"` (expired or revoked: the convention
+of `tokenrota.bearer`); a 403 insufficient_scope is an answer, and returns as it is.
 The token request goes through the same httpx client (transport, proxies, TLS settings).
 Use one instance per event loop: its asyncio.Lock belongs to the loop that first waits on it.
 """
@@ -55,7 +57,7 @@ class ClientCredentialsAuth(httpx.Auth):
                 if token is None:
                     token = self._store((yield self._token_request()), read=True)
         response = yield self._authorized(request, token)
-        if response.status_code != 401:
+        if not _refuses_token(response):
             return
         with self._sync_lock:
             token = self._current(not_this=token)
@@ -76,7 +78,7 @@ class ClientCredentialsAuth(httpx.Auth):
                     await token_response.aread()
                     token = self._store(token_response)
         response = yield self._authorized(request, token)
-        if response.status_code != 401:
+        if not _refuses_token(response):
             return
         async with self._async_lock:
             token = self._current(not_this=token)
@@ -117,3 +119,11 @@ class ClientCredentialsAuth(httpx.Auth):
     def _authorized(request: httpx.Request, token: str) -> httpx.Request:
         request.headers["Authorization"] = f"Bearer {token}"
         return request
+
+
+def _refuses_token(response: httpx.Response) -> bool:
+    """Whether the API refused the token itself (so that a new one may pass)."""
+    if response.status_code == 401:
+        return True
+    challenge = response.headers.get("www-authenticate", "").lower()
+    return response.status_code == 403 and 'error="invalid_token"' in challenge

@@ -1,15 +1,27 @@
 """Checking our access tokens in a resource server built on Starlette, without calling us.
 
     verifier = TokenVerifier(issuer=..., audience=..., jwks=JwksKeys(url, http))  # or secret=
-    app = Starlette(routes=..., middleware=[protect(verifier)])
+    app = Starlette(
+        routes=...,
+        middleware=[
+            Middleware(CORSMiddleware, ...),  # outside protect: preflights carry no token
+            protect(verifier, public=["/healthz", "/docs/"]),
+        ],
+    )
 
     @requires_scope("read")
     async def handler(request): claims = token_claims(request) ...
 
+Fail closed: `protect` refuses every HTTP and WebSocket request without a valid token, whatever
+route it is for (unknown paths and wrong methods included, so an anonymous caller learns nothing
+about the routes), except on the paths it is told are public. Scopes are per route
+(`requires_scope`). Answers follow `tokenrota.bearer`, the same as the service's own: 401
+missing_token, 403 token_expired or invalid_token, 403 insufficient_scope, 503 when the keys or
+the introspection endpoint cannot be reached; always with `WWW-Authenticate: Bearer ...`.
+
 The checks are the service's own (tokenrota.jws): canonical compact JWS, the algorithm
 pinned by the key (HS256 for a shared secret; ES256/RS256 by kid from the JWKS, never HMAC
-there), iss, aud, exp/iat/nbf with a leeway, a bounded lifetime. Answers follow RFC 6750 §3: 401
-invalid_token, 403 insufficient_scope, always with `WWW-Authenticate: Bearer`.
+there), iss, aud, exp/iat/nbf with a leeway, a bounded lifetime.
 """
 
 from __future__ import annotations
@@ -17,27 +29,35 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import httpx
 from jose import jwk
 from jose.utils import base64url_decode
-from starlette.authentication import (
-    AuthCredentials,
-    AuthenticationBackend,
-    AuthenticationError,
-    BaseUser,
-)
+from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrota import jws
+from tokenrota.bearer import bearer_token, refusal
 from tokenrota.claims import ACCESS_TOKEN_TYPE, AccessClaims, access_claims_of
 from tokenrota.clock import Clock, Monotonic, monotonic, utc_now
-from tokenrota.errors import InvalidToken, Unavailable
+from tokenrota.errors import InsufficientScope, InvalidToken, MissingToken, Unavailable
 from tokenrota.jwks import JwksKeys
+
+__all__ = [
+    "BearerMiddleware",
+    "Introspection",
+    "JwksKeys",
+    "TokenUser",
+    "TokenVerifier",
+    "protect",
+    "requires_scope",
+    "token_claims",
+]
 
 
 class Introspection:
@@ -152,41 +172,71 @@ class TokenUser(BaseUser):
         return self.claims.subject
 
 
-class _Refused(AuthenticationError):
-    def __init__(self, error: InvalidToken | Unavailable) -> None:
-        super().__init__(error.code)
-        self.error = error
+class BearerMiddleware:
+    """ASGI middleware: a valid bearer token for every request, unless its path is public.
 
+    Sets `request.user` (a `TokenUser`, or anonymous on a public path without a token) and
+    `request.auth.scopes`. A token presented on a public path is still checked: a bad one is
+    refused there too, so a client learns that it must refresh.
+    """
 
-class BearerBackend(AuthenticationBackend):
-    """Starlette authentication from `Authorization: Bearer`; no header means anonymous."""
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier, public: Iterable[str] = ()) -> None:
+        paths = _public_paths(public)
+        self._app, self._verifier = app, verifier
+        self._exact = frozenset(path for path in paths if not path.endswith("/"))
+        self._prefixes = tuple(path for path in paths if path.endswith("/"))
 
-    def __init__(self, verifier: TokenVerifier) -> None:
-        self._verifier = verifier
-
-    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
-        headers = conn.headers.getlist("authorization")
-        if not headers:
-            return None
-        scheme, _, token = headers[0].partition(" ")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
         try:
-            if len(headers) > 1 or scheme.lower() != "bearer" or not token:
-                raise InvalidToken()
-            claims = await self._verifier.verify(token)
-        except (InvalidToken, Unavailable) as error:
-            raise _Refused(error) from None
+            scope["auth"], scope["user"] = await self._authenticate(scope)
+        except (MissingToken, InvalidToken, Unavailable) as error:
+            response = refusal(error)
+            if scope["type"] == "http" or "websocket.http.response" in scope.get("extensions", {}):
+                await response(scope, receive, send)
+            else:
+                # Without the denial-response extension a handshake can only be closed: 1008 is
+                # "policy violation", and the server answers the upgrade with 403.
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await self._app(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope) -> tuple[AuthCredentials, BaseUser]:
+        try:
+            token = bearer_token(Headers(scope=scope))
+        except MissingToken:
+            if self.is_public(_route_path(scope)):
+                return AuthCredentials(), UnauthenticatedUser()
+            raise
+        claims = await self._verifier.verify(token)
         return AuthCredentials(claims.scope.split()), TokenUser(claims)
 
+    def is_public(self, path: str) -> bool:
+        """Whether `path` (relative to the app's root path) is served without a token."""
+        return path in self._exact or path.startswith(self._prefixes)
 
-def protect(verifier: TokenVerifier) -> Middleware:
-    """The middleware that authenticates every request of an app with `verifier`."""
-    return Middleware(AuthenticationMiddleware, backend=BearerBackend(verifier), on_error=_refuse)
+
+def protect(verifier: TokenVerifier, *, public: Iterable[str] = ()) -> Middleware:
+    """The middleware that refuses every request of an app without a valid token of `verifier`.
+
+    `public` lists what is served without a token: an exact path ("/healthz"), or a prefix when
+    the entry ends in "/" ("/docs/" opens "/docs/" and everything under it, not "/docs"). Paths
+    are compared as Starlette routes them: decoded, case-sensitive, relative to the app's
+    `root_path`. Raises `ValueError` for an entry that does not start with "/".
+    """
+    return Middleware(BearerMiddleware, verifier=verifier, public=_public_paths(public))
 
 
 def requires_scope(
     *scopes: str,
 ) -> Callable[[Callable[[Request], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]:
-    """Guard an endpoint: 401 without a valid token, 403 insufficient_scope without `scopes`."""
+    """Guard an endpoint: 403 insufficient_scope unless the token has every one of `scopes`.
+
+    Under `protect`, the request already carries a valid token; on a public path without one,
+    the answer is 401 missing_token.
+    """
 
     def decorate(
         endpoint: Callable[[Request], Awaitable[Response]],
@@ -194,12 +244,9 @@ def requires_scope(
         @functools.wraps(endpoint)
         async def guarded(request: Request) -> Response:
             if not request.user.is_authenticated:
-                return _bearer_error(401, "missing_token", "No token was presented.", None)
-            missing = [scope for scope in scopes if scope not in request.auth.scopes]
-            if missing:
-                return _bearer_error(
-                    403, "insufficient_scope", "The token lacks a required scope.", scopes
-                )
+                return refusal(MissingToken())
+            if any(scope not in request.auth.scopes for scope in scopes):
+                return refusal(InsufficientScope(scopes))
             return await endpoint(request)
 
         return guarded
@@ -208,34 +255,29 @@ def requires_scope(
 
 
 def token_claims(request: HTTPConnection) -> AccessClaims:
-    """The verified claims of the request's token (inside a `requires_scope` endpoint)."""
+    """The verified claims of the request's token; raise `MissingToken` on an anonymous one."""
     user = request.user
     if not isinstance(user, TokenUser):
-        raise InvalidToken()
+        raise MissingToken()
     return user.claims
 
 
-def _refuse(conn: HTTPConnection, exc: AuthenticationError) -> Response:
-    error = exc.error if isinstance(exc, _Refused) else InvalidToken()
-    if isinstance(error, Unavailable):
-        return JSONResponse(
-            {"error": error.code, "error_description": error.description}, status_code=503
-        )
-    # Expired or not, the same answer: RFC 6750 has one code for every refusal.
-    return _bearer_error(401, "invalid_token", InvalidToken.description, None)
+def _public_paths(public: Iterable[str]) -> tuple[str, ...]:
+    # Checked when protect() is called, not at the app's first request.
+    paths = (public,) if isinstance(public, str) else tuple(public)
+    for path in paths:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"a public path starts with '/': {path!r}")
+    return paths
 
 
-def _bearer_error(
-    status: int, code: str, description: str, scopes: tuple[str, ...] | None
-) -> Response:
-    challenge = "Bearer" if code == "missing_token" else f'Bearer error="{code}"'
-    if scopes:
-        challenge += f', scope="{" ".join(scopes)}"'
-    return JSONResponse(
-        {"error": code, "error_description": description},
-        status_code=status,
-        headers={"WWW-Authenticate": challenge},
-    )
+def _route_path(scope: Scope) -> str:
+    """The path the app routes on: below its `root_path` when it is mounted (as Starlette's)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) :][:1] in ("/", ""):
+        return path[len(root_path) :]
+    return path
 
 
 def _unverified_kid(token: str) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from tokenrota import bearer
 
 from tokenrota_server.errors import (
     CsrfFailed,
@@ -66,10 +67,9 @@ def status_of(error: ServiceError) -> int:
 def error_response(error: ServiceError) -> JSONResponse:
     """The JSON body `{"error", "error_description"}` with the error's status and headers."""
     headers = dict(NO_STORE)
-    if isinstance(error, MissingToken):
-        headers["WWW-Authenticate"] = "Bearer"
-    elif isinstance(error, InvalidToken):
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    if isinstance(error, MissingToken | InvalidToken):
+        # The same challenge as a resource server's (tokenrota.bearer): one convention.
+        headers["WWW-Authenticate"] = bearer.challenge(error)
     elif isinstance(error, InvalidClient):
         # RFC 6749 §5.2: a 401 invalid_client names the scheme the client should use.
         headers["WWW-Authenticate"] = 'Basic realm="oauth"'
@@ -167,19 +167,7 @@ def bearer_token(request: Request[Any]) -> str:
 
     No bearer credentials at all is `MissingToken` (401); anything malformed is `InvalidToken`.
     """
-    values = request.headers.getlist("authorization")
-    if not values:
-        raise MissingToken()
-    if len(values) > 1:
-        raise InvalidToken()
-    scheme, _, token = values[0].partition(" ")
-    if scheme.lower() != "bearer":
-        raise MissingToken()
-    if not token:
-        raise MissingToken()
-    if token != token.strip() or " " in token:
-        raise InvalidToken()
-    return token
+    return bearer.bearer_token(request.headers)
 
 
 def _is_unicode_text(value: str) -> bool:

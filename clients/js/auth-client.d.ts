@@ -1,0 +1,65 @@
+// Types of auth-client.js (npm package tokenrota-client).
+
+/** Why a session ended, as given to `onLogout` listeners. */
+export type LogoutReason =
+  /** `logout()` was called in this tab. */
+  | "logout"
+  /** `logout()` was called in another tab of this browser. */
+  | "other-tab"
+  /** The service refused the refresh token (missing, spent, expired or revoked). */
+  | "expired"
+  /** The service or a resource server refused the access token as invalid (403 invalid_token):
+   * the session was revoked elsewhere. */
+  | "revoked";
+
+export interface LogoutEvent {
+  reason: LogoutReason;
+}
+
+export interface AuthClientOptions {
+  /** The service's URL, e.g. "https://auth.example" (default: this page's origin). Relative
+   * paths given to `fetch`, `login` and `logout` go there. */
+  baseUrl?: string;
+  /** Seconds before the access token's expiry at which `fetch` refreshes first (default 30;
+   * capped at half the token's lifetime). */
+  refreshMargin?: number;
+  /** Origins of the APIs that accept the access token, e.g. ["https://api.example"]. `fetch`
+   * attaches the token to these and to the service's origin only; any other URL is fetched
+   * without it. Each entry must be a bare http(s) origin (no path), else a TypeError. */
+  resourceOrigins?: readonly string[];
+}
+
+export interface AuthClient {
+  /** Log in with the cookie transport (the refresh token goes into an HttpOnly cookie).
+   * @throws {AuthError} invalid_credentials, too_many_attempts (with `retryAfter`), ... */
+  login(email: string, password: string): Promise<void>;
+
+  /** `fetch` with `Authorization: Bearer <access token>` for the service's origin and the
+   * resource origins (any other URL goes without it). Refreshes first when the token is (about
+   * to be) expired; on 403 `token_expired` refreshes and retries once; on 403 `invalid_token`
+   * for the token it holds, ends the session in every tab (reason "revoked") and returns that
+   * response.
+   * @throws {AuthError} when there is no session to refresh. */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+
+  /** End the session at the service, clear the cookie, and tell every tab. */
+  logout(): Promise<void>;
+
+  /** Call `callback` when the session ends; returns a function that unsubscribes. */
+  onLogout(callback: (event: LogoutEvent) => void): () => void;
+}
+
+/** An error the service answered with. */
+export class AuthError extends Error {
+  constructor(code: string, description: string | undefined, status: number, retryAfter?: number | null);
+  readonly name: "AuthError";
+  /** The body's `error`, e.g. "invalid_credentials"; "http_error" when the body was not JSON. */
+  readonly code: string;
+  /** The HTTP status. */
+  readonly status: number;
+  /** Seconds from `Retry-After` (on 429), else null. */
+  readonly retryAfter: number | null;
+}
+
+/** A client for the token service; see `AuthClientOptions`. */
+export function createAuthClient(options?: AuthClientOptions): AuthClient;
