@@ -1,8 +1,9 @@
 """Latency and throughput of login, refresh and profile against a real server and Postgres.
 
-Starts `python -m service serve` in a subprocess (uvicorn with uvloop/httptools, production
-argon2 parameters) on a fresh database of the embedded Postgres (or BENCH_DATABASE_URL's server),
-then drives it over HTTP from this process. Numbers go to the README; nothing here asserts speed.
+Starts `tokenrota serve` (as `python -m tokenrota_server`) in a subprocess (uvicorn with
+uvloop/httptools, production argon2 parameters) on a fresh database of the embedded Postgres
+(or BENCH_DATABASE_URL's server), then drives it over HTTP from this process. Numbers go to
+docs/benchmarks.md; nothing here asserts speed.
 
     make bench            # or: .venv/bin/python -m bench --rounds 300 --concurrency 32
 """
@@ -108,7 +109,7 @@ async def run(arguments: argparse.Namespace) -> None:
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service",
+        "tokenrota_server",
         "serve",
         env=environment,
         stdout=subprocess.DEVNULL,

@@ -161,7 +161,7 @@ async def measure_introspection(
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service",
+        "tokenrota_server",
         "serve",
         cwd=ROOT,
         env=environment,

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -48,12 +49,13 @@ def run(command: list[str], cwd: Path, home: Path) -> str:
 
 
 def test_the_manifest_is_an_offline_es_module_package() -> None:
-    """ES module with an exports map and types, version 0.2.0, a files whitelist, and nothing
-    that would fetch or run at install time."""
+    """ES module with an exports map and types, the Python package's version, a files
+    whitelist, and nothing that would fetch or run at install time."""
     manifest = json.loads((PACKAGE / "package.json").read_text())
 
     assert manifest["name"] == "tokenrota-client"
-    assert manifest["version"] == "0.2.0"
+    # One release number for both halves: the npm client and the wheel ship together.
+    assert manifest["version"] == metadata.version("tokenrota")
     assert manifest["type"] == "module"
     assert manifest["license"]
     assert manifest["exports"]["."] == {
