@@ -53,8 +53,11 @@ def _support() -> ModuleType:
     try:
         from tokenrota import testing
     except ModuleNotFoundError as error:
-        _missing(error.name)
-    return testing
+        missing = error.name
+    else:
+        return testing
+    # Outside the except block: the failure is one line, not chained to the import error.
+    _missing(missing)
 
 
 def _async_fixture(function: Fixture) -> Fixture:

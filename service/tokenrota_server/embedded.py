@@ -102,7 +102,7 @@ def _start_watcher(pgdata: Path) -> int:
     try:
         # -I: the watcher must import this package, never a module of the same name in the
         # current directory. It detaches at once (see _watch), so this waits only for its start.
-        subprocess.run(  # noqa: S603 (our own interpreter and module)
+        subprocess.run(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-I", "-m", __name__, str(pgdata), str(os.getpid())],
             stdin=read_end,
             stdout=subprocess.DEVNULL,
