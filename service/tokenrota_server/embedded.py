@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -33,8 +34,10 @@ import psutil
 # How long a stopping server may take to finish its shutdown checkpoint before we give up on it.
 STOP_TIMEOUT = 60.0
 
+logger = logging.getLogger("tokenrota.embedded")
+
 # Write ends of the watchers' pipes, per data directory; open for as long as this process lives.
-_watcher_pipes: dict[Path, int] = {}
+_watcher_pipes: dict[Path, int | None] = {}
 
 
 def start(data_dir: Path) -> str:
@@ -96,22 +99,31 @@ def _release_at_exit(pgdata: Path, user_pid: int) -> None:
         release(pgdata, user_pid)
 
 
-def _start_watcher(pgdata: Path) -> int:
-    """Start the watcher of this process for `pgdata`; the write end of its pipe."""
+def _start_watcher(pgdata: Path) -> int | None:
+    """Start this process's watcher for `pgdata`; the write end of its pipe (None: failed)."""
     read_end, write_end = os.pipe()
     try:
-        # -I: the watcher must import this package, never a module of the same name in the
-        # current directory. It detaches at once (see _watch), so this waits only for its start.
-        subprocess.run(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-I", "-m", __name__, str(pgdata), str(os.getpid())],
+        # Run in the data directory, where no module can shadow ours. The watcher detaches at
+        # once (see _watch), so this waits only for it to start.
+        watcher = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", __name__, str(pgdata), str(os.getpid())],
+            cwd=pgdata,
             stdin=read_end,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            check=True,
+            check=False,
         )
     finally:
         os.close(read_end)
+    if watcher.returncode != 0:
+        os.close(write_end)
+        logger.warning(
+            "could not watch the embedded PostgreSQL under %s: if this process is killed "
+            "rather than stopped, the server keeps running",
+            pgdata,
+        )
+        return None
     return write_end
 
 
