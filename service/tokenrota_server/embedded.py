@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from tokenrota.clock import monotonic
 
 # How long a stopping server may take to finish its shutdown checkpoint before we give up on it.
 STOP_TIMEOUT = 60.0
@@ -70,9 +71,9 @@ def stop_postmaster(pgdata: Path, timeout: float = STOP_TIMEOUT) -> bool:
     if process is None:
         return True
     process.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + timeout
+    deadline = monotonic() + timeout
     while _is_alive(process):
-        if time.monotonic() > deadline:
+        if monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
