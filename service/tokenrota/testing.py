@@ -1,16 +1,13 @@
-"""A pytest plugin: a real token service, on a real Postgres, for async integration tests.
+"""What the pytest plugin's fixtures are made of: a test instance of the server, and its databases.
 
-Installing the package registers it (the `pytest11` entry point `token_service`), which gives
-every test suite two fixtures:
+`tokenrota.pytest_plugin` wires these into fixtures (`token_service`, `token_client`); a suite
+that wants an instance outside a fixture uses them directly:
 
-    token_service   a running instance (uvicorn on a free local port) on a database of its own
-    token_client    an `httpx.AsyncClient` whose base URL is that instance
+    settings = instance_settings(database_url, access_token_ttl=60)
+    async with run_token_service(settings) as service:
+        user = await service.create_user()
 
-The Postgres server is `TEST_DATABASE_URL` when set, else the embedded one under
-`<rootdir>/.data/test`. One template database is migrated per test run, and each instance gets a
-fresh clone of it (`CREATE DATABASE ... TEMPLATE`), so tests never see each other's rows.
-Override the `token_service_settings` fixture to change settings: it returns a dict of
-`Settings` fields (`{"access_token_ttl": 60}`).
+Importing this module imports the server, asyncpg and uvicorn: it needs the `testing` extra.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ import secrets
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,8 +29,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
-import pytest
-import pytest_asyncio
 import uvicorn
 from starlette.datastructures import Secret
 from tokenrota_server import oauth_clients
@@ -260,6 +255,40 @@ def _expect(response: httpx.Response, status: int) -> None:
         )
 
 
+def start_test_postgres(data_dir: Path) -> str:
+    """Start (or join) the embedded Postgres under `data_dir` for tests; its URL.
+
+    It is stopped when the last process using it ends (`tokenrota_server.embedded`).
+    """
+    url = start_embedded(data_dir)
+    # A throwaway server of our own: without fsync, DROP DATABASE after each test takes ~20 ms
+    # instead of ~600 ms. Never done to a TEST_DATABASE_URL server, which may matter to someone.
+    asyncio.run(execute(url, "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
+    return url
+
+
+def create_template(server_url: str) -> str:
+    """A new database on `server_url`, migrated to head, for instances to clone; its name.
+
+    Synchronous, outside any event loop: alembic's env.py runs its own.
+    """
+    # Imported here: a suite that imports this module for its helpers alone need not pay
+    # for alembic's import, a good part of a second.
+    from tokenrota_server import schema
+
+    # One per process: a leftover of a killed run with the same pid is dropped first.
+    name = f"token_service_template_{os.getpid()}"
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    asyncio.run(execute(server_url, drop, f'CREATE DATABASE "{name}"'))
+    schema.upgrade(database_url_for(server_url, name))
+    return name
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database `name` on `server_url`, disconnecting whoever is still on it."""
+    asyncio.run(execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def database_url_for(server_url: str, database: str) -> str:
     """`server_url` with its database name replaced."""
     return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
@@ -313,72 +342,7 @@ class DatabaseSupply:
         return name
 
     def _drop(self, name: str) -> None:
-        asyncio.run(execute(self._server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-# -- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def token_service_postgres_url(pytestconfig: pytest.Config) -> str:
-    """The Postgres server the instances use: `TEST_DATABASE_URL`, else the embedded one."""
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        return url
-    return start_embedded(Path(pytestconfig.rootpath) / ".data" / "test")
-
-
-@pytest.fixture(scope="session")
-def token_service_template(token_service_postgres_url: str) -> Iterator[str]:
-    """A database migrated to head once per run, which each instance clones."""
-    name = f"token_service_template_{os.getpid()}"
-    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    asyncio.run(execute(token_service_postgres_url, drop, f'CREATE DATABASE "{name}"'))
-    # Imported here, not at the top: pytest loads this plugin in every run of a project that
-    # installs the package, and alembic's import alone costs a good part of a second.
-    from tokenrota_server import schema
-
-    # Synchronous, outside any event loop: alembic's env.py runs its own.
-    schema.upgrade(database_url_for(token_service_postgres_url, name))
-    yield name
-    asyncio.run(execute(token_service_postgres_url, drop))
-
-
-@pytest.fixture
-def token_service_settings() -> Mapping[str, Any]:
-    """Overrides of `Settings` fields for `token_service`; override this fixture to set some."""
-    return {}
-
-
-@pytest.fixture(scope="session")
-def token_service_databases(
-    token_service_postgres_url: str, token_service_template: str
-) -> Iterator[DatabaseSupply]:
-    """Where each instance's fresh database comes from."""
-    supply = DatabaseSupply(token_service_postgres_url, token_service_template)
-    yield supply
-    supply.close()
-
-
-@pytest_asyncio.fixture
-async def token_service(
-    token_service_databases: DatabaseSupply, token_service_settings: Mapping[str, Any]
-) -> AsyncIterator[TokenService]:
-    """A running token service on a fresh database of its own."""
-    name = await token_service_databases.take()
-    try:
-        settings = instance_settings(token_service_databases.url_of(name), **token_service_settings)
-        async with run_token_service(settings) as service:
-            yield service
-    finally:
-        token_service_databases.discard(name)
-
-
-@pytest_asyncio.fixture
-async def token_client(token_service: TokenService) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client whose base URL is the running `token_service`."""
-    async with httpx.AsyncClient(base_url=token_service.base_url) as client:
-        yield client
+        drop_database(self._server_url, name)
 
 
 __all__ = [
@@ -387,8 +351,11 @@ __all__ = [
     "TokenService",
     "UserAccount",
     "VerifierSettings",
+    "create_template",
     "database_url_for",
+    "drop_database",
     "execute",
     "instance_settings",
     "run_token_service",
+    "start_test_postgres",
 ]

