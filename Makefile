@@ -52,7 +52,7 @@ test: check ## the whole suite against a real Postgres (what CI runs)
 fuzz: $(DEV_STAMP) ## schemathesis over /openapi.json on a local instance: no 5xx, answers as documented
 	$(PY) -m fuzz $(FUZZ_ARGS)
 
-bench: $(DEV_STAMP) ## the benchmarks in bench/ (numbers go to the README)
+bench: $(DEV_STAMP) ## the benchmarks in bench/ (numbers go to docs/benchmarks.md)
 	$(PY) -m bench
 
 # A server still running on .data/ would outlive its deleted files. pg_ctl refuses to run as

