@@ -103,6 +103,8 @@ async def run(arguments: argparse.Namespace) -> None:
         "DATABASE_URL": database_url,
         "PORT": str(port),
         "ENV": "production",
+        # Production requires an https issuer; nothing here fetches the metadata it names.
+        "TOKEN_ISSUER": "https://bench.tokenrota.invalid",
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
     }

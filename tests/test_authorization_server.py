@@ -273,14 +273,18 @@ async def test_revocation_needs_client_authentication(
 
 
 async def test_metadata_describes_the_endpoints(client: httpx.AsyncClient) -> None:
-    """RFC 8414 metadata names every endpoint and method we support; no jwks_uri under HS256."""
+    """RFC 8414 metadata names every endpoint and method we support; no jwks_uri under HS256.
+
+    The issuer is no URL and PUBLIC_URL is unset, so the endpoints are under the service's own
+    listening address (HOST and PORT), not the `testserver` the request was sent to.
+    """
     response = await client.get("/.well-known/oauth-authorization-server")
 
     assert response.status_code == 200
     body = response.json()
-    assert body["token_endpoint"] == "http://testserver/oauth/token"
-    assert body["revocation_endpoint"] == "http://testserver/oauth/revoke"
-    assert body["introspection_endpoint"] == "http://testserver/oauth/introspect"
+    assert body["token_endpoint"] == "http://127.0.0.1:8000/oauth/token"
+    assert body["revocation_endpoint"] == "http://127.0.0.1:8000/oauth/revoke"
+    assert body["introspection_endpoint"] == "http://127.0.0.1:8000/oauth/introspect"
     assert body["grant_types_supported"] == ["client_credentials", "refresh_token"]
     assert "password" not in body["grant_types_supported"]
     assert set(body["token_endpoint_auth_methods_supported"]) == {

@@ -9,6 +9,9 @@ import pytest
 
 from tests.support import FakeClock, Serve
 
+# Production requires TOKEN_ISSUER to be the service's https URL.
+ISSUER = "https://auth.example"
+
 
 async def test_auth_client_is_an_es_module_with_the_documented_interface(
     client: httpx.AsyncClient,
@@ -45,7 +48,7 @@ async def test_demo_is_off_in_production(
     make_settings: Any, clock: FakeClock, path: str, serve: Serve
 ) -> None:
     """ENV=production: 404 not_found, while the JS client is still served."""
-    async with serve(make_settings(env="production"), clock) as client:
+    async with serve(make_settings(env="production", token_issuer=ISSUER), clock) as client:
         response = await client.get(path)
         script = await client.get("/auth-client.js")
 

@@ -68,7 +68,12 @@ def test_production_refuses_missing_short_weak_or_equal_secrets(environ: dict[st
 
 def test_production_accepts_two_distinct_strong_secrets() -> None:
     settings = load_settings(
-        {"ENV": "production", "ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+        {
+            "ENV": "production",
+            "ACCESS_TOKEN_SECRET": STRONG_A,
+            "REFRESH_TOKEN_SECRET": STRONG_B,
+            "TOKEN_ISSUER": "https://auth.example",
+        }
     )
 
     assert settings.is_production
@@ -178,6 +183,7 @@ def test_serve_in_production_needs_a_database_url(tmp_path: Path) -> None:
         "DATA_DIR": str(tmp_path),
         "ACCESS_TOKEN_SECRET": STRONG_A,
         "REFRESH_TOKEN_SECRET": STRONG_B,
+        "TOKEN_ISSUER": "https://auth.example",
     }
 
     result = run_cli("serve", environ=environ)
@@ -280,3 +286,94 @@ async def test_the_cli_in_development_generates_the_secrets_file_and_says_so(
     assert again.returncode == 0
     assert f"development secrets read from {secrets_file}" in again.stderr
     assert secrets_file.read_text() == content
+
+
+PRODUCTION_SECRETS = {
+    "ENV": "production",
+    "ACCESS_TOKEN_SECRET": STRONG_A,
+    "REFRESH_TOKEN_SECRET": STRONG_B,
+}
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        None,
+        "token-service",
+        "http://auth.example",
+        "https://",
+        "https://auth.example?x=1",
+        "https://user:pw@auth.example",
+        "ftp://auth.example",
+    ],
+)
+def test_production_refuses_an_issuer_that_is_not_an_https_url(issuer: str | None) -> None:
+    """The metadata's endpoints are built from the issuer: production must name its URL."""
+    environ = dict(PRODUCTION_SECRETS)
+    if issuer is not None:
+        environ["TOKEN_ISSUER"] = issuer
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ)
+
+    assert "TOKEN_ISSUER" in str(refused.value)
+    assert_one_line_without_secrets(str(refused.value), environ)
+
+
+def test_serve_in_production_with_a_non_url_issuer_exits_with_one_line(tmp_path: Path) -> None:
+    environ = {
+        **PRODUCTION_SECRETS,
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "postgresql:///x",
+        "TOKEN_ISSUER": "token-service",
+    }
+
+    result = run_cli("serve", environ=environ)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ENV=production needs TOKEN_ISSUER")
+    assert_one_line_without_secrets(result.stderr, environ)
+
+
+@pytest.mark.parametrize(
+    ("environ", "base"),
+    [
+        ({"TOKEN_ISSUER": "https://auth.example/"}, "https://auth.example"),
+        (
+            {"TOKEN_ISSUER": "https://a.example", "PUBLIC_URL": "https://b.example"},
+            "https://a.example",
+        ),
+        ({"PUBLIC_URL": "http://localhost:9000/auth"}, "http://localhost:9000/auth"),
+        ({"HOST": "::1", "PORT": "8001"}, "http://[::1]:8001"),
+        ({}, "http://127.0.0.1:8000"),
+    ],
+)
+def test_the_public_base_url_comes_from_the_issuer_then_public_url_then_the_address(
+    environ: dict[str, str], base: str
+) -> None:
+    settings = load_settings(
+        {
+            "ENV": "test",
+            "ACCESS_TOKEN_SECRET": STRONG_A,
+            "REFRESH_TOKEN_SECRET": STRONG_B,
+            **environ,
+        }
+    )
+
+    assert settings.public_base_url == base
+
+
+@pytest.mark.parametrize(
+    "url", ["auth.example", "ftp://auth.example", "https://a.example#x", "https://a b"]
+)
+def test_a_public_url_that_is_not_an_http_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="PUBLIC_URL"):
+        load_settings(
+            {
+                "ENV": "test",
+                "ACCESS_TOKEN_SECRET": STRONG_A,
+                "REFRESH_TOKEN_SECRET": STRONG_B,
+                "PUBLIC_URL": url,
+            }
+        )

@@ -21,6 +21,7 @@ def test_browser_and_throttle_settings_are_read() -> None:
         {
             **SECRETS,
             "ENV": "production",
+            "TOKEN_ISSUER": "https://auth.example",
             "ALLOWED_ORIGINS": "https://app.example, https://admin.example",
             "COOKIE_SECURE": "false",
             "TRUSTED_PROXIES": "10.0.0.0/8,::1",
@@ -44,7 +45,9 @@ def test_browser_and_throttle_settings_are_read() -> None:
 
 def test_defaults_are_safe() -> None:
     """Production: no origin may use the cookie, Secure cookies, no proxy trusted."""
-    settings = load_settings({**SECRETS, "ENV": "production"})
+    settings = load_settings(
+        {**SECRETS, "ENV": "production", "TOKEN_ISSUER": "https://auth.example"}
+    )
 
     assert settings.allowed_origins == ()
     assert settings.cookie_secure is True

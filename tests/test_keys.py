@@ -97,7 +97,7 @@ async def test_access_tokens_signed_with_the_key_and_verified_by_pyjwt_through_j
     assert header["typ"] == "at+jwt"
     assert [member["kid"] for member in key_set["keys"]] == [header["kid"]]
     assert "d" not in key_set["keys"][0]
-    assert metadata["jwks_uri"] == "http://testserver/.well-known/jwks.json"
+    assert metadata["jwks_uri"] == "http://127.0.0.1:8000/.well-known/jwks.json"
     assert status == 200
     assert header_of(pair["refresh_token"])["alg"] == "HS256"
     verifying_key = jwt.PyJWKSet.from_dict(key_set)[header["kid"]]

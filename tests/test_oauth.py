@@ -380,3 +380,43 @@ async def test_wrong_method_is_405(client: httpx.AsyncClient) -> None:
     response = await client.get("/oauth/token")
 
     assert response.status_code == 405
+
+
+METADATA = "/.well-known/oauth-authorization-server"
+
+
+@pytest.mark.parametrize(
+    ("changes", "base"),
+    [
+        pytest.param(
+            {"token_issuer": "https://auth.example/tenant"},
+            "https://auth.example/tenant",
+            id="url-issuer",
+        ),
+        pytest.param(
+            {"public_url": "https://auth.example/"}, "https://auth.example", id="public-url"
+        ),
+        pytest.param({"host": "10.1.2.3", "port": 8443}, "http://10.1.2.3:8443", id="own-address"),
+    ],
+)
+async def test_metadata_endpoints_come_from_configuration_not_the_host_header(
+    make_settings, clock: FakeClock, serve, changes: dict[str, object], base: str
+) -> None:
+    """A forged Host (or X-Forwarded-Host) cannot move the endpoints of a publicly cached answer."""
+    settings = make_settings(**changes)
+
+    async with serve(settings, clock) as client:
+        honest = await client.get(METADATA)
+        forged = await client.get(
+            METADATA, headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+        )
+        absolute = await client.get(f"https://evil.example:4443{METADATA}")
+
+    assert honest.status_code == 200
+    assert honest.headers["cache-control"].startswith("public")
+    assert forged.json() == honest.json() == absolute.json()
+    body = honest.json()
+    assert body["token_endpoint"] == f"{base}/oauth/token"
+    assert body["revocation_endpoint"] == f"{base}/oauth/revoke"
+    assert body["introspection_endpoint"] == f"{base}/oauth/introspect"
+    assert "evil" not in forged.text

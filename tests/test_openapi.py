@@ -14,6 +14,9 @@ from tokenrota_server.openapi import served_operations, undescribed_routes
 
 from tests.support import FakeClock, Serve
 
+# Production requires TOKEN_ISSUER to be the service's https URL.
+ISSUER = "https://auth.example"
+
 
 async def test_every_served_route_is_described(settings: Settings) -> None:
     """A route added without an entry in tokenrota_server.openapi_operations fails here."""
@@ -80,11 +83,13 @@ async def test_docs_are_off_in_production_unless_enabled(
     make_settings: Any, clock: FakeClock, serve: Serve
 ) -> None:
     """ENV=production hides /docs; DOCS_ENABLED=true brings it back. /openapi.json stays."""
-    async with serve(make_settings(env="production"), clock) as client:
+    async with serve(make_settings(env="production", token_issuer=ISSUER), clock) as client:
         hidden = await client.get("/docs")
         schema = await client.get("/openapi.json")
         documented = set(schema.json()["paths"])
-    async with serve(make_settings(env="production", docs_enabled=True), clock) as client:
+    async with serve(
+        make_settings(env="production", token_issuer=ISSUER, docs_enabled=True), clock
+    ) as client:
         enabled = await client.get("/docs")
 
     assert hidden.status_code == 404

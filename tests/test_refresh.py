@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import asyncpg
 import httpx
+import pytest
+from prometheus_client import REGISTRY
 
 from tests.support import FakeClock, Login, Register, RegisterAndLogin, Serve, TableSnapshot
 
@@ -213,3 +216,114 @@ async def test_without_rotation_the_same_refresh_token_comes_back(
             assert response.json()["refresh_token"] == pair["refresh_token"]
 
     assert await db.fetchval("SELECT count(*) FROM refresh_tokens") == len(before["refresh_tokens"])
+
+
+async def test_without_rotation_a_token_spent_earlier_is_reuse(
+    make_settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
+) -> None:
+    """Rotation turned off after a token was spent: replaying it revokes the session."""
+    async with serve(make_settings(), clock) as rotating:
+        _, pair = await register_and_login(rotating)
+        child = (await refresh(rotating, pair["refresh_token"])).json()
+
+    clock.advance(60)
+    async with serve(make_settings(rotate_refresh_tokens=False), clock) as client:
+        replay = await refresh(client, pair["refresh_token"])
+        again = await refresh(client, child["refresh_token"])
+
+    assert replay.status_code == 403
+    assert replay.json()["error"] == "invalid_token"
+    assert await db.fetchval("SELECT revoke_reason FROM sessions") == "reuse_detected"
+    assert again.status_code == 403
+
+
+async def test_mixed_fleet_token_rotated_at_one_and_replayed_at_the_other_is_reuse(
+    make_settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
+) -> None:
+    """A rollout: A rotates, B does not. A token spent at A is theft at B, as it is at A."""
+    caplog.set_level(logging.INFO, logger="tokenrota")
+    reuse_counted = ("token_service_refreshes_total", {"outcome": "reuse_detected"})
+    before = REGISTRY.get_sample_value(*reuse_counted) or 0.0
+    async with (
+        serve(make_settings(rotate_refresh_tokens=True), clock) as a,
+        serve(make_settings(rotate_refresh_tokens=False), clock) as b,
+    ):
+        user, pair = await register_and_login(a)
+        child = (await refresh(a, pair["refresh_token"])).json()
+
+        clock.advance(60)
+        replay = await refresh(b, pair["refresh_token"])
+        child_at_b = await refresh(b, child["refresh_token"])
+        child_at_a = await refresh(a, child["refresh_token"])
+
+    assert replay.status_code == 403
+    assert replay.json()["error"] == "invalid_token"
+    assert await db.fetchval("SELECT revoke_reason FROM sessions") == "reuse_detected"
+    assert [child_at_b.status_code, child_at_a.status_code] == [403, 403]
+    assert (REGISTRY.get_sample_value(*reuse_counted) or 0.0) - before == 1
+    events = [r for r in caplog.records if r.name == "tokenrota.security" and "reuse" in r.msg]
+    assert [str(getattr(event, "user_id", None)) for event in events] == [user["id"]]
+
+
+async def test_mixed_fleet_token_used_unrotated_stays_usable_and_then_rotates(
+    make_settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
+) -> None:
+    """B keeps a token unspent; A then rotates it, and after that B refuses it as reuse."""
+    async with (
+        serve(make_settings(rotate_refresh_tokens=True), clock) as a,
+        serve(make_settings(rotate_refresh_tokens=False), clock) as b,
+    ):
+        _, pair = await register_and_login(a)
+        token = pair["refresh_token"]
+        kept = [await refresh(b, token) for _ in range(2)]
+        rotated = await refresh(a, token)
+        child = rotated.json()["refresh_token"]
+        at_b = await refresh(b, child)
+
+        clock.advance(60)
+        replay = await refresh(b, token)
+
+    assert [response.status_code for response in kept] == [200, 200]
+    assert {response.json()["refresh_token"] for response in kept} == {token}
+    assert rotated.status_code == 200
+    assert child != token
+    assert at_b.status_code == 200
+    assert at_b.json()["refresh_token"] == child
+    assert replay.status_code == 403
+    assert await db.fetchval("SELECT revoke_reason FROM sessions") == "reuse_detected"
+
+
+async def test_mixed_fleet_a_retry_within_the_window_gets_the_same_child_at_either(
+    make_settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    register_and_login: RegisterAndLogin,
+    serve: Serve,
+) -> None:
+    """A lost answer from A retried at B within the reuse interval continues the chain."""
+    async with (
+        serve(make_settings(rotate_refresh_tokens=True), clock) as a,
+        serve(make_settings(rotate_refresh_tokens=False), clock) as b,
+    ):
+        _, pair = await register_and_login(a)
+        first = (await refresh(a, pair["refresh_token"])).json()
+
+        clock.advance(5)
+        retry = await refresh(b, pair["refresh_token"])
+
+    assert retry.status_code == 200
+    assert retry.json()["refresh_token"] == first["refresh_token"]
+    assert await db.fetchval("SELECT count(*) FROM sessions WHERE revoked_at IS NULL") == 1

@@ -75,6 +75,13 @@ async def test_token_service_serves_over_real_http(
     assert response.json()["status"] == "ready"
 
 
+async def test_the_metadata_names_the_instances_own_port(token_client: httpx.AsyncClient) -> None:
+    """Endpoints come from settings, not the Host header: the plugin sets the free port's URL."""
+    metadata = (await token_client.get("/.well-known/oauth-authorization-server")).json()
+
+    assert metadata["token_endpoint"] == f"{str(token_client.base_url).rstrip('/')}/oauth/token"
+
+
 async def test_create_user_and_login_give_a_working_pair(
     token_service: TokenService, token_client: httpx.AsyncClient
 ) -> None:

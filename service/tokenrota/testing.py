@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -222,6 +222,9 @@ async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     host, port = listener.getsockname()
+    if settings.public_url is None:
+        # The metadata names endpoints from settings, never from a request: the free port.
+        settings = replace(settings, public_url=f"http://{host}:{port}")
     config = uvicorn.Config(
         create_app(settings), lifespan="on", log_level="warning", access_log=False
     )

@@ -18,6 +18,7 @@ import asyncpg
 
 from tokenrota_server import sessions, telemetry, throttle, users
 from tokenrota_server.config import Settings
+from tokenrota_server.database import Connection
 from tokenrota_server.errors import InvalidCredentials, InvalidInput, InvalidToken, TooManyAttempts
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
@@ -195,9 +196,10 @@ class Authenticator:
         """Trade a refresh token for a new pair; raise `InvalidToken`.
 
         Checks, in order: the signature and claims; the row and its session; then rotates with
-        a compare-and-set. A loser of that race, or a retry, within the reuse interval gets the
-        same child again; any other use of a spent token revokes the whole session. The outcome
-        is recorded on the request (`RefreshOutcome`), except a refusal, which the caller records.
+        a compare-and-set (with rotation off: keeps the token if it was never spent). A loser of
+        that race, or a retry, within the reuse interval gets the same child again; any other use
+        of a spent token revokes the whole session, whatever the mode. The outcome is recorded on
+        the request (`RefreshOutcome`), except a refusal, which the caller records.
         """
         claims = self._codec.verify_refresh(refresh_token, now)
         user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
@@ -209,7 +211,11 @@ class Authenticator:
                 live = await sessions.touch_live(
                     connection, token_digest=digest, session_id=session_id, now=now
                 )
-            if live is None or live.user_id != user_id:
+                if live is None:
+                    # Spent by a rotating instance, or by this one before the setting changed:
+                    # the same rules as when rotation loses, so no spent token works again.
+                    return await self._spent(connection, claims, session_id, digest, now)
+            if live.user_id != user_id:
                 raise InvalidToken()
             telemetry.record(refresh=RefreshOutcome.UNROTATED, issued=Grant.REFRESH_TOKEN)
             return self._pair(live, session_id, refresh_token, claims, now)
@@ -229,34 +235,49 @@ class Authenticator:
                 now=now,
                 child=_new_token(child_token, child_claims),
             )
-            if live is not None:
-                telemetry.record(refresh=RefreshOutcome.ROTATED, issued=Grant.REFRESH_TOKEN)
-                return self._pair(live, session_id, child_token, child_claims, now)
-            spent = await sessions.find_spent(
-                connection, token_digest=digest, session_id=session_id, now=now
-            )
-            if spent is None or not spent.session_live or spent.used_at is None:
-                # Unknown, or its session is over, or expired/revoked while unused: refused,
-                # and nothing is written.
-                raise InvalidToken()
-            grace = self._grace_child(spent, claims, now)
-            if grace is not None:
-                child_token, child_claims = grace
-                telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
-                return self._pair(spent.session, session_id, child_token, child_claims, now)
-            # A spent token outside the grace window: it was stolen or replayed. The revocation
-            # is its own committed statement, so it stands although the request fails.
-            await sessions.revoke_session(
-                connection,
-                session_id=session_id,
-                reason=sessions.RevokeReason.REUSE_DETECTED,
-                now=now,
-            )
+            if live is None:
+                return await self._spent(connection, claims, session_id, digest, now)
+        telemetry.record(refresh=RefreshOutcome.ROTATED, issued=Grant.REFRESH_TOKEN)
+        return self._pair(live, session_id, child_token, child_claims, now)
+
+    async def _spent(
+        self,
+        connection: Connection,
+        claims: RefreshClaims,
+        session_id: uuid.UUID,
+        digest: bytes,
+        now: datetime,
+    ) -> TokenPair:
+        """A token that could not be used as it stands: its grace child, or `InvalidToken`.
+
+        A token spent moments ago whose child is unused gets that child again (a lost answer,
+        or the loser of a race); any other spent token revokes the whole session, in either mode.
+        """
+        spent = await sessions.find_spent(
+            connection, token_digest=digest, session_id=session_id, now=now
+        )
+        if spent is None or not spent.session_live or spent.used_at is None:
+            # Unknown, or its session is over, or expired/revoked while unused: refused,
+            # and nothing is written.
+            raise InvalidToken()
+        grace = self._grace_child(spent, claims, now)
+        if grace is not None:
+            child_token, child_claims = grace
+            telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
+            return self._pair(spent.session, session_id, child_token, child_claims, now)
+        # A spent token outside the grace window: it was stolen or replayed. The revocation
+        # is its own committed statement, so it stands although the request fails.
+        await sessions.revoke_session(
+            connection,
+            session_id=session_id,
+            reason=sessions.RevokeReason.REUSE_DETECTED,
+            now=now,
+        )
         telemetry.record(refresh=RefreshOutcome.REUSE_DETECTED)
         security_log.warning(
             "refresh token reuse detected; session revoked",
             extra={
-                "user_id": user_id,
+                "user_id": spent.session.user_id,
                 "session_id": session_id,
                 "outcome": RefreshOutcome.REUSE_DETECTED,
             },

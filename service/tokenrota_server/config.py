@@ -148,6 +148,9 @@ class Settings:
     cookie_secure: bool = field(default=True, metadata=_read_by(_boolean))
     # GET /docs (Swagger UI); None means on, except in production.
     docs_enabled: bool | None = field(default=None, metadata=_read_by(_boolean))
+    # The base URL clients reach the service at, for the RFC 8414 metadata's endpoints when
+    # TOKEN_ISSUER is not a URL (development and test only: production requires a URL issuer).
+    public_url: str | None = field(default=None, metadata=_read_by(_text))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -202,6 +205,14 @@ class Settings:
             if origin == "*" or "://" not in origin or origin.endswith("/"):
                 # Credentialed CORS must name each origin: scheme://host[:port], no path.
                 raise ConfigError("ALLOWED_ORIGINS entries must look like https://app.example")
+        if self.public_url is not None and not _is_base_url(self.public_url, ("http", "https")):
+            raise ConfigError("PUBLIC_URL must look like https://auth.example.com[/path]")
+        if self.is_production and not _is_base_url(self.token_issuer, ("https",)):
+            # RFC 8414: the issuer is the base URL clients are sent to; never taken from a request.
+            raise ConfigError(
+                "ENV=production needs TOKEN_ISSUER to be the service's https URL,"
+                " e.g. https://auth.example.com"
+            )
 
     @property
     def is_production(self) -> bool:
@@ -210,6 +221,42 @@ class Settings:
     @property
     def serves_docs(self) -> bool:
         return self.docs_enabled if self.docs_enabled is not None else not self.is_production
+
+    @property
+    def public_base_url(self) -> str:
+        """The URL the service's endpoints are published under, without a trailing slash.
+
+        From configuration only, never from a request's Host: TOKEN_ISSUER when it is an http(s)
+        URL (RFC 8414: the issuer is the base URL), else PUBLIC_URL, else the service's own
+        listening address (which production never reaches: it requires a URL issuer).
+        """
+        if _is_base_url(self.token_issuer, ("http", "https")):
+            return self.token_issuer.rstrip("/")
+        if self.public_url is not None:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _is_base_url(text: str, schemes: tuple[str, ...]) -> bool:
+    """Whether `text` is scheme://host[:port][/path], with no query, fragment or credentials."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return (
+        parts.scheme in schemes
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and not parts.query
+        and not parts.fragment
+        and "?" not in text
+        and "#" not in text
+        and text.isascii()
+        and text.isprintable()
+        and " " not in text
+    )
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:

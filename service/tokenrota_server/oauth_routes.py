@@ -102,10 +102,9 @@ async def metadata(request: Request[AppState]) -> Response:
     """RFC 8414 authorization server metadata."""
     settings = request.state["settings"]
     issuer = settings.token_issuer
-    # RFC 8414 wants the issuer to be the server's https URL; until TOKEN_ISSUER is one, the
-    # endpoints are named from the URL this request reached.
-    base = issuer if issuer.startswith(("https://", "http://")) else str(request.base_url)
-    base = base.rstrip("/")
+    # Served with Cache-Control: public, so nothing in it may come from the request: a forged
+    # Host header would otherwise poison a shared cache and send clients' secrets elsewhere.
+    base = settings.public_base_url
     auth_methods = ["client_secret_basic", "client_secret_post"]
     body: dict[str, Any] = {
         "issuer": issuer,

@@ -133,11 +133,17 @@ async def rotate(
 async def touch_live(
     connection: Connection, *, token_digest: bytes, session_id: UUID, now: datetime
 ) -> LiveSession | None:
-    """Without rotation: check a refresh token's row and session, and mark the session used."""
+    """Without rotation: check a refresh token's row and session, and mark the session used.
+
+    Returns None, as `rotate` does, for a token that is unknown, spent, revoked or expired, or
+    whose session or user is no longer live: a token spent by a rotating instance (a mixed fleet
+    during a rollout, or an earlier setting) must not work again here (`find_spent` tells which).
+    """
     row = await connection.fetchrow(
         "UPDATE sessions s SET last_used_at = $3 FROM refresh_tokens t, users u"
         " WHERE t.token_digest = $1 AND t.session_id = $2 AND s.id = t.session_id"
-        " AND u.id = s.user_id AND t.revoked_at IS NULL AND t.expires_at > $3"
+        " AND u.id = s.user_id AND t.used_at IS NULL"
+        " AND t.revoked_at IS NULL AND t.expires_at > $3"
         " AND s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL"
         " RETURNING s.user_id, u.email, s.expires_at",
         token_digest,
