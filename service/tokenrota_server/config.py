@@ -148,6 +148,9 @@ class Settings:
     cookie_secure: bool = field(default=True, metadata=_read_by(_boolean))
     # GET /docs (Swagger UI); None means on, except in production.
     docs_enabled: bool | None = field(default=None, metadata=_read_by(_boolean))
+    # Registrations per remote address within one LOGIN_THROTTLE_WINDOW: each costs an argon2
+    # hash, and a person creates one account; 10 still lets a shared (NAT) address sign up a few.
+    register_ip_max_attempts: int = field(default=10, metadata=_read_by(_integer))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -192,6 +195,7 @@ class Settings:
             ("LOGIN_EMAIL_MAX_ATTEMPTS", self.login_email_max_attempts),
             ("LOGIN_IP_MAX_ATTEMPTS", self.login_ip_max_attempts),
             ("LOGIN_THROTTLE_WINDOW", self.login_throttle_window),
+            ("REGISTER_IP_MAX_ATTEMPTS", self.register_ip_max_attempts),
             ("PURGE_BATCH_SIZE", self.purge_batch_size),
         ):
             if number <= 0:
