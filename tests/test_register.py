@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import secrets
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from tokenrota_server.config import Settings
+from tokenrota_server.config import Settings, load_settings
+from tokenrota_server.errors import ConfigError
 from tokenrota_server.purge import delete_expired_batch
 
 from tests import support
@@ -375,6 +377,25 @@ async def test_purge_deletes_registration_counters_whose_window_is_over(
 
     assert (kept.login_attempts, purged.login_attempts) == (0, 1)
     assert await db.fetchval("SELECT count(*) FROM login_attempts") == 0
+
+
+SECRETS = {
+    "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
+    "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+}
+
+
+@pytest.mark.parametrize(("value", "limit"), [("25", 25), ("", 10)])
+def test_register_ip_max_attempts_is_read_from_the_environment(value: str, limit: int) -> None:
+    environ = {**SECRETS, "REGISTER_IP_MAX_ATTEMPTS": value}
+
+    assert load_settings(environ).register_ip_max_attempts == limit
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "ten"])
+def test_a_register_limit_that_is_not_a_positive_number_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="REGISTER_IP_MAX_ATTEMPTS"):
+        load_settings({**SECRETS, "REGISTER_IP_MAX_ATTEMPTS": value})
 
 
 def test_the_default_limit_is_10_per_15_minutes() -> None:
