@@ -46,9 +46,15 @@ async def fuzz(arguments: list[str]) -> int:
     try:
         url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
         await asyncio.to_thread(schema.upgrade, url)
-        # Every fuzzed request comes from 127.0.0.1: the address's throttle would soon answer
-        # all logins with 429, the second run's own login included. The per-email limit stays.
-        settings = instance_settings(url, docs_enabled=True, login_ip_max_attempts=1_000_000)
+        # Every fuzzed request comes from 127.0.0.1: the address's throttles would soon answer
+        # all logins and registrations with 429, the second run's own login included, and the
+        # fuzzer would reach nothing past them. The per-email limit stays.
+        settings = instance_settings(
+            url,
+            docs_enabled=True,
+            login_ip_max_attempts=1_000_000,
+            register_ip_max_attempts=1_000_000,
+        )
         async with run_token_service(settings) as service:
             user = await service.create_user()
             executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent))

@@ -60,11 +60,14 @@ def clock() -> FakeClock:
 def settings(database_url: str) -> Settings:
     """The plugin's instance settings (fresh random secrets, cheap argon2) on the test's database.
 
-    Many tests log in far more often than a person would; tests/test_throttle.py sets real
-    limits where it tests the throttle itself.
+    Many tests log in and register far more often than a person would; tests/test_throttle.py
+    and tests/test_register.py set real limits where they test the throttles themselves.
     """
     return instance_settings(
-        database_url, login_email_max_attempts=10_000, login_ip_max_attempts=10_000
+        database_url,
+        login_email_max_attempts=10_000,
+        login_ip_max_attempts=10_000,
+        register_ip_max_attempts=10_000,
     )
 
 

@@ -139,3 +139,41 @@ def test_the_schema_keeps_no_refresh_token_column(empty_database: str) -> None:
     assert not any(
         column in ("token", "refresh_token", "raw_token", "password") for _, column in columns
     )
+
+
+async def _insert_counters(url: str, scopes: list[str]) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.executemany(
+            "INSERT INTO login_attempts (scope, key_digest, attempts, window_started_at)"
+            " VALUES ($1, $2, 1, now())",
+            [(scope, bytes([n]) * 32) for n, scope in enumerate(scopes)],
+        )
+    finally:
+        await connection.close()
+
+
+async def _scopes(url: str) -> list[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT scope FROM login_attempts ORDER BY scope")
+    finally:
+        await connection.close()
+    return [row["scope"] for row in rows]
+
+
+def test_0004_admits_register_counters_and_its_downgrade_deletes_only_them(
+    empty_database: str,
+) -> None:
+    """Down to 0003 with registration counters in the table works, and keeps the login ones."""
+    schema.upgrade(empty_database, "0003")
+    with pytest.raises(asyncpg.CheckViolationError):
+        asyncio.run(_insert_counters(empty_database, ["register_ip"]))
+
+    schema.upgrade(empty_database, "0004")
+    asyncio.run(_insert_counters(empty_database, ["email", "ip", "register_ip"]))
+    schema.downgrade(empty_database, "0003")
+
+    assert asyncio.run(_scopes(empty_database)) == ["email", "ip"]
+    schema.upgrade(empty_database, "0004")
+    assert schema_of(empty_database)["revision"] == "0004"

@@ -105,6 +105,18 @@ async def test_create_user_and_login_give_a_working_pair(
     assert user.password not in repr(user)
 
 
+async def test_a_test_creates_more_users_than_one_address_may_register(
+    token_service: TokenService,
+) -> None:
+    """Every test user registers from 127.0.0.1: the instance lifts the registration throttle
+    that production applies per address (REGISTER_IP_MAX_ATTEMPTS, 10 by default)."""
+    limit = 10
+
+    users = [await token_service.create_user() for _ in range(limit + 2)]
+
+    assert len({user.id for user in users}) == limit + 2
+
+
 async def test_create_user_with_given_email_and_password(token_service: TokenService) -> None:
     """The given credentials are the ones that log in; a wrong password does not."""
     user = await token_service.create_user("Given@Example.com", "a chosen password")

@@ -44,6 +44,8 @@ from tokenrota.jws import HMAC_ALGORITHM
 # argon2 at its production cost would make each create_user and login take ~100 ms and 64 MiB.
 CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
 # Only ever a test account's password, on a throwaway database.
+# Far more registrations from one address than production allows (REGISTER_IP_MAX_ATTEMPTS).
+TEST_REGISTRATIONS = {"register_ip_max_attempts": 10_000}
 DEFAULT_PASSWORD = "correct horse battery staple"  # noqa: S105
 STARTUP_TIMEOUT = 20.0
 
@@ -200,8 +202,12 @@ class TokenService:
 
 
 def instance_settings(database_url: str, **overrides: Any) -> Settings:
-    """Settings for a test instance: fresh random secrets and cheap argon2."""
-    values: dict[str, Any] = {"env": "test", **CHEAP_ARGON2, **overrides}
+    """Settings for a test instance: fresh random secrets, cheap argon2, and room to register.
+
+    Every user a test creates registers from 127.0.0.1, so the per-address registration
+    throttle is lifted; a test of the throttle itself sets `register_ip_max_attempts`.
+    """
+    values: dict[str, Any] = {"env": "test", **CHEAP_ARGON2, **TEST_REGISTRATIONS, **overrides}
     return Settings(
         access_token_secret=Secret(secrets.token_urlsafe(48)),
         refresh_token_secret=Secret(secrets.token_urlsafe(48)),

@@ -114,7 +114,7 @@ async def _register(settings: Settings, email: str, password: str) -> User:
     try:
         async with _pool(settings) as pool:
             auth = Authenticator(settings, TokenCodec(settings), passwords)
-            return await auth.register(pool, email=email, password=password, now=utc_now())
+            return await auth.create_user(pool, email=email, password=password, now=utc_now())
     finally:
         passwords.close()
 

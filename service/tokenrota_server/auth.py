@@ -96,9 +96,29 @@ class Authenticator:
         self._passwords = passwords
 
     async def register(
+        self, pool: asyncpg.Pool, *, email: str, password: str, now: datetime, ip: str | None
+    ) -> users.User:
+        """Create a user; raise `InvalidInput`, `WeakPassword`, `TooManyAttempts` or `EmailTaken`.
+
+        The registration is counted against `ip` before argon2 runs and before the email is
+        looked up: past the limit the answer is 429 whether or not the email is taken.
+        """
+        check_email(email)
+        check_password_policy(password)
+        async with pool.acquire() as connection:
+            retry_after = await throttle.count_registration(
+                connection, self._settings, ip=ip, now=now
+            )
+        if retry_after is not None:
+            security_log.warning("register throttled", extra={"ip": ip})
+            raise TooManyAttempts(retry_after)
+        return await self.create_user(pool, email=email, password=password, now=now)
+
+    async def create_user(
         self, pool: asyncpg.Pool, *, email: str, password: str, now: datetime
     ) -> users.User:
-        """Create a user; raise `InvalidInput`, `WeakPassword` or `EmailTaken`."""
+        """Create a user, unthrottled (the operator's CLI); raise `InvalidInput`, `WeakPassword`
+        or `EmailTaken`."""
         check_email(email)
         check_password_policy(password)
         password_hash = await self._passwords.hash(password)

@@ -17,7 +17,8 @@ from tokenrota_server.web import bearer_token, boolean_field, read_json, string_
 
 
 async def register(request: Request[AppState]) -> Response:
-    """POST /register: 201 with the new user; `EmailTaken`, `WeakPassword`, body errors."""
+    """POST /register: 201 with the new user; `EmailTaken`, `WeakPassword`, `TooManyAttempts`
+    (per remote address), body errors."""
     state = request.state
     body = await read_json(request, state["settings"].max_body_bytes)
     user = await state["auth"].register(
@@ -25,6 +26,7 @@ async def register(request: Request[AppState]) -> Response:
         email=string_field(body, "email"),
         password=string_field(body, "password"),
         now=state["clock"](),
+        ip=remote_address(request, state["settings"]),
     )
     return JSONResponse({"user": user.to_json()}, status_code=201)
 

@@ -151,6 +151,9 @@ class Settings:
     # The base URL clients reach the service at, for the RFC 8414 metadata's endpoints when
     # TOKEN_ISSUER is not a URL (development and test only: production requires a URL issuer).
     public_url: str | None = field(default=None, metadata=_read_by(_text))
+    # Registrations per remote address within one LOGIN_THROTTLE_WINDOW: each costs an argon2
+    # hash, and a person creates one account; 10 still lets a shared (NAT) address sign up a few.
+    register_ip_max_attempts: int = field(default=10, metadata=_read_by(_integer))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -195,6 +198,7 @@ class Settings:
             ("LOGIN_EMAIL_MAX_ATTEMPTS", self.login_email_max_attempts),
             ("LOGIN_IP_MAX_ATTEMPTS", self.login_ip_max_attempts),
             ("LOGIN_THROTTLE_WINDOW", self.login_throttle_window),
+            ("REGISTER_IP_MAX_ATTEMPTS", self.register_ip_max_attempts),
             ("PURGE_BATCH_SIZE", self.purge_batch_size),
         ):
             if number <= 0:

@@ -111,6 +111,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "invalid_input",
                 "weak_password",
             ),
+            429: error(
+                "Too many registrations from this address in the window"
+                " (REGISTER_IP_MAX_ATTEMPTS), whether or not the email is taken.",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
             **UNAVAILABLE,
         },
     },

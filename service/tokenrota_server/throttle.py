@@ -7,6 +7,10 @@ window, attempts are refused until the window ends. The attempt is counted *befo
 is verified, in the same statement that reads the user: a burst of concurrent guesses cannot slip
 past the limit while argon2 runs, and login pays one round trip for both. A success takes its
 attempt back: the email's counter is cleared and the address's is decremented.
+
+Registrations are counted per remote address under a scope of their own, in the same windows,
+past `REGISTER_IP_MAX_ATTEMPTS`. Each costs an argon2 hash and may learn whether an email has an
+account, so every one counts, successful or not, and nothing is taken back.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import asyncpg
+
 from tokenrota_server.config import Settings
 from tokenrota_server.database import Connection
 from tokenrota_server.users import Credentials, user_from_row
 
 EMAIL_SCOPE = "email"
 ADDRESS_SCOPE = "ip"
+REGISTER_SCOPE = "register_ip"
 
 
 @dataclass(frozen=True)
@@ -41,21 +48,25 @@ def address_key(address: str) -> bytes:
     return hashlib.sha256(address.encode()).digest()
 
 
-_COUNT = """
-WITH counted AS (
+# $1 scopes, $2 key digests, $3 now, $4 now less one window: a window begun by then is over.
+_UPSERT = """
     INSERT INTO login_attempts AS a (scope, key_digest, attempts, window_started_at)
-    SELECT k.scope, k.key_digest, 1, $4
-    FROM unnest($2::text[], $3::bytea[]) AS k(scope, key_digest)
+    SELECT k.scope, k.key_digest, 1, $3
+    FROM unnest($1::text[], $2::bytea[]) AS k(scope, key_digest)
     ON CONFLICT (scope, key_digest) DO UPDATE SET
-        attempts = CASE WHEN a.window_started_at <= $5 THEN 1 ELSE a.attempts + 1 END,
-        window_started_at = CASE WHEN a.window_started_at <= $5 THEN $4
+        attempts = CASE WHEN a.window_started_at <= $4 THEN 1 ELSE a.attempts + 1 END,
+        window_started_at = CASE WHEN a.window_started_at <= $4 THEN $3
                                  ELSE a.window_started_at END
     RETURNING a.scope, a.attempts, a.window_started_at
-)
+"""
+
+# Two constants joined; every value is a parameter.
+_COUNT = f"""
+WITH counted AS ({_UPSERT})
 SELECT c.scope, c.attempts, c.window_started_at, u.id, u.email, u.created_at, u.password_hash,
        u.disabled_at IS NOT NULL AS disabled
-FROM counted c LEFT JOIN users u ON lower(u.email) = lower($1)
-"""
+FROM counted c LEFT JOIN users u ON lower(u.email) = lower($5)
+"""  # noqa: S608
 
 
 async def count_attempt(
@@ -84,6 +95,22 @@ async def count_address_attempt(
     return counted.retry_after
 
 
+async def count_registration(
+    connection: Connection, settings: Settings, *, ip: str | None, now: datetime
+) -> int | None:
+    """Count one registration against the remote address; the seconds to wait, if over.
+
+    Counted before the email is looked up or hashed for, so a refusal is the same whether or
+    not the email has an account. Requests without an address (a server that gives none) share
+    one counter rather than go unlimited.
+    """
+    window = timedelta(seconds=settings.login_throttle_window)
+    rows = await connection.fetch(
+        _UPSERT, [REGISTER_SCOPE], [address_key(ip or "")], now, now - window
+    )
+    return _wait(rows, {REGISTER_SCOPE: settings.register_ip_max_attempts}, window, now)
+
+
 async def _count(
     connection: Connection,
     settings: Settings,
@@ -93,24 +120,30 @@ async def _count(
     now: datetime,
 ) -> CountedAttempt:
     window = timedelta(seconds=settings.login_throttle_window)
-    rows = await connection.fetch(_COUNT, email, scopes, keys, now, now - window)
+    rows = await connection.fetch(_COUNT, scopes, keys, now, now - window, email)
     limits = {
         EMAIL_SCOPE: settings.login_email_max_attempts,
         ADDRESS_SCOPE: settings.login_ip_max_attempts,
     }
-    waits = [
-        (row["window_started_at"] + window - now).total_seconds()
-        for row in rows
-        if row["attempts"] > limits[row["scope"]]
-    ]
     credentials = None
     first = rows[0]
     if first["id"] is not None:
         credentials = Credentials(
             user_from_row(first), password_hash=first["password_hash"], disabled=first["disabled"]
         )
-    retry_after = max(1, math.ceil(max(waits))) if waits else None
-    return CountedAttempt(credentials=credentials, retry_after=retry_after)
+    return CountedAttempt(credentials=credentials, retry_after=_wait(rows, limits, window, now))
+
+
+def _wait(
+    rows: list[asyncpg.Record], limits: dict[str, int], window: timedelta, now: datetime
+) -> int | None:
+    """Whole seconds until the latest-ending window of a key over its limit ends; None if none."""
+    waits = [
+        (row["window_started_at"] + window - now).total_seconds()
+        for row in rows
+        if row["attempts"] > limits[row["scope"]]
+    ]
+    return max(1, math.ceil(max(waits))) if waits else None
 
 
 async def forgive_attempt(connection: Connection, *, email: str, ip: str | None) -> None:
