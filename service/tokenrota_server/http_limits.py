@@ -24,6 +24,9 @@ from uvicorn.server import ServerState
 # Set in a request's ASGI scope when its body timed out: the middleware counts it as 408, not
 # as a client that went away.
 BODY_TIMED_OUT = "tokenrota.body_timed_out"
+# After a 431, how long the rest of the client's upload is read and dropped before the connection
+# closes: closing with unread bytes would reset it, and the client might never read the 431.
+LINGER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # The head's size as parsed (URL and header fields), for a head read in one piece.
         self._parsed_head_bytes = 0
         self._head_too_large = False
+        # Set once a request is refused: what else arrives is read and dropped until the close.
+        self._discarding = False
         self._head_deadline: asyncio.TimerHandle | None = None
         self._body_deadline: asyncio.TimerHandle | None = None
 
@@ -109,6 +114,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         if self._reading_head:
             self._head_bytes += len(data)
             if self._head_deadline is None:
@@ -220,9 +227,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_deadlines()
         self.logger.warning("Request refused: its line and headers exceed the cap.")
         self.transport.write(response)
-        self.transport.close()
-        # Whatever else the client sends on this connection is dropped, not parsed.
-        self._reading_head = False
+        # Half-close: the client reads the answer, then an end of stream, and closes its side.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._discarding = True
+        self._head_deadline = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
 class _HeadTooLarge(Exception):
