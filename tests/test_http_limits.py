@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
+from tokenrota_server.errors import ConfigError
 from tokenrota_server.serve import uvicorn_options
 
 # How long past a deadline the server may take to act on it before the test calls it ignored.
@@ -214,3 +215,9 @@ def test_the_protocol_pickles_into_worker_processes(settings: Settings) -> None:
     protocol = pickle.loads(pickle.dumps(uvicorn_options(settings)["http"]))  # noqa: S301 - our own bytes
 
     assert protocol.keywords["limits"].max_header_bytes == settings.max_header_bytes
+
+
+@pytest.mark.parametrize("name", ["max_header_bytes", "header_read_timeout", "body_read_timeout"])
+def test_a_limit_must_be_positive(settings: Settings, name: str) -> None:
+    with pytest.raises(ConfigError, match=name.upper()):
+        replace(settings, **{name: 0})
