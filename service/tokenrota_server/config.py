@@ -154,6 +154,12 @@ class Settings:
     # Registrations per remote address within one LOGIN_THROTTLE_WINDOW: each costs an argon2
     # hash, and a person creates one account; 10 still lets a shared (NAT) address sign up a few.
     register_ip_max_attempts: int = field(default=10, metadata=_read_by(_integer))
+    # Below the app (tokenrota_server.http_limits): a request line + headers larger than this
+    # get 431, a head not complete in HEADER_READ_TIMEOUT seconds a closed connection, a body
+    # not complete in BODY_READ_TIMEOUT seconds 408.
+    max_header_bytes: int = field(default=16 * 1024, metadata=_read_by(_integer))
+    header_read_timeout: int = field(default=10, metadata=_read_by(_integer))
+    body_read_timeout: int = field(default=30, metadata=_read_by(_integer))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -205,6 +211,13 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive number")
         if self.purge_interval < 0:
             raise ConfigError("PURGE_INTERVAL cannot be negative (0 turns the timer off)")
+        for name, number in (
+            ("MAX_HEADER_BYTES", self.max_header_bytes),
+            ("HEADER_READ_TIMEOUT", self.header_read_timeout),
+            ("BODY_READ_TIMEOUT", self.body_read_timeout),
+        ):
+            if number <= 0:
+                raise ConfigError(f"{name} must be a positive number")
         for origin in self.allowed_origins:
             if origin == "*" or "://" not in origin or origin.endswith("/"):
                 # Credentialed CORS must name each origin: scheme://host[:port], no path.

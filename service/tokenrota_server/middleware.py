@@ -12,10 +12,11 @@ import re
 import time
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenrota_server import metrics, telemetry
+from tokenrota_server.http_limits import BODY_TIMED_OUT
 from tokenrota_server.remote_address import remote_address
 
 access_log = logging.getLogger("tokenrota.access")
@@ -25,6 +26,9 @@ REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 # Requests that match no route share one label: raw paths would let anyone grow the label set.
 UNMATCHED_ROUTE = "<unmatched>"
+# nginx's "client closed request": the client went away before its request was read, so there
+# was no one to answer. Not a server error.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class RequestObservability:
@@ -54,6 +58,10 @@ class RequestObservability:
         token = telemetry.enter(context)
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # Raised by reading a body whose client left (or stalled past BODY_READ_TIMEOUT):
+            # nothing to answer, and no traceback, since nothing here went wrong.
+            status = 408 if scope.get(BODY_TIMED_OUT) else CLIENT_CLOSED_REQUEST
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("route")

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tokenrota_server.config import Settings
 from tokenrota_server.startup import StartupError
@@ -46,20 +47,36 @@ def serve(settings: Settings, environ: dict[str, str], workers: int) -> None:
             create_app(settings) if workers == 1 else ASGI_FACTORY,
             factory=workers > 1,
             workers=workers,
-            host=settings.host,
-            port=settings.port,
-            # uvloop and httptools (uvicorn[standard]) serve about twice the requests of the
-            # pure-Python stack here; "auto" falls back when they are missing.
-            loop="auto",
-            http="auto",
-            proxy_headers=False,
-            server_header=False,
-            # Logging is ours (one JSON line per request, from the middleware); uvicorn's would
-            # replace it and add a second, plain access line.
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **uvicorn_options(settings),
         )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn serves the app: `uvicorn.run`'s (and `uvicorn.Config`'s) keyword arguments."""
+    from tokenrota_server.http_limits import HttpLimits, protocol_class
+
+    limits = HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_read_timeout=settings.header_read_timeout,
+        body_read_timeout=settings.body_read_timeout,
+    )
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        # uvloop (uvicorn[standard]) serves about twice the requests of asyncio's loop here;
+        # "auto" falls back when it is missing.
+        "loop": "auto",
+        # httptools, as uvicorn's "auto" picks, with a cap on request heads and read deadlines
+        # that uvicorn lacks (tokenrota_server.http_limits).
+        "http": protocol_class(limits),
+        "proxy_headers": False,
+        "server_header": False,
+        # Logging is ours (one JSON line per request, from the middleware); uvicorn's would
+        # replace it and add a second, plain access line.
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
 
 
 @contextlib.contextmanager
