@@ -31,11 +31,15 @@ LINGER_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """The caps a connection enforces: head size in bytes, and read deadlines in seconds."""
+    """The caps a connection enforces: head size in bytes, and read deadlines in seconds.
 
-    max_header_bytes: int = 16 * 1024
-    header_read_timeout: float = 10.0
-    body_read_timeout: float = 30.0
+    No defaults here: they are the settings' (MAX_HEADER_BYTES, HEADER_READ_TIMEOUT,
+    BODY_READ_TIMEOUT), written once in `Settings`.
+    """
+
+    max_header_bytes: int
+    header_read_timeout: float
+    body_read_timeout: float
 
 
 def protocol_class(limits: HttpLimits) -> type[asyncio.Protocol]:
