@@ -117,6 +117,17 @@ async def test_a_test_creates_more_users_than_one_address_may_register(
     assert len({user.id for user in users}) == limit + 2
 
 
+async def test_the_instance_caps_request_heads_as_the_server_does(
+    token_service: TokenService,
+) -> None:
+    """A test instance serves with production's protocol limits: a 64 KiB header is a 431."""
+    async with httpx.AsyncClient(base_url=token_service.base_url) as client:
+        response = await client.get("/healthz", headers={"X-Large": "a" * 64 * 1024})
+
+    assert response.status_code == 431
+    assert response.json()["error"] == "headers_too_large"
+
+
 async def test_create_user_with_given_email_and_password(token_service: TokenService) -> None:
     """The given credentials are the ones that log in; a wrong password does not."""
     user = await token_service.create_user("Given@Example.com", "a chosen password")

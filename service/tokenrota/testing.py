@@ -224,6 +224,7 @@ async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
     the service it is talking to.
     """
     from tokenrota_server.app import create_app
+    from tokenrota_server.http_limits import HttpLimits, protocol_class
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
@@ -231,8 +232,13 @@ async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
     if settings.public_url is None:
         # The metadata names endpoints from settings, never from a request: the free port.
         settings = replace(settings, public_url=f"http://{host}:{port}")
+    # The served protocol's limits (head cap, read deadlines) are production's, from settings.
     config = uvicorn.Config(
-        create_app(settings), lifespan="on", log_level="warning", access_log=False
+        create_app(settings),
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        http=protocol_class(HttpLimits.of(settings)),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

@@ -14,12 +14,15 @@ import asyncio
 import functools
 import json
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+if TYPE_CHECKING:
+    from tokenrota_server.config import Settings
 
 # Set in a request's ASGI scope when its body timed out: the middleware counts it as 408, not
 # as a client that went away.
@@ -40,6 +43,15 @@ class HttpLimits:
     max_header_bytes: int
     header_read_timeout: float
     body_read_timeout: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> HttpLimits:
+        """The limits `settings` set (MAX_HEADER_BYTES, HEADER_READ_TIMEOUT, BODY_READ_TIMEOUT)."""
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            header_read_timeout=settings.header_read_timeout,
+            body_read_timeout=settings.body_read_timeout,
+        )
 
 
 def protocol_class(limits: HttpLimits) -> type[asyncio.Protocol]:

@@ -55,11 +55,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """How uvicorn serves the app: `uvicorn.run`'s (and `uvicorn.Config`'s) keyword arguments."""
     from tokenrota_server.http_limits import HttpLimits, protocol_class
 
-    limits = HttpLimits(
-        max_header_bytes=settings.max_header_bytes,
-        header_read_timeout=settings.header_read_timeout,
-        body_read_timeout=settings.body_read_timeout,
-    )
+    limits = HttpLimits.of(settings)
     return {
         "host": settings.host,
         "port": settings.port,
