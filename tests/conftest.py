@@ -10,17 +10,21 @@ their plain functions live in `tests/support.py` and `tests/oauth_support.py`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from tokenrota.testing import DatabaseSupply, instance_settings
+from tokenrota.testing import DatabaseSupply, database_url_for, execute, instance_settings
+from tokenrota_server import schema
 from tokenrota_server.config import Settings
 
 from tests import oauth_support, support
+from tests.outage import ControlledPostgres
 
 # Re-exported: some test modules still import these from here rather than from tests.support.
 from tests.support import PASSWORD, PROJECT_ROOT, FakeClock, register_and_login, serve
@@ -48,6 +52,26 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(database_url)
     yield connection
     await connection.close()
+
+
+@pytest.fixture(scope="session")
+def outage_postgres() -> Iterator[ControlledPostgres]:
+    """A second Postgres server that tests stop and start; stopped after the run."""
+    server = ControlledPostgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def outage_database(outage_postgres: ControlledPostgres) -> Iterator[str]:
+    """A database at head on the second server; the server is running again afterwards."""
+    name = f"outage_{uuid.uuid4().hex[:12]}"
+    asyncio.run(execute(outage_postgres.url, f'CREATE DATABASE "{name}"'))
+    url = database_url_for(outage_postgres.url, name)
+    schema.upgrade(url)
+    yield url
+    outage_postgres.start()
+    asyncio.run(execute(outage_postgres.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

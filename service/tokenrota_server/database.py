@@ -27,6 +27,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    # What asyncpg raises, instead of a connection error, for a query on a pooled connection
+    # that the server ended while it sat idle (a fast or immediate shutdown): "cannot switch to
+    # state 12; another operation (2) is in progress" (MagicStack/asyncpg#1069). The connection
+    # is closed by then, so the pool replaces it.
+    asyncpg.InternalClientError,
     TimeoutError,
 )
 
