@@ -30,6 +30,8 @@ import httpx
 from tokenrota_server import schema
 from tokenrota_server.database import start_embedded
 
+from bench import side_by_side
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -119,11 +121,17 @@ async def run(arguments: argparse.Namespace) -> None:
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        await wait_until_up(base_url)
-        await measure(base_url, arguments)
+        try:
+            await wait_until_up(base_url)
+            await measure(base_url, arguments)
+        finally:
+            server.terminate()
+            await asyncio.wait_for(server.wait(), timeout=10)
+        if arguments.side_rounds:
+            await side_by_side.compare(
+                database_url, environment, arguments.side_rounds, arguments.wrk_seconds
+            )
     finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), timeout=10)
         await drop_database(server_url, name)
 
 
@@ -215,6 +223,10 @@ def main() -> None:
     parser.add_argument("--logins", type=int, default=20)
     parser.add_argument("--total", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--side-rounds", type=int, default=5, help="rounds beside the prototype (0: none)"
+    )
+    parser.add_argument("--wrk-seconds", type=int, default=3, help="each wrk run, per round")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from tokenrota_server.app import create_app
 from tokenrota_server.errors import ConfigError
+from tokenrota_server.serve import freeze_start_up_objects
 from tokenrota_server.startup import StartupError, settings_from_environment
 from tokenrota_server.telemetry import configure_logging
 
@@ -41,4 +42,6 @@ def create_from_environment() -> Starlette:
     configure_logging()
     # The middleware logs each request; uvicorn's access line would be a second, plain copy.
     logging.getLogger("uvicorn.access").propagate = False
-    return create_app(settings)
+    app = create_app(settings)
+    freeze_start_up_objects()
+    return app

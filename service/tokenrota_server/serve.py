@@ -10,12 +10,15 @@ without one, the run gets a private temporary directory, removed when it ends.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from starlette.applications import Starlette
 
 from tokenrota_server.config import Settings
 from tokenrota_server.startup import StartupError
@@ -43,12 +46,28 @@ def serve(settings: Settings, environ: dict[str, str], workers: int) -> None:
         if workers > 1:
             # Spawned workers inherit this process's environment, not a dict: hand it over.
             os.environ.update(environ)
+        app: Starlette | str = ASGI_FACTORY  # each worker builds its own, and freezes it
+        if workers == 1:
+            app = create_app(settings)
+            freeze_start_up_objects()
         uvicorn.run(
-            create_app(settings) if workers == 1 else ASGI_FACTORY,
+            app,
             factory=workers > 1,
             workers=workers,
             **uvicorn_options(settings),
         )
+
+
+def freeze_start_up_objects() -> None:
+    """Leave what importing and building the app made out of every later garbage collection.
+
+    Those objects (modules, routes, the libraries' tables) live as long as the process, yet
+    each full collection walks them all again, in the middle of some request: under load that
+    pause was a share of /profile's p99 (docs/benchmarks.md). Call once per serving process,
+    after the app is built; objects made later are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
