@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import httpx
 import psutil
 
 # Variables a test hands to the commands it runs, from its own environment; everything else
@@ -60,3 +62,27 @@ def started(
             if process.poll() is None:
                 process.kill()
             process.wait()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until_answering(
+    url: str, process: subprocess.Popen[bytes], *, seconds: float, log: Path | None = None
+) -> httpx.Response:
+    """Poll `url` until it answers 200; fail (with the server's `log`) if `process` exits first
+    or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text() if log else "the service exited"
+        with contextlib.suppress(httpx.TransportError):
+            response = httpx.get(url, timeout=5)
+            if response.status_code == 200:
+                return response
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered 200:\n{log.read_text() if log else ''}")

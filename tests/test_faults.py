@@ -26,9 +26,8 @@ import psutil
 import pytest
 
 from tests.outage import ControlledPostgres, ShutdownMode
-from tests.processes import clean_environment, started
+from tests.processes import clean_environment, free_port, started, wait_until_answering
 from tests.support import PASSWORD, PROJECT_ROOT
-from tests.test_shutdown import free_port
 
 CLIENTS = 32
 # Seconds of load before the fault, and at least after it (the service's recovery included).
@@ -83,7 +82,7 @@ def serving(database_url: str, tmp_path: Path, workers: int) -> Iterator[tuple[s
     command += ["--host", "127.0.0.1", "--port", str(port)]
     with started(command, cwd=PROJECT_ROOT, env=environment, log=tmp_path / "serve.log") as process:
         try:
-            wait_until_serving(f"http://127.0.0.1:{port}", process)
+            wait_until_answering(f"http://127.0.0.1:{port}/readyz", process, seconds=30)
             yield f"http://127.0.0.1:{port}", process.pid
         finally:
             # SIGTERM first, so the supervisor stops its workers; whatever outlives it is killed.
@@ -96,18 +95,6 @@ def serving(database_url: str, tmp_path: Path, workers: int) -> Iterator[tuple[s
             for descendant in descendants:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     descendant.kill()
-
-
-def wait_until_serving(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    with httpx.Client(base_url=base_url) as client:
-        while time.monotonic() < deadline:
-            assert process.poll() is None, "the service exited during startup"
-            with contextlib.suppress(httpx.TransportError):
-                if client.get("/readyz").status_code == 200:
-                    return
-            time.sleep(0.1)
-    raise AssertionError("the service did not start")
 
 
 def workers_of(serve_pid: int) -> set[int]:

@@ -8,27 +8,23 @@ behind with nothing on disk to stop it by.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import psutil
 
-from tests.processes import clean_environment, processes_mentioning, started
+from tests.processes import (
+    clean_environment,
+    free_port,
+    processes_mentioning,
+    started,
+    wait_until_answering,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A deadline against a hang on a slow, shared machine; not a speed check.
 READY_WITHIN = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def postmasters_on(pgdata: Path) -> list[psutil.Process]:
@@ -38,19 +34,6 @@ def postmasters_on(pgdata: Path) -> list[psutil.Process]:
         for process in processes_mentioning(pgdata)
         if Path(process.info["cmdline"][0]).name == "postgres"
     ]
-
-
-def wait_until_alive(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_WITHIN
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never answered 200:\n{log.read_text()}")
 
 
 def test_make_clean_stops_a_running_embedded_postgres_then_deletes_data(tmp_path: Path) -> None:
@@ -63,7 +46,12 @@ def test_make_clean_stops_a_running_embedded_postgres_then_deletes_data(tmp_path
     serve = [sys.executable, "-m", "tokenrota_server", "serve", "--migrate"]
 
     with started(serve, cwd=tmp_path, env=environment, log=tmp_path / "serve.log") as server:
-        wait_until_alive(f"http://127.0.0.1:{port}/healthz", server, tmp_path / "serve.log")
+        wait_until_answering(
+            f"http://127.0.0.1:{port}/healthz",
+            server,
+            seconds=READY_WITHIN,
+            log=tmp_path / "serve.log",
+        )
         running_before = postmasters_on(pgdata)
         cleaned = subprocess.run(
             ["make", "clean"],  # noqa: S607 - make from PATH, as a developer runs it

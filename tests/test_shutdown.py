@@ -7,21 +7,14 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from tests.processes import free_port
 from tests.support import PASSWORD, PROJECT_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def wait_until_alive(base_url: str, process: asyncio.subprocess.Process) -> None:

@@ -22,8 +22,8 @@ from tokenrota.testing import database_url_for, execute
 from tokenrota_server.startup import masked_url
 
 from tests.conftest import PROJECT_ROOT
+from tests.processes import free_port
 from tests.test_config import run_cli
-from tests.test_shutdown import free_port
 
 PASSWORD = "S3cret-db-pw"
 EVERY_COMMAND = [

@@ -10,21 +10,24 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
 import pytest
 from tokenrota.clock import utc_now
 from tokenrota.testing import instance_settings
 from tokenrota_server.tokens import TokenCodec
 
-from tests.processes import clean_environment, started, wait_until_gone
+from tests.processes import (
+    clean_environment,
+    free_port,
+    started,
+    wait_until_answering,
+    wait_until_gone,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What the server brings; none of it belongs in a resource server's environment.
@@ -154,28 +157,6 @@ def installed_distributions(bin_dir: Path) -> set[str]:
     return set(run([bin_dir / "python", "-c", script]).stdout.split())
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> httpx.Response:
-    """Poll `url` until it answers 200; fail with the server's log if it exits or never does."""
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            response = httpx.get(url, timeout=5)
-        except httpx.TransportError:
-            response = None
-        if response is not None and response.status_code == 200:
-            return response
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never answered 200:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, built as a release is: from clean sources, in an isolated env."""
@@ -268,7 +249,9 @@ def test_the_console_script_migrates_and_serves_outside_the_checkout(
     with started(
         [testing_bin / "tokenrota", "serve"], cwd=tmp_path, env=environment, log=log
     ) as serve:
-        ready = wait_until_ready(f"http://127.0.0.1:{port}/readyz", serve, log)
+        ready = wait_until_answering(
+            f"http://127.0.0.1:{port}/readyz", serve, seconds=RUN_TIMEOUT, log=log
+        )
         serve.send_signal(signal_number)
         serve.wait(timeout=RUN_TIMEOUT)
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import PASSWORD, PROJECT_ROOT
+from tests.processes import free_port
 from tests.test_config import run_cli
-from tests.test_shutdown import free_port, wait_until_alive
+from tests.test_shutdown import wait_until_alive
 
 REQUESTS = 40
 
