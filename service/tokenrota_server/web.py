@@ -28,17 +28,17 @@ from tokenrota_server.errors import (
     PayloadTooLarge,
     ServiceError,
     TooManyAttempts,
-    Unavailable,
     UnsupportedGrantType,
     UnsupportedMediaType,
 )
 
-# The one table from error to HTTP status. Subclasses take their base's status.
+# The one table from error to HTTP status: the library's bearer statuses (missing 401, invalid
+# 403, unavailable 503), which resource servers answer too, and the server's own. Subclasses
+# take their base's status.
 STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    **bearer.STATUS_BY_ERROR,
     MalformedRequest: 400,
-    MissingToken: 401,
     InvalidCredentials: 401,
-    InvalidToken: 403,
     CsrfFailed: 403,
     NotFound: 404,
     EmailTaken: 409,
@@ -46,7 +46,6 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     UnsupportedMediaType: 415,
     InvalidInput: 422,
     TooManyAttempts: 429,
-    Unavailable: 503,
     InvalidClient: 401,
     InvalidGrant: 400,
     UnsupportedGrantType: 400,
