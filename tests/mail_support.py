@@ -28,7 +28,7 @@ from tokenrota_server.config import Settings
 from tokenrota_server.outbox import Sealer
 
 SMTP_USER = "mailer"
-SMTP_PASSWORD = "smtp-Pa55word"  # noqa: S105 - the test server's own account
+SMTP_PASSWORD = "smtp-Pa55word"  # the test server's own account
 TOKEN_IN_LINK = re.compile(r"token=([A-Za-z0-9_-]+)")
 
 
@@ -40,7 +40,9 @@ class Inbox:
     refuse: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(
+        self, server: Any, session: Any, envelope: Any
+    ) -> str:  # aiosmtpd names it
         if self.refuse:
             return "451 4.3.0 Try again later"
         parsed = message_from_bytes(envelope.content, policy=policy.default)
