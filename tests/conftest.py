@@ -146,3 +146,29 @@ def table_snapshot_fixture() -> support.TableSnapshot:
 def create_client_fixture() -> support.CreateClient:
     """`await create_client(db, settings, scope=..., name=...)`: a client's (id, secret)."""
     return oauth_support.create_client
+
+
+# -- mail ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smtp_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """A self-signed certificate (and key) for the test SMTP server: (cert file, key file)."""
+    from tests.mail_support import write_certificate
+
+    return write_certificate(tmp_path_factory.mktemp("smtp"))
+
+
+@pytest.fixture
+def smtp_server(smtp_certificate: tuple[Any, Any]) -> Iterator[Any]:
+    """A real SMTP server on a free port (STARTTLS and AUTH required), stopped afterwards.
+
+    Yields `SmtpServer`: its `inbox`, `port`, and `url` for SMTP_URL (with the credentials).
+    """
+    from tests.mail_support import SmtpServer
+
+    server = SmtpServer(smtp_certificate)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

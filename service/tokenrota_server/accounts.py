@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from tokenrota_server import sessions, throttle, users
+from tokenrota_server import account_tokens, sessions, throttle, users
 from tokenrota_server.auth import SessionUser
 from tokenrota_server.config import Settings
 from tokenrota_server.errors import InvalidCredentials, NotFound, TooManyAttempts
@@ -115,6 +115,13 @@ class Accounts:
                 reason=sessions.RevokeReason.PASSWORD_CHANGE,
                 now=now,
                 keep=caller.session_id,
+            )
+            # A reset link sent before the change must not undo it.
+            await account_tokens.supersede(
+                connection,
+                user_id=user_id,
+                purpose=account_tokens.Purpose.PASSWORD_RESET,
+                now=now,
             )
         security_log.info(
             "password changed; other sessions revoked", extra={"user_id": caller.user.id}

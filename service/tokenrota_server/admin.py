@@ -96,10 +96,16 @@ async def purge(settings: Settings) -> int:
     """Delete expired rows in batches, printing each batch and the total."""
 
     def progress(number: int, batch: PurgeBatch) -> None:
+        # Mail rows are named only when there were some: most batches have none.
+        mail = (
+            f", {batch.account_tokens} reset/verification tokens, {batch.mail_messages} messages"
+            if batch.account_tokens or batch.mail_messages
+            else ""
+        )
         print(
             f"batch {number}: deleted {batch.refresh_tokens} refresh tokens, "
             f"{batch.sessions} sessions, {batch.login_attempts} login counters, "
-            f"{batch.revoked_access_tokens} token revocations",
+            f"{batch.revoked_access_tokens} token revocations{mail}",
             flush=True,
         )
 

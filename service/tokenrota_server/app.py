@@ -23,6 +23,7 @@ from tokenrota_server import (
     oauth_routes,
     openapi,
     purge,
+    recovery_routes,
 )
 from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
@@ -31,7 +32,9 @@ from tokenrota_server.database import CONNECTION_ERRORS, open_pool
 from tokenrota_server.errors import ServiceError, Unavailable
 from tokenrota_server.middleware import RequestObservability
 from tokenrota_server.oauth import AuthorizationServer
+from tokenrota_server.outbox import Outbox
 from tokenrota_server.passwords import Passwords
+from tokenrota_server.recovery import Recovery
 from tokenrota_server.state import AppState
 from tokenrota_server.tokens import TokenCodec
 from tokenrota_server.web import error_response
@@ -61,6 +64,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             else None
         )
         auth = Authenticator(settings, codec, passwords)
+        outbox = Outbox(settings, clock)
+        # With MAIL_POLL_INTERVAL=0 another instance sends; this one only writes the outbox.
+        mailing = asyncio.create_task(outbox.run(pool)) if settings.mail_poll_interval > 0 else None
         try:
             yield AppState(
                 settings=settings,
@@ -70,13 +76,15 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
                 accounts=Accounts(settings, passwords),
+                recovery=Recovery(settings, passwords, outbox),
             )
         finally:
             # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.
-            if purging is not None:
-                purging.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purging
+            for task in (purging, mailing):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await pool.close()
             passwords.close()
             metrics.forget_this_process()
@@ -86,6 +94,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         routes=[
             *auth_routes.routes,
             *accounts_routes.routes,
+            *recovery_routes.routes,
             *browser_routes.routes,
             *oauth_routes.routes,
             *metrics.routes,

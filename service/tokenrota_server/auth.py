@@ -19,7 +19,13 @@ import asyncpg
 from tokenrota_server import sessions, telemetry, throttle, users
 from tokenrota_server.config import Settings
 from tokenrota_server.database import Connection
-from tokenrota_server.errors import InvalidCredentials, InvalidInput, InvalidToken, TooManyAttempts
+from tokenrota_server.errors import (
+    EmailUnverified,
+    InvalidCredentials,
+    InvalidInput,
+    InvalidToken,
+    TooManyAttempts,
+)
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
 from tokenrota_server.sessions import NewToken
@@ -172,6 +178,14 @@ class Authenticator:
             )
             raise InvalidCredentials()
         user = found.user
+        if self._settings.require_verified_email and not user.email_verified:
+            # Only now, with the password checked: a guesser learns nothing of the account.
+            telemetry.record(login=LoginOutcome.FAILURE)
+            security_log.info(
+                "login refused: email not verified",
+                extra={"user_id": user.id, "outcome": LoginOutcome.FAILURE},
+            )
+            raise EmailUnverified()
         rehash = (
             await self._passwords.hash(password)
             if self._passwords.needs_rehash(found.password_hash)

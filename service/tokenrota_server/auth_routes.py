@@ -28,6 +28,9 @@ async def register(request: Request[AppState]) -> Response:
         now=state["clock"](),
         ip=remote_address(request, state["settings"]),
     )
+    if state["settings"].require_verified_email:
+        # The user cannot log in (and so cannot ask) until the email is verified: send it now.
+        await state["recovery"].send_verification(state["pool"], user, now=state["clock"]())
     return JSONResponse({"user": user.to_json()}, status_code=201)
 
 

@@ -21,6 +21,7 @@ from tokenrota_server.errors import ConfigError
 from tokenrota_server.startup import (
     StartupError,
     check_database,
+    check_mail_delivery,
     check_port,
     migrate,
     settings_from_environment,
@@ -196,6 +197,7 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
         migrate(database_url)
         return 0
     if arguments.command == "serve":
+        check_mail_delivery(settings)
         check_port(settings.host, settings.port)
         if arguments.migrate:
             check_database(database_url, at_head=False)

@@ -27,11 +27,12 @@ _PATH_PARAMETER = re.compile(r"{([^}:]+)}")
 _string = {"type": "string"}
 _user = {
     "type": "object",
-    "required": ["id", "email", "created_at"],
+    "required": ["id", "email", "created_at", "email_verified"],
     "properties": {
         "id": {"type": "string", "format": "uuid"},
         "email": _string,
         "created_at": {"type": "string", "format": "date-time"},
+        "email_verified": {"type": "boolean"},
     },
 }
 SCHEMAS: dict[str, Any] = {

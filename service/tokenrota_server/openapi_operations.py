@@ -132,6 +132,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             401: error(
                 "Wrong email or password (the same answer for both).", "invalid_credentials"
             ),
+            403: error(
+                "REQUIRE_VERIFIED_EMAIL and the (correct) password's user has not verified the"
+                " email yet.",
+                "email_unverified",
+            ),
             422: error("A field is missing or not a string.", "invalid_input"),
             429: error(
                 "Too many failed attempts.",
@@ -320,3 +325,103 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         },
     },
 }
+
+
+def _object(**properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object with exactly these (required) string properties."""
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+_ACCOUNT_TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}
+_EMPTY = {"type": "object", "maxProperties": 0}
+_BAD_ACCOUNT_TOKEN = error(
+    "The token is unknown, used, expired, superseded or of another purpose.", "invalid_token"
+)
+RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/password/forgot"): {
+        "tags": ["people"],
+        "summary": "Ask for a password-reset message",
+        "description": "The same 202 `{}`, in about the same time, for any well-formed email, "
+        "with or without an account; a known, active user is sent a message whose link is "
+        "built from PASSWORD_RESET_URL.",
+        "requestBody": json_body(_object(email={"type": "string", "format": "email"})),
+        "responses": {
+            202: ok("Accepted (whether or not a message is sent).", _EMPTY, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            422: error("Not a plausible email, or another field.", "invalid_input"),
+            429: error(
+                "Too many requests for this email or from this address in the window.",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/password/reset"): {
+        "tags": ["people"],
+        "summary": "Set a new password with the token of a reset message",
+        "description": "The token is spent, every session of the user is revoked, and every "
+        "other reset token of theirs is superseded.",
+        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN, new_password={"type": "string"})),
+        "responses": {
+            204: ok("The password is changed."),
+            **JSON_BODY_ERRORS,
+            400: _BAD_ACCOUNT_TOKEN,
+            422: error(
+                "A weak new password, or a field missing or unexpected.",
+                "invalid_input",
+                "weak_password",
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/email/verification"): {
+        "tags": ["people"],
+        "summary": "Send the caller a verification message",
+        "security": BEARER,
+        "responses": {
+            202: ok("A message is on its way.", _EMPTY, headers=NO_STORE),
+            **BEARER_ERRORS,
+            409: error("The email is verified already.", "already_verified"),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/email/verify"): {
+        "tags": ["people"],
+        "summary": "Verify the email with the token of a verification message",
+        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN)),
+        "responses": {
+            204: ok("The email is verified."),
+            **JSON_BODY_ERRORS,
+            400: _BAD_ACCOUNT_TOKEN,
+            422: error("A field missing, unexpected or not a string.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("GET", "/dev/mailbox/latest"): {
+        "tags": ["browser"],
+        "summary": "Development only: the newest message of the development mailbox",
+        "parameters": [
+            {"name": "to", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "number", "minimum": 0, "maximum": 10},
+            },
+        ],
+        "responses": {
+            200: ok("The message: to, from, subject, date, text, html, link.", {"type": "object"}),
+            404: error(
+                "No such message yet, or not served (production, or SMTP_URL set).", "not_found"
+            ),
+            422: error("`wait` is not a number.", "invalid_input"),
+        },
+    },
+}
+OPERATIONS.update(RECOVERY_OPERATIONS)

@@ -1,6 +1,8 @@
 """Deleting what has expired, so that rows do not pile up: refresh tokens and sessions past
-their `expires_at`, login-throttle counters whose window is over, and revocations of client
-access tokens that no longer verify anyway.
+their `expires_at`, login-throttle counters whose window is over, revocations of client
+access tokens that no longer verify anyway, reset and verification tokens a day after they
+stopped being usable (expired, used or superseded), and outbox messages a day after they were
+sent or given up (a day: long enough to look into a complaint, short enough to keep little).
 
 Deletes run in batches of `PURGE_BATCH_SIZE` rows per table, each batch its own short
 transaction, so a purge never holds many row locks or a long transaction. Each batch first takes
@@ -27,6 +29,8 @@ logger = logging.getLogger("tokenrota.purge")
 
 # Any fixed 64-bit number that nothing else in the database uses as an advisory lock key.
 PURGE_LOCK_KEY = 0x70757267_65303031  # "purge001"
+# How long spent account tokens and finished outbox messages are kept.
+MAIL_RETENTION = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -37,11 +41,18 @@ class PurgeBatch:
     sessions: int
     login_attempts: int
     revoked_access_tokens: int
+    account_tokens: int = 0
+    mail_messages: int = 0
 
     @property
     def total(self) -> int:
         return (
-            self.refresh_tokens + self.sessions + self.login_attempts + self.revoked_access_tokens
+            self.refresh_tokens
+            + self.sessions
+            + self.login_attempts
+            + self.revoked_access_tokens
+            + self.account_tokens
+            + self.mail_messages
         )
 
 
@@ -80,11 +91,27 @@ async def delete_expired_batch(
         now - timedelta(seconds=leeway),
         batch_size,
     )
+    account_tokens = await connection.execute(
+        "DELETE FROM account_tokens WHERE token_digest IN"
+        " (SELECT token_digest FROM account_tokens WHERE least(expires_at,"
+        " coalesce(used_at, 'infinity'), coalesce(superseded_at, 'infinity')) <= $1 LIMIT $2)",
+        now - MAIL_RETENTION,
+        batch_size,
+    )
+    # Sent, or given up: next_attempt_at is NULL once nothing more will be tried.
+    mail = await connection.execute(
+        "DELETE FROM mail_outbox WHERE id IN (SELECT id FROM mail_outbox"
+        " WHERE next_attempt_at IS NULL AND coalesce(sent_at, created_at) <= $1 LIMIT $2)",
+        now - MAIL_RETENTION,
+        batch_size,
+    )
     return PurgeBatch(
         refresh_tokens=_count(tokens),
         sessions=_count(sessions),
         login_attempts=_count(attempts),
         revoked_access_tokens=_count(revocations),
+        account_tokens=_count(account_tokens),
+        mail_messages=_count(mail),
     )
 
 

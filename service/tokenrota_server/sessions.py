@@ -27,6 +27,7 @@ class RevokeReason(StrEnum):
     PASSWORD_CHANGE = "password_change"  # noqa: S105 - a reason's name, not a password
     USER_DISABLED = "user_disabled"
     REUSE_DETECTED = "reuse_detected"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - a reason's name, not a password
 
 
 @dataclass(frozen=True)

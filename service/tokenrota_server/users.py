@@ -19,9 +19,15 @@ class User:
     id: UUID
     email: str
     created_at: datetime
+    email_verified: bool
 
-    def to_json(self) -> dict[str, str]:
-        return {"id": str(self.id), "email": self.email, "created_at": self.created_at.isoformat()}
+    def to_json(self) -> dict[str, str | bool]:
+        return {
+            "id": str(self.id),
+            "email": self.email,
+            "created_at": self.created_at.isoformat(),
+            "email_verified": self.email_verified,
+        }
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,14 @@ class Credentials:
 
 
 def user_from_row(row: asyncpg.Record) -> User:
-    """The `User` of a row that has the users table's `id`, `email` and `created_at`."""
-    return User(id=row["id"], email=row["email"], created_at=row["created_at"])
+    """The `User` of a row that has the users table's `id`, `email`, `created_at` and
+    `email_verified_at`."""
+    return User(
+        id=row["id"],
+        email=row["email"],
+        created_at=row["created_at"],
+        email_verified=row["email_verified_at"] is not None,
+    )
 
 
 async def insert_user(
@@ -48,7 +60,7 @@ async def insert_user(
     try:
         row = await connection.fetchrow(
             "INSERT INTO users (email, password_hash, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $3) RETURNING id, email, created_at",
+            " VALUES ($1, $2, $3, $3) RETURNING id, email, created_at, email_verified_at",
             email,
             password_hash,
             now,
@@ -80,7 +92,8 @@ async def find_session_user(
     once, not when they expire.
     """
     row = await connection.fetchrow(
-        "SELECT u.id, u.email, u.created_at FROM sessions s JOIN users u ON u.id = s.user_id"
+        "SELECT u.id, u.email, u.created_at, u.email_verified_at"
+        " FROM sessions s JOIN users u ON u.id = s.user_id"
         " WHERE s.id = $1 AND u.id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3"
         " AND u.disabled_at IS NULL",
         session_id,
@@ -102,3 +115,12 @@ async def disable_user(connection: Connection, email: str, now: datetime) -> UUI
         now,
     )
     return user_id
+
+
+async def mark_email_verified(connection: Connection, user_id: UUID, now: datetime) -> None:
+    """Record that the user proved the email is theirs; the first proof's time is kept."""
+    await connection.execute(
+        "UPDATE users SET email_verified_at = coalesce(email_verified_at, $2) WHERE id = $1",
+        user_id,
+        now,
+    )

@@ -14,8 +14,11 @@ from starlette.responses import JSONResponse
 from tokenrota import bearer
 
 from tokenrota_server.errors import (
+    AlreadyVerified,
     CsrfFailed,
     EmailTaken,
+    EmailUnverified,
+    InvalidAccountToken,
     InvalidClient,
     InvalidCredentials,
     InvalidGrant,
@@ -50,6 +53,9 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidGrant: 400,
     UnsupportedGrantType: 400,
     InvalidScope: 400,
+    InvalidAccountToken: 400,
+    AlreadyVerified: 409,
+    EmailUnverified: 403,
 }
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -188,3 +194,12 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(body) != len(pairs):
         raise ValueError("duplicate key")
     return body
+
+
+def refuse_other_fields(body: dict[str, Any], *names: str) -> None:
+    """Raise `InvalidInput` when the body has a field other than `names` (a typo, a guess)."""
+    others = sorted(set(body) - set(names))
+    if others:
+        # The names are the caller's own text: quoted back only when short and printable.
+        shown = others[0] if len(others[0]) <= 40 and others[0].isprintable() else "a field"
+        raise InvalidInput(f"Unexpected field '{shown}'.")
