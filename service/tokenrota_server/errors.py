@@ -18,6 +18,7 @@
     ├── InvalidGrant             invalid_grant: the refresh token is refused (OAuth endpoint)
     ├── UnsupportedGrantType     unsupported_grant_type
     ├── InvalidScope             invalid_scope
+    ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
     └── Unavailable              unavailable: the database cannot be reached
 
 The base and the token errors come from the library (`tokenrota.errors`). HTTP statuses
@@ -50,6 +51,7 @@ __all__ = [
     "MissingToken",
     "NotFound",
     "PayloadTooLarge",
+    "RoleInUse",
     "ServiceError",
     "TokenExpired",
     "TooManyAttempts",
@@ -132,3 +134,8 @@ class UnsupportedGrantType(ServiceError):
 class InvalidScope(ServiceError):
     code = "invalid_scope"
     description = "The requested scope is invalid or exceeds what the client may ask for."
+
+
+class RoleInUse(ServiceError):
+    code = "role_in_use"
+    description = "The role is held by at least one user; take it from them first."
