@@ -1,6 +1,6 @@
 """Deleting what has expired, so that rows do not pile up: refresh tokens and sessions past
-their `expires_at`, login-throttle counters whose window is over, and revocations of client
-access tokens that no longer verify anyway.
+their `expires_at`, login-throttle counters whose window is over, revocations of client
+access tokens that no longer verify anyway, and audit events older than `AUDIT_RETENTION`.
 
 Deletes run in batches of `PURGE_BATCH_SIZE` rows per table, each batch its own short
 transaction, so a purge never holds many row locks or a long transaction. Each batch first takes
@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from tokenrota.clock import Clock
 
+from tokenrota_server import audit
 from tokenrota_server.config import Settings
 from tokenrota_server.database import CONNECTION_ERRORS, Connection
 
@@ -37,11 +38,16 @@ class PurgeBatch:
     sessions: int
     login_attempts: int
     revoked_access_tokens: int
+    audit_events: int = 0
 
     @property
     def total(self) -> int:
         return (
-            self.refresh_tokens + self.sessions + self.login_attempts + self.revoked_access_tokens
+            self.refresh_tokens
+            + self.sessions
+            + self.login_attempts
+            + self.revoked_access_tokens
+            + self.audit_events
         )
 
 
@@ -52,6 +58,7 @@ async def delete_expired_batch(
     throttle_window: int,
     batch_size: int,
     leeway: int,
+    audit_retention: int | None = None,
 ) -> PurgeBatch:
     """Delete up to `batch_size` expired rows of each table. Deleting a session deletes its
     tokens with it (ON DELETE CASCADE); those are not counted."""
@@ -80,11 +87,19 @@ async def delete_expired_batch(
         now - timedelta(seconds=leeway),
         batch_size,
     )
+    audit_events = (
+        await audit.delete_older_than(
+            connection, cutoff=now - timedelta(seconds=audit_retention), batch_size=batch_size
+        )
+        if audit_retention is not None
+        else 0
+    )
     return PurgeBatch(
         refresh_tokens=_count(tokens),
         sessions=_count(sessions),
         login_attempts=_count(attempts),
         revoked_access_tokens=_count(revocations),
+        audit_events=audit_events,
     )
 
 
@@ -117,6 +132,7 @@ async def purge_expired(
                 throttle_window=settings.login_throttle_window,
                 batch_size=settings.purge_batch_size,
                 leeway=settings.jwt_leeway,
+                audit_retention=settings.audit_retention,
             )
         if batch.total == 0:
             return batches

@@ -31,8 +31,8 @@ MAX_ROLES_PER_USER = 100
 GRANTS_OF = (
     "coalesce((SELECT array_agg(g.role) FROM user_roles g WHERE g.user_id = {user_id}),"
     " '{{}}'::text[]) AS roles,"
-    " coalesce((SELECT array_agg(DISTINCT s.scope) FROM user_roles g"
-    " JOIN roles r ON r.name = g.role CROSS JOIN unnest(r.scopes) AS s(scope)"
+    " coalesce((SELECT array_agg(DISTINCT granted.scope) FROM user_roles g"
+    " JOIN roles r ON r.name = g.role CROSS JOIN unnest(r.scopes) AS granted(scope)"
     " WHERE g.user_id = {user_id}), '{{}}'::text[]) AS scopes"
 )
 
