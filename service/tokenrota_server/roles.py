@@ -139,7 +139,7 @@ async def delete_role(connection: Connection, name: str) -> bool:
     """
     try:
         status = await connection.execute("DELETE FROM roles WHERE name = $1", name)
-    except asyncpg.ForeignKeyViolationError:
+    except (asyncpg.RestrictViolationError, asyncpg.ForeignKeyViolationError):
         raise RoleInUse() from None
     return bool(status == "DELETE 1")
 

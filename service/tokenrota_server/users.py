@@ -158,20 +158,10 @@ def prefix_upper_bound(prefix: str) -> str | None:
     return stripped[:-1] + chr(last)
 
 
-async def list_users_page(
-    connection: Connection,
-    *,
-    email_prefix: str,
-    after: tuple[datetime, UUID] | None,
-    limit: int,
-) -> list[AdminUser]:
-    """Up to `limit` users in (created_at, id) order after the key `after`, whose lower-cased
-    email starts with `email_prefix` (lower-case already; empty: everyone).
-
-    The prefix is a range on `lower(email)` in byte order (text_pattern_ops), not a LIKE, so
-    the index `users_email_lower_prefix_idx` serves it even in a prepared statement's
-    generic plan; a LIKE with a parameter pattern can use no index there.
-    """
+def users_page_query(
+    *, email_prefix: str, after: tuple[datetime, UUID] | None, limit: int
+) -> tuple[str, list[object]]:
+    """The SQL and arguments of `list_users_page` (apart, so a test can EXPLAIN it)."""
     conditions: list[str] = []
     arguments: list[object] = []
     if email_prefix:
@@ -186,11 +176,29 @@ async def list_users_page(
         conditions.append(f"(u.created_at, u.id) > (${len(arguments) - 1}, ${len(arguments)})")
     arguments.append(limit)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    rows = await connection.fetch(
-        f"SELECT {_ADMIN_COLUMNS} FROM users u{where}"  # noqa: S608 - constants; values are $n
-        f" ORDER BY u.created_at, u.id LIMIT ${len(arguments)}",
-        *arguments,
+    sql = (
+        f"SELECT {_ADMIN_COLUMNS} FROM users u{where}"  # noqa: S608 - constants only
+        f" ORDER BY u.created_at, u.id LIMIT ${len(arguments)}"
     )
+    return sql, arguments
+
+
+async def list_users_page(
+    connection: Connection,
+    *,
+    email_prefix: str,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[AdminUser]:
+    """Up to `limit` users in (created_at, id) order after the key `after`, whose lower-cased
+    email starts with `email_prefix` (lower-case already; empty: everyone).
+
+    The prefix is a range on `lower(email)` in byte order (text_pattern_ops), not a LIKE, so
+    the index `users_email_lower_prefix_idx` serves it even in a prepared statement's
+    generic plan; a LIKE with a parameter pattern can use no index there.
+    """
+    sql, arguments = users_page_query(email_prefix=email_prefix, after=after, limit=limit)
+    rows = await connection.fetch(sql, *arguments)
     return [_admin_user(row) for row in rows]
 
 
