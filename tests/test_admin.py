@@ -546,12 +546,12 @@ async def test_erasing_a_user_under_concurrent_refreshes_leaves_nothing_and_no_5
     or 403, the erase 204, and no session or token of the user is left."""
     _, admin = await admin_client(client, db, settings)
     user = await register(client)
-    pairs = [await login(client, user["email"]) for _ in range(4)]
+    pairs = [await login(client, user["email"]) for _ in range(6)]
     statuses: list[int] = []
 
     async def keep_refreshing(pair: dict[str, Any]) -> None:
         token = pair["refresh_token"]
-        for _ in range(15):
+        for _ in range(20):
             response = await client.post("/refresh", json={"refresh_token": token})
             statuses.append(response.status_code)
             if response.status_code != 200:
