@@ -324,6 +324,11 @@ async def test_concurrent_resets_with_one_token_give_exactly_one_204(
     winner = passwords[[a.status_code for a in answers].index(204)]
     assert (await login(client, user["email"], winner))["access_token"]
     assert await db.fetchval("SELECT count(*) FROM account_tokens WHERE used_at IS NOT NULL") == 1
+    # The audit log has the one reset that committed, by the user's id (never the email).
+    audited = await db.fetch(
+        "SELECT actor, target FROM audit_events WHERE action = 'password_reset'"
+    )
+    assert [tuple(row) for row in audited] == [(f"user:{user['id']}", user["id"])]
 
 
 async def test_an_expired_token_is_refused(

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from tokenrota.clock import utc_now
 
-from tokenrota_server import accounts, oauth_clients
+from tokenrota_server import accounts, administration, audit, oauth_clients, roles
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.database import create_pool
@@ -112,6 +112,77 @@ async def purge(settings: Settings) -> int:
     async with _pool(settings) as pool:
         batches = await purge_expired(pool, settings, now=utc_now(), wait=True, on_batch=progress)
     print(f"purge done: {sum(batch.total for batch in batches)} rows in {len(batches)} batches")
+    return 0
+
+
+async def create_role(settings: Settings, name: str, scope: str) -> int:
+    """Create a role with the scopes of `scope` (space-separated), or replace its scopes;
+    prints the role as one JSON line."""
+    try:
+        roles.check_role_name(name)
+        scopes = roles.check_scopes(scope.split(" ") if scope else [])
+        async with _pool(settings) as pool:
+            role, _ = await administration.put_role(
+                pool, name, scopes, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+    except ServiceError as error:
+        return _refused(error.description)
+    print(json.dumps(role.to_json()))
+    return 0
+
+
+async def change_role(settings: Settings, email: str, name: str, *, grant: bool) -> int:
+    """Grant a role to the user with `email`, or take it back; effective at their next refresh."""
+    async with _pool(settings) as pool:
+        try:
+            changed = await administration.change_role(
+                pool, email, name, grant=grant, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+        except ServiceError as error:
+            return _refused(error.description)
+    verb = "granted" if grant else "revoked"
+    print(f"role {verb}" if changed else f"nothing to do: role already {verb}")
+    return 0
+
+
+async def list_users(settings: Settings, email_prefix: str) -> int:
+    """Print every user whose email starts with `email_prefix` (any case) as a JSON line."""
+    prefix = email_prefix.lower()
+    async with _pool(settings) as pool:
+        cursor = None
+        while True:
+            page, cursor = await administration.list_users(
+                pool, email_prefix=prefix, cursor=cursor, limit=administration.MAX_PAGE_SIZE
+            )
+            for user in page:
+                print(json.dumps(user.to_json()))
+            if cursor is None:
+                return 0
+
+
+async def enable_user(settings: Settings, email: str) -> int:
+    """Enable the user with `email` again: they can log in; their ended sessions stay ended."""
+    async with _pool(settings) as pool:
+        try:
+            user_id = await administration.user_id_of(pool, email)
+            await administration.set_disabled(
+                pool, user_id, disabled=False, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+        except ServiceError as error:
+            return _refused(error.description)
+    print("user enabled")
+    return 0
+
+
+async def delete_user(settings: Settings, email: str) -> int:
+    """Erase the user with `email` and everything that references them."""
+    async with _pool(settings) as pool:
+        try:
+            user_id = await administration.user_id_of(pool, email)
+            await administration.erase_user(pool, user_id, actor=audit.CLI_ACTOR, now=utc_now())
+        except ServiceError as error:
+            return _refused(error.description)
+    print(f"user {user_id} erased")
     return 0
 
 

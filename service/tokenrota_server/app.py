@@ -17,6 +17,7 @@ from tokenrota.clock import Clock, utc_now
 
 from tokenrota_server import (
     accounts_routes,
+    admin_routes,
     auth_routes,
     browser_routes,
     metrics,
@@ -97,6 +98,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             *recovery_routes.routes,
             *browser_routes.routes,
             *oauth_routes.routes,
+            *admin_routes.routes,
             *metrics.routes,
             *openapi.routes(with_docs=settings.serves_docs),
         ],

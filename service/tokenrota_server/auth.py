@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from tokenrota_server import sessions, telemetry, throttle, users
+from tokenrota_server import audit, sessions, telemetry, throttle, users
 from tokenrota_server.config import Settings
 from tokenrota_server.database import Connection
 from tokenrota_server.errors import (
@@ -155,10 +155,21 @@ class Authenticator:
             # and before a NUL byte or the like reaches Postgres.
             telemetry.record(login=LoginOutcome.FAILURE)
             raise InvalidCredentials()
-        async with pool.acquire() as connection:
+        async with pool.acquire() as connection, connection.transaction():
             attempt = await throttle.count_attempt(
                 connection, self._settings, email=email, ip=device.ip, now=now
             )
+            if attempt.crossed:
+                # The burst's first refusal, once per window, never with the email.
+                await audit.record(
+                    connection,
+                    audit.AuditAction.LOGIN_THROTTLED,
+                    actor=audit.SYSTEM_ACTOR,
+                    now=now,
+                    user_id=attempt.credentials.user.id if attempt.credentials else None,
+                    ip=device.ip,
+                    details={"limits": list(attempt.crossed)},
+                )
         if attempt.retry_after is not None:
             telemetry.record(login=LoginOutcome.THROTTLED)
             security_log.warning(
@@ -202,7 +213,7 @@ class Authenticator:
             await throttle.forgive_attempt(connection, email=email, ip=device.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
-            await sessions.create_session(
+            grants = await sessions.create_session(
                 connection,
                 session_id=session_id,
                 user_id=user.id,
@@ -223,7 +234,7 @@ class Authenticator:
                 "outcome": LoginOutcome.SUCCESS,
             },
         )
-        live = sessions.LiveSession(user.id, user.email, session_expires_at)
+        live = sessions.LiveSession(user.id, user.email, session_expires_at, grants)
         return self._pair(live, session_id, refresh_token, claims, now)
 
     async def refresh(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> TokenPair:
@@ -300,13 +311,22 @@ class Authenticator:
             telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
             return self._pair(spent.session, session_id, child_token, child_claims, now)
         # A spent token outside the grace window: it was stolen or replayed. The revocation
-        # is its own committed statement, so it stands although the request fails.
-        await sessions.revoke_session(
-            connection,
-            session_id=session_id,
-            reason=sessions.RevokeReason.REUSE_DETECTED,
-            now=now,
-        )
+        # and its audit event commit together, before the request fails.
+        async with connection.transaction():
+            await sessions.revoke_session(
+                connection,
+                session_id=session_id,
+                reason=sessions.RevokeReason.REUSE_DETECTED,
+                now=now,
+            )
+            await audit.record(
+                connection,
+                audit.AuditAction.REUSE_DETECTED,
+                actor=audit.SYSTEM_ACTOR,
+                now=now,
+                user_id=spent.session.user_id,
+                details={"session_id": str(session_id)},
+            )
         telemetry.record(refresh=RefreshOutcome.REUSE_DETECTED)
         security_log.warning(
             "refresh token reuse detected; session revoked",
@@ -399,7 +419,12 @@ class Authenticator:
     ) -> TokenPair:
         # The token's claims are an edge: ids become text here.
         access_token, access_claims = self._codec.mint_access(
-            subject=str(live.user_id), session_id=str(session_id), email=live.email, now=now
+            subject=str(live.user_id),
+            session_id=str(session_id),
+            email=live.email,
+            scope=live.grants.scope,
+            roles=live.grants.roles,
+            now=now,
         )
         moment = int(now.timestamp())
         # The refresh token can outlive neither its own exp nor its session's absolute end.

@@ -181,6 +181,8 @@ class Settings:
     # How often (seconds) the outbox is looked at for mail due, besides being woken by a request
     # of this instance; 0: this instance sends no mail (another one does).
     mail_poll_interval: int = field(default=5, metadata=_read_by(_integer))
+    # Seconds the purge keeps an audit event (tokenrota_server.audit); older ones are deleted.
+    audit_retention: int = field(default=365 * 24 * 3600, metadata=_read_by(_integer))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -236,6 +238,8 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive number")
         if self.purge_interval < 0:
             raise ConfigError("PURGE_INTERVAL cannot be negative (0 turns the timer off)")
+        if self.audit_retention <= 0:
+            raise ConfigError("AUDIT_RETENTION must be a positive number of seconds")
         for name, number in (
             ("MAX_HEADER_BYTES", self.max_header_bytes),
             ("HEADER_READ_TIMEOUT", self.header_read_timeout),

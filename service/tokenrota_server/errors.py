@@ -18,10 +18,11 @@
     ├── InvalidGrant             invalid_grant: the refresh token is refused (OAuth endpoint)
     ├── UnsupportedGrantType     unsupported_grant_type
     ├── InvalidScope             invalid_scope
-    ├── Unavailable              unavailable: the database cannot be reached
     ├── InvalidAccountToken      invalid_token: a reset or verification token is refused (400)
     ├── AlreadyVerified          already_verified
-    └── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
+    ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
+    ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
+    └── Unavailable              unavailable: the database cannot be reached
 
 The base and the token errors come from the library (`tokenrota.errors`). HTTP statuses
 are assigned in one table at the edge (`tokenrota_server.web.STATUS_BY_ERROR`). Library
@@ -56,6 +57,7 @@ __all__ = [
     "MissingToken",
     "NotFound",
     "PayloadTooLarge",
+    "RoleInUse",
     "ServiceError",
     "TokenExpired",
     "TooManyAttempts",
@@ -158,3 +160,8 @@ class AlreadyVerified(ServiceError):
 class EmailUnverified(ServiceError):
     code = "email_unverified"
     description = "The email address must be verified first; follow the link sent to it."
+
+
+class RoleInUse(ServiceError):
+    code = "role_in_use"
+    description = "The role is held by at least one user; take it from them first."

@@ -425,3 +425,177 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
     },
 }
 OPERATIONS.update(RECOVERY_OPERATIONS)
+# -- the admin API (tokenrota_server.admin_routes) -----------------------------------------------
+# A client-credentials token with the admin scope, checked against the database on every call.
+ADMIN_ERRORS = {
+    401: error("No bearer token.", "missing_token", headers=CHALLENGE),
+    403: error(
+        "A person's token (whatever its roles) or a client's without the admin scope"
+        " (insufficient_scope); an expired or revoked token, or one whose client is disabled"
+        " or no longer has admin (invalid_token, token_expired).",
+        "insufficient_scope",
+        "invalid_token",
+        "token_expired",
+        headers=CHALLENGE,
+    ),
+    **UNAVAILABLE,
+}
+NO_SUCH_USER = {404: error("No such user (or an id that is not a UUID).", "not_found")}
+_ADMIN_USER: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "email", "created_at", "disabled", "email_verified", "roles"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "email": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "disabled": {"type": "boolean"},
+        "email_verified": {"type": "boolean"},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "live_sessions": {"type": "integer"},
+    },
+}
+_ROLE: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "scopes", "created_at"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.:-]{0,63}$"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+_CURSOR = {"type": ["string", "null"], "description": "Pass as `cursor` for the next page."}
+_PAGING_ERRORS = {
+    400: error("A cursor that is not one of this query's.", "invalid_request"),
+    422: error("`limit` outside 1..100, or another bad parameter.", "invalid_input"),
+}
+_SESSIONS = {
+    "type": "object",
+    "required": ["sessions"],
+    "properties": {"sessions": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+def _admin(summary: str, responses: dict[int, Any], **extra: Any) -> Operation:
+    return {
+        "tags": ["admin"],
+        "summary": summary,
+        "security": BEARER,
+        **extra,
+        "responses": {**responses, **ADMIN_ERRORS},
+    }
+
+
+OPERATIONS |= {
+    ("GET", "/admin/users"): _admin(
+        "A page of users, oldest first; `email` is a case-insensitive prefix",
+        {
+            200: ok(
+                "Users and the next page's cursor.",
+                {
+                    "type": "object",
+                    "required": ["users", "next_cursor"],
+                    "properties": {
+                        "users": {"type": "array", "items": _ADMIN_USER},
+                        "next_cursor": _CURSOR,
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **_PAGING_ERRORS,
+        },
+    ),
+    ("GET", "/admin/users/{user_id}"): _admin(
+        "One user, with roles and live session count",
+        {200: ok("The user.", _ADMIN_USER, headers=NO_STORE), **NO_SUCH_USER},
+    ),
+    ("DELETE", "/admin/users/{user_id}"): _admin(
+        "Erase a user and everything that references them, in one transaction",
+        {204: ok("Erased."), **NO_SUCH_USER},
+    ),
+    ("POST", "/admin/users/{user_id}/disable"): _admin(
+        "Disable a user; every session ends now", {204: ok("Disabled."), **NO_SUCH_USER}
+    ),
+    ("POST", "/admin/users/{user_id}/enable"): _admin(
+        "Enable a user again", {204: ok("Enabled."), **NO_SUCH_USER}
+    ),
+    ("PUT", "/admin/users/{user_id}/roles"): _admin(
+        "Set the user's roles; effective at their next refresh",
+        {
+            200: ok("The user.", _ADMIN_USER, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            **NO_SUCH_USER,
+            422: error("An unknown or malformed role name; nothing written.", "invalid_input"),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["roles"],
+                "properties": {"roles": {"type": "array", "items": {"type": "string"}}},
+            }
+        ),
+    ),
+    ("GET", "/admin/users/{user_id}/sessions"): _admin(
+        "The user's live sessions", {200: ok("Sessions.", _SESSIONS), **NO_SUCH_USER}
+    ),
+    ("DELETE", "/admin/users/{user_id}/sessions"): _admin(
+        "Revoke every session of the user now", {204: ok("Revoked."), **NO_SUCH_USER}
+    ),
+    ("GET", "/admin/roles"): _admin(
+        "Every role and its scopes",
+        {
+            200: ok(
+                "Roles.",
+                {
+                    "type": "object",
+                    "required": ["roles"],
+                    "properties": {"roles": {"type": "array", "items": _ROLE}},
+                },
+            )
+        },
+    ),
+    ("PUT", "/admin/roles/{name}"): _admin(
+        "Create a role or replace its scopes",
+        {
+            200: ok("Replaced.", _ROLE),
+            201: ok("Created.", _ROLE),
+            **JSON_BODY_ERRORS,
+            422: error(
+                "A malformed role name, or a scope that is not an RFC 6749 scope-token.",
+                "invalid_input",
+            ),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["scopes"],
+                "properties": {"scopes": {"type": "array", "items": {"type": "string"}}},
+            }
+        ),
+    ),
+    ("DELETE", "/admin/roles/{name}"): _admin(
+        "Delete a role nobody holds",
+        {
+            204: ok("Deleted."),
+            404: error("No such role.", "not_found"),
+            409: error("A user holds the role.", "role_in_use"),
+        },
+    ),
+    ("GET", "/admin/audit"): _admin(
+        "A page of the audit log, newest first; `user_id` narrows it to one user",
+        {
+            200: ok(
+                "Events and the next page's cursor.",
+                {
+                    "type": "object",
+                    "required": ["events", "next_cursor"],
+                    "properties": {
+                        "events": {"type": "array", "items": {"type": "object"}},
+                        "next_cursor": _CURSOR,
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **_PAGING_ERRORS,
+        },
+    ),
+}

@@ -2,7 +2,8 @@
 their `expires_at`, login-throttle counters whose window is over, revocations of client
 access tokens that no longer verify anyway, reset and verification tokens a day after they
 stopped being usable (expired, used or superseded), and outbox messages a day after they were
-sent or given up (a day: long enough to look into a complaint, short enough to keep little).
+sent or given up (a day: long enough to look into a complaint, short enough to keep little),
+and audit events older than `AUDIT_RETENTION`.
 
 Deletes run in batches of `PURGE_BATCH_SIZE` rows per table, each batch its own short
 transaction, so a purge never holds many row locks or a long transaction. Each batch first takes
@@ -22,6 +23,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from tokenrota.clock import Clock
 
+from tokenrota_server import audit
 from tokenrota_server.config import Settings
 from tokenrota_server.database import CONNECTION_ERRORS, Connection
 
@@ -43,6 +45,7 @@ class PurgeBatch:
     revoked_access_tokens: int
     account_tokens: int = 0
     mail_messages: int = 0
+    audit_events: int = 0
 
     @property
     def total(self) -> int:
@@ -53,6 +56,7 @@ class PurgeBatch:
             + self.revoked_access_tokens
             + self.account_tokens
             + self.mail_messages
+            + self.audit_events
         )
 
 
@@ -63,6 +67,7 @@ async def delete_expired_batch(
     throttle_window: int,
     batch_size: int,
     leeway: int,
+    audit_retention: int | None = None,
 ) -> PurgeBatch:
     """Delete up to `batch_size` expired rows of each table. Deleting a session deletes its
     tokens with it (ON DELETE CASCADE); those are not counted."""
@@ -105,6 +110,13 @@ async def delete_expired_batch(
         now - MAIL_RETENTION,
         batch_size,
     )
+    audit_events = (
+        await audit.delete_older_than(
+            connection, cutoff=now - timedelta(seconds=audit_retention), batch_size=batch_size
+        )
+        if audit_retention is not None
+        else 0
+    )
     return PurgeBatch(
         refresh_tokens=_count(tokens),
         sessions=_count(sessions),
@@ -112,6 +124,7 @@ async def delete_expired_batch(
         revoked_access_tokens=_count(revocations),
         account_tokens=_count(account_tokens),
         mail_messages=_count(mail),
+        audit_events=audit_events,
     )
 
 
@@ -144,6 +157,7 @@ async def purge_expired(
                 throttle_window=settings.login_throttle_window,
                 batch_size=settings.purge_batch_size,
                 leeway=settings.jwt_leeway,
+                audit_retention=settings.audit_retention,
             )
         if batch.total == 0:
             return batches

@@ -17,7 +17,7 @@ from uuid import UUID
 
 import asyncpg
 
-from tokenrota_server import account_tokens, mailer, sessions, throttle, users
+from tokenrota_server import account_tokens, audit, mailer, sessions, throttle, users
 from tokenrota_server.account_tokens import Purpose
 from tokenrota_server.auth import SessionUser, check_email
 from tokenrota_server.config import Settings
@@ -184,9 +184,9 @@ async def commit_password_reset(
     """Within the caller's transaction: spend the reset token and apply the reset; None if the
     token is not open (then nothing is written).
 
-    The one place a reset commits (an audit record of resets belongs here). Applying it: the
-    new password, every session revoked, every other reset token superseded, and the email
-    counted as verified (the token came through it).
+    The one place a reset commits. Applying it: the new password, every session revoked, every
+    other reset token superseded, the email counted as verified (the token came through it),
+    and an audit event, all in the caller's transaction.
     """
     user_id = await account_tokens.spend(
         connection, token_digest=token_digest, purpose=Purpose.PASSWORD_RESET, now=now
@@ -200,5 +200,13 @@ async def commit_password_reset(
     )
     revoked = await sessions.revoke_user_sessions(
         connection, user_id=user_id, reason=sessions.RevokeReason.PASSWORD_RESET, now=now
+    )
+    await audit.record(
+        connection,
+        audit.AuditAction.PASSWORD_RESET,
+        actor=audit.user_actor(user_id),
+        now=now,
+        user_id=user_id,
+        details={"sessions_revoked": revoked},
     )
     return CommittedReset(user_id=user_id, sessions_revoked=revoked)

@@ -8,7 +8,7 @@ transaction: each hot path is a single statement, which Postgres runs atomically
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -16,6 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from tokenrota_server.database import Connection
+from tokenrota_server.roles import GRANTS_OF, Grants, grants_of_row
 
 
 class RevokeReason(StrEnum):
@@ -28,6 +29,12 @@ class RevokeReason(StrEnum):
     USER_DISABLED = "user_disabled"
     REUSE_DETECTED = "reuse_detected"
     PASSWORD_RESET = "password_reset"  # noqa: S105 - a reason's name, not a password
+    ADMIN = "admin"  # DELETE /admin/users/{id}/sessions
+
+
+# The user's roles and scopes, read by the statements that mint tokens: constants, no values.
+_GRANTS_OF_NEW_USER = GRANTS_OF.format(user_id="$2::uuid")
+_GRANTS_OF_SESSION_USER = GRANTS_OF.format(user_id="s.user_id")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class LiveSession:
     user_id: UUID
     email: str
     expires_at: datetime
+    grants: Grants = field(default_factory=Grants)
 
 
 @dataclass(frozen=True)
@@ -72,14 +80,16 @@ async def create_session(
     first_token: NewToken,
     user_agent: str | None,
     ip: str | None,
-) -> None:
-    """Start a session and store its first refresh token, in one statement."""
-    await connection.execute(
-        "WITH session AS ("
+) -> Grants:
+    """Start a session and store its first refresh token, in one statement; return the
+    user's roles and scopes, read by that same statement, for the first access token."""
+    row = await connection.fetchrow(
+        "WITH session AS ("  # noqa: S608 - constants only
         "  INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip)"
         "  VALUES ($1, $2, $3, $3, $4, $5, $6) RETURNING id"
-        ") INSERT INTO refresh_tokens (session_id, token_digest, issued_at, expires_at)"
-        " SELECT id, $7, $8, $9 FROM session",
+        "), token AS (INSERT INTO refresh_tokens (session_id, token_digest, issued_at, expires_at)"
+        " SELECT id, $7, $8, $9 FROM session)"
+        f" SELECT {_GRANTS_OF_NEW_USER}",
         session_id,
         user_id,
         now,
@@ -90,11 +100,13 @@ async def create_session(
         first_token.issued_at,
         first_token.expires_at,
     )
+    assert row is not None
+    return grants_of_row(row)
 
 
 # Compare-and-set: of any number of concurrent statements on one digest, the row lock lets one
 # set used_at; the others re-check `used_at IS NULL` after it commits, and match nothing.
-_ROTATE = """
+_ROTATE = f"""
 WITH parent AS (
     UPDATE refresh_tokens t SET used_at = $3
     FROM sessions s JOIN users u ON u.id = s.user_id
@@ -108,8 +120,9 @@ WITH parent AS (
 ), touched AS (
     UPDATE sessions SET last_used_at = $3 WHERE id = (SELECT session_id FROM parent)
 )
-SELECT user_id, email, expires_at FROM parent
-"""
+SELECT p.user_id, p.email, p.expires_at, {GRANTS_OF.format(user_id="p.user_id")}
+FROM parent p
+"""  # noqa: S608 - constants joined; every value is a parameter
 
 
 async def rotate(
@@ -141,12 +154,12 @@ async def touch_live(
     during a rollout, or an earlier setting) must not work again here (`find_spent` tells which).
     """
     row = await connection.fetchrow(
-        "UPDATE sessions s SET last_used_at = $3 FROM refresh_tokens t, users u"
+        "UPDATE sessions s SET last_used_at = $3 FROM refresh_tokens t, users u"  # noqa: S608 - constants only
         " WHERE t.token_digest = $1 AND t.session_id = $2 AND s.id = t.session_id"
         " AND u.id = s.user_id AND t.used_at IS NULL"
         " AND t.revoked_at IS NULL AND t.expires_at > $3"
         " AND s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL"
-        " RETURNING s.user_id, u.email, s.expires_at",
+        f" RETURNING s.user_id, u.email, s.expires_at, {_GRANTS_OF_SESSION_USER}",
         token_digest,
         session_id,
         now,
@@ -159,12 +172,13 @@ async def find_spent(
 ) -> SpentToken | None:
     """A refresh token's row, its session's state and its child; None if there is no row."""
     row = await connection.fetchrow(
-        "SELECT t.used_at, t.revoked_at IS NULL AND t.expires_at > $3 AS token_live,"
+        "SELECT t.used_at, t.revoked_at IS NULL AND t.expires_at > $3 AS token_live,"  # noqa: S608 - constants only
         " s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL AS session_live,"
         " s.user_id, u.email, s.expires_at,"
         " c.token_digest AS child_digest, c.issued_at AS child_issued_at,"
         " c.expires_at AS child_expires_at,"
-        " c.used_at IS NULL AND c.revoked_at IS NULL AND c.expires_at > $3 AS child_live"
+        " c.used_at IS NULL AND c.revoked_at IS NULL AND c.expires_at > $3 AS child_live,"
+        f" {_GRANTS_OF_SESSION_USER}"
         " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
         " JOIN users u ON u.id = s.user_id"
         " LEFT JOIN refresh_tokens c ON c.parent_id = t.id"
@@ -284,4 +298,9 @@ async def revoke_user_sessions(
 
 
 def _live_session(row: asyncpg.Record) -> LiveSession:
-    return LiveSession(user_id=row["user_id"], email=row["email"], expires_at=row["expires_at"])
+    return LiveSession(
+        user_id=row["user_id"],
+        email=row["email"],
+        expires_at=row["expires_at"],
+        grants=grants_of_row(row),
+    )

@@ -43,6 +43,9 @@ class CountedAttempt:
 
     credentials: Credentials | None
     retry_after: int | None
+    # The scopes ("email", "ip") whose limit this very attempt crossed: the first refusal of
+    # a window, which the audit log records once rather than on every refused attempt.
+    crossed: tuple[str, ...] = ()
 
 
 def email_key(email: str) -> bytes:
@@ -161,7 +164,10 @@ async def _count(
         credentials = Credentials(
             user_from_row(first), password_hash=first["password_hash"], disabled=first["disabled"]
         )
-    return CountedAttempt(credentials=credentials, retry_after=_wait(rows, limits, window, now))
+    crossed = tuple(row["scope"] for row in rows if row["attempts"] == limits[row["scope"]] + 1)
+    return CountedAttempt(
+        credentials=credentials, retry_after=_wait(rows, limits, window, now), crossed=crossed
+    )
 
 
 def _wait(
@@ -196,4 +202,13 @@ async def forgive_address_attempt(connection: Connection, *, ip: str) -> None:
         " WHERE scope = $1 AND key_digest = $2",
         ADDRESS_SCOPE,
         address_key(ip),
+    )
+
+
+async def forget_email(connection: Connection, email: str) -> None:
+    """Delete the email's counter (the user is erased: not even its digest stays)."""
+    await connection.execute(
+        "DELETE FROM login_attempts WHERE scope = $1 AND key_digest = $2",
+        EMAIL_SCOPE,
+        email_key(email),
     )

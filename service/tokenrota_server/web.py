@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from tokenrota import bearer
+from tokenrota.errors import InsufficientScope
 
 from tokenrota_server.errors import (
     AlreadyVerified,
@@ -29,6 +30,7 @@ from tokenrota_server.errors import (
     MissingToken,
     NotFound,
     PayloadTooLarge,
+    RoleInUse,
     ServiceError,
     TooManyAttempts,
     UnsupportedGrantType,
@@ -56,6 +58,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidAccountToken: 400,
     AlreadyVerified: 409,
     EmailUnverified: 403,
+    RoleInUse: 409,
 }
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -72,7 +75,7 @@ def status_of(error: ServiceError) -> int:
 def error_response(error: ServiceError) -> JSONResponse:
     """The JSON body `{"error", "error_description"}` with the error's status and headers."""
     headers = dict(NO_STORE)
-    if isinstance(error, MissingToken | InvalidToken):
+    if isinstance(error, MissingToken | InvalidToken | InsufficientScope):
         # The same challenge as a resource server's (tokenrota.bearer): one convention.
         headers["WWW-Authenticate"] = bearer.challenge(error)
     elif isinstance(error, InvalidClient):
