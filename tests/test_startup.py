@@ -174,7 +174,7 @@ async def test_a_database_not_migrated_is_refused_with_the_command_to_run(
     result = await cli(*command, environ=environment(tmp_path, empty_database))
 
     assert_one_line(result, status=1, says="run `tokenrota migrate` first")
-    assert "it is at no revision, this version needs 0004" in result.stderr
+    assert "it is at no revision, this version needs 0007" in result.stderr
 
 
 async def test_after_migrate_the_same_database_is_accepted(

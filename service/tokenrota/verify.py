@@ -47,11 +47,13 @@ from tokenrota.claims import ACCESS_TOKEN_TYPE, AccessClaims, access_claims_of
 from tokenrota.clock import Clock, Monotonic, monotonic, utc_now
 from tokenrota.errors import InsufficientScope, InvalidToken, MissingToken, Unavailable
 from tokenrota.jwks import JwksKeys
+from tokenrota.revocations import RevocationFollower
 
 __all__ = [
     "BearerMiddleware",
     "Introspection",
     "JwksKeys",
+    "RevocationFollower",
     "TokenUser",
     "TokenVerifier",
     "protect",
@@ -115,6 +117,7 @@ class TokenVerifier:
         secret: str | None = None,
         jwks: JwksKeys | None = None,
         introspection: Introspection | None = None,
+        revocations: RevocationFollower | None = None,
         leeway: int = 30,
         max_lifetime: int = 15 * 60,
         clock: Clock = utc_now,
@@ -125,6 +128,7 @@ class TokenVerifier:
             jws.hmac_key_selector(jwk.construct(secret, jws.HMAC_ALGORITHM)) if secret else None
         )
         self._jwks, self._introspection = jwks, introspection
+        self._revocations = revocations
         self._issuer, self._audience = issuer, audience
         self._leeway, self._max_lifetime, self._clock = leeway, max_lifetime, clock
 
@@ -148,6 +152,8 @@ class TokenVerifier:
             lifetime=self._max_lifetime,
         )
         access = access_claims_of(claims)
+        if self._revocations is not None:
+            self._revocations.check(access)
         if self._introspection is not None and not await self._introspection.is_active(token):
             raise InvalidToken()
         return access

@@ -23,6 +23,7 @@ from tokenrota_server import (
     oauth_routes,
     openapi,
     purge,
+    revocations_routes,
 )
 from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
@@ -32,6 +33,7 @@ from tokenrota_server.errors import ServiceError, Unavailable
 from tokenrota_server.middleware import RequestObservability
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.passwords import Passwords
+from tokenrota_server.revocations import FeedSignal
 from tokenrota_server.state import AppState
 from tokenrota_server.tokens import TokenCodec
 from tokenrota_server.web import error_response
@@ -61,6 +63,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             else None
         )
         auth = Authenticator(settings, codec, passwords)
+        feed = FeedSignal(database_url, listen=settings.revocation_listen)
+        feed.start()
         try:
             yield AppState(
                 settings=settings,
@@ -70,6 +74,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
                 accounts=Accounts(settings, passwords),
+                feed=feed,
             )
         finally:
             # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.
@@ -77,6 +82,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 purging.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await purging
+            await feed.close()
             await pool.close()
             passwords.close()
             metrics.forget_this_process()
@@ -88,6 +94,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             *accounts_routes.routes,
             *browser_routes.routes,
             *oauth_routes.routes,
+            *revocations_routes.routes,
             *metrics.routes,
             *openapi.routes(with_docs=settings.serves_docs),
         ],

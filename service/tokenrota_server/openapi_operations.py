@@ -271,6 +271,60 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             **UNAVAILABLE,
         },
     },
+    ("GET", "/oauth/revocations"): {
+        "tags": ["oauth"],
+        "summary": "The revocation feed: sessions and client tokens revoked after a cursor",
+        "description": "Without `after`: what was revoked within ACCESS_TOKEN_TTL + JWT_LEEWAY."
+        " With `wait`, held until something is revoked or `wait` seconds pass (long polling)."
+        " Client authentication by HTTP Basic only.",
+        "security": [{"clientBasic": []}],
+        "parameters": [
+            {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0, "maximum": 30, "default": 0},
+            },
+        ],
+        "responses": {
+            200: ok(
+                "The revocations after the cursor, and the cursor to ask after next.",
+                {
+                    "type": "object",
+                    "required": ["cursor", "sessions", "tokens"],
+                    "properties": {
+                        "cursor": {"type": "string"},
+                        "sessions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "sid": {"type": "string", "format": "uuid"},
+                                    "revoked_at": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "tokens": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "jti": {"type": "string"},
+                                    "exp": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            400: error("A bad cursor, `wait` or query.", "invalid_request"),
+            401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
+            429: error("Too many failed client authentications.", "too_many_attempts"),
+            **UNAVAILABLE,
+        },
+    },
     ("GET", "/.well-known/oauth-authorization-server"): {
         "tags": ["oauth"],
         "summary": "RFC 8414 authorization server metadata",
