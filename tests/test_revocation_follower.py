@@ -215,7 +215,7 @@ def quiet_follower(clock: FakeClock, **options: Any) -> RevocationFollower:
         "http://unused.invalid/oauth/revocations",
         httpx.AsyncClient(),
         client_id="c",
-        client_secret="s",  # noqa: S106 - never sent
+        client_secret="s",
         clock=clock,
         **options,
     )
@@ -285,7 +285,7 @@ def test_a_session_is_forgotten_only_when_its_tokens_have_expired(clock: FakeClo
 def test_an_answer_that_is_not_the_feeds_is_refused_whole(clock: FakeClock, body: Any) -> None:
     follower = quiet_follower(clock)
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="feed"):
         follower.apply(body)
 
     assert follower.entries == 0
