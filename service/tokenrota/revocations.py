@@ -236,7 +236,10 @@ def _text(item: Any, name: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 256:
         raise ValueError(f"a feed entry without a valid {name}")
     if name == "sid":
-        value = str(uuid.UUID(value))
+        try:
+            value = str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("a feed entry whose sid is not a UUID") from None
     return value
 
 
