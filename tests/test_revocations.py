@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from tokenrota_server import revocations
+from tokenrota_server import purge, revocations
 from tokenrota_server.config import Settings
 from tokenrota_server.revocations import Cursor
 
@@ -387,3 +387,23 @@ async def test_deleting_an_expired_or_revoked_session_adds_nothing(
     await db.execute("DELETE FROM sessions WHERE user_id = $1", uuid.UUID(user["id"]))
 
     assert await db.fetchval("SELECT count(*) FROM revocations") == before == 1
+
+
+async def test_the_purge_drops_feed_rows_no_token_can_need(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, clock: FakeClock
+) -> None:
+    """A revocation older than ACCESS_TOKEN_TTL + JWT_LEEWAY is purged; a newer one stays."""
+    _, old = await register_and_login(client)
+    await client.post("/logout", json={"refresh_token": old["refresh_token"]})
+    clock.advance(settings.access_token_ttl + settings.jwt_leeway)
+    _, recent = await register_and_login(client)
+    await client.post("/logout", json={"refresh_token": recent["refresh_token"]})
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+
+    try:
+        batches = await purge.purge_expired(pool, settings, now=clock())
+    finally:
+        await pool.close()
+
+    assert sum(batch.revocations for batch in batches) == 1
+    assert await db.fetchval("SELECT count(*) FROM revocations") == 1

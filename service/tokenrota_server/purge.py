@@ -37,11 +37,16 @@ class PurgeBatch:
     sessions: int
     login_attempts: int
     revoked_access_tokens: int
+    revocations: int = 0
 
     @property
     def total(self) -> int:
         return (
-            self.refresh_tokens + self.sessions + self.login_attempts + self.revoked_access_tokens
+            self.refresh_tokens
+            + self.sessions
+            + self.login_attempts
+            + self.revoked_access_tokens
+            + self.revocations
         )
 
 
@@ -52,6 +57,7 @@ async def delete_expired_batch(
     throttle_window: int,
     batch_size: int,
     leeway: int,
+    access_token_ttl: int = 0,
 ) -> PurgeBatch:
     """Delete up to `batch_size` expired rows of each table. Deleting a session deletes its
     tokens with it (ON DELETE CASCADE); those are not counted."""
@@ -80,11 +86,20 @@ async def delete_expired_batch(
         now - timedelta(seconds=leeway),
         batch_size,
     )
+    # The feed's rows, once no token they stop can still be accepted (the first read's window).
+    feed = await connection.execute(
+        "DELETE FROM revocations WHERE id IN (SELECT id FROM revocations WHERE revoked_at <= $1"
+        " AND (expires_at IS NULL OR expires_at <= $2) LIMIT $3)",
+        now - timedelta(seconds=access_token_ttl + leeway),
+        now - timedelta(seconds=leeway),
+        batch_size,
+    )
     return PurgeBatch(
         refresh_tokens=_count(tokens),
         sessions=_count(sessions),
         login_attempts=_count(attempts),
         revoked_access_tokens=_count(revocations),
+        revocations=_count(feed),
     )
 
 
@@ -117,6 +132,7 @@ async def purge_expired(
                 throttle_window=settings.login_throttle_window,
                 batch_size=settings.purge_batch_size,
                 leeway=settings.jwt_leeway,
+                access_token_ttl=settings.access_token_ttl,
             )
         if batch.total == 0:
             return batches
