@@ -24,6 +24,7 @@ from tokenrota_server import (
     openapi,
     purge,
     revocations_routes,
+    session_policy,
 )
 from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
@@ -65,6 +66,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         auth = Authenticator(settings, codec, passwords)
         feed = FeedSignal(database_url, listen=settings.revocation_listen)
         feed.start()
+        sweeping = (
+            asyncio.create_task(session_policy.sweep_idle_periodically(pool, settings, clock))
+            if settings.session_idle_timeout > 0
+            else None
+        )
         try:
             yield AppState(
                 settings=settings,
@@ -82,6 +88,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 purging.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await purging
+            if sweeping is not None:
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
             await feed.close()
             await pool.close()
             passwords.close()
@@ -118,7 +128,7 @@ def _cors(settings: Settings) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=list(settings.allowed_origins),
             allow_credentials=True,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "DELETE", "PATCH"],
             allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
             expose_headers=["Retry-After", "WWW-Authenticate"],
             max_age=600,

@@ -203,6 +203,36 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             **UNAVAILABLE,
         },
     },
+    ("PATCH", "/sessions/{session_id}"): {
+        "tags": ["sessions"],
+        "summary": "Name one of the caller's sessions (a device label); null clears it",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": ["string", "null"], "maxLength": 100}},
+            }
+        ),
+        "responses": {
+            200: ok(
+                "Named.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "name": {"type": ["string", "null"]},
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **JSON_BODY_ERRORS,
+            **BEARER_ERRORS,
+            404: error("No such session of the caller's.", "not_found"),
+            422: error("The name is not 1 to 100 printable characters.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
     ("POST", "/logout/all"): {
         "tags": ["sessions"],
         "summary": "Revoke every session of the caller",
