@@ -177,7 +177,7 @@ async def test_remember_false_makes_a_short_session_with_a_browser_session_cooki
     assert "expires" not in refreshed_attributes
     assert ended.status_code == 403
     assert sorted(await db.fetchval("SELECT array_agg(remember) FROM sessions")) == [False, True]
-    assert SECURE_NAME == set_cookie(refreshed)[0]
+    assert set_cookie(refreshed)[0] == SECURE_NAME
 
 
 async def test_remember_must_be_a_boolean(
