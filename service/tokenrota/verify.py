@@ -19,6 +19,11 @@ about the routes), except on the paths it is told are public. Scopes are per rou
 missing_token, 403 token_expired or invalid_token, 403 insufficient_scope, 503 when the keys or
 the introspection endpoint cannot be reached; always with `WWW-Authenticate: Bearer ...`.
 
+Revoked sessions and client tokens: pass `revocations=RevocationFollower(...)`
+(tokenrota.revocations), which follows the service's revocation feed in the background; their
+tokens are then refused with 403 invalid_token ("session_revoked: ...") within about a second,
+without a request per token. `introspection=` asks the service about every token instead.
+
 The checks are the service's own (tokenrota.jws): canonical compact JWS, the algorithm
 pinned by the key (HS256 for a shared secret; ES256/RS256 by kid from the JWKS, never HMAC
 there), iss, aud, exp/iat/nbf with a leeway, a bounded lifetime.
