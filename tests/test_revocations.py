@@ -407,3 +407,32 @@ async def test_the_purge_drops_feed_rows_no_token_can_need(
 
     assert sum(batch.revocations for batch in batches) == 1
     assert await db.fetchval("SELECT count(*) FROM revocations") == 1
+
+
+async def test_the_listener_reconnects_after_losing_its_connection(
+    make_settings: Any, clock: FakeClock, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """The LISTEN connection is killed (a Postgres restart, a proxy): the process listens again,
+    and a later revocation still wakes a waiting request, with polling every 30 s."""
+    credentials = await create_client(db, settings, scope="")
+    async with serve(make_settings(revocation_poll_interval=30), clock) as client:
+        _, pair = await register_and_login(client)
+        start = await feed(client, credentials)
+        killed = await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+        deadline = asyncio.get_running_loop().time() + 15
+        while not await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "it never listened again"
+            await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(feed(client, credentials, after=start["cursor"], wait=30))
+        await asyncio.sleep(0.5)
+        await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
+        body = await asyncio.wait_for(waiting, 15)
+
+    assert killed == 1
+    assert len(body["sessions"]) == 1
