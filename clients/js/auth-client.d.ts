@@ -29,10 +29,17 @@ export interface AuthClientOptions {
   resourceOrigins?: readonly string[];
 }
 
+export interface LoginOptions {
+  /** `false`: a short session (the service's SESSION_SHORT_MAX_AGE, 12 h by default) whose
+   * refresh cookie has no Max-Age, so it ends when the browser closes. Default `true`.
+   * Anything but a boolean throws a TypeError. */
+  remember?: boolean;
+}
+
 export interface AuthClient {
   /** Log in with the cookie transport (the refresh token goes into an HttpOnly cookie).
    * @throws {AuthError} invalid_credentials, too_many_attempts (with `retryAfter`), ... */
-  login(email: string, password: string): Promise<void>;
+  login(email: string, password: string, options?: LoginOptions): Promise<void>;
 
   /** `fetch` with `Authorization: Bearer <access token>` for the service's origin and the
    * resource origins (any other URL goes without it). Refreshes first when the token is (about

@@ -7,6 +7,7 @@
 //     resourceOrigins: ["https://api.example"], // APIs that may see the access token
 //   });
 //   await auth.login(email, password);           // refresh token goes into an HttpOnly cookie
+//   await auth.login(email, password, { remember: false }); // a short, browser-session login
 //   const response = await auth.fetch("/profile"); // bearer added; refreshed when needed
 //   auth.onLogout(({ reason }) => showLoginForm());
 //   await auth.logout();
@@ -167,9 +168,11 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
   }
 
   return {
-    /** Log in with the cookie transport; throws `AuthError` (invalid_credentials, too_many_attempts). */
-    async login(email, password) {
-      const response = await post("/login", { email, password, use_cookie: true });
+    /** Log in with the cookie transport; throws `AuthError` (invalid_credentials, too_many_attempts).
+     * `remember: false` starts a short session whose cookie ends with the browser. */
+    async login(email, password, { remember = true } = {}) {
+      if (typeof remember !== "boolean") throw new TypeError("remember must be true or false");
+      const response = await post("/login", { email, password, use_cookie: true, remember });
       if (!response.ok) throw await failure(response);
       takePair(await response.json());
     },

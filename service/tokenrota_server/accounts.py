@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from tokenrota_server import account_tokens, audit, sessions, throttle, users
+from tokenrota_server import account_tokens, audit, session_policy, sessions, throttle, users
 from tokenrota_server.auth import SessionUser
 from tokenrota_server.config import Settings
 from tokenrota_server.errors import InvalidCredentials, NotFound, TooManyAttempts
@@ -34,7 +34,30 @@ class Accounts:
     ) -> list[sessions.SessionInfo]:
         """The caller's live sessions."""
         async with pool.acquire() as connection:
-            return await sessions.list_live_sessions(connection, user_id=caller.user.id, now=now)
+            return await sessions.list_live_sessions(
+                connection,
+                user_id=caller.user.id,
+                now=now,
+                idle_since=session_policy.idle_since(self._settings, now),
+            )
+
+    async def rename_session(
+        self,
+        pool: asyncpg.Pool,
+        caller: SessionUser,
+        *,
+        session_id: UUID,
+        name: str | None,
+        now: datetime,
+    ) -> None:
+        """Label one of the caller's live sessions (None clears it); raise `NotFound` for any
+        other id, as `revoke_session` does."""
+        async with pool.acquire() as connection:
+            renamed = await sessions.rename_session(
+                connection, user_id=caller.user.id, session_id=session_id, name=name, now=now
+            )
+        if not renamed:
+            raise NotFound("No such session.")
 
     async def revoke_session(
         self, pool: asyncpg.Pool, caller: SessionUser, *, session_id: UUID, now: datetime

@@ -25,6 +25,8 @@ from tokenrota_server import (
     openapi,
     purge,
     recovery_routes,
+    revocations_routes,
+    session_policy,
 )
 from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
@@ -36,6 +38,7 @@ from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.outbox import Outbox
 from tokenrota_server.passwords import Passwords
 from tokenrota_server.recovery import Recovery
+from tokenrota_server.revocations import FeedSignal
 from tokenrota_server.state import AppState
 from tokenrota_server.tokens import TokenCodec
 from tokenrota_server.web import error_response
@@ -68,6 +71,13 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         outbox = Outbox(settings, clock)
         # With MAIL_POLL_INTERVAL=0 another instance sends; this one only writes the outbox.
         mailing = asyncio.create_task(outbox.run(pool)) if settings.mail_poll_interval > 0 else None
+        feed = FeedSignal(database_url, listen=settings.revocation_listen)
+        feed.start()
+        sweeping = (
+            asyncio.create_task(session_policy.sweep_idle_periodically(pool, settings, clock))
+            if settings.session_idle_timeout > 0
+            else None
+        )
         try:
             yield AppState(
                 settings=settings,
@@ -78,14 +88,16 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 oauth=AuthorizationServer(settings, codec, passwords),
                 accounts=Accounts(settings, passwords),
                 recovery=Recovery(settings, passwords, outbox),
+                feed=feed,
             )
         finally:
             # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.
-            for task in (purging, mailing):
+            for task in (purging, mailing, sweeping):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            await feed.close()
             await pool.close()
             passwords.close()
             metrics.forget_this_process()
@@ -99,6 +111,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             *browser_routes.routes,
             *oauth_routes.routes,
             *admin_routes.routes,
+            *revocations_routes.routes,
             *metrics.routes,
             *openapi.routes(with_docs=settings.serves_docs),
         ],
@@ -122,7 +135,7 @@ def _cors(settings: Settings) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=list(settings.allowed_origins),
             allow_credentials=True,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "DELETE", "PATCH"],
             allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
             expose_headers=["Retry-After", "WWW-Authenticate"],
             max_age=600,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from tokenrota_server import audit, sessions, telemetry, throttle, users
+from tokenrota_server import audit, session_policy, sessions, telemetry, throttle, users
 from tokenrota_server.config import Settings
 from tokenrota_server.database import Connection
 from tokenrota_server.errors import (
@@ -45,6 +45,8 @@ class TokenPair:
     expires_in: int
     refresh_token: str
     refresh_expires_in: int
+    # False for a short session: a refresh cookie without Max-Age (gone with the browser).
+    remember: bool = True
 
     def to_json(self) -> dict[str, str | int]:
         return {
@@ -143,8 +145,13 @@ class Authenticator:
         password: str,
         now: datetime,
         device: DeviceInfo,
+        remember: bool = True,
     ) -> TokenPair:
         """Check the credentials and start a session; raise `InvalidCredentials`.
+
+        `remember=False` starts a short session (SESSION_SHORT_MAX_AGE). With
+        MAX_SESSIONS_PER_USER, the user's least recently used sessions beyond the cap are
+        revoked (reason `session_limit`) in the transaction that starts the new one.
 
         An unknown email, a wrong password and a disabled user all cost one argon2 verification
         and end in the same error, so neither answer nor timing tells which it was. The outcome
@@ -208,8 +215,19 @@ class Authenticator:
             subject=str(user.id), session_id=str(session_id), now=now
         )
         refresh_token = self._codec.mint_refresh(claims)
-        session_expires_at = now + timedelta(seconds=self._settings.session_max_age)
-        async with pool.acquire() as connection:
+        max_age = self._settings.session_max_age
+        if not remember:
+            max_age = min(max_age, self._settings.session_short_max_age)
+        session_expires_at = now + timedelta(seconds=max_age)
+        cap = self._settings.max_sessions_per_user
+        async with pool.acquire() as connection, connection.transaction():
+            if cap > 0:
+                # The user's row lock queues concurrent logins of one user, so two of them
+                # cannot both count the sessions and both stay under the cap.
+                await connection.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id)
+                await sessions.evict_least_recently_used(
+                    connection, user_id=user.id, keep=cap - 1, now=now
+                )
             await throttle.forgive_attempt(connection, email=email, ip=device.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
@@ -224,6 +242,7 @@ class Authenticator:
                 if device.user_agent
                 else None,
                 ip=device.ip,
+                remember=remember,
             )
         telemetry.record(login=LoginOutcome.SUCCESS, issued=Grant.LOGIN)
         security_log.info(
@@ -234,7 +253,9 @@ class Authenticator:
                 "outcome": LoginOutcome.SUCCESS,
             },
         )
-        live = sessions.LiveSession(user.id, user.email, session_expires_at, grants)
+        live = sessions.LiveSession(
+            user.id, user.email, session_expires_at, grants=grants, remember=remember
+        )
         return self._pair(live, session_id, refresh_token, claims, now)
 
     async def refresh(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> TokenPair:
@@ -254,7 +275,11 @@ class Authenticator:
         if not self._settings.rotate_refresh_tokens:
             async with pool.acquire() as connection:
                 live = await sessions.touch_live(
-                    connection, token_digest=digest, session_id=session_id, now=now
+                    connection,
+                    token_digest=digest,
+                    session_id=session_id,
+                    now=now,
+                    idle_since=session_policy.idle_since(self._settings, now),
                 )
                 if live is None:
                     # Spent by a rotating instance, or by this one before the setting changed:
@@ -279,6 +304,7 @@ class Authenticator:
                 session_id=session_id,
                 now=now,
                 child=_new_token(child_token, child_claims),
+                idle_since=session_policy.idle_since(self._settings, now),
             )
             if live is None:
                 return await self._spent(connection, claims, session_id, digest, now)
@@ -299,7 +325,11 @@ class Authenticator:
         or the loser of a race); any other spent token revokes the whole session, in either mode.
         """
         spent = await sessions.find_spent(
-            connection, token_digest=digest, session_id=session_id, now=now
+            connection,
+            token_digest=digest,
+            session_id=session_id,
+            now=now,
+            idle_since=session_policy.idle_since(self._settings, now),
         )
         if spent is None or not spent.session_live or spent.used_at is None:
             # Unknown, or its session is over, or expired/revoked while unused: refused,
@@ -377,7 +407,11 @@ class Authenticator:
         telemetry.annotate(user_id=user_id, session_id=session_id)
         async with pool.acquire() as connection:
             user = await users.find_session_user(
-                connection, user_id=user_id, session_id=session_id, now=now
+                connection,
+                user_id=user_id,
+                session_id=session_id,
+                now=now,
+                idle_since=session_policy.idle_since(self._settings, now),
             )
         if user is None:
             raise InvalidToken()
@@ -434,6 +468,7 @@ class Authenticator:
             expires_in=access_claims.expires_at - moment,
             refresh_token=refresh_token,
             refresh_expires_in=max(0, refresh_ends - moment),
+            remember=live.remember,
         )
 
 

@@ -183,6 +183,16 @@ class Settings:
     mail_poll_interval: int = field(default=5, metadata=_read_by(_integer))
     # Seconds the purge keeps an audit event (tokenrota_server.audit); older ones are deleted.
     audit_retention: int = field(default=365 * 24 * 3600, metadata=_read_by(_integer))
+    # Revocation feed (GET /oauth/revocations): how often a waiting long poll re-reads the feed
+    # when no NOTIFY came (lost behind PgBouncer), and whether this process LISTENs at all.
+    revocation_poll_interval: int = field(default=1, metadata=_read_by(_integer))
+    revocation_listen: bool = field(default=True, metadata=_read_by(_boolean))
+    # Session policy: seconds without a refresh after which a session ends (0: never), live
+    # sessions per user before login evicts the least recently used (0: no cap), and the
+    # lifetime of a session started with `remember: false`.
+    session_idle_timeout: int = field(default=0, metadata=_read_by(_integer))
+    max_sessions_per_user: int = field(default=0, metadata=_read_by(_integer))
+    session_short_max_age: int = field(default=12 * 3600, metadata=_read_by(_integer))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -247,6 +257,12 @@ class Settings:
         ):
             if number <= 0:
                 raise ConfigError(f"{name} must be a positive number")
+        if self.revocation_poll_interval <= 0 or self.session_short_max_age <= 0:
+            raise ConfigError("REVOCATION_POLL_INTERVAL and SESSION_SHORT_MAX_AGE must be positive")
+        if self.session_idle_timeout < 0 or self.max_sessions_per_user < 0:
+            raise ConfigError(
+                "SESSION_IDLE_TIMEOUT and MAX_SESSIONS_PER_USER cannot be negative (0: off)"
+            )
         for origin in self.allowed_origins:
             if origin == "*" or "://" not in origin or origin.endswith("/"):
                 # Credentialed CORS must name each origin: scheme://host[:port], no path.

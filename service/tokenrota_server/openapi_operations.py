@@ -208,6 +208,36 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             **UNAVAILABLE,
         },
     },
+    ("PATCH", "/sessions/{session_id}"): {
+        "tags": ["sessions"],
+        "summary": "Name one of the caller's sessions (a device label); null clears it",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": ["string", "null"], "maxLength": 100}},
+            }
+        ),
+        "responses": {
+            200: ok(
+                "Named.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "name": {"type": ["string", "null"]},
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **JSON_BODY_ERRORS,
+            **BEARER_ERRORS,
+            404: error("No such session of the caller's.", "not_found"),
+            422: error("The name is not 1 to 100 printable characters.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
     ("POST", "/logout/all"): {
         "tags": ["sessions"],
         "summary": "Revoke every session of the caller",
@@ -273,6 +303,60 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "responses": {
             200: ok("Whether the token is active, and its claims if so.", ref("Introspection")),
             **OAUTH_ERRORS,
+            **UNAVAILABLE,
+        },
+    },
+    ("GET", "/oauth/revocations"): {
+        "tags": ["oauth"],
+        "summary": "The revocation feed: sessions and client tokens revoked after a cursor",
+        "description": "Without `after`: what was revoked within ACCESS_TOKEN_TTL + JWT_LEEWAY."
+        " With `wait`, held until something is revoked or `wait` seconds pass (long polling)."
+        " Client authentication by HTTP Basic only.",
+        "security": [{"clientBasic": []}],
+        "parameters": [
+            {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0, "maximum": 30, "default": 0},
+            },
+        ],
+        "responses": {
+            200: ok(
+                "The revocations after the cursor, and the cursor to ask after next.",
+                {
+                    "type": "object",
+                    "required": ["cursor", "sessions", "tokens"],
+                    "properties": {
+                        "cursor": {"type": "string"},
+                        "sessions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "sid": {"type": "string", "format": "uuid"},
+                                    "revoked_at": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "tokens": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "jti": {"type": "string"},
+                                    "exp": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            400: error("A bad cursor, `wait` or query.", "invalid_request"),
+            401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
+            429: error("Too many failed client authentications.", "too_many_attempts"),
             **UNAVAILABLE,
         },
     },

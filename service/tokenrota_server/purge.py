@@ -46,6 +46,7 @@ class PurgeBatch:
     account_tokens: int = 0
     mail_messages: int = 0
     audit_events: int = 0
+    revocations: int = 0
 
     @property
     def total(self) -> int:
@@ -57,6 +58,7 @@ class PurgeBatch:
             + self.account_tokens
             + self.mail_messages
             + self.audit_events
+            + self.revocations
         )
 
 
@@ -68,6 +70,7 @@ async def delete_expired_batch(
     batch_size: int,
     leeway: int,
     audit_retention: int | None = None,
+    access_token_ttl: int = 0,
 ) -> PurgeBatch:
     """Delete up to `batch_size` expired rows of each table. Deleting a session deletes its
     tokens with it (ON DELETE CASCADE); those are not counted."""
@@ -117,6 +120,14 @@ async def delete_expired_batch(
         if audit_retention is not None
         else 0
     )
+    # The feed's rows, once no token they stop can still be accepted (the first read's window).
+    feed = await connection.execute(
+        "DELETE FROM revocations WHERE id IN (SELECT id FROM revocations WHERE revoked_at <= $1"
+        " AND (expires_at IS NULL OR expires_at <= $2) LIMIT $3)",
+        now - timedelta(seconds=access_token_ttl + leeway),
+        now - timedelta(seconds=leeway),
+        batch_size,
+    )
     return PurgeBatch(
         refresh_tokens=_count(tokens),
         sessions=_count(sessions),
@@ -125,6 +136,7 @@ async def delete_expired_batch(
         account_tokens=_count(account_tokens),
         mail_messages=_count(mail),
         audit_events=audit_events,
+        revocations=_count(feed),
     )
 
 
@@ -158,6 +170,7 @@ async def purge_expired(
                 batch_size=settings.purge_batch_size,
                 leeway=settings.jwt_leeway,
                 audit_retention=settings.audit_retention,
+                access_token_ttl=settings.access_token_ttl,
             )
         if batch.total == 0:
             return batches

@@ -12,6 +12,7 @@ from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.recovery import Recovery
+from tokenrota_server.revocations import FeedSignal
 from tokenrota_server.tokens import TokenCodec
 
 
@@ -24,3 +25,4 @@ class AppState(TypedDict):
     oauth: AuthorizationServer
     accounts: Accounts
     recovery: Recovery
+    feed: FeedSignal

@@ -84,7 +84,12 @@ async def update_password_hash(
 
 
 async def find_session_user(
-    connection: Connection, *, user_id: UUID, session_id: UUID, now: datetime
+    connection: Connection,
+    *,
+    user_id: UUID,
+    session_id: UUID,
+    now: datetime,
+    idle_since: datetime | None = None,
 ) -> User | None:
     """The user, if active and if `session_id` is one of their live sessions; else None.
 
@@ -95,10 +100,11 @@ async def find_session_user(
         "SELECT u.id, u.email, u.created_at, u.email_verified_at"
         " FROM sessions s JOIN users u ON u.id = s.user_id"
         " WHERE s.id = $1 AND u.id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3"
-        " AND u.disabled_at IS NULL",
+        " AND u.disabled_at IS NULL AND ($4::timestamptz IS NULL OR s.last_used_at > $4)",
         session_id,
         user_id,
         now,
+        idle_since,
     )
     return user_from_row(row) if row is not None else None
 

@@ -40,6 +40,22 @@ async function loadSessions() {
   for (const session of sessions) {
     const row = document.createElement("tr");
     row.className = session.current ? "current" : "";
+    const name = cell(row, session.name ?? "");
+    const rename = document.createElement("button");
+    rename.textContent = "Name";
+    rename.className = "secondary rename";
+    rename.onclick = async () => {
+      const label = window.prompt("A name for this device", session.name ?? "");
+      if (label === null) return;
+      const answer = await auth.fetch(`/sessions/${session.id}`, {
+        method: "PATCH",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name: label.trim() || null }),
+      });
+      log(`PATCH /sessions/${session.id.slice(0, 8)}… -> ${answer.status}`);
+      await loadSessions();
+    };
+    name.append(" ", rename);
     cell(row, new Date(session.created_at).toLocaleString());
     cell(row, new Date(session.last_used_at).toLocaleString());
     cell(row, session.ip);
@@ -70,8 +86,9 @@ auth.onLogout(({ reason }) => {
 $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
-    await auth.login($("email").value, $("password").value);
-    log("POST /login -> 200 (refresh token set as HttpOnly cookie)");
+    const remember = $("remember").checked;
+    await auth.login($("email").value, $("password").value, { remember });
+    log(`POST /login -> 200 (refresh token set as HttpOnly cookie${remember ? "" : ", no Max-Age"})`);
     await loadProfile();
     await loadSessions();
   } catch (error) {
