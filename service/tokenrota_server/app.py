@@ -53,7 +53,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         passwords = Passwords(settings)
         # A database that is down at startup is not fatal: requests get 503 until it returns.
         pool = await open_pool(
-            database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+            database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            pooler=settings.database_pooler,
         )
         purging = (
             asyncio.create_task(purge.purge_periodically(pool, settings, clock))

@@ -26,6 +26,8 @@ MIN_DISTINCT_SECRET_CHARACTERS = 8
 ENVIRONMENTS = ("development", "test", "production")
 # The schemes asyncpg (and so the service and its migrations) can connect with.
 DATABASE_URL_SCHEMES = ("postgresql", "postgres")
+# DATABASE_POOLER: what stands between the service and Postgres (see the field).
+DATABASE_POOLERS = ("none", "transaction")
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -160,20 +162,18 @@ class Settings:
     max_header_bytes: int = field(default=16 * 1024, metadata=_read_by(_integer))
     header_read_timeout: int = field(default=10, metadata=_read_by(_integer))
     body_read_timeout: int = field(default=30, metadata=_read_by(_integer))
+    # What DATABASE_URL reaches: "none" (Postgres itself, or a session-mode pooler) or
+    # "transaction" (PgBouncer in transaction pooling mode: no prepared statement may outlive
+    # its transaction, so asyncpg's statement cache is off).
+    database_pooler: str = field(default="none", metadata=_read_by(_text))
+    # Where migrations connect: behind a transaction pooler, Postgres itself. None: DATABASE_URL.
+    database_direct_url: str | None = field(default=None, repr=False, metadata=_read_by(_text))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"ENV must be one of {', '.join(ENVIRONMENTS)}")
         if self.database_url is not None:
-            # Only the scheme is quoted back: the rest of the URL may hold a password.
-            try:
-                scheme = urlsplit(self.database_url).scheme
-            except ValueError:
-                raise ConfigError("DATABASE_URL is not a valid URL") from None
-            if scheme not in DATABASE_URL_SCHEMES:
-                accepted = " or ".join(f"{name}://" for name in DATABASE_URL_SCHEMES)
-                given = f"{scheme}://" if scheme else "a URL without a scheme"
-                raise ConfigError(f"DATABASE_URL must start with {accepted}, not {given}")
+            _check_database_url("DATABASE_URL", self.database_url)
         access, refresh = str(self.access_token_secret), str(self.refresh_token_secret)
         for name, value in (("ACCESS_TOKEN_SECRET", access), ("REFRESH_TOKEN_SECRET", refresh)):
             if len(value.encode()) < MIN_SECRET_BYTES:
@@ -230,6 +230,15 @@ class Settings:
                 "ENV=production needs TOKEN_ISSUER to be the service's https URL,"
                 " e.g. https://auth.example.com"
             )
+        if self.database_pooler not in DATABASE_POOLERS:
+            raise ConfigError(f"DATABASE_POOLER must be one of {', '.join(DATABASE_POOLERS)}")
+        if self.database_direct_url is not None:
+            _check_database_url("DATABASE_DIRECT_URL", self.database_direct_url)
+
+    @property
+    def migration_url(self) -> str | None:
+        """Where migrations connect: DATABASE_DIRECT_URL, else DATABASE_URL."""
+        return self.database_direct_url or self.database_url
 
     @property
     def is_production(self) -> bool:
@@ -253,6 +262,19 @@ class Settings:
             return self.public_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+def _check_database_url(name: str, url: str) -> None:
+    """Raise `ConfigError` unless `url` (variable `name`) is a URL asyncpg connects with."""
+    # Only the scheme is quoted back: the rest of the URL may hold a password.
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        raise ConfigError(f"{name} is not a valid URL") from None
+    if scheme not in DATABASE_URL_SCHEMES:
+        accepted = " or ".join(f"{option}://" for option in DATABASE_URL_SCHEMES)
+        given = f"{scheme}://" if scheme else "a URL without a scheme"
+        raise ConfigError(f"{name} must start with {accepted}, not {given}")
 
 
 def _is_base_url(text: str, schemes: tuple[str, ...]) -> bool:
