@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.processes import clean_environment, free_port, started, wait_until_answering
 from tests.support import PROJECT_ROOT
@@ -40,7 +41,7 @@ UNAVAILABLE = (
     "Retry-After: 1\r\n"
     "Connection: close\r\n"
     "\r\n"
-    '{"error": "unavailable", "error_description": "The service is unavailable; retry shortly."}'
+    '{"error": "unavailable", "error_description": "The service is temporarily unavailable."}'
     "\n"
 )
 
@@ -65,10 +66,11 @@ defaults
     timeout client 30s
     timeout server 30s
     # A request whose instance refused it, died under it or closed without answering is
-    # sent again, to another instance: /refresh too, which the grace window makes safe.
+    # sent again, to another instance: /refresh too, which the grace window makes safe. Not
+    # after a timeout: 30 s later a refresh retried would be a replay.
     retries 3
     option redispatch 1
-    retry-on conn-failure empty-response junk-response response-timeout
+    retry-on conn-failure empty-response junk-response
     errorfile 502 {errors}
     errorfile 503 {errors}
     errorfile 504 {errors}
@@ -139,6 +141,8 @@ def running_fleet(database_url: str, workdir: Path, **settings: str) -> Iterator
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
     }
+    if not Path(HAPROXY).exists():
+        pytest.fail("haproxy is missing: apt-get install -y haproxy (.ci/run does this)")
     with contextlib.ExitStack() as stack:
         ports, processes = [], []
         for index in range(1, INSTANCES + 1):

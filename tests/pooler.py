@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import pytest
+
 from tests.processes import clean_environment, free_port, started
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -58,6 +60,8 @@ log_disconnections = 0
 def running_pgbouncer(server_url: str, workdir: Path) -> Iterator[str]:
     """PgBouncer (transaction pooling) in front of `server_url`; yields its URL (database
     `postgres`: swap the name with `tokenrota.testing.database_url_for`)."""
+    if not Path(PGBOUNCER).exists():
+        pytest.fail("pgbouncer is missing: apt-get install -y pgbouncer (.ci/run does this)")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     database_user = urlsplit(server_url).username or "postgres"

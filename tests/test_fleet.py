@@ -16,8 +16,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from tests.fleet import running_fleet
-from tests.support import PASSWORD
+from tests.fleet import UNAVAILABLE, haproxy_config, running_fleet
+from tests.support import PASSWORD, PROJECT_ROOT
 from tests.test_faults import Chain, chain_invariants, open_chains, run_chain
 
 COPIES_PER_INSTANCE = 8
@@ -99,8 +99,9 @@ async def test_the_login_throttle_counts_across_instances(
 
 async def test_one_instance_killed_under_load(database_url: str, tmp_path: Path) -> None:
     """SIGKILL one instance while 16 clients refresh and read /profile through the proxy: the
-    clients see 200 and at most 503 (haproxy retries the cut requests on another instance),
-    every chain goes on, and no token has two children or a session two live tokens."""
+    clients see 200 and at most 503 (haproxy retries the cut requests on another instance);
+    every chain goes on, a client retrying a lost answer or a 503 as documented, and no token
+    has two children or a session two live tokens."""
     with running_fleet(database_url, tmp_path) as fleet:
         chains = await open_chains(fleet.url, CLIENTS)
         stop = asyncio.Event()
@@ -136,7 +137,6 @@ async def test_one_instance_killed_under_load(database_url: str, tmp_path: Path)
     assert stats["instance1"]["status"].startswith("DOWN"), stats["instance1"]["status"]
     assert retried > 0, "no request was in flight on the killed instance: the fault went untested"
     assert set(statuses) <= {200, 503}, set(statuses)
-    assert sum(chain.transport_errors for chain in chains) == 0
     assert after.count(200) > 0, "no answer after the kill: the fault was not survived"
     assert [chain.email for chain in chains if not chain.last_refresh_ok] == []
 
@@ -147,3 +147,14 @@ async def answers_seen(chains: list[Chain], count: int) -> None:
         if sum(len(chain.statuses) for chain in chains) >= count:
             return
         await asyncio.sleep(0.05)
+
+
+def test_the_operations_guide_shows_the_haproxy_config_tested_here() -> None:
+    """docs/operations.md's haproxy.cfg and error file are the ones these tests run."""
+    guide = (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    errors = Path("/etc/haproxy/tokenrota-503.http")
+
+    config = haproxy_config(8000, 8404, [8001, 8002, 8003], errors)
+
+    assert config in guide
+    assert UNAVAILABLE.replace("\r\n", "\n") in guide
