@@ -158,8 +158,8 @@ def test_the_pooler_and_direct_url_settings_are_checked() -> None:
     with pytest.raises(ConfigError) as bad_direct_url:
         load_settings({**environ, "DATABASE_DIRECT_URL": "mysql://app:S3cret-db-pw@db/tokens"})
 
-    assert pooled.migration_url == direct
-    assert load_settings({**environ, "DATABASE_URL": direct}).migration_url == direct
+    assert pooled.session_database_url == direct
+    assert load_settings({**environ, "DATABASE_URL": direct}).session_database_url == direct
     assert "DATABASE_POOLER must be one of none, transaction" in str(unknown_pooler.value)
     assert "DATABASE_DIRECT_URL must start with" in str(bad_direct_url.value)
     assert "S3cret-db-pw" not in str(bad_direct_url.value)

@@ -233,7 +233,7 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
 def _database_url(settings: Settings) -> str:
     # The schema is checked and migrated on a direct connection: alembic's driver caches
     # prepared statements, which a transaction-pooling PgBouncer does not carry across.
-    url = settings.migration_url
+    url = settings.session_database_url
     assert url is not None
     return url
 

@@ -166,7 +166,8 @@ class Settings:
     # "transaction" (PgBouncer in transaction pooling mode: no prepared statement may outlive
     # its transaction, so asyncpg's statement cache is off).
     database_pooler: str = field(default="none", metadata=_read_by(_text))
-    # Where migrations connect: behind a transaction pooler, Postgres itself. None: DATABASE_URL.
+    # Where migrations (and whatever needs a server session of its own) connect: behind a
+    # transaction pooler, Postgres itself. None: DATABASE_URL.
     database_direct_url: str | None = field(default=None, repr=False, metadata=_read_by(_text))
 
     def __post_init__(self) -> None:
@@ -236,8 +237,9 @@ class Settings:
             _check_database_url("DATABASE_DIRECT_URL", self.database_direct_url)
 
     @property
-    def migration_url(self) -> str | None:
-        """Where migrations connect: DATABASE_DIRECT_URL, else DATABASE_URL."""
+    def session_database_url(self) -> str | None:
+        """Where a connection that needs a server session of its own goes (migrations, the
+        schema check, a LISTEN): DATABASE_DIRECT_URL, else DATABASE_URL."""
         return self.database_direct_url or self.database_url
 
     @property
