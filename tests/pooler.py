@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import pytest
 
@@ -36,9 +36,11 @@ def pgbouncer_config(server_url: str, port: int, workdir: Path) -> str:
     # The embedded Postgres listens on a Unix socket only (`?host=/dir`); a URL may name a host.
     host = parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0]
     user = parts.username or "postgres"
+    # A TEST_DATABASE_URL with a password: the bouncer logs in to the server with it.
+    password = f" password={unquote(parts.password)}" if parts.password else ""
     return f"""\
 [databases]
-* = host={host} port={parts.port or 5432} user={user}
+* = host={host} port={parts.port or 5432} user={user}{password}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
