@@ -11,6 +11,7 @@ their plain functions live in `tests/support.py` and `tests/oauth_support.py`.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -23,13 +24,16 @@ from tokenrota.testing import DatabaseSupply, database_url_for, execute, instanc
 from tokenrota_server import schema
 from tokenrota_server.config import Settings
 
-from tests import oauth_support, support
+from tests import oauth_support, pooler, support
 from tests.outage import ControlledPostgres
 
 # Re-exported: some test modules still import these from here rather than from tests.support.
 from tests.support import PASSWORD, PROJECT_ROOT, FakeClock, register_and_login, serve
 
 __all__ = ["PASSWORD", "PROJECT_ROOT", "FakeClock", "register_and_login", "serve"]
+
+# Set by tests/test_pgbouncer.py for the contract suite it runs through PgBouncer.
+POOLER_VARIABLE = "TEST_POOLER_URL"
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +91,30 @@ def settings(database_url: str) -> Settings:
     Many tests log in and register far more often than a person would; tests/test_throttle.py
     and tests/test_register.py set real limits where they test the throttles themselves.
     """
-    return instance_settings(
+    settings = instance_settings(
         database_url,
         login_email_max_attempts=10_000,
         login_ip_max_attempts=10_000,
         register_ip_max_attempts=10_000,
+    )
+    return through_pooler_if_asked(settings)
+
+
+def through_pooler_if_asked(settings: Settings) -> Settings:
+    """`settings` with the app's pool behind the PgBouncer named by `TEST_POOLER_URL`, if set.
+
+    tests/test_pgbouncer.py runs the contract suite so: the app reaches the test's database
+    through the bouncer (DATABASE_POOLER=transaction), while the tests arrange and check rows
+    on a direct connection (`db`), as they migrate.
+    """
+    pooler_url = os.environ.get(POOLER_VARIABLE)
+    if not pooler_url or settings.database_url is None:
+        return settings
+    return replace(
+        settings,
+        database_url=pooler.through(pooler_url, settings.database_url),
+        database_direct_url=settings.database_url,
+        database_pooler="transaction",
     )
 
 

@@ -199,7 +199,9 @@ async def _register(settings: Settings, email: str, password: str) -> User:
 @contextlib.asynccontextmanager
 async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     assert settings.database_url is not None
-    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    pool = await create_pool(
+        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
+    )
     try:
         yield pool
     finally:

@@ -60,7 +60,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         passwords = Passwords(settings)
         # A database that is down at startup is not fatal: requests get 503 until it returns.
         pool = await open_pool(
-            database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+            database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            pooler=settings.database_pooler,
         )
         purging = (
             asyncio.create_task(purge.purge_periodically(pool, settings, clock))
@@ -71,7 +74,12 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         outbox = Outbox(settings, clock)
         # With MAIL_POLL_INTERVAL=0 another instance sends; this one only writes the outbox.
         mailing = asyncio.create_task(outbox.run(pool)) if settings.mail_poll_interval > 0 else None
-        feed = FeedSignal(database_url, listen=settings.revocation_listen)
+        # LISTEN needs a server session of its own: Postgres itself (DATABASE_DIRECT_URL) behind
+        # a transaction pooler, whose server connections change hands; without one, polling.
+        listens = settings.revocation_listen and (
+            settings.database_pooler != "transaction" or settings.database_direct_url is not None
+        )
+        feed = FeedSignal(settings.session_database_url or database_url, listen=listens)
         feed.start()
         sweeping = (
             asyncio.create_task(session_policy.sweep_idle_periodically(pool, settings, clock))

@@ -293,8 +293,11 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def _database_url(settings: Settings) -> str:
-    assert settings.database_url is not None
-    return settings.database_url
+    # The schema is checked and migrated on a direct connection: alembic's driver caches
+    # prepared statements, which a transaction-pooling PgBouncer does not carry across.
+    url = settings.session_database_url
+    assert url is not None
+    return url
 
 
 def _workers_from(environ: dict[str, str]) -> int:

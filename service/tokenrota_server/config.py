@@ -26,6 +26,8 @@ MIN_DISTINCT_SECRET_CHARACTERS = 8
 ENVIRONMENTS = ("development", "test", "production")
 # The schemes asyncpg (and so the service and its migrations) can connect with.
 DATABASE_URL_SCHEMES = ("postgresql", "postgres")
+# DATABASE_POOLER: what stands between the service and Postgres (see the field).
+DATABASE_POOLERS = ("none", "transaction")
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -193,20 +195,19 @@ class Settings:
     session_idle_timeout: int = field(default=0, metadata=_read_by(_integer))
     max_sessions_per_user: int = field(default=0, metadata=_read_by(_integer))
     session_short_max_age: int = field(default=12 * 3600, metadata=_read_by(_integer))
+    # What DATABASE_URL reaches: "none" (Postgres itself, or a session-mode pooler) or
+    # "transaction" (PgBouncer in transaction pooling mode: no prepared statement may outlive
+    # its transaction, so asyncpg's statement cache is off).
+    database_pooler: str = field(default="none", metadata=_read_by(_text))
+    # Where migrations (and whatever needs a server session of its own) connect: behind a
+    # transaction pooler, Postgres itself. None: DATABASE_URL.
+    database_direct_url: str | None = field(default=None, repr=False, metadata=_read_by(_text))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"ENV must be one of {', '.join(ENVIRONMENTS)}")
         if self.database_url is not None:
-            # Only the scheme is quoted back: the rest of the URL may hold a password.
-            try:
-                scheme = urlsplit(self.database_url).scheme
-            except ValueError:
-                raise ConfigError("DATABASE_URL is not a valid URL") from None
-            if scheme not in DATABASE_URL_SCHEMES:
-                accepted = " or ".join(f"{name}://" for name in DATABASE_URL_SCHEMES)
-                given = f"{scheme}://" if scheme else "a URL without a scheme"
-                raise ConfigError(f"DATABASE_URL must start with {accepted}, not {given}")
+            _check_database_url("DATABASE_URL", self.database_url)
         access, refresh = str(self.access_token_secret), str(self.refresh_token_secret)
         for name, value in (("ACCESS_TOKEN_SECRET", access), ("REFRESH_TOKEN_SECRET", refresh)):
             if len(value.encode()) < MIN_SECRET_BYTES:
@@ -276,6 +277,16 @@ class Settings:
                 "ENV=production needs TOKEN_ISSUER to be the service's https URL,"
                 " e.g. https://auth.example.com"
             )
+        if self.database_pooler not in DATABASE_POOLERS:
+            raise ConfigError(f"DATABASE_POOLER must be one of {', '.join(DATABASE_POOLERS)}")
+        if self.database_direct_url is not None:
+            _check_database_url("DATABASE_DIRECT_URL", self.database_direct_url)
+
+    @property
+    def session_database_url(self) -> str | None:
+        """Where a connection that needs a server session of its own goes (migrations, the
+        schema check, a LISTEN): DATABASE_DIRECT_URL, else DATABASE_URL."""
+        return self.database_direct_url or self.database_url
 
     def _check_mail(self) -> None:
         """Refuse mail settings that would send broken links, headers or credentials."""
@@ -353,6 +364,19 @@ def _is_page_url(text: str) -> bool:
         and text.isprintable()
         and " " not in text
     )
+
+
+def _check_database_url(name: str, url: str) -> None:
+    """Raise `ConfigError` unless `url` (variable `name`) is a URL asyncpg connects with."""
+    # Only the scheme is quoted back: the rest of the URL may hold a password.
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        raise ConfigError(f"{name} is not a valid URL") from None
+    if scheme not in DATABASE_URL_SCHEMES:
+        accepted = " or ".join(f"{option}://" for option in DATABASE_URL_SCHEMES)
+        given = f"{scheme}://" if scheme else "a URL without a scheme"
+        raise ConfigError(f"{name} must start with {accepted}, not {given}")
 
 
 def _is_base_url(text: str, schemes: tuple[str, ...]) -> bool:

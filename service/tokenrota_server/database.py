@@ -39,6 +39,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 # Seconds to wait for a new connection: a database that does not answer should cost a request
 # a quick 503, not asyncpg's default minute.
 CONNECT_TIMEOUT = 5
+# asyncpg's own default: statements prepared once per connection, reused by every query after.
+DEFAULT_STATEMENT_CACHE_SIZE = 100
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -61,8 +63,22 @@ class _PooledConnection(asyncpg.Connection):
         return ""
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
-    """An asyncpg pool on `url` whose connections skip the per-release reset."""
+def statement_cache_size(pooler: str) -> int:
+    """asyncpg's prepared-statement cache size for a connection through `pooler`.
+
+    PgBouncer in transaction mode (1.18 has no `max_prepared_statements`) lends a server
+    connection for one transaction only: a statement prepared on one server connection is
+    unknown on the next ("prepared statement does not exist"), so none may be cached. asyncpg
+    then prepares an unnamed statement per query, in the query's own round trip.
+    """
+    return 0 if pooler == "transaction" else DEFAULT_STATEMENT_CACHE_SIZE
+
+
+async def create_pool(
+    url: str, *, min_size: int, max_size: int, pooler: str = "none"
+) -> asyncpg.Pool:
+    """An asyncpg pool on `url` whose connections skip the per-release reset; `pooler` is
+    what stands between it and Postgres (DATABASE_POOLER)."""
     pool: Any = await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -70,11 +86,14 @@ async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool
         connection_class=_PooledConnection,
         command_timeout=30,
         timeout=CONNECT_TIMEOUT,
+        statement_cache_size=statement_cache_size(pooler),
     )
     return pool  # type: ignore[no-any-return]
 
 
-async def open_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+async def open_pool(
+    url: str, *, min_size: int, max_size: int, pooler: str = "none"
+) -> asyncpg.Pool:
     """Like `create_pool`, but a database that is down at startup is not fatal.
 
     The service then starts with an empty pool that connects on demand: requests answer 503
@@ -82,7 +101,7 @@ async def open_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
     keeps no floor of idle connections; the next restart restores `min_size`.)
     """
     try:
-        return await create_pool(url, min_size=min_size, max_size=max_size)
+        return await create_pool(url, min_size=min_size, max_size=max_size, pooler=pooler)
     except CONNECTION_ERRORS as error:
         logger.warning("database unreachable at startup (%s); serving 503", type(error).__name__)
     pool: Any = await asyncpg.create_pool(
@@ -93,5 +112,6 @@ async def open_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
         connection_class=_PooledConnection,
         command_timeout=30,
         timeout=CONNECT_TIMEOUT,
+        statement_cache_size=statement_cache_size(pooler),
     )
     return pool  # type: ignore[no-any-return]
