@@ -3,6 +3,7 @@ a real service whose messages land in its development mailbox."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -50,7 +51,8 @@ async def test_request_and_reset_through_the_js_client(
     script = tmp_path / "reset.mjs"
     script.write_text(SCRIPT % {"module": (PACKAGE / "auth-client.js").as_uri()})
 
-    result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+    result = await asyncio.to_thread(
+        subprocess.run,
         [tool("node"), str(script), token_service.base_url, user.email, NEW_PASSWORD],
         capture_output=True,
         text=True,
