@@ -195,7 +195,8 @@ async def _arrange_0005(url: str) -> None:
         )
         await connection.execute(
             "INSERT INTO mail_outbox (user_id, recipient, subject, text_body, html_body,"
-            " created_at, next_attempt_at) VALUES ($1, 'a@example.com', 's', 't', 'h', now(), now())",
+            " created_at, next_attempt_at)"
+            " VALUES ($1, 'a@example.com', 's', 't', 'h', now(), now())",
             user_id,
         )
         await connection.execute(
