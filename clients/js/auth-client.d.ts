@@ -49,6 +49,15 @@ export interface AuthClient {
    * @throws {AuthError} when there is no session to refresh. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
 
+  /** Ask for a password-reset message; resolves alike whether or not the email has an account.
+   * @throws {AuthError} invalid_input, too_many_attempts (with `retryAfter`) */
+  requestPasswordReset(email: string): Promise<void>;
+
+  /** Set a new password with the token of a reset link (the `token` query parameter of the
+   * page it opens). Every session of the account ends, this client's too (reason "revoked").
+   * @throws {AuthError} invalid_token (used, expired or superseded link), weak_password */
+  resetPassword(token: string, newPassword: string): Promise<void>;
+
   /** End the session at the service, clear the cookie, and tell every tab. */
   logout(): Promise<void>;
 

@@ -201,6 +201,22 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
       return response;
     },
 
+    /** Ask for a password-reset message. Resolves alike whether or not the email has an
+     * account (the service never says); throws `AuthError` (invalid_input, too_many_attempts). */
+    async requestPasswordReset(email) {
+      const response = await post("/password/forgot", { email });
+      if (!response.ok) throw await failure(response);
+    },
+
+    /** Set a new password with the token of a reset link. The service ends every session of
+     * the account, so a session this client holds ends too (reason "revoked"). Throws
+     * `AuthError` (invalid_token: used, expired or superseded link; weak_password). */
+    async resetPassword(token, newPassword) {
+      const response = await post("/password/reset", { token, new_password: newPassword });
+      if (!response.ok) throw await failure(response);
+      if (accessToken !== null) endSession("revoked", true);
+    },
+
     /** End the session at the service, clear the cookie, and tell every tab. */
     async logout() {
       try {

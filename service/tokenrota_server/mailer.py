@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -102,7 +102,7 @@ def _mail(recipient: str, *, subject: str, lines: list[str], url: str, closing: 
     return Mail(recipient=recipient, subject=subject, text=text, html=body)
 
 
-def email_message(settings: Settings, mail: Mail) -> EmailMessage:
+def email_message(settings: Settings, mail: Mail, now: datetime) -> EmailMessage:
     """The MIME message: multipart/alternative with a text and an HTML part.
 
     The strict policy refuses a header value with CR or LF, so nothing can add a header.
@@ -111,6 +111,7 @@ def email_message(settings: Settings, mail: Mail) -> EmailMessage:
     message["From"] = settings.mail_from
     message["To"] = mail.recipient
     message["Subject"] = mail.subject
+    message["Date"] = format_datetime(now)
     message["Message-ID"] = make_msgid(domain=settings.mail_from.rpartition("@")[2].strip(">"))
     message.set_content(mail.text)
     message.add_alternative(mail.html, subtype="html")
@@ -123,7 +124,7 @@ def deliver(settings: Settings, mail: Mail, *, name: str, now: datetime) -> None
     Blocking; raises `DeliveryFailed` with a reason fit for a log and a column.
     """
     try:
-        message = email_message(settings, mail)
+        message = email_message(settings, mail, now)
     except (ValueError, TypeError) as error:
         raise DeliveryFailed(f"unusable message ({type(error).__name__})") from None
     if settings.smtp_url is None:

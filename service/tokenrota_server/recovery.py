@@ -55,22 +55,27 @@ class Recovery:
         token, digest = account_tokens.new_token()
         # Composed and sealed whether or not it will be sent: the same work either way.
         mail = mailer.reset_mail(self._settings, email, token)
-        async with pool.acquire() as connection:
+        queued = False
+        # One transaction, so one durable commit whether or not the email has an account (the
+        # token's rows would otherwise cost a known email a second WAL flush); the count is
+        # committed even when it refuses the request.
+        async with pool.acquire() as connection, connection.transaction():
             retry_after = await throttle.count_forgot(
                 connection, self._settings, email=email, ip=ip, now=now
             )
-            if retry_after is not None:
-                security_log.warning("password reset request throttled", extra={"ip": ip})
-                raise TooManyAttempts(retry_after)
-            queued = await self._issue(
-                connection,
-                mail,
-                email=email,
-                purpose=Purpose.PASSWORD_RESET,
-                token_digest=digest,
-                now=now,
-                ttl=self._settings.password_reset_ttl,
-            )
+            if retry_after is None:
+                queued = await self._issue(
+                    connection,
+                    mail,
+                    email=email,
+                    purpose=Purpose.PASSWORD_RESET,
+                    token_digest=digest,
+                    now=now,
+                    ttl=self._settings.password_reset_ttl,
+                )
+        if retry_after is not None:
+            security_log.warning("password reset request throttled", extra={"ip": ip})
+            raise TooManyAttempts(retry_after)
         if queued:
             self._outbox.wake()
         security_log.info("password reset requested", extra={"ip": ip})
