@@ -50,7 +50,13 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 # Pages whose examples must be checked: a page that loses its markers fails instead of passing.
-PAGES_WITH_EXAMPLES = ["README.md", "docs/api.md", "docs/services.md", "docs/testing.md"]
+PAGES_WITH_EXAMPLES = [
+    "README.md",
+    "docs/admin.md",
+    "docs/api.md",
+    "docs/services.md",
+    "docs/testing.md",
+]
 README_LIMIT_BYTES = 10 * 1024
 
 SERVICE_URL = "http://127.0.0.1:8000"
