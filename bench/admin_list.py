@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-from tokenrota_server import administration, schema, sessions
+from tokenrota_server import administration, pagination, schema, sessions
 from tokenrota_server.database import Connection, create_pool, start_embedded
 
 from bench.__main__ import drop_database, fresh_database
@@ -91,7 +91,7 @@ async def listing(pool: asyncpg.Pool, users: int, repeat: int) -> None:
             users * 9 // 10,
         )
     assert row is not None
-    deep = administration.encode_cursor("users:", [row["created_at"].isoformat(), str(row["id"])])
+    deep = pagination.encode_cursor("users:", [row["created_at"].isoformat(), str(row["id"])])
 
     async def page(prefix: str = "", cursor: str | None = None) -> None:
         found, _ = await administration.list_users(
