@@ -16,7 +16,7 @@ from tokenrota_server.config import Settings
 
 from tests.admin_support import admin_client, bearer, insert_users
 from tests.oauth_support import claims_of
-from tests.support import PASSWORD, login, register, register_and_login
+from tests.support import PASSWORD, FakeClock, login, register, register_and_login
 
 SOME_ID = str(uuid.uuid4())
 # Every endpoint, with a body where it takes one.
@@ -137,6 +137,18 @@ async def test_a_client_that_loses_the_admin_scope_is_refused_at_once(
     assert allowed.status_code == 200
     assert refused.status_code == 403
     assert refused.json()["error"] == "invalid_token"
+
+
+async def test_an_expired_admin_token_is_refused_as_expired(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, clock: FakeClock
+) -> None:
+    _, admin = await admin_client(client, db, settings)
+
+    clock.advance(settings.access_token_ttl + settings.jwt_leeway + 1)
+    refused = await client.get("/admin/users", headers=admin)
+
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "token_expired"
 
 
 async def test_a_user_is_shown_with_roles_state_and_live_sessions(

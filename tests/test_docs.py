@@ -53,6 +53,7 @@ PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 PAGES_WITH_EXAMPLES = [
     "README.md",
     "docs/accounts.md",
+    "docs/admin.md",
     "docs/api.md",
     "docs/services.md",
     "docs/testing.md",

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from tokenrota.clock import utc_now
 
-from tokenrota_server import accounts, administration, audit, oauth_clients, roles
+from tokenrota_server import accounts, administration, audit, oauth_clients, pagination, roles
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.database import create_pool
@@ -152,7 +152,7 @@ async def list_users(settings: Settings, email_prefix: str) -> int:
         cursor = None
         while True:
             page, cursor = await administration.list_users(
-                pool, email_prefix=prefix, cursor=cursor, limit=administration.MAX_PAGE_SIZE
+                pool, email_prefix=prefix, cursor=cursor, limit=pagination.MAX_PAGE_SIZE
             )
             for user in page:
                 print(json.dumps(user.to_json()))

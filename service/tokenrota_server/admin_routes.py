@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrota_server import administration, audit, roles
+from tokenrota_server import administration, audit, pagination, roles
 from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.state import AppState
 from tokenrota_server.web import NO_STORE, bearer_token, read_json
@@ -59,7 +59,7 @@ async def list_users(request: Request[AppState]) -> Response:
         request.state["pool"],
         email_prefix=administration.parse_email_prefix(params.get("email")),
         cursor=params.get("cursor"),
-        limit=administration.page_size(params.get("limit")),
+        limit=pagination.page_size(params.get("limit")),
     )
     return _json({"users": [user.to_json() for user in page], "next_cursor": next_cursor})
 
@@ -193,7 +193,7 @@ async def list_audit(request: Request[AppState]) -> Response:
         request.state["pool"],
         user_id=user_id,
         cursor=params.get("cursor"),
-        limit=administration.page_size(params.get("limit")),
+        limit=pagination.page_size(params.get("limit")),
     )
     return _json({"events": [event.to_json() for event in page], "next_cursor": next_cursor})
 

@@ -3,16 +3,11 @@ their roles and sessions, erasure, roles, and reading the audit log.
 
 Each change runs in one transaction with its audit event (`audit.record`), so an event exists
 exactly when its change committed; a refused change (an unknown role, say) writes neither.
-Listings page by keyset: the cursor is the last row's sort key with a tag of the query it
-belongs to, base64url-encoded; one from another query, or mangled, is `MalformedRequest`.
+Listings page by keyset, with the opaque cursors of `pagination`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -23,13 +18,11 @@ from tokenrota.errors import InsufficientScope
 from tokenrota_server import audit, oauth_clients, roles, sessions, throttle, users
 from tokenrota_server.audit import AuditAction
 from tokenrota_server.errors import InvalidInput, InvalidToken, MalformedRequest, NotFound
+from tokenrota_server.pagination import decode_cursor, encode_cursor
 from tokenrota_server.tokens import TokenCodec
 
 ADMIN_SCOPE = "admin"
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 100
 MAX_EMAIL_PREFIX_LENGTH = 254
-MAX_CURSOR_LENGTH = 512
 
 
 async def authorize_admin(
@@ -53,42 +46,6 @@ async def authorize_admin(
     if not live:
         raise InvalidToken()
     return claims.client_id
-
-
-def page_size(raw: str | None) -> int:
-    """The `limit` query parameter: 1 to `MAX_PAGE_SIZE`, default `DEFAULT_PAGE_SIZE`."""
-    if raw is None:
-        return DEFAULT_PAGE_SIZE
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise InvalidInput(f"'limit' must be a whole number from 1 to {MAX_PAGE_SIZE}.")
-    return int(raw)
-
-
-def encode_cursor(query: str, key: list[Any]) -> str:
-    """An opaque cursor for the page after `key` of the listing `query`."""
-    raw = json.dumps([_query_tag(query), *key], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(query: str, cursor: str) -> list[Any]:
-    """The key a cursor of the listing `query` carries; raise `MalformedRequest` if it is
-    not one we issued for this same query."""
-    try:
-        if len(cursor) > MAX_CURSOR_LENGTH:
-            raise ValueError("too long")
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        decoded = json.loads(raw)
-    except (ValueError, binascii.Error, UnicodeError, RecursionError):
-        raise MalformedRequest("The cursor is not valid.") from None
-    if not isinstance(decoded, list) or not decoded or decoded[0] != _query_tag(query):
-        raise MalformedRequest("The cursor is not valid for this query.")
-    return decoded[1:]
-
-
-def _query_tag(query: str) -> str:
-    # Binds a cursor to its query's filters without carrying them (an email prefix stays
-    # out of the cursor); a mismatch is a cursor from elsewhere.
-    return hashlib.sha256(query.encode()).hexdigest()[:16]
 
 
 def parse_email_prefix(raw: str | None) -> str:
