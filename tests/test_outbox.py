@@ -319,3 +319,16 @@ def test_production_refuses_to_serve_without_mail_settings(tmp_path: Path, missi
     assert result.stderr.startswith("error: ENV=production needs ")
     assert missing in result.stderr
     assert_one_line_without_secrets(result.stderr, environ)
+
+
+@pytest.mark.parametrize("wait", ["nan", "-1", "11", "inf", "soon"])
+async def test_the_dev_mailbox_refuses_a_wait_it_could_not_keep(
+    settings: Settings, clock: FakeClock, tmp_path: Path, wait: str
+) -> None:
+    """NaN would never end the wait; the others are out of 0 to 10 seconds."""
+    settings = replace(settings, env="development", data_dir=tmp_path, mail_poll_interval=0)
+    async with serve(settings, clock) as client:
+        response = await client.get("/dev/mailbox/latest", params={"wait": wait})
+
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_input"

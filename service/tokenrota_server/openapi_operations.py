@@ -504,7 +504,7 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
             404: error(
                 "No such message yet, or not served (production, or SMTP_URL set).", "not_found"
             ),
-            422: error("`wait` is not a number.", "invalid_input"),
+            422: error("`wait` is not a number from 0 to 10.", "invalid_input"),
         },
     },
 }

@@ -159,7 +159,9 @@ class Outbox:
                 await deliver_due(pool, self.sealer, self.send, now=self._clock())
             except CONNECTION_ERRORS as error:
                 logger.warning("mail skipped: database unavailable (%s)", type(error).__name__)
-            except asyncpg.PostgresError:
+            except Exception:
+                # Whatever went wrong with one round, the next may go through: a drainer that
+                # died here would leave every later message unsent.
                 logger.exception("mail round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.mail_poll_interval)

@@ -5,6 +5,7 @@ POST /password/forgot, /password/reset, /email/verification, /email/verify; GET 
 from __future__ import annotations
 
 import asyncio
+import math
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -85,11 +86,13 @@ async def latest_mail(request: Request[AppState]) -> Response:
         raise NotFound()
     recipient = request.query_params.get("to") or None
     try:
-        wait = min(float(request.query_params.get("wait", "0")), MAX_MAILBOX_WAIT)
+        wait = float(request.query_params.get("wait", "0"))
     except ValueError:
-        raise InvalidInput("'wait' must be a number of seconds.") from None
+        wait = math.nan
+    if not 0 <= wait <= MAX_MAILBOX_WAIT:  # NaN too: it would never end the wait
+        raise InvalidInput(f"'wait' must be 0 to {MAX_MAILBOX_WAIT} seconds.")
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + max(wait, 0)
+    deadline = loop.time() + wait
     while True:
         message = await asyncio.to_thread(mailer.latest_in_mailbox, settings, recipient)
         if message is not None or loop.time() >= deadline:
