@@ -619,3 +619,37 @@ async def test_the_audit_log_pages_newest_first_and_filters_by_user(
     assert page["events"][0]["request_id"]
     assert [e["user_id"] for e in mine["events"]] == [first["id"], first["id"]]
     assert bad.status_code == 422
+
+
+async def test_a_login_racing_the_erasure_of_its_user_is_refused_not_a_500(
+    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
+) -> None:
+    """The credentials are read, then the user is erased before the session is stored: the
+    login answers 401 invalid_credentials as for an unknown email, and nothing is left."""
+    user = await register(client)
+    eraser = await asyncpg.connect(database_url)
+    try:
+        erasing = eraser.transaction()
+        await erasing.start()
+        await eraser.execute("DELETE FROM users WHERE id = $1", uuid.UUID(user["id"]))
+        login_call = asyncio.ensure_future(
+            client.post("/login", json={"email": user["email"], "password": PASSWORD})
+        )
+        # The session's insert waits on the deleted row's lock: the race, made certain.
+        for _ in range(3000):
+            if await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%INSERT INTO sessions%'"
+            ):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the login never reached the session's insert")
+        await erasing.commit()
+        response = await login_call
+    finally:
+        await eraser.close()
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_credentials"
+    assert await db.fetchval("SELECT count(*) FROM sessions") == 0

@@ -231,19 +231,25 @@ class Authenticator:
             await throttle.forgive_attempt(connection, email=email, ip=device.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
-            grants = await sessions.create_session(
-                connection,
-                session_id=session_id,
-                user_id=user.id,
-                now=now,
-                expires_at=session_expires_at,
-                first_token=_new_token(refresh_token, claims),
-                user_agent=_printable(device.user_agent)[:MAX_USER_AGENT_LENGTH]
-                if device.user_agent
-                else None,
-                ip=device.ip,
-                remember=remember,
-            )
+            try:
+                grants = await sessions.create_session(
+                    connection,
+                    session_id=session_id,
+                    user_id=user.id,
+                    now=now,
+                    expires_at=session_expires_at,
+                    first_token=_new_token(refresh_token, claims),
+                    user_agent=_printable(device.user_agent)[:MAX_USER_AGENT_LENGTH]
+                    if device.user_agent
+                    else None,
+                    ip=device.ip,
+                    remember=remember,
+                )
+            except asyncpg.ForeignKeyViolationError:
+                # Erased (DELETE /admin/users/{id}) while argon2 ran: the same answer as for
+                # an unknown email, not a 500.
+                telemetry.record(login=LoginOutcome.FAILURE)
+                raise InvalidCredentials() from None
         telemetry.record(login=LoginOutcome.SUCCESS, issued=Grant.LOGIN)
         security_log.info(
             "login succeeded",
