@@ -170,8 +170,13 @@ class RevocationFollower:
             try:
                 body = await self._read(wait)
                 found = self.apply(body)
-            except (httpx.HTTPError, ValueError) as error:
-                logger.info("revocation feed read failed: %s", _reason(error))
+            except Exception as error:
+                # Whatever failed (the network, the service, a bug), the loop must go on: a dead
+                # follower would leave the verifier accepting revoked tokens without a word.
+                if isinstance(error, httpx.HTTPError | ValueError):
+                    logger.info("revocation feed read failed: %s", _reason(error))
+                else:
+                    logger.exception("revocation feed read failed unexpectedly")
                 self.stale  # noqa: B018 - logs the warning once the limit is passed
                 await asyncio.sleep(backoff * (1 + random.random() / 2))  # noqa: S311 - jitter
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
