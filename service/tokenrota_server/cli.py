@@ -293,8 +293,9 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def _database_url(settings: Settings) -> str:
-    # The schema is checked and migrated on a direct connection: alembic's driver caches
-    # prepared statements, which a transaction-pooling PgBouncer does not carry across.
+    # The schema is checked and migrated on a direct connection (DATABASE_DIRECT_URL): the
+    # migration driver caches prepared statements, which a transaction pooler does not carry
+    # from one transaction to the next.
     url = settings.session_database_url
     assert url is not None
     return url
