@@ -64,7 +64,8 @@ async def drop_database(server_url: str, name: str) -> None:
 
 async def wait_until_up(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url) as client:
-        for _ in range(200):
+        # A minute: on a loaded machine the server's imports alone took more than 10 s.
+        for _ in range(1200):
             try:
                 if (await client.get("/healthz")).status_code == 200:
                     return
