@@ -65,6 +65,29 @@ async def test_a_failed_login_burst_is_recorded_once_when_it_crosses_the_throttl
     assert "nobody" not in json.dumps(logged, default=str)
 
 
+async def test_guessing_at_password_change_crossing_the_throttle_is_recorded_once(
+    make_settings: Any, clock: FakeClock, serve: Serve, db: asyncpg.Connection
+) -> None:
+    settings = make_settings(login_email_max_attempts=2, login_ip_max_attempts=1000)
+    async with serve(settings, clock) as client:
+        user, pair = await register_and_login(client)
+        statuses = [
+            (
+                await client.post(
+                    "/password",
+                    json={"current_password": "a wrong guess", "new_password": "whatever long"},
+                    headers={"Authorization": f"Bearer {pair['access_token']}"},
+                )
+            ).status_code
+            for _ in range(4)
+        ]
+
+    assert statuses == [401, 401, 429, 429]
+    assert [(e["action"], e["user_id"]) for e in await events(db)] == [
+        ("login_throttled", uuid.UUID(user["id"]))
+    ]
+
+
 async def test_reuse_detection_is_recorded_with_the_revocation(
     client: httpx.AsyncClient, db: asyncpg.Connection, clock: FakeClock
 ) -> None:

@@ -111,10 +111,13 @@ class Accounts:
         user_id = caller.user.id
         if len(current_password) > MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()
-        async with pool.acquire() as connection:
+        async with pool.acquire() as connection, connection.transaction():
             # Guessing the current password through /password counts toward the login throttle.
             attempt = await throttle.count_attempt(
                 connection, self._settings, email=caller.user.email, ip=ip, now=now
+            )
+            await audit.record_throttle_burst(
+                connection, crossed=attempt.crossed, user_id=caller.user.id, ip=ip, now=now
             )
         if attempt.retry_after is not None:
             security_log.warning("password change throttled", extra={"user_id": caller.user.id})

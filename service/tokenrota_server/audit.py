@@ -108,6 +108,29 @@ async def record(
     )
 
 
+async def record_throttle_burst(
+    connection: Connection,
+    *,
+    crossed: tuple[str, ...],
+    user_id: UUID | None,
+    ip: str | None,
+    now: datetime,
+) -> None:
+    """If this password attempt crossed a throttle limit (`crossed`: its first refusal in the
+    window), record it once, naming the user by id if the email has an account, never the
+    email itself. Call it in the counting's transaction."""
+    if crossed:
+        await record(
+            connection,
+            AuditAction.LOGIN_THROTTLED,
+            actor=SYSTEM_ACTOR,
+            now=now,
+            user_id=user_id,
+            ip=ip,
+            details={"limits": list(crossed)},
+        )
+
+
 async def list_events(
     connection: Connection, *, before: int | None, limit: int, user_id: UUID | None
 ) -> list[AuditEvent]:

@@ -166,17 +166,13 @@ class Authenticator:
             attempt = await throttle.count_attempt(
                 connection, self._settings, email=email, ip=device.ip, now=now
             )
-            if attempt.crossed:
-                # The burst's first refusal, once per window, never with the email.
-                await audit.record(
-                    connection,
-                    audit.AuditAction.LOGIN_THROTTLED,
-                    actor=audit.SYSTEM_ACTOR,
-                    now=now,
-                    user_id=attempt.credentials.user.id if attempt.credentials else None,
-                    ip=device.ip,
-                    details={"limits": list(attempt.crossed)},
-                )
+            await audit.record_throttle_burst(
+                connection,
+                crossed=attempt.crossed,
+                user_id=attempt.credentials.user.id if attempt.credentials else None,
+                ip=device.ip,
+                now=now,
+            )
         if attempt.retry_after is not None:
             telemetry.record(login=LoginOutcome.THROTTLED)
             security_log.warning(
