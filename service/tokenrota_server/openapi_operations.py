@@ -340,7 +340,10 @@ def _object(**properties: dict[str, Any]) -> dict[str, Any]:
 _ACCOUNT_TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}
 _EMPTY = {"type": "object", "maxProperties": 0}
 _BAD_ACCOUNT_TOKEN = error(
-    "The token is unknown, used, expired, superseded or of another purpose.", "invalid_token"
+    "The body is not a JSON object, or the token is unknown, used, expired, superseded or of"
+    " another purpose.",
+    "invalid_request",
+    "invalid_token",
 )
 RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/password/forgot"): {
