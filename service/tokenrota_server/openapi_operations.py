@@ -391,6 +391,12 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
             202: ok("A message is on its way.", _EMPTY, headers=NO_STORE),
             **BEARER_ERRORS,
             409: error("The email is verified already.", "already_verified"),
+            429: error(
+                "Too many messages asked for this email or from this address in the window"
+                " (counted with /password/forgot).",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
             **UNAVAILABLE,
         },
     },
