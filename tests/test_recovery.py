@@ -536,3 +536,23 @@ async def test_required_verification_refuses_login_only_after_the_password(
     assert verified.status_code == 204
     assert accepted.status_code == 200
     assert await db.fetchval("SELECT count(*) FROM sessions") == 1
+
+
+async def test_verification_requests_count_with_reset_requests(
+    quiet_settings: Settings, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Each sends a message to the same mailbox: two resets and one verification fill the limit
+    of 3; the next verification request is 429 and sends nothing."""
+    settings = replace(quiet_settings, password_forgot_email_max_attempts=3)
+    async with serve(settings, clock) as client:
+        user = await register(client)
+        pair = await login(client, user["email"])
+        await forgot(client, user["email"])
+        await forgot(client, user["email"])
+        third = await client.post("/email/verification", headers=bearer(pair))
+        fourth = await client.post("/email/verification", headers=bearer(pair))
+
+    assert third.status_code == 202
+    assert_error(fourth, 429, "too_many_attempts")
+    assert int(fourth.headers["retry-after"]) > 0
+    assert await db.fetchval("SELECT count(*) FROM mail_outbox") == 3

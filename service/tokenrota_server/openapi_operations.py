@@ -424,7 +424,10 @@ def _object(**properties: dict[str, Any]) -> dict[str, Any]:
 _ACCOUNT_TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}
 _EMPTY = {"type": "object", "maxProperties": 0}
 _BAD_ACCOUNT_TOKEN = error(
-    "The token is unknown, used, expired, superseded or of another purpose.", "invalid_token"
+    "The body is not a JSON object, or the token is unknown, used, expired, superseded or of"
+    " another purpose.",
+    "invalid_request",
+    "invalid_token",
 )
 RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/password/forgot"): {
@@ -472,6 +475,12 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
             202: ok("A message is on its way.", _EMPTY, headers=NO_STORE),
             **BEARER_ERRORS,
             409: error("The email is verified already.", "already_verified"),
+            429: error(
+                "Too many messages asked for this email or from this address in the window"
+                " (counted with /password/forgot).",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
             **UNAVAILABLE,
         },
     },

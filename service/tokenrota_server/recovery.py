@@ -112,11 +112,22 @@ class Recovery:
         )
 
     async def request_verification(
-        self, pool: asyncpg.Pool, caller: SessionUser, *, now: datetime
+        self, pool: asyncpg.Pool, caller: SessionUser, *, ip: str | None, now: datetime
     ) -> None:
-        """Send the caller a verification message; raise `AlreadyVerified`."""
+        """Send the caller a verification message; raise `AlreadyVerified` or `TooManyAttempts`.
+
+        Counted with the reset requests of the same email and address: each sends a message
+        to that mailbox, and the limit is on messages.
+        """
         if caller.user.email_verified:
             raise AlreadyVerified()
+        async with pool.acquire() as connection:
+            retry_after = await throttle.count_forgot(
+                connection, self._settings, email=caller.user.email, ip=ip, now=now
+            )
+        if retry_after is not None:
+            security_log.warning("verification request throttled", extra={"ip": ip})
+            raise TooManyAttempts(retry_after)
         await self.send_verification(pool, caller.user, now=now)
 
     async def send_verification(

@@ -57,10 +57,15 @@ async def reset_password(request: Request[AppState]) -> Response:
 
 
 async def request_verification(request: Request[AppState]) -> Response:
-    """POST /email/verification: 202, a message is on its way; 409 already_verified."""
+    """POST /email/verification: 202, a message is on its way; 409 already_verified; 429."""
     state = request.state
     caller = await authenticated_caller(request, bearer_token(request))
-    await state["recovery"].request_verification(state["pool"], caller, now=state["clock"]())
+    await state["recovery"].request_verification(
+        state["pool"],
+        caller,
+        ip=remote_address(request, state["settings"]),
+        now=state["clock"](),
+    )
     return JSONResponse({}, status_code=202, headers=NO_STORE)
 
 
