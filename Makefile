@@ -54,6 +54,7 @@ fuzz: $(DEV_STAMP) ## schemathesis over /openapi.json on a local instance: no 5x
 
 bench: $(DEV_STAMP) ## the benchmarks in bench/ (numbers go to docs/benchmarks.md)
 	$(PY) -m bench
+	$(PY) -m bench.register_flood
 
 soak: $(DEV_STAMP) ## a steady mixed load for SOAK_SECONDS (1800): RSS, pool, p50/p99 every 30 s
 	$(PY) -m bench.soak
