@@ -52,6 +52,13 @@ CONTRACT_SUITE = (
     "tests/test_errors.py",
     "tests/test_bodies.py",
     "tests/test_browser_endpoints.py",
+    # Accounts, administration and the revocation feed (issues 9, 10, 11).
+    "tests/test_recovery.py",
+    "tests/test_roles.py",
+    "tests/test_admin.py",
+    "tests/test_audit.py",
+    "tests/test_revocations.py",
+    "tests/test_session_policy.py",
 )
 # A deadline against a hung run, not a speed check.
 SUITE_WITHIN = 1800
