@@ -7,7 +7,7 @@ SERVER_STAMP := $(VENV)/.server-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check format migrate bench clean
+.PHONY: help install run test check format migrate bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ fuzz: $(DEV_STAMP) ## schemathesis over /openapi.json on a local instance: no 5x
 
 bench: $(DEV_STAMP) ## the benchmarks in bench/ (numbers go to docs/benchmarks.md)
 	$(PY) -m bench
+	$(PY) -m bench.register_flood
+
+soak: $(DEV_STAMP) ## a steady mixed load for SOAK_SECONDS (1800): RSS, pool, p50/p99 every 30 s
+	$(PY) -m bench.soak
 
 # A server still running on .data/ would outlive its deleted files. pg_ctl refuses to run as
 # root: SIGINT is Postgres's fast shutdown. Only the postmaster of that very data directory is

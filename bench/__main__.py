@@ -33,6 +33,13 @@ from tokenrota_server.database import start_embedded
 from bench import side_by_side
 
 ROOT = Path(__file__).resolve().parent.parent
+# Production refuses to serve without mail settings; nothing here sends mail (port 9 is discard,
+# and nothing listens there on this machine: a message would only be retried).
+PRODUCTION_MAIL = {
+    "SMTP_URL": "smtp://127.0.0.1:9",
+    "PASSWORD_RESET_URL": "https://bench.tokenrota.invalid/reset",
+    "EMAIL_VERIFICATION_URL": "https://bench.tokenrota.invalid/verify",
+}
 
 
 def free_port() -> int:
@@ -57,7 +64,8 @@ async def drop_database(server_url: str, name: str) -> None:
 
 async def wait_until_up(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url) as client:
-        for _ in range(200):
+        # A minute: on a loaded machine the server's imports alone took more than 10 s.
+        for _ in range(1200):
             try:
                 if (await client.get("/healthz")).status_code == 200:
                     return
@@ -109,6 +117,7 @@ async def run(arguments: argparse.Namespace) -> None:
         "TOKEN_ISSUER": "https://bench.tokenrota.invalid",
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        **PRODUCTION_MAIL,
     }
     server = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -102,7 +102,7 @@ async def main() -> None:
         async with with_middleware.router.lifespan_context(with_middleware) as state:
             auth, pool, now = state["auth"], state["pool"], state["clock"]()
             user = await auth.register(
-                pool, email="bench@example.com", password="bench password", now=now
+                pool, email="bench@example.com", password="bench password", now=now, ip=None
             )
             pair = await auth.login(
                 pool, email=user.email, password="bench password", now=now, device=DeviceInfo()

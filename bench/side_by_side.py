@@ -59,7 +59,7 @@ async def start(
 async def wait_until_up(base_url: str, path: str = "/healthz") -> None:
     """Wait until `base_url` answers at all: the prototype has no health route."""
     async with httpx.AsyncClient(base_url=base_url) as client:
-        for _ in range(300):
+        for _ in range(1200):  # a minute, for a loaded machine
             try:
                 await client.get(path)
                 return

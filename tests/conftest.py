@@ -11,6 +11,7 @@ their plain functions live in `tests/support.py` and `tests/oauth_support.py`.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -23,13 +24,16 @@ from tokenrota.testing import DatabaseSupply, database_url_for, execute, instanc
 from tokenrota_server import schema
 from tokenrota_server.config import Settings
 
-from tests import oauth_support, support
+from tests import oauth_support, pooler, support
 from tests.outage import ControlledPostgres
 
 # Re-exported: some test modules still import these from here rather than from tests.support.
 from tests.support import PASSWORD, PROJECT_ROOT, FakeClock, register_and_login, serve
 
 __all__ = ["PASSWORD", "PROJECT_ROOT", "FakeClock", "register_and_login", "serve"]
+
+# Set by tests/test_pgbouncer.py for the contract suite it runs through PgBouncer.
+POOLER_VARIABLE = "TEST_POOLER_URL"
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +91,30 @@ def settings(database_url: str) -> Settings:
     Many tests log in and register far more often than a person would; tests/test_throttle.py
     and tests/test_register.py set real limits where they test the throttles themselves.
     """
-    return instance_settings(
+    settings = instance_settings(
         database_url,
         login_email_max_attempts=10_000,
         login_ip_max_attempts=10_000,
         register_ip_max_attempts=10_000,
+    )
+    return through_pooler_if_asked(settings)
+
+
+def through_pooler_if_asked(settings: Settings) -> Settings:
+    """`settings` with the app's pool behind the PgBouncer named by `TEST_POOLER_URL`, if set.
+
+    tests/test_pgbouncer.py runs the contract suite so: the app reaches the test's database
+    through the bouncer (DATABASE_POOLER=transaction), while the tests arrange and check rows
+    on a direct connection (`db`), as they migrate.
+    """
+    pooler_url = os.environ.get(POOLER_VARIABLE)
+    if not pooler_url or settings.database_url is None:
+        return settings
+    return replace(
+        settings,
+        database_url=pooler.through(pooler_url, settings.database_url),
+        database_direct_url=settings.database_url,
+        database_pooler="transaction",
     )
 
 
@@ -146,3 +169,29 @@ def table_snapshot_fixture() -> support.TableSnapshot:
 def create_client_fixture() -> support.CreateClient:
     """`await create_client(db, settings, scope=..., name=...)`: a client's (id, secret)."""
     return oauth_support.create_client
+
+
+# -- mail ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smtp_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """A self-signed certificate (and key) for the test SMTP server: (cert file, key file)."""
+    from tests.mail_support import write_certificate
+
+    return write_certificate(tmp_path_factory.mktemp("smtp"))
+
+
+@pytest.fixture
+def smtp_server(smtp_certificate: tuple[Any, Any]) -> Iterator[Any]:
+    """A real SMTP server on a free port (STARTTLS and AUTH required), stopped afterwards.
+
+    Yields `SmtpServer`: its `inbox`, `port`, and `url` for SMTP_URL (with the credentials).
+    """
+    from tests.mail_support import SmtpServer
+
+    server = SmtpServer(smtp_certificate)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -56,6 +56,7 @@ async def test_sessions_lists_live_sessions_and_marks_the_current_one(
         "user_agent",
         "ip",
         "current",
+        "name",
     }
     assert second.status_code == 200
 

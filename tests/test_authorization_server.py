@@ -314,7 +314,9 @@ async def test_an_unknown_client_costs_one_argon2_verification(
     passwords = CountingPasswords(settings)
     server = AuthorizationServer(settings, TokenCodec(settings), passwords)
     assert settings.database_url is not None
-    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    pool = await create_pool(
+        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
+    )
     try:
         with pytest.raises(InvalidClient):
             await server.authenticate(pool, ClientSecret(client_id, "secret"))
@@ -404,7 +406,9 @@ async def test_a_verified_client_is_remembered_until_its_secret_changes_or_it_is
     passwords = CountingPasswords(settings)
     server = AuthorizationServer(settings, TokenCodec(settings), passwords)
     assert settings.database_url is not None
-    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    pool = await create_pool(
+        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
+    )
     try:
         for _ in range(5):
             await server.authenticate(pool, ClientSecret(client_id, secret))

@@ -437,3 +437,48 @@ async def test_resource_origins_must_be_origins(
     )
 
     assert errors == ["TypeError"] * 4
+
+
+@pytest.fixture
+async def mailing_server(settings: Settings, tmp_path: Path) -> AsyncIterator[LiveServer]:
+    """The service whose development mailbox is this test's own and whose links lead to it."""
+    listener, origin = free_listener()
+    live = LiveServer(origin)
+    app = create_app(
+        replace(
+            settings,
+            allowed_origins=(origin,),
+            public_url=origin,
+            data_dir=tmp_path / "data",
+            mail_poll_interval=1,
+        )
+    )
+    async with serving(app, listener, live):
+        yield live
+
+
+async def test_demo_forgot_password_mailbox_link_and_reset(
+    browser: BrowserContext, mailing_server: LiveServer
+) -> None:
+    """Forgot password on the demo page, the message in its development mailbox, its link back
+    to the demo's reset form, the new password set; then it logs in."""
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    email = await sign_in(page, mailing_server)
+    await page.click("#logout")
+    await expect(page.locator("#signed-out")).to_be_visible()
+
+    await page.fill("#email", email)
+    await page.click("#forgot")
+    await expect(page.locator("#log")).to_contain_text("POST /password/forgot -> 202")
+    await expect(page.locator("#mail-subject")).to_have_text("Reset your password")
+    await page.click("#mail-link")
+    await expect(page.locator("#reset")).to_be_visible()
+    await page.fill("#new-password", "a brand new passphrase")
+    await page.click("#reset-submit")
+    await expect(page.locator("#log")).to_contain_text("POST /password/reset -> 204")
+    assert "token" not in page.url
+
+    await page.fill("#email", email)
+    await page.fill("#password", "a brand new passphrase")
+    await page.click("#login")
+    await expect(page.locator("#who")).to_have_text(f"{email} (verified)")

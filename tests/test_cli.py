@@ -116,6 +116,12 @@ COMMAND_OPTIONS = {
     "rotate-client-secret": ["CLIENT_ID"],
     "disable-client": ["CLIENT_ID"],
     "list-clients": [],
+    "create-role": ["NAME", "--scope"],
+    "grant-role": ["EMAIL", "ROLE"],
+    "revoke-role": ["EMAIL", "ROLE"],
+    "list-users": ["--email", "PREFIX"],
+    "enable-user": ["EMAIL"],
+    "delete-user": ["EMAIL"],
 }
 
 

@@ -145,6 +145,26 @@ def test_a_database_url_that_is_not_postgresql_is_refused_naming_the_schemes(url
     assert_one_line_without_secrets(message, environ)
 
 
+def test_the_pooler_and_direct_url_settings_are_checked() -> None:
+    """DATABASE_POOLER is `none` or `transaction`; DATABASE_DIRECT_URL must be PostgreSQL's."""
+    environ = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+    direct = "postgresql://app@db:5432/tokens"
+
+    pooled = load_settings(
+        {**environ, "DATABASE_POOLER": "transaction", "DATABASE_DIRECT_URL": direct}
+    )
+    with pytest.raises(ConfigError) as unknown_pooler:
+        load_settings({**environ, "DATABASE_POOLER": "session"})
+    with pytest.raises(ConfigError) as bad_direct_url:
+        load_settings({**environ, "DATABASE_DIRECT_URL": "mysql://app:S3cret-db-pw@db/tokens"})
+
+    assert pooled.session_database_url == direct
+    assert load_settings({**environ, "DATABASE_URL": direct}).session_database_url == direct
+    assert "DATABASE_POOLER must be one of none, transaction" in str(unknown_pooler.value)
+    assert "DATABASE_DIRECT_URL must start with" in str(bad_direct_url.value)
+    assert "S3cret-db-pw" not in str(bad_direct_url.value)
+
+
 def run_cli(
     *arguments: str, environ: dict[str, str], stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:

@@ -79,3 +79,72 @@ def test_bad_values_are_refused_with_a_reason(name: str, value: str) -> None:
     """Each bad value stops the service with a one-line error naming the variable."""
     with pytest.raises(ConfigError, match=name):
         load_settings({**SECRETS, name: value})
+
+
+def test_mail_settings_are_read() -> None:
+    """Every mail and recovery variable lands in its field; the SMTP URL stays secret."""
+    settings = load_settings(
+        {
+            **SECRETS,
+            "SMTP_URL": "smtps://mailer:S3cret-smtp-pw@mail.example:465",
+            "SMTP_CA_FILE": "/etc/ssl/private-ca.pem",
+            "MAIL_FROM": "Auth <auth@app.example>",
+            "MAIL_POLL_INTERVAL": "2",
+            "PASSWORD_RESET_TTL": "600",
+            "PASSWORD_RESET_URL": "https://app.example/reset?lang=en",
+            "EMAIL_VERIFICATION_TTL": "3600",
+            "EMAIL_VERIFICATION_URL": "https://app.example/verify",
+            "PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS": "5",
+            "PASSWORD_FORGOT_IP_MAX_ATTEMPTS": "50",
+            "REQUIRE_VERIFIED_EMAIL": "true",
+        }
+    )
+
+    assert str(settings.smtp_url) == "smtps://mailer:S3cret-smtp-pw@mail.example:465"
+    assert "S3cret-smtp-pw" not in repr(settings)
+    assert str(settings.smtp_ca_file) == "/etc/ssl/private-ca.pem"
+    assert (settings.mail_from, settings.mail_poll_interval) == ("Auth <auth@app.example>", 2)
+    assert settings.reset_page_url == "https://app.example/reset?lang=en"
+    assert settings.verification_page_url == "https://app.example/verify"
+    assert (settings.password_reset_ttl, settings.email_verification_ttl) == (600, 3600)
+    assert settings.password_forgot_email_max_attempts == 5
+    assert settings.password_forgot_ip_max_attempts == 50
+    assert settings.require_verified_email is True
+    assert settings.uses_dev_mailbox is False
+
+
+def test_without_urls_the_links_lead_to_the_demo() -> None:
+    settings = load_settings({**SECRETS, "PUBLIC_URL": "http://127.0.0.1:8123"})
+
+    assert settings.reset_page_url == "http://127.0.0.1:8123/demo?flow=reset"
+    assert settings.verification_page_url == "http://127.0.0.1:8123/demo?flow=verify"
+    assert settings.uses_dev_mailbox is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SMTP_URL", "http://mail.example"),
+        ("SMTP_URL", "smtp://"),
+        ("SMTP_URL", "smtp://mail.example:notaport"),
+        ("SMTP_URL", "mail.example:587"),
+        ("MAIL_FROM", "Auth <a@b.example>\r\nBcc: victim@example.com"),
+        ("MAIL_FROM", "no address"),
+        ("PASSWORD_RESET_URL", "javascript:alert(1)"),
+        ("PASSWORD_RESET_URL", "https://app.example/reset#frag"),
+        ("EMAIL_VERIFICATION_URL", "/verify"),
+        ("PASSWORD_RESET_TTL", "0"),
+        ("EMAIL_VERIFICATION_TTL", "-1"),
+        ("PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS", "0"),
+        ("PASSWORD_FORGOT_IP_MAX_ATTEMPTS", "0"),
+        ("MAIL_POLL_INTERVAL", "-1"),
+    ],
+)
+def test_mail_settings_are_refused_in_one_line_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**SECRETS, name: value})
+
+    message = str(refused.value)
+    assert name in message
+    assert "\n" not in message
+    assert "notaport" not in message

@@ -50,7 +50,14 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 # Pages whose examples must be checked: a page that loses its markers fails instead of passing.
-PAGES_WITH_EXAMPLES = ["README.md", "docs/api.md", "docs/services.md", "docs/testing.md"]
+PAGES_WITH_EXAMPLES = [
+    "README.md",
+    "docs/accounts.md",
+    "docs/admin.md",
+    "docs/api.md",
+    "docs/services.md",
+    "docs/testing.md",
+]
 README_LIMIT_BYTES = 10 * 1024
 
 SERVICE_URL = "http://127.0.0.1:8000"
@@ -349,9 +356,13 @@ def signing_key_pem() -> str:
 
 
 @pytest.fixture
-def token_service_settings(signing_key_pem: str) -> dict[str, Any]:
-    """The documented service, signing its access tokens with an ES256 key."""
-    return {"access_token_signing_key": Secret(signing_key_pem)}
+def token_service_settings(signing_key_pem: str, tmp_path_factory: Any) -> dict[str, Any]:
+    """The documented service, signing its access tokens with an ES256 key, with a development
+    mailbox of its own (a page reads the messages it caused, never an earlier run's)."""
+    return {
+        "access_token_signing_key": Secret(signing_key_pem),
+        "data_dir": tmp_path_factory.mktemp("docs-data"),
+    }
 
 
 # -- the examples run -----------------------------------------------------------------------

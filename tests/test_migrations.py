@@ -177,3 +177,81 @@ def test_0004_admits_register_counters_and_its_downgrade_deletes_only_them(
     assert asyncio.run(_scopes(empty_database)) == ["email", "ip"]
     schema.upgrade(empty_database, "0004")
     assert schema_of(empty_database)["revision"] == "0004"
+
+
+async def _arrange_0005(url: str) -> None:
+    """A user with a reset token, a queued message, a session a reset ended, forgot counters."""
+    connection = await asyncpg.connect(url)
+    try:
+        user_id = await connection.fetchval(
+            "INSERT INTO users (email, password_hash, email_verified_at)"
+            " VALUES ('a@example.com', 'h', now()) RETURNING id"
+        )
+        await connection.execute(
+            "INSERT INTO account_tokens (token_digest, purpose, user_id, created_at, expires_at)"
+            " VALUES ($1, 'password_reset', $2, now(), now() + interval '1 hour')",
+            b"\x01" * 32,
+            user_id,
+        )
+        await connection.execute(
+            "INSERT INTO mail_outbox (user_id, recipient, subject, text_body, html_body,"
+            " created_at, next_attempt_at)"
+            " VALUES ($1, 'a@example.com', 's', 't', 'h', now(), now())",
+            user_id,
+        )
+        await connection.execute(
+            "INSERT INTO sessions (user_id, expires_at, revoked_at, revoke_reason)"
+            " VALUES ($1, now() + interval '1 day', now(), 'password_reset')",
+            user_id,
+        )
+    finally:
+        await connection.close()
+    await _insert_counters(url, ["email", "forgot_email", "forgot_ip"])
+
+
+async def _after_erasing_the_user(url: str) -> tuple[int, int]:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("DELETE FROM users")
+        tokens = await connection.fetchval("SELECT count(*) FROM account_tokens")
+        mail = await connection.fetchval("SELECT count(*) FROM mail_outbox")
+    finally:
+        await connection.close()
+    return tokens, mail
+
+
+async def _revoke_reasons(url: str) -> list[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT revoke_reason FROM sessions")
+    finally:
+        await connection.close()
+    return [row["revoke_reason"] for row in rows]
+
+
+def test_0005_adds_account_mail_and_its_downgrade_keeps_what_the_older_schema_can_hold(
+    empty_database: str,
+) -> None:
+    """Up: tokens, outbox, email_verified_at, the new reason and scopes. Down with such rows in
+    the tables: the forgot counters go, a reset session stays revoked (as a password change)."""
+    schema.upgrade(empty_database, "0005")
+    asyncio.run(_arrange_0005(empty_database))
+
+    schema.downgrade(empty_database, "0004")
+
+    after = schema_of(empty_database)
+    assert after["revision"] == "0004"
+    assert {"account_tokens", "mail_outbox"} & after["tables"] == set()
+    assert not any(column[1] == "email_verified_at" for column in after["columns"])
+    assert asyncio.run(_scopes(empty_database)) == ["email"]
+    assert asyncio.run(_revoke_reasons(empty_database)) == ["password_change"]
+    schema.upgrade(empty_database, "0005")
+    assert schema_of(empty_database)["revision"] == "0005"
+
+
+def test_0005_erasing_a_user_erases_their_tokens_and_messages(empty_database: str) -> None:
+    """ON DELETE CASCADE: an erased user leaves no reset token and no queued message behind."""
+    schema.upgrade(empty_database, "0005")
+    asyncio.run(_arrange_0005(empty_database))
+
+    assert asyncio.run(_after_erasing_the_user(empty_database)) == (0, 0)

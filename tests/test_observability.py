@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import json
 import logging
@@ -369,3 +370,68 @@ async def test_behind_a_trusted_proxy_the_access_line_names_the_real_client(
 
     (line,) = [line for line in rendered(caplog) if line["logger"] == "tokenrota.access"]
     assert line["client_ip"] == "203.0.113.9"
+
+
+def test_an_access_line_written_directly_is_the_line_logging_would_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the JSON handler the only destination, the line skips logging: the same JSON."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    monkeypatch.setattr(telemetry, "_json_handler", handler)
+    monkeypatch.setattr(root, "handlers", [handler])
+    level = root.level
+    root.setLevel(logging.INFO)
+    access = logging.getLogger("tokenrota.access")
+    fields: dict[str, object] = {
+        "request_id": "trace-9",
+        "method": "GET",
+        "route": "/profile",
+        "status": 200,
+        "duration_ms": 1.25,
+        "client_ip": "127.0.0.1",
+        "user_id": "u-1",
+        "client_id": None,
+        "session_id": "s-1",
+        "access_token": "eyJ.not.logged",
+    }
+    token = telemetry.enter(RequestContext("trace-9"))
+    try:
+        telemetry.log_info(access, "request", fields)
+        record = access.makeRecord(access.name, logging.INFO, __file__, 1, "request", (), None)
+        record.__dict__.update(fields)
+        through_logging = json.loads(JsonFormatter().format(record))
+    finally:
+        telemetry.leave(token)
+        root.setLevel(level)
+
+    assert stream.getvalue().count("\n") == 1
+    direct = json.loads(stream.getvalue())
+    assert direct.pop("time")[:19] == through_logging.pop("time")[:19]
+    assert direct == through_logging
+    assert list(direct) == list(through_logging)
+    assert direct["status"] == 200
+    assert direct["logger"] == "tokenrota.access"
+    assert "access_token" not in direct
+
+
+def test_an_access_line_reaches_any_other_handler_through_logging(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second destination (here the test's capture) gets a real record, with its extras."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    monkeypatch.setattr(telemetry, "_json_handler", handler)
+    logging.getLogger().addHandler(handler)
+    caplog.set_level(logging.INFO, logger="tokenrota.access")
+    try:
+        telemetry.log_info(logging.getLogger("tokenrota.access"), "request", {"status": 201})
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+    (record,) = [r for r in caplog.records if r.name == "tokenrota.access"]
+    assert record.status == 201
+    assert json.loads(stream.getvalue())["status"] == 201

@@ -258,3 +258,59 @@ async def test_disable_user_with_an_unknown_email_fails_and_writes_nothing(
     assert err.strip() == "error: No user has this email."
     assert await db.fetchval("SELECT count(*) FROM users WHERE disabled_at IS NOT NULL") == 0
     assert await db.fetchval("SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL") == 0
+
+
+async def test_purge_deletes_account_tokens_and_messages_a_day_after_they_are_done(
+    settings: Settings, database_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    """Tokens a day past expiry, use or supersession go, and messages a day after being sent or
+    given up; an open token, a fresh spent one and a message still to send stay."""
+    now = clock()
+    user_id = await db.fetchval(
+        "INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'h') RETURNING id"
+    )
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    for n, (expires_at, used_at, superseded_at) in enumerate(
+        [
+            (now + hour, None, None),  # open: kept
+            (now - day - hour, None, None),  # expired a day ago: gone
+            (now + hour, now - day - hour, None),  # used a day ago: gone
+            (now + hour, None, now - day - hour),  # superseded a day ago: gone
+            (now + hour, now - hour, None),  # used an hour ago: kept
+        ]
+    ):
+        await db.execute(
+            "INSERT INTO account_tokens (token_digest, purpose, user_id, created_at, expires_at,"
+            " used_at, superseded_at) VALUES ($1, 'password_reset', $2, $3, $4, $5, $6)",
+            bytes([n]) * 32,
+            user_id,
+            now - 2 * day,
+            expires_at,
+            used_at,
+            superseded_at,
+        )
+    for subject, sent_at, next_attempt_at in [
+        ("sent long ago", now - day - hour, None),
+        ("given up long ago", None, None),
+        ("sent just now", now - hour, None),
+        ("still to send", None, now + hour),
+    ]:
+        await db.execute(
+            "INSERT INTO mail_outbox (recipient, subject, text_body, html_body, created_at,"
+            " sent_at, next_attempt_at) VALUES ('a@example.com', $1, '', '', $2, $3, $4)",
+            subject,
+            now - 2 * day,
+            sent_at,
+            next_attempt_at,
+        )
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        batches = await purge_expired(pool, settings, now=now, wait=True)
+    finally:
+        await pool.close()
+
+    assert [(b.account_tokens, b.mail_messages) for b in batches] == [(3, 2)]
+    kept = await db.fetch("SELECT token_digest FROM account_tokens ORDER BY 1")
+    assert [bytes(row["token_digest"])[0] for row in kept] == [0, 4]
+    subjects = await db.fetch("SELECT subject FROM mail_outbox ORDER BY subject")
+    assert [row["subject"] for row in subjects] == ["sent just now", "still to send"]

@@ -33,7 +33,7 @@ async def test_register_answers_the_user_and_nothing_else(
 
     assert response.status_code == 201
     assert set(response.json()) == {"user"}
-    assert set(response.json()["user"]) == {"id", "email", "created_at"}
+    assert set(response.json()["user"]) == {"id", "email", "created_at", "email_verified"}
     assert "argon2" not in response.text
     stored = await db.fetchval("SELECT password_hash FROM users")
     assert stored.startswith("$argon2id$")

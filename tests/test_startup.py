@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from tokenrota.testing import database_url_for, execute
+from tokenrota_server import schema
 from tokenrota_server.startup import masked_url
 
 from tests.conftest import PROJECT_ROOT
@@ -174,7 +175,7 @@ async def test_a_database_not_migrated_is_refused_with_the_command_to_run(
     result = await cli(*command, environ=environment(tmp_path, empty_database))
 
     assert_one_line(result, status=1, says="run `tokenrota migrate` first")
-    assert "it is at no revision, this version needs 0004" in result.stderr
+    assert f"it is at no revision, this version needs {schema.head_revision()}" in result.stderr
 
 
 async def test_after_migrate_the_same_database_is_accepted(

@@ -29,10 +29,17 @@ export interface AuthClientOptions {
   resourceOrigins?: readonly string[];
 }
 
+export interface LoginOptions {
+  /** `false`: a short session (the service's SESSION_SHORT_MAX_AGE, 12 h by default) whose
+   * refresh cookie has no Max-Age, so it ends when the browser closes. Default `true`.
+   * Anything but a boolean throws a TypeError. */
+  remember?: boolean;
+}
+
 export interface AuthClient {
   /** Log in with the cookie transport (the refresh token goes into an HttpOnly cookie).
    * @throws {AuthError} invalid_credentials, too_many_attempts (with `retryAfter`), ... */
-  login(email: string, password: string): Promise<void>;
+  login(email: string, password: string, options?: LoginOptions): Promise<void>;
 
   /** `fetch` with `Authorization: Bearer <access token>` for the service's origin and the
    * resource origins (any other URL goes without it). Refreshes first when the token is (about
@@ -41,6 +48,15 @@ export interface AuthClient {
    * response.
    * @throws {AuthError} when there is no session to refresh. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+
+  /** Ask for a password-reset message; resolves alike whether or not the email has an account.
+   * @throws {AuthError} invalid_input, too_many_attempts (with `retryAfter`) */
+  requestPasswordReset(email: string): Promise<void>;
+
+  /** Set a new password with the token of a reset link (the `token` query parameter of the
+   * page it opens). Every session of the account ends, this client's too (reason "revoked").
+   * @throws {AuthError} invalid_token (used, expired or superseded link), weak_password */
+  resetPassword(token: string, newPassword: string): Promise<void>;
 
   /** End the session at the service, clear the cookie, and tell every tab. */
   logout(): Promise<void>;

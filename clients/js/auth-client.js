@@ -7,6 +7,7 @@
 //     resourceOrigins: ["https://api.example"], // APIs that may see the access token
 //   });
 //   await auth.login(email, password);           // refresh token goes into an HttpOnly cookie
+//   await auth.login(email, password, { remember: false }); // a short, browser-session login
 //   const response = await auth.fetch("/profile"); // bearer added; refreshed when needed
 //   auth.onLogout(({ reason }) => showLoginForm());
 //   await auth.logout();
@@ -167,9 +168,11 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
   }
 
   return {
-    /** Log in with the cookie transport; throws `AuthError` (invalid_credentials, too_many_attempts). */
-    async login(email, password) {
-      const response = await post("/login", { email, password, use_cookie: true });
+    /** Log in with the cookie transport; throws `AuthError` (invalid_credentials, too_many_attempts).
+     * `remember: false` starts a short session whose cookie ends with the browser. */
+    async login(email, password, { remember = true } = {}) {
+      if (typeof remember !== "boolean") throw new TypeError("remember must be true or false");
+      const response = await post("/login", { email, password, use_cookie: true, remember });
       if (!response.ok) throw await failure(response);
       takePair(await response.json());
     },
@@ -196,6 +199,22 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
       }
       if (error === "invalid_token" && accessToken === token) endSession("revoked", true);
       return response;
+    },
+
+    /** Ask for a password-reset message. Resolves alike whether or not the email has an
+     * account (the service never says); throws `AuthError` (invalid_input, too_many_attempts). */
+    async requestPasswordReset(email) {
+      const response = await post("/password/forgot", { email });
+      if (!response.ok) throw await failure(response);
+    },
+
+    /** Set a new password with the token of a reset link. The service ends every session of
+     * the account, so a session this client holds ends too (reason "revoked"). Throws
+     * `AuthError` (invalid_token: used, expired or superseded link; weak_password). */
+    async resetPassword(token, newPassword) {
+      const response = await post("/password/reset", { token, new_password: newPassword });
+      if (!response.ok) throw await failure(response);
+      if (accessToken !== null) endSession("revoked", true);
     },
 
     /** End the session at the service, clear the cookie, and tell every tab. */

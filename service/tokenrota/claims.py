@@ -17,7 +17,11 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
 
 @dataclass(frozen=True)
 class AccessClaims:
-    """A verified access token. `session_id` and `email` are None for client tokens."""
+    """A verified access token. `session_id` and `email` are None for client tokens.
+
+    `scope` is space-separated: a client's granted scopes, or the union of the scopes of a
+    user's roles (`roles`, sorted; always empty for a client).
+    """
 
     subject: str
     session_id: str | None
@@ -27,6 +31,7 @@ class AccessClaims:
     scope: str
     email: str | None = None
     client_id: str | None = None
+    roles: tuple[str, ...] = ()
 
 
 def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
@@ -42,6 +47,12 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
     is_client_token = isinstance(client_id, str) and session_id is None and email is None
     if not (is_user_token or is_client_token):
         raise InvalidToken()
+    roles = claims.get("roles", [])
+    # Only a person has roles; a list of names, or absent (tokens minted before roles were).
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise InvalidToken()
+    if roles and not is_user_token:
+        raise InvalidToken()
     return AccessClaims(
         subject=claims["sub"],
         session_id=session_id,
@@ -51,4 +62,5 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         scope=scope,
         email=email,
         client_id=client_id,
+        roles=tuple(roles),
     )

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from tokenrota_server import sessions, throttle, users
+from tokenrota_server import account_tokens, audit, session_policy, sessions, throttle, users
 from tokenrota_server.auth import SessionUser
 from tokenrota_server.config import Settings
 from tokenrota_server.errors import InvalidCredentials, NotFound, TooManyAttempts
@@ -34,7 +34,30 @@ class Accounts:
     ) -> list[sessions.SessionInfo]:
         """The caller's live sessions."""
         async with pool.acquire() as connection:
-            return await sessions.list_live_sessions(connection, user_id=caller.user.id, now=now)
+            return await sessions.list_live_sessions(
+                connection,
+                user_id=caller.user.id,
+                now=now,
+                idle_since=session_policy.idle_since(self._settings, now),
+            )
+
+    async def rename_session(
+        self,
+        pool: asyncpg.Pool,
+        caller: SessionUser,
+        *,
+        session_id: UUID,
+        name: str | None,
+        now: datetime,
+    ) -> None:
+        """Label one of the caller's live sessions (None clears it); raise `NotFound` for any
+        other id, as `revoke_session` does."""
+        async with pool.acquire() as connection:
+            renamed = await sessions.rename_session(
+                connection, user_id=caller.user.id, session_id=session_id, name=name, now=now
+            )
+        if not renamed:
+            raise NotFound("No such session.")
 
     async def revoke_session(
         self, pool: asyncpg.Pool, caller: SessionUser, *, session_id: UUID, now: datetime
@@ -88,10 +111,13 @@ class Accounts:
         user_id = caller.user.id
         if len(current_password) > MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()
-        async with pool.acquire() as connection:
+        async with pool.acquire() as connection, connection.transaction():
             # Guessing the current password through /password counts toward the login throttle.
             attempt = await throttle.count_attempt(
                 connection, self._settings, email=caller.user.email, ip=ip, now=now
+            )
+            await audit.record_throttle_burst(
+                connection, crossed=attempt.crossed, user_id=caller.user.id, ip=ip, now=now
             )
         if attempt.retry_after is not None:
             security_log.warning("password change throttled", extra={"user_id": caller.user.id})
@@ -116,15 +142,33 @@ class Accounts:
                 now=now,
                 keep=caller.session_id,
             )
+            # A reset link sent before the change must not undo it.
+            await account_tokens.supersede(
+                connection,
+                user_id=user_id,
+                purpose=account_tokens.Purpose.PASSWORD_RESET,
+                now=now,
+            )
+            await audit.record(
+                connection,
+                audit.AuditAction.PASSWORD_CHANGED,
+                actor=audit.user_actor(user_id),
+                now=now,
+                user_id=user_id,
+                ip=ip,
+            )
         security_log.info(
             "password changed; other sessions revoked", extra={"user_id": caller.user.id}
         )
 
 
-async def disable_user(pool: asyncpg.Pool, *, email: str, now: datetime) -> int:
+async def disable_user(
+    pool: asyncpg.Pool, *, email: str, now: datetime, actor: str = audit.CLI_ACTOR
+) -> int:
     """Disable a user and end all their sessions at once; return how many were ended.
 
-    Raises `NotFound` for an unknown email. One transaction: no session outlives the flag.
+    Raises `NotFound` for an unknown email. One transaction: no session outlives the flag,
+    and the audit event (by `actor`) commits with them.
     """
     async with pool.acquire() as connection, connection.transaction():
         user_id = await users.disable_user(connection, email, now)
@@ -132,6 +176,14 @@ async def disable_user(pool: asyncpg.Pool, *, email: str, now: datetime) -> int:
             raise NotFound("No user has this email.")
         ended = await sessions.revoke_user_sessions(
             connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
+        )
+        await audit.record(
+            connection,
+            audit.AuditAction.USER_DISABLED,
+            actor=actor,
+            now=now,
+            user_id=user_id,
+            details={"sessions_revoked": ended},
         )
     security_log.info("user disabled", extra={"user_id": user_id, "sessions": ended})
     return ended

@@ -1,5 +1,5 @@
-"""HTTP handlers for a user's own sessions and password: GET/DELETE /sessions, /logout/all,
-/password. Each is bearer-protected with the same live-session check as /profile."""
+"""HTTP handlers for a user's own sessions and password: GET/DELETE/PATCH /sessions,
+/logout/all, /password. Each is bearer-protected with the same live-session check as /profile."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrota_server.auth import SessionUser
-from tokenrota_server.errors import NotFound
+from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.remote_address import remote_address
 from tokenrota_server.state import AppState
 from tokenrota_server.web import NO_STORE, bearer_token, read_json, string_field
+
+# The sessions table's CHECK (migration 0007) allows the same.
+MAX_SESSION_NAME_LENGTH = 100
 
 
 async def list_sessions(request: Request[AppState]) -> Response:
@@ -30,6 +33,7 @@ async def list_sessions(request: Request[AppState]) -> Response:
             "user_agent": session.user_agent,
             "ip": session.ip,
             "current": session.id == caller.session_id,
+            "name": session.name,
         }
         for session in found
     ]
@@ -49,6 +53,31 @@ async def revoke_session(request: Request[AppState]) -> Response:
         state["pool"], caller, session_id=session_id, now=state["clock"]()
     )
     return Response(status_code=204)
+
+
+async def rename_session(request: Request[AppState]) -> Response:
+    """PATCH /sessions/{session_id} `{"name"}`: 200 with the session's name; 404 for any session
+    that is not the caller's; 422 for a name that is not 1 to 100 printable characters (or
+    null, which clears it)."""
+    state = request.state
+    access_token = bearer_token(request)
+    body = await read_json(request, state["settings"].max_body_bytes)
+    name = body.get("name")
+    if name is not None:
+        name = string_field(body, "name").strip()
+        if not name or len(name) > MAX_SESSION_NAME_LENGTH or not name.isprintable():
+            raise InvalidInput(
+                f"'name' must be 1 to {MAX_SESSION_NAME_LENGTH} printable characters, or null."
+            )
+    caller = await authenticated_caller(request, access_token)
+    try:
+        session_id = UUID(request.path_params["session_id"])
+    except ValueError:
+        raise NotFound("No such session.") from None
+    await state["accounts"].rename_session(
+        state["pool"], caller, session_id=session_id, name=name, now=state["clock"]()
+    )
+    return JSONResponse({"id": str(session_id), "name": name}, headers=NO_STORE)
 
 
 async def logout_all(request: Request[AppState]) -> Response:
@@ -90,6 +119,7 @@ async def authenticated_caller(request: Request[AppState], access_token: str) ->
 routes = [
     Route("/sessions", list_sessions, methods=["GET"]),
     Route("/sessions/{session_id}", revoke_session, methods=["DELETE"]),
+    Route("/sessions/{session_id}", rename_session, methods=["PATCH"]),
     Route("/logout/all", logout_all, methods=["POST"]),
     Route("/password", change_password, methods=["POST"]),
 ]

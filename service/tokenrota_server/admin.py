@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from tokenrota.clock import utc_now
 
-from tokenrota_server import accounts, oauth_clients
+from tokenrota_server import accounts, administration, audit, oauth_clients, pagination, roles
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.database import create_pool
@@ -96,16 +96,93 @@ async def purge(settings: Settings) -> int:
     """Delete expired rows in batches, printing each batch and the total."""
 
     def progress(number: int, batch: PurgeBatch) -> None:
+        # Mail rows are named only when there were some: most batches have none.
+        mail = (
+            f", {batch.account_tokens} reset/verification tokens, {batch.mail_messages} messages"
+            if batch.account_tokens or batch.mail_messages
+            else ""
+        )
         print(
             f"batch {number}: deleted {batch.refresh_tokens} refresh tokens, "
             f"{batch.sessions} sessions, {batch.login_attempts} login counters, "
-            f"{batch.revoked_access_tokens} token revocations",
+            f"{batch.revoked_access_tokens} token revocations{mail}",
             flush=True,
         )
 
     async with _pool(settings) as pool:
         batches = await purge_expired(pool, settings, now=utc_now(), wait=True, on_batch=progress)
     print(f"purge done: {sum(batch.total for batch in batches)} rows in {len(batches)} batches")
+    return 0
+
+
+async def create_role(settings: Settings, name: str, scope: str) -> int:
+    """Create a role with the scopes of `scope` (space-separated), or replace its scopes;
+    prints the role as one JSON line."""
+    try:
+        roles.check_role_name(name)
+        scopes = roles.check_scopes(scope.split(" ") if scope else [])
+        async with _pool(settings) as pool:
+            role, _ = await administration.put_role(
+                pool, name, scopes, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+    except ServiceError as error:
+        return _refused(error.description)
+    print(json.dumps(role.to_json()))
+    return 0
+
+
+async def change_role(settings: Settings, email: str, name: str, *, grant: bool) -> int:
+    """Grant a role to the user with `email`, or take it back; effective at their next refresh."""
+    async with _pool(settings) as pool:
+        try:
+            changed = await administration.change_role(
+                pool, email, name, grant=grant, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+        except ServiceError as error:
+            return _refused(error.description)
+    verb = "granted" if grant else "revoked"
+    print(f"role {verb}" if changed else f"nothing to do: role already {verb}")
+    return 0
+
+
+async def list_users(settings: Settings, email_prefix: str) -> int:
+    """Print every user whose email starts with `email_prefix` (any case) as a JSON line."""
+    prefix = email_prefix.lower()
+    async with _pool(settings) as pool:
+        cursor = None
+        while True:
+            page, cursor = await administration.list_users(
+                pool, email_prefix=prefix, cursor=cursor, limit=pagination.MAX_PAGE_SIZE
+            )
+            for user in page:
+                print(json.dumps(user.to_json()))
+            if cursor is None:
+                return 0
+
+
+async def enable_user(settings: Settings, email: str) -> int:
+    """Enable the user with `email` again: they can log in; their ended sessions stay ended."""
+    async with _pool(settings) as pool:
+        try:
+            user_id = await administration.user_id_of(pool, email)
+            await administration.set_disabled(
+                pool, user_id, disabled=False, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+        except ServiceError as error:
+            return _refused(error.description)
+    print("user enabled")
+    return 0
+
+
+async def delete_user(settings: Settings, email: str) -> int:
+    """Erase the user with `email` and everything that references them."""
+    async with _pool(settings) as pool:
+        try:
+            user_id = await administration.user_id_of(pool, email)
+            await administration.erase_user(pool, user_id, actor=audit.CLI_ACTOR, now=utc_now())
+        except ServiceError as error:
+            return _refused(error.description)
+    print(f"user {user_id} erased")
     return 0
 
 
@@ -122,7 +199,9 @@ async def _register(settings: Settings, email: str, password: str) -> User:
 @contextlib.asynccontextmanager
 async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     assert settings.database_url is not None
-    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    pool = await create_pool(
+        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
+    )
     try:
         yield pool
     finally:

@@ -17,12 +17,16 @@ from tokenrota.clock import Clock, utc_now
 
 from tokenrota_server import (
     accounts_routes,
+    admin_routes,
     auth_routes,
     browser_routes,
     metrics,
     oauth_routes,
     openapi,
     purge,
+    recovery_routes,
+    revocations_routes,
+    session_policy,
 )
 from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
@@ -31,7 +35,10 @@ from tokenrota_server.database import CONNECTION_ERRORS, open_pool
 from tokenrota_server.errors import ServiceError, Unavailable
 from tokenrota_server.middleware import RequestObservability
 from tokenrota_server.oauth import AuthorizationServer
+from tokenrota_server.outbox import Outbox
 from tokenrota_server.passwords import Passwords
+from tokenrota_server.recovery import Recovery
+from tokenrota_server.revocations import FeedSignal
 from tokenrota_server.state import AppState
 from tokenrota_server.tokens import TokenCodec
 from tokenrota_server.web import error_response
@@ -53,7 +60,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         passwords = Passwords(settings)
         # A database that is down at startup is not fatal: requests get 503 until it returns.
         pool = await open_pool(
-            database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+            database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            pooler=settings.database_pooler,
         )
         purging = (
             asyncio.create_task(purge.purge_periodically(pool, settings, clock))
@@ -61,6 +71,21 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             else None
         )
         auth = Authenticator(settings, codec, passwords)
+        outbox = Outbox(settings, clock)
+        # With MAIL_POLL_INTERVAL=0 another instance sends; this one only writes the outbox.
+        mailing = asyncio.create_task(outbox.run(pool)) if settings.mail_poll_interval > 0 else None
+        # LISTEN needs a server session of its own: Postgres itself (DATABASE_DIRECT_URL) behind
+        # a transaction pooler, whose server connections change hands; without one, polling.
+        listens = settings.revocation_listen and (
+            settings.database_pooler != "transaction" or settings.database_direct_url is not None
+        )
+        feed = FeedSignal(settings.session_database_url or database_url, listen=listens)
+        feed.start()
+        sweeping = (
+            asyncio.create_task(session_policy.sweep_idle_periodically(pool, settings, clock))
+            if settings.session_idle_timeout > 0
+            else None
+        )
         try:
             yield AppState(
                 settings=settings,
@@ -70,13 +95,17 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
                 accounts=Accounts(settings, passwords),
+                recovery=Recovery(settings, passwords, outbox),
+                feed=feed,
             )
         finally:
             # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.
-            if purging is not None:
-                purging.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purging
+            for task in (purging, mailing, sweeping):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await feed.close()
             await pool.close()
             passwords.close()
             metrics.forget_this_process()
@@ -86,8 +115,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         routes=[
             *auth_routes.routes,
             *accounts_routes.routes,
+            *recovery_routes.routes,
             *browser_routes.routes,
             *oauth_routes.routes,
+            *admin_routes.routes,
+            *revocations_routes.routes,
             *metrics.routes,
             *openapi.routes(with_docs=settings.serves_docs),
         ],
@@ -111,7 +143,7 @@ def _cors(settings: Settings) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=list(settings.allowed_origins),
             allow_credentials=True,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "DELETE", "PATCH"],
             allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
             expose_headers=["Retry-After", "WWW-Authenticate"],
             max_age=600,

@@ -21,7 +21,11 @@ from starlette.applications import Starlette
 from tokenrota_server.app import create_app
 from tokenrota_server.errors import ConfigError
 from tokenrota_server.serve import freeze_start_up_objects
-from tokenrota_server.startup import StartupError, settings_from_environment
+from tokenrota_server.startup import (
+    StartupError,
+    check_mail_delivery,
+    settings_from_environment,
+)
 from tokenrota_server.telemetry import configure_logging
 
 # uvicorn's exit status for "could not start": its supervisor then stops instead of
@@ -36,6 +40,7 @@ def create_from_environment() -> Starlette:
     """
     try:
         settings = settings_from_environment(dict(os.environ))
+        check_mail_delivery(settings)
     except (ConfigError, StartupError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(STARTUP_FAILURE) from None

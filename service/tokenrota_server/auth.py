@@ -16,10 +16,16 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from tokenrota_server import sessions, telemetry, throttle, users
+from tokenrota_server import audit, session_policy, sessions, telemetry, throttle, users
 from tokenrota_server.config import Settings
 from tokenrota_server.database import Connection
-from tokenrota_server.errors import InvalidCredentials, InvalidInput, InvalidToken, TooManyAttempts
+from tokenrota_server.errors import (
+    EmailUnverified,
+    InvalidCredentials,
+    InvalidInput,
+    InvalidToken,
+    TooManyAttempts,
+)
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
 from tokenrota_server.sessions import NewToken
@@ -39,6 +45,8 @@ class TokenPair:
     expires_in: int
     refresh_token: str
     refresh_expires_in: int
+    # False for a short session: a refresh cookie without Max-Age (gone with the browser).
+    remember: bool = True
 
     def to_json(self) -> dict[str, str | int]:
         return {
@@ -137,8 +145,13 @@ class Authenticator:
         password: str,
         now: datetime,
         device: DeviceInfo,
+        remember: bool = True,
     ) -> TokenPair:
         """Check the credentials and start a session; raise `InvalidCredentials`.
+
+        `remember=False` starts a short session (SESSION_SHORT_MAX_AGE). With
+        MAX_SESSIONS_PER_USER, the user's least recently used sessions beyond the cap are
+        revoked (reason `session_limit`) in the transaction that starts the new one.
 
         An unknown email, a wrong password and a disabled user all cost one argon2 verification
         and end in the same error, so neither answer nor timing tells which it was. The outcome
@@ -149,9 +162,16 @@ class Authenticator:
             # and before a NUL byte or the like reaches Postgres.
             telemetry.record(login=LoginOutcome.FAILURE)
             raise InvalidCredentials()
-        async with pool.acquire() as connection:
+        async with pool.acquire() as connection, connection.transaction():
             attempt = await throttle.count_attempt(
                 connection, self._settings, email=email, ip=device.ip, now=now
+            )
+            await audit.record_throttle_burst(
+                connection,
+                crossed=attempt.crossed,
+                user_id=attempt.credentials.user.id if attempt.credentials else None,
+                ip=device.ip,
+                now=now,
             )
         if attempt.retry_after is not None:
             telemetry.record(login=LoginOutcome.THROTTLED)
@@ -172,6 +192,14 @@ class Authenticator:
             )
             raise InvalidCredentials()
         user = found.user
+        if self._settings.require_verified_email and not user.email_verified:
+            # Only now, with the password checked: a guesser learns nothing of the account.
+            telemetry.record(login=LoginOutcome.FAILURE)
+            security_log.info(
+                "login refused: email not verified",
+                extra={"user_id": user.id, "outcome": LoginOutcome.FAILURE},
+            )
+            raise EmailUnverified()
         rehash = (
             await self._passwords.hash(password)
             if self._passwords.needs_rehash(found.password_hash)
@@ -183,23 +211,41 @@ class Authenticator:
             subject=str(user.id), session_id=str(session_id), now=now
         )
         refresh_token = self._codec.mint_refresh(claims)
-        session_expires_at = now + timedelta(seconds=self._settings.session_max_age)
-        async with pool.acquire() as connection:
+        max_age = self._settings.session_max_age
+        if not remember:
+            max_age = min(max_age, self._settings.session_short_max_age)
+        session_expires_at = now + timedelta(seconds=max_age)
+        cap = self._settings.max_sessions_per_user
+        async with pool.acquire() as connection, connection.transaction():
+            if cap > 0:
+                # The user's row lock queues concurrent logins of one user, so two of them
+                # cannot both count the sessions and both stay under the cap.
+                await connection.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id)
+                await sessions.evict_least_recently_used(
+                    connection, user_id=user.id, keep=cap - 1, now=now
+                )
             await throttle.forgive_attempt(connection, email=email, ip=device.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
-            await sessions.create_session(
-                connection,
-                session_id=session_id,
-                user_id=user.id,
-                now=now,
-                expires_at=session_expires_at,
-                first_token=_new_token(refresh_token, claims),
-                user_agent=_printable(device.user_agent)[:MAX_USER_AGENT_LENGTH]
-                if device.user_agent
-                else None,
-                ip=device.ip,
-            )
+            try:
+                grants = await sessions.create_session(
+                    connection,
+                    session_id=session_id,
+                    user_id=user.id,
+                    now=now,
+                    expires_at=session_expires_at,
+                    first_token=_new_token(refresh_token, claims),
+                    user_agent=_printable(device.user_agent)[:MAX_USER_AGENT_LENGTH]
+                    if device.user_agent
+                    else None,
+                    ip=device.ip,
+                    remember=remember,
+                )
+            except asyncpg.ForeignKeyViolationError:
+                # Erased (DELETE /admin/users/{id}) while argon2 ran: the same answer as for
+                # an unknown email, not a 500.
+                telemetry.record(login=LoginOutcome.FAILURE)
+                raise InvalidCredentials() from None
         telemetry.record(login=LoginOutcome.SUCCESS, issued=Grant.LOGIN)
         security_log.info(
             "login succeeded",
@@ -209,7 +255,9 @@ class Authenticator:
                 "outcome": LoginOutcome.SUCCESS,
             },
         )
-        live = sessions.LiveSession(user.id, user.email, session_expires_at)
+        live = sessions.LiveSession(
+            user.id, user.email, session_expires_at, grants=grants, remember=remember
+        )
         return self._pair(live, session_id, refresh_token, claims, now)
 
     async def refresh(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> TokenPair:
@@ -229,7 +277,11 @@ class Authenticator:
         if not self._settings.rotate_refresh_tokens:
             async with pool.acquire() as connection:
                 live = await sessions.touch_live(
-                    connection, token_digest=digest, session_id=session_id, now=now
+                    connection,
+                    token_digest=digest,
+                    session_id=session_id,
+                    now=now,
+                    idle_since=session_policy.idle_since(self._settings, now),
                 )
                 if live is None:
                     # Spent by a rotating instance, or by this one before the setting changed:
@@ -254,6 +306,7 @@ class Authenticator:
                 session_id=session_id,
                 now=now,
                 child=_new_token(child_token, child_claims),
+                idle_since=session_policy.idle_since(self._settings, now),
             )
             if live is None:
                 return await self._spent(connection, claims, session_id, digest, now)
@@ -274,7 +327,11 @@ class Authenticator:
         or the loser of a race); any other spent token revokes the whole session, in either mode.
         """
         spent = await sessions.find_spent(
-            connection, token_digest=digest, session_id=session_id, now=now
+            connection,
+            token_digest=digest,
+            session_id=session_id,
+            now=now,
+            idle_since=session_policy.idle_since(self._settings, now),
         )
         if spent is None or not spent.session_live or spent.used_at is None:
             # Unknown, or its session is over, or expired/revoked while unused: refused,
@@ -286,13 +343,22 @@ class Authenticator:
             telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
             return self._pair(spent.session, session_id, child_token, child_claims, now)
         # A spent token outside the grace window: it was stolen or replayed. The revocation
-        # is its own committed statement, so it stands although the request fails.
-        await sessions.revoke_session(
-            connection,
-            session_id=session_id,
-            reason=sessions.RevokeReason.REUSE_DETECTED,
-            now=now,
-        )
+        # and its audit event commit together, before the request fails.
+        async with connection.transaction():
+            await sessions.revoke_session(
+                connection,
+                session_id=session_id,
+                reason=sessions.RevokeReason.REUSE_DETECTED,
+                now=now,
+            )
+            await audit.record(
+                connection,
+                audit.AuditAction.REUSE_DETECTED,
+                actor=audit.SYSTEM_ACTOR,
+                now=now,
+                user_id=spent.session.user_id,
+                details={"session_id": str(session_id)},
+            )
         telemetry.record(refresh=RefreshOutcome.REUSE_DETECTED)
         security_log.warning(
             "refresh token reuse detected; session revoked",
@@ -343,7 +409,11 @@ class Authenticator:
         telemetry.annotate(user_id=user_id, session_id=session_id)
         async with pool.acquire() as connection:
             user = await users.find_session_user(
-                connection, user_id=user_id, session_id=session_id, now=now
+                connection,
+                user_id=user_id,
+                session_id=session_id,
+                now=now,
+                idle_since=session_policy.idle_since(self._settings, now),
             )
         if user is None:
             raise InvalidToken()
@@ -385,7 +455,12 @@ class Authenticator:
     ) -> TokenPair:
         # The token's claims are an edge: ids become text here.
         access_token, access_claims = self._codec.mint_access(
-            subject=str(live.user_id), session_id=str(session_id), email=live.email, now=now
+            subject=str(live.user_id),
+            session_id=str(session_id),
+            email=live.email,
+            scope=live.grants.scope,
+            roles=live.grants.roles,
+            now=now,
         )
         moment = int(now.timestamp())
         # The refresh token can outlive neither its own exp nor its session's absolute end.
@@ -395,6 +470,7 @@ class Authenticator:
             expires_in=access_claims.expires_at - moment,
             refresh_token=refresh_token,
             refresh_expires_in=max(0, refresh_ends - moment),
+            remember=live.remember,
         )
 
 

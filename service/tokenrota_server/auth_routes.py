@@ -9,7 +9,7 @@ from starlette.routing import Route
 from tokenrota_server import cookies, schema, telemetry
 from tokenrota_server.auth import DeviceInfo
 from tokenrota_server.database import CONNECTION_ERRORS
-from tokenrota_server.errors import Unavailable
+from tokenrota_server.errors import InvalidInput, Unavailable
 from tokenrota_server.outcomes import LoginOutcome, RefreshOutcome
 from tokenrota_server.remote_address import remote_address
 from tokenrota_server.state import AppState
@@ -28,6 +28,9 @@ async def register(request: Request[AppState]) -> Response:
         now=state["clock"](),
         ip=remote_address(request, state["settings"]),
     )
+    if state["settings"].require_verified_email:
+        # The user cannot log in (and so cannot ask) until the email is verified: send it now.
+        await state["recovery"].send_verification(state["pool"], user, now=state["clock"]())
     return JSONResponse({"user": user.to_json()}, status_code=201)
 
 
@@ -39,12 +42,16 @@ async def login(request: Request[AppState]) -> Response:
     telemetry.record(login=LoginOutcome.REJECTED)
     body = await read_json(request, state["settings"].max_body_bytes)
     use_cookie = boolean_field(body, "use_cookie")
+    remember = body.get("remember", True)
+    if not isinstance(remember, bool):
+        raise InvalidInput("'remember' must be true or false.")
     pair = await state["auth"].login(
         state["pool"],
         email=string_field(body, "email"),
         password=string_field(body, "password"),
         now=state["clock"](),
         device=device_info(request),
+        remember=remember,
     )
     return cookies.pair_response(pair, state["settings"], in_cookie=use_cookie)
 

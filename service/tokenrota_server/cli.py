@@ -21,6 +21,7 @@ from tokenrota_server.errors import ConfigError
 from tokenrota_server.startup import (
     StartupError,
     check_database,
+    check_mail_delivery,
     check_port,
     migrate,
     settings_from_environment,
@@ -122,7 +123,54 @@ def build_parser() -> argparse.ArgumentParser:
         "revocations, in batches of PURGE_BATCH_SIZE rows; prints each batch.",
     )
     _add_client_commands(commands)
+    _add_role_commands(commands)
     return parser
+
+
+def _add_role_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    create = commands.add_parser(
+        "create-role",
+        help="create a role (or replace its scopes); prints it",
+        description="Create a role whose holders' access tokens carry its scopes, or replace "
+        "the scopes of an existing one. Prints the role as one JSON line.",
+    )
+    create.add_argument("name", metavar="NAME", help="the role's name, e.g. support")
+    create.add_argument(
+        "--scope",
+        default="",
+        help='space-separated scopes it grants, e.g. "tickets:read tickets:write"',
+    )
+    for command, verb in (("grant-role", "give"), ("revoke-role", "take")):
+        change = commands.add_parser(
+            command,
+            help=f"{verb} a user a role (at their next refresh)",
+            description=f"{verb.capitalize()} a role to or from a user; their tokens show it "
+            "from their next refresh (revoke their sessions to make it immediate).",
+        )
+        change.add_argument("email", metavar="EMAIL", help="the user's email address")
+        change.add_argument("role", metavar="ROLE", help="the role's name")
+    listing = commands.add_parser(
+        "list-users",
+        help="list users as JSON lines",
+        description="List users, oldest first, one JSON line each (id, email, created_at, "
+        "disabled, roles).",
+    )
+    listing.add_argument(
+        "--email", default="", metavar="PREFIX", help="only emails starting with PREFIX (any case)"
+    )
+    enable = commands.add_parser(
+        "enable-user",
+        help="enable a disabled user",
+        description="Enable a disabled user: they can log in again (ended sessions stay ended).",
+    )
+    enable.add_argument("email", metavar="EMAIL", help="the user's email address")
+    delete = commands.add_parser(
+        "delete-user",
+        help="erase a user and all their sessions and tokens",
+        description="Erase a user: the account, its sessions, refresh tokens and role grants, "
+        "in one transaction. The audit log keeps the user's id, never the email.",
+    )
+    delete.add_argument("email", metavar="EMAIL", help="the user's email address")
 
 
 def _add_client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -196,6 +244,7 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
         migrate(database_url)
         return 0
     if arguments.command == "serve":
+        check_mail_delivery(settings)
         check_port(settings.host, settings.port)
         if arguments.migrate:
             check_database(database_url, at_head=False)
@@ -227,12 +276,29 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
         return asyncio.run(admin.disable_client(settings, arguments.client_id))
     if command == "list-clients":
         return asyncio.run(admin.list_clients(settings))
+    if command == "create-role":
+        return asyncio.run(admin.create_role(settings, arguments.name, arguments.scope))
+    if command in ("grant-role", "revoke-role"):
+        grant = command == "grant-role"
+        return asyncio.run(
+            admin.change_role(settings, arguments.email, arguments.role, grant=grant)
+        )
+    if command == "list-users":
+        return asyncio.run(admin.list_users(settings, arguments.email))
+    if command == "enable-user":
+        return asyncio.run(admin.enable_user(settings, arguments.email))
+    if command == "delete-user":
+        return asyncio.run(admin.delete_user(settings, arguments.email))
     return asyncio.run(admin.purge(settings))
 
 
 def _database_url(settings: Settings) -> str:
-    assert settings.database_url is not None
-    return settings.database_url
+    # The schema is checked and migrated on a direct connection (DATABASE_DIRECT_URL): the
+    # migration driver caches prepared statements, which a transaction pooler does not carry
+    # from one transaction to the next.
+    url = settings.session_database_url
+    assert url is not None
+    return url
 
 
 def _workers_from(environ: dict[str, str]) -> int:

@@ -26,6 +26,8 @@ MIN_DISTINCT_SECRET_CHARACTERS = 8
 ENVIRONMENTS = ("development", "test", "production")
 # The schemes asyncpg (and so the service and its migrations) can connect with.
 DATABASE_URL_SCHEMES = ("postgresql", "postgres")
+# DATABASE_POOLER: what stands between the service and Postgres (see the field).
+DATABASE_POOLERS = ("none", "transaction")
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -160,20 +162,52 @@ class Settings:
     max_header_bytes: int = field(default=16 * 1024, metadata=_read_by(_integer))
     header_read_timeout: int = field(default=10, metadata=_read_by(_integer))
     body_read_timeout: int = field(default=30, metadata=_read_by(_integer))
+    # Password reset and email verification (tokenrota_server.recovery): token lifetimes in
+    # seconds, and the pages the links in the messages open (`?token=` or `&token=` appended).
+    # Unset: the service's own /demo page (development; production must name its pages).
+    password_reset_ttl: int = field(default=30 * 60, metadata=_read_by(_integer))
+    password_reset_url: str | None = field(default=None, metadata=_read_by(_text))
+    email_verification_ttl: int = field(default=24 * 3600, metadata=_read_by(_integer))
+    email_verification_url: str | None = field(default=None, metadata=_read_by(_text))
+    # /password/forgot per email (known or not) and per address, per LOGIN_THROTTLE_WINDOW.
+    password_forgot_email_max_attempts: int = field(default=3, metadata=_read_by(_integer))
+    password_forgot_ip_max_attempts: int = field(default=20, metadata=_read_by(_integer))
+    # /login of a user whose email is not verified: 403 email_unverified (after the password).
+    require_verified_email: bool = field(default=False, metadata=_read_by(_boolean))
+    # Outgoing mail: smtp://user:pass@host:587 (STARTTLS, required before credentials) or
+    # smtps://user:pass@host:465 (implicit TLS). Unset outside production: .eml files under
+    # DATA_DIR/mail/. SMTP_CA_FILE: a CA bundle to verify the server with instead of the system's.
+    smtp_url: Secret | None = field(default=None, repr=False, metadata=_read_by(_secret))
+    smtp_ca_file: Path | None = field(default=None, metadata=_read_by(_path))
+    mail_from: str = field(default="tokenrota <no-reply@localhost>", metadata=_read_by(_text))
+    # How often (seconds) the outbox is looked at for mail due, besides being woken by a request
+    # of this instance; 0: this instance sends no mail (another one does).
+    mail_poll_interval: int = field(default=5, metadata=_read_by(_integer))
+    # Seconds the purge keeps an audit event (tokenrota_server.audit); older ones are deleted.
+    audit_retention: int = field(default=365 * 24 * 3600, metadata=_read_by(_integer))
+    # Revocation feed (GET /oauth/revocations): how often a waiting long poll re-reads the feed
+    # when no NOTIFY came (lost behind PgBouncer), and whether this process LISTENs at all.
+    revocation_poll_interval: int = field(default=1, metadata=_read_by(_integer))
+    revocation_listen: bool = field(default=True, metadata=_read_by(_boolean))
+    # Session policy: seconds without a refresh after which a session ends (0: never), live
+    # sessions per user before login evicts the least recently used (0: no cap), and the
+    # lifetime of a session started with `remember: false`.
+    session_idle_timeout: int = field(default=0, metadata=_read_by(_integer))
+    max_sessions_per_user: int = field(default=0, metadata=_read_by(_integer))
+    session_short_max_age: int = field(default=12 * 3600, metadata=_read_by(_integer))
+    # What DATABASE_URL reaches: "none" (Postgres itself, or a session-mode pooler) or
+    # "transaction" (PgBouncer in transaction pooling mode: no prepared statement may outlive
+    # its transaction, so asyncpg's statement cache is off).
+    database_pooler: str = field(default="none", metadata=_read_by(_text))
+    # Where migrations (and whatever needs a server session of its own) connect: behind a
+    # transaction pooler, Postgres itself. None: DATABASE_URL.
+    database_direct_url: str | None = field(default=None, repr=False, metadata=_read_by(_text))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"ENV must be one of {', '.join(ENVIRONMENTS)}")
         if self.database_url is not None:
-            # Only the scheme is quoted back: the rest of the URL may hold a password.
-            try:
-                scheme = urlsplit(self.database_url).scheme
-            except ValueError:
-                raise ConfigError("DATABASE_URL is not a valid URL") from None
-            if scheme not in DATABASE_URL_SCHEMES:
-                accepted = " or ".join(f"{name}://" for name in DATABASE_URL_SCHEMES)
-                given = f"{scheme}://" if scheme else "a URL without a scheme"
-                raise ConfigError(f"DATABASE_URL must start with {accepted}, not {given}")
+            _check_database_url("DATABASE_URL", self.database_url)
         access, refresh = str(self.access_token_secret), str(self.refresh_token_secret)
         for name, value in (("ACCESS_TOKEN_SECRET", access), ("REFRESH_TOKEN_SECRET", refresh)):
             if len(value.encode()) < MIN_SECRET_BYTES:
@@ -206,11 +240,17 @@ class Settings:
             ("LOGIN_THROTTLE_WINDOW", self.login_throttle_window),
             ("REGISTER_IP_MAX_ATTEMPTS", self.register_ip_max_attempts),
             ("PURGE_BATCH_SIZE", self.purge_batch_size),
+            ("PASSWORD_RESET_TTL", self.password_reset_ttl),
+            ("EMAIL_VERIFICATION_TTL", self.email_verification_ttl),
+            ("PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS", self.password_forgot_email_max_attempts),
+            ("PASSWORD_FORGOT_IP_MAX_ATTEMPTS", self.password_forgot_ip_max_attempts),
         ):
             if number <= 0:
                 raise ConfigError(f"{name} must be a positive number")
         if self.purge_interval < 0:
             raise ConfigError("PURGE_INTERVAL cannot be negative (0 turns the timer off)")
+        if self.audit_retention <= 0:
+            raise ConfigError("AUDIT_RETENTION must be a positive number of seconds")
         for name, number in (
             ("MAX_HEADER_BYTES", self.max_header_bytes),
             ("HEADER_READ_TIMEOUT", self.header_read_timeout),
@@ -218,18 +258,58 @@ class Settings:
         ):
             if number <= 0:
                 raise ConfigError(f"{name} must be a positive number")
+        if self.revocation_poll_interval <= 0 or self.session_short_max_age <= 0:
+            raise ConfigError("REVOCATION_POLL_INTERVAL and SESSION_SHORT_MAX_AGE must be positive")
+        if self.session_idle_timeout < 0 or self.max_sessions_per_user < 0:
+            raise ConfigError(
+                "SESSION_IDLE_TIMEOUT and MAX_SESSIONS_PER_USER cannot be negative (0: off)"
+            )
         for origin in self.allowed_origins:
             if origin == "*" or "://" not in origin or origin.endswith("/"):
                 # Credentialed CORS must name each origin: scheme://host[:port], no path.
                 raise ConfigError("ALLOWED_ORIGINS entries must look like https://app.example")
         if self.public_url is not None and not _is_base_url(self.public_url, ("http", "https")):
             raise ConfigError("PUBLIC_URL must look like https://auth.example.com[/path]")
+        self._check_mail()
         if self.is_production and not _is_base_url(self.token_issuer, ("https",)):
             # RFC 8414: the issuer is the base URL clients are sent to; never taken from a request.
             raise ConfigError(
                 "ENV=production needs TOKEN_ISSUER to be the service's https URL,"
                 " e.g. https://auth.example.com"
             )
+        if self.database_pooler not in DATABASE_POOLERS:
+            raise ConfigError(f"DATABASE_POOLER must be one of {', '.join(DATABASE_POOLERS)}")
+        if self.database_direct_url is not None:
+            _check_database_url("DATABASE_DIRECT_URL", self.database_direct_url)
+
+    @property
+    def session_database_url(self) -> str | None:
+        """Where a connection that needs a server session of its own goes (migrations, the
+        schema check, a LISTEN): DATABASE_DIRECT_URL, else DATABASE_URL."""
+        return self.database_direct_url or self.database_url
+
+    def _check_mail(self) -> None:
+        """Refuse mail settings that would send broken links, headers or credentials."""
+        if self.mail_poll_interval < 0:
+            raise ConfigError("MAIL_POLL_INTERVAL cannot be negative (0: this instance sends none)")
+        for name, url in (
+            ("PASSWORD_RESET_URL", self.password_reset_url),
+            ("EMAIL_VERIFICATION_URL", self.email_verification_url),
+        ):
+            if url is not None and not _is_page_url(url):
+                raise ConfigError(f"{name} must look like https://app.example/reset[?query]")
+        if not self.mail_from.isprintable() or "@" not in self.mail_from:
+            # A CR or LF here would let the From header carry a second header.
+            raise ConfigError("MAIL_FROM must be one line with an address, e.g. Auth <a@b.example>")
+        if self.smtp_url is not None:
+            try:
+                parts = urlsplit(str(self.smtp_url))
+                parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+            except ValueError:
+                raise ConfigError("SMTP_URL is not a valid URL") from None
+            if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+                # Only the scheme is quoted back: the URL may hold a password.
+                raise ConfigError("SMTP_URL must be smtp://[user:pass@]host[:port] or smtps://...")
 
     @property
     def is_production(self) -> bool:
@@ -253,6 +333,50 @@ class Settings:
             return self.public_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def reset_page_url(self) -> str:
+        """Where a reset message's link leads: PASSWORD_RESET_URL, else the demo page."""
+        return self.password_reset_url or f"{self.public_base_url}/demo?flow=reset"
+
+    @property
+    def verification_page_url(self) -> str:
+        """Where a verification message's link leads: EMAIL_VERIFICATION_URL, else the demo."""
+        return self.email_verification_url or f"{self.public_base_url}/demo?flow=verify"
+
+    @property
+    def uses_dev_mailbox(self) -> bool:
+        """Mail goes to .eml files under DATA_DIR/mail/ (no SMTP_URL, not production)."""
+        return self.smtp_url is None and not self.is_production
+
+
+def _is_page_url(text: str) -> bool:
+    """Whether `text` is an http(s) page a token can be appended to: no fragment, one line."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and "#" not in text
+        and text.isascii()
+        and text.isprintable()
+        and " " not in text
+    )
+
+
+def _check_database_url(name: str, url: str) -> None:
+    """Raise `ConfigError` unless `url` (variable `name`) is a URL asyncpg connects with."""
+    # Only the scheme is quoted back: the rest of the URL may hold a password.
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        raise ConfigError(f"{name} is not a valid URL") from None
+    if scheme not in DATABASE_URL_SCHEMES:
+        accepted = " or ".join(f"{option}://" for option in DATABASE_URL_SCHEMES)
+        given = f"{scheme}://" if scheme else "a URL without a scheme"
+        raise ConfigError(f"{name} must start with {accepted}, not {given}")
 
 
 def _is_base_url(text: str, schemes: tuple[str, ...]) -> bool:

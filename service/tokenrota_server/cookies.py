@@ -71,7 +71,8 @@ def pair_response(pair: TokenPair, settings: Settings, *, in_cookie: bool) -> Re
     response.set_cookie(
         cookie_name(settings),
         pair.refresh_token,
-        max_age=pair.refresh_expires_in,
+        # A short session's cookie is a browser-session cookie: no Max-Age, no Expires.
+        max_age=pair.refresh_expires_in if pair.remember else None,
         path="/",
         domain=None,
         secure=settings.cookie_secure,

@@ -18,6 +18,10 @@
     ├── InvalidGrant             invalid_grant: the refresh token is refused (OAuth endpoint)
     ├── UnsupportedGrantType     unsupported_grant_type
     ├── InvalidScope             invalid_scope
+    ├── InvalidAccountToken      invalid_token: a reset or verification token is refused (400)
+    ├── AlreadyVerified          already_verified
+    ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
+    ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
     └── Unavailable              unavailable: the database cannot be reached
 
 The base and the token errors come from the library (`tokenrota.errors`). HTTP statuses
@@ -37,9 +41,12 @@ from tokenrota.errors import (
 )
 
 __all__ = [
+    "AlreadyVerified",
     "ConfigError",
     "CsrfFailed",
     "EmailTaken",
+    "EmailUnverified",
+    "InvalidAccountToken",
     "InvalidClient",
     "InvalidCredentials",
     "InvalidGrant",
@@ -50,6 +57,7 @@ __all__ = [
     "MissingToken",
     "NotFound",
     "PayloadTooLarge",
+    "RoleInUse",
     "ServiceError",
     "TokenExpired",
     "TooManyAttempts",
@@ -132,3 +140,28 @@ class UnsupportedGrantType(ServiceError):
 class InvalidScope(ServiceError):
     code = "invalid_scope"
     description = "The requested scope is invalid or exceeds what the client may ask for."
+
+
+class InvalidAccountToken(ServiceError):
+    """A token from a reset or verification message: unknown, used, expired or superseded.
+
+    Not an `InvalidToken`: it is no bearer credential, so it is a 400 without a challenge.
+    """
+
+    code = "invalid_token"
+    description = "The link is invalid, expired or already used; ask for a new one."
+
+
+class AlreadyVerified(ServiceError):
+    code = "already_verified"
+    description = "The email address is already verified."
+
+
+class EmailUnverified(ServiceError):
+    code = "email_unverified"
+    description = "The email address must be verified first; follow the link sent to it."
+
+
+class RoleInUse(ServiceError):
+    code = "role_in_use"
+    description = "The role is held by at least one user; take it from them first."

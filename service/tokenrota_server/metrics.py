@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from tokenrota.clock import monotonic
 
+from tokenrota_server.database import FirstComeFirstServed
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.state import AppState
 from tokenrota_server.telemetry import RequestContext
@@ -146,9 +147,12 @@ def observe_pool(pool: asyncpg.Pool | None) -> None:
 
 
 def _waiting_acquirers(pool: asyncpg.Pool) -> int:
-    # asyncpg has no public count of waiters; its holder queue is an asyncio queue whose
-    # pending getters are exactly the acquirers waiting. Zero if that internal ever changes.
+    # asyncpg has no public count of waiters; the service's pools count theirs
+    # (`database.FirstComeFirstServed`). For a stock asyncpg pool, its holder queue is an asyncio
+    # queue whose pending getters are the acquirers waiting. Zero if that internal ever changes.
     queue: Any = getattr(pool, "_queue", None)
+    if isinstance(queue, FirstComeFirstServed):
+        return queue.waiting
     getters = getattr(queue, "_getters", ())
     return sum(1 for getter in getters if not getter.done())
 

@@ -81,9 +81,10 @@ def _log_request(
     settings = state.get("settings")
     # Behind TRUSTED_PROXIES, the address the throttle and sessions see, not the proxy's.
     address = remote_address(Request(scope), settings) if settings is not None else None
-    access_log.info(
+    telemetry.log_info(
+        access_log,
         "request",
-        extra={
+        {
             "request_id": context.request_id,
             "method": scope["method"],
             "route": route,

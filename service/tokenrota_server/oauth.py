@@ -23,7 +23,7 @@ import asyncpg
 from tokenrota.claims import AccessClaims
 from tokenrota.clock import Monotonic, monotonic
 
-from tokenrota_server import oauth_clients, sessions, telemetry, throttle, users
+from tokenrota_server import oauth_clients, session_policy, sessions, telemetry, throttle, users
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.database import Connection
@@ -204,6 +204,7 @@ class AuthorizationServer:
                     token_digest=token_digest(token),
                     session_id=uuid.UUID(refresh.session_id),
                     now=now,
+                    idle_since=session_policy.idle_since(self._settings, now),
                 )
             live = (
                 spent is not None
@@ -285,6 +286,7 @@ class AuthorizationServer:
             user_id=uuid.UUID(claims.subject),
             session_id=uuid.UUID(claims.session_id),
             now=now,
+            idle_since=session_policy.idle_since(self._settings, now),
         )
         return user is not None
 

@@ -185,3 +185,21 @@ async def is_client_token_live(connection: Connection, *, client_id: str, jti: s
         jti,
     )
     return bool(live)
+
+
+async def is_admin_token_live(
+    connection: Connection, *, client_id: str, jti: str, scope: str
+) -> bool:
+    """Whether a client's token may still act with `scope`: the client is active and still
+    has that scope, and the token is not revoked."""
+    if not is_plausible_client_id(client_id):
+        return False
+    live = await connection.fetchval(
+        "SELECT $3 = ANY(scopes) AND NOT EXISTS"
+        " (SELECT 1 FROM revoked_access_tokens WHERE jti = $2)"
+        " FROM clients WHERE client_id = $1 AND disabled_at IS NULL",
+        client_id,
+        jti,
+        scope,
+    )
+    return bool(live)

@@ -27,11 +27,12 @@ _PATH_PARAMETER = re.compile(r"{([^}:]+)}")
 _string = {"type": "string"}
 _user = {
     "type": "object",
-    "required": ["id", "email", "created_at"],
+    "required": ["id", "email", "created_at", "email_verified"],
     "properties": {
         "id": {"type": "string", "format": "uuid"},
         "email": _string,
         "created_at": {"type": "string", "format": "date-time"},
+        "email_verified": {"type": "boolean"},
     },
 }
 SCHEMAS: dict[str, Any] = {
@@ -56,7 +57,13 @@ SCHEMAS: dict[str, Any] = {
     "Login": {
         "allOf": [
             {"$ref": "#/components/schemas/Credentials"},
-            {"properties": {"use_cookie": {"type": "boolean", "default": False}}},
+            {
+                "properties": {
+                    "use_cookie": {"type": "boolean", "default": False},
+                    # false: a short session (SESSION_SHORT_MAX_AGE), a cookie without Max-Age.
+                    "remember": {"type": "boolean", "default": True},
+                }
+            },
         ]
     },
     "RefreshRequest": {"type": "object", "properties": {"refresh_token": _string}},
@@ -94,6 +101,7 @@ SCHEMAS: dict[str, Any] = {
                         "user_agent": {"type": ["string", "null"]},
                         "ip": {"type": ["string", "null"]},
                         "current": {"type": "boolean"},
+                        "name": {"type": ["string", "null"], "maxLength": 100},
                     },
                 },
             }

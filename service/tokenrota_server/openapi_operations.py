@@ -132,6 +132,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             401: error(
                 "Wrong email or password (the same answer for both).", "invalid_credentials"
             ),
+            403: error(
+                "REQUIRE_VERIFIED_EMAIL and the (correct) password's user has not verified the"
+                " email yet.",
+                "email_unverified",
+            ),
             422: error("A field is missing or not a string.", "invalid_input"),
             429: error(
                 "Too many failed attempts.",
@@ -203,6 +208,36 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             **UNAVAILABLE,
         },
     },
+    ("PATCH", "/sessions/{session_id}"): {
+        "tags": ["sessions"],
+        "summary": "Name one of the caller's sessions (a device label); null clears it",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": ["string", "null"], "maxLength": 100}},
+            }
+        ),
+        "responses": {
+            200: ok(
+                "Named.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "name": {"type": ["string", "null"]},
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **JSON_BODY_ERRORS,
+            **BEARER_ERRORS,
+            404: error("No such session of the caller's.", "not_found"),
+            422: error("The name is not 1 to 100 printable characters.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
     ("POST", "/logout/all"): {
         "tags": ["sessions"],
         "summary": "Revoke every session of the caller",
@@ -271,6 +306,60 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             **UNAVAILABLE,
         },
     },
+    ("GET", "/oauth/revocations"): {
+        "tags": ["oauth"],
+        "summary": "The revocation feed: sessions and client tokens revoked after a cursor",
+        "description": "Without `after`: what was revoked within ACCESS_TOKEN_TTL + JWT_LEEWAY."
+        " With `wait`, held until something is revoked or `wait` seconds pass (long polling)."
+        " Client authentication by HTTP Basic only.",
+        "security": [{"clientBasic": []}],
+        "parameters": [
+            {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0, "maximum": 30, "default": 0},
+            },
+        ],
+        "responses": {
+            200: ok(
+                "The revocations after the cursor, and the cursor to ask after next.",
+                {
+                    "type": "object",
+                    "required": ["cursor", "sessions", "tokens"],
+                    "properties": {
+                        "cursor": {"type": "string"},
+                        "sessions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "sid": {"type": "string", "format": "uuid"},
+                                    "revoked_at": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "tokens": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "jti": {"type": "string"},
+                                    "exp": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            400: error("A bad cursor, `wait` or query.", "invalid_request"),
+            401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
+            429: error("Too many failed client authentications.", "too_many_attempts"),
+            **UNAVAILABLE,
+        },
+    },
     ("GET", "/.well-known/oauth-authorization-server"): {
         "tags": ["oauth"],
         "summary": "RFC 8414 authorization server metadata",
@@ -319,4 +408,287 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             200: {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}}
         },
     },
+}
+
+
+def _object(**properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object with exactly these (required) string properties."""
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+_ACCOUNT_TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}
+_EMPTY = {"type": "object", "maxProperties": 0}
+_BAD_ACCOUNT_TOKEN = error(
+    "The body is not a JSON object, or the token is unknown, used, expired, superseded or of"
+    " another purpose.",
+    "invalid_request",
+    "invalid_token",
+)
+RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/password/forgot"): {
+        "tags": ["people"],
+        "summary": "Ask for a password-reset message",
+        "description": "The same 202 `{}`, in about the same time, for any well-formed email, "
+        "with or without an account; a known, active user is sent a message whose link is "
+        "built from PASSWORD_RESET_URL.",
+        "requestBody": json_body(_object(email={"type": "string", "format": "email"})),
+        "responses": {
+            202: ok("Accepted (whether or not a message is sent).", _EMPTY, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            422: error("Not a plausible email, or another field.", "invalid_input"),
+            429: error(
+                "Too many requests for this email or from this address in the window.",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/password/reset"): {
+        "tags": ["people"],
+        "summary": "Set a new password with the token of a reset message",
+        "description": "The token is spent, every session of the user is revoked, and every "
+        "other reset token of theirs is superseded.",
+        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN, new_password={"type": "string"})),
+        "responses": {
+            204: ok("The password is changed."),
+            **JSON_BODY_ERRORS,
+            400: _BAD_ACCOUNT_TOKEN,
+            422: error(
+                "A weak new password, or a field missing or unexpected.",
+                "invalid_input",
+                "weak_password",
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/email/verification"): {
+        "tags": ["people"],
+        "summary": "Send the caller a verification message",
+        "security": BEARER,
+        "responses": {
+            202: ok("A message is on its way.", _EMPTY, headers=NO_STORE),
+            **BEARER_ERRORS,
+            409: error("The email is verified already.", "already_verified"),
+            429: error(
+                "Too many messages asked for this email or from this address in the window"
+                " (counted with /password/forgot).",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/email/verify"): {
+        "tags": ["people"],
+        "summary": "Verify the email with the token of a verification message",
+        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN)),
+        "responses": {
+            204: ok("The email is verified."),
+            **JSON_BODY_ERRORS,
+            400: _BAD_ACCOUNT_TOKEN,
+            422: error("A field missing, unexpected or not a string.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("GET", "/dev/mailbox/latest"): {
+        "tags": ["browser"],
+        "summary": "Development only: the newest message of the development mailbox",
+        "parameters": [
+            {"name": "to", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "number", "minimum": 0, "maximum": 10},
+            },
+        ],
+        "responses": {
+            200: ok("The message: to, from, subject, date, text, html, link.", {"type": "object"}),
+            404: error(
+                "No such message yet, or not served (production, or SMTP_URL set).", "not_found"
+            ),
+            422: error("`wait` is not a number from 0 to 10.", "invalid_input"),
+        },
+    },
+}
+OPERATIONS.update(RECOVERY_OPERATIONS)
+# -- the admin API (tokenrota_server.admin_routes) -----------------------------------------------
+# A client-credentials token with the admin scope, checked against the database on every call.
+ADMIN_ERRORS = {
+    401: error("No bearer token.", "missing_token", headers=CHALLENGE),
+    403: error(
+        "A person's token (whatever its roles) or a client's without the admin scope"
+        " (insufficient_scope); an expired or revoked token, or one whose client is disabled"
+        " or no longer has admin (invalid_token, token_expired).",
+        "insufficient_scope",
+        "invalid_token",
+        "token_expired",
+        headers=CHALLENGE,
+    ),
+    **UNAVAILABLE,
+}
+NO_SUCH_USER = {404: error("No such user (or an id that is not a UUID).", "not_found")}
+_ADMIN_USER: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "email", "created_at", "disabled", "email_verified", "roles"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "email": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "disabled": {"type": "boolean"},
+        "email_verified": {"type": "boolean"},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "live_sessions": {"type": "integer"},
+    },
+}
+_ROLE: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "scopes", "created_at"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.:-]{0,63}$"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+_CURSOR = {"type": ["string", "null"], "description": "Pass as `cursor` for the next page."}
+_PAGING_ERRORS = {
+    400: error("A cursor that is not one of this query's.", "invalid_request"),
+    422: error("`limit` outside 1..100, or another bad parameter.", "invalid_input"),
+}
+_SESSIONS = {
+    "type": "object",
+    "required": ["sessions"],
+    "properties": {"sessions": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+def _admin(summary: str, responses: dict[int, Any], **extra: Any) -> Operation:
+    return {
+        "tags": ["admin"],
+        "summary": summary,
+        "security": BEARER,
+        **extra,
+        "responses": {**responses, **ADMIN_ERRORS},
+    }
+
+
+OPERATIONS |= {
+    ("GET", "/admin/users"): _admin(
+        "A page of users, oldest first; `email` is a case-insensitive prefix",
+        {
+            200: ok(
+                "Users and the next page's cursor.",
+                {
+                    "type": "object",
+                    "required": ["users", "next_cursor"],
+                    "properties": {
+                        "users": {"type": "array", "items": _ADMIN_USER},
+                        "next_cursor": _CURSOR,
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **_PAGING_ERRORS,
+        },
+    ),
+    ("GET", "/admin/users/{user_id}"): _admin(
+        "One user, with roles and live session count",
+        {200: ok("The user.", _ADMIN_USER, headers=NO_STORE), **NO_SUCH_USER},
+    ),
+    ("DELETE", "/admin/users/{user_id}"): _admin(
+        "Erase a user and everything that references them, in one transaction",
+        {204: ok("Erased."), **NO_SUCH_USER},
+    ),
+    ("POST", "/admin/users/{user_id}/disable"): _admin(
+        "Disable a user; every session ends now", {204: ok("Disabled."), **NO_SUCH_USER}
+    ),
+    ("POST", "/admin/users/{user_id}/enable"): _admin(
+        "Enable a user again", {204: ok("Enabled."), **NO_SUCH_USER}
+    ),
+    ("PUT", "/admin/users/{user_id}/roles"): _admin(
+        "Set the user's roles; effective at their next refresh",
+        {
+            200: ok("The user.", _ADMIN_USER, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            **NO_SUCH_USER,
+            422: error("An unknown or malformed role name; nothing written.", "invalid_input"),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["roles"],
+                "properties": {"roles": {"type": "array", "items": {"type": "string"}}},
+            }
+        ),
+    ),
+    ("GET", "/admin/users/{user_id}/sessions"): _admin(
+        "The user's live sessions", {200: ok("Sessions.", _SESSIONS), **NO_SUCH_USER}
+    ),
+    ("DELETE", "/admin/users/{user_id}/sessions"): _admin(
+        "Revoke every session of the user now", {204: ok("Revoked."), **NO_SUCH_USER}
+    ),
+    ("GET", "/admin/roles"): _admin(
+        "Every role and its scopes",
+        {
+            200: ok(
+                "Roles.",
+                {
+                    "type": "object",
+                    "required": ["roles"],
+                    "properties": {"roles": {"type": "array", "items": _ROLE}},
+                },
+            )
+        },
+    ),
+    ("PUT", "/admin/roles/{name}"): _admin(
+        "Create a role or replace its scopes",
+        {
+            200: ok("Replaced.", _ROLE),
+            201: ok("Created.", _ROLE),
+            **JSON_BODY_ERRORS,
+            422: error(
+                "A malformed role name, or a scope that is not an RFC 6749 scope-token.",
+                "invalid_input",
+            ),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["scopes"],
+                "properties": {"scopes": {"type": "array", "items": {"type": "string"}}},
+            }
+        ),
+    ),
+    ("DELETE", "/admin/roles/{name}"): _admin(
+        "Delete a role nobody holds",
+        {
+            204: ok("Deleted."),
+            404: error("No such role.", "not_found"),
+            409: error("A user holds the role.", "role_in_use"),
+        },
+    ),
+    ("GET", "/admin/audit"): _admin(
+        "A page of the audit log, newest first; `user_id` narrows it to one user",
+        {
+            200: ok(
+                "Events and the next page's cursor.",
+                {
+                    "type": "object",
+                    "required": ["events", "next_cursor"],
+                    "properties": {
+                        "events": {"type": "array", "items": {"type": "object"}},
+                        "next_cursor": _CURSOR,
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **_PAGING_ERRORS,
+        },
+    ),
 }

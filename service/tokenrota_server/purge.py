@@ -1,6 +1,9 @@
 """Deleting what has expired, so that rows do not pile up: refresh tokens and sessions past
-their `expires_at`, login-throttle counters whose window is over, and revocations of client
-access tokens that no longer verify anyway.
+their `expires_at`, login-throttle counters whose window is over, revocations of client
+access tokens that no longer verify anyway, reset and verification tokens a day after they
+stopped being usable (expired, used or superseded), and outbox messages a day after they were
+sent or given up (a day: long enough to look into a complaint, short enough to keep little),
+and audit events older than `AUDIT_RETENTION`.
 
 Deletes run in batches of `PURGE_BATCH_SIZE` rows per table, each batch its own short
 transaction, so a purge never holds many row locks or a long transaction. Each batch first takes
@@ -20,6 +23,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from tokenrota.clock import Clock
 
+from tokenrota_server import audit
 from tokenrota_server.config import Settings
 from tokenrota_server.database import CONNECTION_ERRORS, Connection
 
@@ -27,6 +31,8 @@ logger = logging.getLogger("tokenrota.purge")
 
 # Any fixed 64-bit number that nothing else in the database uses as an advisory lock key.
 PURGE_LOCK_KEY = 0x70757267_65303031  # "purge001"
+# How long spent account tokens and finished outbox messages are kept.
+MAIL_RETENTION = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -37,11 +43,22 @@ class PurgeBatch:
     sessions: int
     login_attempts: int
     revoked_access_tokens: int
+    account_tokens: int = 0
+    mail_messages: int = 0
+    audit_events: int = 0
+    revocations: int = 0
 
     @property
     def total(self) -> int:
         return (
-            self.refresh_tokens + self.sessions + self.login_attempts + self.revoked_access_tokens
+            self.refresh_tokens
+            + self.sessions
+            + self.login_attempts
+            + self.revoked_access_tokens
+            + self.account_tokens
+            + self.mail_messages
+            + self.audit_events
+            + self.revocations
         )
 
 
@@ -52,6 +69,8 @@ async def delete_expired_batch(
     throttle_window: int,
     batch_size: int,
     leeway: int,
+    audit_retention: int | None = None,
+    access_token_ttl: int = 0,
 ) -> PurgeBatch:
     """Delete up to `batch_size` expired rows of each table. Deleting a session deletes its
     tokens with it (ON DELETE CASCADE); those are not counted."""
@@ -80,11 +99,44 @@ async def delete_expired_batch(
         now - timedelta(seconds=leeway),
         batch_size,
     )
+    account_tokens = await connection.execute(
+        "DELETE FROM account_tokens WHERE token_digest IN"
+        " (SELECT token_digest FROM account_tokens WHERE least(expires_at,"
+        " coalesce(used_at, 'infinity'), coalesce(superseded_at, 'infinity')) <= $1 LIMIT $2)",
+        now - MAIL_RETENTION,
+        batch_size,
+    )
+    # Sent, or given up: next_attempt_at is NULL once nothing more will be tried.
+    mail = await connection.execute(
+        "DELETE FROM mail_outbox WHERE id IN (SELECT id FROM mail_outbox"
+        " WHERE next_attempt_at IS NULL AND coalesce(sent_at, created_at) <= $1 LIMIT $2)",
+        now - MAIL_RETENTION,
+        batch_size,
+    )
+    audit_events = (
+        await audit.delete_older_than(
+            connection, cutoff=now - timedelta(seconds=audit_retention), batch_size=batch_size
+        )
+        if audit_retention is not None
+        else 0
+    )
+    # The feed's rows, once no token they stop can still be accepted (the first read's window).
+    feed = await connection.execute(
+        "DELETE FROM revocations WHERE id IN (SELECT id FROM revocations WHERE revoked_at <= $1"
+        " AND (expires_at IS NULL OR expires_at <= $2) LIMIT $3)",
+        now - timedelta(seconds=access_token_ttl + leeway),
+        now - timedelta(seconds=leeway),
+        batch_size,
+    )
     return PurgeBatch(
         refresh_tokens=_count(tokens),
         sessions=_count(sessions),
         login_attempts=_count(attempts),
         revoked_access_tokens=_count(revocations),
+        account_tokens=_count(account_tokens),
+        mail_messages=_count(mail),
+        audit_events=audit_events,
+        revocations=_count(feed),
     )
 
 
@@ -117,6 +169,8 @@ async def purge_expired(
                 throttle_window=settings.login_throttle_window,
                 batch_size=settings.purge_batch_size,
                 leeway=settings.jwt_leeway,
+                audit_retention=settings.audit_retention,
+                access_token_ttl=settings.access_token_ttl,
             )
         if batch.total == 0:
             return batches

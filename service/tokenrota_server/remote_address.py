@@ -21,7 +21,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 def remote_address(request: Request[Any], settings: Settings) -> str | None:
     """The address the throttle counts and a session records; None if the server has none."""
     peer = request.client.host if request.client else None
-    if peer is None or not _is_trusted(peer, settings.trusted_proxies):
+    # No trusted proxies (the default): the peer, without parsing it, on every request's log line.
+    if peer is None or not settings.trusted_proxies:
+        return peer
+    if not _is_trusted(peer, settings.trusted_proxies):
         return peer
     hops = [
         hop.strip()

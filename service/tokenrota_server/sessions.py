@@ -8,7 +8,7 @@ transaction: each hot path is a single statement, which Postgres runs atomically
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -16,6 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from tokenrota_server.database import Connection
+from tokenrota_server.roles import GRANTS_OF, Grants, grants_of_row
 
 
 class RevokeReason(StrEnum):
@@ -27,6 +28,15 @@ class RevokeReason(StrEnum):
     PASSWORD_CHANGE = "password_change"  # noqa: S105 - a reason's name, not a password
     USER_DISABLED = "user_disabled"
     REUSE_DETECTED = "reuse_detected"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - a reason's name, not a password
+    ADMIN = "admin"  # DELETE /admin/users/{id}/sessions
+    IDLE = "idle"
+    SESSION_LIMIT = "session_limit"
+
+
+# The user's roles and scopes, read by the statements that mint tokens: constants, no values.
+_GRANTS_OF_NEW_USER = GRANTS_OF.format(user_id="$2::uuid")
+_GRANTS_OF_SESSION_USER = GRANTS_OF.format(user_id="s.user_id")
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,9 @@ class LiveSession:
     user_id: UUID
     email: str
     expires_at: datetime
+    grants: Grants = field(default_factory=Grants)
+    # False for a short session (`remember: false`): its refresh cookie has no Max-Age.
+    remember: bool = True
 
 
 @dataclass(frozen=True)
@@ -71,14 +84,18 @@ async def create_session(
     first_token: NewToken,
     user_agent: str | None,
     ip: str | None,
-) -> None:
-    """Start a session and store its first refresh token, in one statement."""
-    await connection.execute(
-        "WITH session AS ("
-        "  INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip)"
-        "  VALUES ($1, $2, $3, $3, $4, $5, $6) RETURNING id"
-        ") INSERT INTO refresh_tokens (session_id, token_digest, issued_at, expires_at)"
-        " SELECT id, $7, $8, $9 FROM session",
+    remember: bool = True,
+) -> Grants:
+    """Start a session and store its first refresh token, in one statement; return the
+    user's roles and scopes, read by that same statement, for the first access token."""
+    row = await connection.fetchrow(
+        "WITH session AS ("  # noqa: S608 - constants only
+        "  INSERT INTO sessions"
+        "    (id, user_id, created_at, last_used_at, expires_at, user_agent, ip, remember)"
+        "  VALUES ($1, $2, $3, $3, $4, $5, $6, $10) RETURNING id"
+        "), token AS (INSERT INTO refresh_tokens (session_id, token_digest, issued_at, expires_at)"
+        " SELECT id, $7, $8, $9 FROM session)"
+        f" SELECT {_GRANTS_OF_NEW_USER}",
         session_id,
         user_id,
         now,
@@ -88,27 +105,32 @@ async def create_session(
         first_token.digest,
         first_token.issued_at,
         first_token.expires_at,
+        remember,
     )
+    assert row is not None
+    return grants_of_row(row)
 
 
 # Compare-and-set: of any number of concurrent statements on one digest, the row lock lets one
 # set used_at; the others re-check `used_at IS NULL` after it commits, and match nothing.
-_ROTATE = """
+_ROTATE = f"""
 WITH parent AS (
     UPDATE refresh_tokens t SET used_at = $3
     FROM sessions s JOIN users u ON u.id = s.user_id
     WHERE t.token_digest = $1 AND t.session_id = $2 AND s.id = t.session_id
       AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3
       AND s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL
-    RETURNING t.id, t.session_id, s.user_id, u.email, s.expires_at
+      AND ($7::timestamptz IS NULL OR s.last_used_at > $7)
+    RETURNING t.id, t.session_id, s.user_id, u.email, s.expires_at, s.remember
 ), child AS (
     INSERT INTO refresh_tokens (session_id, parent_id, token_digest, issued_at, expires_at)
     SELECT session_id, id, $4, $5, $6 FROM parent
 ), touched AS (
     UPDATE sessions SET last_used_at = $3 WHERE id = (SELECT session_id FROM parent)
 )
-SELECT user_id, email, expires_at FROM parent
-"""
+SELECT p.user_id, p.email, p.expires_at, p.remember, {GRANTS_OF.format(user_id="p.user_id")}
+FROM parent p
+"""  # noqa: S608 - constants joined; every value is a parameter
 
 
 async def rotate(
@@ -118,20 +140,34 @@ async def rotate(
     session_id: UUID,
     now: datetime,
     child: NewToken,
+    idle_since: datetime | None = None,
 ) -> LiveSession | None:
     """Spend a live refresh token and store its child, in one round trip.
 
     Returns the session if this call won; None if the token is unknown, spent, revoked,
-    expired, or its session or user is no longer live (`find_spent` tells which).
+    expired, or its session or user is no longer live (`find_spent` tells which). A session
+    last used at or before `idle_since` counts as ended (SESSION_IDLE_TIMEOUT).
     """
     row = await connection.fetchrow(
-        _ROTATE, token_digest, session_id, now, child.digest, child.issued_at, child.expires_at
+        _ROTATE,
+        token_digest,
+        session_id,
+        now,
+        child.digest,
+        child.issued_at,
+        child.expires_at,
+        idle_since,
     )
     return _live_session(row) if row is not None else None
 
 
 async def touch_live(
-    connection: Connection, *, token_digest: bytes, session_id: UUID, now: datetime
+    connection: Connection,
+    *,
+    token_digest: bytes,
+    session_id: UUID,
+    now: datetime,
+    idle_since: datetime | None = None,
 ) -> LiveSession | None:
     """Without rotation: check a refresh token's row and session, and mark the session used.
 
@@ -140,30 +176,39 @@ async def touch_live(
     during a rollout, or an earlier setting) must not work again here (`find_spent` tells which).
     """
     row = await connection.fetchrow(
-        "UPDATE sessions s SET last_used_at = $3 FROM refresh_tokens t, users u"
+        "UPDATE sessions s SET last_used_at = $3 FROM refresh_tokens t, users u"  # noqa: S608 - constants only
         " WHERE t.token_digest = $1 AND t.session_id = $2 AND s.id = t.session_id"
         " AND u.id = s.user_id AND t.used_at IS NULL"
         " AND t.revoked_at IS NULL AND t.expires_at > $3"
         " AND s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL"
-        " RETURNING s.user_id, u.email, s.expires_at",
+        " AND ($4::timestamptz IS NULL OR s.last_used_at > $4)"
+        f" RETURNING s.user_id, u.email, s.expires_at, s.remember, {_GRANTS_OF_SESSION_USER}",
         token_digest,
         session_id,
         now,
+        idle_since,
     )
     return _live_session(row) if row is not None else None
 
 
 async def find_spent(
-    connection: Connection, *, token_digest: bytes, session_id: UUID, now: datetime
+    connection: Connection,
+    *,
+    token_digest: bytes,
+    session_id: UUID,
+    now: datetime,
+    idle_since: datetime | None = None,
 ) -> SpentToken | None:
     """A refresh token's row, its session's state and its child; None if there is no row."""
     row = await connection.fetchrow(
-        "SELECT t.used_at, t.revoked_at IS NULL AND t.expires_at > $3 AS token_live,"
-        " s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL AS session_live,"
-        " s.user_id, u.email, s.expires_at,"
+        "SELECT t.used_at, t.revoked_at IS NULL AND t.expires_at > $3 AS token_live,"  # noqa: S608 - constants only
+        " s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL"
+        " AND ($4::timestamptz IS NULL OR s.last_used_at > $4) AS session_live,"
+        " s.user_id, u.email, s.expires_at, s.remember,"
         " c.token_digest AS child_digest, c.issued_at AS child_issued_at,"
         " c.expires_at AS child_expires_at,"
-        " c.used_at IS NULL AND c.revoked_at IS NULL AND c.expires_at > $3 AS child_live"
+        " c.used_at IS NULL AND c.revoked_at IS NULL AND c.expires_at > $3 AS child_live,"
+        f" {_GRANTS_OF_SESSION_USER}"
         " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
         " JOIN users u ON u.id = s.user_id"
         " LEFT JOIN refresh_tokens c ON c.parent_id = t.id"
@@ -171,6 +216,7 @@ async def find_spent(
         token_digest,
         session_id,
         now,
+        idle_since,
     )
     if row is None:
         return None
@@ -231,18 +277,21 @@ class SessionInfo:
     expires_at: datetime
     user_agent: str | None
     ip: str | None
+    name: str | None = None
 
 
 async def list_live_sessions(
-    connection: Connection, *, user_id: UUID, now: datetime
+    connection: Connection, *, user_id: UUID, now: datetime, idle_since: datetime | None = None
 ) -> list[SessionInfo]:
     """The user's sessions that are neither revoked nor expired, the most recently used first."""
     rows = await connection.fetch(
-        "SELECT id, created_at, last_used_at, expires_at, user_agent, ip FROM sessions"
+        "SELECT id, created_at, last_used_at, expires_at, user_agent, ip, name FROM sessions"
         " WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2"
+        " AND ($3::timestamptz IS NULL OR last_used_at > $3)"
         " ORDER BY last_used_at DESC, created_at DESC",
         user_id,
         now,
+        idle_since,
     )
     return [SessionInfo(**dict(row)) for row in rows]
 
@@ -283,4 +332,56 @@ async def revoke_user_sessions(
 
 
 def _live_session(row: asyncpg.Record) -> LiveSession:
-    return LiveSession(user_id=row["user_id"], email=row["email"], expires_at=row["expires_at"])
+    return LiveSession(
+        user_id=row["user_id"],
+        email=row["email"],
+        expires_at=row["expires_at"],
+        grants=grants_of_row(row),
+        remember=row["remember"],
+    )
+
+
+async def rename_session(
+    connection: Connection, *, user_id: UUID, session_id: UUID, name: str | None, now: datetime
+) -> bool:
+    """Label one of the user's live sessions; False if there is no such session."""
+    status = await connection.execute(
+        "UPDATE sessions SET name = $3"
+        " WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $4",
+        session_id,
+        user_id,
+        name,
+        now,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def revoke_idle_sessions(
+    connection: Connection, *, idle_since: datetime, now: datetime
+) -> int:
+    """Revoke (reason `idle`) every live session last used at or before `idle_since`."""
+    status = await connection.execute(
+        "UPDATE sessions SET revoked_at = $2, revoke_reason = $3"
+        " WHERE revoked_at IS NULL AND expires_at > $2 AND last_used_at <= $1",
+        idle_since,
+        now,
+        RevokeReason.IDLE,
+    )
+    return int(status.rpartition(" ")[2])
+
+
+async def evict_least_recently_used(
+    connection: Connection, *, user_id: UUID, keep: int, now: datetime
+) -> int:
+    """Revoke (reason `session_limit`) the user's live sessions beyond the `keep` most recently
+    used; return how many. The caller holds the user's row lock, so logins queue here."""
+    status = await connection.execute(
+        "UPDATE sessions SET revoked_at = $2, revoke_reason = $4 WHERE id IN ("
+        " SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2"
+        " ORDER BY last_used_at DESC, created_at DESC OFFSET $3)",
+        user_id,
+        now,
+        keep,
+        RevokeReason.SESSION_LIMIT,
+    )
+    return int(status.rpartition(" ")[2])

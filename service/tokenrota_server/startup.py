@@ -72,6 +72,30 @@ def settings_from_environment(environ: dict[str, str]) -> Settings:
     return dataclasses.replace(settings, database_url=url)
 
 
+def check_mail_delivery(settings: Settings) -> None:
+    """In production, refuse to serve without a way to send mail and pages to link to.
+
+    Raises `ConfigError`: without SMTP_URL the reset and verification messages would go to
+    files nobody reads, and without the URLs their links would lead to the (disabled) demo.
+    """
+    if not settings.is_production:
+        return
+    missing = [
+        name
+        for name, value in (
+            ("SMTP_URL", settings.smtp_url),
+            ("PASSWORD_RESET_URL", settings.password_reset_url),
+            ("EMAIL_VERIFICATION_URL", settings.email_verification_url),
+        )
+        if value is None
+    ]
+    if missing:
+        raise ConfigError(
+            f"ENV=production needs {', '.join(missing)} (mail for password resets and "
+            "email verification: an SMTP server and the pages its links open)"
+        )
+
+
 def check_database(url: str, *, at_head: bool) -> None:
     """Connect to `url` and read its schema revision.
 

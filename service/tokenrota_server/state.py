@@ -11,6 +11,8 @@ from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.oauth import AuthorizationServer
+from tokenrota_server.recovery import Recovery
+from tokenrota_server.revocations import FeedSignal
 from tokenrota_server.tokens import TokenCodec
 
 
@@ -22,3 +24,5 @@ class AppState(TypedDict):
     clock: Clock
     oauth: AuthorizationServer
     accounts: Accounts
+    recovery: Recovery
+    feed: FeedSignal

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
@@ -143,30 +147,113 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the listed fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            # Tells the workers of one `uvicorn --workers N` apart.
-            "pid": record.process,
-        }
-        context = _current.get()
-        if context is not None:
-            line["request_id"] = context.request_id
-        for name in LOGGED_FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                line[name] = value if isinstance(value, int | float | bool) else str(value)
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        return render_line(
+            created=record.created,
+            level=record.levelname.lower(),
+            logger=record.name,
+            message=record.getMessage(),
+            pid=record.process,
+            # A record's extras are its attributes: the same as getattr for the listed names.
+            fields=record.__dict__,
+            exception=self.formatException(record.exc_info) if record.exc_info else None,
+        )
+
+
+def render_line(
+    *,
+    created: float,
+    level: str,
+    logger: str,
+    message: str,
+    pid: int | None,
+    fields: Mapping[str, object],
+    exception: str | None = None,
+) -> str:
+    """The JSON log line of one event; of `fields`, only the names in `LOGGED_FIELDS` are kept."""
+    line: dict[str, object] = {
+        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "message": message,
+        # Tells the workers of one `uvicorn --workers N` apart.
+        "pid": pid,
+    }
+    context = _current.get()
+    if context is not None:
+        line["request_id"] = context.request_id
+    for name in LOGGED_FIELDS:
+        value = fields.get(name)
+        if value is not None:
+            line[name] = value if isinstance(value, int | float | bool) else str(value)
+    if exception is not None:
+        line["exception"] = exception
+    return json.dumps(line, ensure_ascii=False)
+
+
+# The handler `configure_logging` installed on the root logger, if it did.
+_json_handler: logging.StreamHandler[Any] | None = None
+
+
+def log_info(logger: logging.Logger, message: str, fields: Mapping[str, object]) -> None:
+    """Log `message` at INFO with `fields` as extras: `logger.info(message, extra=fields)`.
+
+    When the one place that record would go is the JSON handler of `configure_logging`, the
+    line is rendered and written straight to its stream, the same line its formatter would
+    write, without logging's record, caller lookup and handler chain: they were most of the
+    access line's cost, itself a tenth of a cheap request's CPU (docs/benchmarks.md). Any other
+    handler or filter on the way (a test's capture, a deployment's own set-up) gets the record
+    through `logging` as before.
+    """
+    handler = _sole_json_handler(logger)
+    if handler is None:
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(message, extra=dict(fields))
+        return
+    line = render_line(
+        created=time.time(),
+        level="info",
+        logger=logger.name,
+        message=message,
+        pid=os.getpid(),
+        fields=fields,
+    )
+    handler.acquire()
+    try:
+        handler.stream.write(line + handler.terminator)
+        handler.flush()
+    except Exception:
+        # What logging does with a line it cannot write (raiseExceptions: a note on stderr).
+        handler.handleError(logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None))
+    finally:
+        handler.release()
+
+
+def _sole_json_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:
+    """The JSON handler, if an INFO record of `logger` would reach it and nothing else."""
+    handler = _json_handler
+    if handler is None or handler.filters or handler.level > logging.INFO:
+        return None
+    if logger.disabled or logger.filters or not logger.isEnabledFor(logging.INFO):
+        return None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.handlers:
+            # The first logger up the chain with handlers must be the root, with ours alone.
+            if current is logging.root and current.handlers == [handler]:
+                return handler
+            return None
+        if not current.propagate:
+            return None
+        current = current.parent
+    return None
 
 
 def configure_logging(level: str = "INFO") -> None:
     """Send every log record, uvicorn's included, to stderr as JSON lines."""
+    global _json_handler
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    _json_handler = handler
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

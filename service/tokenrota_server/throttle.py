@@ -11,6 +11,10 @@ attempt back: the email's counter is cleared and the address's is decremented.
 Registrations are counted per remote address under a scope of their own, in the same windows,
 past `REGISTER_IP_MAX_ATTEMPTS`. Each costs an argon2 hash and may learn whether an email has an
 account, so every one counts, successful or not, and nothing is taken back.
+
+Password-reset requests (`/password/forgot`) are counted per email, whether or not it has an
+account (`PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS`), and per address
+(`PASSWORD_FORGOT_IP_MAX_ATTEMPTS`), under scopes of their own: each may send a message.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from tokenrota_server.users import Credentials, user_from_row
 EMAIL_SCOPE = "email"
 ADDRESS_SCOPE = "ip"
 REGISTER_SCOPE = "register_ip"
+FORGOT_EMAIL_SCOPE = "forgot_email"
+FORGOT_ADDRESS_SCOPE = "forgot_ip"
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class CountedAttempt:
 
     credentials: Credentials | None
     retry_after: int | None
+    # The scopes ("email", "ip") whose limit this very attempt crossed: the first refusal of
+    # a window, which the audit log records once rather than on every refused attempt.
+    crossed: tuple[str, ...] = ()
 
 
 def email_key(email: str) -> bytes:
@@ -63,7 +72,8 @@ _UPSERT = """
 # Two constants joined; every value is a parameter.
 _COUNT = f"""
 WITH counted AS ({_UPSERT})
-SELECT c.scope, c.attempts, c.window_started_at, u.id, u.email, u.created_at, u.password_hash,
+SELECT c.scope, c.attempts, c.window_started_at, u.id, u.email, u.created_at,
+       u.email_verified_at, u.password_hash,
        u.disabled_at IS NOT NULL AS disabled
 FROM counted c LEFT JOIN users u ON lower(u.email) = lower($5)
 """  # noqa: S608
@@ -111,6 +121,29 @@ async def count_registration(
     return _wait(rows, {REGISTER_SCOPE: settings.register_ip_max_attempts}, window, now)
 
 
+async def count_forgot(
+    connection: Connection, settings: Settings, *, email: str, ip: str | None, now: datetime
+) -> int | None:
+    """Count one reset request against the email and the address; the seconds to wait, if over.
+
+    Counted alike for an email with or without an account. Requests without an address share
+    one counter, as registrations do.
+    """
+    window = timedelta(seconds=settings.login_throttle_window)
+    rows = await connection.fetch(
+        _UPSERT,
+        [FORGOT_EMAIL_SCOPE, FORGOT_ADDRESS_SCOPE],
+        [email_key(email), address_key(ip or "")],
+        now,
+        now - window,
+    )
+    limits = {
+        FORGOT_EMAIL_SCOPE: settings.password_forgot_email_max_attempts,
+        FORGOT_ADDRESS_SCOPE: settings.password_forgot_ip_max_attempts,
+    }
+    return _wait(rows, limits, window, now)
+
+
 async def _count(
     connection: Connection,
     settings: Settings,
@@ -131,7 +164,10 @@ async def _count(
         credentials = Credentials(
             user_from_row(first), password_hash=first["password_hash"], disabled=first["disabled"]
         )
-    return CountedAttempt(credentials=credentials, retry_after=_wait(rows, limits, window, now))
+    crossed = tuple(row["scope"] for row in rows if row["attempts"] == limits[row["scope"]] + 1)
+    return CountedAttempt(
+        credentials=credentials, retry_after=_wait(rows, limits, window, now), crossed=crossed
+    )
 
 
 def _wait(
@@ -166,4 +202,13 @@ async def forgive_address_attempt(connection: Connection, *, ip: str) -> None:
         " WHERE scope = $1 AND key_digest = $2",
         ADDRESS_SCOPE,
         address_key(ip),
+    )
+
+
+async def forget_email(connection: Connection, email: str) -> None:
+    """Delete the email's counter (the user is erased: not even its digest stays)."""
+    await connection.execute(
+        "DELETE FROM login_attempts WHERE scope = $1 AND key_digest = $2",
+        EMAIL_SCOPE,
+        email_key(email),
     )

@@ -102,8 +102,10 @@ class TokenCodec:
         email: str | None = None,
         client_id: str | None = None,
         ttl: int | None = None,
+        roles: tuple[str, ...] = (),
     ) -> tuple[str, AccessClaims]:
-        """Sign a new access token; a user token has `session_id` and `email`, a client's not."""
+        """Sign a new access token; a user token has `session_id`, `email` and `roles`, a
+        client's none of them."""
         issued_at = int(now.timestamp())
         claims = AccessClaims(
             subject=subject,
@@ -114,6 +116,7 @@ class TokenCodec:
             scope=scope,
             email=email,
             client_id=client_id,
+            roles=roles,
         )
         payload: dict[str, Any] = {"iss": self._issuer, "aud": self._audience, "sub": subject}
         if session_id is not None:
@@ -124,6 +127,8 @@ class TokenCodec:
         if client_id is not None:
             payload["client_id"] = client_id
         payload["scope"] = scope
+        if session_id is not None:
+            payload["roles"] = list(roles)
         if self._key_ring is not None:
             signing = self._key_ring.signing
             header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}

@@ -12,10 +12,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from tokenrota import bearer
+from tokenrota.errors import InsufficientScope
 
 from tokenrota_server.errors import (
+    AlreadyVerified,
     CsrfFailed,
     EmailTaken,
+    EmailUnverified,
+    InvalidAccountToken,
     InvalidClient,
     InvalidCredentials,
     InvalidGrant,
@@ -26,6 +30,7 @@ from tokenrota_server.errors import (
     MissingToken,
     NotFound,
     PayloadTooLarge,
+    RoleInUse,
     ServiceError,
     TooManyAttempts,
     UnsupportedGrantType,
@@ -50,6 +55,10 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidGrant: 400,
     UnsupportedGrantType: 400,
     InvalidScope: 400,
+    InvalidAccountToken: 400,
+    AlreadyVerified: 409,
+    EmailUnverified: 403,
+    RoleInUse: 409,
 }
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -66,7 +75,7 @@ def status_of(error: ServiceError) -> int:
 def error_response(error: ServiceError) -> JSONResponse:
     """The JSON body `{"error", "error_description"}` with the error's status and headers."""
     headers = dict(NO_STORE)
-    if isinstance(error, MissingToken | InvalidToken):
+    if isinstance(error, MissingToken | InvalidToken | InsufficientScope):
         # The same challenge as a resource server's (tokenrota.bearer): one convention.
         headers["WWW-Authenticate"] = bearer.challenge(error)
     elif isinstance(error, InvalidClient):
@@ -188,3 +197,12 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(body) != len(pairs):
         raise ValueError("duplicate key")
     return body
+
+
+def refuse_other_fields(body: dict[str, Any], *names: str) -> None:
+    """Raise `InvalidInput` when the body has a field other than `names` (a typo, a guess)."""
+    others = sorted(set(body) - set(names))
+    if others:
+        # The names are the caller's own text: quoted back only when short and printable.
+        shown = others[0] if len(others[0]) <= 40 and others[0].isprintable() else "a field"
+        raise InvalidInput(f"Unexpected field '{shown}'.")

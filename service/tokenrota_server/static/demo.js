@@ -20,7 +20,7 @@ async function loadProfile() {
   const response = await auth.fetch("/profile");
   if (!response.ok) throw new Error(`/profile answered ${response.status}`);
   const { user } = await response.json();
-  $("who").textContent = user.email;
+  $("who").textContent = `${user.email}${user.email_verified ? " (verified)" : ""}`;
   show(true);
   log(`GET /profile -> 200 (${user.email})`);
 }
@@ -40,6 +40,22 @@ async function loadSessions() {
   for (const session of sessions) {
     const row = document.createElement("tr");
     row.className = session.current ? "current" : "";
+    const name = cell(row, session.name ?? "");
+    const rename = document.createElement("button");
+    rename.textContent = "Name";
+    rename.className = "secondary rename";
+    rename.onclick = async () => {
+      const label = window.prompt("A name for this device", session.name ?? "");
+      if (label === null) return;
+      const answer = await auth.fetch(`/sessions/${session.id}`, {
+        method: "PATCH",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name: label.trim() || null }),
+      });
+      log(`PATCH /sessions/${session.id.slice(0, 8)}… -> ${answer.status}`);
+      await loadSessions();
+    };
+    name.append(" ", rename);
     cell(row, new Date(session.created_at).toLocaleString());
     cell(row, new Date(session.last_used_at).toLocaleString());
     cell(row, session.ip);
@@ -70,8 +86,9 @@ auth.onLogout(({ reason }) => {
 $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
-    await auth.login($("email").value, $("password").value);
-    log("POST /login -> 200 (refresh token set as HttpOnly cookie)");
+    const remember = $("remember").checked;
+    await auth.login($("email").value, $("password").value, { remember });
+    log(`POST /login -> 200 (refresh token set as HttpOnly cookie${remember ? "" : ", no Max-Age"})`);
     await loadProfile();
     await loadSessions();
   } catch (error) {
@@ -95,6 +112,74 @@ $("logout").addEventListener("click", async () => {
   await auth.logout();
   log("POST /logout -> cookie cleared");
 });
+
+$("forgot").addEventListener("click", async () => {
+  try {
+    await auth.requestPasswordReset($("email").value);
+    log("POST /password/forgot -> 202 (a message if the email has an account)");
+    await showLatestMail(5);
+  } catch (error) {
+    log(`forgot failed: ${error.code || error.message}`);
+  }
+});
+
+$("verify").addEventListener("click", async () => {
+  const response = await auth.fetch("/email/verification", { method: "POST" });
+  const body = await response.json();
+  log(`POST /email/verification -> ${response.status}${body.error ? ` ${body.error}` : ""}`);
+  if (response.ok) await showLatestMail(5);
+});
+
+// The links of the messages come back here: ?flow=reset&token=... or ?flow=verify&token=...
+const query = new URLSearchParams(window.location.search);
+const linkToken = query.get("token");
+function forgetLink() {
+  window.history.replaceState(null, "", "/demo");
+}
+
+$("reset").hidden = !(linkToken && query.get("flow") === "reset");
+$("reset-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await auth.resetPassword(linkToken, $("new-password").value);
+    log("POST /password/reset -> 204: every session ended; log in with the new password");
+    $("reset").hidden = true;
+    forgetLink();
+  } catch (error) {
+    log(`reset failed: ${error.code || error.message}`);
+  }
+});
+
+if (linkToken && query.get("flow") === "verify") {
+  fetch("/email/verify", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token: linkToken }),
+  }).then((response) => {
+    log(`POST /email/verify -> ${response.status}`);
+    forgetLink();
+  });
+}
+
+async function showLatestMail(wait = 0) {
+  const response = await fetch(`/dev/mailbox/latest?wait=${wait}`);
+  const body = await response.json();
+  if (!response.ok) {
+    $("mail").hidden = true;
+    log(`GET /dev/mailbox/latest -> ${response.status} (${body.error_description})`);
+    return;
+  }
+  $("mail-subject").textContent = body.subject;
+  $("mail-to").textContent = body.to;
+  $("mail-text").textContent = body.text;
+  // Only a link of our own origin is followed: the demo page handles it.
+  const link = body.link ? new URL(body.link, window.location.href) : null;
+  const ours = link !== null && link.origin === window.location.origin;
+  $("mail-link").href = ours ? link.pathname + link.search : "/demo";
+  $("mail-link").hidden = !ours;
+  $("mail").hidden = false;
+}
+$("mailbox-latest").addEventListener("click", () => showLatestMail().catch((e) => log(e.message)));
 
 // A reload loses the in-memory access token; the cookie brings the session back.
 loadProfile()

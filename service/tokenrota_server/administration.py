@@ -1,0 +1,284 @@
+"""Use cases of the admin API (`admin_routes`) and of the operator's CLI (`admin`): users,
+their roles and sessions, erasure, roles, and reading the audit log.
+
+Each change runs in one transaction with its audit event (`audit.record`), so an event exists
+exactly when its change committed; a refused change (an unknown role, say) writes neither.
+Listings page by keyset, with the opaque cursors of `pagination`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from tokenrota.errors import InsufficientScope
+
+from tokenrota_server import audit, oauth_clients, roles, sessions, throttle, users
+from tokenrota_server.audit import AuditAction
+from tokenrota_server.errors import InvalidInput, InvalidToken, MalformedRequest, NotFound
+from tokenrota_server.pagination import decode_cursor, encode_cursor
+from tokenrota_server.tokens import TokenCodec
+
+ADMIN_SCOPE = "admin"
+MAX_EMAIL_PREFIX_LENGTH = 254
+
+
+async def authorize_admin(
+    pool: asyncpg.Pool, codec: TokenCodec, access_token: str, now: datetime
+) -> str:
+    """The client id behind an admin call; raise `InvalidToken`, `TokenExpired` or
+    `InsufficientScope`.
+
+    Only a client-credentials token with the `admin` scope will do; a person's token never
+    does, whatever their roles (a role may grant a scope named admin to resource servers;
+    that is not this API). The client must still be enabled and hold `admin`, and the token
+    not be revoked: read from the database on every call.
+    """
+    claims = codec.verify_access(access_token, now)
+    if claims.client_id is None or ADMIN_SCOPE not in claims.scope.split(" "):
+        raise InsufficientScope((ADMIN_SCOPE,))
+    async with pool.acquire() as connection:
+        live = await oauth_clients.is_admin_token_live(
+            connection, client_id=claims.client_id, jti=claims.jti, scope=ADMIN_SCOPE
+        )
+    if not live:
+        raise InvalidToken()
+    return claims.client_id
+
+
+def parse_email_prefix(raw: str | None) -> str:
+    """The `email` query parameter, lower-cased; raise `InvalidInput` if it is too long."""
+    if raw is None:
+        return ""
+    if len(raw) > MAX_EMAIL_PREFIX_LENGTH or not raw.isprintable():
+        raise InvalidInput("'email' must be at most 254 printable characters.")
+    return raw.lower()
+
+
+async def list_users(
+    pool: asyncpg.Pool, *, email_prefix: str, cursor: str | None, limit: int
+) -> tuple[list[users.AdminUser], str | None]:
+    """A page of users, oldest first, and the cursor of the next page (None after the last)."""
+    query = f"users:{email_prefix}"
+    after = None
+    if cursor is not None:
+        key = decode_cursor(query, cursor)
+        try:
+            after = (datetime.fromisoformat(key[0]), UUID(key[1]))
+        except (IndexError, TypeError, ValueError):
+            raise MalformedRequest("The cursor is not valid.") from None
+        if after[0].tzinfo is None:
+            raise MalformedRequest("The cursor is not valid.")
+    async with pool.acquire() as connection:
+        found = await users.list_users_page(
+            connection, email_prefix=email_prefix, after=after, limit=limit + 1
+        )
+    page = found[:limit]
+    next_cursor = (
+        encode_cursor(query, [page[-1].created_at.isoformat(), str(page[-1].id)])
+        if len(found) > limit
+        else None
+    )
+    return page, next_cursor
+
+
+async def get_user(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> users.AdminUser:
+    """One user with their roles and live sessions; raise `NotFound`."""
+    async with pool.acquire() as connection:
+        found = await users.find_admin_user(connection, user_id, now)
+    if found is None:
+        raise NotFound("No such user.")
+    return found
+
+
+async def set_disabled(
+    pool: asyncpg.Pool, user_id: UUID, *, disabled: bool, actor: str, now: datetime
+) -> None:
+    """Disable (ending every session) or enable a user; raise `NotFound`."""
+    async with pool.acquire() as connection, connection.transaction():
+        if not await users.set_disabled(connection, user_id, disabled=disabled, now=now):
+            raise NotFound("No such user.")
+        details: dict[str, Any] = {}
+        if disabled:
+            details["sessions_revoked"] = await sessions.revoke_user_sessions(
+                connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
+            )
+        action = AuditAction.USER_DISABLED if disabled else AuditAction.USER_ENABLED
+        await audit.record(
+            connection, action, actor=actor, now=now, user_id=user_id, details=details
+        )
+
+
+async def set_roles(
+    pool: asyncpg.Pool, user_id: UUID, names: tuple[str, ...], *, actor: str, now: datetime
+) -> users.AdminUser:
+    """Make `names` exactly the user's roles; raise `NotFound` or `InvalidInput` (an
+    unknown role: nothing is written). Takes effect at the user's next refresh."""
+    async with pool.acquire() as connection, connection.transaction():
+        # Locks the user: two concurrent changes of one user's roles apply one after the other.
+        before = await connection.fetchval(
+            "SELECT coalesce((SELECT array_agg(role) FROM user_roles WHERE user_id = u.id),"
+            " '{}'::text[]) FROM users u WHERE u.id = $1 FOR UPDATE",
+            user_id,
+        )
+        if before is None:
+            raise NotFound("No such user.")
+        unknown = await roles.unknown_roles(connection, names)
+        if unknown:
+            raise InvalidInput("No role has this name: " + ", ".join(unknown)[:200] + ".")
+        await roles.set_user_roles(connection, user_id, names)
+        await audit.record(
+            connection,
+            AuditAction.USER_ROLES_SET,
+            actor=actor,
+            now=now,
+            user_id=user_id,
+            details={"before": sorted(before), "after": list(names)},
+        )
+        found = await users.find_admin_user(connection, user_id, now)
+    assert found is not None
+    return found
+
+
+async def list_sessions(
+    pool: asyncpg.Pool, user_id: UUID, now: datetime
+) -> list[sessions.SessionInfo]:
+    """The user's live sessions; raise `NotFound`."""
+    async with pool.acquire() as connection:
+        if await connection.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
+            raise NotFound("No such user.")
+        return await sessions.list_live_sessions(connection, user_id=user_id, now=now)
+
+
+async def revoke_sessions(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: datetime) -> int:
+    """Revoke every session of the user at once; return how many. Raise `NotFound`."""
+    async with pool.acquire() as connection, connection.transaction():
+        if await connection.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
+            raise NotFound("No such user.")
+        count = await sessions.revoke_user_sessions(
+            connection, user_id=user_id, reason=sessions.RevokeReason.ADMIN, now=now
+        )
+        await audit.record(
+            connection,
+            AuditAction.SESSIONS_REVOKED,
+            actor=actor,
+            now=now,
+            user_id=user_id,
+            details={"sessions_revoked": count},
+        )
+    return count
+
+
+async def erase_user(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: datetime) -> None:
+    """Erase the user and everything that references them; raise `NotFound`.
+
+    First the user is disabled (committed): from then on no refresh can start spending one of
+    their tokens. Then one transaction locks the tokens that refreshes already in flight
+    hold, in the order a refresh takes them (token, then session), waits for those to finish,
+    and deletes the user; ON DELETE CASCADE takes the sessions, their tokens, the role grants
+    and every later table that references users. Without the first step, a refresh holding
+    a token and waiting for its session could deadlock with the cascade holding the session
+    and waiting for the token. The audit event keeps the id, not the email.
+    """
+    async with pool.acquire() as connection:
+        if not await users.set_disabled(connection, user_id, disabled=True, now=now):
+            raise NotFound("No such user.")
+        async with connection.transaction():
+            await connection.execute(
+                "SELECT 1 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
+                " WHERE s.user_id = $1 FOR UPDATE OF t",
+                user_id,
+            )
+            email = await users.delete_user(connection, user_id)
+            if email is None:
+                raise NotFound("No such user.")  # erased meanwhile by another call
+            # The throttle's counter of the email has no foreign key to cascade along.
+            await throttle.forget_email(connection, email)
+            await audit.record(
+                connection, AuditAction.USER_ERASED, actor=actor, now=now, user_id=user_id
+            )
+
+
+async def put_role(
+    pool: asyncpg.Pool, name: str, scopes: tuple[str, ...], *, actor: str, now: datetime
+) -> tuple[roles.Role, bool]:
+    """Create a role or replace its scopes; return it and whether it is new."""
+    async with pool.acquire() as connection, connection.transaction():
+        role, created = await roles.put_role(connection, name=name, scopes=scopes, now=now)
+        await audit.record(
+            connection,
+            AuditAction.ROLE_PUT,
+            actor=actor,
+            now=now,
+            target=f"role:{name}",
+            details={"scopes": list(scopes), "created": created},
+        )
+    return role, created
+
+
+async def list_roles(pool: asyncpg.Pool) -> list[roles.Role]:
+    """Every role."""
+    async with pool.acquire() as connection:
+        return await roles.list_roles(connection)
+
+
+async def delete_role(pool: asyncpg.Pool, name: str, *, actor: str, now: datetime) -> None:
+    """Delete a role; raise `NotFound`, or `RoleInUse` while a user holds it."""
+    async with pool.acquire() as connection, connection.transaction():
+        if not await roles.delete_role(connection, name):
+            raise NotFound("No such role.")
+        await audit.record(
+            connection, AuditAction.ROLE_DELETED, actor=actor, now=now, target=f"role:{name}"
+        )
+
+
+async def change_role(
+    pool: asyncpg.Pool, email: str, name: str, *, grant: bool, actor: str, now: datetime
+) -> bool:
+    """Grant or revoke one role of the user with `email`; False if nothing changed.
+
+    Raises `NotFound` for an unknown email, `InvalidInput` for an unknown role (at grant).
+    """
+    async with pool.acquire() as connection, connection.transaction():
+        user_id = await users.find_user_id(connection, email)
+        if user_id is None:
+            raise NotFound("No user has this email.")
+        if grant:
+            changed = await roles.grant_role(connection, user_id, name)
+        else:
+            changed = await roles.revoke_role(connection, user_id, name)
+        if changed:
+            action = AuditAction.ROLE_GRANTED if grant else AuditAction.ROLE_REVOKED
+            await audit.record(
+                connection, action, actor=actor, now=now, user_id=user_id, details={"role": name}
+            )
+    return changed
+
+
+async def user_id_of(pool: asyncpg.Pool, email: str) -> UUID:
+    """The id of the user with `email`; raise `NotFound`."""
+    async with pool.acquire() as connection:
+        user_id = await users.find_user_id(connection, email)
+    if user_id is None:
+        raise NotFound("No user has this email.")
+    return user_id
+
+
+async def list_audit(
+    pool: asyncpg.Pool, *, user_id: UUID | None, cursor: str | None, limit: int
+) -> tuple[list[audit.AuditEvent], str | None]:
+    """A page of the audit log, newest first, and the next page's cursor (None after the last)."""
+    query = f"audit:{user_id or ''}"
+    before = None
+    if cursor is not None:
+        key = decode_cursor(query, cursor)
+        if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
+            raise MalformedRequest("The cursor is not valid.")
+        before = key[0]
+    async with pool.acquire() as connection:
+        found = await audit.list_events(connection, before=before, limit=limit + 1, user_id=user_id)
+    page = found[:limit]
+    next_cursor = encode_cursor(query, [page[-1].id]) if len(found) > limit else None
+    return page, next_cursor

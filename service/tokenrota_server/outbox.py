@@ -1,0 +1,168 @@
+"""The mail outbox: messages written in the transaction of what they announce, sent afterwards.
+
+A request that issues a token writes its message into `mail_outbox` in the same statement, so a
+rolled-back request sends nothing and a committed one is never lost; the answer never waits
+for SMTP. Each instance of the server drains the outbox in the background (`Outbox.run`, in
+the app's lifespan): every `MAIL_POLL_INTERVAL` seconds, and at once when a request of its own
+wrote a message. A message is taken with `SELECT ... FOR UPDATE SKIP LOCKED` and its row stays
+locked until it is marked sent, so several instances (or workers) never send one twice. A
+failed delivery is retried with exponential backoff, and given up after `MAX_ATTEMPTS`.
+
+The bodies hold a live token, so they are stored sealed (Fernet, under a key derived from
+REFRESH_TOKEN_SECRET) and blanked once sent: reading the table does not give tokens away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from tokenrota.clock import Clock
+
+from tokenrota_server import mailer
+from tokenrota_server.config import Settings
+from tokenrota_server.database import CONNECTION_ERRORS, Connection
+from tokenrota_server.mailer import DeliveryFailed, Mail
+
+logger = logging.getLogger("tokenrota.mail")
+
+MAX_ATTEMPTS = 10
+FIRST_RETRY_DELAY = 30  # seconds; doubled at each failure
+MAX_RETRY_DELAY = 3600
+
+Send = Callable[[Mail, int, datetime], Awaitable[None]]
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long to wait after the `attempts`-th failure: 30 s, 60 s, ... at most an hour."""
+    return timedelta(seconds=min(FIRST_RETRY_DELAY * 2 ** (attempts - 1), MAX_RETRY_DELAY))
+
+
+class Sealer:
+    """Seals and opens message bodies with a key derived from the refresh secret."""
+
+    def __init__(self, settings: Settings) -> None:
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"tokenrota mail outbox"
+        ).derive(str(settings.refresh_token_secret).encode())
+        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+
+    def __repr__(self) -> str:
+        return "Sealer()"
+
+    def seal(self, text: str) -> str:
+        return self._fernet.encrypt(text.encode()).decode("ascii")
+
+    def open(self, sealed: str) -> str | None:
+        """The text, or None if it was sealed under another secret (rotated since)."""
+        try:
+            return self._fernet.decrypt(sealed.encode("ascii")).decode()
+        except (InvalidToken, ValueError):
+            return None
+
+
+async def deliver_due(pool: asyncpg.Pool, sealer: Sealer, send: Send, *, now: datetime) -> int:
+    """Send every message due at `now`, one per transaction; return how many were sent.
+
+    A message that fails is rescheduled (`retry_delay`) and not tried again in this round.
+    """
+    sent = 0
+    while True:
+        async with pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                "SELECT id, recipient, subject, text_body, html_body, attempts FROM mail_outbox"
+                " WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT 1"
+                " FOR UPDATE SKIP LOCKED",
+                now,
+            )
+            if row is None:
+                return sent
+            attempts = row["attempts"] + 1
+            text, body = sealer.open(row["text_body"]), sealer.open(row["html_body"])
+            try:
+                if text is None or body is None:
+                    raise DeliveryFailed("sealed under another secret")
+                mail = Mail(row["recipient"], row["subject"], text, body)
+                await send(mail, row["id"], now)
+            except DeliveryFailed as failure:
+                await _failed(connection, row["id"], attempts, failure.reason, now)
+                continue
+            # Blanked once sent: the token it carried is not kept, even sealed.
+            await connection.execute(
+                "UPDATE mail_outbox SET sent_at = $2, next_attempt_at = NULL, attempts = $3,"
+                " last_error = NULL, text_body = '', html_body = '' WHERE id = $1",
+                row["id"],
+                now,
+                attempts,
+            )
+        sent += 1
+        logger.info("mail sent", extra={"mail_id": row["id"], "attempts": attempts})
+
+
+async def _failed(
+    connection: Connection,
+    mail_id: int,
+    attempts: int,
+    reason: str,
+    now: datetime,
+) -> None:
+    retry_at = now + retry_delay(attempts) if attempts < MAX_ATTEMPTS else None
+    await connection.execute(
+        "UPDATE mail_outbox SET attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $1",
+        mail_id,
+        attempts,
+        reason,
+        retry_at,
+    )
+    if retry_at is None:
+        logger.error(
+            "mail given up after %d attempts: %s", attempts, reason, extra={"mail_id": mail_id}
+        )
+    else:
+        logger.warning(
+            "mail delivery failed (%s); retrying at %s",
+            reason,
+            retry_at.isoformat(),
+            extra={"mail_id": mail_id, "attempts": attempts},
+        )
+
+
+class Outbox:
+    """This instance's drainer of the outbox: run in the lifespan, woken by requests."""
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self._settings = settings
+        self._clock = clock
+        self.sealer = Sealer(settings)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """A message was just committed: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def send(self, mail: Mail, mail_id: int, now: datetime) -> None:
+        """Deliver one message in a thread (smtplib and file writes block)."""
+        await asyncio.to_thread(mailer.deliver, self._settings, mail, name=str(mail_id), now=now)
+
+    async def run(self, pool: asyncpg.Pool) -> None:
+        """Drain until cancelled; a round that fails on the database is logged, not fatal."""
+        while True:
+            try:
+                await deliver_due(pool, self.sealer, self.send, now=self._clock())
+            except CONNECTION_ERRORS as error:
+                logger.warning("mail skipped: database unavailable (%s)", type(error).__name__)
+            except Exception:
+                # Whatever went wrong with one round, the next may go through: a drainer that
+                # died here would leave every later message unsent.
+                logger.exception("mail round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.mail_poll_interval)
+            self._wake.clear()

@@ -1,0 +1,228 @@
+"""Use cases: getting back into an account (password reset) and proving an email (verification).
+
+`forgot` answers the same for any well-formed email: for one with an active account it stores a
+reset token and queues its message, in one statement that does the same work when there is no
+account; no argon2 runs. `reset_password` spends the token with a compare-and-set, so of
+concurrent resets with one token exactly one succeeds; it changes the password, ends every
+session and every other reset token of the user (`commit_password_reset`, the one place a reset
+commits). Messages are never sent from a request: they wait in the outbox (`outbox.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+
+from tokenrota_server import account_tokens, audit, mailer, sessions, throttle, users
+from tokenrota_server.account_tokens import Purpose
+from tokenrota_server.auth import SessionUser, check_email
+from tokenrota_server.config import Settings
+from tokenrota_server.database import Connection
+from tokenrota_server.errors import AlreadyVerified, InvalidAccountToken, TooManyAttempts
+from tokenrota_server.mailer import Mail
+from tokenrota_server.outbox import Outbox
+from tokenrota_server.passwords import Passwords, check_password_policy
+
+security_log = logging.getLogger("tokenrota.security")
+
+
+@dataclass(frozen=True)
+class CommittedReset:
+    """What a committed reset changed."""
+
+    user_id: UUID
+    sessions_revoked: int
+
+
+class Recovery:
+    """Password reset and email verification, with their dependencies passed in."""
+
+    def __init__(self, settings: Settings, passwords: Passwords, outbox: Outbox) -> None:
+        self._settings = settings
+        self._passwords = passwords
+        self._outbox = outbox
+
+    async def forgot(
+        self, pool: asyncpg.Pool, *, email: str, ip: str | None, now: datetime
+    ) -> None:
+        """Send a reset message if `email` has an active account; raise `InvalidInput` or
+        `TooManyAttempts`. Nothing in the outcome or its timing tells whether it had one."""
+        check_email(email)
+        token, digest = account_tokens.new_token()
+        # Composed and sealed whether or not it will be sent: the same work either way.
+        mail = mailer.reset_mail(self._settings, email, token)
+        queued = False
+        # One transaction, so one durable commit whether or not the email has an account (the
+        # token's rows would otherwise cost a known email a second WAL flush); the count is
+        # committed even when it refuses the request.
+        async with pool.acquire() as connection, connection.transaction():
+            retry_after = await throttle.count_forgot(
+                connection, self._settings, email=email, ip=ip, now=now
+            )
+            if retry_after is None:
+                queued = await self._issue(
+                    connection,
+                    mail,
+                    email=email,
+                    purpose=Purpose.PASSWORD_RESET,
+                    token_digest=digest,
+                    now=now,
+                    ttl=self._settings.password_reset_ttl,
+                )
+        if retry_after is not None:
+            security_log.warning("password reset request throttled", extra={"ip": ip})
+            raise TooManyAttempts(retry_after)
+        if queued:
+            self._outbox.wake()
+        security_log.info("password reset requested", extra={"ip": ip})
+
+    async def reset_password(
+        self, pool: asyncpg.Pool, *, token: str, new_password: str, now: datetime
+    ) -> None:
+        """Set a new password with a reset token; raise `WeakPassword` or `InvalidAccountToken`.
+
+        The token is looked at before argon2 runs (a made-up one costs no hashing) and spent
+        after, in the transaction that changes the password; a token spent in between (a
+        concurrent reset) is refused then.
+        """
+        check_password_policy(new_password)
+        if not account_tokens.is_well_formed(token):
+            raise InvalidAccountToken()
+        digest = account_tokens.digest_of(token)
+        async with pool.acquire() as connection:
+            usable = await account_tokens.is_open(
+                connection, token_digest=digest, purpose=Purpose.PASSWORD_RESET, now=now
+            )
+        if not usable:
+            raise InvalidAccountToken()
+        password_hash = await self._passwords.hash(new_password)
+        async with pool.acquire() as connection, connection.transaction():
+            committed = await commit_password_reset(
+                connection, token_digest=digest, password_hash=password_hash, now=now
+            )
+        if committed is None:
+            raise InvalidAccountToken()
+        security_log.warning(
+            "password reset; every session revoked",
+            extra={"user_id": committed.user_id, "sessions": committed.sessions_revoked},
+        )
+
+    async def request_verification(
+        self, pool: asyncpg.Pool, caller: SessionUser, *, ip: str | None, now: datetime
+    ) -> None:
+        """Send the caller a verification message; raise `AlreadyVerified` or `TooManyAttempts`.
+
+        Counted with the reset requests of the same email and address: each sends a message
+        to that mailbox, and the limit is on messages.
+        """
+        if caller.user.email_verified:
+            raise AlreadyVerified()
+        async with pool.acquire() as connection:
+            retry_after = await throttle.count_forgot(
+                connection, self._settings, email=caller.user.email, ip=ip, now=now
+            )
+        if retry_after is not None:
+            security_log.warning("verification request throttled", extra={"ip": ip})
+            raise TooManyAttempts(retry_after)
+        await self.send_verification(pool, caller.user, now=now)
+
+    async def send_verification(
+        self, pool: asyncpg.Pool, user: users.User, *, now: datetime
+    ) -> None:
+        """Queue a verification message to `user`, superseding their earlier ones."""
+        token, digest = account_tokens.new_token()
+        mail = mailer.verification_mail(self._settings, user.email, token)
+        async with pool.acquire() as connection:
+            queued = await self._issue(
+                connection,
+                mail,
+                user_id=user.id,
+                purpose=Purpose.EMAIL_VERIFICATION,
+                token_digest=digest,
+                now=now,
+                ttl=self._settings.email_verification_ttl,
+            )
+        if queued:
+            self._outbox.wake()
+            security_log.info("email verification sent", extra={"user_id": user.id})
+
+    async def verify_email(self, pool: asyncpg.Pool, *, token: str, now: datetime) -> None:
+        """Mark the token's user's email verified; raise `InvalidAccountToken`."""
+        if not account_tokens.is_well_formed(token):
+            raise InvalidAccountToken()
+        async with pool.acquire() as connection, connection.transaction():
+            user_id = await account_tokens.spend(
+                connection,
+                token_digest=account_tokens.digest_of(token),
+                purpose=Purpose.EMAIL_VERIFICATION,
+                now=now,
+            )
+            if user_id is not None:
+                await users.mark_email_verified(connection, user_id, now)
+        if user_id is None:
+            raise InvalidAccountToken()
+        security_log.info("email verified", extra={"user_id": user_id})
+
+    async def _issue(
+        self,
+        connection: Connection,
+        mail: Mail,
+        *,
+        purpose: Purpose,
+        token_digest: bytes,
+        now: datetime,
+        ttl: int,
+        email: str | None = None,
+        user_id: UUID | None = None,
+    ) -> bool:
+        sealer = self._outbox.sealer
+        return await account_tokens.issue(
+            connection,
+            email=email,
+            user_id=user_id,
+            purpose=purpose,
+            token_digest=token_digest,
+            now=now,
+            expires_at=now + timedelta(seconds=ttl),
+            subject=mail.subject,
+            sealed_text=sealer.seal(mail.text),
+            sealed_html=sealer.seal(mail.html),
+        )
+
+
+async def commit_password_reset(
+    connection: Connection, *, token_digest: bytes, password_hash: str, now: datetime
+) -> CommittedReset | None:
+    """Within the caller's transaction: spend the reset token and apply the reset; None if the
+    token is not open (then nothing is written).
+
+    The one place a reset commits. Applying it: the new password, every session revoked, every
+    other reset token superseded, the email counted as verified (the token came through it),
+    and an audit event, all in the caller's transaction.
+    """
+    user_id = await account_tokens.spend(
+        connection, token_digest=token_digest, purpose=Purpose.PASSWORD_RESET, now=now
+    )
+    if user_id is None:
+        return None
+    await users.update_password_hash(connection, user_id, password_hash, now)
+    await users.mark_email_verified(connection, user_id, now)
+    await account_tokens.supersede(
+        connection, user_id=user_id, purpose=Purpose.PASSWORD_RESET, now=now
+    )
+    revoked = await sessions.revoke_user_sessions(
+        connection, user_id=user_id, reason=sessions.RevokeReason.PASSWORD_RESET, now=now
+    )
+    await audit.record(
+        connection,
+        audit.AuditAction.PASSWORD_RESET,
+        actor=audit.user_actor(user_id),
+        now=now,
+        user_id=user_id,
+        details={"sessions_revoked": revoked},
+    )
+    return CommittedReset(user_id=user_id, sessions_revoked=revoked)
