@@ -42,6 +42,21 @@ PRODUCTION_MAIL = {
 }
 
 
+def production_environment(issuer: str, **settings: str) -> dict[str, str]:
+    """This process's environment plus what `tokenrota serve` needs with ENV=production: an
+    https issuer (nothing here fetches the metadata it names), fresh secrets, mail settings;
+    then `settings` (DATABASE_URL, PORT, limits ...), which win."""
+    return {
+        **os.environ,
+        "ENV": "production",
+        "TOKEN_ISSUER": issuer,
+        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        **PRODUCTION_MAIL,
+        **settings,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -108,17 +123,9 @@ async def run(arguments: argparse.Namespace) -> None:
     name, database_url = await fresh_database(server_url)
     await asyncio.to_thread(schema.upgrade, database_url)
     port = free_port()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "ENV": "production",
-        # Production requires an https issuer; nothing here fetches the metadata it names.
-        "TOKEN_ISSUER": "https://bench.tokenrota.invalid",
-        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
-        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
-        **PRODUCTION_MAIL,
-    }
+    environment = production_environment(
+        "https://bench.tokenrota.invalid", DATABASE_URL=database_url, PORT=str(port)
+    )
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

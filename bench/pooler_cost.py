@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,14 @@ import httpx
 from tokenrota_server import schema
 from tokenrota_server.database import start_embedded
 
-from bench.__main__ import ROOT, drop_database, free_port, fresh_database, wait_until_up
+from bench.__main__ import (
+    ROOT,
+    drop_database,
+    free_port,
+    fresh_database,
+    production_environment,
+    wait_until_up,
+)
 from bench.side_by_side import wrk_milliseconds
 from tests.pooler import running_pgbouncer, through
 
@@ -69,14 +75,9 @@ async def start(environment: dict[str, str]) -> tuple[asyncio.subprocess.Process
 
 
 async def measure(database_url: str, pooled_url: str, arguments: argparse.Namespace) -> None:
-    base = {
-        **os.environ,
-        "ENV": "production",
-        "TOKEN_ISSUER": "https://pooler.tokenrota.invalid",
-        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
-        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
-        "DATABASE_DIRECT_URL": database_url,
-    }
+    base = production_environment(
+        "https://pooler.tokenrota.invalid", DATABASE_DIRECT_URL=database_url
+    )
     variants = {
         "cache on, direct": {"DATABASE_URL": database_url, "DATABASE_POOLER": "none"},
         "cache off, direct": {"DATABASE_URL": database_url, "DATABASE_POOLER": "transaction"},

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import re
-import secrets
 import statistics
 import subprocess
 import sys
@@ -35,10 +34,10 @@ from tokenrota_server.database import start_embedded
 from tokenrota_server.outbox import Sealer
 
 from bench.__main__ import (
-    PRODUCTION_MAIL,
     drop_database,
     free_port,
     fresh_database,
+    production_environment,
     summary,
     wait_until_up,
 )
@@ -96,20 +95,15 @@ async def run(args: Any) -> None:
     name, database_url = await fresh_database(server_url)
     await asyncio.to_thread(schema.upgrade, database_url)
     port = free_port()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "ENV": "production",
-        "TOKEN_ISSUER": "https://bench.tokenrota.invalid",
-        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
-        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
-        **PRODUCTION_MAIL,
-        "MAIL_POLL_INTERVAL": "0",
+    environment = production_environment(
+        "https://bench.tokenrota.invalid",
+        DATABASE_URL=database_url,
+        PORT=str(port),
+        MAIL_POLL_INTERVAL="0",
         # Hundreds of requests from one address and for one email: the throttles lifted.
-        "PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS": "1000000",
-        "PASSWORD_FORGOT_IP_MAX_ATTEMPTS": "1000000",
-    }
+        PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS="1000000",
+        PASSWORD_FORGOT_IP_MAX_ATTEMPTS="1000000",
+    )
     sealer = Sealer(load_settings(environment))
     server = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -24,7 +24,14 @@ import httpx
 from tokenrota_server import schema
 from tokenrota_server.database import start_embedded
 
-from bench.__main__ import ROOT, drop_database, free_port, fresh_database, wait_until_up
+from bench.__main__ import (
+    ROOT,
+    drop_database,
+    free_port,
+    fresh_database,
+    production_environment,
+    wait_until_up,
+)
 
 PASSWORD = "correct horse battery staple"
 FLOODER = {"X-Forwarded-For": "203.0.113.66"}
@@ -77,16 +84,12 @@ async def run(arguments: argparse.Namespace) -> None:
     name, database_url = await fresh_database(server_url)
     await asyncio.to_thread(schema.upgrade, database_url)
     port = free_port()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "ENV": "production",
-        "TOKEN_ISSUER": "https://flood.tokenrota.invalid",
-        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
-        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
-        "TRUSTED_PROXIES": "127.0.0.1",
-    }
+    environment = production_environment(
+        "https://flood.tokenrota.invalid",
+        DATABASE_URL=database_url,
+        PORT=str(port),
+        TRUSTED_PROXIES="127.0.0.1",
+    )
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

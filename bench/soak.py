@@ -36,7 +36,14 @@ import psutil
 from tokenrota_server import schema
 from tokenrota_server.database import start_embedded
 
-from bench.__main__ import ROOT, drop_database, free_port, fresh_database, wait_until_up
+from bench.__main__ import (
+    ROOT,
+    drop_database,
+    free_port,
+    fresh_database,
+    production_environment,
+    wait_until_up,
+)
 
 PASSWORD = "correct horse battery staple"
 # Each virtual user waits this long between its requests: ~USERS / PAUSE requests/s in all.
@@ -213,19 +220,14 @@ async def soak(arguments: argparse.Namespace) -> None:
     name, database_url = await fresh_database(server_url)
     await asyncio.to_thread(schema.upgrade, database_url)
     port = free_port()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "ENV": "production",
-        # Production requires an https issuer; nothing here fetches the metadata it names.
-        "TOKEN_ISSUER": "https://soak.tokenrota.invalid",
-        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
-        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+    environment = production_environment(
+        "https://soak.tokenrota.invalid",
+        DATABASE_URL=database_url,
+        PORT=str(port),
         # The users all come from 127.0.0.1: the per-address limits would stop them.
-        "LOGIN_IP_MAX_ATTEMPTS": "1000000",
-        "REGISTER_IP_MAX_ATTEMPTS": "1000000",
-    }
+        LOGIN_IP_MAX_ATTEMPTS="1000000",
+        REGISTER_IP_MAX_ATTEMPTS="1000000",
+    )
     command = [sys.executable, "-m", "tokenrota_server"]
     creating = await asyncio.create_subprocess_exec(
         *command,
