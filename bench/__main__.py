@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +41,28 @@ PRODUCTION_MAIL = {
     "PASSWORD_RESET_URL": "https://bench.tokenrota.invalid/reset",
     "EMAIL_VERIFICATION_URL": "https://bench.tokenrota.invalid/verify",
 }
+
+
+@contextlib.asynccontextmanager
+async def serving(environment: dict[str, str]) -> AsyncIterator[str]:
+    """`tokenrota serve` in a child process with `environment` (its PORT on 127.0.0.1); yields
+    the base URL once it answers, and stops the server on the way out, whatever happened."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tokenrota_server",
+        "serve",
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{environment['PORT']}"
+        await wait_until_up(base_url)
+        yield base_url
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), timeout=30)
 
 
 def production_environment(issuer: str, **settings: str) -> dict[str, str]:
@@ -126,23 +149,9 @@ async def run(arguments: argparse.Namespace) -> None:
     environment = production_environment(
         "https://bench.tokenrota.invalid", DATABASE_URL=database_url, PORT=str(port)
     )
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tokenrota_server",
-        "serve",
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}"
     try:
-        try:
-            await wait_until_up(base_url)
+        async with serving(environment) as base_url:
             await measure(base_url, arguments)
-        finally:
-            server.terminate()
-            await asyncio.wait_for(server.wait(), timeout=10)
         if arguments.side_rounds:
             await side_by_side.compare(
                 database_url, environment, arguments.side_rounds, arguments.wrk_seconds

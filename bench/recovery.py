@@ -20,8 +20,6 @@ import asyncio
 import os
 import re
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +36,8 @@ from bench.__main__ import (
     free_port,
     fresh_database,
     production_environment,
+    serving,
     summary,
-    wait_until_up,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,23 +103,9 @@ async def run(args: Any) -> None:
         PASSWORD_FORGOT_IP_MAX_ATTEMPTS="1000000",
     )
     sealer = Sealer(load_settings(environment))
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tokenrota_server",
-        "serve",
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            await wait_until_up(base_url)
+        async with serving(environment) as base_url:
             await measure(base_url, database_url, sealer, args)
-        finally:
-            server.terminate()
-            await asyncio.wait_for(server.wait(), timeout=10)
     finally:
         await drop_database(server_url, name)
 

@@ -16,8 +16,6 @@ import asyncio
 import os
 import secrets
 import statistics
-import subprocess
-import sys
 import time
 
 import httpx
@@ -30,7 +28,7 @@ from bench.__main__ import (
     free_port,
     fresh_database,
     production_environment,
-    wait_until_up,
+    serving,
 )
 
 PASSWORD = "correct horse battery staple"
@@ -90,34 +88,22 @@ async def run(arguments: argparse.Namespace) -> None:
         PORT=str(port),
         TRUSTED_PROXIES="127.0.0.1",
     )
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tokenrota_server",
-        "serve",
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}"
     try:
-        await wait_until_up(base_url)
-        limits = httpx.Limits(max_connections=arguments.flood + 10)
-        async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
-            credentials = {"email": "ada@example.com", "password": PASSWORD}
-            registered = await client.post("/register", json=credentials, headers=USER)
-            assert registered.status_code == 201, registered.text
-            await logins(client, credentials, 2)  # warm: connections, code paths
-            alone = await logins(client, credentials, arguments.logins)
-            flooding = asyncio.create_task(flood(client, arguments.flood))
-            # The user keeps logging in, one after another, for as long as the flood lasts.
-            during: list[float] = []
-            while not flooding.done() or not during:
-                during += await logins(client, credentials, 1)
-            statuses, flood_seconds = await flooding
+        async with serving(environment) as base_url:
+            limits = httpx.Limits(max_connections=arguments.flood + 10)
+            async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+                credentials = {"email": "ada@example.com", "password": PASSWORD}
+                registered = await client.post("/register", json=credentials, headers=USER)
+                assert registered.status_code == 201, registered.text
+                await logins(client, credentials, 2)  # warm: connections, code paths
+                alone = await logins(client, credentials, arguments.logins)
+                flooding = asyncio.create_task(flood(client, arguments.flood))
+                # The user keeps logging in, one after another, for as long as the flood lasts.
+                during: list[float] = []
+                while not flooding.done() or not during:
+                    during += await logins(client, credentials, 1)
+                statuses, flood_seconds = await flooding
     finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), timeout=30)
         await drop_database(server_url, name)
     print(f"login alone:           {describe(alone)}")
     print(f"login during the flood: {describe(during)}")
