@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -62,6 +63,24 @@ def started(
             if process.poll() is None:
                 process.kill()
             process.wait()
+
+
+def stop_gracefully(process: subprocess.Popen[bytes], seconds: float) -> None:
+    """SIGTERM, so that a supervisor (`serve --workers N`) stops its workers, waiting up to
+    `seconds`; then kill whatever of it, and of the children it had, outlives that."""
+    if process.poll() is not None:
+        return
+    descendants: list[psutil.Process] = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=seconds)
+    for descendant in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            descendant.kill()
+    if process.poll() is None:
+        process.kill()
 
 
 def free_port() -> int:

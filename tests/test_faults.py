@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +25,13 @@ import psutil
 import pytest
 
 from tests.outage import ControlledPostgres, ShutdownMode
-from tests.processes import clean_environment, free_port, started, wait_until_answering
+from tests.processes import (
+    clean_environment,
+    free_port,
+    started,
+    stop_gracefully,
+    wait_until_answering,
+)
 from tests.support import PASSWORD, PROJECT_ROOT
 
 CLIENTS = 32
@@ -85,16 +90,7 @@ def serving(database_url: str, tmp_path: Path, workers: int) -> Iterator[tuple[s
             wait_until_answering(f"http://127.0.0.1:{port}/readyz", process, seconds=30)
             yield f"http://127.0.0.1:{port}", process.pid
         finally:
-            # SIGTERM first, so the supervisor stops its workers; whatever outlives it is killed.
-            descendants: list[psutil.Process] = []
-            with contextlib.suppress(psutil.NoSuchProcess):
-                descendants = psutil.Process(process.pid).children(recursive=True)
-            process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=30)
-            for descendant in descendants:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    descendant.kill()
+            stop_gracefully(process, seconds=30)
 
 
 def workers_of(serve_pid: int) -> set[int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -16,11 +15,16 @@ from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 from tokenrota_server.config import Settings
 
 from tests.oauth_support import basic, create_client
-from tests.processes import clean_environment, free_port, started, wait_until_answering
+from tests.processes import (
+    clean_environment,
+    free_port,
+    started,
+    stop_gracefully,
+    wait_until_answering,
+)
 from tests.support import PASSWORD, PROJECT_ROOT
 
 DEADLINE_SECONDS = 30.0
@@ -54,7 +58,7 @@ def service(database_url: str, tmp_path: Path, name: str) -> Iterator[str]:
             wait_until_answering(f"http://127.0.0.1:{port}/readyz", process, seconds=60, log=log)
             yield f"http://127.0.0.1:{port}"
         finally:
-            stop(process)
+            stop_gracefully(process, seconds=5)
 
 
 @contextlib.contextmanager
@@ -79,24 +83,7 @@ def resource_server(
             wait_until_answering(f"{url}/follower", process, seconds=60, log=log)
             yield url, process
         finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the supervisor stops its worker), then kill whatever outlives it."""
-    if process.poll() is not None:
-        return
-    descendants: list[psutil.Process] = []
-    with contextlib.suppress(psutil.NoSuchProcess):
-        descendants = psutil.Process(process.pid).children(recursive=True)
-    process.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
-    for descendant in descendants:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            descendant.kill()
-    if process.poll() is None:
-        process.kill()
+            stop_gracefully(process, seconds=5)
 
 
 async def login(http: httpx.AsyncClient, base: str, email: str) -> dict[str, Any]:
