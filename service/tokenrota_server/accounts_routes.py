@@ -25,16 +25,7 @@ async def list_sessions(request: Request[AppState]) -> Response:
     caller = await authenticated_caller(request, bearer_token(request))
     found = await state["accounts"].list_sessions(state["pool"], caller, now=state["clock"]())
     body = [
-        {
-            "id": str(session.id),
-            "created_at": session.created_at.isoformat(),
-            "last_used_at": session.last_used_at.isoformat(),
-            "expires_at": session.expires_at.isoformat(),
-            "user_agent": session.user_agent,
-            "ip": session.ip,
-            "current": session.id == caller.session_id,
-            "name": session.name,
-        }
+        {**session.to_json(), "current": session.id == caller.session_id, "name": session.name}
         for session in found
     ]
     return JSONResponse({"sessions": body}, headers=NO_STORE)

@@ -112,18 +112,7 @@ async def list_user_sessions(request: Request[AppState]) -> Response:
     await _actor(request)
     state = request.state
     found = await administration.list_sessions(state["pool"], _user_id(request), state["clock"]())
-    body = [
-        {
-            "id": str(session.id),
-            "created_at": session.created_at.isoformat(),
-            "last_used_at": session.last_used_at.isoformat(),
-            "expires_at": session.expires_at.isoformat(),
-            "user_agent": session.user_agent,
-            "ip": session.ip,
-        }
-        for session in found
-    ]
-    return _json({"sessions": body})
+    return _json({"sessions": [session.to_json() for session in found]})
 
 
 async def revoke_user_sessions(request: Request[AppState]) -> Response:

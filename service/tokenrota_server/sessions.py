@@ -279,6 +279,17 @@ class SessionInfo:
     ip: str | None
     name: str | None = None
 
+    def to_json(self) -> dict[str, object]:
+        """The fields GET /sessions and the admin API's listing share."""
+        return {
+            "id": str(self.id),
+            "created_at": self.created_at.isoformat(),
+            "last_used_at": self.last_used_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "user_agent": self.user_agent,
+            "ip": self.ip,
+        }
+
 
 async def list_live_sessions(
     connection: Connection, *, user_id: UUID, now: datetime, idle_since: datetime | None = None
