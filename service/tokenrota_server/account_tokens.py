@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
-from tokenrota_server.database import Connection
+from tokenrota_server.database import Connection, rows_affected
 
 TOKEN_BYTES = 32
 # token_urlsafe(32): 43 characters of the base64url alphabet, no padding.
@@ -54,7 +54,7 @@ async def supersede(
         purpose,
         now,
     )
-    return int(status.rpartition(" ")[2])
+    return rows_affected(status)
 
 
 async def is_open(

@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from tokenrota_server import telemetry
-from tokenrota_server.database import Connection
+from tokenrota_server.database import Connection, rows_affected
 
 CLI_ACTOR = "cli"
 SYSTEM_ACTOR = "system"  # the service itself: throttle bursts, reuse detection
@@ -155,7 +155,7 @@ async def delete_older_than(connection: Connection, *, cutoff: datetime, batch_s
         cutoff,
         batch_size,
     )
-    return int(status.rpartition(" ")[2])
+    return rows_affected(status)
 
 
 def _event(row: asyncpg.Record) -> AuditEvent:

@@ -66,6 +66,11 @@ class _PooledConnection(asyncpg.Connection):
         return ""
 
 
+def rows_affected(status: str) -> int:
+    """How many rows an UPDATE or DELETE touched, from its command tag (`UPDATE 3`)."""
+    return int(status.rpartition(" ")[2])
+
+
 def statement_cache_size(pooler: str) -> int:
     """asyncpg's prepared-statement cache size for a connection through `pooler`.
 

@@ -25,7 +25,7 @@ from tokenrota.clock import Clock
 
 from tokenrota_server import audit
 from tokenrota_server.config import Settings
-from tokenrota_server.database import CONNECTION_ERRORS, Connection
+from tokenrota_server.database import CONNECTION_ERRORS, Connection, rows_affected
 
 logger = logging.getLogger("tokenrota.purge")
 
@@ -129,14 +129,14 @@ async def delete_expired_batch(
         batch_size,
     )
     return PurgeBatch(
-        refresh_tokens=_count(tokens),
-        sessions=_count(sessions),
-        login_attempts=_count(attempts),
-        revoked_access_tokens=_count(revocations),
-        account_tokens=_count(account_tokens),
-        mail_messages=_count(mail),
+        refresh_tokens=rows_affected(tokens),
+        sessions=rows_affected(sessions),
+        login_attempts=rows_affected(attempts),
+        revoked_access_tokens=rows_affected(revocations),
+        account_tokens=rows_affected(account_tokens),
+        mail_messages=rows_affected(mail),
         audit_events=audit_events,
-        revocations=_count(feed),
+        revocations=rows_affected(feed),
     )
 
 
@@ -195,7 +195,3 @@ async def purge_periodically(pool: asyncpg.Pool, settings: Settings, clock: Cloc
             logger.info(
                 "purged %d expired rows in %d batches", sum(b.total for b in batches), len(batches)
             )
-
-
-def _count(status: str) -> int:
-    return int(status.rpartition(" ")[2])

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
-from tokenrota_server.database import Connection
+from tokenrota_server.database import Connection, rows_affected
 from tokenrota_server.roles import GRANTS_OF, Grants, grants_of_row
 
 
@@ -339,7 +339,7 @@ async def revoke_user_sessions(
         reason,
         keep,
     )
-    return int(status.rpartition(" ")[2])
+    return rows_affected(status)
 
 
 def _live_session(row: asyncpg.Record) -> LiveSession:
@@ -378,7 +378,7 @@ async def revoke_idle_sessions(
         now,
         RevokeReason.IDLE,
     )
-    return int(status.rpartition(" ")[2])
+    return rows_affected(status)
 
 
 async def evict_least_recently_used(
@@ -395,4 +395,4 @@ async def evict_least_recently_used(
         keep,
         RevokeReason.SESSION_LIMIT,
     )
-    return int(status.rpartition(" ")[2])
+    return rows_affected(status)
