@@ -29,19 +29,28 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-import asyncpg
 import httpx
-import uvicorn
 from starlette.datastructures import Secret
-from tokenrota_server import mailer, oauth_clients
-from tokenrota_server.auth import TokenPair
-from tokenrota_server.config import Settings
-from tokenrota_server.database import start_embedded
-from tokenrota_server.passwords import Passwords
-from tokenrota_server.tokens import TokenCodec
 
 from tokenrota.clock import utc_now
 from tokenrota.jws import HMAC_ALGORITHM
+
+try:
+    import asyncpg
+    import uvicorn
+    from tokenrota_server import mailer, oauth_clients
+    from tokenrota_server.auth import TokenPair
+    from tokenrota_server.config import Settings
+    from tokenrota_server.database import start_embedded
+    from tokenrota_server.passwords import Passwords
+    from tokenrota_server.tokens import TokenCodec
+except ModuleNotFoundError as error:
+    # The same error, named as before (the pytest plugin reads `name`), saying what to install.
+    raise ModuleNotFoundError(
+        f"tokenrota.testing needs the testing extra ({error.name} is not installed): "
+        'pip install "tokenrota[testing]"',
+        name=error.name,
+    ) from None
 
 # argon2 at its production cost would make each create_user and login take ~100 ms and 64 MiB.
 CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
