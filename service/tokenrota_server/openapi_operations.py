@@ -327,7 +327,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "The revocations after the cursor, and the cursor to ask after next.",
                 {
                     "type": "object",
-                    "required": ["cursor", "sessions", "tokens"],
+                    "required": ["cursor", "sessions", "tokens", "clients"],
                     "properties": {
                         "cursor": {"type": "string"},
                         "sessions": {
@@ -347,6 +347,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                 "properties": {
                                     "jti": {"type": "string"},
                                     "exp": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "clients": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "client_id": {"type": "string"},
+                                    "revoked_at": {"type": "integer"},
                                 },
                             },
                         },

@@ -1,8 +1,8 @@
 """The revocation feed: what resource servers read to stop revoked tokens within seconds.
 
-Rows come from triggers (migration 0007), not from the code that revokes: every path that sets a
-session's `revoked_at`, deletes a live session or records a revoked client token appears here,
-including paths added later.
+Rows come from triggers (migrations 0007 and 0008), not from the code that revokes: every path
+that sets a session's `revoked_at`, deletes a live session, records a revoked client token or
+disables (or deletes) a client appears here, including paths added later.
 
 The cursor. Transactions do not commit in the order they draw ids from a sequence, so "rows
 after id N" could skip a lower id committed after a higher one was read. Here each revoking
@@ -47,7 +47,7 @@ LISTEN_RETRY_SECONDS = 1.0
 # What ends a LISTEN connection (or its opening) without ending the process.
 LISTEN_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
-# The advisory lock the feed's triggers take (migration 0007); nothing else may use it.
+# The advisory lock the feed's triggers take (migrations 0007, 0008); nothing else may use it.
 FEED_LOCK_KEY = 0x7265766F_66656564  # "revofeed"
 _CURSOR_TEXT = re.compile(r"\Av1\.[0-9]{1,19}\Z")
 
@@ -76,16 +76,18 @@ class Cursor:
 
 @dataclass(frozen=True)
 class FeedPage:
-    """One answer of the feed: the revoked sessions and client tokens, and where to go on."""
+    """One answer of the feed: the revoked sessions, client tokens and clients, and where to
+    go on."""
 
     cursor: Cursor
     sessions: list[tuple[UUID, datetime]] = field(default_factory=list)
     tokens: list[tuple[str, datetime]] = field(default_factory=list)
+    clients: list[tuple[str, datetime]] = field(default_factory=list)
     full: bool = False
 
     @property
     def empty(self) -> bool:
-        return not self.sessions and not self.tokens
+        return not self.sessions and not self.tokens and not self.clients
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,10 @@ class FeedPage:
                 {"sid": str(sid), "revoked_at": int(at.timestamp())} for sid, at in self.sessions
             ],
             "tokens": [{"jti": jti, "exp": int(exp.timestamp())} for jti, exp in self.tokens],
+            "clients": [
+                {"client_id": client_id, "revoked_at": int(at.timestamp())}
+                for client_id, at in self.clients
+            ],
         }
 
 
@@ -102,7 +108,7 @@ async def read_after(
 ) -> FeedPage:
     """The revocations after `cursor`, oldest first; at most `limit`."""
     rows = await connection.fetch(
-        "SELECT id, session_id, jti, revoked_at, expires_at FROM revocations"
+        "SELECT id, session_id, jti, client_id, revoked_at, expires_at FROM revocations"
         " WHERE id > $1 ORDER BY id LIMIT $2",
         cursor.row_id,
         limit,
@@ -121,7 +127,7 @@ async def read_window(
     # One statement, so one snapshot: the highest id and the window are read together.
     rows = await connection.fetch(
         "WITH top AS (SELECT coalesce(max(id), 0) AS top FROM revocations)"
-        " SELECT top.top, r.* FROM top LEFT JOIN LATERAL (SELECT id, session_id, jti,"
+        " SELECT top.top, r.* FROM top LEFT JOIN LATERAL (SELECT id, session_id, jti, client_id,"
         " revoked_at, expires_at FROM revocations WHERE revoked_at >= $1 ORDER BY id LIMIT $2)"
         " r ON true",
         since,
@@ -139,6 +145,8 @@ def _page(rows: list[asyncpg.Record], start: Cursor, limit: int) -> FeedPage:
     for row in rows:
         if row["session_id"] is not None:
             page.sessions.append((row["session_id"], row["revoked_at"]))
+        elif row["client_id"] is not None:
+            page.clients.append((row["client_id"], row["revoked_at"]))
         else:
             page.tokens.append((row["jti"], row["expires_at"]))
     return page
