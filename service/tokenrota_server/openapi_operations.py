@@ -574,7 +574,24 @@ _PAGING_ERRORS = {
 _SESSIONS = {
     "type": "object",
     "required": ["sessions"],
-    "properties": {"sessions": {"type": "array", "items": {"type": "object"}}},
+    "properties": {
+        "sessions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "created_at", "last_used_at", "expires_at", "name"],
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "last_used_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "user_agent": {"type": ["string", "null"]},
+                    "ip": {"type": ["string", "null"]},
+                    "name": {"type": ["string", "null"], "description": "The user's label"},
+                },
+            },
+        }
+    },
 }
 
 

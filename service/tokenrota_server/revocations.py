@@ -158,13 +158,22 @@ class FeedSignal:
     `changed()` is the event of the current generation: it is set (and replaced) at the next
     notification, and also whenever the listener reconnects, since notifications may have
     been lost meanwhile. With `listen=False` nothing listens and waiters rely on polling.
+    Once `stopping` is set (the server has begun to stop), every waiter is woken and `stopped`
+    is true: waiting requests then answer with what they have instead of holding the stop.
     """
 
-    def __init__(self, database_url: str, *, listen: bool = True) -> None:
+    def __init__(self, database_url: str, *, listen: bool = True, stopping: asyncio.Event) -> None:
         self._database_url = database_url
         self._listen = listen
+        self._stopping = stopping
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stop_watch: asyncio.Task[None] | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the server has begun to stop: no request should wait any more."""
+        return self._stopping.is_set()
 
     def changed(self) -> asyncio.Event:
         """The event the next notification sets; take it before reading the feed."""
@@ -178,13 +187,22 @@ class FeedSignal:
     def start(self) -> None:
         if self._listen and self._task is None:
             self._task = asyncio.create_task(self._run(), name="revocation-feed-listener")
+        if self._stop_watch is None:
+            self._stop_watch = asyncio.create_task(
+                self._wake_when_stopping(), name="revocation-feed-stop-watch"
+            )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._stop_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._stop_watch = None
+
+    async def _wake_when_stopping(self) -> None:
+        await self._stopping.wait()
+        self.wake()
 
     async def _run(self) -> None:
         while True:
@@ -230,7 +248,9 @@ async def follow(
     """The next feed page; with `wait`, held until something is revoked or `wait` passes.
 
     Without `after`, the first page holds the revocations of the last `window_seconds`. No
-    database connection is held while waiting.
+    database connection is held while waiting. Once the server begins to stop
+    (`signal.stopped`), the page read is the answer, even empty: a wait would hold the stop
+    (uvicorn waits for requests in flight), and the follower asks again, of another instance.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -242,7 +262,7 @@ async def follow(
             else:
                 page = await read_after(connection, after)
         remaining = deadline - loop.time()
-        if not page.empty or remaining <= 0:
+        if not page.empty or remaining <= 0 or signal.stopped:
             return page
         after = page.cursor
         with contextlib.suppress(TimeoutError):
