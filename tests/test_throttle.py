@@ -55,7 +55,7 @@ async def test_failures_per_email_end_in_429_with_retry_after(
         assert blocked.status_code == 429
         assert blocked.json() == {
             "error": "too_many_attempts",
-            "error_description": "Too many failed attempts; try again later.",
+            "error_description": "Too many attempts; try again later.",
         }
         assert blocked.headers["retry-after"] == "540"
         clock.advance(540)

@@ -58,6 +58,15 @@ NO_STORE = {
 }
 CHALLENGE = {"WWW-Authenticate": {"schema": {"type": "string"}}}
 UNAVAILABLE = {503: error("The database is unreachable; retry later.", "unavailable")}
+# Where a password or client secret is checked, argon2 may also be too busy to queue for.
+UNAVAILABLE_OR_BUSY = {
+    503: error(
+        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_CHECKS"
+        " password checks already wait (the same for any email or client); retry later.",
+        "unavailable",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    )
+}
 # What any endpoint that reads a JSON body can answer before it looks at the fields.
 JSON_BODY_ERRORS = {
     400: error("The body is not a JSON object.", "invalid_request"),
@@ -139,11 +148,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             ),
             422: error("A field is missing or not a string.", "invalid_input"),
             429: error(
-                "Too many failed attempts.",
+                "Too many attempts for this email (known or not) or from this address in the"
+                " window (LOGIN_EMAIL_MAX_ATTEMPTS, LOGIN_IP_MAX_ATTEMPTS).",
                 "too_many_attempts",
                 headers={"Retry-After": {"schema": {"type": "integer"}}},
             ),
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("POST", "/refresh"): {
@@ -260,8 +270,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             ),
             403: BEARER_ERRORS[403],
             422: error("A weak new password or a missing field.", "invalid_input", "weak_password"),
-            429: error("Too many failed attempts.", "too_many_attempts"),
-            **UNAVAILABLE,
+            429: error(
+                "Too many password attempts for this account or from this address in the window"
+                " (the login throttle).",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("GET", "/auth-client.js"): static(
@@ -285,7 +300,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "unsupported_grant_type",
                 "invalid_scope",
             ),
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("POST", "/oauth/revoke"): {
@@ -293,7 +308,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "summary": "RFC 7009 token revocation",
         "security": CLIENT_AUTH,
         "requestBody": form_body(ref("TokenReference")),
-        "responses": {200: ok("Revoked, or nothing to revoke."), **OAUTH_ERRORS, **UNAVAILABLE},
+        "responses": {
+            200: ok("Revoked, or nothing to revoke."),
+            **OAUTH_ERRORS,
+            **UNAVAILABLE_OR_BUSY,
+        },
     },
     ("POST", "/oauth/introspect"): {
         "tags": ["oauth"],
@@ -303,7 +322,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "responses": {
             200: ok("Whether the token is active, and its claims if so.", ref("Introspection")),
             **OAUTH_ERRORS,
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("GET", "/oauth/revocations"): {
@@ -367,7 +386,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             400: error("A bad cursor, `wait` or query.", "invalid_request"),
             401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
             429: error("Too many failed client authentications.", "too_many_attempts"),
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("GET", "/.well-known/oauth-authorization-server"): {
