@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import httpx
 import pytest
@@ -396,6 +398,37 @@ async def test_expired_revocations_are_purged(
     assert kept.revoked_access_tokens == 0
     assert purged.revoked_access_tokens == 1
     assert await db.fetchval("SELECT count(*) FROM revoked_access_tokens") == 0
+
+
+async def test_concurrent_authentications_with_one_secret_share_one_argon2_run(
+    db: asyncpg.Connection, settings: Settings, create_client: CreateClient
+) -> None:
+    """20 at once with the right secret (nothing remembered yet), then 10 at once with one
+    wrong secret: one verification each burst, and every caller gets its answer."""
+    client_id, secret = await create_client(db, settings)
+    passwords = CountingPasswords(settings)
+    server = AuthorizationServer(settings, TokenCodec(settings), passwords)
+    assert settings.database_url is not None
+    pool = await create_pool(
+        settings.database_url, min_size=2, max_size=10, pooler=settings.database_pooler
+    )
+    try:
+        right = await asyncio.gather(
+            *(server.authenticate(pool, ClientSecret(client_id, secret)) for _ in range(20))
+        )
+        right_cost = passwords.verifications
+        wrong = await asyncio.gather(
+            *(server.authenticate(pool, ClientSecret(client_id, "wrong")) for _ in range(10)),
+            return_exceptions=True,
+        )
+    finally:
+        await pool.close()
+        passwords.close()
+
+    assert {answer.client_id for answer in right} == {client_id}
+    assert right_cost == 1
+    assert all(isinstance(answer, InvalidClient) for answer in wrong)
+    assert passwords.verifications == 2
 
 
 async def test_a_verified_client_is_remembered_until_its_secret_changes_or_it_is_disabled(
