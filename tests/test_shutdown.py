@@ -168,7 +168,7 @@ async def test_sigterm_answers_a_long_poll_in_flight_at_once(
 
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), raw
-    assert json.loads(body) == {"cursor": cursor, "sessions": [], "tokens": []}
+    assert json.loads(body) == {"cursor": cursor, "sessions": [], "tokens": [], "clients": []}
     assert sent < answered <= exited
     # Both came while the poll had half its wait left, before uvicorn's 20 s would end.
     assert exited - sent < LONG_POLL_WAIT / 2, exited - sent
