@@ -256,9 +256,9 @@ def main() -> None:
     parser.add_argument("--total", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--side-rounds", type=int, default=5, help="rounds beside the prototype (0: none)"
+        "--side-rounds", type=int, default=7, help="rounds beside the prototype (0: none)"
     )
-    parser.add_argument("--wrk-seconds", type=int, default=3, help="each wrk run, per round")
+    parser.add_argument("--wrk-seconds", type=int, default=4, help="each wrk run, per round")
     parser.add_argument(
         "--side-only", action="store_true", help="only the side-by-side part (not the above)"
     )

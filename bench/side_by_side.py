@@ -21,28 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
 from argon2 import PasswordHasher
 
 from bench import wrk
-from bench.raw_http import RawClient
 from bench.server_cpu import cpu_seconds
 from bench.side_by_side_report import Results, Sample, report
+from bench.side_by_side_servers import Server, running
 
-ROOT = Path(__file__).resolve().parent.parent
 # Requests per server and round, one at a time: enough CPU ticks (10 ms each) to count.
 REFRESHES, PROFILES, NETWORK_REFRESHES = 300, 600, 200
 # Connections (and refresh chains) of the concurrent runs.
@@ -59,49 +52,9 @@ class Options:
     network_delay_ms: float = 0.0  # > 0: the network line, Postgres behind bench.latency_proxy
 
 
-@dataclass
-class Server:
-    """One server under test: its base URL, its process (whose CPU is counted), a raw client."""
-
-    base: str
-    process: asyncio.subprocess.Process
-    client: RawClient = field(init=False)
-
-    def __post_init__(self) -> None:
-        address = urlsplit(self.base)
-        self.client = RawClient(address.hostname or "127.0.0.1", address.port or 80)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
-async def start(
-    command: list[str], environment: dict[str, str], errors: int | IO[str] = subprocess.DEVNULL
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=errors
-    )
-
-
-async def wait_until_up(base_url: str, path: str = "/healthz") -> None:
-    """Wait until `base_url` answers at all: the prototype has no health route."""
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        for _ in range(1200):  # a minute, for a loaded machine
-            try:
-                await client.get(path)
-                return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{base_url} did not start")
 
 
 async def timed(call: Callable[[], Awaitable[None]], count: int, pid: int | None = None) -> Sample:
@@ -127,73 +80,11 @@ async def wrk_with_cpu(server: Server, run: Awaitable[Sample]) -> Sample:
     return sample
 
 
-def proxy_target(database_url: str) -> str:
-    """Where `database_url`'s server listens, as bench.latency_proxy takes it: HOST:PORT, or a
-    Unix socket's path (libpq's `host=/directory` and the port's `.s.PGSQL.PORT` in it)."""
-    address = urlsplit(database_url)
-    port = address.port or int(parse_qs(address.query).get("port", ["5432"])[0])
-    directory = parse_qs(address.query).get("host", [""])[0]
-    if directory.startswith("/"):
-        return f"{directory}/.s.PGSQL.{port}"
-    return f"{address.hostname or '127.0.0.1'}:{port}"
-
-
-def through_proxy(database_url: str, port: int) -> str:
-    """`database_url` with its server replaced by the proxy on 127.0.0.1:`port`."""
-    address = urlsplit(database_url)
-    credentials = address.netloc.rpartition("@")[0]
-    netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
-    query = {k: v for k, v in parse_qs(address.query).items() if k not in ("host", "port")}
-    return urlunsplit(address._replace(netloc=netloc, query=urlencode(query, doseq=True)))
-
-
 async def compare(database_url: str, environment: dict[str, str], options: Options) -> None:
     """Start the servers on `database_url`, measure `options.rounds` rounds, print the report."""
-    serve = [sys.executable, "-m", "tokenrota_server", "serve"]
-    prototype = [sys.executable, "-m", "uvicorn", "bench.prototype:app", "--no-access-log"]
-    prototype += ["--loop", "uvloop", "--http", "httptools", "--host", "127.0.0.1"]
-    environment = {**environment, "DATABASE_URL": database_url}
-    log = (ROOT / ".data" / "bench-prototype.log").open("w")
-    processes: list[asyncio.subprocess.Process] = []
-    servers: dict[str, Server] = {}
-
-    async def launch(name: str, command: list[str], settings: dict[str, str]) -> None:
-        port = free_port()
-        is_prototype = name.startswith("prototype")
-        # The prototype logs only its errors: kept for whoever changes it.
-        process = await start(
-            [*command, "--port", str(port)] if is_prototype else command,
-            {**settings, "PORT": str(port)},
-            log if is_prototype else subprocess.DEVNULL,
-        )
-        processes.append(process)
-        servers[name] = Server(f"http://127.0.0.1:{port}", process)
-
-    try:
-        await launch("ours", serve, environment)
-        await launch("ours x2", [*serve, "--workers", "2"], environment)
-        await launch("prototype", prototype, environment)
-        if options.network_delay_ms > 0:
-            proxy_port = free_port()
-            proxy = [sys.executable, "-m", "bench.latency_proxy", str(proxy_port)]
-            proxy += [proxy_target(database_url), str(options.network_delay_ms)]
-            processes.append(await start(proxy, environment))
-            delayed = {**environment, "DATABASE_URL": through_proxy(database_url, proxy_port)}
-            await launch("ours net", serve, delayed)
-            await launch("prototype net", prototype, delayed)
-        for name, server in servers.items():
-            # 405 from the prototype to a GET: it has no health route.
-            await wait_until_up(server.base, "/refresh" if "prototype" in name else "/healthz")
+    async with running(database_url, environment, options.network_delay_ms) as servers:
         results = await measure(servers, database_url, options)
-        report(results, options.rounds, options.wrk_seconds, options.network_delay_ms)
-    finally:
-        for server in servers.values():
-            await server.client.close()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            await asyncio.wait_for(process.wait(), timeout=30)
-        log.close()
+    report(results, options.rounds, options.wrk_seconds, options.network_delay_ms)
 
 
 async def measure(servers: dict[str, Server], database_url: str, options: Options) -> Results:
@@ -220,6 +111,8 @@ async def measure(servers: dict[str, Server], database_url: str, options: Option
             return str(answer.json()["refresh_token"])
 
         pair = (await client.post(f"{base['ours']}/login", json=credentials)).json()
+        # Renewed by every refresh of the service's own chain: a run longer than the access
+        # tokens' 15 minutes (a loaded machine) keeps a live one.
         bearer = {"Authorization": f"Bearer {pair['access_token']}"}
         # One refresh chain per server and client, and per wrk connection per round (wrk's
         # runs end with their chains' last answers unread, so each round needs fresh ones);
@@ -240,6 +133,8 @@ async def measure(servers: dict[str, Server], database_url: str, options: Option
                     "POST", "/refresh", json_body={"refresh_token": chains[name]}
                 )
                 chains[name] = answer["refresh_token"]
+                if name == "ours":
+                    bearer["Authorization"] = f"Bearer {answer['access_token']}"
 
             return call
 
@@ -282,13 +177,18 @@ async def measure(servers: dict[str, Server], database_url: str, options: Option
             "Authorization": f"Basic {basic}",
             "Content-Type": "application/x-www-form-urlencoded",
         }
-        # The first call pays the argon2 check of the client's secret; later ones are remembered.
-        answer = await client.post(
-            f"{base['ours']}/oauth/introspect",
-            data={"token": pair["access_token"]},
-            headers={"Authorization": f"Basic {basic}"},
-        )
-        answer.raise_for_status()
+
+        async def authenticate_client() -> None:
+            """One introspection: it pays the argon2 check of the client's secret, which the
+            service then remembers for 60 s (oauth.VERIFIED_CLIENT_TTL). Made before each wrk
+            run, so that the memory cannot lapse during one: 32 requests would then each pay
+            argon2 at once, and that backlog would run into the next measurements."""
+            answer = await client.post(
+                f"{base['ours']}/oauth/introspect",
+                data={"token": pair["access_token"]},
+                headers={"Authorization": f"Basic {basic}"},
+            )
+            answer.raise_for_status()
 
         results: Results = {}
 
@@ -328,11 +228,12 @@ async def measure(servers: dict[str, Server], database_url: str, options: Option
                 tokens = wrk_chains[(round_number, name)]
                 run = wrk.refresh_chains(f"{base[name]}/refresh", seconds, tokens)
                 keep(f"wrk refresh {name}", await wrk_with_cpu(servers[name], run))
+            await authenticate_client()
             run = wrk.fixed(
                 f"{base['ours']}/oauth/introspect",
                 seconds,
                 headers=introspect_headers,
-                body=f"token={pair['access_token']}",
+                body=f"token={bearer['Authorization'].removeprefix('Bearer ')}",
             )
             keep("introspect", await wrk_with_cpu(servers["ours"], run))
     return results
