@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import statistics
 import time
 import uuid
@@ -34,7 +35,7 @@ from argon2 import PasswordHasher
 from bench import wrk
 from bench.server_cpu import cpu_seconds
 from bench.side_by_side_report import Results, Sample, report
-from bench.side_by_side_servers import Server, running
+from bench.side_by_side_servers import ROOT, Server, running
 
 # Requests per server and round, one at a time: enough CPU ticks (10 ms each) to count.
 REFRESHES, PROFILES, NETWORK_REFRESHES = 300, 600, 200
@@ -84,6 +85,8 @@ async def compare(database_url: str, environment: dict[str, str], options: Optio
     """Start the servers on `database_url`, measure `options.rounds` rounds, print the report."""
     async with running(database_url, environment, options.network_delay_ms) as servers:
         results = await measure(servers, database_url, options)
+    # Every round's numbers, for whoever wants to see which round a spread's end came from.
+    (ROOT / ".data" / "bench-side-by-side.json").write_text(json.dumps(results, indent=1))
     report(results, options.rounds, options.wrk_seconds, options.network_delay_ms)
 
 
