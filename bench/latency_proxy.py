@@ -5,11 +5,12 @@
 TARGET is HOST:PORT or the path of a Unix socket (the embedded Postgres listens on one only).
 
 The service's refresh is one round trip to Postgres, the prototype's five (BEGIN, UPDATE,
-INSERT, COMMIT, and asyncpg's reset when the connection goes back to its pool); on loopback a
-round trip costs ~0.05 ms, across a network 0.2 ms or more. The delay is slept with
+INSERT, COMMIT, and asyncpg's reset when the connection goes back to its pool). A `SELECT 1`
+round trip took 0.08 ms on the embedded Postgres's Unix socket, 0.25 ms through this proxy with
+D = 0 (its own hand-offs between threads), 0.89 ms with D = 0.25. The delay is slept with
 `time.sleep` in threads (event-loop timers round up to whole milliseconds), two per direction
 per connection, in a process of its own so that it does not share a GIL with the client.
-Chunks keep their order; a chunk is sent D ms after it was read, whatever came before it.
+Chunks keep their order: one is sent D ms after it was read, or after the one before it.
 """
 
 from __future__ import annotations
