@@ -1,9 +1,10 @@
 """A minimal HTTP/1.1 keep-alive client on asyncio streams, for timing one request at a time.
 
-httpx costs about 2 ms a round trip on this machine (a `/healthz` took 2.5 ms through it), as
-much as a whole `/profile`: timed through httpx, every server looks alike. This client writes the
-request in one call and reads a `Content-Length` answer, nothing else (no chunked bodies, no
-redirects, no TLS), so what it times is mostly the server. It is for benchmarks only.
+httpx costs 2-4 ms a round trip on this machine (a `/healthz` took 2.5 ms through it), more
+than a whole `/profile`: timed through httpx, the client's time and its swings are in every
+number. This client writes the request in one call and reads a `Content-Length` answer,
+nothing else (no chunked bodies, no redirects, no TLS), so what it times is mostly the server.
+It is for benchmarks only.
 """
 
 from __future__ import annotations

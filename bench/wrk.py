@@ -78,5 +78,7 @@ async def refresh_chains(url: str, seconds: int, tokens: list[str]) -> Sample:
         chains.write("\n".join(tokens) + "\n")
         chains.flush()
         count = len(tokens)
-        arguments = [f"-t{count}", f"-c{count}", f"-d{seconds}s", "-s", str(CHAIN_SCRIPT)]
+        # wrk's 2 s timeout would resend a chain's token whose answer was only late: reuse.
+        arguments = [f"-t{count}", f"-c{count}", f"-d{seconds}s", "--timeout", "30s"]
+        arguments += ["-s", str(CHAIN_SCRIPT)]
         return await run(arguments, url, {**os.environ, "CHAIN_FILE": chains.name})
