@@ -184,8 +184,9 @@ async def measure(servers: dict[str, Server], database_url: str, options: Option
         async def authenticate_client() -> None:
             """One introspection: it pays the argon2 check of the client's secret, which the
             service then remembers for 60 s (oauth.VERIFIED_CLIENT_TTL). Made before each wrk
-            run, so that the memory cannot lapse during one: 32 requests would then each pay
-            argon2 at once, and that backlog would run into the next measurements."""
+            run, so that the memory cannot lapse during one: the wrk run then measures
+            introspection alone, not one argon2 check (which the 32 requests in flight would
+            share, as the service runs one check per secret at a time)."""
             answer = await client.post(
                 f"{base['ours']}/oauth/introspect",
                 data={"token": pair["access_token"]},
