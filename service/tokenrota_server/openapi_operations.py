@@ -590,6 +590,17 @@ _PAGING_ERRORS = {
     400: error("A cursor that is not one of this query's.", "invalid_request"),
     422: error("`limit` outside 1..100, or another bad parameter.", "invalid_input"),
 }
+# A session as GET /sessions and the admin listing show it (`sessions.SessionInfo.to_json`).
+SESSION_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string", "format": "uuid"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "last_used_at": {"type": "string", "format": "date-time"},
+    "expires_at": {"type": "string", "format": "date-time"},
+    "user_agent": {"type": ["string", "null"]},
+    "ip": {"type": ["string", "null"]},
+    "name": {"type": ["string", "null"], "maxLength": 100, "description": "The user's label"},
+}
+SESSION_REQUIRED = ["id", "created_at", "last_used_at", "expires_at", "name"]
 _SESSIONS = {
     "type": "object",
     "required": ["sessions"],
@@ -598,16 +609,8 @@ _SESSIONS = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["id", "created_at", "last_used_at", "expires_at", "name"],
-                "properties": {
-                    "id": {"type": "string", "format": "uuid"},
-                    "created_at": {"type": "string", "format": "date-time"},
-                    "last_used_at": {"type": "string", "format": "date-time"},
-                    "expires_at": {"type": "string", "format": "date-time"},
-                    "user_agent": {"type": ["string", "null"]},
-                    "ip": {"type": ["string", "null"]},
-                    "name": {"type": ["string", "null"], "description": "The user's label"},
-                },
+                "required": SESSION_REQUIRED,
+                "properties": SESSION_PROPERTIES,
             },
         }
     },
