@@ -280,41 +280,20 @@ def test_memory_stays_bounded_after_100000_revocations(clock: FakeClock) -> None
     assert peak_after[-1] < 2 * peak_after[9]
 
 
-def test_a_session_is_forgotten_only_when_its_tokens_have_expired(clock: FakeClock) -> None:
-    """Kept until revoked_at + token lifetime + leeway, and not a second less."""
-    follower = quiet_follower(clock, token_lifetime=900, leeway=30)
-    sid = str(uuid.uuid4())
-    follower.apply(
-        {
-            "cursor": "c",
-            "sessions": [{"sid": sid, "revoked_at": int(clock().timestamp())}],
-            "tokens": [],
-        }
-    )
-
-    clock.advance(929)
-    follower.forget_expired()
-    kept = follower.entries
-    clock.advance(1)
-    follower.forget_expired()
-
-    assert kept == 1
-    assert follower.entries == 0
-
-
-def test_a_disabled_client_is_forgotten_only_when_its_tokens_have_expired(
-    clock: FakeClock,
+@pytest.mark.parametrize(
+    ("kind", "entry"),
+    [("sessions", {"sid": str(uuid.uuid4())}), ("clients", {"client_id": "svc-1"})],
+    ids=["session", "disabled client"],
+)
+def test_a_revocation_is_forgotten_only_when_its_tokens_have_expired(
+    clock: FakeClock, kind: str, entry: dict[str, str]
 ) -> None:
-    """Kept until revoked_at + token lifetime + leeway, as a session is."""
+    """A session, or a disabled client, is kept until revoked_at + token lifetime + leeway,
+    and not a second less."""
     follower = quiet_follower(clock, token_lifetime=900, leeway=30)
-    follower.apply(
-        {
-            "cursor": "c",
-            "sessions": [],
-            "tokens": [],
-            "clients": [{"client_id": "svc-1", "revoked_at": int(clock().timestamp())}],
-        }
-    )
+    body: dict[str, Any] = {"cursor": "c", "sessions": [], "tokens": []}
+    body[kind] = [{**entry, "revoked_at": int(clock().timestamp())}]
+    follower.apply(body)
 
     clock.advance(929)
     follower.forget_expired()
