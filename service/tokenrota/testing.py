@@ -182,18 +182,18 @@ class TokenService:
     async def wait_for_mail(
         self, to: str, *, count: int = 1, within: float = MAIL_TIMEOUT
     ) -> SentMail:
-        """The newest message to `to`, once the instance has sent it `count` messages.
+        """The `count`-th message the instance sent to `to` (the first by default), once sent.
 
         The instance writes mail to a mailbox of its own (a temporary directory, unless the
         settings name a `data_dir`), from its outbox, just after the request that queued it. A
-        test that asks twice (two resets) passes `count=2` to get the second message, not the
-        first again. Raises `AssertionError` if they have not all arrived `within` seconds.
+        test that asks twice (two resets) passes `count=2` for the second message. Raises
+        `AssertionError` if it has not arrived `within` seconds.
         """
         deadline = asyncio.get_running_loop().time() + within
         while True:
             sent = await asyncio.to_thread(mailer.messages_in_mailbox, self.settings, to)
             if len(sent) >= count:
-                return _sent_mail(sent[-1])
+                return _sent_mail(sent[count - 1])
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(
                     f"{len(sent)} message(s) to {to} within {within} s, not {count}"
