@@ -142,6 +142,8 @@ async def throughput(call: Callable[[], Awaitable[None]], total: int, concurrenc
 
 
 async def run(arguments: argparse.Namespace) -> None:
+    if arguments.side_rounds and not shutil.which("wrk"):
+        raise SystemExit("the side-by-side part needs wrk (Debian package wrk); --side-rounds 0")
     server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
     name, database_url = await fresh_database(server_url)
     await asyncio.to_thread(schema.upgrade, database_url)
@@ -150,12 +152,17 @@ async def run(arguments: argparse.Namespace) -> None:
         "https://bench.tokenrota.invalid", DATABASE_URL=database_url, PORT=str(port)
     )
     try:
-        async with serving(environment) as base_url:
-            await measure(base_url, arguments)
+        if not arguments.side_only:
+            async with serving(environment) as base_url:
+                await measure(base_url, arguments)
         if arguments.side_rounds:
-            await side_by_side.compare(
-                database_url, environment, arguments.side_rounds, arguments.wrk_seconds
+            options = side_by_side.Options(
+                rounds=arguments.side_rounds,
+                wrk_seconds=arguments.wrk_seconds,
+                httpx_too=arguments.httpx_too,
+                network_delay_ms=arguments.network_delay_ms,
             )
+            await side_by_side.compare(database_url, environment, options)
     finally:
         await drop_database(server_url, name)
 
@@ -249,9 +256,23 @@ def main() -> None:
     parser.add_argument("--total", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--side-rounds", type=int, default=5, help="rounds beside the prototype (0: none)"
+        "--side-rounds", type=int, default=7, help="rounds beside the prototype (0: none)"
     )
-    parser.add_argument("--wrk-seconds", type=int, default=3, help="each wrk run, per round")
+    parser.add_argument("--wrk-seconds", type=int, default=4, help="each wrk run, per round")
+    parser.add_argument(
+        "--side-only", action="store_true", help="only the side-by-side part (not the above)"
+    )
+    parser.add_argument(
+        "--httpx-too",
+        action="store_true",
+        help="side by side, also time one request at a time through httpx (the client's cost)",
+    )
+    parser.add_argument(
+        "--network-delay-ms",
+        type=float,
+        default=0.0,
+        help="side by side, also /refresh with Postgres behind a proxy delaying each way (0: no)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 

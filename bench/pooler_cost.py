@@ -32,7 +32,7 @@ from bench.__main__ import (
     production_environment,
     wait_until_up,
 )
-from bench.side_by_side import wrk_milliseconds
+from bench.wrk import milliseconds as wrk_milliseconds
 from tests.pooler import running_pgbouncer, through
 
 CONNECTIONS = 16

@@ -5,8 +5,10 @@ REGISTER_IP_MAX_ATTEMPTS) on a fresh database, behind a pretend proxy (TRUSTED_P
 so each side names its address in X-Forwarded-For). Measures the user's login latency alone,
 then during FLOOD registrations sent at once from the flooding address, and counts the flood's
 answers (all but the first REGISTER_IP_MAX_ATTEMPTS should be 429, costing no argon2 hash).
+With --addresses N the flood comes from N addresses, each under its limit (a botnet): N times
+as many registrations are accepted, each an argon2 hash.
 
-    .venv/bin/python -m bench.register_flood [--flood 120] [--logins 10]
+    .venv/bin/python -m bench.register_flood [--flood 120] [--logins 10] [--addresses 1]
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from bench.__main__ import (
 )
 
 PASSWORD = "correct horse battery staple"
-FLOODER = {"X-Forwarded-For": "203.0.113.66"}
+# The flood's first address; with --addresses N, the N addresses from it up.
+FLOODER_NETWORK = "203.0.113."
+FIRST_FLOODER = 66
 USER = {"X-Forwarded-For": "198.51.100.7"}
 
 
@@ -47,8 +51,11 @@ async def logins(client: httpx.AsyncClient, credentials: dict[str, str], count: 
     return samples
 
 
-async def flood(client: httpx.AsyncClient, count: int) -> tuple[dict[int, int], float]:
-    """`count` registrations at once from one address: statuses counted, and seconds taken."""
+async def flood(
+    client: httpx.AsyncClient, count: int, addresses: int = 1
+) -> tuple[dict[int, int], float]:
+    """`count` registrations at once from `addresses` addresses in turn: statuses counted, and
+    seconds taken."""
     started = time.perf_counter()
     answers = await asyncio.gather(
         *(
@@ -58,7 +65,9 @@ async def flood(client: httpx.AsyncClient, count: int) -> tuple[dict[int, int], 
                     "email": f"flood-{index}-{secrets.token_hex(4)}@example.com",
                     "password": PASSWORD,
                 },
-                headers=FLOODER,
+                headers={
+                    "X-Forwarded-For": f"{FLOODER_NETWORK}{FIRST_FLOODER + index % addresses}"
+                },
             )
             for index in range(count)
         )
@@ -97,7 +106,7 @@ async def run(arguments: argparse.Namespace) -> None:
                 assert registered.status_code == 201, registered.text
                 await logins(client, credentials, 2)  # warm: connections, code paths
                 alone = await logins(client, credentials, arguments.logins)
-                flooding = asyncio.create_task(flood(client, arguments.flood))
+                flooding = asyncio.create_task(flood(client, arguments.flood, arguments.addresses))
                 # The user keeps logging in, one after another, for as long as the flood lasts.
                 during: list[float] = []
                 while not flooding.done() or not during:
@@ -108,7 +117,8 @@ async def run(arguments: argparse.Namespace) -> None:
     print(f"login alone:           {describe(alone)}")
     print(f"login during the flood: {describe(during)}")
     print(
-        f"flood: {arguments.flood} registrations from one address at once answered "
+        f"flood: {arguments.flood} registrations from {arguments.addresses} address(es) at once "
+        "answered "
         f"{dict(sorted(statuses.items()))} in {flood_seconds:.2f} s"
     )
 
@@ -117,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.register_flood", description=__doc__)
     parser.add_argument("--flood", type=int, default=120)
     parser.add_argument("--logins", type=int, default=10)
+    parser.add_argument("--addresses", type=int, default=1)
     asyncio.run(run(parser.parse_args()))
 
 

@@ -1,46 +1,56 @@
 """The service beside the bare prototype (bench/prototype.py), in one run, on one database.
 
 Three servers run at once on the same database and secrets: the service with one worker, the
-service with `--workers 2`, and the prototype. Each round measures them one after the other, in
-an order that alternates between rounds (the machine is shared and noisy), and the report gives
-the median over rounds and the spread (lowest to highest):
+service with `--workers 2`, and the prototype (two more, and a delaying proxy, for the network
+line). Each round measures them one after the other, in an order that alternates between rounds
+(the machine is shared and noisy); a ratio is taken within a round, and the report gives the
+median over rounds and the spread (lowest to highest):
 
-- /refresh and /profile one request at a time (httpx): p50 and p99 per round;
-- /profile at 32 connections with `wrk` (when installed): requests/s, p50 and p99;
+- /refresh and /profile one request at a time through a raw keep-alive HTTP/1.1 client
+  (bench/raw_http.py; httpx costs as much as the server here), p50 and p99, and the server's CPU
+  time per request (/proc: the number noise disturbs least);
+- optionally the same through httpx, to show what the client itself costs;
+- /profile at 32 connections with `wrk`: requests/s, p50, p99, CPU per request;
+- /refresh at 32 connections with `wrk`, one refresh chain per connection;
 - the service's /profile with `--workers 2` against one worker, with `wrk`;
-- /oauth/introspect at 32 connections on one worker (one process: one core), with `wrk`.
-
-A ratio is taken within each round (ours over the prototype's) before its median is reported.
+- /oauth/introspect at 32 connections on one worker (one process: one core), with `wrk`;
+- optionally /refresh one at a time with Postgres behind a proxy that delays every chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
-import socket
+import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import IO
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
 from argon2 import PasswordHasher
 
-ROOT = Path(__file__).resolve().parent.parent
-Sample = dict[str, float]
+from bench import wrk
+from bench.server_cpu import cpu_seconds
+from bench.side_by_side_report import Results, Sample, report
+from bench.side_by_side_servers import ROOT, Server, running
+
+# Requests per server and round, one at a time: enough CPU ticks (10 ms each) to count.
+REFRESHES, PROFILES, NETWORK_REFRESHES = 300, 600, 200
+# Connections (and refresh chains) of the concurrent runs.
+CONNECTIONS = 32
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@dataclass(frozen=True)
+class Options:
+    """What `python -m bench` asks of the side-by-side run."""
+
+    rounds: int
+    wrk_seconds: int
+    httpx_too: bool = False  # also time one at a time through httpx
+    network_delay_ms: float = 0.0  # > 0: the network line, Postgres behind bench.latency_proxy
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -48,106 +58,39 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-async def start(
-    command: list[str], environment: dict[str, str], errors: int | IO[str] = subprocess.DEVNULL
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=errors
-    )
-
-
-async def wait_until_up(base_url: str, path: str = "/healthz") -> None:
-    """Wait until `base_url` answers at all: the prototype has no health route."""
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        for _ in range(1200):  # a minute, for a loaded machine
-            try:
-                await client.get(path)
-                return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{base_url} did not start")
-
-
-async def timed(call: Callable[[], Awaitable[None]], count: int) -> Sample:
+async def timed(call: Callable[[], Awaitable[None]], count: int, pid: int | None = None) -> Sample:
+    """p50 and p99 (ms) of `count` calls one after the other, and with `pid` that process's CPU
+    time per call (ms)."""
     samples = []
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     for _ in range(count):
         started = time.perf_counter()
         await call()
         samples.append(time.perf_counter() - started)
-    return {"p50": statistics.median(samples) * 1000, "p99": percentile(samples, 0.99) * 1000}
-
-
-def wrk_milliseconds(text: str) -> float:
-    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(unit):
-            return float(text.removesuffix(unit)) * scale
-    raise ValueError(text)
-
-
-async def wrk(
-    url: str, seconds: int, *, headers: dict[str, str], body: str | None = None
-) -> Sample:
-    """Requests/s, p50 and p99 (ms) of `wrk -t1 -c32 --latency` on `url`; a non-2xx is an error."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        if body is not None:
-            script.write(f'wrk.method = "POST"\nwrk.body = "{body}"\n')
-        for name, value in headers.items():
-            script.write(f'wrk.headers["{name}"] = "{value}"\n')
-        script.flush()
-        process = await asyncio.create_subprocess_exec(
-            *("wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "-s", script.name, url),
-            stdout=subprocess.PIPE,
-        )
-        output = (await process.communicate())[0].decode()
-    if "Non-2xx" in output:
-        raise RuntimeError(f"wrk got errors from {url}:\n{output}")
-    result: Sample = {}
-    for line in output.splitlines():
-        fields = line.split()
-        if line.startswith("Requests/sec:"):
-            result["rate"] = float(fields[1])
-        elif fields[:1] in (["50%"], ["99%"]):
-            result["p" + fields[0].rstrip("%")] = wrk_milliseconds(fields[1])
+    result = {"p50": statistics.median(samples) * 1000, "p99": percentile(samples, 0.99) * 1000}
+    if pid is not None:
+        result["cpu"] = (cpu_seconds(pid) - cpu_before) / count * 1000
     return result
 
 
-def spread(values: list[float], digits: int = 2) -> str:
-    low, middle, high = min(values), statistics.median(values), max(values)
-    return f"{middle:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+async def wrk_with_cpu(server: Server, run: Awaitable[Sample]) -> Sample:
+    """A wrk run on `server`, with its process's CPU time per request (ms) added."""
+    before = cpu_seconds(server.process.pid)
+    sample = await run
+    sample["cpu"] = (cpu_seconds(server.process.pid) - before) / sample["requests"] * 1000
+    return sample
 
 
-async def compare(
-    database_url: str, environment: dict[str, str], rounds: int, seconds: int
-) -> None:
-    """Start the three servers on `database_url`, measure `rounds` rounds, print the report."""
-    ports = {name: free_port() for name in ("ours", "ours x2", "prototype")}
-    serve = [sys.executable, "-m", "tokenrota_server", "serve"]
-    prototype = [sys.executable, "-m", "uvicorn", "bench.prototype:app", "--no-access-log"]
-    prototype += ["--loop", "uvloop", "--http", "httptools", "--host", "127.0.0.1"]
-    environment = {**environment, "DATABASE_URL": database_url}
-    log = (ROOT / ".data" / "bench-prototype.log").open("w")
-    servers = [
-        await start(serve, {**environment, "PORT": str(ports["ours"])}),
-        await start([*serve, "--workers", "2"], {**environment, "PORT": str(ports["ours x2"])}),
-        # The prototype logs only its errors: kept for whoever changes it.
-        await start([*prototype, "--port", str(ports["prototype"])], environment, log),
-    ]
-    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    try:
-        await wait_until_up(base["ours"])
-        await wait_until_up(base["ours x2"])
-        await wait_until_up(base["prototype"], "/refresh")  # 405 to a GET
-        await measure(base, database_url, rounds, seconds)
-    finally:
-        for server in servers:
-            server.terminate()
-        for server in servers:
-            await asyncio.wait_for(server.wait(), timeout=10)
-        log.close()
+async def compare(database_url: str, environment: dict[str, str], options: Options) -> None:
+    """Start the servers on `database_url`, measure `options.rounds` rounds, print the report."""
+    async with running(database_url, environment, options.network_delay_ms) as servers:
+        results = await measure(servers, database_url, options)
+    # Every round's numbers, for whoever wants to see which round a spread's end came from.
+    (ROOT / ".data" / "bench-side-by-side.json").write_text(json.dumps(results, indent=1))
+    report(results, options.rounds, options.wrk_seconds, options.network_delay_ms)
 
 
-async def measure(base: dict[str, str], database_url: str, rounds: int, seconds: int) -> None:
+async def measure(servers: dict[str, Server], database_url: str, options: Options) -> Results:
     client_id, secret = f"bench-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex + uuid.uuid4().hex
     connection = await asyncpg.connect(database_url)
     await connection.execute(
@@ -157,120 +100,144 @@ async def measure(base: dict[str, str], database_url: str, rounds: int, seconds:
         ["read"],
     )
     await connection.close()
-    async with httpx.AsyncClient(timeout=30) as client:
+    base = {name: server.base for name, server in servers.items()}
+    async with httpx.AsyncClient(timeout=60) as client:
         email, password = f"side-{uuid.uuid4().hex[:8]}@example.com", "correct horse battery"
         credentials = {"email": email, "password": password}
         (await client.post(f"{base['ours']}/register", json=credentials)).raise_for_status()
+        logins = asyncio.Semaphore(2)  # argon2 takes a core: two at a time on two workers
+
+        async def new_chain() -> str:
+            async with logins:
+                answer = await client.post(f"{base['ours x2']}/login", json=credentials)
+            answer.raise_for_status()
+            return str(answer.json()["refresh_token"])
+
         pair = (await client.post(f"{base['ours']}/login", json=credentials)).json()
+        # Renewed by every refresh of the service's own chain: a run longer than the access
+        # tokens' 15 minutes (a loaded machine) keeps a live one.
         bearer = {"Authorization": f"Bearer {pair['access_token']}"}
-        # One refresh chain per server: the service's login makes the prototype's tokens too.
-        chains = {
-            name: (await client.post(f"{base['ours']}/login", json=credentials)).json()[
-                "refresh_token"
-            ]
+        # One refresh chain per server and client, and per wrk connection per round (wrk's
+        # runs end with their chains' last answers unread, so each round needs fresh ones);
+        # the service's login makes the prototype's tokens too.
+        one_at_a_time = [*servers, "ours httpx", "prototype httpx"]
+        chains = {name: await new_chain() for name in one_at_a_time}
+        wrk_chains = {
+            (round_number, name): await asyncio.gather(*(new_chain() for _ in range(CONNECTIONS)))
+            for round_number in range(options.rounds)
             for name in ("ours", "prototype")
         }
 
         def refresher(name: str) -> Callable[[], Awaitable[None]]:
+            server = servers[name]
+
             async def call() -> None:
-                answer = await client.post(
-                    f"{base[name]}/refresh", json={"refresh_token": chains[name]}
+                answer = await server.client.json(
+                    "POST", "/refresh", json_body={"refresh_token": chains[name]}
                 )
-                answer.raise_for_status()
-                chains[name] = answer.json()["refresh_token"]
+                chains[name] = answer["refresh_token"]
+                if name == "ours":
+                    bearer["Authorization"] = f"Bearer {answer['access_token']}"
 
             return call
 
         def profiler(name: str) -> Callable[[], Awaitable[None]]:
+            server = servers[name]
+
+            async def call() -> None:
+                await server.client.json("GET", "/profile", headers=bearer)
+
+            return call
+
+        def httpx_refresher(name: str) -> Callable[[], Awaitable[None]]:
+            async def call() -> None:
+                key = f"{name} httpx"
+                answer = await client.post(
+                    f"{base[name]}/refresh", json={"refresh_token": chains[key]}
+                )
+                answer.raise_for_status()
+                chains[key] = answer.json()["refresh_token"]
+
+            return call
+
+        def httpx_profiler(name: str) -> Callable[[], Awaitable[None]]:
             async def call() -> None:
                 (await client.get(f"{base[name]}/profile", headers=bearer)).raise_for_status()
 
             return call
 
-        for name in ("ours", "prototype"):  # warm the pools and statement caches
+        # Warm the pools, statement caches and connections; wrk reaches both of x2's workers.
+        for name in servers:
             await timed(refresher(name), 30)
             await timed(profiler(name), 30)
-        use_wrk = shutil.which("wrk") is not None
+        for name in ("ours", "prototype") if options.httpx_too else ():
+            await timed(httpx_refresher(name), 30)
+            await timed(httpx_profiler(name), 30)
+        for name in ("ours", "ours x2", "prototype"):
+            await wrk.fixed(f"{base[name]}/profile", 1, headers=bearer)
         basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
         introspect_headers = {
             "Authorization": f"Basic {basic}",
             "Content-Type": "application/x-www-form-urlencoded",
         }
-        # The first call pays the argon2 check of the client's secret; later ones are remembered.
-        answer = await client.post(
-            f"{base['ours']}/oauth/introspect",
-            data={"token": pair["access_token"]},
-            headers={"Authorization": f"Basic {basic}"},
-        )
-        answer.raise_for_status()
 
-        results: dict[str, list[Sample]] = {}
+        async def authenticate_client() -> None:
+            """One introspection: it pays the argon2 check of the client's secret, which the
+            service then remembers for 60 s (oauth.VERIFIED_CLIENT_TTL). Made before each wrk
+            run, so that the memory cannot lapse during one: the wrk run then measures
+            introspection alone, not one argon2 check (which the 32 requests in flight would
+            share, as the service runs one check per secret at a time)."""
+            answer = await client.post(
+                f"{base['ours']}/oauth/introspect",
+                data={"token": pair["access_token"]},
+                headers={"Authorization": f"Basic {basic}"},
+            )
+            answer.raise_for_status()
+
+        results: Results = {}
 
         def keep(key: str, sample: Sample) -> None:
             results.setdefault(key, []).append(sample)
 
-        for round_number in range(rounds):
-            order = ["ours", "prototype"] if round_number % 2 == 0 else ["prototype", "ours"]
-            for name in order:
-                keep(f"refresh {name}", await timed(refresher(name), 100))
-                keep(f"profile {name}", await timed(profiler(name), 200))
-            if not use_wrk:
-                continue
-            for name in [*order, "ours x2"]:
-                keep(f"wrk {name}", await wrk(f"{base[name]}/profile", seconds, headers=bearer))
-            keep(
-                "introspect",
-                await wrk(
-                    f"{base['ours']}/oauth/introspect",
-                    seconds,
-                    headers=introspect_headers,
-                    body=f"token={pair['access_token']}",
-                ),
+        seconds = options.wrk_seconds
+        for round_number in range(options.rounds):
+            pair_order = ["ours", "prototype"]
+            if round_number % 2:
+                pair_order.reverse()
+            for name in pair_order:
+                pid = servers[name].process.pid
+                await servers[name].client.ready()
+                keep(f"refresh {name}", await timed(refresher(name), REFRESHES, pid))
+                keep(f"profile {name}", await timed(profiler(name), PROFILES, pid))
+                if options.httpx_too:
+                    keep(f"httpx refresh {name}", await timed(httpx_refresher(name), REFRESHES))
+                    keep(f"httpx profile {name}", await timed(httpx_profiler(name), PROFILES))
+            if "ours net" in servers:
+                for name in pair_order:
+                    await servers[f"{name} net"].client.ready()
+                    call = refresher(f"{name} net")
+                    keep(f"net refresh {name}", await timed(call, NETWORK_REFRESHES))
+            # The prototype and one worker, one worker and two: each pair next to each other,
+            # in an order that alternates.
+            profile_order = ["prototype", "ours", "ours x2"]
+            if round_number % 2:
+                profile_order.reverse()
+            for name in profile_order:
+                run = wrk.fixed(f"{base[name]}/profile", seconds, headers=bearer)
+                if name == "ours x2":  # two processes: no one pid's CPU
+                    keep(f"wrk {name}", await run)
+                else:
+                    keep(f"wrk {name}", await wrk_with_cpu(servers[name], run))
+            for name in pair_order:
+                tokens = wrk_chains[(round_number, name)]
+                run = wrk.refresh_chains(f"{base[name]}/refresh", seconds, tokens)
+                keep(f"wrk refresh {name}", await wrk_with_cpu(servers[name], run))
+            await authenticate_client()
+            run = wrk.fixed(
+                f"{base['ours']}/oauth/introspect",
+                seconds,
+                headers=introspect_headers,
+                body=f"token={bearer['Authorization'].removeprefix('Bearer ')}",
             )
-    report(results, rounds, seconds)
-
-
-def report(results: dict[str, list[Sample]], rounds: int, seconds: int) -> None:
-    def column(key: str, field: str) -> list[float]:
-        return [sample[field] for sample in results[key]]
-
-    def ratios(ours: str, theirs: str, field: str, inverse: bool = False) -> list[float]:
-        pairs = zip(column(ours, field), column(theirs, field), strict=True)
-        return [(b / a if inverse else a / b) for a, b in pairs]
-
-    print(f"side by side with the bare prototype, {rounds} interleaved rounds:")
-    print("  median (lowest-highest) of the rounds' values; ratios are taken within each round")
-    print("  one request at a time, ms                 ours                 prototype")
-    for route in ("refresh", "profile"):
-        for field in ("p50", "p99"):
-            ours, theirs = column(f"{route} ours", field), column(f"{route} prototype", field)
-            print(f"  {route:<8} {field}  {spread(ours):>30}  {spread(theirs):>24}")
-    for route in ("refresh", "profile"):
-        speed = ratios(f"{route} ours", f"{route} prototype", "p50", inverse=True)
-        tail = ratios(f"{route} ours", f"{route} prototype", "p99")
-        print(
-            f"  {route}: ours at {spread(speed)}x the prototype's rate (1/p50),"
-            f" p99 at {spread(tail)}x"
-        )
-    if "wrk ours" not in results:
-        print("  (install wrk, Debian package `wrk`, for the throughput lines)")
-        return
-    print(f"  GET /profile with wrk, 32 connections, {seconds} s per round:")
-    for name in ("ours", "prototype", "ours x2"):
-        rate, p50, p99 = (column(f"wrk {name}", field) for field in ("rate", "p50", "p99"))
-        print(
-            f"    {name:<10} {spread(rate, 0):>20} requests/s"
-            f"  p50 {spread(p50)} ms  p99 {spread(p99)} ms"
-        )
-    print(
-        f"    ours / prototype, requests/s: {spread(ratios('wrk ours', 'wrk prototype', 'rate'))}x"
-    )
-    print(
-        f"    ours / prototype, p99:        {spread(ratios('wrk ours', 'wrk prototype', 'p99'))}x"
-    )
-    print(f"    --workers 2 / one worker:     {spread(ratios('wrk ours x2', 'wrk ours', 'rate'))}x")
-    rate, p99 = column("introspect", "rate"), column("introspect", "p99")
-    print(
-        f"  POST /oauth/introspect, one worker (one core), wrk 32 connections: "
-        f"{spread(rate, 0)} requests/s, p99 {spread(p99)} ms"
-    )
+            keep("introspect", await wrk_with_cpu(servers["ours"], run))
+    return results

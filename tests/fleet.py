@@ -13,7 +13,6 @@ import contextlib
 import csv
 import io
 import secrets
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import clean_environment, free_port, started, wait_until_answering
+from tests.processes import (
+    clean_environment,
+    free_port,
+    started,
+    stop_gracefully,
+    wait_until_answering,
+)
 from tests.support import PROJECT_ROOT
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -156,7 +161,7 @@ def running_fleet(database_url: str, workdir: Path, **settings: str) -> Iterator
             process = stack.enter_context(
                 started(command, cwd=PROJECT_ROOT, env=environment, log=log)
             )
-            stack.callback(_terminate, process)
+            stack.callback(stop_gracefully, process, STOPPED_WITHIN)
             ports.append(port)
             processes.append(process)
         for port, process in zip(ports, processes, strict=True):
@@ -175,11 +180,3 @@ def running_fleet(database_url: str, workdir: Path, **settings: str) -> Iterator
         wait_until_answering(f"{url}/readyz", proxy, seconds=READY_WITHIN)
         instances = [f"http://127.0.0.1:{port}" for port in ports]
         yield Fleet(url, instances, processes, f"http://127.0.0.1:{stats_port}/stats")
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the service's graceful stop), then SIGKILL if it is still there."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=STOPPED_WITHIN)

@@ -52,10 +52,21 @@ def wait_until_gone(path: Path, seconds: float = GONE_WITHIN) -> list[str]:
 def started(
     command: list[str], *, cwd: Path, env: Mapping[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`command` running in the background, its output in `log`; killed if it outlives the block."""
+    """`command` running in the background in a process group of its own, its output in `log`;
+    it and whatever of its group outlives the block (the workers of `serve --workers N`, even
+    orphaned by a killed supervisor) are killed.
+
+    An embedded Postgres is not in the group (pg_ctl starts it in a session of its own, as
+    its watcher is): whether it stops by itself stays for the tests to see.
+    """
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 - the test's own commands
-            command, cwd=cwd, env=dict(env), stdout=output, stderr=subprocess.STDOUT
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            process_group=0,
         )
         try:
             yield process
@@ -63,6 +74,15 @@ def started(
             if process.poll() is None:
                 process.kill()
             process.wait()
+            kill_group(process.pid)
+
+
+def kill_group(leader: int) -> None:
+    """SIGKILL every process left in the group of the process `leader` (started with
+    `process_group=0`, as `started` does), including children it left behind when it ended."""
+    # A group's id stays taken while any member lives, so this reaches only that group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGKILL)
 
 
 def stop_gracefully(process: subprocess.Popen[bytes], seconds: float) -> None:

@@ -253,6 +253,38 @@ async def test_sessions_are_listed_and_revoked_all_at_once(
     )
 
 
+async def test_the_session_listing_shows_the_name_the_user_gave(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """A session the user labelled (PATCH /sessions/{id}) is listed with its name; others null."""
+    _, admin = await admin_client(client, db, settings)
+    user, pair = await register_and_login(client)
+    await login(client, user["email"])
+    own = (await client.get("/sessions", headers=bearer(pair))).json()["sessions"]
+    named_id = next(session["id"] for session in own if session["current"])
+    named = await client.patch(
+        f"/sessions/{named_id}", json={"name": "Work laptop"}, headers=bearer(pair)
+    )
+
+    listed = await client.get(f"/admin/users/{user['id']}/sessions", headers=admin)
+
+    assert named.status_code == 200
+    assert listed.status_code == 200
+    names = {session["id"]: session["name"] for session in listed.json()["sessions"]}
+    assert len(names) == 2
+    assert names.pop(named_id) == "Work laptop"
+    assert list(names.values()) == [None]
+    assert set(listed.json()["sessions"][0]) == {
+        "id",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "user_agent",
+        "ip",
+        "name",
+    }
+
+
 async def test_roles_are_created_replaced_listed_and_deleted_unless_held(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:

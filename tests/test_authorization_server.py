@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 import asyncpg
 import httpx
 import pytest
@@ -305,27 +309,38 @@ class CountingPasswords(Passwords):
         return await super().verify(password_hash, password)
 
 
+@contextlib.asynccontextmanager
+async def counting_server(
+    settings: Settings, pool_size: int = 1
+) -> AsyncIterator[tuple[AuthorizationServer, asyncpg.Pool, CountingPasswords]]:
+    """An AuthorizationServer whose argon2 verifications are counted, with a pool of its own."""
+    passwords = CountingPasswords(settings)
+    assert settings.database_url is not None
+    pool = await create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=pool_size,
+        pooler=settings.database_pooler,
+    )
+    try:
+        yield AuthorizationServer(settings, TokenCodec(settings), passwords), pool, passwords
+    finally:
+        await pool.close()
+        passwords.close()
+
+
 @pytest.mark.parametrize("client_id", ["no-such-client", "bad\x00id", "x" * 500, "é"])
 async def test_an_unknown_client_costs_one_argon2_verification(
     db: asyncpg.Connection, settings: Settings, client_id: str, create_client: CreateClient
 ) -> None:
     """Unknown (or impossible) ids are verified against the dummy hash, as a wrong secret is."""
     known_id, _ = await create_client(db, settings)
-    passwords = CountingPasswords(settings)
-    server = AuthorizationServer(settings, TokenCodec(settings), passwords)
-    assert settings.database_url is not None
-    pool = await create_pool(
-        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
-    )
-    try:
+    async with counting_server(settings) as (server, pool, passwords):
         with pytest.raises(InvalidClient):
             await server.authenticate(pool, ClientSecret(client_id, "secret"))
         unknown_cost = passwords.verifications
         with pytest.raises(InvalidClient):
             await server.authenticate(pool, ClientSecret(known_id, "wrong"))
-    finally:
-        await pool.close()
-        passwords.close()
 
     assert unknown_cost == 1
     assert passwords.verifications == 2
@@ -398,18 +413,35 @@ async def test_expired_revocations_are_purged(
     assert await db.fetchval("SELECT count(*) FROM revoked_access_tokens") == 0
 
 
+async def test_concurrent_authentications_with_one_secret_share_one_argon2_run(
+    db: asyncpg.Connection, settings: Settings, create_client: CreateClient
+) -> None:
+    """20 at once with the right secret, nothing remembered yet: one verification, and every
+    caller gets the client. 10 at once with a wrong secret: each refused (a failure is not
+    remembered, so one that arrives after a check ended pays its own: no exact count)."""
+    client_id, secret = await create_client(db, settings)
+    async with counting_server(settings, pool_size=10) as (server, pool, passwords):
+        right = await asyncio.gather(
+            *(server.authenticate(pool, ClientSecret(client_id, secret)) for _ in range(20))
+        )
+        right_cost = passwords.verifications
+        wrong = await asyncio.gather(
+            *(server.authenticate(pool, ClientSecret(client_id, "wrong")) for _ in range(10)),
+            return_exceptions=True,
+        )
+
+    assert {answer.client_id for answer in right} == {client_id}
+    assert right_cost == 1
+    assert all(isinstance(answer, InvalidClient) for answer in wrong)
+    assert 1 <= passwords.verifications - right_cost <= len(wrong)
+
+
 async def test_a_verified_client_is_remembered_until_its_secret_changes_or_it_is_disabled(
     db: asyncpg.Connection, settings: Settings, clock: FakeClock, create_client: CreateClient
 ) -> None:
     """One argon2 check serves repeat calls; rotation and disabling take effect at once."""
     client_id, secret = await create_client(db, settings)
-    passwords = CountingPasswords(settings)
-    server = AuthorizationServer(settings, TokenCodec(settings), passwords)
-    assert settings.database_url is not None
-    pool = await create_pool(
-        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
-    )
-    try:
+    async with counting_server(settings) as (server, pool, passwords):
         for _ in range(5):
             await server.authenticate(pool, ClientSecret(client_id, secret))
         repeat_cost = passwords.verifications
@@ -424,8 +456,5 @@ async def test_a_verified_client_is_remembered_until_its_secret_changes_or_it_is
         await oauth_clients.disable_client(db, client_id, clock())
         with pytest.raises(InvalidClient):
             await server.authenticate(pool, ClientSecret(client_id, new_secret))
-    finally:
-        await pool.close()
-        passwords.close()
 
     assert repeat_cost == 1

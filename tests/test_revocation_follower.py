@@ -22,6 +22,7 @@ from tokenrota.claims import AccessClaims
 from tokenrota.errors import InvalidToken, Unavailable
 from tokenrota.revocations import RevocationFollower
 from tokenrota.verify import TokenVerifier, protect
+from tokenrota_server import oauth_clients
 from tokenrota_server.config import Settings
 
 from tests.conftest import PASSWORD, FakeClock, register_and_login
@@ -161,6 +162,36 @@ async def test_every_revoking_path_is_refused_at_the_resource_server(
         assert "session_revoked" in answer.json()["error_description"], path
 
 
+async def test_a_disabled_clients_tokens_are_refused_at_the_resource_server(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    clock: FakeClock,
+    follower: RevocationFollower,
+    resource: httpx.AsyncClient,
+) -> None:
+    """Every token of a client disabled (as `tokenrota disable-client` does) is refused, each
+    of them without its own revocation; another client's token still passes."""
+    credentials = await create_client(db, settings, scope="read")
+    bystander = await create_client(db, settings, scope="read")
+    await caught_up(follower)
+    tokens = [(await client_token(client, *credentials)).json()["access_token"] for _ in range(2)]
+    kept = (await client_token(client, *bystander)).json()["access_token"]
+    for token in [*tokens, kept]:
+        answer = await resource.get("/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200
+
+    assert await oauth_clients.disable_client(db, credentials[0], clock())
+    answers = [await refused(resource, token) for token in tokens]
+    still = await resource.get("/whoami", headers={"Authorization": f"Bearer {kept}"})
+
+    for answer in answers:
+        assert answer.status_code == 403
+        assert answer.json()["error"] == "invalid_token"
+        assert "client has been disabled" in answer.json()["error_description"]
+    assert still.status_code == 200
+
+
 def bearer(pair: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {pair['access_token']}"}
 
@@ -249,17 +280,20 @@ def test_memory_stays_bounded_after_100000_revocations(clock: FakeClock) -> None
     assert peak_after[-1] < 2 * peak_after[9]
 
 
-def test_a_session_is_forgotten_only_when_its_tokens_have_expired(clock: FakeClock) -> None:
-    """Kept until revoked_at + token lifetime + leeway, and not a second less."""
+@pytest.mark.parametrize(
+    ("kind", "entry"),
+    [("sessions", {"sid": str(uuid.uuid4())}), ("clients", {"client_id": "svc-1"})],
+    ids=["session", "disabled client"],
+)
+def test_a_revocation_is_forgotten_only_when_its_tokens_have_expired(
+    clock: FakeClock, kind: str, entry: dict[str, str]
+) -> None:
+    """A session, or a disabled client, is kept until revoked_at + token lifetime + leeway,
+    and not a second less."""
     follower = quiet_follower(clock, token_lifetime=900, leeway=30)
-    sid = str(uuid.uuid4())
-    follower.apply(
-        {
-            "cursor": "c",
-            "sessions": [{"sid": sid, "revoked_at": int(clock().timestamp())}],
-            "tokens": [],
-        }
-    )
+    body: dict[str, Any] = {"cursor": "c", "sessions": [], "tokens": []}
+    body[kind] = [{**entry, "revoked_at": int(clock().timestamp())}]
+    follower.apply(body)
 
     clock.advance(929)
     follower.forget_expired()
@@ -280,6 +314,8 @@ def test_a_session_is_forgotten_only_when_its_tokens_have_expired(clock: FakeClo
         {"cursor": "c", "sessions": [{"sid": "not a uuid", "revoked_at": 1}], "tokens": []},
         {"cursor": "c", "sessions": [], "tokens": [{"jti": "j", "exp": "soon"}]},
         {"cursor": "c", "sessions": {}, "tokens": []},
+        {"cursor": "c", "sessions": [], "tokens": [], "clients": {}},
+        {"cursor": "c", "sessions": [], "tokens": [], "clients": [{"revoked_at": 1}]},
     ],
 )
 def test_an_answer_that_is_not_the_feeds_is_refused_whole(clock: FakeClock, body: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from tokenrota_server import purge, revocations
+from tokenrota_server import oauth_clients, purge, revocations
 from tokenrota_server.config import Settings
 from tokenrota_server.revocations import Cursor
 
@@ -154,6 +154,28 @@ async def test_every_revoking_path_reaches_the_feed(
     assert expected <= sids(body)
     assert len(expected) == 8
     assert [entry["jti"] for entry in body["tokens"]] == [claims_jti(access)]
+
+
+async def test_a_disabled_or_deleted_client_reaches_the_feed(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, clock: FakeClock
+) -> None:
+    """Disabling a client adds it once (disabling it again adds nothing); deleting a live
+    client's row adds it too; deleting a disabled one adds nothing more."""
+    credentials = await create_client(db, settings, scope="")
+    disabled = await create_client(db, settings, scope="read", name="disabled")
+    deleted = await create_client(db, settings, scope="read", name="deleted")
+    start = await feed(client, credentials)
+
+    assert await oauth_clients.disable_client(db, disabled[0], clock())
+    assert not await oauth_clients.disable_client(db, disabled[0], clock())
+    await db.execute("DELETE FROM clients WHERE client_id = $1", deleted[0])
+    await db.execute("DELETE FROM clients WHERE client_id = $1", disabled[0])
+    body = await feed(client, credentials, after=start["cursor"])
+
+    assert [entry["client_id"] for entry in body["clients"]] == [disabled[0], deleted[0]]
+    assert body["clients"][0]["revoked_at"] == int(clock().timestamp())
+    assert body["sessions"] == []
+    assert body["tokens"] == []
 
 
 async def test_resets_and_the_admin_apis_revocations_reach_the_feed(

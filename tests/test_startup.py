@@ -165,6 +165,39 @@ async def test_an_unknown_role_is_named_with_what_to_do(tmp_path: Path, postgres
     assert "check the user and password in DATABASE_URL" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "fault", "says"),
+    [
+        (("serve",), "closed port", "is PostgreSQL running and listening there? check"),
+        (("migrate",), "missing database", "create it, or fix the database name in"),
+        (("list-clients",), "unknown role", "check the user and password in"),
+    ],
+    ids=["refused", "missing-database", "unknown-role"],
+)
+async def test_a_failing_direct_url_is_the_variable_named(
+    tmp_path: Path,
+    database_url: str,
+    postgres_url: str,
+    closed_port: int,
+    command: tuple[str, ...],
+    fault: str,
+    says: str,
+) -> None:
+    """With DATABASE_DIRECT_URL set, the schema is checked there: its failure names it, not the
+    DATABASE_URL that works."""
+    direct = {
+        "closed port": f"postgresql://tokenrota:{PASSWORD}@127.0.0.1:{closed_port}/tokens",
+        "missing database": with_login(database_url_for(postgres_url, "no_such_db"), "postgres"),
+        "unknown role": with_login(database_url, "no_such_role"),
+    }[fault]
+    environ = {**environment(tmp_path, database_url), "DATABASE_DIRECT_URL": direct}
+
+    result = await cli(*command, environ=environ)
+
+    assert_one_line(result, status=1, says=f"{says} DATABASE_DIRECT_URL")
+    assert "DATABASE_URL" not in result.stderr.replace("DATABASE_DIRECT_URL", "")
+
+
 # -- the schema does not match this version ---------------------------------------------------
 
 

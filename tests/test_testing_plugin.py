@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 from tokenrota.clock import utc_now
-from tokenrota.testing import TokenService
+from tokenrota.testing import DatabaseSupply, TokenService, instance_settings, run_token_service
 from tokenrota_server.tokens import TokenCodec
 
 from tests.processes import clean_environment, processes_mentioning, started, wait_until_gone
@@ -104,6 +105,65 @@ async def test_create_user_and_login_give_a_working_pair(
     assert refreshed.status_code == 200
     assert pair.access_token not in repr(pair)
     assert user.password not in repr(user)
+
+
+async def test_wait_for_mail_gives_the_reset_link_and_its_token(
+    token_service: TokenService, token_client: httpx.AsyncClient
+) -> None:
+    """A reset asked for twice: the second message's token works, the first's no longer does."""
+    user = await token_service.create_user()
+
+    for _ in range(2):
+        asked = await token_client.post("/password/forgot", json={"email": user.email})
+        assert asked.status_code == 202
+    first = await token_service.wait_for_mail(user.email)
+    second = await token_service.wait_for_mail(user.email, count=2)
+    stale = await token_client.post(
+        "/password/reset", json={"token": first.token, "new_password": "a new passphrase here"}
+    )
+    reset = await token_client.post(
+        "/password/reset", json={"token": second.token, "new_password": "a new passphrase here"}
+    )
+
+    assert second.to == user.email
+    assert second.link is not None
+    assert second.token is not None
+    assert second.link.endswith(f"token={second.token}")
+    assert first.token != second.token
+    assert second.token not in repr(second)
+    assert stale.status_code == 400
+    assert reset.status_code == 204
+    assert (await token_service.login(user.email, "a new passphrase here")).access_token
+
+
+async def test_wait_for_mail_fails_when_nothing_was_sent(token_service: TokenService) -> None:
+    """An unknown email gets no message, and the wait says so instead of hanging."""
+    with pytest.raises(AssertionError, match="0 message"):
+        await token_service.wait_for_mail("nobody@example.com", within=0.3)
+
+
+async def test_an_instance_keeps_its_mail_in_a_directory_of_its_own(
+    token_service_databases: DatabaseSupply,
+) -> None:
+    """Not the working directory's .data: a temporary one, gone when the instance stops."""
+    name = await token_service_databases.take()
+    try:
+        settings = instance_settings(token_service_databases.url_of(name))
+        async with run_token_service(settings) as service:
+            user = await service.create_user()
+            async with httpx.AsyncClient(base_url=service.base_url) as client:
+                await client.post("/password/forgot", json={"email": user.email})
+            await service.wait_for_mail(user.email)
+            data_dir = service.settings.data_dir
+            mail = await asyncio.to_thread(lambda: list((data_dir / "mail").glob("*.eml")))
+    finally:
+        token_service_databases.discard(name)
+
+    assert settings.data_dir == Path(".data")
+    assert data_dir.is_absolute()
+    assert data_dir != Path.cwd() / ".data"
+    assert len(mail) == 1
+    assert not await asyncio.to_thread(data_dir.exists)
 
 
 async def test_a_test_creates_more_users_than_one_address_may_register(
@@ -261,12 +321,16 @@ def test_plugin_is_registered_for_an_outside_project(
                 "/profile", headers={"Authorization": "Bearer " + pair.access_token}
             )
             assert response.json()["user"]["email"] == user.email
+            await token_client.post("/password/forgot", json={"email": user.email})
+            assert (await token_service.wait_for_mail(user.email)).token
         """
     )
 
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
 
     result.assert_outcomes(passed=1)
+    # The instance's mail went to a directory of its own, not into the project.
+    assert not (pytester.path / ".data").exists()
 
 
 def test_loading_the_plugin_imports_neither_the_server_nor_its_drivers() -> None:

@@ -55,7 +55,7 @@ async def test_failures_per_email_end_in_429_with_retry_after(
         assert blocked.status_code == 429
         assert blocked.json() == {
             "error": "too_many_attempts",
-            "error_description": "Too many failed attempts; try again later.",
+            "error_description": "Too many attempts; try again later.",
         }
         assert blocked.headers["retry-after"] == "540"
         clock.advance(540)
@@ -140,6 +140,25 @@ async def test_concurrent_guesses_cannot_slip_past_the_limit(
 
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [401] * 3 + [429] * 17
+
+
+async def test_concurrent_logins_from_one_address_never_deadlock(
+    make_settings: Any, clock: FakeClock, register: Register, serve: Serve
+) -> None:
+    """Right and wrong passwords for one account from one address, all at once: a success
+    takes its attempts back while others are being counted, on the same two counter rows,
+    and every answer is a 200 or a 401, never a 500 from a deadlock between them."""
+    settings = make_settings(login_email_max_attempts=1000, login_ip_max_attempts=1000)
+    async with serve(settings, clock) as client:
+        user = await register(client)
+        passwords = [PASSWORD, WRONG] * 30
+
+        responses = await asyncio.gather(
+            *(attempt(client, user["email"], password) for password in passwords)
+        )
+
+    statuses = [response.status_code for response in responses]
+    assert statuses == [200, 401] * 30
 
 
 async def test_the_throttle_holds_across_two_instances(

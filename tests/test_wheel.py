@@ -8,6 +8,7 @@ importable there, and the commands run without XDG_RUNTIME_DIR or TEST_DATABASE_
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -208,6 +209,39 @@ def test_the_library_alone_installs_no_server_and_works(library_bin: Path, tmp_p
         "keys": 0,
         "server_modules": [],
     }
+
+
+def test_without_the_server_the_command_and_the_testing_module_say_what_to_install(
+    library_bin: Path, tmp_path: Path
+) -> None:
+    """The library's wheel installs the `tokenrota` script too; without the server extra it
+    answers one line naming the extra, exit 1, and `import tokenrota.testing` names its extra."""
+    command = run(
+        [library_bin / "tokenrota", "--help"], cwd=tmp_path, env=clean_environment(), expect=1
+    )
+    module = run(
+        [library_bin / "python", "-m", "tokenrota_server", "serve"],
+        cwd=tmp_path,
+        env=clean_environment(),
+        expect=1,
+    )
+    testing = run(
+        [library_bin / "python", "-c", "import tokenrota.testing"],
+        cwd=tmp_path,
+        env=clean_environment(),
+        expect=1,
+    )
+
+    for answer in (command, module):
+        assert re.fullmatch(
+            r"error: the tokenrota command needs the server extra \(\w+ is not installed\): "
+            r'pip install "tokenrota\[server\]"\n',
+            answer.stderr,
+        ), answer.stderr
+        assert answer.stdout == ""
+    assert "tokenrota.testing needs the testing extra (" in testing.stderr
+    assert 'pip install "tokenrota[testing]"' in testing.stderr
+    assert "During handling" not in testing.stderr
 
 
 def test_the_plugin_changes_no_pytest_run_without_the_testing_extra(

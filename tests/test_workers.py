@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import PASSWORD, PROJECT_ROOT
-from tests.processes import free_port
+from tests.processes import free_port, kill_group
 from tests.test_config import run_cli
 from tests.test_shutdown import wait_until_alive
 
@@ -66,6 +66,8 @@ async def test_metrics_add_up_across_workers(database_url: str, tmp_path: Path) 
         env=environment,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        # A group of its own: the workers are killed with it should the stop fail.
+        process_group=0,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -80,7 +82,10 @@ async def test_metrics_add_up_across_workers(database_url: str, tmp_path: Path) 
                 scrapes.append((await client.get("/metrics")).text)
     finally:
         process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), timeout=30)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=30)
+        finally:
+            kill_group(process.pid)
     assert process.stderr is not None
     raw = (await process.stderr.read()).decode().splitlines()
     # The supervising parent logs plain lines before any worker loads the app; skip those.
@@ -131,6 +136,8 @@ async def test_serve_with_workers_hands_them_its_settings_and_a_metrics_director
         env=environment,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        # A group of its own: the workers are killed with it should the stop fail.
+        process_group=0,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -153,7 +160,10 @@ async def test_serve_with_workers_hands_them_its_settings_and_a_metrics_director
                 scrapes.append((await client.get("/metrics")).text)
     finally:
         process.send_signal(signal.SIGTERM)
-        returncode = await asyncio.wait_for(process.wait(), timeout=30)
+        try:
+            returncode = await asyncio.wait_for(process.wait(), timeout=30)
+        finally:
+            kill_group(process.pid)
     assert process.stderr is not None
     raw = (await process.stderr.read()).decode().splitlines()
     lines = [json.loads(line) for line in raw if line.startswith("{")]

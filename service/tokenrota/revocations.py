@@ -11,10 +11,10 @@ One background task per follower (so: share one follower per process) long-polls
 `GET /oauth/revocations`. It starts at the verifier's first check, or explicitly with
 `await follower.start()` / `async with follower:` in the app's lifespan, which also stops it.
 
-What it keeps: the revoked session ids until every access token issued before the revocation has
-expired (`revoked_at + token_lifetime + leeway`), and revoked client tokens' jti until their
-`exp + leeway`; older entries are dropped, so memory is bounded by what was revoked within one
-token lifetime, whatever the total.
+What it keeps: the revoked session ids and disabled clients' ids until every access token issued
+before the revocation has expired (`revoked_at + token_lifetime + leeway`), and revoked client
+tokens' jti until their `exp + leeway`; older entries are dropped, so memory is bounded by
+what was revoked within one token lifetime, whatever the total.
 
 When the feed cannot be read (the service down, bad credentials), it retries with exponential
 backoff. Once the last successful read was sent more than `stale_after` seconds ago it logs a
@@ -45,6 +45,7 @@ __all__ = ["RevocationFollower"]
 
 SESSION_REVOKED = "session_revoked: the token's session has been revoked."
 TOKEN_REVOKED = "session_revoked: the token has been revoked."  # noqa: S105 - a message
+CLIENT_REVOKED = "session_revoked: the token's client has been disabled."
 # Backoff after a failed read: doubles from the first to the last, with up to 50% jitter so that
 # a fleet of resource servers does not hit a recovering service in step.
 FIRST_BACKOFF_SECONDS = 0.5
@@ -84,6 +85,7 @@ class RevocationFollower:
         # Key -> when it may be forgotten (epoch seconds); the heap orders the forgetting.
         self._sessions: dict[str, float] = {}
         self._tokens: dict[str, float] = {}
+        self._clients: dict[str, float] = {}
         self._expiry: list[tuple[float, str, str]] = []
         self._cursor: str | None = None
         self._caught_up = False
@@ -98,8 +100,9 @@ class RevocationFollower:
     # -- the verifier's side ------------------------------------------------------------------
 
     def check(self, claims: AccessClaims) -> None:
-        """Raise `InvalidToken` for a revoked session's or client token's claims, `Unavailable`
-        when failing closed while the feed is stale; return otherwise."""
+        """Raise `InvalidToken` for the claims of a revoked session's token, a revoked client
+        token or a disabled client's token, `Unavailable` when failing closed while the feed is
+        stale; return otherwise."""
         if self._task is None:
             self.start_soon()
         if self.fail_closed and self.stale:
@@ -108,6 +111,9 @@ class RevocationFollower:
             raise InvalidToken(SESSION_REVOKED)
         if claims.client_id is not None and claims.jti in self._tokens:
             raise InvalidToken(TOKEN_REVOKED)
+        # A disabled client cannot be enabled again, so every token of its id is refused.
+        if claims.client_id is not None and claims.client_id in self._clients:
+            raise InvalidToken(CLIENT_REVOKED)
 
     @property
     def stale(self) -> bool:
@@ -126,8 +132,8 @@ class RevocationFollower:
 
     @property
     def entries(self) -> int:
-        """How many revocations are kept (sessions and client tokens)."""
-        return len(self._sessions) + len(self._tokens)
+        """How many revocations are kept (sessions, client tokens and clients)."""
+        return len(self._sessions) + len(self._tokens) + len(self._clients)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -210,15 +216,26 @@ class RevocationFollower:
         """
         if not isinstance(body, dict) or not isinstance(body.get("cursor"), str):
             raise ValueError("not a revocation feed answer")
+        # `clients` is absent from the answers of a service older than migration 0008.
         sessions, tokens = body.get("sessions"), body.get("tokens")
-        if not isinstance(sessions, list) or not isinstance(tokens, list):
+        clients = body.get("clients", [])
+        if not (
+            isinstance(sessions, list) and isinstance(tokens, list) and isinstance(clients, list)
+        ):
             raise ValueError("not a revocation feed answer")
-        entries = [
-            ("s", _text(item, "sid"), _number(item, "revoked_at") + self._retention)
-            for item in sessions
-        ] + [("t", _text(item, "jti"), _number(item, "exp") + self._leeway) for item in tokens]
+        entries = (
+            [
+                ("s", _text(item, "sid"), _number(item, "revoked_at") + self._retention)
+                for item in sessions
+            ]
+            + [("t", _text(item, "jti"), _number(item, "exp") + self._leeway) for item in tokens]
+            + [
+                ("c", _text(item, "client_id"), _number(item, "revoked_at") + self._retention)
+                for item in clients
+            ]
+        )
         for kind, key, forget_at in entries:
-            kept = self._sessions if kind == "s" else self._tokens
+            kept = self._kept(kind)
             if forget_at > kept.get(key, 0.0):
                 kept[key] = forget_at
                 heapq.heappush(self._expiry, (forget_at, kind, key))
@@ -231,9 +248,13 @@ class RevocationFollower:
         now = self._clock().timestamp()
         while self._expiry and self._expiry[0][0] <= now:
             forget_at, kind, key = heapq.heappop(self._expiry)
-            kept = self._sessions if kind == "s" else self._tokens
+            kept = self._kept(kind)
             if kept.get(key) == forget_at:
                 del kept[key]
+
+    def _kept(self, kind: str) -> dict[str, float]:
+        """The entries of one kind: "s" sessions, "t" client tokens, "c" clients."""
+        return {"s": self._sessions, "t": self._tokens, "c": self._clients}[kind]
 
 
 def _text(item: Any, name: str) -> str:

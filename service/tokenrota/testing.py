@@ -17,29 +17,40 @@ import contextlib
 import os
 import secrets
 import socket
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-import asyncpg
 import httpx
-import uvicorn
 from starlette.datastructures import Secret
-from tokenrota_server import oauth_clients
-from tokenrota_server.auth import TokenPair
-from tokenrota_server.config import Settings
-from tokenrota_server.database import start_embedded
-from tokenrota_server.passwords import Passwords
-from tokenrota_server.tokens import TokenCodec
 
 from tokenrota.clock import utc_now
 from tokenrota.jws import HMAC_ALGORITHM
+
+try:
+    import asyncpg
+    import uvicorn
+    from tokenrota_server import mailer, oauth_clients
+    from tokenrota_server.auth import TokenPair
+    from tokenrota_server.config import Settings
+    from tokenrota_server.database import start_embedded
+    from tokenrota_server.passwords import Passwords
+    from tokenrota_server.tokens import TokenCodec
+except ModuleNotFoundError as error:
+    # The same error, named as before (the pytest plugin reads `name`), saying what to install.
+    raise ModuleNotFoundError(
+        f"tokenrota.testing needs the testing extra ({error.name} is not installed): "
+        'pip install "tokenrota[testing]"',
+        name=error.name,
+    ) from None
 
 # argon2 at its production cost would make each create_user and login take ~100 ms and 64 MiB.
 CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
@@ -48,6 +59,11 @@ CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_paral
 TEST_REGISTRATIONS = {"register_ip_max_attempts": 10_000}
 DEFAULT_PASSWORD = "correct horse battery staple"  # noqa: S105
 STARTUP_TIMEOUT = 20.0
+# Seconds `TokenService.wait_for_mail` waits by default: the outbox drainer is woken at once by
+# the request that queued the message, so it is there in milliseconds unless something is wrong.
+MAIL_TIMEOUT = 10.0
+# Where a `Settings()` keeps its files when no one says: relative to the working directory.
+_DEFAULT_DATA_DIR = next(each.default for each in fields(Settings) if each.name == "data_dir")
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,21 @@ class ClientCredentials:
     client_id: str
     client_secret: str = field(repr=False)
     scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """A message the instance sent to its development mailbox, as a test reads it."""
+
+    to: str
+    subject: str
+    # Everything below carries the live token: kept out of repr, so out of failure reports.
+    text: str = field(repr=False)
+    html: str | None = field(repr=False)
+    # The message's link (PASSWORD_RESET_URL or EMAIL_VERIFICATION_URL, with ?token=...).
+    link: str | None = field(repr=False)
+    # The link's token: what POST /password/reset or POST /email/verify takes.
+    token: str | None = field(repr=False)
 
 
 class TokenService:
@@ -147,6 +178,27 @@ class TokenService:
         finally:
             await connection.close()
         return ClientCredentials(client_id, client_secret, tuple(scopes))
+
+    async def wait_for_mail(
+        self, to: str, *, count: int = 1, within: float = MAIL_TIMEOUT
+    ) -> SentMail:
+        """The `count`-th message the instance sent to `to` (the first by default), once sent.
+
+        The instance writes mail to a mailbox of its own (a temporary directory, unless the
+        settings name a `data_dir`), from its outbox, just after the request that queued it. A
+        test that asks twice (two resets) passes `count=2` for the second message. Raises
+        `AssertionError` if it has not arrived `within` seconds.
+        """
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            sent = await asyncio.to_thread(mailer.messages_in_mailbox, self.settings, to)
+            if len(sent) >= count:
+                return _sent_mail(sent[count - 1])
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(
+                    f"{len(sent)} message(s) to {to} within {within} s, not {count}"
+                )
+            await asyncio.sleep(0.02)
 
     def issue_access_token(
         self,
@@ -221,8 +273,21 @@ async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
     """Serve `settings` with uvicorn on a free local port, in a thread with its own event loop.
 
     Its own thread, so a test that blocks its loop (a sync client, a debugger) cannot stall
-    the service it is talking to.
+    the service it is talking to. Unless the settings name a `data_dir`, the instance keeps its
+    files (the development mailbox) in a temporary directory, removed when it stops.
     """
+    with contextlib.ExitStack() as stack:
+        if settings.data_dir == _DEFAULT_DATA_DIR:
+            # Not the working directory's `.data`: the suite's project would collect the
+            # instances' mail (live reset links) there, run after run.
+            private = stack.enter_context(tempfile.TemporaryDirectory(prefix="tokenrota-test-"))
+            settings = replace(settings, data_dir=Path(private))
+        async with _serving(settings) as service:
+            yield service
+
+
+@contextlib.asynccontextmanager
+async def _serving(settings: Settings) -> AsyncIterator[TokenService]:
     from tokenrota_server.app import create_app
     from tokenrota_server.http_limits import HttpLimits, protocol_class
 
@@ -260,6 +325,20 @@ async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
         server.should_exit = True
         await asyncio.to_thread(thread.join, STARTUP_TIMEOUT)
         listener.close()
+
+
+def _sent_mail(message: EmailMessage) -> SentMail:
+    summary = mailer.message_summary(message)
+    link = summary["link"]
+    tokens = parse_qs(urlsplit(link).query).get("token", []) if link else []
+    return SentMail(
+        to=str(summary["to"]),
+        subject=str(summary["subject"]),
+        text=str(summary["text"]),
+        html=summary["html"],
+        link=link,
+        token=tokens[0] if tokens else None,
+    )
 
 
 def _expect(response: httpx.Response, status: int) -> None:

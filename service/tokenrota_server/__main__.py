@@ -2,6 +2,6 @@
 
 import sys
 
-from tokenrota_server.cli import main
+from tokenrota_server.console import main
 
 sys.exit(main())

@@ -24,10 +24,7 @@ async def list_sessions(request: Request[AppState]) -> Response:
     state = request.state
     caller = await authenticated_caller(request, bearer_token(request))
     found = await state["accounts"].list_sessions(state["pool"], caller, now=state["clock"]())
-    body = [
-        {**session.to_json(), "current": session.id == caller.session_id, "name": session.name}
-        for session in found
-    ]
+    body = [{**session.to_json(), "current": session.id == caller.session_id} for session in found]
     return JSONResponse({"sessions": body}, headers=NO_STORE)
 
 

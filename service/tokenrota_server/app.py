@@ -79,7 +79,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         listens = settings.revocation_listen and (
             settings.database_pooler != "transaction" or settings.database_direct_url is not None
         )
-        feed = FeedSignal(settings.session_database_url or database_url, listen=listens)
+        stopping = asyncio.Event()
+        feed = FeedSignal(
+            settings.session_database_url or database_url, listen=listens, stopping=stopping
+        )
         feed.start()
         sweeping = (
             asyncio.create_task(session_policy.sweep_idle_periodically(pool, settings, clock))
@@ -97,6 +100,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 accounts=Accounts(settings, passwords),
                 recovery=Recovery(settings, passwords, outbox),
                 feed=feed,
+                stopping=stopping,
             )
         finally:
             # Reached on SIGTERM too, after uvicorn has let the requests in flight finish.

@@ -201,7 +201,7 @@ class Authenticator:
             )
             raise EmailUnverified()
         rehash = (
-            await self._passwords.hash(password)
+            await self._passwords.rehash(password)
             if self._passwords.needs_rehash(found.password_hash)
             else None
         )

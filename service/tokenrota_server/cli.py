@@ -238,24 +238,24 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
             environ["PORT"] = str(arguments.port)
         workers = arguments.workers or _workers_from(environ)
     settings = settings_from_environment(environ)
-    database_url = _database_url(settings)
+    database_url, variable = _database_url(settings)
     if arguments.command == "migrate":
-        check_database(database_url, at_head=False)
+        check_database(database_url, at_head=False, variable=variable)
         migrate(database_url)
         return 0
     if arguments.command == "serve":
         check_mail_delivery(settings)
         check_port(settings.host, settings.port)
         if arguments.migrate:
-            check_database(database_url, at_head=False)
+            check_database(database_url, at_head=False, variable=variable)
             migrate(database_url)
         else:
-            check_database(database_url, at_head=True)
+            check_database(database_url, at_head=True, variable=variable)
         from tokenrota_server.serve import serve
 
         serve(settings, environ, workers)
         return 0
-    check_database(database_url, at_head=True)
+    check_database(database_url, at_head=True, variable=variable)
     return _administer(settings, arguments)
 
 
@@ -292,13 +292,16 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
     return asyncio.run(admin.purge(settings))
 
 
-def _database_url(settings: Settings) -> str:
+def _database_url(settings: Settings) -> tuple[str, str]:
+    """The URL the schema is checked and migrated on, and the variable it came from (named in
+    start-up errors)."""
     # The schema is checked and migrated on a direct connection (DATABASE_DIRECT_URL): the
     # migration driver caches prepared statements, which a transaction pooler does not carry
     # from one transaction to the next.
     url = settings.session_database_url
     assert url is not None
-    return url
+    variable = "DATABASE_DIRECT_URL" if settings.database_direct_url else "DATABASE_URL"
+    return url, variable
 
 
 def _workers_from(environ: dict[str, str]) -> int:

@@ -202,6 +202,14 @@ class Settings:
     # Where migrations (and whatever needs a server session of its own) connect: behind a
     # transaction pooler, Postgres itself. None: DATABASE_URL.
     database_direct_url: str | None = field(default=None, repr=False, metadata=_read_by(_text))
+    # Threads that run argon2; 0: one per core, at least 2 (set it where os.cpu_count() sees
+    # more cores than a container may use). New secrets (registration, password change and
+    # reset, client secrets) may hold at most half of them: a registration flood leaves the
+    # rest to logins (tokenrota_server.passwords).
+    argon2_threads: int = field(default=0, metadata=_read_by(_integer))
+    # Password checks (logins, client authentications, a current password) that may wait for
+    # an argon2 thread; one more is refused at once: 503 `unavailable` with Retry-After.
+    argon2_max_queued_checks: int = field(default=32, metadata=_read_by(_integer))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -281,6 +289,11 @@ class Settings:
             raise ConfigError(f"DATABASE_POOLER must be one of {', '.join(DATABASE_POOLERS)}")
         if self.database_direct_url is not None:
             _check_database_url("DATABASE_DIRECT_URL", self.database_direct_url)
+        if self.argon2_threads == 1 or self.argon2_threads < 0:
+            # One thread could not be shared: hashing new secrets would hold it from logins.
+            raise ConfigError("ARGON2_THREADS must be at least 2 (0: one per core, at least 2)")
+        if self.argon2_max_queued_checks <= 0:
+            raise ConfigError("ARGON2_MAX_QUEUED_CHECKS must be a positive number")
 
     @property
     def session_database_url(self) -> str | None:

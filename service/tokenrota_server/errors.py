@@ -23,6 +23,7 @@
     ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
     ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
     └── Unavailable              unavailable: the database cannot be reached
+        └── Overloaded           unavailable: too many password checks wait for argon2
 
 The base and the token errors come from the library (`tokenrota.errors`). HTTP statuses
 are assigned in one table at the edge (`tokenrota_server.web.STATUS_BY_ERROR`). Library
@@ -56,6 +57,7 @@ __all__ = [
     "MalformedRequest",
     "MissingToken",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "RoleInUse",
     "ServiceError",
@@ -104,8 +106,11 @@ class InvalidCredentials(ServiceError):
 
 
 class TooManyAttempts(ServiceError):
+    """A throttle's limit: failed logins or client authentications, registrations, or reset
+    requests, within the throttle's window; `retry_after` is in seconds."""
+
     code = "too_many_attempts"
-    description = "Too many failed attempts; try again later."
+    description = "Too many attempts; try again later."
 
     def __init__(self, retry_after: int) -> None:
         super().__init__()
@@ -165,3 +170,17 @@ class EmailUnverified(ServiceError):
 class RoleInUse(ServiceError):
     code = "role_in_use"
     description = "The role is held by at least one user; take it from them first."
+
+
+class Overloaded(Unavailable):
+    """More password checks wait for an argon2 thread than ARGON2_MAX_QUEUED_CHECKS allows.
+
+    Raised before any work of the check's own, whatever its outcome would have been: the same
+    answer for a known and an unknown email. `retry_after` is in seconds.
+    """
+
+    description = "The service is busy; try again in a moment."
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__()
+        self.retry_after = retry_after

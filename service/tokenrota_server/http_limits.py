@@ -129,6 +129,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_deadlines()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        # uvicorn calls this on every open connection once it begins to stop (SIGTERM or SIGINT,
+        # in each worker of --workers N), then waits up to its graceful timeout for the requests
+        # in flight; the lifespan's shutdown only runs after them, too late for a long poll that
+        # would hold the stop for its whole `wait`. The app's `stopping` event (state.py) tells
+        # such requests now.
+        stopping = self.app_state.get("stopping")
+        if isinstance(stopping, asyncio.Event):
+            stopping.set()
+        super().shutdown()
+
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return

@@ -198,16 +198,24 @@ def _write_to_mailbox(settings: Settings, message: EmailMessage, *, name: str) -
 
 def latest_in_mailbox(settings: Settings, recipient: str | None = None) -> EmailMessage | None:
     """The newest message of the development mailbox (to `recipient`, if given); None if none."""
+    messages = messages_in_mailbox(settings, recipient)
+    return messages[-1] if messages else None
+
+
+def messages_in_mailbox(settings: Settings, recipient: str | None = None) -> list[EmailMessage]:
+    """The development mailbox's messages (to `recipient`, if given), oldest first."""
     folder = mailbox_folder(settings)
     if not folder.is_dir():
-        return None
-    for path in sorted(folder.glob("*.eml"), reverse=True):
+        return []
+    found = []
+    # Names start with the time written, to the microsecond: their order is the sending order.
+    for path in sorted(folder.glob("*.eml")):
         parsed = _read(path)
         if parsed is None:
             continue
         if recipient is None or str(parsed["To"]).lower() == recipient.lower():
-            return parsed
-    return None
+            found.append(parsed)
+    return found
 
 
 def _read(path: Path) -> EmailMessage | None:

@@ -10,6 +10,7 @@ Who owns a token, and so who may revoke it (RFC 7009 §2.1):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -76,6 +77,10 @@ class AuthorizationServer:
         # secret itself is not kept). The row is still read every time: disabling is immediate.
         self._verified: dict[tuple[str, str, bytes], float] = {}
         self._verified_key = secrets.token_bytes(32)
+        # The verification under way for each such key: when the remembered success expires,
+        # a resource server's burst of introspections with one secret shares one argon2 run
+        # instead of queueing one each (32 at once took seconds and the argon2 queue's bound).
+        self._verifying: dict[tuple[str, str, bytes], asyncio.Future[bool]] = {}
 
     # -- administration (the CLI) -------------------------------------------------------------
 
@@ -144,8 +149,8 @@ class AuthorizationServer:
             if retry_after is not None:
                 security_log.warning("client authentication throttled", extra={"ip": ip})
                 raise TooManyAttempts(retry_after)
-        matched = await self._passwords.verify(
-            found.secret_hash if found else None, presented.secret
+        matched = await self._verify_once(
+            remembered, found.secret_hash if found else None, presented.secret
         )
         if found is None or not matched or found.client.disabled:
             security_log.info(
@@ -153,15 +158,36 @@ class AuthorizationServer:
                 extra={"client_id": found.client.client_id if found else None},
             )
             raise InvalidClient()
-        if len(self._verified) >= VERIFIED_CLIENT_LIMIT:
-            self._verified.clear()
-        self._verified[remembered] = self._clock() + VERIFIED_CLIENT_TTL
         if ip is not None and now is not None:
             # Only failures should add up: a client that authenticates takes its attempt back.
             async with pool.acquire() as connection:
                 await throttle.forgive_address_attempt(connection, ip=ip)
         telemetry.annotate(client_id=found.client.client_id)
         return found.client
+
+    async def _verify_once(
+        self, key: tuple[str, str, bytes], secret_hash: str | None, secret: str
+    ) -> bool:
+        """Whether `secret` matches `secret_hash`, in one argon2 run per key at a time: a call
+        with the same key while one is under way waits for that one's answer (or error)."""
+        pending = self._verifying.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._verify_and_remember(key, secret_hash, secret))
+            self._verifying[key] = pending
+            pending.add_done_callback(lambda _: self._verifying.pop(key, None))
+        # Shielded: a caller that goes away does not cancel the run the others wait for.
+        return await asyncio.shield(pending)
+
+    async def _verify_and_remember(
+        self, key: tuple[str, str, bytes], secret_hash: str | None, secret: str
+    ) -> bool:
+        matched = await self._passwords.verify(secret_hash, secret)
+        if matched:
+            # Remembered before the run is over, so no caller finds neither the run nor this.
+            if len(self._verified) >= VERIFIED_CLIENT_LIMIT:
+                self._verified.clear()
+            self._verified[key] = self._clock() + VERIFIED_CLIENT_TTL
+        return matched
 
     # -- grants -------------------------------------------------------------------------------
 

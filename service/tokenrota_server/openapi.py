@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tokenrota_server.openapi_operations import OPERATIONS
+from tokenrota_server.openapi_operations import OPERATIONS, SESSION_PROPERTIES, SESSION_REQUIRED
 
 OPENAPI_VERSION = "3.1.0"
 DOCS_ASSETS = "/docs/assets"
@@ -92,17 +92,8 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["id", "created_at", "last_used_at", "expires_at", "current"],
-                    "properties": {
-                        "id": {"type": "string", "format": "uuid"},
-                        "created_at": {"type": "string", "format": "date-time"},
-                        "last_used_at": {"type": "string", "format": "date-time"},
-                        "expires_at": {"type": "string", "format": "date-time"},
-                        "user_agent": {"type": ["string", "null"]},
-                        "ip": {"type": ["string", "null"]},
-                        "current": {"type": "boolean"},
-                        "name": {"type": ["string", "null"], "maxLength": 100},
-                    },
+                    "required": [*SESSION_REQUIRED, "current"],
+                    "properties": {**SESSION_PROPERTIES, "current": {"type": "boolean"}},
                 },
             }
         },

@@ -58,6 +58,15 @@ NO_STORE = {
 }
 CHALLENGE = {"WWW-Authenticate": {"schema": {"type": "string"}}}
 UNAVAILABLE = {503: error("The database is unreachable; retry later.", "unavailable")}
+# Where a password or client secret is checked, argon2 may also be too busy to queue for.
+UNAVAILABLE_OR_BUSY = {
+    503: error(
+        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_CHECKS"
+        " password checks already wait (the same for any email or client); retry later.",
+        "unavailable",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    )
+}
 # What any endpoint that reads a JSON body can answer before it looks at the fields.
 JSON_BODY_ERRORS = {
     400: error("The body is not a JSON object.", "invalid_request"),
@@ -139,11 +148,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             ),
             422: error("A field is missing or not a string.", "invalid_input"),
             429: error(
-                "Too many failed attempts.",
+                "Too many attempts for this email (known or not) or from this address in the"
+                " window (LOGIN_EMAIL_MAX_ATTEMPTS, LOGIN_IP_MAX_ATTEMPTS).",
                 "too_many_attempts",
                 headers={"Retry-After": {"schema": {"type": "integer"}}},
             ),
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("POST", "/refresh"): {
@@ -260,8 +270,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             ),
             403: BEARER_ERRORS[403],
             422: error("A weak new password or a missing field.", "invalid_input", "weak_password"),
-            429: error("Too many failed attempts.", "too_many_attempts"),
-            **UNAVAILABLE,
+            429: error(
+                "Too many password attempts for this account or from this address in the window"
+                " (the login throttle).",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("GET", "/auth-client.js"): static(
@@ -285,7 +300,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "unsupported_grant_type",
                 "invalid_scope",
             ),
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("POST", "/oauth/revoke"): {
@@ -293,7 +308,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "summary": "RFC 7009 token revocation",
         "security": CLIENT_AUTH,
         "requestBody": form_body(ref("TokenReference")),
-        "responses": {200: ok("Revoked, or nothing to revoke."), **OAUTH_ERRORS, **UNAVAILABLE},
+        "responses": {
+            200: ok("Revoked, or nothing to revoke."),
+            **OAUTH_ERRORS,
+            **UNAVAILABLE_OR_BUSY,
+        },
     },
     ("POST", "/oauth/introspect"): {
         "tags": ["oauth"],
@@ -303,7 +322,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "responses": {
             200: ok("Whether the token is active, and its claims if so.", ref("Introspection")),
             **OAUTH_ERRORS,
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("GET", "/oauth/revocations"): {
@@ -327,7 +346,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "The revocations after the cursor, and the cursor to ask after next.",
                 {
                     "type": "object",
-                    "required": ["cursor", "sessions", "tokens"],
+                    "required": ["cursor", "sessions", "tokens", "clients"],
                     "properties": {
                         "cursor": {"type": "string"},
                         "sessions": {
@@ -350,6 +369,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                 },
                             },
                         },
+                        "clients": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "client_id": {"type": "string"},
+                                    "revoked_at": {"type": "integer"},
+                                },
+                            },
+                        },
                     },
                 },
                 headers=NO_STORE,
@@ -357,7 +386,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             400: error("A bad cursor, `wait` or query.", "invalid_request"),
             401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
             429: error("Too many failed client authentications.", "too_many_attempts"),
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_BUSY,
         },
     },
     ("GET", "/.well-known/oauth-authorization-server"): {
@@ -561,10 +590,30 @@ _PAGING_ERRORS = {
     400: error("A cursor that is not one of this query's.", "invalid_request"),
     422: error("`limit` outside 1..100, or another bad parameter.", "invalid_input"),
 }
+# A session as GET /sessions and the admin listing show it (`sessions.SessionInfo.to_json`).
+SESSION_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string", "format": "uuid"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "last_used_at": {"type": "string", "format": "date-time"},
+    "expires_at": {"type": "string", "format": "date-time"},
+    "user_agent": {"type": ["string", "null"]},
+    "ip": {"type": ["string", "null"]},
+    "name": {"type": ["string", "null"], "maxLength": 100, "description": "The user's label"},
+}
+SESSION_REQUIRED = ["id", "created_at", "last_used_at", "expires_at", "name"]
 _SESSIONS = {
     "type": "object",
     "required": ["sessions"],
-    "properties": {"sessions": {"type": "array", "items": {"type": "object"}}},
+    "properties": {
+        "sessions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": SESSION_REQUIRED,
+                "properties": SESSION_PROPERTIES,
+            },
+        }
+    },
 }
 
 

@@ -1,8 +1,8 @@
 """The revocation feed: what resource servers read to stop revoked tokens within seconds.
 
-Rows come from triggers (migration 0007), not from the code that revokes: every path that sets a
-session's `revoked_at`, deletes a live session or records a revoked client token appears here,
-including paths added later.
+Rows come from triggers (migrations 0007 and 0008), not from the code that revokes: every path
+that sets a session's `revoked_at`, deletes a live session, records a revoked client token or
+disables (or deletes) a client appears here, including paths added later.
 
 The cursor. Transactions do not commit in the order they draw ids from a sequence, so "rows
 after id N" could skip a lower id committed after a higher one was read. Here each revoking
@@ -47,7 +47,7 @@ LISTEN_RETRY_SECONDS = 1.0
 # What ends a LISTEN connection (or its opening) without ending the process.
 LISTEN_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
-# The advisory lock the feed's triggers take (migration 0007); nothing else may use it.
+# The advisory lock the feed's triggers take (migrations 0007, 0008); nothing else may use it.
 FEED_LOCK_KEY = 0x7265766F_66656564  # "revofeed"
 _CURSOR_TEXT = re.compile(r"\Av1\.[0-9]{1,19}\Z")
 
@@ -76,16 +76,18 @@ class Cursor:
 
 @dataclass(frozen=True)
 class FeedPage:
-    """One answer of the feed: the revoked sessions and client tokens, and where to go on."""
+    """One answer of the feed: the revoked sessions, client tokens and clients, and where to
+    go on."""
 
     cursor: Cursor
     sessions: list[tuple[UUID, datetime]] = field(default_factory=list)
     tokens: list[tuple[str, datetime]] = field(default_factory=list)
+    clients: list[tuple[str, datetime]] = field(default_factory=list)
     full: bool = False
 
     @property
     def empty(self) -> bool:
-        return not self.sessions and not self.tokens
+        return not self.sessions and not self.tokens and not self.clients
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,10 @@ class FeedPage:
                 {"sid": str(sid), "revoked_at": int(at.timestamp())} for sid, at in self.sessions
             ],
             "tokens": [{"jti": jti, "exp": int(exp.timestamp())} for jti, exp in self.tokens],
+            "clients": [
+                {"client_id": client_id, "revoked_at": int(at.timestamp())}
+                for client_id, at in self.clients
+            ],
         }
 
 
@@ -102,7 +108,7 @@ async def read_after(
 ) -> FeedPage:
     """The revocations after `cursor`, oldest first; at most `limit`."""
     rows = await connection.fetch(
-        "SELECT id, session_id, jti, revoked_at, expires_at FROM revocations"
+        "SELECT id, session_id, jti, client_id, revoked_at, expires_at FROM revocations"
         " WHERE id > $1 ORDER BY id LIMIT $2",
         cursor.row_id,
         limit,
@@ -121,7 +127,7 @@ async def read_window(
     # One statement, so one snapshot: the highest id and the window are read together.
     rows = await connection.fetch(
         "WITH top AS (SELECT coalesce(max(id), 0) AS top FROM revocations)"
-        " SELECT top.top, r.* FROM top LEFT JOIN LATERAL (SELECT id, session_id, jti,"
+        " SELECT top.top, r.* FROM top LEFT JOIN LATERAL (SELECT id, session_id, jti, client_id,"
         " revoked_at, expires_at FROM revocations WHERE revoked_at >= $1 ORDER BY id LIMIT $2)"
         " r ON true",
         since,
@@ -139,6 +145,8 @@ def _page(rows: list[asyncpg.Record], start: Cursor, limit: int) -> FeedPage:
     for row in rows:
         if row["session_id"] is not None:
             page.sessions.append((row["session_id"], row["revoked_at"]))
+        elif row["client_id"] is not None:
+            page.clients.append((row["client_id"], row["revoked_at"]))
         else:
             page.tokens.append((row["jti"], row["expires_at"]))
     return page
@@ -150,13 +158,22 @@ class FeedSignal:
     `changed()` is the event of the current generation: it is set (and replaced) at the next
     notification, and also whenever the listener reconnects, since notifications may have
     been lost meanwhile. With `listen=False` nothing listens and waiters rely on polling.
+    Once `stopping` is set (the server has begun to stop), every waiter is woken and `stopped`
+    is true: waiting requests then answer with what they have instead of holding the stop.
     """
 
-    def __init__(self, database_url: str, *, listen: bool = True) -> None:
+    def __init__(self, database_url: str, *, listen: bool = True, stopping: asyncio.Event) -> None:
         self._database_url = database_url
         self._listen = listen
+        self._stopping = stopping
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stop_watch: asyncio.Task[None] | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the server has begun to stop: no request should wait any more."""
+        return self._stopping.is_set()
 
     def changed(self) -> asyncio.Event:
         """The event the next notification sets; take it before reading the feed."""
@@ -170,13 +187,22 @@ class FeedSignal:
     def start(self) -> None:
         if self._listen and self._task is None:
             self._task = asyncio.create_task(self._run(), name="revocation-feed-listener")
+        if self._stop_watch is None:
+            self._stop_watch = asyncio.create_task(
+                self._wake_when_stopping(), name="revocation-feed-stop-watch"
+            )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._stop_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._stop_watch = None
+
+    async def _wake_when_stopping(self) -> None:
+        await self._stopping.wait()
+        self.wake()
 
     async def _run(self) -> None:
         while True:
@@ -222,7 +248,9 @@ async def follow(
     """The next feed page; with `wait`, held until something is revoked or `wait` passes.
 
     Without `after`, the first page holds the revocations of the last `window_seconds`. No
-    database connection is held while waiting.
+    database connection is held while waiting. Once the server begins to stop
+    (`signal.stopped`), the page read is the answer, even empty: a wait would hold the stop
+    (uvicorn waits for requests in flight), and the follower asks again, of another instance.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -234,7 +262,7 @@ async def follow(
             else:
                 page = await read_after(connection, after)
         remaining = deadline - loop.time()
-        if not page.empty or remaining <= 0:
+        if not page.empty or remaining <= 0 or signal.stopped:
             return page
         after = page.cursor
         with contextlib.suppress(TimeoutError):

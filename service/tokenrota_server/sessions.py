@@ -288,6 +288,7 @@ class SessionInfo:
             "expires_at": self.expires_at.isoformat(),
             "user_agent": self.user_agent,
             "ip": self.ip,
+            "name": self.name,
         }
 
 

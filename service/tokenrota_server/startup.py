@@ -96,8 +96,9 @@ def check_mail_delivery(settings: Settings) -> None:
         )
 
 
-def check_database(url: str, *, at_head: bool) -> None:
-    """Connect to `url` and read its schema revision.
+def check_database(url: str, *, at_head: bool, variable: str) -> None:
+    """Connect to `url` (the setting `variable`, named in what to check) and read its schema
+    revision.
 
     Raises `StartupError` when the database cannot be reached or refuses the connection, when
     it was migrated by a newer version (a revision this one does not know), and, with
@@ -105,7 +106,7 @@ def check_database(url: str, *, at_head: bool) -> None:
     """
     from tokenrota_server import schema
 
-    revision = asyncio.run(_read_revision(url))
+    revision = asyncio.run(_read_revision(url, variable))
     if revision is not None and revision not in _known_revisions():
         raise StartupError(
             f"the database at {masked_url(url)} is at revision {revision}, which this version "
@@ -184,13 +185,13 @@ def masked_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-async def _read_revision(url: str) -> str | None:
+async def _read_revision(url: str, variable: str) -> str | None:
     from tokenrota_server import schema
 
     try:
         connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
     except _CONNECT_FAILURES as error:
-        raise StartupError(_connection_failure(url, error)) from None
+        raise StartupError(_connection_failure(url, error, variable)) from None
     try:
         return await schema.current_revision(connection)
     except asyncpg.PostgresError as error:
@@ -211,31 +212,32 @@ def _known_revisions() -> set[str]:
     return {script.revision for script in scripts.walk_revisions()}
 
 
-def _connection_failure(url: str, error: BaseException) -> str:
-    """One line saying why `url` could not be connected to, and what to check."""
+def _connection_failure(url: str, error: BaseException, variable: str) -> str:
+    """One line saying why `url` could not be connected to, and what to check in `variable`
+    (the setting it came from: DATABASE_URL, or DATABASE_DIRECT_URL when that is set)."""
     if isinstance(error, socket.gaierror):
         reason = f"unknown host {urlsplit(url).hostname}"
-        hint = "check the host in DATABASE_URL"
+        hint = f"check the host in {variable}"
     elif isinstance(error, ConnectionRefusedError):
         reason = "connection refused"
-        hint = "is PostgreSQL running and listening there? check DATABASE_URL"
+        hint = f"is PostgreSQL running and listening there? check {variable}"
     elif isinstance(error, FileNotFoundError):
         reason = "no PostgreSQL socket there"
-        hint = "is PostgreSQL running? check the socket directory (host) in DATABASE_URL"
+        hint = f"is PostgreSQL running? check the socket directory (host) in {variable}"
     elif isinstance(error, TimeoutError):
         reason = f"no answer within {CONNECT_TIMEOUT} seconds"
-        hint = "check the host and port in DATABASE_URL, and the network between"
+        hint = f"check the host and port in {variable}, and the network between"
     elif isinstance(error, asyncpg.InvalidCatalogNameError):
         reason = _first_line(error)
-        hint = "create it, or fix the database name in DATABASE_URL"
+        hint = f"create it, or fix the database name in {variable}"
     elif isinstance(
         error, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
     ):
         reason = _first_line(error)
-        hint = "check the user and password in DATABASE_URL"
+        hint = f"check the user and password in {variable}"
     else:
         reason = _first_line(error)
-        hint = "check DATABASE_URL"
+        hint = f"check {variable}"
     return f"cannot connect to the database at {masked_url(url)}: {_scrubbed(reason, url)}; {hint}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypedDict
 
 import asyncpg
@@ -26,3 +27,6 @@ class AppState(TypedDict):
     accounts: Accounts
     recovery: Recovery
     feed: FeedSignal
+    # Set once the server has begun to stop, before the requests in flight end (set by the
+    # protocol, http_limits.py): what holds an answer back (a long poll) answers at once.
+    stopping: asyncio.Event

@@ -183,13 +183,21 @@ def _wait(
 
 
 async def forgive_attempt(connection: Connection, *, email: str, ip: str | None) -> None:
-    """After a success: clear the email's counter and take the attempt back from the address."""
+    """After a success: clear the email's counter and take the attempt back from the address.
+
+    Two statements, the email's row first: the order in which `count_attempt` locks the same
+    two rows. One statement with a DELETE in a WITH ran its parts in no set order; when it
+    took the address's row first, in a login's transaction, while a concurrent attempt held
+    the email's row and waited for the address's, Postgres broke the deadlock with a 500.
+    """
     await connection.execute(
-        "WITH cleared AS (DELETE FROM login_attempts WHERE scope = $1 AND key_digest = $2)"
-        " UPDATE login_attempts SET attempts = greatest(attempts - 1, 0)"
-        " WHERE scope = $3 AND key_digest = $4",
+        "DELETE FROM login_attempts WHERE scope = $1 AND key_digest = $2",
         EMAIL_SCOPE,
         email_key(email),
+    )
+    await connection.execute(
+        "UPDATE login_attempts SET attempts = greatest(attempts - 1, 0)"
+        " WHERE scope = $1 AND key_digest = $2",
         ADDRESS_SCOPE,
         address_key(ip) if ip is not None else b"",
     )

@@ -29,6 +29,7 @@ from tokenrota_server.errors import (
     MalformedRequest,
     MissingToken,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     RoleInUse,
     ServiceError,
@@ -81,7 +82,7 @@ def error_response(error: ServiceError) -> JSONResponse:
     elif isinstance(error, InvalidClient):
         # RFC 6749 §5.2: a 401 invalid_client names the scheme the client should use.
         headers["WWW-Authenticate"] = 'Basic realm="oauth"'
-    elif isinstance(error, TooManyAttempts):
+    elif isinstance(error, TooManyAttempts | Overloaded):
         headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(
         {"error": error.code, "error_description": error.description},

@@ -1,0 +1,194 @@
+"""argon2 capacity: new secrets keep to their share of the threads, so a login never waits
+behind a registration flood, and a check past ARGON2_MAX_QUEUED_CHECKS is refused at once,
+alike for known and unknown emails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import threading
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+from tokenrota_server import app as app_module
+from tokenrota_server.config import Settings, load_settings
+from tokenrota_server.errors import ConfigError
+from tokenrota_server.passwords import Passwords, argon2_thread_count
+
+from tests import support
+from tests.checks import assert_error, settings_secrets
+from tests.support import PASSWORD, FakeClock
+from tests.test_login import _comparable, post_login
+
+# Registrations hashing at once in the flood test: more than the share of two threads (one).
+FLOOD = 6
+# Costly enough that each hash lasts far longer than a login's few queries, so the order of
+# events shows which work waited for which (never a measured duration).
+SLOW_ARGON2 = {"argon2_time_cost": 3, "argon2_memory_cost": 65536, "argon2_parallelism": 1}
+# Only against a deadlock: how long the refusal test lets a refused login take before it
+# concludes that the login was queued instead (a refusal takes no argon2 work at all).
+DEADLOCK_GUARD_SECONDS = 20
+
+
+class ObservedPasswords(Passwords):
+    """The app's real Passwords, recording each argon2 call's start and end (in its worker
+    thread, in order) and each hash and check asked for; checks can be held at a gate."""
+
+    instances: ClassVar[list[ObservedPasswords]] = []
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.events: list[tuple[str, str]] = []
+        self.asked = {"hash": 0, "verify": 0}
+        self._asked_more = asyncio.Condition()
+        # Cleared: every check waits in its thread until the test sets it again.
+        self.gate = threading.Event()
+        self.gate.set()
+        ObservedPasswords.instances.append(self)
+
+    async def hash(self, password: str) -> str:
+        await self._count("hash")
+        return await super().hash(password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        await self._count("verify")
+        return await super().verify(password_hash, password)
+
+    async def until_asked(self, kind: str, count: int) -> None:
+        """Wait until `count` calls of `kind` ("hash" or "verify") have been asked for."""
+        async with self._asked_more:
+            await self._asked_more.wait_for(lambda: self.asked[kind] >= count)
+
+    async def _count(self, kind: str) -> None:
+        async with self._asked_more:
+            self.asked[kind] += 1
+            self._asked_more.notify_all()
+
+    def _hash_sync(self, password: str) -> str:
+        self.events.append(("hash", "start"))
+        try:
+            return super()._hash_sync(password)
+        finally:
+            self.events.append(("hash", "end"))
+
+    def _verify_sync(self, password_hash: str, password: str) -> bool:
+        self.gate.wait()
+        self.events.append(("verify", "start"))
+        try:
+            return super()._verify_sync(password_hash, password)
+        finally:
+            self.events.append(("verify", "end"))
+
+
+@contextlib.asynccontextmanager
+async def observed_app(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, clock: FakeClock
+) -> AsyncIterator[tuple[httpx.AsyncClient, ObservedPasswords]]:
+    """The service with its Passwords observable; every held check is let go at the end."""
+    ObservedPasswords.instances = []
+    monkeypatch.setattr(app_module, "Passwords", ObservedPasswords)
+    async with support.serve(settings, clock) as client:
+        (passwords,) = ObservedPasswords.instances
+        try:
+            yield client, passwords
+        finally:
+            passwords.gate.set()
+
+
+def most_at_once(events: list[tuple[str, str]], kind: str) -> int:
+    """The largest number of `kind` calls that were running together."""
+    running = peak = 0
+    for event_kind, edge in events:
+        if event_kind == kind:
+            running += 1 if edge == "start" else -1
+            peak = max(peak, running)
+    return peak
+
+
+async def test_a_login_is_checked_while_registrations_wait_for_their_hashing_share(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock
+) -> None:
+    """Six registrations hash one at a time on one of two threads; a login sent after all of
+    them is checked on the other before most have started, and answers while they hash."""
+    slow = make_settings(argon2_threads=2, **SLOW_ARGON2)
+    async with observed_app(monkeypatch, slow, clock) as (client, passwords):
+        user = await support.register(client)
+        passwords.events.clear()
+        passwords.asked["hash"] = 0
+        flood = [
+            asyncio.create_task(
+                client.post(
+                    "/register", json={"email": f"flood-{n}@example.com", "password": PASSWORD}
+                )
+            )
+            for n in range(FLOOD)
+        ]
+        await passwords.until_asked("hash", FLOOD)
+
+        login = await post_login(client, user["email"], PASSWORD)
+        login_events = list(passwords.events)
+        registered = await asyncio.gather(*flood)
+
+    assert login.status_code == 200, login.text
+    assert [answer.status_code for answer in registered] == [201] * FLOOD
+    checked = login_events.index(("verify", "start"))
+    # In one queue the check would start only after every hash asked before it had started.
+    assert login_events[:checked].count(("hash", "start")) < FLOOD
+    # The login answered while more hashes than the share were still to finish.
+    assert FLOOD - login_events.count(("hash", "end")) > 1
+    assert most_at_once(passwords.events, "hash") == 1
+
+
+async def test_a_check_past_the_queue_limit_is_refused_alike_for_known_and_unknown_emails(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock
+) -> None:
+    """Two checks running and one waiting (the limit): the next login is 503 unavailable with
+    Retry-After at once, byte for byte the same for a known and an unknown email; the three
+    held logins then succeed."""
+    busy = make_settings(argon2_threads=2, argon2_max_queued_checks=1)
+    async with observed_app(monkeypatch, busy, clock) as (client, passwords):
+        user = await support.register(client)
+        passwords.gate.clear()
+        try:
+            held = [
+                asyncio.create_task(post_login(client, user["email"], PASSWORD)) for _ in range(3)
+            ]
+            await passwords.until_asked("verify", 3)
+            probes = [
+                asyncio.create_task(post_login(client, user["email"], PASSWORD)),
+                asyncio.create_task(post_login(client, "nobody@example.com", PASSWORD)),
+            ]
+            _, queued = await asyncio.wait(probes, timeout=DEADLOCK_GUARD_SECONDS)
+        finally:
+            passwords.gate.set()
+        known, unknown = await asyncio.gather(*probes)
+        released = await asyncio.gather(*held)
+
+    assert not queued, "a login past ARGON2_MAX_QUEUED_CHECKS waited instead of being refused"
+    assert_error(known, 503, "unavailable", secrets=(*settings_secrets(busy), PASSWORD))
+    assert known.headers["retry-after"] == "1"
+    assert _comparable(unknown) == _comparable(known)
+    assert [answer.status_code for answer in released] == [200] * 3
+
+
+def test_argon2_threads_default_to_the_cores_and_never_to_one() -> None:
+    """0 (the default) is one per core, at least 2; 1 or a negative count is refused."""
+    environ = {
+        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+    }
+
+    assert argon2_thread_count(load_settings(environ)) >= 2
+    assert argon2_thread_count(load_settings({**environ, "ARGON2_THREADS": "3"})) == 3
+    for name, value in (
+        ("ARGON2_THREADS", "1"),
+        ("ARGON2_THREADS", "-2"),
+        ("ARGON2_MAX_QUEUED_CHECKS", "0"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_settings({**environ, name: value})
+        assert name in str(refused.value)
+        assert "\n" not in str(refused.value)
