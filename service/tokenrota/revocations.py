@@ -86,6 +86,8 @@ class RevocationFollower:
         self._sessions: dict[str, float] = {}
         self._tokens: dict[str, float] = {}
         self._clients: dict[str, float] = {}
+        # The entries of each kind, as the expiry heap names it.
+        self._kept = {"s": self._sessions, "t": self._tokens, "c": self._clients}
         self._expiry: list[tuple[float, str, str]] = []
         self._cursor: str | None = None
         self._caught_up = False
@@ -235,7 +237,7 @@ class RevocationFollower:
             ]
         )
         for kind, key, forget_at in entries:
-            kept = self._kept(kind)
+            kept = self._kept[kind]
             if forget_at > kept.get(key, 0.0):
                 kept[key] = forget_at
                 heapq.heappush(self._expiry, (forget_at, kind, key))
@@ -248,13 +250,9 @@ class RevocationFollower:
         now = self._clock().timestamp()
         while self._expiry and self._expiry[0][0] <= now:
             forget_at, kind, key = heapq.heappop(self._expiry)
-            kept = self._kept(kind)
+            kept = self._kept[kind]
             if kept.get(key) == forget_at:
                 del kept[key]
-
-    def _kept(self, kind: str) -> dict[str, float]:
-        """The entries of one kind: "s" sessions, "t" client tokens, "c" clients."""
-        return {"s": self._sessions, "t": self._tokens, "c": self._clients}[kind]
 
 
 def _text(item: Any, name: str) -> str:

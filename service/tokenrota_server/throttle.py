@@ -195,12 +195,8 @@ async def forgive_attempt(connection: Connection, *, email: str, ip: str | None)
         EMAIL_SCOPE,
         email_key(email),
     )
-    await connection.execute(
-        "UPDATE login_attempts SET attempts = greatest(attempts - 1, 0)"
-        " WHERE scope = $1 AND key_digest = $2",
-        ADDRESS_SCOPE,
-        address_key(ip) if ip is not None else b"",
-    )
+    if ip is not None:  # without an address, `count_attempt` counted none
+        await forgive_address_attempt(connection, ip=ip)
 
 
 async def forgive_address_attempt(connection: Connection, *, ip: str) -> None:
