@@ -145,6 +145,7 @@ async def rotations(pool: asyncpg.Pool, count: int, concurrency: int, statement:
                         child.digest,
                         child.issued_at,
                         child.expires_at,
+                        None,  # idle_since ($7, since the idle timeout): none, the default
                     )
                     assert row is not None
             token = child.digest
