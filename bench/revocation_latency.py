@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -188,7 +189,7 @@ async def measure(
             assert (await http.get(f"{resource}/whoami", headers=bearer)).status_code == 200
             sent = time.perf_counter()
             await http.post(f"{service}/logout", json={"refresh_token": pair["refresh_token"]})
-            await until(lambda bearer=bearer: refused(http, resource, bearer), POLL_SECONDS)
+            await until(partial(refused, http, resource, bearer), POLL_SECONDS)
             latencies.append(time.perf_counter() - sent)
             await asyncio.sleep(random.uniform(0.0, 0.1))
         load_seconds = time.perf_counter() - load_started

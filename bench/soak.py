@@ -160,7 +160,7 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 def rss_mb(process: psutil.Process) -> float:
     """Resident memory of the server and any workers it spawned, MiB."""
-    total = process.memory_info().rss
+    total: int = process.memory_info().rss  # psutil ships no types: this keeps the sum an int
     for child in process.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
             total += child.memory_info().rss
