@@ -15,23 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import statistics
 import time
 
 import httpx
-from tokenrota_server import schema
-from tokenrota_server.database import start_embedded
 
 from bench.__main__ import (
-    ROOT,
-    drop_database,
     free_port,
-    fresh_database,
     production_environment,
     serving,
 )
+from bench.databases import migrated_database
 
 PASSWORD = "correct horse battery staple"
 # The flood's first address; with --addresses N, the N addresses from it up.
@@ -87,17 +82,14 @@ def describe(samples: list[float]) -> str:
 
 
 async def run(arguments: argparse.Namespace) -> None:
-    server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
-    name, database_url = await fresh_database(server_url)
-    await asyncio.to_thread(schema.upgrade, database_url)
-    port = free_port()
-    environment = production_environment(
-        "https://flood.tokenrota.invalid",
-        DATABASE_URL=database_url,
-        PORT=str(port),
-        TRUSTED_PROXIES="127.0.0.1",
-    )
-    try:
+    async with migrated_database() as database_url:
+        port = free_port()
+        environment = production_environment(
+            "https://flood.tokenrota.invalid",
+            DATABASE_URL=database_url,
+            PORT=str(port),
+            TRUSTED_PROXIES="127.0.0.1",
+        )
         async with serving(environment) as base_url:
             limits = httpx.Limits(max_connections=arguments.flood + 10)
             async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
@@ -112,8 +104,6 @@ async def run(arguments: argparse.Namespace) -> None:
                 while not flooding.done() or not during:
                     during += await logins(client, credentials, 1)
                 statuses, flood_seconds = await flooding
-    finally:
-        await drop_database(server_url, name)
     print(f"login alone:           {describe(alone)}")
     print(f"login during the flood: {describe(during)}")
     print(

@@ -9,11 +9,10 @@ import contextlib
 import secrets
 import threading
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
-from tokenrota_server import app as app_module
 from tokenrota_server.config import Settings, load_settings
 from tokenrota_server.errors import ConfigError
 from tokenrota_server.passwords import Passwords, argon2_thread_count
@@ -37,8 +36,6 @@ class ObservedPasswords(Passwords):
     """The app's real Passwords, recording each argon2 call's start and end (in its worker
     thread, in order) and each hash and check asked for; checks can be held at a gate."""
 
-    instances: ClassVar[list[ObservedPasswords]] = []
-
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.events: list[tuple[str, str]] = []
@@ -47,7 +44,6 @@ class ObservedPasswords(Passwords):
         # Cleared: every check waits in its thread until the test sets it again.
         self.gate = threading.Event()
         self.gate.set()
-        ObservedPasswords.instances.append(self)
 
     async def hash(self, password: str) -> str:
         await self._count("hash")
@@ -88,10 +84,8 @@ async def observed_app(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, clock: FakeClock
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ObservedPasswords]]:
     """The service with its Passwords observable; every held check is let go at the end."""
-    ObservedPasswords.instances = []
-    monkeypatch.setattr(app_module, "Passwords", ObservedPasswords)
-    async with support.serve(settings, clock) as client:
-        (passwords,) = ObservedPasswords.instances
+    serving = support.serve_with_passwords(monkeypatch, settings, clock, ObservedPasswords)
+    async with serving as (client, passwords):
         try:
             yield client, passwords
         finally:
