@@ -16,7 +16,12 @@ import pytest
 from tokenrota_server import app as app_module
 from tokenrota_server.config import Settings, load_settings
 from tokenrota_server.errors import ConfigError
-from tokenrota_server.passwords import Passwords, argon2_thread_count
+from tokenrota_server.passwords import (
+    CheckReservation,
+    HashReservation,
+    Passwords,
+    argon2_thread_count,
+)
 
 from tests import support
 from tests.checks import assert_error, settings_secrets
@@ -49,13 +54,19 @@ class ObservedPasswords(Passwords):
         self.gate.set()
         ObservedPasswords.instances.append(self)
 
-    async def hash(self, password: str) -> str:
+    async def hash(self, password: str, *, reservation: HashReservation | None = None) -> str:
         await self._count("hash")
-        return await super().hash(password)
+        return await super().hash(password, reservation=reservation)
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
+    async def verify(
+        self,
+        password_hash: str | None,
+        password: str,
+        *,
+        reservation: CheckReservation | None = None,
+    ) -> bool:
         await self._count("verify")
-        return await super().verify(password_hash, password)
+        return await super().verify(password_hash, password, reservation=reservation)
 
     async def until_asked(self, kind: str, count: int) -> None:
         """Wait until `count` calls of `kind` ("hash" or "verify") have been asked for."""
