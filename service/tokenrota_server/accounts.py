@@ -7,6 +7,7 @@ can do none of this.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime
 from uuid import UUID
@@ -112,15 +113,14 @@ class Accounts:
         user_id = caller.user.id
         if len(current_password) > MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()
-        # Both places (the check of the current password, the hash of the new one) before the
-        # attempt is counted, as at /login: a 503 for overload counts nothing, and a counted
-        # attempt is neither refused before its check nor, once right, before its hash (which
-        # would leave a right password counted and not given back).
-        with (
-            self._passwords.reserve_check() as check,
-            self._passwords.reserve_hash() as new_secret,
-        ):
+        with contextlib.ExitStack() as held:
             async with pool.acquire() as connection, connection.transaction():
+                # Both places (the check of the current password, the hash of the new one)
+                # before the attempt is counted, as at /login: a 503 for overload counts
+                # nothing, and a counted attempt is neither refused before its check nor, once
+                # right, before its hash (a right password left counted, never given back).
+                check = held.enter_context(self._passwords.reserve_check())
+                new_secret = held.enter_context(self._passwords.reserve_hash())
                 # Guessing the current password through /password counts toward the throttle.
                 attempt = await throttle.count_attempt(
                     connection, self._settings, email=caller.user.email, ip=ip, now=now

@@ -8,6 +8,7 @@ case is a single round trip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import uuid
@@ -120,12 +121,13 @@ class Authenticator:
         """
         check_email(email)
         check_password_policy(password)
-        # The place among the new secrets first, then the count: a 503 for overload counts
-        # nothing, and a counted registration is never refused for overload afterwards. The
-        # place is taken on the event loop in one step, so no concurrent request can fill the
-        # queue between this test and the hash.
-        with self._passwords.reserve_hash() as reservation:
+        with contextlib.ExitStack() as held:
             async with pool.acquire() as connection:
+                # A place among the new secrets, then the count: a 503 for overload counts
+                # nothing, and a counted registration is not refused for overload afterwards.
+                # Taken once the connection is ours, so a burst queued for the pool holds no
+                # places; in one step on the event loop, so none is taken twice.
+                reservation = held.enter_context(self._passwords.reserve_hash())
                 retry_after = await throttle.count_registration(
                     connection, self._settings, ip=ip, now=now
                 )
@@ -182,14 +184,18 @@ class Authenticator:
             # and before a NUL byte or the like reaches Postgres.
             telemetry.record(login=LoginOutcome.FAILURE)
             raise InvalidCredentials()
-        # A place among the checks first, then the count: a 503 for overload (no password
-        # checked) counts nothing, whatever the email, and a counted attempt is always checked.
-        # Counting first and giving the attempt back on a 503 would not be honest under
-        # concurrency: until the give-back, concurrent attempts see the inflated count (during
-        # a flood, the owner's right password refused 429), and the give-back is one more write
-        # on an overloaded service, lost if it fails or the request is cancelled.
-        with self._passwords.reserve_check() as reservation:
+        with contextlib.ExitStack() as held:
             async with pool.acquire() as connection, connection.transaction():
+                # A place among the checks, then the count: a 503 for overload (no password
+                # checked) counts nothing, whatever the email, and a counted attempt is always
+                # checked. Counting first and giving the attempt back on a 503 would not be
+                # honest under concurrency: until the give-back, concurrent attempts see the
+                # inflated count (during a flood, the owner's right password refused 429), and
+                # the give-back is one more write on an overloaded service, lost if it fails or
+                # the request is cancelled. Taken once the connection is ours, so a burst queued
+                # for the pool holds no places; in one step on the event loop, so none is taken
+                # twice.
+                reservation = held.enter_context(self._passwords.reserve_check())
                 attempt = await throttle.count_attempt(
                     connection, self._settings, email=email, ip=device.ip, now=now
                 )

@@ -11,6 +11,7 @@ Who owns a token, and so who may revoke it (RFC 7009 §2.1):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -142,14 +143,16 @@ class AuthorizationServer:
         if found is not None and not found.client.disabled and recently_verified:
             telemetry.annotate(client_id=found.client.client_id)
             return found.client
-        # A place among the checks before the attempt is counted, as at /login: a 503 for
-        # overload counts nothing against the address, and a counted attempt is checked. A
-        # request that will wait for a run already under way with the same secret takes none
-        # (it adds no argon2 work), so one resource server's burst is not refused for it.
-        reservation = None if remembered in self._verifying else self._passwords.reserve_check()
-        try:
+        with contextlib.ExitStack() as held:
+            reservation = None
             if ip is not None and now is not None:
                 async with pool.acquire() as connection:
+                    # A place among the checks before the attempt is counted, as at /login: a
+                    # 503 for overload counts nothing against the address. A request that will
+                    # wait for a run already under way with the same secret takes none (it adds
+                    # no argon2 work), so one resource server's burst is not refused for it.
+                    if remembered not in self._verifying:
+                        reservation = held.enter_context(self._passwords.reserve_check())
                     retry_after = await throttle.count_address_attempt(
                         connection, self._settings, ip=ip, now=now
                     )
@@ -159,9 +162,6 @@ class AuthorizationServer:
             matched = await self._verify_once(
                 remembered, found.secret_hash if found else None, presented.secret, reservation
             )
-        finally:
-            if reservation is not None:
-                reservation.release()
         if found is None or not matched or found.client.disabled:
             security_log.info(
                 "client authentication failed",
