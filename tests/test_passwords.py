@@ -11,9 +11,11 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
+import asyncpg
 import httpx
 import pytest
 from tokenrota_server import app as app_module
+from tokenrota_server import throttle
 from tokenrota_server.config import Settings, load_settings
 from tokenrota_server.errors import ConfigError
 from tokenrota_server.passwords import (
@@ -33,6 +35,10 @@ FLOOD = 6
 # Costly enough that each hash lasts far longer than a login's few queries, so the order of
 # events shows which work waited for which (never a measured duration).
 SLOW_ARGON2 = {"argon2_time_cost": 3, "argon2_memory_cost": 65536, "argon2_parallelism": 1}
+WRONG = "not the password"
+# The address of every request the in-process client sends (httpx's ASGITransport).
+ADDRESS = "127.0.0.1"
+LOGIN_SCOPES = (throttle.EMAIL_SCOPE, throttle.ADDRESS_SCOPE)
 # Only against a deadlock: how long the refusal test lets a refused login take before it
 # concludes that the login was queued instead (a refusal takes no argon2 work at all).
 DEADLOCK_GUARD_SECONDS = 20
@@ -52,6 +58,9 @@ class ObservedPasswords(Passwords):
         # Cleared: every check waits in its thread until the test sets it again.
         self.gate = threading.Event()
         self.gate.set()
+        # The same for every hash of a new secret.
+        self.hash_gate = threading.Event()
+        self.hash_gate.set()
         ObservedPasswords.instances.append(self)
 
     async def hash(self, password: str, *, reservation: HashReservation | None = None) -> str:
@@ -79,6 +88,7 @@ class ObservedPasswords(Passwords):
             self._asked_more.notify_all()
 
     def _hash_sync(self, password: str) -> str:
+        self.hash_gate.wait()
         self.events.append(("hash", "start"))
         try:
             return super()._hash_sync(password)
@@ -107,6 +117,7 @@ async def observed_app(
             yield client, passwords
         finally:
             passwords.gate.set()
+            passwords.hash_gate.set()
 
 
 def most_at_once(events: list[tuple[str, str]], kind: str) -> int:
@@ -203,3 +214,68 @@ def test_argon2_threads_default_to_the_cores_and_never_to_one() -> None:
             load_settings({**environ, name: value})
         assert name in str(refused.value)
         assert "\n" not in str(refused.value)
+
+
+# -- a refusal for overload counts toward no throttle ------------------------------------------
+
+
+async def counters(db: asyncpg.Connection, *scopes: str) -> dict[tuple[str, bytes], int]:
+    """The throttle counters of `scopes`: (scope, key digest) → attempts."""
+    rows = await db.fetch(
+        "SELECT scope, key_digest, attempts FROM login_attempts WHERE scope = ANY($1)", scopes
+    )
+    return {(row["scope"], bytes(row["key_digest"])): row["attempts"] for row in rows}
+
+
+async def settle(tasks: list[asyncio.Task[httpx.Response]], count: int) -> list[httpx.Response]:
+    """The `count` answers among `tasks` that come without waiting for a held argon2 run."""
+    done: set[asyncio.Task[httpx.Response]] = set()
+    while len(done) < count:
+        finished, _ = await asyncio.wait(
+            [task for task in tasks if task not in done],
+            timeout=DEADLOCK_GUARD_SECONDS,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        assert finished, f"{len(done)} of {count} answered; the rest waited for argon2"
+        done |= finished
+    return [task.result() for task in tasks if task in done]
+
+
+async def test_logins_refused_for_overload_count_toward_no_throttle(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Twelve wrong logins at once, half for a known and half for an unknown email, with room
+    for three checks: nine are 503 at once, alike for both emails, and the counters hold the
+    three that were checked. The owner's right password then still gets in under a limit of
+    four per email, which the nine would have crossed."""
+    busy = make_settings(argon2_threads=2, argon2_max_queued_checks=1, login_email_max_attempts=4)
+    async with observed_app(monkeypatch, busy, clock) as (client, passwords):
+        user = await support.register(client)
+        passwords.gate.clear()
+        emails = [user["email"], "nobody@example.com"] * 6
+        burst = [asyncio.create_task(post_login(client, email, WRONG)) for email in emails]
+        try:
+            refused = await settle(burst, 9)
+            await passwords.until_asked("verify", 3)
+            while_held = await counters(db, *LOGIN_SCOPES)
+            checks_asked = passwords.asked["verify"]
+        finally:
+            passwords.gate.set()
+        answers = await asyncio.gather(*burst)
+        after = await counters(db, *LOGIN_SCOPES)
+        owner = await post_login(client, user["email"], PASSWORD)
+
+    for response in refused:
+        assert_error(response, 503, "unavailable", secrets=(*settings_secrets(busy), WRONG))
+        assert response.headers["retry-after"] == "1"
+        assert _comparable(response) == _comparable(refused[0])
+    assert checks_asked == 3
+    checked = [
+        email for email, answer in zip(emails, answers, strict=True) if answer.status_code != 503
+    ]
+    assert [answer.status_code for answer in answers].count(401) == 3 == len(checked)
+    expected = {(throttle.ADDRESS_SCOPE, throttle.address_key(ADDRESS)): 3}
+    for email in set(checked):
+        expected[(throttle.EMAIL_SCOPE, throttle.email_key(email))] = checked.count(email)
+    assert while_held == after == expected
+    assert owner.status_code == 200, owner.text
