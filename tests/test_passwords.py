@@ -279,3 +279,88 @@ async def test_logins_refused_for_overload_count_toward_no_throttle(
         expected[(throttle.EMAIL_SCOPE, throttle.email_key(email))] = checked.count(email)
     assert while_held == after == expected
     assert owner.status_code == 200, owner.text
+
+
+async def test_password_changes_refused_for_overload_count_and_change_nothing(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Six password changes at once with a wrong current password and room for three checks:
+    three are 503 at once and counted nowhere, the three checked count; the password and the
+    sessions are as they were."""
+    busy = make_settings(argon2_threads=2, argon2_max_queued_checks=1)
+    async with observed_app(monkeypatch, busy, clock) as (client, passwords):
+        user = await support.register(client)
+        pair = await support.login(client, user["email"])
+        before = await support.table_snapshot(db)
+        body = {"current_password": WRONG, "new_password": "a brand new passphrase"}
+        headers = {"Authorization": f"Bearer {pair['access_token']}"}
+        passwords.gate.clear()
+        burst = [
+            asyncio.create_task(client.post("/password", json=body, headers=headers))
+            for _ in range(6)
+        ]
+        try:
+            refused = await settle(burst, 3)
+            await passwords.until_asked("verify", 4)  # the login's, and three changes'
+            while_held = await counters(db, *LOGIN_SCOPES)
+        finally:
+            passwords.gate.set()
+        answers = await asyncio.gather(*burst)
+        after = await counters(db, *LOGIN_SCOPES)
+
+    for response in refused:
+        assert_error(response, 503, "unavailable", secrets=(*settings_secrets(busy), WRONG))
+        assert response.headers["retry-after"] == "1"
+    assert sorted(answer.status_code for answer in answers) == [401] * 3 + [503] * 3
+    expected = {
+        (throttle.EMAIL_SCOPE, throttle.email_key(user["email"])): 3,
+        (throttle.ADDRESS_SCOPE, throttle.address_key(ADDRESS)): 3,
+    }
+    assert while_held == after == expected
+    assert await support.table_snapshot(db) == before
+
+
+async def test_registrations_past_the_hashing_queue_are_refused_uncounted_and_unwritten(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Eight registrations at once with one hashing (the share of two threads) and room for
+    one to wait: six are 503 with Retry-After at once, create no user and do not count; under
+    a limit of five per address the two hashed leave room for three more, not none."""
+    busy = make_settings(argon2_threads=2, argon2_max_queued_hashes=1, register_ip_max_attempts=5)
+    async with observed_app(monkeypatch, busy, clock) as (client, passwords):
+        passwords.hash_gate.clear()
+        burst = [
+            asyncio.create_task(
+                client.post(
+                    "/register", json={"email": f"burst-{n}@example.com", "password": PASSWORD}
+                )
+            )
+            for n in range(8)
+        ]
+        try:
+            refused = await settle(burst, 6)
+            await passwords.until_asked("hash", 2)
+            while_held = await counters(db, throttle.REGISTER_SCOPE)
+            users_while_held = await db.fetchval("SELECT count(*) FROM users")
+        finally:
+            passwords.hash_gate.set()
+        answers = await asyncio.gather(*burst)
+        later = [
+            await client.post(
+                "/register", json={"email": f"later-{n}@example.com", "password": PASSWORD}
+            )
+            for n in range(4)
+        ]
+
+    for response in refused:
+        assert_error(response, 503, "unavailable", secrets=(*settings_secrets(busy), PASSWORD))
+        assert response.headers["retry-after"] == "1"
+    assert sorted(answer.status_code for answer in answers) == [201] * 2 + [503] * 6
+    assert while_held == {(throttle.REGISTER_SCOPE, throttle.address_key(ADDRESS)): 2}
+    assert users_while_held == 0
+    assert [answer.status_code for answer in later] == [201, 201, 201, 429]
+    registered = {
+        answer.json()["user"]["email"] for answer in [*answers, *later] if answer.status_code == 201
+    }
+    emails = await db.fetch("SELECT email FROM users")
+    assert {row["email"] for row in emails} == registered
