@@ -27,6 +27,8 @@ from tokenrota_server.passwords import (
 
 from tests import support
 from tests.checks import assert_error, settings_secrets
+from tests.mail_support import queued_token
+from tests.oauth_support import client_token, create_client
 from tests.support import PASSWORD, FakeClock
 from tests.test_login import _comparable, post_login
 
@@ -209,6 +211,7 @@ def test_argon2_threads_default_to_the_cores_and_never_to_one() -> None:
         ("ARGON2_THREADS", "1"),
         ("ARGON2_THREADS", "-2"),
         ("ARGON2_MAX_QUEUED_CHECKS", "0"),
+        ("ARGON2_MAX_QUEUED_HASHES", "0"),
     ):
         with pytest.raises(ConfigError) as refused:
             load_settings({**environ, name: value})
@@ -364,3 +367,68 @@ async def test_registrations_past_the_hashing_queue_are_refused_uncounted_and_un
     }
     emails = await db.fetch("SELECT email FROM users")
     assert {row["email"] for row in emails} == registered
+
+
+async def test_client_authentications_refused_for_overload_count_nothing_against_the_address(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Six client-credentials requests at once with wrong secrets (each its own argon2 run)
+    and room for three checks: three are 503 at once; the address counts the three checked,
+    which fail with 401 invalid_client."""
+    busy = make_settings(argon2_threads=2, argon2_max_queued_checks=1)
+    client_id, _ = await create_client(db, busy)
+    async with observed_app(monkeypatch, busy, clock) as (client, passwords):
+        passwords.gate.clear()
+        burst = [
+            asyncio.create_task(client_token(client, client_id, f"wrong-secret-{n}"))
+            for n in range(6)
+        ]
+        try:
+            refused = await settle(burst, 3)
+            await passwords.until_asked("verify", 3)
+            while_held = await counters(db, throttle.ADDRESS_SCOPE)
+        finally:
+            passwords.gate.set()
+        answers = await asyncio.gather(*burst)
+        after = await counters(db, throttle.ADDRESS_SCOPE)
+
+    for response in refused:
+        assert_error(response, 503, "unavailable", secrets=settings_secrets(busy))
+        assert response.headers["retry-after"] == "1"
+    assert sorted(answer.status_code for answer in answers) == [401] * 3 + [503] * 3
+    assert while_held == after == {(throttle.ADDRESS_SCOPE, throttle.address_key(ADDRESS)): 3}
+
+
+async def test_a_reset_past_the_hashing_queue_is_refused_and_leaves_its_token_usable(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Three resets with one token at once, with room for two new secrets: the third is 503
+    at once and writes nothing; of the two hashed, one changes the password and spends the
+    token, the other finds it spent."""
+    busy = make_settings(argon2_threads=2, argon2_max_queued_hashes=1, mail_poll_interval=0)
+    async with observed_app(monkeypatch, busy, clock) as (client, passwords):
+        user = await support.register(client)
+        forgot = await client.post("/password/forgot", json={"email": user["email"]})
+        assert forgot.status_code == 202, forgot.text
+        token = await queued_token(db, busy, user["email"])
+        before = await support.table_snapshot(db)
+        body = {"token": token, "new_password": "a brand new passphrase"}
+        passwords.asked["hash"] = 0
+        passwords.hash_gate.clear()
+        burst = [asyncio.create_task(client.post("/password/reset", json=body)) for _ in range(3)]
+        try:
+            (refused,) = await settle(burst, 1)
+            await passwords.until_asked("hash", 2)
+            while_held = await support.table_snapshot(db)
+            open_tokens = await db.fetchval(
+                "SELECT count(*) FROM account_tokens WHERE used_at IS NULL"
+            )
+        finally:
+            passwords.hash_gate.set()
+        answers = await asyncio.gather(*burst)
+
+    assert_error(refused, 503, "unavailable", secrets=(*settings_secrets(busy), token))
+    assert refused.headers["retry-after"] == "1"
+    assert while_held == before
+    assert open_tokens == 1
+    assert sorted(answer.status_code for answer in answers) == [204, 400, 503]
