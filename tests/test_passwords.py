@@ -254,6 +254,7 @@ async def test_logins_refused_for_overload_count_toward_no_throttle(
     busy = make_settings(argon2_threads=2, argon2_max_queued_checks=1, login_email_max_attempts=4)
     async with observed_app(monkeypatch, busy, clock) as (client, passwords):
         user = await support.register(client)
+        before = await support.table_snapshot(db)
         passwords.gate.clear()
         emails = [user["email"], "nobody@example.com"] * 6
         burst = [asyncio.create_task(post_login(client, email, WRONG)) for email in emails]
@@ -266,6 +267,7 @@ async def test_logins_refused_for_overload_count_toward_no_throttle(
             passwords.gate.set()
         answers = await asyncio.gather(*burst)
         after = await counters(db, *LOGIN_SCOPES)
+        unwritten = await support.table_snapshot(db)
         owner = await post_login(client, user["email"], PASSWORD)
 
     for response in refused:
@@ -281,6 +283,7 @@ async def test_logins_refused_for_overload_count_toward_no_throttle(
     for email in set(checked):
         expected[(throttle.EMAIL_SCOPE, throttle.email_key(email))] = checked.count(email)
     assert while_held == after == expected
+    assert unwritten == before
     assert owner.status_code == 200, owner.text
 
 
