@@ -1,6 +1,7 @@
 """argon2 capacity: new secrets keep to their share of the threads, so a login never waits
-behind a registration flood, and a check past ARGON2_MAX_QUEUED_CHECKS is refused at once,
-alike for known and unknown emails."""
+behind a registration flood; a check past ARGON2_MAX_QUEUED_CHECKS, or a new secret past
+ARGON2_MAX_QUEUED_HASHES, is refused at once, alike for known and unknown emails, before any
+throttle counts it and without writing anything."""
 
 from __future__ import annotations
 
