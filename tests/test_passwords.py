@@ -18,7 +18,7 @@ import pytest
 from tokenrota_server import app as app_module
 from tokenrota_server import throttle
 from tokenrota_server.config import Settings, load_settings
-from tokenrota_server.errors import ConfigError
+from tokenrota_server.errors import ConfigError, Overloaded
 from tokenrota_server.passwords import (
     CheckReservation,
     HashReservation,
@@ -436,3 +436,40 @@ async def test_a_reset_past_the_hashing_queue_is_refused_and_leaves_its_token_us
     assert while_held == before
     assert open_tokens == 1
     assert sorted(answer.status_code for answer in answers) == [204, 400, 503]
+
+
+async def test_reservations_are_bounded_released_once_and_handed_over_whole(
+    make_settings: Any,
+) -> None:
+    """With 2 threads: 2 + 1 checks and 1 + 1 new secrets may be reserved, one more of either
+    is `Overloaded`; a release (twice, or by the new owner after a hand-over) frees one place."""
+    passwords = Passwords(
+        make_settings(argon2_threads=2, argon2_max_queued_checks=1, argon2_max_queued_hashes=1)
+    )
+    try:
+        checks = [passwords.reserve_check() for _ in range(3)]
+        hashes = [passwords.reserve_hash() for _ in range(2)]
+        with pytest.raises(Overloaded):
+            passwords.reserve_check()
+        with pytest.raises(Overloaded):
+            passwords.reserve_hash()
+
+        checks[0].release()
+        checks[0].release()
+        again = passwords.reserve_check()
+        with pytest.raises(Overloaded):
+            passwords.reserve_check()
+        handed = checks[1].hand_over()
+        checks[1].release()
+        with pytest.raises(Overloaded):
+            passwords.reserve_check()
+        handed.release()
+        passwords.reserve_check()
+        hashes[0].release()
+        passwords.reserve_hash()
+    finally:
+        passwords.close()
+
+    assert [check.held for check in [*checks, again]] == [False, False, True, True]
+    with pytest.raises(RuntimeError):
+        await passwords.verify(None, PASSWORD, reservation=checks[0])
