@@ -10,7 +10,7 @@ import httpx
 import pytest
 from argon2 import extract_parameters
 from tokenrota_server.config import Settings
-from tokenrota_server.passwords import Passwords
+from tokenrota_server.passwords import HashReservation, Passwords
 
 from tests import support
 from tests.checks import assert_error, post_json, settings_secrets
@@ -29,9 +29,9 @@ class CountingPasswords(Passwords):
         self.verified.append(password_hash)
         return super()._verify_sync(password_hash, password)
 
-    async def hash(self, password: str) -> str:
+    async def hash(self, password: str, *, reservation: HashReservation | None = None) -> str:
         self.hashed += 1
-        return await super().hash(password)
+        return await super().hash(password, reservation=reservation)
 
 
 def counting_app(

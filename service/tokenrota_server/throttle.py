@@ -6,11 +6,14 @@ Each attempt at a password (a login, a password change) is counted against two k
 window, attempts are refused until the window ends. The attempt is counted *before* the password
 is verified, in the same statement that reads the user: a burst of concurrent guesses cannot slip
 past the limit while argon2 runs, and login pays one round trip for both. A success takes its
-attempt back: the email's counter is cleared and the address's is decremented.
+attempt back: the email's counter is cleared and the address's is decremented. An attempt that
+argon2's queue has no room for is refused (503) before it is counted: the use cases take their
+place in the queue first (`passwords.Reservation`), so a refusal for overload never counts.
 
 Registrations are counted per remote address under a scope of their own, in the same windows,
 past `REGISTER_IP_MAX_ATTEMPTS`. Each costs an argon2 hash and may learn whether an email has an
-account, so every one counts, successful or not, and nothing is taken back.
+account, so every one counts, successful or not (only one refused 503 before it is counted, as
+argon2's queue of new secrets is full, does not), and nothing is taken back.
 
 Password-reset requests (`/password/forgot`) are counted per email, whether or not it has an
 account (`PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS`), and per address
