@@ -80,7 +80,8 @@ def sign(payload: dict[str, Any], header: dict[str, str], key: Any) -> str:
 def _encoded_header(items: tuple[tuple[str, str], ...]) -> bytes:
     # A service signs under a handful of headers (one per token kind and key), each millions of
     # times: encoded once, in the order given, so the bytes are those of json.dumps(header).
-    return base64url_encode(_COMPACT_JSON.encode(dict(items)).encode())
+    encoded: bytes = base64url_encode(_COMPACT_JSON.encode(dict(items)).encode())
+    return encoded
 
 
 def decode_verified(token: str, select_key: KeySelector, token_type: str) -> dict[str, Any]:
