@@ -18,7 +18,6 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from starlette.datastructures import Secret
@@ -26,7 +25,6 @@ from starlette.middleware import Middleware
 from tokenrota_server.app import create_app
 from tokenrota_server.auth import DeviceInfo
 from tokenrota_server.config import Settings
-from tokenrota_server.database import start_embedded
 from tokenrota_server.middleware import RequestObservability
 from tokenrota_server.telemetry import JsonFormatter
 
@@ -76,8 +74,7 @@ async def per_request_us(run: Callable[[], Any]) -> float:
 
 
 async def main() -> None:
-    server = os.environ.get("TEST_DATABASE_URL") or start_embedded(Path(".data") / "test")
-    async with migrated_database(server) as url:
+    async with migrated_database() as url:
         await measure(url)
 
 

@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.datastructures import Secret
 from tokenrota.verify import Introspection, JwksKeys, TokenVerifier
 from tokenrota_server.config import Settings
-from tokenrota_server.database import start_embedded
 from tokenrota_server.tokens import TokenCodec
 
 from bench.databases import migrated_database
@@ -229,12 +228,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50, help="introspection requests")
     parser.add_argument("--local", type=int, default=5000, help="local verifications")
     arguments = parser.parse_args()
-    server_url = os.environ.get("DATABASE_URL") or start_embedded(ROOT / ".data" / "bench")
-    asyncio.run(run(server_url, arguments))
+    asyncio.run(run(arguments))
 
 
-async def run(server_url: str, arguments: argparse.Namespace) -> None:
-    async with migrated_database(server_url) as database_url:
+async def run(arguments: argparse.Namespace) -> None:
+    async with migrated_database() as database_url:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
         await local_verification(database_url, arguments.local)
         print()
