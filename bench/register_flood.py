@@ -6,20 +6,29 @@ so each side names its address in X-Forwarded-For). Measures the user's login la
 then during FLOOD registrations sent at once from the flooding address, and counts the flood's
 answers (all but the first REGISTER_IP_MAX_ATTEMPTS should be 429, costing no argon2 hash).
 With --addresses N the flood comes from N addresses, each under its limit (a botnet): N times
-as many registrations are accepted, each an argon2 hash.
+as many registrations are accepted, each an argon2 hash. With --exhausted the flooding
+addresses start the flood already at their limit, so every registration of it is refused 429
+and none costs argon2: what is left is the cost of refusing. With --waits, what the database's
+other sessions are doing is sampled from pg_stat_activity every 5 ms while the flood lasts
+(state and wait event, counted): whether a request waits for a row lock, a WAL flush or nothing.
 
     .venv/bin/python -m bench.register_flood [--flood 120] [--logins 10] [--addresses 1]
+        [--exhausted] [--waits]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import secrets
 import statistics
 import time
 
+import asyncpg
 import httpx
+from tokenrota_server import throttle
+from tokenrota_server.config import Settings
 
 from bench.__main__ import (
     free_port,
@@ -73,6 +82,51 @@ async def flood(
     return statuses, time.perf_counter() - started
 
 
+async def exhaust(database_url: str, addresses: int) -> None:
+    """Put each flooding address at its register limit in a window just begun, as if it had
+    registered REGISTER_IP_MAX_ATTEMPTS times already (the default limit)."""
+    limit = Settings.register_ip_max_attempts
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.executemany(
+            "INSERT INTO login_attempts (scope, key_digest, attempts, window_started_at)"
+            " VALUES ($1, $2, $3, now())",
+            [
+                (
+                    throttle.REGISTER_SCOPE,
+                    throttle.address_key(f"{FLOODER_NETWORK}{FIRST_FLOODER + index}"),
+                    limit,
+                )
+                for index in range(addresses)
+            ],
+        )
+    finally:
+        await connection.close()
+
+
+# The other sessions of the bench's database, as a sample: their state and wait event.
+_ACTIVITY = """
+    SELECT state, coalesce(wait_event_type || ':' || wait_event, '-') AS waiting
+    FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid()
+      AND backend_type = 'client backend'
+"""
+
+
+async def sample_waits(database_url: str, until: asyncio.Task[object]) -> collections.Counter[str]:
+    """Until `until` is done, every 5 ms: each session's "state wait_event", counted."""
+    seen: collections.Counter[str] = collections.Counter()
+    connection = await asyncpg.connect(database_url)
+    try:
+        while not until.done():
+            for row in await connection.fetch(_ACTIVITY):
+                seen[f"{row['state']} {row['waiting']}"] += 1
+            await asyncio.sleep(0.005)
+    finally:
+        await connection.close()
+    return seen
+
+
 def describe(samples: list[float]) -> str:
     ordered = sorted(samples)
     return (
@@ -98,12 +152,20 @@ async def run(arguments: argparse.Namespace) -> None:
                 assert registered.status_code == 201, registered.text
                 await logins(client, credentials, 2)  # warm: connections, code paths
                 alone = await logins(client, credentials, arguments.logins)
+                if arguments.exhausted:
+                    await exhaust(database_url, arguments.addresses)
                 flooding = asyncio.create_task(flood(client, arguments.flood, arguments.addresses))
+                sampling = (
+                    asyncio.create_task(sample_waits(database_url, flooding))
+                    if arguments.waits
+                    else None
+                )
                 # The user keeps logging in, one after another, for as long as the flood lasts.
                 during: list[float] = []
                 while not flooding.done() or not during:
                     during += await logins(client, credentials, 1)
                 statuses, flood_seconds = await flooding
+                waits = await sampling if sampling is not None else None
     print(f"login alone:           {describe(alone)}")
     print(f"login during the flood: {describe(during)}")
     print(
@@ -111,6 +173,10 @@ async def run(arguments: argparse.Namespace) -> None:
         "answered "
         f"{dict(sorted(statuses.items()))} in {flood_seconds:.2f} s"
     )
+    if waits is not None:
+        print("sessions sampled during the flood (state wait_event: samples):")
+        for waiting, count in waits.most_common():
+            print(f"  {waiting}: {count}")
 
 
 def main() -> None:
@@ -118,6 +184,8 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=120)
     parser.add_argument("--logins", type=int, default=10)
     parser.add_argument("--addresses", type=int, default=1)
+    parser.add_argument("--exhausted", action="store_true")
+    parser.add_argument("--waits", action="store_true")
     asyncio.run(run(parser.parse_args()))
 
 
