@@ -11,9 +11,11 @@ addresses start the flood already at their limit, so every registration of it is
 and none costs argon2: what is left is the cost of refusing. With --waits, what the database's
 other sessions are doing is sampled from pg_stat_activity every 5 ms while the flood lasts
 (state and wait event, counted): whether a request waits for a row lock, a WAL flush or nothing.
+With --invalid the flood's emails are not valid, so each is refused 422 before the database is
+asked anything: what answering a flood costs with no database work at all, to compare with.
 
     .venv/bin/python -m bench.register_flood [--flood 120] [--logins 10] [--addresses 1]
-        [--exhausted] [--waits]
+        [--exhausted] [--invalid] [--waits]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 
 import asyncpg
 import httpx
+import psutil
 from tokenrota_server import throttle
 from tokenrota_server.config import Settings
 
@@ -56,17 +59,18 @@ async def logins(client: httpx.AsyncClient, credentials: dict[str, str], count: 
 
 
 async def flood(
-    client: httpx.AsyncClient, count: int, addresses: int = 1
+    client: httpx.AsyncClient, count: int, addresses: int = 1, *, invalid: bool = False
 ) -> tuple[dict[int, int], float]:
-    """`count` registrations at once from `addresses` addresses in turn: statuses counted, and
-    seconds taken."""
+    """`count` registrations at once from `addresses` addresses in turn (with emails that are
+    not valid if `invalid`): statuses counted, and seconds taken."""
+    at = "-at-" if invalid else "@"
     started = time.perf_counter()
     answers = await asyncio.gather(
         *(
             client.post(
                 "/register",
                 json={
-                    "email": f"flood-{index}-{secrets.token_hex(4)}@example.com",
+                    "email": f"flood-{index}-{secrets.token_hex(4)}{at}example.com",
                     "password": PASSWORD,
                 },
                 headers={
@@ -127,6 +131,19 @@ async def sample_waits(database_url: str, until: asyncio.Task[object]) -> collec
     return seen
 
 
+def server_process() -> psutil.Process:
+    """The `tokenrota serve` this bench started: its one child running tokenrota_server."""
+    for child in psutil.Process().children():
+        if "tokenrota_server" in child.cmdline():
+            return child
+    raise RuntimeError("no tokenrota serve among this process's children")
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def describe(samples: list[float]) -> str:
     ordered = sorted(samples)
     return (
@@ -154,7 +171,11 @@ async def run(arguments: argparse.Namespace) -> None:
                 alone = await logins(client, credentials, arguments.logins)
                 if arguments.exhausted:
                     await exhaust(database_url, arguments.addresses)
-                flooding = asyncio.create_task(flood(client, arguments.flood, arguments.addresses))
+                server = server_process()
+                cpu_before = cpu_seconds(server)
+                flooding = asyncio.create_task(
+                    flood(client, arguments.flood, arguments.addresses, invalid=arguments.invalid)
+                )
                 sampling = (
                     asyncio.create_task(sample_waits(database_url, flooding))
                     if arguments.waits
@@ -165,6 +186,7 @@ async def run(arguments: argparse.Namespace) -> None:
                 while not flooding.done() or not during:
                     during += await logins(client, credentials, 1)
                 statuses, flood_seconds = await flooding
+                server_cpu = cpu_seconds(server) - cpu_before
                 waits = await sampling if sampling is not None else None
     print(f"login alone:           {describe(alone)}")
     print(f"login during the flood: {describe(during)}")
@@ -172,6 +194,10 @@ async def run(arguments: argparse.Namespace) -> None:
         f"flood: {arguments.flood} registrations from {arguments.addresses} address(es) at once "
         "answered "
         f"{dict(sorted(statuses.items()))} in {flood_seconds:.2f} s"
+    )
+    print(
+        f"server CPU while it lasted: {server_cpu * 1000:.0f} ms, logins included "
+        f"({server_cpu * 1000 / arguments.flood:.1f} ms per flood request)"
     )
     if waits is not None:
         print("sessions sampled during the flood (state wait_event: samples):")
@@ -185,6 +211,7 @@ def main() -> None:
     parser.add_argument("--logins", type=int, default=10)
     parser.add_argument("--addresses", type=int, default=1)
     parser.add_argument("--exhausted", action="store_true")
+    parser.add_argument("--invalid", action="store_true")
     parser.add_argument("--waits", action="store_true")
     asyncio.run(run(parser.parse_args()))
 
