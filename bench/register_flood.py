@@ -131,6 +131,28 @@ async def sample_waits(database_url: str, until: asyncio.Task[object]) -> collec
     return seen
 
 
+async def wal_position(database_url: str) -> str:
+    """The server's current WAL position (an LSN), to tell how much WAL a stretch wrote."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        return str(await connection.fetchval("SELECT pg_current_wal_lsn()::text"))
+    finally:
+        await connection.close()
+
+
+async def wal_since(database_url: str, position: str) -> int:
+    """Bytes of WAL written (by anyone on the server) since `position`."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        return int(
+            await connection.fetchval(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", position
+            )
+        )
+    finally:
+        await connection.close()
+
+
 def server_process() -> psutil.Process:
     """The `tokenrota serve` this bench started: its one child running tokenrota_server."""
     for child in psutil.Process().children():
@@ -173,6 +195,7 @@ async def run(arguments: argparse.Namespace) -> None:
                     await exhaust(database_url, arguments.addresses)
                 server = server_process()
                 cpu_before = cpu_seconds(server)
+                wal_before = await wal_position(database_url)
                 flooding = asyncio.create_task(
                     flood(client, arguments.flood, arguments.addresses, invalid=arguments.invalid)
                 )
@@ -187,6 +210,7 @@ async def run(arguments: argparse.Namespace) -> None:
                     during += await logins(client, credentials, 1)
                 statuses, flood_seconds = await flooding
                 server_cpu = cpu_seconds(server) - cpu_before
+                wal_bytes = await wal_since(database_url, wal_before)
                 waits = await sampling if sampling is not None else None
     print(f"login alone:           {describe(alone)}")
     print(f"login during the flood: {describe(during)}")
@@ -199,6 +223,7 @@ async def run(arguments: argparse.Namespace) -> None:
         f"server CPU while it lasted: {server_cpu * 1000:.0f} ms, logins included "
         f"({server_cpu * 1000 / arguments.flood:.1f} ms per flood request)"
     )
+    print(f"WAL written while it lasted: {wal_bytes / 1024:.0f} KiB, logins included")
     if waits is not None:
         print("sessions sampled during the flood (state wait_event: samples):")
         for waiting, count in waits.most_common():
