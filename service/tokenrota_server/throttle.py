@@ -18,6 +18,10 @@ argon2's queue of new secrets is full, does not), and nothing is taken back.
 Password-reset requests (`/password/forgot`) are counted per email, whether or not it has an
 account (`PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS`), and per address
 (`PASSWORD_FORGOT_IP_MAX_ATTEMPTS`), under scopes of their own: each may send a message.
+
+A key already over its limit in a window still running is read, not counted again (its count
+stops one past the limit), and an address over its limit gets no attempt back from a success:
+a flood of refused requests writes nothing, and no answer is looser (`_COUNTING`).
 """
 
 from __future__ import annotations
