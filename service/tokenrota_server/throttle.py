@@ -68,17 +68,19 @@ def address_key(address: str) -> bytes:
 # begun by then is over.
 #
 # A key already over its limit in a window still running is only read, not counted: `over`
-# reads it without a lock, and the upsert skips it. Without that, every refused request of a
-# flood from one address upserted that address's one row: the refusals queued on the row's lock,
-# each holding it (and a pool connection) until its commit's WAL flush, and an unrelated login
-# waited behind them for a connection. A request whose every key is over writes nothing at all:
-# no row lock, no transaction id, no WAL, so its commit flushes nothing.
+# reads it without a lock, and the upsert skips it (by scope: a request's keys have one scope
+# each). Before, every refused request of a flood from one address upserted that address's one
+# row: the refusals queued on the row's lock, each holding it and a pool connection until its
+# commit's WAL flush, one flush after another (docs/benchmarks.md, "A /register flood"). A
+# request whose every key is over writes nothing at all: no row lock, no transaction id, no WAL,
+# so its commit flushes nothing. The rows still counted are locked in the keys' order, as before.
 #
 # Why no answer changes:
-# - Over is sticky: a key over its limit stays over until its window ends (nothing but a login's
-#   success ever lowers a count, and `forgive_attempt` does not lower an address that is over,
-#   see there). So counting past the limit only ever raised a number that already refused, and
-#   Retry-After depends on window_started_at alone, which a skipped key keeps.
+# - Counting past the limit only raised a number that already refused. A count goes down only
+#   when an email's counter is cleared (a success, an erasure), which clears it whatever it
+#   was, or when an address is given an attempt back, which `forgive_address_attempt` no longer
+#   does for an address over its limit (see there). Retry-After depends on window_started_at
+#   alone, which a skipped key keeps.
 # - The limit still holds under concurrency: `over` reads the last committed counts, and a key
 #   that is under there (or is being counted by a transaction not yet committed) goes through
 #   the upsert, which locks the row, counts on its newest version and stays the authority. Only
