@@ -13,9 +13,11 @@ other sessions are doing is sampled from pg_stat_activity every 5 ms while the f
 (state and wait event, counted): whether a request waits for a row lock, a WAL flush or nothing.
 With --invalid the flood's emails are not valid, so each is refused 422 before the database is
 asked anything: what answering a flood costs with no database work at all, to compare with.
+With --path login the flood is of logins with wrong passwords for made-up emails (credential
+stuffing) instead, against LOGIN_IP_MAX_ATTEMPTS.
 
     .venv/bin/python -m bench.register_flood [--flood 120] [--logins 10] [--addresses 1]
-        [--exhausted] [--invalid] [--waits]
+        [--exhausted] [--invalid] [--waits] [--path register|login]
 """
 
 from __future__ import annotations
@@ -59,19 +61,26 @@ async def logins(client: httpx.AsyncClient, credentials: dict[str, str], count: 
 
 
 async def flood(
-    client: httpx.AsyncClient, count: int, addresses: int = 1, *, invalid: bool = False
+    client: httpx.AsyncClient,
+    count: int,
+    addresses: int = 1,
+    *,
+    invalid: bool = False,
+    path: str = "register",
 ) -> tuple[dict[int, int], float]:
-    """`count` registrations at once from `addresses` addresses in turn (with emails that are
-    not valid if `invalid`): statuses counted, and seconds taken."""
+    """`count` registrations (or logins with a wrong password) at once from `addresses`
+    addresses in turn (with emails that are not valid if `invalid`): statuses counted, and
+    seconds taken."""
     at = "-at-" if invalid else "@"
+    password = PASSWORD if path == "register" else "a wrong guess"
     started = time.perf_counter()
     answers = await asyncio.gather(
         *(
             client.post(
-                "/register",
+                f"/{path}",
                 json={
                     "email": f"flood-{index}-{secrets.token_hex(4)}{at}example.com",
-                    "password": PASSWORD,
+                    "password": password,
                 },
                 headers={
                     "X-Forwarded-For": f"{FLOODER_NETWORK}{FIRST_FLOODER + index % addresses}"
@@ -86,10 +95,15 @@ async def flood(
     return statuses, time.perf_counter() - started
 
 
-async def exhaust(database_url: str, addresses: int) -> None:
-    """Put each flooding address at its register limit in a window just begun, as if it had
-    registered REGISTER_IP_MAX_ATTEMPTS times already (the default limit)."""
-    limit = Settings.register_ip_max_attempts
+async def exhaust(database_url: str, addresses: int, path: str) -> None:
+    """Put each flooding address at its limit for `path` in a window just begun, as if it had
+    registered REGISTER_IP_MAX_ATTEMPTS times (or tried LOGIN_IP_MAX_ATTEMPTS passwords)
+    already (the default limits)."""
+    scope, limit = (
+        (throttle.REGISTER_SCOPE, Settings.register_ip_max_attempts)
+        if path == "register"
+        else (throttle.ADDRESS_SCOPE, Settings.login_ip_max_attempts)
+    )
     connection = await asyncpg.connect(database_url)
     try:
         await connection.executemany(
@@ -97,7 +111,7 @@ async def exhaust(database_url: str, addresses: int) -> None:
             " VALUES ($1, $2, $3, now())",
             [
                 (
-                    throttle.REGISTER_SCOPE,
+                    scope,
                     throttle.address_key(f"{FLOODER_NETWORK}{FIRST_FLOODER + index}"),
                     limit,
                 )
@@ -192,12 +206,18 @@ async def run(arguments: argparse.Namespace) -> None:
                 await logins(client, credentials, 2)  # warm: connections, code paths
                 alone = await logins(client, credentials, arguments.logins)
                 if arguments.exhausted:
-                    await exhaust(database_url, arguments.addresses)
+                    await exhaust(database_url, arguments.addresses, arguments.path)
                 server = server_process()
                 cpu_before = cpu_seconds(server)
                 wal_before = await wal_position(database_url)
                 flooding = asyncio.create_task(
-                    flood(client, arguments.flood, arguments.addresses, invalid=arguments.invalid)
+                    flood(
+                        client,
+                        arguments.flood,
+                        arguments.addresses,
+                        invalid=arguments.invalid,
+                        path=arguments.path,
+                    )
                 )
                 sampling = (
                     asyncio.create_task(sample_waits(database_url, flooding))
@@ -215,8 +235,8 @@ async def run(arguments: argparse.Namespace) -> None:
     print(f"login alone:           {describe(alone)}")
     print(f"login during the flood: {describe(during)}")
     print(
-        f"flood: {arguments.flood} registrations from {arguments.addresses} address(es) at once "
-        "answered "
+        f"flood: {arguments.flood} {arguments.path}s from {arguments.addresses} address(es) "
+        "at once answered "
         f"{dict(sorted(statuses.items()))} in {flood_seconds:.2f} s"
     )
     print(
@@ -238,6 +258,7 @@ def main() -> None:
     parser.add_argument("--exhausted", action="store_true")
     parser.add_argument("--invalid", action="store_true")
     parser.add_argument("--waits", action="store_true")
+    parser.add_argument("--path", choices=["register", "login"], default="register")
     asyncio.run(run(parser.parse_args()))
 
 
