@@ -142,7 +142,9 @@ class Accounts:
                 raise InvalidCredentials()
             new_hash = await self._passwords.hash(new_password, reservation=new_secret)
         async with pool.acquire() as connection, connection.transaction():
-            await throttle.forgive_attempt(connection, email=caller.user.email, ip=ip)
+            await throttle.forgive_attempt(
+                connection, self._settings, email=caller.user.email, ip=ip
+            )
             await users.update_password_hash(connection, user_id, new_hash, now)
             await sessions.revoke_user_sessions(
                 connection,

@@ -259,7 +259,7 @@ class Authenticator:
                 await sessions.evict_least_recently_used(
                     connection, user_id=user.id, keep=cap - 1, now=now
                 )
-            await throttle.forgive_attempt(connection, email=email, ip=device.ip)
+            await throttle.forgive_attempt(connection, self._settings, email=email, ip=device.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
             try:

@@ -171,7 +171,7 @@ class AuthorizationServer:
         if ip is not None and now is not None:
             # Only failures should add up: a client that authenticates takes its attempt back.
             async with pool.acquire() as connection:
-                await throttle.forgive_address_attempt(connection, ip=ip)
+                await throttle.forgive_address_attempt(connection, self._settings, ip=ip)
         telemetry.annotate(client_id=found.client.client_id)
         return found.client
 
