@@ -24,14 +24,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
-from tokenrota_server import schema
-from tokenrota_server.database import start_embedded
 
 from bench import side_by_side
+from bench.databases import migrated_database
 
 ROOT = Path(__file__).resolve().parent.parent
 # Production refuses to serve without mail settings; nothing here sends mail (port 9 is discard,
@@ -86,20 +83,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def fresh_database(server_url: str) -> tuple[str, str]:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    connection = await asyncpg.connect(server_url)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    return name, urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    connection = await asyncpg.connect(server_url)
-    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await connection.close()
-
-
 async def wait_until_up(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url) as client:
         # A minute: on a loaded machine the server's imports alone took more than 10 s.
@@ -144,14 +127,11 @@ async def throughput(call: Callable[[], Awaitable[None]], total: int, concurrenc
 async def run(arguments: argparse.Namespace) -> None:
     if arguments.side_rounds and not shutil.which("wrk"):
         raise SystemExit("the side-by-side part needs wrk (Debian package wrk); --side-rounds 0")
-    server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
-    name, database_url = await fresh_database(server_url)
-    await asyncio.to_thread(schema.upgrade, database_url)
-    port = free_port()
-    environment = production_environment(
-        "https://bench.tokenrota.invalid", DATABASE_URL=database_url, PORT=str(port)
-    )
-    try:
+    async with migrated_database() as database_url:
+        port = free_port()
+        environment = production_environment(
+            "https://bench.tokenrota.invalid", DATABASE_URL=database_url, PORT=str(port)
+        )
         if not arguments.side_only:
             async with serving(environment) as base_url:
                 await measure(base_url, arguments)
@@ -163,8 +143,6 @@ async def run(arguments: argparse.Namespace) -> None:
                 network_delay_ms=arguments.network_delay_ms,
             )
             await side_by_side.compare(database_url, environment, options)
-    finally:
-        await drop_database(server_url, name)
 
 
 async def measure(base_url: str, arguments: argparse.Namespace) -> None:

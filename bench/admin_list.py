@@ -17,22 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
-from tokenrota_server import administration, pagination, schema, sessions
-from tokenrota_server.database import Connection, create_pool, start_embedded
+from tokenrota_server import administration, pagination, sessions
+from tokenrota_server.database import Connection, create_pool
 
-from bench.__main__ import drop_database, fresh_database
+from bench.databases import migrated_database
 from bench.rotation import child_of, seed
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # The rotation statement as it was before roles: the same CTE, without the grants' subqueries.
 _ROTATE_WITHOUT_ROLES = sessions._ROTATE.split("SELECT p.user_id")[0] + (  # noqa: S608
@@ -145,6 +141,7 @@ async def rotations(pool: asyncpg.Pool, count: int, concurrency: int, statement:
                         child.digest,
                         child.issued_at,
                         child.expires_at,
+                        None,  # idle_since ($7, since the idle timeout): none, the default
                     )
                     assert row is not None
             token = child.digest
@@ -155,29 +152,26 @@ async def rotations(pool: asyncpg.Pool, count: int, concurrency: int, statement:
 
 
 async def run(arguments: argparse.Namespace) -> None:
-    server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
-    name, database_url = await fresh_database(server_url)
-    await asyncio.to_thread(schema.upgrade, database_url)
-    pool = await create_pool(database_url, min_size=4, max_size=16)
-    try:
-        started = time.perf_counter()
-        async with pool.acquire() as connection:
-            await populate(connection, arguments.users)
-        print(f"populated {arguments.users} users in {time.perf_counter() - started:.1f} s")
-        if arguments.users:
-            await listing(pool, arguments.users, arguments.repeat)
-        print(f"rotations/s, concurrency 16, {arguments.rotations} per round:")
-        for round_number in range(arguments.rounds):
-            for label, statement in (
-                ("without roles (before)", _ROTATE_WITHOUT_ROLES),
-                ("roles, two subqueries", _ROTATE_TWO_SUBQUERIES),
-                ("roles, the service's statement", "service"),
-            ):
-                rate = await rotations(pool, arguments.rotations, 16, statement)
-                print(f"  round {round_number + 1}  {label:<32} {rate:8.0f}")
-    finally:
-        await pool.close()
-        await drop_database(server_url, name)
+    async with migrated_database() as database_url:
+        pool = await create_pool(database_url, min_size=4, max_size=16)
+        try:
+            started = time.perf_counter()
+            async with pool.acquire() as connection:
+                await populate(connection, arguments.users)
+            print(f"populated {arguments.users} users in {time.perf_counter() - started:.1f} s")
+            if arguments.users:
+                await listing(pool, arguments.users, arguments.repeat)
+            print(f"rotations/s, concurrency 16, {arguments.rotations} per round:")
+            for round_number in range(arguments.rounds):
+                for label, statement in (
+                    ("without roles (before)", _ROTATE_WITHOUT_ROLES),
+                    ("roles, two subqueries", _ROTATE_TWO_SUBQUERIES),
+                    ("roles, the service's statement", "service"),
+                ):
+                    rate = await rotations(pool, arguments.rotations, 16, statement)
+                    print(f"  round {round_number + 1}  {label:<32} {rate:8.0f}")
+        finally:
+            await pool.close()
 
 
 def main() -> None:

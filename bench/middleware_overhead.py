@@ -16,28 +16,26 @@ import os
 import secrets
 import statistics
 import time
-import uuid
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 from starlette.datastructures import Secret
-from tokenrota_server import schema
+from starlette.middleware import Middleware
 from tokenrota_server.app import create_app
 from tokenrota_server.auth import DeviceInfo
 from tokenrota_server.config import Settings
-from tokenrota_server.database import start_embedded
 from tokenrota_server.middleware import RequestObservability
 from tokenrota_server.telemetry import JsonFormatter
+
+from bench.databases import migrated_database
 
 REQUESTS = 3000
 ROUNDS = 5
 
 
 async def call(
-    app: Any, state: dict[str, Any], path: str, headers: list[tuple[bytes, bytes]]
+    app: Any, state: Mapping[str, Any], path: str, headers: list[tuple[bytes, bytes]]
 ) -> int:
     scope = {
         "type": "http",
@@ -76,12 +74,17 @@ async def per_request_us(run: Callable[[], Any]) -> float:
 
 
 async def main() -> None:
-    server = os.environ.get("TEST_DATABASE_URL") or start_embedded(Path(".data") / "test")
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
-    await asyncio.to_thread(schema.upgrade, url)
+    async with migrated_database() as url:
+        await measure(url)
+
+
+def observes(middleware: Middleware) -> bool:
+    """Whether `middleware` is the request id, metrics and access log one (RequestObservability)."""
+    factory = middleware.cls
+    return isinstance(factory, type) and issubclass(factory, RequestObservability)
+
+
+async def measure(url: str) -> None:
     settings = Settings(
         access_token_secret=Secret(secrets.token_urlsafe(48)),
         refresh_token_secret=Secret(secrets.token_urlsafe(48)),
@@ -93,44 +96,37 @@ async def main() -> None:
     )
     with_middleware = create_app(settings)
     without = create_app(settings)
-    without.user_middleware = [
-        m for m in without.user_middleware if m.cls is not RequestObservability
-    ]
+    without.user_middleware = [m for m in without.user_middleware if not observes(m)]
     devnull = logging.FileHandler(os.devnull)
     devnull.setFormatter(JsonFormatter())
-    try:
-        async with with_middleware.router.lifespan_context(with_middleware) as state:
-            auth, pool, now = state["auth"], state["pool"], state["clock"]()
-            user = await auth.register(
-                pool, email="bench@example.com", password="bench password", now=now, ip=None
-            )
-            pair = await auth.login(
-                pool, email=user.email, password="bench password", now=now, device=DeviceInfo()
-            )
-            bearer = [(b"authorization", f"Bearer {pair.access_token}".encode())]
-            results: dict[str, list[float]] = {}
-            for path, headers in (("/healthz", []), ("/profile", bearer)):
-                assert await call(without, state, path, headers) == 200
-                for _ in range(ROUNDS):
-                    for label, app, level in (
-                        ("no middleware", without, logging.WARNING),
-                        ("middleware, logs off", with_middleware, logging.WARNING),
-                        ("middleware, JSON logs", with_middleware, logging.INFO),
-                    ):
-                        root = logging.getLogger()
-                        root.handlers[:] = [devnull]
-                        root.setLevel(level)
-                        micros = await per_request_us(
-                            lambda a=app, p=path, h=headers: call(a, state, p, h)
-                        )
-                        results.setdefault(f"{path:9} {label}", []).append(micros)
-            logging.getLogger().setLevel(logging.WARNING)
-            for key, values in results.items():
-                best, median = min(values), statistics.median(values)
-                print(f"{key:40} best {best:7.1f} us   median {median:7.1f} us")
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with with_middleware.router.lifespan_context(with_middleware) as lifespan_state:
+        state: Mapping[str, Any] = lifespan_state or {}
+        auth, pool, now = state["auth"], state["pool"], state["clock"]()
+        user = await auth.register(
+            pool, email="bench@example.com", password="bench password", now=now, ip=None
+        )
+        pair = await auth.login(
+            pool, email=user.email, password="bench password", now=now, device=DeviceInfo()
+        )
+        bearer = [(b"authorization", f"Bearer {pair.access_token}".encode())]
+        results: dict[str, list[float]] = {}
+        for path, headers in (("/healthz", []), ("/profile", bearer)):
+            assert await call(without, state, path, headers) == 200
+            for _ in range(ROUNDS):
+                for label, app, level in (
+                    ("no middleware", without, logging.WARNING),
+                    ("middleware, logs off", with_middleware, logging.WARNING),
+                    ("middleware, JSON logs", with_middleware, logging.INFO),
+                ):
+                    root = logging.getLogger()
+                    root.handlers[:] = [devnull]
+                    root.setLevel(level)
+                    micros = await per_request_us(partial(call, app, state, path, headers))
+                    results.setdefault(f"{path:9} {label}", []).append(micros)
+        logging.getLogger().setLevel(logging.WARNING)
+        for key, values in results.items():
+            best, median = min(values), statistics.median(values)
+            print(f"{key:40} best {best:7.1f} us   median {median:7.1f} us")
 
 
 if __name__ == "__main__":

@@ -12,17 +12,15 @@ the report gives each round's p50, p99 and worst wait for a connection, in ms.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 import uuid
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from tokenrota_server import database, schema
-from tokenrota_server.database import start_embedded
+from tokenrota_server import database
+
+from bench.databases import migrated_database
 
 TASKS = 32
 POOL_SIZE = 10
@@ -67,13 +65,7 @@ async def waits(pool: Any) -> list[float]:
 
 
 async def main() -> None:
-    server = os.environ.get("BENCH_DATABASE_URL") or start_embedded(Path(".data"))
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
-    try:
-        await asyncio.to_thread(schema.upgrade, url)
+    async with migrated_database() as url:
         fair = await database.create_pool(url, min_size=POOL_SIZE, max_size=POOL_SIZE)
         stock = await asyncpg.create_pool(
             url,
@@ -104,9 +96,6 @@ async def main() -> None:
                 )
         await fair.close()
         await stock.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 if __name__ == "__main__":

@@ -21,17 +21,13 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from tokenrota_server import schema
-from tokenrota_server.database import start_embedded
 
 from bench.__main__ import (
-    ROOT,
-    drop_database,
     free_port,
-    fresh_database,
     production_environment,
     wait_until_up,
 )
+from bench.databases import bench_server, migrated_database
 from bench.wrk import milliseconds as wrk_milliseconds
 from tests.pooler import running_pgbouncer, through
 
@@ -107,16 +103,12 @@ async def measure(database_url: str, pooled_url: str, arguments: argparse.Namesp
 
 
 async def run(arguments: argparse.Namespace) -> None:
-    server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
-    name, database_url = await fresh_database(server_url)
-    try:
-        await asyncio.to_thread(schema.upgrade, database_url)
+    server_url = bench_server()  # PgBouncer, too, stands before this server
+    async with migrated_database(server_url) as database_url:
         with tempfile.TemporaryDirectory() as workdir:
             os.chmod(workdir, 0o755)  # noqa: S103 - pgbouncer drops to another user to read it
             with running_pgbouncer(server_url, Path(workdir) / "pgbouncer") as pooler_url:
                 await measure(database_url, through(pooler_url, database_url), arguments)
-    finally:
-        await drop_database(server_url, name)
 
 
 def main() -> None:

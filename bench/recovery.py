@@ -17,30 +17,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
-from tokenrota_server import schema
 from tokenrota_server.config import load_settings
-from tokenrota_server.database import start_embedded
 from tokenrota_server.outbox import Sealer
 
 from bench.__main__ import (
-    drop_database,
     free_port,
-    fresh_database,
     production_environment,
     serving,
     summary,
 )
+from bench.databases import migrated_database
 
-ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
 KNOWN = "known@example.com"
 UNKNOWN = "unknown@example.com"
@@ -89,25 +83,20 @@ async def measure(base_url: str, database_url: str, sealer: Sealer, args: Any) -
 
 
 async def run(args: Any) -> None:
-    server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
-    name, database_url = await fresh_database(server_url)
-    await asyncio.to_thread(schema.upgrade, database_url)
-    port = free_port()
-    environment = production_environment(
-        "https://bench.tokenrota.invalid",
-        DATABASE_URL=database_url,
-        PORT=str(port),
-        MAIL_POLL_INTERVAL="0",
-        # Hundreds of requests from one address and for one email: the throttles lifted.
-        PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS="1000000",
-        PASSWORD_FORGOT_IP_MAX_ATTEMPTS="1000000",
-    )
-    sealer = Sealer(load_settings(environment))
-    try:
+    async with migrated_database() as database_url:
+        port = free_port()
+        environment = production_environment(
+            "https://bench.tokenrota.invalid",
+            DATABASE_URL=database_url,
+            PORT=str(port),
+            MAIL_POLL_INTERVAL="0",
+            # Hundreds of requests from one address and for one email: the throttles lifted.
+            PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS="1000000",
+            PASSWORD_FORGOT_IP_MAX_ATTEMPTS="1000000",
+        )
+        sealer = Sealer(load_settings(environment))
         async with serving(environment) as base_url:
             await measure(base_url, database_url, sealer, args)
-    finally:
-        await drop_database(server_url, name)
 
 
 def main() -> None:

@@ -27,16 +27,17 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
 import httpx
 import psutil
 from argon2 import PasswordHasher
-from tokenrota_server import oauth_clients, schema
-from tokenrota_server.database import start_embedded
+from tokenrota_server import oauth_clients
 
-from bench.__main__ import ROOT, drop_database, free_port, fresh_database
+from bench.__main__ import ROOT, free_port
+from bench.databases import migrated_database
 
 PASSWORD = "correct horse battery"
 POLL_SECONDS = 0.005
@@ -115,44 +116,42 @@ async def background(service: str, email: str, stop: asyncio.Event, counts: list
 
 
 async def run(arguments: argparse.Namespace) -> None:
-    server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
-    name, database_url = await fresh_database(server_url)
-    await asyncio.to_thread(schema.upgrade, database_url)
-    client_id, client_secret = oauth_clients.new_client_id(), oauth_clients.new_client_secret()
-    connection = await asyncpg.connect(database_url)
-    await connection.execute(
-        "INSERT INTO clients (client_id, name, secret_hash, scopes) VALUES ($1, 'rs', $2, '{}')",
-        client_id,
-        PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(client_secret),
-    )
-    await connection.close()
-    secret = secrets.token_urlsafe(48)
-    service_port, resource_port = free_port(), free_port()
-    service, resource = f"http://127.0.0.1:{service_port}", f"http://127.0.0.1:{resource_port}"
-    base = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL",)}
-    service_environment = {
-        **base,
-        "ENV": "test",
-        "DATABASE_URL": database_url,
-        "PORT": str(service_port),
-        "ACCESS_TOKEN_SECRET": secret,
-        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
-        "ARGON2_TIME_COST": "1",
-        "ARGON2_MEMORY_COST": "8192",
-        "ARGON2_PARALLELISM": "1",
-        "LOGIN_EMAIL_MAX_ATTEMPTS": "100000",
-        "LOGIN_IP_MAX_ATTEMPTS": "100000",
-        "REVOCATION_LISTEN": "false" if arguments.no_listen else "true",
-    }
-    resource_environment = {
-        **base,
-        "SERVICE_URL": service,
-        "CLIENT_ID": client_id,
-        "CLIENT_SECRET": client_secret,
-        "ACCESS_TOKEN_SECRET": secret,
-        "PORT": str(resource_port),
-    }
-    try:
+    async with migrated_database() as database_url:
+        client_id, client_secret = oauth_clients.new_client_id(), oauth_clients.new_client_secret()
+        connection = await asyncpg.connect(database_url)
+        await connection.execute(
+            "INSERT INTO clients (client_id, name, secret_hash, scopes)"
+            " VALUES ($1, 'rs', $2, '{}')",
+            client_id,
+            PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(client_secret),
+        )
+        await connection.close()
+        secret = secrets.token_urlsafe(48)
+        service_port, resource_port = free_port(), free_port()
+        service, resource = f"http://127.0.0.1:{service_port}", f"http://127.0.0.1:{resource_port}"
+        base = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL",)}
+        service_environment = {
+            **base,
+            "ENV": "test",
+            "DATABASE_URL": database_url,
+            "PORT": str(service_port),
+            "ACCESS_TOKEN_SECRET": secret,
+            "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+            "ARGON2_TIME_COST": "1",
+            "ARGON2_MEMORY_COST": "8192",
+            "ARGON2_PARALLELISM": "1",
+            "LOGIN_EMAIL_MAX_ATTEMPTS": "100000",
+            "LOGIN_IP_MAX_ATTEMPTS": "100000",
+            "REVOCATION_LISTEN": "false" if arguments.no_listen else "true",
+        }
+        resource_environment = {
+            **base,
+            "SERVICE_URL": service,
+            "CLIENT_ID": client_id,
+            "CLIENT_SECRET": client_secret,
+            "ACCESS_TOKEN_SECRET": secret,
+            "PORT": str(resource_port),
+        }
         async with (
             process(["-m", "tokenrota_server", "serve"], service_environment, f"{service}/readyz"),
             process(
@@ -160,8 +159,6 @@ async def run(arguments: argparse.Namespace) -> None:
             ) as resource_pid,
         ):
             await measure(service, resource, resource_pid, arguments)
-    finally:
-        await drop_database(server_url, name)
 
 
 async def measure(
@@ -192,7 +189,7 @@ async def measure(
             assert (await http.get(f"{resource}/whoami", headers=bearer)).status_code == 200
             sent = time.perf_counter()
             await http.post(f"{service}/logout", json={"refresh_token": pair["refresh_token"]})
-            await until(lambda bearer=bearer: refused(http, resource, bearer), POLL_SECONDS)
+            await until(partial(refused, http, resource, bearer), POLL_SECONDS)
             latencies.append(time.perf_counter() - sent)
             await asyncio.sleep(random.uniform(0.0, 0.1))
         load_seconds = time.perf_counter() - load_started

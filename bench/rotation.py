@@ -14,21 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
-from tokenrota_server import schema, sessions
-from tokenrota_server.database import Connection, create_pool, start_embedded
+from tokenrota_server import sessions
+from tokenrota_server.database import Connection, create_pool
 from tokenrota_server.sessions import NewToken
 
-from bench.__main__ import drop_database, fresh_database
+from bench.databases import migrated_database
 
-ROOT = Path(__file__).resolve().parent.parent
 Rotate = Callable[[Connection, bytes, uuid.UUID, bytes], Awaitable[bool]]
 
 
@@ -138,30 +135,27 @@ async def rotations_per_second(
 
 
 async def run(arguments: argparse.Namespace) -> None:
-    server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
-    name, database_url = await fresh_database(server_url)
-    await asyncio.to_thread(schema.upgrade, database_url)
-    size = arguments.concurrency
-    lean = await create_pool(database_url, min_size=size, max_size=size)
-    resetting = await asyncpg.create_pool(database_url, min_size=size, max_size=size)
-    try:
-        cases: list[tuple[str, asyncpg.Pool, Rotate]] = [
-            ("one statement, no reset", lean, one_statement),
-            ("four statements, no reset", lean, several_statements),
-            ("one statement, asyncpg reset", resetting, one_statement),
-        ]
-        print(f"rotations/s, concurrency {size}, {arguments.rotations} rotations per round:")
-        for round_number in range(arguments.rounds):
-            # Interleaved rounds, so that a noisy neighbour hurts every case alike.
-            for label, pool, rotate in cases:
-                rate = await rotations_per_second(
-                    pool, rotate, arguments.rotations, arguments.concurrency
-                )
-                print(f"  round {round_number + 1}  {label:<30} {rate:8.0f}")
-    finally:
-        await lean.close()
-        await resetting.close()
-        await drop_database(server_url, name)
+    async with migrated_database() as database_url:
+        size = arguments.concurrency
+        lean = await create_pool(database_url, min_size=size, max_size=size)
+        resetting = await asyncpg.create_pool(database_url, min_size=size, max_size=size)
+        try:
+            cases: list[tuple[str, asyncpg.Pool, Rotate]] = [
+                ("one statement, no reset", lean, one_statement),
+                ("four statements, no reset", lean, several_statements),
+                ("one statement, asyncpg reset", resetting, one_statement),
+            ]
+            print(f"rotations/s, concurrency {size}, {arguments.rotations} rotations per round:")
+            for round_number in range(arguments.rounds):
+                # Interleaved rounds, so that a noisy neighbour hurts every case alike.
+                for label, pool, rotate in cases:
+                    rate = await rotations_per_second(
+                        pool, rotate, arguments.rotations, arguments.concurrency
+                    )
+                    print(f"  round {round_number + 1}  {label:<30} {rate:8.0f}")
+        finally:
+            await lean.close()
+            await resetting.close()
 
 
 def main() -> None:

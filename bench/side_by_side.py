@@ -33,7 +33,13 @@ import httpx
 from argon2 import PasswordHasher
 
 from bench import wrk
-from bench.server_cpu import cpu_seconds
+from bench.server_cpu import (
+    command_name,
+    cpu_seconds,
+    parent_of,
+    reaped_children_cpu_seconds,
+    tree_cpu_seconds,
+)
 from bench.side_by_side_report import Results, Sample, report
 from bench.side_by_side_servers import ROOT, Server, running
 
@@ -73,12 +79,31 @@ async def timed(call: Callable[[], Awaitable[None]], count: int, pid: int | None
     return result
 
 
-async def wrk_with_cpu(server: Server, run: Awaitable[Sample]) -> Sample:
-    """A wrk run on `server`, with its process's CPU time per request (ms) added."""
-    before = cpu_seconds(server.process.pid)
+async def wrk_with_cpu(server: Server, run: Awaitable[Sample], postmaster: int | None) -> Sample:
+    """A wrk run on `server`, with the CPU time per request (ms) of the server (all its
+    processes: a supervisor's workers too), of wrk itself and, with the `postmaster` of a local
+    database, of Postgres (every backend, the other servers' idle ones included)."""
+    before = tree_cpu_seconds(server.process.pid)
+    wrk_before = reaped_children_cpu_seconds()
+    postgres_before = tree_cpu_seconds(postmaster) if postmaster is not None else 0.0
     sample = await run
-    sample["cpu"] = (cpu_seconds(server.process.pid) - before) / sample["requests"] * 1000
+    requests = sample["requests"]
+    sample["cpu"] = (tree_cpu_seconds(server.process.pid) - before) / requests * 1000
+    sample["wrk cpu"] = (reaped_children_cpu_seconds() - wrk_before) / requests * 1000
+    if postmaster is not None:
+        sample["postgres cpu"] = (tree_cpu_seconds(postmaster) - postgres_before) / requests * 1000
     return sample
+
+
+async def local_postmaster(connection: asyncpg.Connection) -> int | None:
+    """The pid of the Postgres server behind `connection` if it runs on this machine, else None
+    (BENCH_DATABASE_URL may name another machine, where /proc cannot see it)."""
+    backend = await connection.fetchval("SELECT pg_backend_pid()")
+    try:
+        postmaster = parent_of(backend)
+        return postmaster if command_name(postmaster) in ("postgres", "postmaster") else None
+    except OSError:
+        return None
 
 
 async def compare(database_url: str, environment: dict[str, str], options: Options) -> None:
@@ -99,6 +124,7 @@ async def measure(servers: dict[str, Server], database_url: str, options: Option
         PasswordHasher().hash(secret),
         ["read"],
     )
+    postmaster = await local_postmaster(connection)
     await connection.close()
     base = {name: server.base for name, server in servers.items()}
     async with httpx.AsyncClient(timeout=60) as client:
@@ -224,14 +250,11 @@ async def measure(servers: dict[str, Server], database_url: str, options: Option
                 profile_order.reverse()
             for name in profile_order:
                 run = wrk.fixed(f"{base[name]}/profile", seconds, headers=bearer)
-                if name == "ours x2":  # two processes: no one pid's CPU
-                    keep(f"wrk {name}", await run)
-                else:
-                    keep(f"wrk {name}", await wrk_with_cpu(servers[name], run))
+                keep(f"wrk {name}", await wrk_with_cpu(servers[name], run, postmaster))
             for name in pair_order:
                 tokens = wrk_chains[(round_number, name)]
                 run = wrk.refresh_chains(f"{base[name]}/refresh", seconds, tokens)
-                keep(f"wrk refresh {name}", await wrk_with_cpu(servers[name], run))
+                keep(f"wrk refresh {name}", await wrk_with_cpu(servers[name], run, postmaster))
             await authenticate_client()
             run = wrk.fixed(
                 f"{base['ours']}/oauth/introspect",
@@ -239,5 +262,5 @@ async def measure(servers: dict[str, Server], database_url: str, options: Option
                 headers=introspect_headers,
                 body=f"token={bearer['Authorization'].removeprefix('Bearer ')}",
             )
-            keep("introspect", await wrk_with_cpu(servers["ours"], run))
+            keep("introspect", await wrk_with_cpu(servers["ours"], run, postmaster))
     return results

@@ -6,6 +6,7 @@ its median is taken: a round that the machine slowed for both sides still gives 
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass
 
@@ -72,10 +73,44 @@ class Table:
             if "cpu" in self.results[key][0]:
                 line += f"  CPU {spread(self.column(key, 'cpu'), 3)} ms/request"
             print(line)
+            others = [
+                f"{who} {spread(self.column(key, f'{who} cpu'), 3)}"
+                for who in ("postgres", "wrk")
+                if f"{who} cpu" in self.results[key][0]
+            ]
+            if others:
+                print(f"               CPU ms/request of {', of '.join(others)}")
         ours, theirs = f"{prefix} ours", f"{prefix} prototype"
         print(f"    ours / prototype, requests/s:  {spread(self.ratios(ours, theirs, 'rate'))}x")
         print(f"    ours / prototype, p99:         {spread(self.ratios(ours, theirs, 'p99'))}x")
         print(f"    ours / prototype, CPU/request: {spread(self.ratios(ours, theirs, 'cpu'))}x")
+        if "postgres cpu" in self.results[ours][0]:
+            # When the cores are what runs out, the rates go as the inverse of these.
+            whole = [
+                machine_cpu(us) / machine_cpu(them)
+                for us, them in zip(self.results[ours], self.results[theirs], strict=True)
+            ]
+            print(f"    ours / prototype, server + Postgres + wrk CPU/request: {spread(whole)}x")
+
+
+def machine_cpu(sample: Sample) -> float:
+    """The CPU per request (ms) of the server, Postgres and wrk together."""
+    return sample["cpu"] + sample["postgres cpu"] + sample["wrk cpu"]
+
+
+def two_worker_ceiling(sample: Sample, cores: int | None = None) -> float:
+    """The highest rate two workers could reach over one, given one worker's run's CPU per
+    request of the worker (w), Postgres (p) and wrk (k), all on `cores` cores.
+
+    One worker runs on one core at most: rate <= 1/w, and all three share the cores: rate <=
+    cores/(w + p + k). Two workers: <= 2/w and the same shared bound. On 2 cores with p + k
+    below w, the ratio is 2w / (w + p + k): 1.5x needs p + k <= w/3.
+    """
+    cores = cores or os.cpu_count() or 1
+    worker, shared = sample["cpu"], machine_cpu(sample)
+    one = min(1 / worker, cores / shared)
+    two = min(2 / worker, cores / shared)
+    return two / one
 
 
 def report(results: Results, rounds: int, seconds: int, network_delay_ms: float) -> None:
@@ -101,6 +136,12 @@ def report(results: Results, rounds: int, seconds: int, network_delay_ms: float)
     table.throughput("wrk", ("ours", "prototype", "ours x2"))
     workers = spread(table.ratios("wrk ours x2", "wrk ours", "rate"))
     print(f"    --workers 2 / one worker, requests/s: {workers}x")
+    if "postgres cpu" in results["wrk ours"][0]:
+        ceilings = [two_worker_ceiling(sample) for sample in results["wrk ours"]]
+        print(
+            f"    the most --workers 2 could give over one worker on {os.cpu_count()} cores,"
+            f" from one worker's CPU per request and that of Postgres and wrk: {spread(ceilings)}x"
+        )
     print(
         f"  POST /refresh with wrk, 32 connections, one refresh chain each, {seconds} s per round:"
     )

@@ -33,17 +33,14 @@ from pathlib import Path
 
 import httpx
 import psutil
-from tokenrota_server import schema
-from tokenrota_server.database import start_embedded
 
 from bench.__main__ import (
     ROOT,
-    drop_database,
     free_port,
-    fresh_database,
     production_environment,
     wait_until_up,
 )
+from bench.databases import migrated_database
 
 PASSWORD = "correct horse battery staple"
 # Each virtual user waits this long between its requests: ~USERS / PAUSE requests/s in all.
@@ -163,7 +160,7 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 def rss_mb(process: psutil.Process) -> float:
     """Resident memory of the server and any workers it spawned, MiB."""
-    total = process.memory_info().rss
+    total: int = process.memory_info().rss  # psutil ships no types: this keeps the sum an int
     for child in process.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
             total += child.memory_info().rss
@@ -216,60 +213,57 @@ def write(rows: list[dict[str, float]], directory: Path, stamp: str) -> tuple[Pa
 
 
 async def soak(arguments: argparse.Namespace) -> None:
-    server_url = os.environ.get("BENCH_DATABASE_URL") or start_embedded(ROOT / ".data")
-    name, database_url = await fresh_database(server_url)
-    await asyncio.to_thread(schema.upgrade, database_url)
-    port = free_port()
-    environment = production_environment(
-        "https://soak.tokenrota.invalid",
-        DATABASE_URL=database_url,
-        PORT=str(port),
-        # The users all come from 127.0.0.1: the per-address limits would stop them.
-        LOGIN_IP_MAX_ATTEMPTS="1000000",
-        REGISTER_IP_MAX_ATTEMPTS="1000000",
-    )
-    command = [sys.executable, "-m", "tokenrota_server"]
-    creating = await asyncio.create_subprocess_exec(
-        *command,
-        "create-client",
-        "soak-introspector",
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    output, _ = await creating.communicate()
-    client = json.loads(output.decode().strip().splitlines()[-1])
-    introspector = (client["client_id"], client["client_secret"])
-    server = await asyncio.create_subprocess_exec(
-        *command, "serve", env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    load = Load()
-    rows: list[dict[str, float]] = []
-    try:
-        await wait_until_up(base_url)
-        process = psutil.Process(server.pid)
-        users = [
-            asyncio.create_task(user(load, base_url, index, introspector))
-            for index in range(arguments.users)
-        ]
-        started = time.monotonic()
-        print(" ".join(f"{name:>14}" for name in COLUMNS), flush=True)
-        closed = started
-        while time.monotonic() - started < arguments.seconds:
-            await asyncio.sleep(arguments.interval)
-            # The interval's real length: sampling itself takes a moment.
-            now = time.monotonic()
-            row = await sample(load, started, now - closed, process, base_url)
-            closed = now
-            rows.append(row)
-            print(" ".join(f"{row[name]:>14}" for name in COLUMNS), flush=True)
-        load.stop.set()
-        await asyncio.gather(*users)
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), timeout=30)
-        await drop_database(server_url, name)
+    async with migrated_database() as database_url:
+        port = free_port()
+        environment = production_environment(
+            "https://soak.tokenrota.invalid",
+            DATABASE_URL=database_url,
+            PORT=str(port),
+            # The users all come from 127.0.0.1: the per-address limits would stop them.
+            LOGIN_IP_MAX_ATTEMPTS="1000000",
+            REGISTER_IP_MAX_ATTEMPTS="1000000",
+        )
+        command = [sys.executable, "-m", "tokenrota_server"]
+        creating = await asyncio.create_subprocess_exec(
+            *command,
+            "create-client",
+            "soak-introspector",
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        output, _ = await creating.communicate()
+        client = json.loads(output.decode().strip().splitlines()[-1])
+        introspector = (client["client_id"], client["client_secret"])
+        server = await asyncio.create_subprocess_exec(
+            *command, "serve", env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        load = Load()
+        rows: list[dict[str, float]] = []
+        try:
+            await wait_until_up(base_url)
+            process = psutil.Process(server.pid)
+            users = [
+                asyncio.create_task(user(load, base_url, index, introspector))
+                for index in range(arguments.users)
+            ]
+            started = time.monotonic()
+            print(" ".join(f"{name:>14}" for name in COLUMNS), flush=True)
+            closed = started
+            while time.monotonic() - started < arguments.seconds:
+                await asyncio.sleep(arguments.interval)
+                # The interval's real length: sampling itself takes a moment.
+                now = time.monotonic()
+                row = await sample(load, started, now - closed, process, base_url)
+                closed = now
+                rows.append(row)
+                print(" ".join(f"{row[name]:>14}" for name in COLUMNS), flush=True)
+            load.stop.set()
+            await asyncio.gather(*users)
+        finally:
+            server.terminate()
+            await asyncio.wait_for(server.wait(), timeout=30)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     csv_path, markdown_path = write(rows, Path(arguments.out), stamp)
     print(f"statuses: {dict(sorted(load.statuses.items()))}")

@@ -1,6 +1,6 @@
 """What it costs a resource server to check a token: locally, or by introspection, per request.
 
-    .venv/bin/python bench/verify_vs_introspect.py [--requests 50] [--local 5000]
+    .venv/bin/python -m bench.verify_vs_introspect [--requests 50] [--local 5000]
 
 Local: `tokenrota.verify.TokenVerifier.verify` on one core, for HS256 (shared secret) and for
 RS256/ES256 (keys from a JWKS, fetched once). Introspection: POST /oauth/introspect to the real
@@ -23,7 +23,6 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -32,10 +31,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.datastructures import Secret
 from tokenrota.verify import Introspection, JwksKeys, TokenVerifier
-from tokenrota_server import schema
 from tokenrota_server.config import Settings
-from tokenrota_server.database import start_embedded
 from tokenrota_server.tokens import TokenCodec
+
+from bench.databases import migrated_database
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = {
@@ -229,24 +228,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50, help="introspection requests")
     parser.add_argument("--local", type=int, default=5000, help="local verifications")
     arguments = parser.parse_args()
-    server_url = os.environ.get("DATABASE_URL") or start_embedded(ROOT / ".data" / "bench")
-    name = f"bench_{os.getpid()}"
-    database_url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    asyncio.run(run(arguments))
 
-    async def execute(statement: str) -> None:
-        connection = await asyncpg.connect(server_url)
-        await connection.execute(statement)
-        await connection.close()
 
-    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
-    try:
-        schema.upgrade(database_url)
+async def run(arguments: argparse.Namespace) -> None:
+    async with migrated_database() as database_url:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
-        asyncio.run(local_verification(database_url, arguments.local))
+        await local_verification(database_url, arguments.local)
         print()
-        asyncio.run(introspection(database_url, arguments.requests))
-    finally:
-        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await introspection(database_url, arguments.requests)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+import pytest
+from tokenrota_server import app as app_module
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
+from tokenrota_server.passwords import Passwords
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
+PasswordsT = TypeVar("PasswordsT", bound=Passwords)
 
 
 class FakeClock:
@@ -58,6 +62,28 @@ async def serve(settings: Settings, clock: Any) -> AsyncIterator[httpx.AsyncClie
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
+
+
+@contextlib.asynccontextmanager
+async def serve_with_passwords(
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    clock: Any,
+    passwords_class: type[PasswordsT],
+) -> AsyncIterator[tuple[httpx.AsyncClient, PasswordsT]]:
+    """`serve(settings, clock)` with the app's Passwords made by `passwords_class` (a subclass
+    that records or holds argon2 work); yields the client and the one instance the app made."""
+    made: list[PasswordsT] = []
+
+    def make(settings: Settings) -> PasswordsT:
+        passwords = passwords_class(settings)
+        made.append(passwords)
+        return passwords
+
+    monkeypatch.setattr(app_module, "Passwords", make)
+    async with serve(settings, clock) as client:
+        (passwords,) = made
+        yield client, passwords
 
 
 async def register(

@@ -14,7 +14,7 @@ from tokenrota_server.config import Settings
 from tokenrota_server.database import create_pool
 from tokenrota_server.errors import InvalidClient
 from tokenrota_server.oauth import AuthorizationServer, ClientSecret
-from tokenrota_server.passwords import Passwords
+from tokenrota_server.passwords import CheckReservation, Passwords
 from tokenrota_server.tokens import TokenCodec
 
 from tests.oauth_support import basic, client_token
@@ -304,9 +304,15 @@ class CountingPasswords(Passwords):
 
     verifications = 0
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
+    async def verify(
+        self,
+        password_hash: str | None,
+        password: str,
+        *,
+        reservation: CheckReservation | None = None,
+    ) -> bool:
         self.verifications += 1
-        return await super().verify(password_hash, password)
+        return await super().verify(password_hash, password, reservation=reservation)
 
 
 @contextlib.asynccontextmanager

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from argon2 import extract_parameters
-from tokenrota_server import app as app_module
 from tokenrota_server.config import Settings
-from tokenrota_server.passwords import Passwords
+from tokenrota_server.passwords import HashReservation, Passwords
 
 from tests import support
 from tests.checks import assert_error, post_json, settings_secrets
@@ -22,33 +20,25 @@ from tests.support import PASSWORD, FakeClock, Login, Register, Serve, TableSnap
 class CountingPasswords(Passwords):
     """The app's real Passwords, recording which hash each argon2 call worked on."""
 
-    instances: ClassVar[list[CountingPasswords]] = []
-
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.verified: list[str] = []
         self.hashed = 0
-        CountingPasswords.instances.append(self)
 
     def _verify_sync(self, password_hash: str, password: str) -> bool:
         self.verified.append(password_hash)
         return super()._verify_sync(password_hash, password)
 
-    async def hash(self, password: str) -> str:
+    async def hash(self, password: str, *, reservation: HashReservation | None = None) -> str:
         self.hashed += 1
-        return await super().hash(password)
+        return await super().hash(password, reservation=reservation)
 
 
-@contextlib.asynccontextmanager
-async def counting_app(
+def counting_app(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, clock: FakeClock
-) -> AsyncIterator[tuple[httpx.AsyncClient, CountingPasswords]]:
-    """The service with its Passwords object observable."""
-    CountingPasswords.instances = []
-    monkeypatch.setattr(app_module, "Passwords", CountingPasswords)
-    async with support.serve(settings, clock) as client:
-        (passwords,) = CountingPasswords.instances
-        yield client, passwords
+) -> AbstractAsyncContextManager[tuple[httpx.AsyncClient, CountingPasswords]]:
+    """The service with its Passwords counting (`support.serve_with_passwords`)."""
+    return support.serve_with_passwords(monkeypatch, settings, clock, CountingPasswords)
 
 
 async def post_login(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:

@@ -58,6 +58,7 @@ CONTRACT_SUITE = (
     "tests/test_admin.py",
     "tests/test_audit.py",
     "tests/test_revocations.py",
+    "tests/test_throttle_overlimit.py",
     "tests/test_session_policy.py",
 )
 # A deadline against a hung run, not a speed check.

@@ -7,6 +7,7 @@ can do none of this.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime
 from uuid import UUID
@@ -104,36 +105,46 @@ class Accounts:
         """Replace the password and revoke every other session of the caller.
 
         Raises `WeakPassword` for a new password outside the policy (checked first: it costs no
-        hashing) and `InvalidCredentials` when the current password is wrong. No connection is
-        held while argon2 runs.
+        hashing), `InvalidCredentials` when the current password is wrong, `TooManyAttempts`
+        past the login throttle and `Overloaded` when argon2's queues are full (before anything
+        is counted). No connection is held while argon2 runs.
         """
         check_password_policy(new_password)
         user_id = caller.user.id
         if len(current_password) > MAX_PASSWORD_LENGTH:
             raise InvalidCredentials()
-        async with pool.acquire() as connection, connection.transaction():
-            # Guessing the current password through /password counts toward the login throttle.
-            attempt = await throttle.count_attempt(
-                connection, self._settings, email=caller.user.email, ip=ip, now=now
+        with contextlib.ExitStack() as held:
+            async with pool.acquire() as connection, connection.transaction():
+                # Both places (the check of the current password, the hash of the new one)
+                # before the attempt is counted, as at /login: a 503 for overload counts
+                # nothing, and a counted attempt is neither refused before its check nor, once
+                # right, before its hash (a right password left counted, never given back).
+                check = held.enter_context(self._passwords.reserve_check())
+                new_secret = held.enter_context(self._passwords.reserve_hash())
+                # Guessing the current password through /password counts toward the throttle.
+                attempt = await throttle.count_attempt(
+                    connection, self._settings, email=caller.user.email, ip=ip, now=now
+                )
+                await audit.record_throttle_burst(
+                    connection, crossed=attempt.crossed, user_id=caller.user.id, ip=ip, now=now
+                )
+            if attempt.retry_after is not None:
+                security_log.warning("password change throttled", extra={"user_id": caller.user.id})
+                raise TooManyAttempts(attempt.retry_after)
+            found = attempt.credentials
+            if found is not None and (found.user.id != caller.user.id or found.disabled):
+                found = None
+            matched = await self._passwords.verify(
+                found.password_hash if found else None, current_password, reservation=check
             )
-            await audit.record_throttle_burst(
-                connection, crossed=attempt.crossed, user_id=caller.user.id, ip=ip, now=now
-            )
-        if attempt.retry_after is not None:
-            security_log.warning("password change throttled", extra={"user_id": caller.user.id})
-            raise TooManyAttempts(attempt.retry_after)
-        found = attempt.credentials
-        if found is not None and (found.user.id != caller.user.id or found.disabled):
-            found = None
-        matched = await self._passwords.verify(
-            found.password_hash if found else None, current_password
-        )
-        if found is None or not matched:
-            security_log.info("password change refused", extra={"user_id": caller.user.id})
-            raise InvalidCredentials()
-        new_hash = await self._passwords.hash(new_password)
+            if found is None or not matched:
+                security_log.info("password change refused", extra={"user_id": caller.user.id})
+                raise InvalidCredentials()
+            new_hash = await self._passwords.hash(new_password, reservation=new_secret)
         async with pool.acquire() as connection, connection.transaction():
-            await throttle.forgive_attempt(connection, email=caller.user.email, ip=ip)
+            await throttle.forgive_attempt(
+                connection, self._settings, email=caller.user.email, ip=ip
+            )
             await users.update_password_hash(connection, user_id, new_hash, now)
             await sessions.revoke_user_sessions(
                 connection,

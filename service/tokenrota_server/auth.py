@@ -8,6 +8,7 @@ case is a single round trip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import uuid
@@ -27,7 +28,12 @@ from tokenrota_server.errors import (
     TooManyAttempts,
 )
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
-from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
+from tokenrota_server.passwords import (
+    MAX_PASSWORD_LENGTH,
+    HashReservation,
+    Passwords,
+    check_password_policy,
+)
 from tokenrota_server.sessions import NewToken
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
 
@@ -106,30 +112,46 @@ class Authenticator:
     async def register(
         self, pool: asyncpg.Pool, *, email: str, password: str, now: datetime, ip: str | None
     ) -> users.User:
-        """Create a user; raise `InvalidInput`, `WeakPassword`, `TooManyAttempts` or `EmailTaken`.
+        """Create a user; raise `InvalidInput`, `WeakPassword`, `TooManyAttempts`, `Overloaded`
+        or `EmailTaken`.
 
         The registration is counted against `ip` before argon2 runs and before the email is
-        looked up: past the limit the answer is 429 whether or not the email is taken.
+        looked up: past the limit the answer is 429 whether or not the email is taken. Past
+        ARGON2_MAX_QUEUED_HASHES waiting new secrets it is 503, before it is counted.
         """
         check_email(email)
         check_password_policy(password)
-        async with pool.acquire() as connection:
-            retry_after = await throttle.count_registration(
-                connection, self._settings, ip=ip, now=now
+        with contextlib.ExitStack() as held:
+            async with pool.acquire() as connection:
+                # A place among the new secrets, then the count: a 503 for overload counts
+                # nothing, and a counted registration is not refused for overload afterwards.
+                # Taken once the connection is ours, so a burst queued for the pool holds no
+                # places; in one step on the event loop, so none is taken twice.
+                reservation = held.enter_context(self._passwords.reserve_hash())
+                retry_after = await throttle.count_registration(
+                    connection, self._settings, ip=ip, now=now
+                )
+            if retry_after is not None:
+                security_log.warning("register throttled", extra={"ip": ip})
+                raise TooManyAttempts(retry_after)
+            return await self.create_user(
+                pool, email=email, password=password, now=now, reservation=reservation
             )
-        if retry_after is not None:
-            security_log.warning("register throttled", extra={"ip": ip})
-            raise TooManyAttempts(retry_after)
-        return await self.create_user(pool, email=email, password=password, now=now)
 
     async def create_user(
-        self, pool: asyncpg.Pool, *, email: str, password: str, now: datetime
+        self,
+        pool: asyncpg.Pool,
+        *,
+        email: str,
+        password: str,
+        now: datetime,
+        reservation: HashReservation | None = None,
     ) -> users.User:
-        """Create a user, unthrottled (the operator's CLI); raise `InvalidInput`, `WeakPassword`
-        or `EmailTaken`."""
+        """Create a user, unthrottled (the operator's CLI); raise `InvalidInput`, `WeakPassword`,
+        `Overloaded` (without the caller's `reservation`) or `EmailTaken`."""
         check_email(email)
         check_password_policy(password)
-        password_hash = await self._passwords.hash(password)
+        password_hash = await self._passwords.hash(password, reservation=reservation)
         async with pool.acquire() as connection:
             user = await users.insert_user(
                 connection, email=email, password_hash=password_hash, now=now
@@ -162,25 +184,38 @@ class Authenticator:
             # and before a NUL byte or the like reaches Postgres.
             telemetry.record(login=LoginOutcome.FAILURE)
             raise InvalidCredentials()
-        async with pool.acquire() as connection, connection.transaction():
-            attempt = await throttle.count_attempt(
-                connection, self._settings, email=email, ip=device.ip, now=now
+        with contextlib.ExitStack() as held:
+            async with pool.acquire() as connection, connection.transaction():
+                # A place among the checks, then the count: a 503 for overload (no password
+                # checked) counts nothing, whatever the email, and a counted attempt is always
+                # checked. Counting first and giving the attempt back on a 503 would not be
+                # honest under concurrency: until the give-back, concurrent attempts see the
+                # inflated count (during a flood, the owner's right password refused 429), and
+                # the give-back is one more write on an overloaded service, lost if it fails or
+                # the request is cancelled. Taken once the connection is ours, so a burst queued
+                # for the pool holds no places; in one step on the event loop, so none is taken
+                # twice.
+                reservation = held.enter_context(self._passwords.reserve_check())
+                attempt = await throttle.count_attempt(
+                    connection, self._settings, email=email, ip=device.ip, now=now
+                )
+                await audit.record_throttle_burst(
+                    connection,
+                    crossed=attempt.crossed,
+                    user_id=attempt.credentials.user.id if attempt.credentials else None,
+                    ip=device.ip,
+                    now=now,
+                )
+            if attempt.retry_after is not None:
+                telemetry.record(login=LoginOutcome.THROTTLED)
+                security_log.warning(
+                    "login throttled", extra={"ip": device.ip, "outcome": LoginOutcome.THROTTLED}
+                )
+                raise TooManyAttempts(attempt.retry_after)
+            found = attempt.credentials
+            matched = await self._passwords.verify(
+                found.password_hash if found else None, password, reservation=reservation
             )
-            await audit.record_throttle_burst(
-                connection,
-                crossed=attempt.crossed,
-                user_id=attempt.credentials.user.id if attempt.credentials else None,
-                ip=device.ip,
-                now=now,
-            )
-        if attempt.retry_after is not None:
-            telemetry.record(login=LoginOutcome.THROTTLED)
-            security_log.warning(
-                "login throttled", extra={"ip": device.ip, "outcome": LoginOutcome.THROTTLED}
-            )
-            raise TooManyAttempts(attempt.retry_after)
-        found = attempt.credentials
-        matched = await self._passwords.verify(found.password_hash if found else None, password)
         if found is None or not matched or found.disabled:
             telemetry.record(login=LoginOutcome.FAILURE)
             security_log.info(
@@ -224,7 +259,7 @@ class Authenticator:
                 await sessions.evict_least_recently_used(
                     connection, user_id=user.id, keep=cap - 1, now=now
                 )
-            await throttle.forgive_attempt(connection, email=email, ip=device.ip)
+            await throttle.forgive_attempt(connection, self._settings, email=email, ip=device.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
             try:

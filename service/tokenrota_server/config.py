@@ -210,6 +210,11 @@ class Settings:
     # Password checks (logins, client authentications, a current password) that may wait for
     # an argon2 thread; one more is refused at once: 503 `unavailable` with Retry-After.
     argon2_max_queued_checks: int = field(default=32, metadata=_read_by(_integer))
+    # New secrets (registrations, password changes and resets, client secrets) that may wait
+    # for their share of the argon2 threads; one more is refused at once, like a check. Half
+    # the checks' bound: the share is half the threads, so 16 waiting hashes wait about as
+    # long as 32 waiting checks.
+    argon2_max_queued_hashes: int = field(default=16, metadata=_read_by(_integer))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -294,6 +299,8 @@ class Settings:
             raise ConfigError("ARGON2_THREADS must be at least 2 (0: one per core, at least 2)")
         if self.argon2_max_queued_checks <= 0:
             raise ConfigError("ARGON2_MAX_QUEUED_CHECKS must be a positive number")
+        if self.argon2_max_queued_hashes <= 0:
+            raise ConfigError("ARGON2_MAX_QUEUED_HASHES must be a positive number")
 
     @property
     def session_database_url(self) -> str | None:

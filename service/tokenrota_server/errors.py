@@ -23,7 +23,7 @@
     ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
     ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
     └── Unavailable              unavailable: the database cannot be reached
-        └── Overloaded           unavailable: too many password checks wait for argon2
+        └── Overloaded           unavailable: too many checks or new secrets wait for argon2
 
 The base and the token errors come from the library (`tokenrota.errors`). HTTP statuses
 are assigned in one table at the edge (`tokenrota_server.web.STATUS_BY_ERROR`). Library
@@ -173,10 +173,12 @@ class RoleInUse(ServiceError):
 
 
 class Overloaded(Unavailable):
-    """More password checks wait for an argon2 thread than ARGON2_MAX_QUEUED_CHECKS allows.
+    """More password checks wait for an argon2 thread than ARGON2_MAX_QUEUED_CHECKS allows, or
+    more new secrets for their share than ARGON2_MAX_QUEUED_HASHES.
 
     Raised before any work of the check's own, whatever its outcome would have been: the same
-    answer for a known and an unknown email. `retry_after` is in seconds.
+    answer for a known and an unknown email, and before a throttle counts the request.
+    `retry_after` is in seconds.
     """
 
     description = "The service is busy; try again in a moment."

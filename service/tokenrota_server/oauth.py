@@ -11,6 +11,7 @@ Who owns a token, and so who may revoke it (RFC 7009 §2.1):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -37,7 +38,7 @@ from tokenrota_server.errors import (
 )
 from tokenrota_server.oauth_clients import Client
 from tokenrota_server.outcomes import Grant
-from tokenrota_server.passwords import Passwords
+from tokenrota_server.passwords import CheckReservation, Passwords
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
 
 security_log = logging.getLogger("tokenrota.security")
@@ -123,7 +124,8 @@ class AuthorizationServer:
         ip: str | None = None,
         now: datetime | None = None,
     ) -> Client:
-        """The client whose secret this is; raise `InvalidClient` or `TooManyAttempts`.
+        """The client whose secret this is; raise `InvalidClient`, `TooManyAttempts` or
+        `Overloaded` (503, before the attempt is counted).
 
         An unknown client, a wrong secret and a disabled client all cost one argon2
         verification (a dummy hash for the unknown) and end in the same error. With the
@@ -141,17 +143,25 @@ class AuthorizationServer:
         if found is not None and not found.client.disabled and recently_verified:
             telemetry.annotate(client_id=found.client.client_id)
             return found.client
-        if ip is not None and now is not None:
-            async with pool.acquire() as connection:
-                retry_after = await throttle.count_address_attempt(
-                    connection, self._settings, ip=ip, now=now
-                )
-            if retry_after is not None:
-                security_log.warning("client authentication throttled", extra={"ip": ip})
-                raise TooManyAttempts(retry_after)
-        matched = await self._verify_once(
-            remembered, found.secret_hash if found else None, presented.secret
-        )
+        with contextlib.ExitStack() as held:
+            reservation = None
+            if ip is not None and now is not None:
+                async with pool.acquire() as connection:
+                    # A place among the checks before the attempt is counted, as at /login: a
+                    # 503 for overload counts nothing against the address. A request that will
+                    # wait for a run already under way with the same secret takes none (it adds
+                    # no argon2 work), so one resource server's burst is not refused for it.
+                    if remembered not in self._verifying:
+                        reservation = held.enter_context(self._passwords.reserve_check())
+                    retry_after = await throttle.count_address_attempt(
+                        connection, self._settings, ip=ip, now=now
+                    )
+                if retry_after is not None:
+                    security_log.warning("client authentication throttled", extra={"ip": ip})
+                    raise TooManyAttempts(retry_after)
+            matched = await self._verify_once(
+                remembered, found.secret_hash if found else None, presented.secret, reservation
+            )
         if found is None or not matched or found.client.disabled:
             security_log.info(
                 "client authentication failed",
@@ -161,27 +171,48 @@ class AuthorizationServer:
         if ip is not None and now is not None:
             # Only failures should add up: a client that authenticates takes its attempt back.
             async with pool.acquire() as connection:
-                await throttle.forgive_address_attempt(connection, ip=ip)
+                await throttle.forgive_address_attempt(connection, self._settings, ip=ip)
         telemetry.annotate(client_id=found.client.client_id)
         return found.client
 
     async def _verify_once(
-        self, key: tuple[str, str, bytes], secret_hash: str | None, secret: str
+        self,
+        key: tuple[str, str, bytes],
+        secret_hash: str | None,
+        secret: str,
+        reservation: CheckReservation | None,
     ) -> bool:
         """Whether `secret` matches `secret_hash`, in one argon2 run per key at a time: a call
-        with the same key while one is under way waits for that one's answer (or error)."""
+        with the same key while one is under way waits for that one's answer (or error).
+
+        A call that starts the run hands its `reservation` over to it (the run outlives a
+        caller that goes away); one that waits for another's leaves its own to its caller.
+        Without one (the run it meant to wait for is over), the run takes its own place and
+        may raise `Overloaded`.
+        """
         pending = self._verifying.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(self._verify_and_remember(key, secret_hash, secret))
+            handed = reservation.hand_over() if reservation is not None else None
+            pending = asyncio.ensure_future(
+                self._verify_and_remember(key, secret_hash, secret, handed)
+            )
             self._verifying[key] = pending
             pending.add_done_callback(lambda _: self._verifying.pop(key, None))
         # Shielded: a caller that goes away does not cancel the run the others wait for.
         return await asyncio.shield(pending)
 
     async def _verify_and_remember(
-        self, key: tuple[str, str, bytes], secret_hash: str | None, secret: str
+        self,
+        key: tuple[str, str, bytes],
+        secret_hash: str | None,
+        secret: str,
+        reservation: CheckReservation | None,
     ) -> bool:
-        matched = await self._passwords.verify(secret_hash, secret)
+        if reservation is None:
+            matched = await self._passwords.verify(secret_hash, secret)
+        else:
+            with reservation:
+                matched = await self._passwords.verify(secret_hash, secret, reservation=reservation)
         if matched:
             # Remembered before the run is over, so no caller finds neither the run nor this.
             if len(self._verified) >= VERIFIED_CLIENT_LIMIT:

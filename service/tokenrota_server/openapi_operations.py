@@ -62,7 +62,27 @@ UNAVAILABLE = {503: error("The database is unreachable; retry later.", "unavaila
 UNAVAILABLE_OR_BUSY = {
     503: error(
         "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_CHECKS"
-        " password checks already wait (the same for any email or client); retry later.",
+        " password checks already wait (the same for any email or client; counted toward no"
+        " throttle); retry later.",
+        "unavailable",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    )
+}
+# Where a new secret is hashed, its share of argon2 may be too busy to queue for.
+UNAVAILABLE_OR_HASHING_BUSY = {
+    503: error(
+        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_HASHES"
+        " new secrets already wait (nothing written, counted toward no throttle); retry later.",
+        "unavailable",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    )
+}
+# /password both checks the current password and hashes the new one.
+UNAVAILABLE_OR_EITHER_BUSY = {
+    503: error(
+        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_CHECKS"
+        " password checks or ARGON2_MAX_QUEUED_HASHES new secrets already wait (nothing"
+        " written, counted toward no throttle); retry later.",
         "unavailable",
         headers={"Retry-After": {"schema": {"type": "integer"}}},
     )
@@ -126,7 +146,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "too_many_attempts",
                 headers={"Retry-After": {"schema": {"type": "integer"}}},
             ),
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_HASHING_BUSY,
         },
     },
     ("POST", "/login"): {
@@ -276,7 +296,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "too_many_attempts",
                 headers={"Retry-After": {"schema": {"type": "integer"}}},
             ),
-            **UNAVAILABLE_OR_BUSY,
+            **UNAVAILABLE_OR_EITHER_BUSY,
         },
     },
     ("GET", "/auth-client.js"): static(
@@ -493,7 +513,7 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
                 "invalid_input",
                 "weak_password",
             ),
-            **UNAVAILABLE,
+            **UNAVAILABLE_OR_HASHING_BUSY,
         },
     },
     ("POST", "/email/verification"): {

@@ -9,7 +9,13 @@ reset, client creation and secret rotation) may hold at most half of its threads
 registration flood, however many addresses it comes from, never sits in front of a login.
 *Checking a password* (a login, a client authentication, a current password) may use every
 thread; past ARGON2_MAX_QUEUED_CHECKS waiting checks, one more is refused at once (`Overloaded`)
-rather than queued behind seconds of others.
+rather than queued behind seconds of others. Past ARGON2_MAX_QUEUED_HASHES new secrets waiting
+for their share, one more is refused the same way.
+
+A use case that counts an attempt before the work (the login throttle, the register throttle)
+first takes a `Reservation`: a place in the queue, taken at once or refused with `Overloaded`.
+Held, the work cannot be refused any more, so a request is counted only if its argon2 work will
+run, and a 503 for overload never counts toward a throttle.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import os
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from types import TracebackType
+from typing import Self, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -47,6 +54,53 @@ def check_password_policy(password: str) -> None:
         raise InvalidInput("The password is not valid Unicode text.") from None
 
 
+class Reservation:
+    """A place in one of the argon2 queues, held until released (at the end of a `with`).
+
+    Taken before a throttle counts the request, it guarantees that the work it is for is not
+    refused for overload once counted. Releasing twice releases once.
+    """
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+
+    @property
+    def held(self) -> bool:
+        return self._release is not None
+
+    def hand_over(self) -> Self:
+        """The same place under a new owner (the run shared by several requests), which
+        releases it; releasing this one does nothing any more."""
+        release, self._release = self._release, None
+        if release is None:
+            raise RuntimeError("the reservation was already released")
+        return type(self)(release)
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class CheckReservation(Reservation):
+    """A place among the password checks (ARGON2_MAX_QUEUED_CHECKS)."""
+
+
+class HashReservation(Reservation):
+    """A place among the new secrets waiting for their share (ARGON2_MAX_QUEUED_HASHES)."""
+
+
 def argon2_thread_count(settings: Settings) -> int:
     """ARGON2_THREADS, or with 0 one per core, at least 2 (one for logins, one for hashing)."""
     return settings.argon2_threads or max(2, os.cpu_count() or 2)
@@ -70,19 +124,46 @@ class Passwords:
         )
         threads = argon2_thread_count(settings)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
-        self._hashing_share = asyncio.Semaphore(max(1, threads // 2))
-        # Checks submitted and not finished; past this many, the newest would wait behind
+        share = max(1, threads // 2)
+        self._hashing_share = asyncio.Semaphore(share)
+        # Checks reserved and not finished; past this many, the newest would wait behind
         # ARGON2_MAX_QUEUED_CHECKS others (more if hashes hold their share of the threads).
         self._checks = 0
         self._max_checks = threads + settings.argon2_max_queued_checks
+        # New secrets reserved and not hashed: their share hashing, the rest waiting for it.
+        self._hashes = 0
+        self._max_hashes = share + settings.argon2_max_queued_hashes
         # A real hash under the current parameters, so that an unknown email costs one full
         # verification, just as a known one does.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(32))
 
-    async def hash(self, password: str) -> str:
-        """The argon2id hash of a new secret, within the hashing share of the threads."""
-        async with self._hashing_share:
-            return await self._run(self._hash_sync, password)
+    def reserve_check(self) -> CheckReservation:
+        """A place among the password checks; raise `Overloaded` when ARGON2_MAX_QUEUED_CHECKS
+        checks already wait. Synchronous: nothing can take the place between the test and
+        the taking (one event loop)."""
+        if self._checks >= self._max_checks:
+            raise Overloaded()
+        self._checks += 1
+        return CheckReservation(self._release_check)
+
+    def reserve_hash(self) -> HashReservation:
+        """A place among the new secrets to hash; raise `Overloaded` when
+        ARGON2_MAX_QUEUED_HASHES already wait for the hashing share."""
+        if self._hashes >= self._max_hashes:
+            raise Overloaded()
+        self._hashes += 1
+        return HashReservation(self._release_hash)
+
+    async def hash(self, password: str, *, reservation: HashReservation | None = None) -> str:
+        """The argon2id hash of a new secret, within the hashing share of the threads.
+
+        With no `reservation` (the caller's, released by the caller), one is taken here:
+        raises `Overloaded` when ARGON2_MAX_QUEUED_HASHES new secrets already wait.
+        """
+        if reservation is None:
+            with self.reserve_hash() as own:
+                return await self._hash_reserved(password, own)
+        return await self._hash_reserved(password, reservation)
 
     async def rehash(self, password: str) -> str:
         """The hash of a password a check has just matched, under the current parameters.
@@ -92,21 +173,23 @@ class Passwords:
         """
         return await self._run(self._hash_sync, password)
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
+    async def verify(
+        self,
+        password_hash: str | None,
+        password: str,
+        *,
+        reservation: CheckReservation | None = None,
+    ) -> bool:
         """Whether `password` matches; with no hash, verify against the dummy and answer False.
 
-        Raises `Overloaded` when ARGON2_MAX_QUEUED_CHECKS checks already wait, before any
+        With no `reservation` (the caller's, released by the caller), one is taken here:
+        raises `Overloaded` when ARGON2_MAX_QUEUED_CHECKS checks already wait, before any
         work and whether or not there is a hash: the same for a known and an unknown account.
         """
-        if self._checks >= self._max_checks:
-            raise Overloaded()
-        target = password_hash if password_hash is not None else self._dummy_hash
-        self._checks += 1
-        try:
-            matched = await self._run(self._verify_sync, target, password)
-        finally:
-            self._checks -= 1
-        return matched and password_hash is not None
+        if reservation is None:
+            with self.reserve_check() as own:
+                return await self._verify_reserved(password_hash, password, own)
+        return await self._verify_reserved(password_hash, password, reservation)
 
     def needs_rehash(self, password_hash: str) -> bool:
         """Whether the hash was made with other parameters than the current ones."""
@@ -114,6 +197,27 @@ class Passwords:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _hash_reserved(self, password: str, reservation: HashReservation) -> str:
+        if not reservation.held:
+            raise RuntimeError("hashing under a released reservation")
+        async with self._hashing_share:
+            return await self._run(self._hash_sync, password)
+
+    async def _verify_reserved(
+        self, password_hash: str | None, password: str, reservation: CheckReservation
+    ) -> bool:
+        if not reservation.held:
+            raise RuntimeError("checking under a released reservation")
+        target = password_hash if password_hash is not None else self._dummy_hash
+        matched = await self._run(self._verify_sync, target, password)
+        return matched and password_hash is not None
+
+    def _release_check(self) -> None:
+        self._checks -= 1
+
+    def _release_hash(self) -> None:
+        self._hashes -= 1
 
     def _hash_sync(self, password: str) -> str:
         return self._hasher.hash(password)

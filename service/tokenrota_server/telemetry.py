@@ -44,6 +44,8 @@ LOGGED_FIELDS = (
     "sessions",
     "outcome",
 )
+# Made once: json.dumps builds a new encoder on every call that passes an argument.
+_LINE_JSON = json.JSONEncoder(ensure_ascii=False)
 # Who a request's context can name.
 IDENTITY_FIELDS = ("user_id", "client_id", "session_id")
 
@@ -187,7 +189,7 @@ def render_line(
             line[name] = value if isinstance(value, int | float | bool) else str(value)
     if exception is not None:
         line["exception"] = exception
-    return json.dumps(line, ensure_ascii=False)
+    return _LINE_JSON.encode(line)
 
 
 # The handler `configure_logging` installed on the root logger, if it did.
