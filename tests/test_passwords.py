@@ -367,6 +367,65 @@ async def test_registrations_past_the_hashing_queue_are_refused_uncounted_and_un
     assert {row["email"] for row in emails} == registered
 
 
+async def test_a_refused_registration_flood_is_answered_429_not_503(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Registrations refused by the throttle give their place in argon2's queue back as soon as
+    their count refuses them, before the connection and the transaction are let go: a flood
+    from an address over its limit, 40 at a time, is answered 429 throughout, never 503, even
+    with as few places (1 hashing + 3 waiting) as the pool has connections (4)."""
+    busy = make_settings(
+        argon2_threads=2, argon2_max_queued_hashes=3, register_ip_max_attempts=1, db_pool_max_size=4
+    )
+    async with observed_app(monkeypatch, busy, clock) as (client, passwords):
+        first = await client.post(
+            "/register", json={"email": "first@example.com", "password": PASSWORD}
+        )
+        assert first.status_code == 201, first.text
+        statuses: list[int] = []
+        for burst in range(3):
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        "/register",
+                        json={"email": f"flood-{burst}-{n}@example.com", "password": PASSWORD},
+                    )
+                    for n in range(40)
+                )
+            )
+            statuses += [answer.status_code for answer in answers]
+        held = passwords._hashes
+
+    assert statuses == [429] * 120
+    assert held == 0
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+
+
+async def test_a_refused_client_authentication_flood_is_answered_429_not_503(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """The same for OAuth client authentication: once the address is over its limit, 40 wrong
+    secrets at a time are refused 429 throughout, never 503, with as many places among the
+    checks (2 threads + 2 waiting) as the pool has connections (4)."""
+    busy = make_settings(
+        argon2_threads=2, argon2_max_queued_checks=2, login_ip_max_attempts=1, db_pool_max_size=4
+    )
+    client_id, _ = await create_client(db, busy)
+    async with observed_app(monkeypatch, busy, clock) as (client, passwords):
+        first = await client_token(client, client_id, "wrong-secret")
+        assert first.status_code == 401, first.text
+        statuses: list[int] = []
+        for burst in range(3):
+            answers = await asyncio.gather(
+                *(client_token(client, client_id, f"wrong-{burst}-{n}") for n in range(40))
+            )
+            statuses += [answer.status_code for answer in answers]
+        held = passwords._checks
+
+    assert statuses == [429] * 120
+    assert held == 0
+
+
 async def test_client_authentications_refused_for_overload_count_nothing_against_the_address(
     monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock, db: asyncpg.Connection
 ) -> None:

@@ -125,6 +125,10 @@ class Accounts:
                 attempt = await throttle.count_attempt(
                     connection, self._settings, email=caller.user.email, ip=ip, now=now
                 )
+                if attempt.retry_after is not None:
+                    # Refused: its place goes back now, before the connection is let go, so a
+                    # refused flood holds at most one place per pool connection.
+                    held.close()
                 await audit.record_throttle_burst(
                     connection, crossed=attempt.crossed, user_id=caller.user.id, ip=ip, now=now
                 )

@@ -131,6 +131,10 @@ class Authenticator:
                 retry_after = await throttle.count_registration(
                     connection, self._settings, ip=ip, now=now
                 )
+                if retry_after is not None:
+                    # Refused: its place goes back now, before the connection is let go, so a
+                    # refused flood holds at most one place per pool connection.
+                    held.close()
             if retry_after is not None:
                 security_log.warning("register throttled", extra={"ip": ip})
                 raise TooManyAttempts(retry_after)
@@ -199,6 +203,10 @@ class Authenticator:
                 attempt = await throttle.count_attempt(
                     connection, self._settings, email=email, ip=device.ip, now=now
                 )
+                if attempt.retry_after is not None:
+                    # Refused: its place goes back now, before the connection is let go, so a
+                    # refused flood holds at most one place per pool connection.
+                    held.close()
                 await audit.record_throttle_burst(
                     connection,
                     crossed=attempt.crossed,

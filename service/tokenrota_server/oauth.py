@@ -156,6 +156,10 @@ class AuthorizationServer:
                     retry_after = await throttle.count_address_attempt(
                         connection, self._settings, ip=ip, now=now
                     )
+                    if retry_after is not None:
+                        # Refused: its place goes back now, before the connection is let go, so a
+                        # refused flood holds at most one place per pool connection.
+                        held.close()
                 if retry_after is not None:
                     security_log.warning("client authentication throttled", extra={"ip": ip})
                     raise TooManyAttempts(retry_after)
