@@ -29,6 +29,7 @@ from tokenrota_server.middleware import RequestObservability
 from tokenrota_server.telemetry import JsonFormatter
 
 from bench.databases import migrated_database
+from bench.in_process import request
 
 REQUESTS = 3000
 ROUNDS = 5
@@ -37,32 +38,7 @@ ROUNDS = 5
 async def call(
     app: Any, state: Mapping[str, Any], path: str, headers: list[tuple[bytes, bytes]]
 ) -> int:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": dict(state),
-    }
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
+    status, _, _ = await request(app, state, "GET", path, headers)
     return status
 
 

@@ -14,8 +14,6 @@ also gives the ratio the service would reach if its own part cost what the proto
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import importlib
 import json
 import logging
@@ -23,7 +21,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +30,7 @@ from tokenrota_server.asgi import create_from_environment
 
 from bench.__main__ import production_environment
 from bench.databases import migrated_database
+from bench.in_process import lifespan, request
 
 PASSWORD = "correct horse battery"
 
@@ -69,76 +67,19 @@ class TimedPool:
         return getattr(self.pool, name)
 
 
-@contextlib.asynccontextmanager
-async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-    """Run `app`'s ASGI lifespan; yields the state its startup filled."""
-    state: dict[str, Any] = {}
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    await inbox.put({"type": "lifespan.startup"})
-    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
-    task = asyncio.create_task(app(scope, inbox.get, outbox.put))
-    started = await outbox.get()
-    if started["type"] != "lifespan.startup.complete":
-        raise RuntimeError(f"startup failed: {started}")
-    try:
-        yield state
-    finally:
-        await inbox.put({"type": "lifespan.shutdown"})
-        await outbox.get()
-        await task
-
-
 async def post(
     app: Any, state: dict[str, Any], path: str, body: dict[str, Any]
 ) -> tuple[Any, float]:
     """POST `body` as JSON to `app`; its answer's JSON and the seconds until its last byte."""
     raw = json.dumps(body).encode()
     headers = [
-        (b"host", b"127.0.0.1"),
         (b"content-type", b"application/json"),
         (b"content-length", str(len(raw)).encode()),
     ]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": dict(state),
-    }
-    chunks: list[bytes] = []
-    status, finished = 0, 0.0
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if delivered:  # the app listens for a disconnect only after the answer
-            await asyncio.Event().wait()
-        delivered = True
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, finished
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                finished = time.perf_counter()
-
-    started = time.perf_counter()
-    await app(scope, receive, send)
+    status, answer, seconds = await request(app, state, "POST", path, headers, raw)
     if not 200 <= status < 300:
-        raise RuntimeError(f"{path} answered {status}: {b''.join(chunks)!r}")
-    return json.loads(b"".join(chunks)), finished - started
+        raise RuntimeError(f"{path} answered {status}: {answer!r}")
+    return json.loads(answer), seconds
 
 
 def prototype(environment: dict[str, str]) -> Any:
