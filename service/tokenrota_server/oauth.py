@@ -212,11 +212,9 @@ class AuthorizationServer:
         secret: str,
         reservation: CheckReservation | None,
     ) -> bool:
-        if reservation is None:
-            matched = await self._passwords.verify(secret_hash, secret)
-        else:
-            with reservation:
-                matched = await self._passwords.verify(secret_hash, secret, reservation=reservation)
+        # The run releases the place it was handed; without one, `verify` takes its own.
+        with reservation if reservation is not None else contextlib.nullcontext():
+            matched = await self._passwords.verify(secret_hash, secret, reservation=reservation)
         if matched:
             # Remembered before the run is over, so no caller finds neither the run nor this.
             if len(self._verified) >= VERIFIED_CLIENT_LIMIT:
