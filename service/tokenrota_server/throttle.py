@@ -158,12 +158,8 @@ async def count_registration(
     not the email has an account. Requests without an address (a server that gives none) share
     one counter rather than go unlimited.
     """
-    window = timedelta(seconds=settings.login_throttle_window)
     limits = {REGISTER_SCOPE: settings.register_ip_max_attempts}
-    rows = await connection.fetch(
-        _UPSERT, [REGISTER_SCOPE], [address_key(ip or "")], [*limits.values()], now, now - window
-    )
-    return _wait(rows, limits, window, now)
+    return await _count_keys(connection, settings, limits, [address_key(ip or "")], now)
 
 
 async def count_forgot(
@@ -174,19 +170,25 @@ async def count_forgot(
     Counted alike for an email with or without an account. Requests without an address share
     one counter, as registrations do.
     """
-    window = timedelta(seconds=settings.login_throttle_window)
     limits = {
         FORGOT_EMAIL_SCOPE: settings.password_forgot_email_max_attempts,
         FORGOT_ADDRESS_SCOPE: settings.password_forgot_ip_max_attempts,
     }
-    rows = await connection.fetch(
-        _UPSERT,
-        [*limits],
-        [email_key(email), address_key(ip or "")],
-        [*limits.values()],
-        now,
-        now - window,
-    )
+    keys = [email_key(email), address_key(ip or "")]
+    return await _count_keys(connection, settings, limits, keys, now)
+
+
+async def _count_keys(
+    connection: Connection,
+    settings: Settings,
+    limits: dict[str, int],
+    keys: list[bytes],
+    now: datetime,
+) -> int | None:
+    """Count one attempt against each key, under the scope of `limits` in the same order, each
+    scope's limit its value; the seconds to wait if any key is over."""
+    window = timedelta(seconds=settings.login_throttle_window)
+    rows = await connection.fetch(_UPSERT, [*limits], keys, [*limits.values()], now, now - window)
     return _wait(rows, limits, window, now)
 
 
