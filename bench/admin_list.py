@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
-from tokenrota_server import administration, pagination, sessions
-from tokenrota_server.database import Connection, create_pool
+from tokenrota_server import admin as administration
+from tokenrota_server.db import pagination, sessions
+from tokenrota_server.db.pool import Connection, create_pool
 
 from bench.databases import migrated_database
 from bench.rotation import child_of, seed

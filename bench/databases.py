@@ -15,8 +15,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from tokenrota_server import schema
-from tokenrota_server.database import start_embedded
+from tokenrota_server.db import schema
+from tokenrota_server.db.pool import start_embedded
 
 EMBEDDED_DATA = Path(__file__).resolve().parent.parent / ".data"
 

@@ -1,7 +1,7 @@
 """What one huge `Authorization` header costs the server, with and without the head cap.
 
 Starts uvicorn in a child process twice: as `tokenrota serve` configures it (httptools with
-`tokenrota_server.http_limits`), and with uvicorn's plain httptools protocol. Each serves a bare
+`tokenrota_server.http.limits`), and with uvicorn's plain httptools protocol. Each serves a bare
 ASGI app (the cap acts below the app, so the app's cost does not matter here). Against each,
 one client sends a 64 MB `Authorization` header while another calls `GET /healthz` every 20 ms;
 reported: the time until the server answers (or drops) the flood, the server's RSS growth, and
@@ -40,8 +40,8 @@ def serve(mode: str, port: int) -> None:
     """The child: uvicorn on `port`, capped (serve.py's options) or plain (`http="httptools"`)."""
     import uvicorn
     from starlette.datastructures import Secret
+    from tokenrota_server.cli.serve import uvicorn_options
     from tokenrota_server.config import Settings
-    from tokenrota_server.serve import uvicorn_options
 
     settings = Settings(
         access_token_secret=Secret(secrets.token_urlsafe(48)),

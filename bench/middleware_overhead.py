@@ -25,7 +25,7 @@ from starlette.middleware import Middleware
 from tokenrota_server.app import create_app
 from tokenrota_server.auth import DeviceInfo
 from tokenrota_server.config import Settings
-from tokenrota_server.middleware import RequestObservability
+from tokenrota_server.http.middleware import RequestObservability
 from tokenrota_server.telemetry import JsonFormatter
 
 from bench.databases import migrated_database

@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 import asyncpg
-from tokenrota_server import database
+from tokenrota_server.db import pool as database
 
 from bench.databases import migrated_database
 

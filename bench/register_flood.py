@@ -32,8 +32,8 @@ import time
 import asyncpg
 import httpx
 import psutil
-from tokenrota_server import throttle
 from tokenrota_server.config import Settings
+from tokenrota_server.db import throttle
 
 from bench.__main__ import (
     free_port,

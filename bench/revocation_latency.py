@@ -34,7 +34,7 @@ import asyncpg
 import httpx
 import psutil
 from argon2 import PasswordHasher
-from tokenrota_server import oauth_clients
+from tokenrota_server.db import oauth_clients
 
 from bench.__main__ import ROOT, free_port
 from bench.databases import migrated_database

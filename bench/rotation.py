@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from tokenrota_server import sessions
-from tokenrota_server.database import Connection, create_pool
-from tokenrota_server.sessions import NewToken
+from tokenrota_server.db import sessions
+from tokenrota_server.db.pool import Connection, create_pool
+from tokenrota_server.db.sessions import NewToken
 
 from bench.databases import migrated_database
 

@@ -1,7 +1,7 @@
 """What the throttle's count costs the database, under its limit and past it.
 
 On a fresh database of the embedded Postgres (or BENCH_DATABASE_URL's server), straight through
-`tokenrota_server.throttle`, no HTTP:
+`tokenrota_server.db.throttle`, no HTTP:
 
 - under the limit (the common path): one login's count (an email and an address) and its
   commit, one after another on one connection, each for a new email: the median;
@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 from starlette.datastructures import Secret
-from tokenrota_server import throttle
 from tokenrota_server.config import Settings
-from tokenrota_server.database import Connection
+from tokenrota_server.db import throttle
+from tokenrota_server.db.pool import Connection
 
 from bench.databases import migrated_database
 

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from tokenrota.testing import instance_settings, run_token_service
-from tokenrota_server import schema
-from tokenrota_server.database import start_embedded
+from tokenrota_server.db import schema
+from tokenrota_server.db.pool import start_embedded
 
 CHECKS = ",".join(
     (

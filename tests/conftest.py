@@ -21,8 +21,8 @@ import asyncpg
 import httpx
 import pytest
 from tokenrota.testing import DatabaseSupply, database_url_for, execute, instance_settings
-from tokenrota_server import schema
 from tokenrota_server.config import Settings
+from tokenrota_server.db import schema
 
 from tests import oauth_support, pooler, support
 from tests.outage import ControlledPostgres
@@ -32,7 +32,7 @@ from tests.support import PASSWORD, PROJECT_ROOT, FakeClock, register_and_login,
 
 __all__ = ["PASSWORD", "PROJECT_ROOT", "FakeClock", "register_and_login", "serve"]
 
-# Set by tests/test_pgbouncer.py for the contract suite it runs through PgBouncer.
+# Set by tests/e2e/test_pgbouncer.py for the contract suite it runs through PgBouncer.
 POOLER_VARIABLE = "TEST_POOLER_URL"
 
 
@@ -88,8 +88,8 @@ def clock() -> FakeClock:
 def settings(database_url: str) -> Settings:
     """The plugin's instance settings (fresh random secrets, cheap argon2) on the test's database.
 
-    Many tests log in and register far more often than a person would; tests/test_throttle.py
-    and tests/test_register.py set real limits where they test the throttles themselves.
+    Many tests log in and register far more often than a person would; tests/db/test_throttle.py
+    and tests/http/test_register.py set real limits where they test the throttles themselves.
     """
     settings = instance_settings(
         database_url,
@@ -103,7 +103,7 @@ def settings(database_url: str) -> Settings:
 def through_pooler_if_asked(settings: Settings) -> Settings:
     """`settings` with the app's pool behind the PgBouncer named by `TEST_POOLER_URL`, if set.
 
-    tests/test_pgbouncer.py runs the contract suite so: the app reaches the test's database
+    tests/e2e/test_pgbouncer.py runs the contract suite so: the app reaches the test's database
     through the bouncer (DATABASE_POOLER=transaction), while the tests arrange and check rows
     on a direct connection (`db`), as they migrate.
     """

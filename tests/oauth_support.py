@@ -12,8 +12,8 @@ from urllib.parse import quote_plus
 import asyncpg
 import httpx
 from argon2 import PasswordHasher
-from tokenrota_server import oauth_clients
 from tokenrota_server.config import Settings
+from tokenrota_server.db import oauth_clients
 
 # Re-exported: test modules import it from here, beside `Dispatcher`.
 from tests.support import running_app

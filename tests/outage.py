@@ -1,6 +1,6 @@
 """A second embedded Postgres server of the tests' own, which a test may stop and start.
 
-tests/test_readiness.py and tests/test_faults.py take it down under the service to see what
+tests/e2e/test_readiness.py and tests/e2e/test_faults.py take it down under the service to see what
 production sees: a socket that is gone, connections cut by a shutdown, and a server that returns.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from tokenrota_server.database import start_embedded
+from tokenrota_server.db.pool import start_embedded
 
 from tests.support import PROJECT_ROOT
 

@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from tokenrota_server import throttle
 from tokenrota_server.config import Settings, load_settings
+from tokenrota_server.db import throttle
 from tokenrota_server.errors import ConfigError, Overloaded
 from tokenrota_server.passwords import (
     CheckReservation,
@@ -27,10 +27,10 @@ from tokenrota_server.passwords import (
 
 from tests import support
 from tests.checks import assert_error, settings_secrets
+from tests.http.test_login import _comparable, post_login
 from tests.mail_support import queued_token
 from tests.oauth_support import client_token, create_client
 from tests.support import PASSWORD, FakeClock
-from tests.test_login import _comparable, post_login
 
 # Registrations hashing at once in the flood test: more than the share of two threads (one).
 FLOOD = 6

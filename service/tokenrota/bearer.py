@@ -33,7 +33,7 @@ from tokenrota.errors import (
     Unavailable,
 )
 
-# The statuses of the library's errors; the server's table (tokenrota_server.web) starts from it.
+# The statuses of the library's errors; the server's table (its http/web.py) starts from it.
 STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     MissingToken: 401,
     InvalidToken: 403,

@@ -38,10 +38,11 @@ from tokenrota.jws import HMAC_ALGORITHM
 try:
     import asyncpg
     import uvicorn
-    from tokenrota_server import mailer, oauth_clients
+    from tokenrota_server import mailer
     from tokenrota_server.auth import TokenPair
     from tokenrota_server.config import Settings
-    from tokenrota_server.database import start_embedded
+    from tokenrota_server.db import oauth_clients
+    from tokenrota_server.db.pool import start_embedded
     from tokenrota_server.passwords import Passwords
     from tokenrota_server.tokens import TokenCodec
 except ModuleNotFoundError as error:
@@ -289,7 +290,7 @@ async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
 @contextlib.asynccontextmanager
 async def _serving(settings: Settings) -> AsyncIterator[TokenService]:
     from tokenrota_server.app import create_app
-    from tokenrota_server.http_limits import HttpLimits, protocol_class
+    from tokenrota_server.http.limits import HttpLimits, protocol_class
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
@@ -352,7 +353,7 @@ def _expect(response: httpx.Response, status: int) -> None:
 def start_test_postgres(data_dir: Path) -> str:
     """Start (or join) the embedded Postgres under `data_dir` for tests; its URL.
 
-    It is stopped when the last process using it ends (`tokenrota_server.embedded`).
+    It is stopped when the last process using it ends (`tokenrota_server.db.embedded`).
     """
     url = start_embedded(data_dir)
     # A throwaway server of our own: without fsync, DROP DATABASE after each test takes ~20 ms
@@ -368,7 +369,7 @@ def create_template(server_url: str) -> str:
     """
     # Imported here: a suite that imports this module for its helpers alone need not pay
     # for alembic's import, a good part of a second.
-    from tokenrota_server import schema
+    from tokenrota_server.db import schema
 
     # One per process: a leftover of a killed run with the same pid is dropped first.
     name = f"token_service_template_{os.getpid()}"

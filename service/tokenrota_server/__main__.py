@@ -2,6 +2,6 @@
 
 import sys
 
-from tokenrota_server.console import main
+from tokenrota_server.cli.entry import main
 
 sys.exit(main())

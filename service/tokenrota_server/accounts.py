@@ -14,9 +14,10 @@ from uuid import UUID
 
 import asyncpg
 
-from tokenrota_server import account_tokens, audit, session_policy, sessions, throttle, users
+from tokenrota_server import session_policy
 from tokenrota_server.auth import SessionUser
 from tokenrota_server.config import Settings
+from tokenrota_server.db import account_tokens, audit, sessions, throttle, users
 from tokenrota_server.errors import InvalidCredentials, NotFound, TooManyAttempts
 from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
 

@@ -1,225 +1,284 @@
-"""The administration commands: users, OAuth clients and the purge.
+"""Use cases of the admin API (`admin_routes`) and of the operator's CLI (`admin`): users,
+their roles and sessions, erasure, roles, and reading the audit log.
 
-Each opens a pool of one connection on the settings' database (which the command line has
-already checked), runs one use case, and returns the exit status: results on stdout, a
-refusal as one `error:` line on stderr and status 1. Secrets are printed once, on stdout.
+Each change runs in one transaction with its audit event (`audit.record`), so an event exists
+exactly when its change committed; a refused change (an unknown role, say) writes neither.
+Listings page by keyset, with the opaque cursors of `pagination`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import getpass
-import json
-import sys
-from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 import asyncpg
-from tokenrota.clock import utc_now
+from tokenrota.errors import InsufficientScope
 
-from tokenrota_server import accounts, administration, audit, oauth_clients, pagination, roles
-from tokenrota_server.auth import Authenticator
-from tokenrota_server.config import Settings
-from tokenrota_server.database import create_pool
-from tokenrota_server.errors import ServiceError
-from tokenrota_server.oauth import AuthorizationServer
-from tokenrota_server.passwords import Passwords
-from tokenrota_server.purge import PurgeBatch, purge_expired
+from tokenrota_server.db import audit, oauth_clients, roles, sessions, throttle, users
+from tokenrota_server.db.audit import AuditAction
+from tokenrota_server.db.pagination import decode_cursor, encode_cursor
+from tokenrota_server.errors import InvalidInput, InvalidToken, MalformedRequest, NotFound
 from tokenrota_server.tokens import TokenCodec
-from tokenrota_server.users import User
+
+ADMIN_SCOPE = "admin"
+MAX_EMAIL_PREFIX_LENGTH = 254
 
 
-def create_user(settings: Settings, email: str) -> int:
-    """Create a user; the password from stdin (one line) or a terminal prompt. Prints its id."""
-    if sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-    else:
-        password = sys.stdin.readline().rstrip("\n")
-    try:
-        user = asyncio.run(_register(settings, email, password))
-    except ServiceError as error:
-        return _refused(error.description)
-    print(user.id)
-    return 0
+async def authorize_admin(
+    pool: asyncpg.Pool, codec: TokenCodec, access_token: str, now: datetime
+) -> str:
+    """The client id behind an admin call; raise `InvalidToken`, `TokenExpired` or
+    `InsufficientScope`.
 
-
-async def disable_user(settings: Settings, email: str) -> int:
-    """Disable the user with `email`, ending every session; prints how many ended."""
-    async with _pool(settings) as pool:
-        try:
-            ended = await accounts.disable_user(pool, email=email, now=utc_now())
-        except ServiceError as error:
-            return _refused(error.description)
-    print(f"user disabled; {ended} sessions ended")
-    return 0
-
-
-async def create_client(settings: Settings, name: str, scope: str) -> int:
-    """Register an OAuth client; prints its id and secret as one JSON line."""
-    async with _authorization_server(settings) as (pool, server):
-        try:
-            client, secret = await server.create_client(pool, name=name, scope=scope, now=utc_now())
-        except ServiceError as error:
-            return _refused(error.description)
-    print(json.dumps({"client_id": client.client_id, "client_secret": secret}))
-    return 0
-
-
-async def rotate_client_secret(settings: Settings, client_id: str) -> int:
-    """Give a client a new secret; prints the id and the secret as one JSON line."""
-    async with _authorization_server(settings) as (pool, server):
-        try:
-            secret = await server.rotate_client_secret(pool, client_id)
-        except ServiceError as error:
-            return _refused(error.description)
-    print(json.dumps({"client_id": client_id, "client_secret": secret}))
-    return 0
-
-
-async def disable_client(settings: Settings, client_id: str) -> int:
-    """Disable a client and the tokens it holds."""
-    async with _pool(settings) as pool, pool.acquire() as connection:
-        if not await oauth_clients.disable_client(connection, client_id, utc_now()):
-            return _refused("no active client has this id")
-    return 0
-
-
-async def list_clients(settings: Settings) -> int:
-    """Print every client as a JSON line (never a secret)."""
-    async with _pool(settings) as pool, pool.acquire() as connection:
-        for client in await oauth_clients.list_clients(connection):
-            print(json.dumps(client.to_json()))
-    return 0
-
-
-async def purge(settings: Settings) -> int:
-    """Delete expired rows in batches, printing each batch and the total."""
-
-    def progress(number: int, batch: PurgeBatch) -> None:
-        # Mail rows are named only when there were some: most batches have none.
-        mail = (
-            f", {batch.account_tokens} reset/verification tokens, {batch.mail_messages} messages"
-            if batch.account_tokens or batch.mail_messages
-            else ""
+    Only a client-credentials token with the `admin` scope will do; a person's token never
+    does, whatever their roles (a role may grant a scope named admin to resource servers;
+    that is not this API). The client must still be enabled and hold `admin`, and the token
+    not be revoked: read from the database on every call.
+    """
+    claims = codec.verify_access(access_token, now)
+    if claims.client_id is None or ADMIN_SCOPE not in claims.scope.split(" "):
+        raise InsufficientScope((ADMIN_SCOPE,))
+    async with pool.acquire() as connection:
+        live = await oauth_clients.is_admin_token_live(
+            connection, client_id=claims.client_id, jti=claims.jti, scope=ADMIN_SCOPE
         )
-        print(
-            f"batch {number}: deleted {batch.refresh_tokens} refresh tokens, "
-            f"{batch.sessions} sessions, {batch.login_attempts} login counters, "
-            f"{batch.revoked_access_tokens} token revocations{mail}",
-            flush=True,
+    if not live:
+        raise InvalidToken()
+    return claims.client_id
+
+
+def parse_email_prefix(raw: str | None) -> str:
+    """The `email` query parameter, lower-cased; raise `InvalidInput` if it is too long."""
+    if raw is None:
+        return ""
+    if len(raw) > MAX_EMAIL_PREFIX_LENGTH or not raw.isprintable():
+        raise InvalidInput("'email' must be at most 254 printable characters.")
+    return raw.lower()
+
+
+async def list_users(
+    pool: asyncpg.Pool, *, email_prefix: str, cursor: str | None, limit: int
+) -> tuple[list[users.AdminUser], str | None]:
+    """A page of users, oldest first, and the cursor of the next page (None after the last)."""
+    query = f"users:{email_prefix}"
+    after = None
+    if cursor is not None:
+        key = decode_cursor(query, cursor)
+        try:
+            after = (datetime.fromisoformat(key[0]), UUID(key[1]))
+        except (IndexError, TypeError, ValueError):
+            raise MalformedRequest("The cursor is not valid.") from None
+        if after[0].tzinfo is None:
+            raise MalformedRequest("The cursor is not valid.")
+    async with pool.acquire() as connection:
+        found = await users.list_users_page(
+            connection, email_prefix=email_prefix, after=after, limit=limit + 1
         )
-
-    async with _pool(settings) as pool:
-        batches = await purge_expired(pool, settings, now=utc_now(), wait=True, on_batch=progress)
-    print(f"purge done: {sum(batch.total for batch in batches)} rows in {len(batches)} batches")
-    return 0
-
-
-async def create_role(settings: Settings, name: str, scope: str) -> int:
-    """Create a role with the scopes of `scope` (space-separated), or replace its scopes;
-    prints the role as one JSON line."""
-    try:
-        roles.check_role_name(name)
-        scopes = roles.check_scopes(scope.split(" ") if scope else [])
-        async with _pool(settings) as pool:
-            role, _ = await administration.put_role(
-                pool, name, scopes, actor=audit.CLI_ACTOR, now=utc_now()
-            )
-    except ServiceError as error:
-        return _refused(error.description)
-    print(json.dumps(role.to_json()))
-    return 0
-
-
-async def change_role(settings: Settings, email: str, name: str, *, grant: bool) -> int:
-    """Grant a role to the user with `email`, or take it back; effective at their next refresh."""
-    async with _pool(settings) as pool:
-        try:
-            changed = await administration.change_role(
-                pool, email, name, grant=grant, actor=audit.CLI_ACTOR, now=utc_now()
-            )
-        except ServiceError as error:
-            return _refused(error.description)
-    verb = "granted" if grant else "revoked"
-    print(f"role {verb}" if changed else f"nothing to do: role already {verb}")
-    return 0
-
-
-async def list_users(settings: Settings, email_prefix: str) -> int:
-    """Print every user whose email starts with `email_prefix` (any case) as a JSON line."""
-    prefix = email_prefix.lower()
-    async with _pool(settings) as pool:
-        cursor = None
-        while True:
-            page, cursor = await administration.list_users(
-                pool, email_prefix=prefix, cursor=cursor, limit=pagination.MAX_PAGE_SIZE
-            )
-            for user in page:
-                print(json.dumps(user.to_json()))
-            if cursor is None:
-                return 0
-
-
-async def enable_user(settings: Settings, email: str) -> int:
-    """Enable the user with `email` again: they can log in; their ended sessions stay ended."""
-    async with _pool(settings) as pool:
-        try:
-            user_id = await administration.user_id_of(pool, email)
-            await administration.set_disabled(
-                pool, user_id, disabled=False, actor=audit.CLI_ACTOR, now=utc_now()
-            )
-        except ServiceError as error:
-            return _refused(error.description)
-    print("user enabled")
-    return 0
-
-
-async def delete_user(settings: Settings, email: str) -> int:
-    """Erase the user with `email` and everything that references them."""
-    async with _pool(settings) as pool:
-        try:
-            user_id = await administration.user_id_of(pool, email)
-            await administration.erase_user(pool, user_id, actor=audit.CLI_ACTOR, now=utc_now())
-        except ServiceError as error:
-            return _refused(error.description)
-    print(f"user {user_id} erased")
-    return 0
-
-
-async def _register(settings: Settings, email: str, password: str) -> User:
-    passwords = Passwords(settings)
-    try:
-        async with _pool(settings) as pool:
-            auth = Authenticator(settings, TokenCodec(settings), passwords)
-            return await auth.create_user(pool, email=email, password=password, now=utc_now())
-    finally:
-        passwords.close()
-
-
-@contextlib.asynccontextmanager
-async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    assert settings.database_url is not None
-    pool = await create_pool(
-        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
+    page = found[:limit]
+    next_cursor = (
+        encode_cursor(query, [page[-1].created_at.isoformat(), str(page[-1].id)])
+        if len(found) > limit
+        else None
     )
-    try:
-        yield pool
-    finally:
-        await pool.close()
+    return page, next_cursor
 
 
-@contextlib.asynccontextmanager
-async def _authorization_server(
-    settings: Settings,
-) -> AsyncIterator[tuple[asyncpg.Pool, AuthorizationServer]]:
-    passwords = Passwords(settings)
-    try:
-        async with _pool(settings) as pool:
-            yield pool, AuthorizationServer(settings, TokenCodec(settings), passwords)
-    finally:
-        passwords.close()
+async def get_user(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> users.AdminUser:
+    """One user with their roles and live sessions; raise `NotFound`."""
+    async with pool.acquire() as connection:
+        found = await users.find_admin_user(connection, user_id, now)
+    if found is None:
+        raise NotFound("No such user.")
+    return found
 
 
-def _refused(reason: str) -> int:
-    print(f"error: {reason}", file=sys.stderr)
-    return 1
+async def set_disabled(
+    pool: asyncpg.Pool, user_id: UUID, *, disabled: bool, actor: str, now: datetime
+) -> None:
+    """Disable (ending every session) or enable a user; raise `NotFound`."""
+    async with pool.acquire() as connection, connection.transaction():
+        if not await users.set_disabled(connection, user_id, disabled=disabled, now=now):
+            raise NotFound("No such user.")
+        details: dict[str, Any] = {}
+        if disabled:
+            details["sessions_revoked"] = await sessions.revoke_user_sessions(
+                connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
+            )
+        action = AuditAction.USER_DISABLED if disabled else AuditAction.USER_ENABLED
+        await audit.record(
+            connection, action, actor=actor, now=now, user_id=user_id, details=details
+        )
+
+
+async def set_roles(
+    pool: asyncpg.Pool, user_id: UUID, names: tuple[str, ...], *, actor: str, now: datetime
+) -> users.AdminUser:
+    """Make `names` exactly the user's roles; raise `NotFound` or `InvalidInput` (an
+    unknown role: nothing is written). Takes effect at the user's next refresh."""
+    async with pool.acquire() as connection, connection.transaction():
+        # Locks the user: two concurrent changes of one user's roles apply one after the other.
+        before = await connection.fetchval(
+            "SELECT coalesce((SELECT array_agg(role) FROM user_roles WHERE user_id = u.id),"
+            " '{}'::text[]) FROM users u WHERE u.id = $1 FOR UPDATE",
+            user_id,
+        )
+        if before is None:
+            raise NotFound("No such user.")
+        unknown = await roles.unknown_roles(connection, names)
+        if unknown:
+            raise InvalidInput("No role has this name: " + ", ".join(unknown)[:200] + ".")
+        await roles.set_user_roles(connection, user_id, names)
+        await audit.record(
+            connection,
+            AuditAction.USER_ROLES_SET,
+            actor=actor,
+            now=now,
+            user_id=user_id,
+            details={"before": sorted(before), "after": list(names)},
+        )
+        found = await users.find_admin_user(connection, user_id, now)
+    assert found is not None
+    return found
+
+
+async def list_sessions(
+    pool: asyncpg.Pool, user_id: UUID, now: datetime
+) -> list[sessions.SessionInfo]:
+    """The user's live sessions; raise `NotFound`."""
+    async with pool.acquire() as connection:
+        if await connection.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
+            raise NotFound("No such user.")
+        return await sessions.list_live_sessions(connection, user_id=user_id, now=now)
+
+
+async def revoke_sessions(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: datetime) -> int:
+    """Revoke every session of the user at once; return how many. Raise `NotFound`."""
+    async with pool.acquire() as connection, connection.transaction():
+        if await connection.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
+            raise NotFound("No such user.")
+        count = await sessions.revoke_user_sessions(
+            connection, user_id=user_id, reason=sessions.RevokeReason.ADMIN, now=now
+        )
+        await audit.record(
+            connection,
+            AuditAction.SESSIONS_REVOKED,
+            actor=actor,
+            now=now,
+            user_id=user_id,
+            details={"sessions_revoked": count},
+        )
+    return count
+
+
+async def erase_user(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: datetime) -> None:
+    """Erase the user and everything that references them; raise `NotFound`.
+
+    First the user is disabled (committed): from then on no refresh can start spending one of
+    their tokens. Then one transaction locks the tokens that refreshes already in flight
+    hold, in the order a refresh takes them (token, then session), waits for those to finish,
+    and deletes the user; ON DELETE CASCADE takes the sessions, their tokens, the role grants
+    and every later table that references users. Without the first step, a refresh holding
+    a token and waiting for its session could deadlock with the cascade holding the session
+    and waiting for the token. The audit event keeps the id, not the email.
+    """
+    async with pool.acquire() as connection:
+        if not await users.set_disabled(connection, user_id, disabled=True, now=now):
+            raise NotFound("No such user.")
+        async with connection.transaction():
+            await connection.execute(
+                "SELECT 1 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
+                " WHERE s.user_id = $1 FOR UPDATE OF t",
+                user_id,
+            )
+            email = await users.delete_user(connection, user_id)
+            if email is None:
+                raise NotFound("No such user.")  # erased meanwhile by another call
+            # The throttle's counter of the email has no foreign key to cascade along.
+            await throttle.forget_email(connection, email)
+            await audit.record(
+                connection, AuditAction.USER_ERASED, actor=actor, now=now, user_id=user_id
+            )
+
+
+async def put_role(
+    pool: asyncpg.Pool, name: str, scopes: tuple[str, ...], *, actor: str, now: datetime
+) -> tuple[roles.Role, bool]:
+    """Create a role or replace its scopes; return it and whether it is new."""
+    async with pool.acquire() as connection, connection.transaction():
+        role, created = await roles.put_role(connection, name=name, scopes=scopes, now=now)
+        await audit.record(
+            connection,
+            AuditAction.ROLE_PUT,
+            actor=actor,
+            now=now,
+            target=f"role:{name}",
+            details={"scopes": list(scopes), "created": created},
+        )
+    return role, created
+
+
+async def list_roles(pool: asyncpg.Pool) -> list[roles.Role]:
+    """Every role."""
+    async with pool.acquire() as connection:
+        return await roles.list_roles(connection)
+
+
+async def delete_role(pool: asyncpg.Pool, name: str, *, actor: str, now: datetime) -> None:
+    """Delete a role; raise `NotFound`, or `RoleInUse` while a user holds it."""
+    async with pool.acquire() as connection, connection.transaction():
+        if not await roles.delete_role(connection, name):
+            raise NotFound("No such role.")
+        await audit.record(
+            connection, AuditAction.ROLE_DELETED, actor=actor, now=now, target=f"role:{name}"
+        )
+
+
+async def change_role(
+    pool: asyncpg.Pool, email: str, name: str, *, grant: bool, actor: str, now: datetime
+) -> bool:
+    """Grant or revoke one role of the user with `email`; False if nothing changed.
+
+    Raises `NotFound` for an unknown email, `InvalidInput` for an unknown role (at grant).
+    """
+    async with pool.acquire() as connection, connection.transaction():
+        user_id = await users.find_user_id(connection, email)
+        if user_id is None:
+            raise NotFound("No user has this email.")
+        if grant:
+            changed = await roles.grant_role(connection, user_id, name)
+        else:
+            changed = await roles.revoke_role(connection, user_id, name)
+        if changed:
+            action = AuditAction.ROLE_GRANTED if grant else AuditAction.ROLE_REVOKED
+            await audit.record(
+                connection, action, actor=actor, now=now, user_id=user_id, details={"role": name}
+            )
+    return changed
+
+
+async def user_id_of(pool: asyncpg.Pool, email: str) -> UUID:
+    """The id of the user with `email`; raise `NotFound`."""
+    async with pool.acquire() as connection:
+        user_id = await users.find_user_id(connection, email)
+    if user_id is None:
+        raise NotFound("No user has this email.")
+    return user_id
+
+
+async def list_audit(
+    pool: asyncpg.Pool, *, user_id: UUID | None, cursor: str | None, limit: int
+) -> tuple[list[audit.AuditEvent], str | None]:
+    """A page of the audit log, newest first, and the next page's cursor (None after the last)."""
+    query = f"audit:{user_id or ''}"
+    before = None
+    if cursor is not None:
+        key = decode_cursor(query, cursor)
+        if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
+            raise MalformedRequest("The cursor is not valid.")
+        before = key[0]
+    async with pool.acquire() as connection:
+        found = await audit.list_events(connection, before=before, limit=limit + 1, user_id=user_id)
+    page = found[:limit]
+    next_cursor = encode_cursor(query, [page[-1].id]) if len(found) > limit else None
+    return page, next_cursor

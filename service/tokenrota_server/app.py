@@ -15,25 +15,40 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from tokenrota.clock import Clock, utc_now
 
-from tokenrota_server import (
-    accounts_routes,
-    admin_routes,
-    auth_routes,
-    browser_routes,
-    metrics,
-    oauth_routes,
-    openapi,
-    purge,
-    recovery_routes,
-    revocations_routes,
-    session_policy,
-)
+from tokenrota_server import session_policy
 from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
-from tokenrota_server.database import CONNECTION_ERRORS, open_pool
+from tokenrota_server.db import purge
+from tokenrota_server.db.pool import CONNECTION_ERRORS, open_pool
 from tokenrota_server.errors import ServiceError, Unavailable
-from tokenrota_server.middleware import RequestObservability
+from tokenrota_server.http import (
+    accounts as accounts_routes,
+)
+from tokenrota_server.http import (
+    admin as admin_routes,
+)
+from tokenrota_server.http import (
+    auth as auth_routes,
+)
+from tokenrota_server.http import (
+    browser as browser_routes,
+)
+from tokenrota_server.http import (
+    metrics,
+    openapi,
+)
+from tokenrota_server.http import (
+    oauth as oauth_routes,
+)
+from tokenrota_server.http import (
+    recovery as recovery_routes,
+)
+from tokenrota_server.http import (
+    revocations as revocations_routes,
+)
+from tokenrota_server.http.middleware import RequestObservability
+from tokenrota_server.http.web import error_response
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.outbox import Outbox
 from tokenrota_server.passwords import Passwords
@@ -41,7 +56,6 @@ from tokenrota_server.recovery import Recovery
 from tokenrota_server.revocations import FeedSignal
 from tokenrota_server.state import AppState
 from tokenrota_server.tokens import TokenCodec
-from tokenrota_server.web import error_response
 
 logger = logging.getLogger("tokenrota")
 

@@ -19,13 +19,13 @@ import sys
 from starlette.applications import Starlette
 
 from tokenrota_server.app import create_app
-from tokenrota_server.errors import ConfigError
-from tokenrota_server.serve import freeze_start_up_objects
-from tokenrota_server.startup import (
+from tokenrota_server.cli.serve import freeze_start_up_objects
+from tokenrota_server.cli.startup import (
     StartupError,
     check_mail_delivery,
     settings_from_environment,
 )
+from tokenrota_server.errors import ConfigError
 from tokenrota_server.telemetry import configure_logging
 
 # uvicorn's exit status for "could not start": its supervisor then stops instead of

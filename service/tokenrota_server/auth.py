@@ -17,9 +17,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from tokenrota_server import audit, session_policy, sessions, telemetry, throttle, users
+from tokenrota_server import session_policy, telemetry
 from tokenrota_server.config import Settings
-from tokenrota_server.database import Connection
+from tokenrota_server.db import audit, sessions, throttle, users
+from tokenrota_server.db.pool import Connection
+from tokenrota_server.db.sessions import NewToken
 from tokenrota_server.errors import (
     EmailUnverified,
     InvalidCredentials,
@@ -34,7 +36,6 @@ from tokenrota_server.passwords import (
     Passwords,
     check_password_policy,
 )
-from tokenrota_server.sessions import NewToken
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
 
 security_log = logging.getLogger("tokenrota.security")

@@ -156,7 +156,7 @@ class Settings:
     # Registrations per remote address within one LOGIN_THROTTLE_WINDOW: each costs an argon2
     # hash, and a person creates one account; 10 still lets a shared (NAT) address sign up a few.
     register_ip_max_attempts: int = field(default=10, metadata=_read_by(_integer))
-    # Below the app (tokenrota_server.http_limits): a request line + headers larger than this
+    # Below the app (tokenrota_server.http.limits): a request line + headers larger than this
     # get 431, a head not complete in HEADER_READ_TIMEOUT seconds a closed connection, a body
     # not complete in BODY_READ_TIMEOUT seconds 408.
     max_header_bytes: int = field(default=16 * 1024, metadata=_read_by(_integer))
@@ -183,7 +183,7 @@ class Settings:
     # How often (seconds) the outbox is looked at for mail due, besides being woken by a request
     # of this instance; 0: this instance sends no mail (another one does).
     mail_poll_interval: int = field(default=5, metadata=_read_by(_integer))
-    # Seconds the purge keeps an audit event (tokenrota_server.audit); older ones are deleted.
+    # Seconds the purge keeps an audit event (tokenrota_server.db.audit); older ones are deleted.
     audit_retention: int = field(default=365 * 24 * 3600, metadata=_read_by(_integer))
     # Revocation feed (GET /oauth/revocations): how often a waiting long poll re-reads the feed
     # when no NOTIFY came (lost behind PgBouncer), and whether this process LISTENs at all.

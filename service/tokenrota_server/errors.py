@@ -26,7 +26,7 @@
         └── Overloaded           unavailable: too many checks or new secrets wait for argon2
 
 The base and the token errors come from the library (`tokenrota.errors`). HTTP statuses
-are assigned in one table at the edge (`tokenrota_server.web.STATUS_BY_ERROR`). Library
+are assigned in one table at the edge (`tokenrota_server.http.web.STATUS_BY_ERROR`). Library
 errors are translated into these where the library is called.
 """
 

@@ -25,10 +25,12 @@ import asyncpg
 from tokenrota.claims import AccessClaims
 from tokenrota.clock import Monotonic, monotonic
 
-from tokenrota_server import oauth_clients, session_policy, sessions, telemetry, throttle, users
+from tokenrota_server import session_policy, telemetry
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
-from tokenrota_server.database import Connection
+from tokenrota_server.db import oauth_clients, sessions, throttle, users
+from tokenrota_server.db.oauth_clients import Client
+from tokenrota_server.db.pool import Connection
 from tokenrota_server.errors import (
     InvalidClient,
     InvalidScope,
@@ -36,7 +38,6 @@ from tokenrota_server.errors import (
     NotFound,
     TooManyAttempts,
 )
-from tokenrota_server.oauth_clients import Client
 from tokenrota_server.outcomes import Grant
 from tokenrota_server.passwords import CheckReservation, Passwords
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest

@@ -29,7 +29,7 @@ from tokenrota.clock import Clock
 
 from tokenrota_server import mailer
 from tokenrota_server.config import Settings
-from tokenrota_server.database import CONNECTION_ERRORS, Connection
+from tokenrota_server.db.pool import CONNECTION_ERRORS, Connection
 from tokenrota_server.mailer import DeliveryFailed, Mail
 
 logger = logging.getLogger("tokenrota.mail")

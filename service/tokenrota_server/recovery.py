@@ -17,11 +17,12 @@ from uuid import UUID
 
 import asyncpg
 
-from tokenrota_server import account_tokens, audit, mailer, sessions, throttle, users
-from tokenrota_server.account_tokens import Purpose
+from tokenrota_server import mailer
 from tokenrota_server.auth import SessionUser, check_email
 from tokenrota_server.config import Settings
-from tokenrota_server.database import Connection
+from tokenrota_server.db import account_tokens, audit, sessions, throttle, users
+from tokenrota_server.db.account_tokens import Purpose
+from tokenrota_server.db.pool import Connection
 from tokenrota_server.errors import AlreadyVerified, InvalidAccountToken, TooManyAttempts
 from tokenrota_server.mailer import Mail
 from tokenrota_server.outbox import Outbox

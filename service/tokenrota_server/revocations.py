@@ -32,7 +32,7 @@ from uuid import UUID
 
 import asyncpg
 
-from tokenrota_server.database import CONNECTION_ERRORS, Connection
+from tokenrota_server.db.pool import CONNECTION_ERRORS, Connection
 from tokenrota_server.errors import MalformedRequest
 
 logger = logging.getLogger("tokenrota.revocations")

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 import asyncpg
 from tokenrota.clock import Clock
 
-from tokenrota_server import sessions
 from tokenrota_server.config import Settings
-from tokenrota_server.database import CONNECTION_ERRORS
+from tokenrota_server.db import sessions
+from tokenrota_server.db.pool import CONNECTION_ERRORS
 
 logger = logging.getLogger("tokenrota.sessions")
 

@@ -1,0 +1,1 @@
+"""The `tokenrota` command line: arguments, `serve`, start-up checks, operator commands."""

@@ -1,0 +1,227 @@
+"""The administration commands: users, OAuth clients and the purge.
+
+Each opens a pool of one connection on the settings' database (which the command line has
+already checked), runs one use case, and returns the exit status: results on stdout, a
+refusal as one `error:` line on stderr and status 1. Secrets are printed once, on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import sys
+from collections.abc import AsyncIterator
+
+import asyncpg
+from tokenrota.clock import utc_now
+
+from tokenrota_server import accounts
+from tokenrota_server import admin as administration
+from tokenrota_server.auth import Authenticator
+from tokenrota_server.config import Settings
+from tokenrota_server.db import audit, oauth_clients, pagination, roles
+from tokenrota_server.db.pool import create_pool
+from tokenrota_server.db.purge import PurgeBatch, purge_expired
+from tokenrota_server.db.users import User
+from tokenrota_server.errors import ServiceError
+from tokenrota_server.oauth import AuthorizationServer
+from tokenrota_server.passwords import Passwords
+from tokenrota_server.tokens import TokenCodec
+
+
+def create_user(settings: Settings, email: str) -> int:
+    """Create a user; the password from stdin (one line) or a terminal prompt. Prints its id."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        user = asyncio.run(_register(settings, email, password))
+    except ServiceError as error:
+        return _refused(error.description)
+    print(user.id)
+    return 0
+
+
+async def disable_user(settings: Settings, email: str) -> int:
+    """Disable the user with `email`, ending every session; prints how many ended."""
+    async with _pool(settings) as pool:
+        try:
+            ended = await accounts.disable_user(pool, email=email, now=utc_now())
+        except ServiceError as error:
+            return _refused(error.description)
+    print(f"user disabled; {ended} sessions ended")
+    return 0
+
+
+async def create_client(settings: Settings, name: str, scope: str) -> int:
+    """Register an OAuth client; prints its id and secret as one JSON line."""
+    async with _authorization_server(settings) as (pool, server):
+        try:
+            client, secret = await server.create_client(pool, name=name, scope=scope, now=utc_now())
+        except ServiceError as error:
+            return _refused(error.description)
+    print(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+    return 0
+
+
+async def rotate_client_secret(settings: Settings, client_id: str) -> int:
+    """Give a client a new secret; prints the id and the secret as one JSON line."""
+    async with _authorization_server(settings) as (pool, server):
+        try:
+            secret = await server.rotate_client_secret(pool, client_id)
+        except ServiceError as error:
+            return _refused(error.description)
+    print(json.dumps({"client_id": client_id, "client_secret": secret}))
+    return 0
+
+
+async def disable_client(settings: Settings, client_id: str) -> int:
+    """Disable a client and the tokens it holds."""
+    async with _pool(settings) as pool, pool.acquire() as connection:
+        if not await oauth_clients.disable_client(connection, client_id, utc_now()):
+            return _refused("no active client has this id")
+    return 0
+
+
+async def list_clients(settings: Settings) -> int:
+    """Print every client as a JSON line (never a secret)."""
+    async with _pool(settings) as pool, pool.acquire() as connection:
+        for client in await oauth_clients.list_clients(connection):
+            print(json.dumps(client.to_json()))
+    return 0
+
+
+async def purge(settings: Settings) -> int:
+    """Delete expired rows in batches, printing each batch and the total."""
+
+    def progress(number: int, batch: PurgeBatch) -> None:
+        # Mail rows are named only when there were some: most batches have none.
+        mail = (
+            f", {batch.account_tokens} reset/verification tokens, {batch.mail_messages} messages"
+            if batch.account_tokens or batch.mail_messages
+            else ""
+        )
+        print(
+            f"batch {number}: deleted {batch.refresh_tokens} refresh tokens, "
+            f"{batch.sessions} sessions, {batch.login_attempts} login counters, "
+            f"{batch.revoked_access_tokens} token revocations{mail}",
+            flush=True,
+        )
+
+    async with _pool(settings) as pool:
+        batches = await purge_expired(pool, settings, now=utc_now(), wait=True, on_batch=progress)
+    print(f"purge done: {sum(batch.total for batch in batches)} rows in {len(batches)} batches")
+    return 0
+
+
+async def create_role(settings: Settings, name: str, scope: str) -> int:
+    """Create a role with the scopes of `scope` (space-separated), or replace its scopes;
+    prints the role as one JSON line."""
+    try:
+        roles.check_role_name(name)
+        scopes = roles.check_scopes(scope.split(" ") if scope else [])
+        async with _pool(settings) as pool:
+            role, _ = await administration.put_role(
+                pool, name, scopes, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+    except ServiceError as error:
+        return _refused(error.description)
+    print(json.dumps(role.to_json()))
+    return 0
+
+
+async def change_role(settings: Settings, email: str, name: str, *, grant: bool) -> int:
+    """Grant a role to the user with `email`, or take it back; effective at their next refresh."""
+    async with _pool(settings) as pool:
+        try:
+            changed = await administration.change_role(
+                pool, email, name, grant=grant, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+        except ServiceError as error:
+            return _refused(error.description)
+    verb = "granted" if grant else "revoked"
+    print(f"role {verb}" if changed else f"nothing to do: role already {verb}")
+    return 0
+
+
+async def list_users(settings: Settings, email_prefix: str) -> int:
+    """Print every user whose email starts with `email_prefix` (any case) as a JSON line."""
+    prefix = email_prefix.lower()
+    async with _pool(settings) as pool:
+        cursor = None
+        while True:
+            page, cursor = await administration.list_users(
+                pool, email_prefix=prefix, cursor=cursor, limit=pagination.MAX_PAGE_SIZE
+            )
+            for user in page:
+                print(json.dumps(user.to_json()))
+            if cursor is None:
+                return 0
+
+
+async def enable_user(settings: Settings, email: str) -> int:
+    """Enable the user with `email` again: they can log in; their ended sessions stay ended."""
+    async with _pool(settings) as pool:
+        try:
+            user_id = await administration.user_id_of(pool, email)
+            await administration.set_disabled(
+                pool, user_id, disabled=False, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+        except ServiceError as error:
+            return _refused(error.description)
+    print("user enabled")
+    return 0
+
+
+async def delete_user(settings: Settings, email: str) -> int:
+    """Erase the user with `email` and everything that references them."""
+    async with _pool(settings) as pool:
+        try:
+            user_id = await administration.user_id_of(pool, email)
+            await administration.erase_user(pool, user_id, actor=audit.CLI_ACTOR, now=utc_now())
+        except ServiceError as error:
+            return _refused(error.description)
+    print(f"user {user_id} erased")
+    return 0
+
+
+async def _register(settings: Settings, email: str, password: str) -> User:
+    passwords = Passwords(settings)
+    try:
+        async with _pool(settings) as pool:
+            auth = Authenticator(settings, TokenCodec(settings), passwords)
+            return await auth.create_user(pool, email=email, password=password, now=utc_now())
+    finally:
+        passwords.close()
+
+
+@contextlib.asynccontextmanager
+async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    assert settings.database_url is not None
+    pool = await create_pool(
+        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def _authorization_server(
+    settings: Settings,
+) -> AsyncIterator[tuple[asyncpg.Pool, AuthorizationServer]]:
+    passwords = Passwords(settings)
+    try:
+        async with _pool(settings) as pool:
+            yield pool, AuthorizationServer(settings, TokenCodec(settings), passwords)
+    finally:
+        passwords.close()
+
+
+def _refused(reason: str) -> int:
+    print(f"error: {reason}", file=sys.stderr)
+    return 1

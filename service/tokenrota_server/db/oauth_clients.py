@@ -1,0 +1,205 @@
+"""SQL for OAuth clients (the services that call us) and their revoked access tokens.
+
+A client is a registered service: an id, a name, the argon2 hash of its secret (the secret is
+shown once, at creation or rotation), the scopes it may ask for, and `disabled_at`. Functions
+take the connection first and own no transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from tokenrota_server.db.pool import Connection
+from tokenrota_server.errors import InvalidScope
+
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), joined by single spaces.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+# Ids we issue are 22 characters; anything longer or odd is unknown without asking Postgres
+# (which would refuse a NUL byte with an error rather than a miss).
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
+
+
+@dataclass(frozen=True)
+class Client:
+    """A registered client, as listed; never carries its secret or hash."""
+
+    client_id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    disabled_at: datetime | None
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "client_id": self.client_id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "created_at": self.created_at.isoformat(),
+            "disabled_at": self.disabled_at.isoformat() if self.disabled_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class StoredClient:
+    """A client with the hash its secret is checked against; repr hides the hash."""
+
+    client: Client
+    secret_hash: str
+
+    def __repr__(self) -> str:
+        return f"StoredClient(client={self.client!r})"
+
+
+def parse_scope(text: str) -> tuple[str, ...]:
+    """The scope tokens of a space-delimited scope string; raise `InvalidScope` if malformed."""
+    tokens = tuple(text.split(" "))
+    if not all(_SCOPE_TOKEN.fullmatch(token) for token in tokens):
+        raise InvalidScope("The scope is malformed.")
+    # Order and repeats carry no meaning (RFC 6749 §3.3); keep the first of each.
+    return tuple(dict.fromkeys(tokens))
+
+
+def is_plausible_client_id(client_id: str) -> bool:
+    """Whether `client_id` could be one we issued; anything else is unknown, unasked."""
+    return _CLIENT_ID.fullmatch(client_id) is not None
+
+
+def new_client_id() -> str:
+    """128 random bits in hex: never starts with "-", which a command line reads as an option."""
+    return secrets.token_hex(16)
+
+
+def new_client_secret() -> str:
+    """256 random bits: a secret nobody guesses, whatever hash protects it at rest."""
+    return secrets.token_urlsafe(32)
+
+
+def _client(row: asyncpg.Record) -> Client:
+    return Client(
+        client_id=row["client_id"],
+        name=row["name"],
+        scopes=tuple(row["scopes"]),
+        created_at=row["created_at"],
+        disabled_at=row["disabled_at"],
+    )
+
+
+async def insert_client(
+    connection: Connection,
+    *,
+    client_id: str,
+    name: str,
+    secret_hash: str,
+    scopes: tuple[str, ...],
+    now: datetime,
+) -> Client:
+    """Store a new client."""
+    row = await connection.fetchrow(
+        "INSERT INTO clients (client_id, name, secret_hash, scopes, created_at)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING client_id, name, scopes, created_at, disabled_at",
+        client_id,
+        name,
+        secret_hash,
+        list(scopes),
+        now,
+    )
+    assert row is not None
+    return _client(row)
+
+
+async def find_client(connection: Connection, client_id: str) -> StoredClient | None:
+    """The client with this id, disabled or not, with its secret hash; None if unknown."""
+    if not is_plausible_client_id(client_id):
+        return None
+    row = await connection.fetchrow(
+        "SELECT client_id, name, scopes, created_at, disabled_at, secret_hash FROM clients"
+        " WHERE client_id = $1",
+        client_id,
+    )
+    if row is None:
+        return None
+    return StoredClient(client=_client(row), secret_hash=row["secret_hash"])
+
+
+async def list_clients(connection: Connection) -> list[Client]:
+    """Every client, oldest first."""
+    rows = await connection.fetch(
+        "SELECT client_id, name, scopes, created_at, disabled_at FROM clients"
+        " ORDER BY created_at, client_id"
+    )
+    return [_client(row) for row in rows]
+
+
+async def update_secret_hash(connection: Connection, client_id: str, secret_hash: str) -> bool:
+    """Replace an active client's secret hash; False if there is no such active client."""
+    status = await connection.execute(
+        "UPDATE clients SET secret_hash = $2 WHERE client_id = $1 AND disabled_at IS NULL",
+        client_id,
+        secret_hash,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def disable_client(connection: Connection, client_id: str, now: datetime) -> bool:
+    """Disable a client (its tokens go inactive at introspection); False if none was active."""
+    status = await connection.execute(
+        "UPDATE clients SET disabled_at = $2 WHERE client_id = $1 AND disabled_at IS NULL",
+        client_id,
+        now,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def revoke_access_token(
+    connection: Connection, *, jti: str, client_id: str, expires_at: datetime, now: datetime
+) -> None:
+    """Record a client access token as revoked until its expiry. Repeating it changes nothing."""
+    await connection.execute(
+        "INSERT INTO revoked_access_tokens (jti, client_id, expires_at, revoked_at)"
+        " SELECT $1, client_id, $3, $4 FROM clients WHERE client_id = $2"
+        " ON CONFLICT (jti) DO NOTHING",
+        jti,
+        client_id,
+        expires_at,
+        now,
+    )
+
+
+async def is_client_token_live(connection: Connection, *, client_id: str, jti: str) -> bool:
+    """Whether a client access token's client is active and the token not revoked."""
+    if not is_plausible_client_id(client_id):
+        return False
+    live = await connection.fetchval(
+        "SELECT NOT EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = $2)"
+        " FROM clients WHERE client_id = $1 AND disabled_at IS NULL",
+        client_id,
+        jti,
+    )
+    return bool(live)
+
+
+async def is_admin_token_live(
+    connection: Connection, *, client_id: str, jti: str, scope: str
+) -> bool:
+    """Whether a client's token may still act with `scope`: the client is active and still
+    has that scope, and the token is not revoked."""
+    if not is_plausible_client_id(client_id):
+        return False
+    live = await connection.fetchval(
+        "SELECT $3 = ANY(scopes) AND NOT EXISTS"
+        " (SELECT 1 FROM revoked_access_tokens WHERE jti = $2)"
+        " FROM clients WHERE client_id = $1 AND disabled_at IS NULL",
+        client_id,
+        jti,
+        scope,
+    )
+    return bool(live)

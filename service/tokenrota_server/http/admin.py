@@ -1,0 +1,204 @@
+"""HTTP handlers of the admin API under /admin: users, their roles and sessions, roles, the
+audit log. For operators' tools, never for people.
+
+Every handler first checks the caller (`administration.authorize_admin`): a client-credentials
+token with the `admin` scope, of a client still enabled, not revoked; before it reads a path
+parameter or a body, so a refused caller learns nothing and nothing is read or written.
+Refusals follow `tokenrota.bearer`: 401 missing_token without a token; 403 invalid_token for a
+refused one (expired, revoked, or its client disabled or no longer admin); 403
+insufficient_scope for a person's token, whatever its roles, and a client's without `admin`.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tokenrota_server import admin as administration
+from tokenrota_server.db import audit, pagination, roles
+from tokenrota_server.errors import InvalidInput, NotFound
+from tokenrota_server.http.web import NO_STORE, bearer_token, read_json
+from tokenrota_server.state import AppState
+
+
+async def _actor(request: Request[AppState]) -> str:
+    """The audit actor of an authorized admin call; raise the bearer refusals."""
+    state = request.state
+    client_id = await administration.authorize_admin(
+        state["pool"], state["codec"], bearer_token(request), state["clock"]()
+    )
+    return audit.client_actor(client_id)
+
+
+def _user_id(request: Request[AppState]) -> UUID:
+    try:
+        return UUID(request.path_params["user_id"])
+    except ValueError:
+        # As for a session id at DELETE /sessions/{id}: a malformed id is just not found.
+        raise NotFound("No such user.") from None
+
+
+def _role_name(request: Request[AppState]) -> str:
+    name: str = request.path_params["name"]
+    if not roles.ROLE_NAME.fullmatch(name):
+        raise NotFound("No such role.")
+    return name
+
+
+def _json(body: object, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, headers=NO_STORE)
+
+
+async def list_users(request: Request[AppState]) -> Response:
+    """GET /admin/users?email=&cursor=&limit=: a page of users, oldest first."""
+    await _actor(request)
+    params = request.query_params
+    page, next_cursor = await administration.list_users(
+        request.state["pool"],
+        email_prefix=administration.parse_email_prefix(params.get("email")),
+        cursor=params.get("cursor"),
+        limit=pagination.page_size(params.get("limit")),
+    )
+    return _json({"users": [user.to_json() for user in page], "next_cursor": next_cursor})
+
+
+async def get_user(request: Request[AppState]) -> Response:
+    """GET /admin/users/{user_id}: the user with roles, state and live session count."""
+    await _actor(request)
+    state = request.state
+    found = await administration.get_user(state["pool"], _user_id(request), state["clock"]())
+    return _json(found.to_json())
+
+
+async def disable_user(request: Request[AppState]) -> Response:
+    """POST /admin/users/{user_id}/disable: 204; every session of the user ends now."""
+    actor = await _actor(request)
+    state = request.state
+    await administration.set_disabled(
+        state["pool"], _user_id(request), disabled=True, actor=actor, now=state["clock"]()
+    )
+    return Response(status_code=204)
+
+
+async def enable_user(request: Request[AppState]) -> Response:
+    """POST /admin/users/{user_id}/enable: 204."""
+    actor = await _actor(request)
+    state = request.state
+    await administration.set_disabled(
+        state["pool"], _user_id(request), disabled=False, actor=actor, now=state["clock"]()
+    )
+    return Response(status_code=204)
+
+
+async def put_user_roles(request: Request[AppState]) -> Response:
+    """PUT /admin/users/{user_id}/roles {"roles": [...]}: 200 the user; 422 an unknown role."""
+    actor = await _actor(request)
+    state = request.state
+    user_id = _user_id(request)
+    body = await read_json(request, state["settings"].max_body_bytes)
+    if set(body) != {"roles"}:
+        raise InvalidInput('The body is {"roles": [role names]}.')
+    names = roles.check_role_names(body["roles"])
+    found = await administration.set_roles(
+        state["pool"], user_id, names, actor=actor, now=state["clock"]()
+    )
+    return _json(found.to_json())
+
+
+async def list_user_sessions(request: Request[AppState]) -> Response:
+    """GET /admin/users/{user_id}/sessions: the user's live sessions."""
+    await _actor(request)
+    state = request.state
+    found = await administration.list_sessions(state["pool"], _user_id(request), state["clock"]())
+    return _json({"sessions": [session.to_json() for session in found]})
+
+
+async def revoke_user_sessions(request: Request[AppState]) -> Response:
+    """DELETE /admin/users/{user_id}/sessions: 204 once every session of the user is revoked."""
+    actor = await _actor(request)
+    state = request.state
+    await administration.revoke_sessions(
+        state["pool"], _user_id(request), actor=actor, now=state["clock"]()
+    )
+    return Response(status_code=204)
+
+
+async def erase_user(request: Request[AppState]) -> Response:
+    """DELETE /admin/users/{user_id}: 204; the user and all that references them are gone."""
+    actor = await _actor(request)
+    state = request.state
+    await administration.erase_user(
+        state["pool"], _user_id(request), actor=actor, now=state["clock"]()
+    )
+    return Response(status_code=204)
+
+
+async def list_roles(request: Request[AppState]) -> Response:
+    """GET /admin/roles: every role with its scopes."""
+    await _actor(request)
+    found = await administration.list_roles(request.state["pool"])
+    return _json({"roles": [role.to_json() for role in found]})
+
+
+async def put_role(request: Request[AppState]) -> Response:
+    """PUT /admin/roles/{name} {"scopes": [...]}: 200 the role (201 when new)."""
+    actor = await _actor(request)
+    state = request.state
+    name = request.path_params["name"]
+    body = await read_json(request, state["settings"].max_body_bytes)
+    roles.check_role_name(name)
+    if set(body) != {"scopes"}:
+        raise InvalidInput('The body is {"scopes": [scope tokens]}.')
+    scopes = roles.check_scopes(body["scopes"])
+    role, created = await administration.put_role(
+        state["pool"], name, scopes, actor=actor, now=state["clock"]()
+    )
+    return _json(role.to_json(), status_code=201 if created else 200)
+
+
+async def delete_role(request: Request[AppState]) -> Response:
+    """DELETE /admin/roles/{name}: 204; 409 while a user holds it."""
+    actor = await _actor(request)
+    state = request.state
+    await administration.delete_role(
+        state["pool"], _role_name(request), actor=actor, now=state["clock"]()
+    )
+    return Response(status_code=204)
+
+
+async def list_audit(request: Request[AppState]) -> Response:
+    """GET /admin/audit?cursor=&limit=&user_id=: a page of the audit log, newest first."""
+    await _actor(request)
+    params = request.query_params
+    user_id = None
+    if params.get("user_id") is not None:
+        try:
+            user_id = UUID(params["user_id"])
+        except ValueError:
+            raise InvalidInput("'user_id' must be a user's id.") from None
+    page, next_cursor = await administration.list_audit(
+        request.state["pool"],
+        user_id=user_id,
+        cursor=params.get("cursor"),
+        limit=pagination.page_size(params.get("limit")),
+    )
+    return _json({"events": [event.to_json() for event in page], "next_cursor": next_cursor})
+
+
+routes = [
+    Route("/admin/users", list_users, methods=["GET"]),
+    Route("/admin/users/{user_id}", get_user, methods=["GET"]),
+    Route("/admin/users/{user_id}", erase_user, methods=["DELETE"]),
+    Route("/admin/users/{user_id}/disable", disable_user, methods=["POST"]),
+    Route("/admin/users/{user_id}/enable", enable_user, methods=["POST"]),
+    Route("/admin/users/{user_id}/roles", put_user_roles, methods=["PUT"]),
+    Route("/admin/users/{user_id}/sessions", list_user_sessions, methods=["GET"]),
+    Route("/admin/users/{user_id}/sessions", revoke_user_sessions, methods=["DELETE"]),
+    Route("/admin/roles", list_roles, methods=["GET"]),
+    Route("/admin/roles/{name}", put_role, methods=["PUT"]),
+    Route("/admin/roles/{name}", delete_role, methods=["DELETE"]),
+    Route("/admin/audit", list_audit, methods=["GET"]),
+]

@@ -1,0 +1,763 @@
+"""What each endpoint takes and answers, as OpenAPI operations keyed by (method, path).
+
+`tokenrota_server.http.openapi` joins these with the routes the app really serves; a test fails when
+a served route has no entry here, so a new endpoint cannot ship undescribed. Entries for
+endpoints that are not served are left out of the document (some belong to features merged
+separately). Every status an endpoint can answer is listed with the exact error codes it can
+carry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Operation = dict[str, Any]
+
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+# Basic, or client_id and client_secret as form fields (which OpenAPI cannot express: `{}`).
+CLIENT_AUTH: list[dict[str, list[str]]] = [{"clientBasic": []}, {}]
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def ok(description: str, schema: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, **extra}
+    if schema is not None:
+        response["content"] = json_content(schema)
+    return response
+
+
+def error(description: str, *codes: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON error response whose `error` is one of `codes`."""
+    schema = {
+        "allOf": [ref("Error"), {"properties": {"error": {"enum": list(codes)}}}],
+    }
+    response: dict[str, Any] = {"description": description, "content": json_content(schema)}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": json_content(schema)}
+
+
+def form_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": schema}}}
+
+
+NO_STORE = {
+    "Cache-Control": {"schema": {"type": "string", "const": "no-store"}},
+    "Pragma": {"schema": {"type": "string", "const": "no-cache"}},
+}
+CHALLENGE = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+UNAVAILABLE = {503: error("The database is unreachable; retry later.", "unavailable")}
+# Where a password or client secret is checked, argon2 may also be too busy to queue for.
+UNAVAILABLE_OR_BUSY = {
+    503: error(
+        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_CHECKS"
+        " password checks already wait (the same for any email or client; counted toward no"
+        " throttle); retry later.",
+        "unavailable",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    )
+}
+# Where a new secret is hashed, its share of argon2 may be too busy to queue for.
+UNAVAILABLE_OR_HASHING_BUSY = {
+    503: error(
+        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_HASHES"
+        " new secrets already wait (nothing written, counted toward no throttle); retry later.",
+        "unavailable",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    )
+}
+# /password both checks the current password and hashes the new one.
+UNAVAILABLE_OR_EITHER_BUSY = {
+    503: error(
+        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_CHECKS"
+        " password checks or ARGON2_MAX_QUEUED_HASHES new secrets already wait (nothing"
+        " written, counted toward no throttle); retry later.",
+        "unavailable",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    )
+}
+# What any endpoint that reads a JSON body can answer before it looks at the fields.
+JSON_BODY_ERRORS = {
+    400: error("The body is not a JSON object.", "invalid_request"),
+    413: error("The body is larger than MAX_BODY_BYTES.", "payload_too_large"),
+    415: error("The body is not application/json.", "unsupported_media_type"),
+}
+BEARER_ERRORS = {
+    401: error("No bearer token.", "missing_token", headers=CHALLENGE),
+    403: error(
+        "The token is invalid, expired, or its session is over.",
+        "invalid_token",
+        "token_expired",
+        headers=CHALLENGE,
+    ),
+}
+# RFC 6749 §5.2; a body that is not a form, or parameters in the URL, are invalid_request.
+OAUTH_ERRORS = {
+    400: error("The request is malformed.", "invalid_request"),
+    401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
+    413: error("The body is larger than MAX_BODY_BYTES.", "payload_too_large"),
+    429: error(
+        "Too many failed client authentications from this address.",
+        "too_many_attempts",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    ),
+}
+NOT_IN_PRODUCTION = {404: error("Not served in production.", "not_found")}
+
+
+def static(media_type: str, summary: str, more: dict[int, Any] | None = None) -> Operation:
+    """A GET of a file the service ships."""
+    content = {media_type: {"schema": {"type": "string"}}}
+    return {
+        "tags": ["browser"],
+        "summary": summary,
+        "responses": {200: {"description": "The file.", "content": content}, **(more or {})},
+    }
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/register"): {
+        "tags": ["people"],
+        "summary": "Create a user",
+        "requestBody": json_body(ref("Credentials")),
+        "responses": {
+            201: ok("The new user.", ref("UserEnvelope")),
+            **JSON_BODY_ERRORS,
+            409: error("An account with this email exists.", "email_taken"),
+            422: error(
+                "Invalid email, or a password not 8 to 128 characters.",
+                "invalid_input",
+                "weak_password",
+            ),
+            429: error(
+                "Too many registrations from this address in the window"
+                " (REGISTER_IP_MAX_ATTEMPTS), whether or not the email is taken.",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE_OR_HASHING_BUSY,
+        },
+    },
+    ("POST", "/login"): {
+        "tags": ["people"],
+        "summary": "Log in: start a session and get a token pair",
+        "description": "With `use_cookie`, the refresh token is set in the "
+        "`__Host-refresh_token` cookie and left out of the body.",
+        "requestBody": json_body(ref("Login")),
+        "responses": {
+            200: ok("A new session's token pair.", ref("TokenPair"), headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            401: error(
+                "Wrong email or password (the same answer for both).", "invalid_credentials"
+            ),
+            403: error(
+                "REQUIRE_VERIFIED_EMAIL and the (correct) password's user has not verified the"
+                " email yet.",
+                "email_unverified",
+            ),
+            422: error("A field is missing or not a string.", "invalid_input"),
+            429: error(
+                "Too many attempts for this email (known or not) or from this address in the"
+                " window (LOGIN_EMAIL_MAX_ATTEMPTS, LOGIN_IP_MAX_ATTEMPTS).",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE_OR_BUSY,
+        },
+    },
+    ("POST", "/refresh"): {
+        "tags": ["people"],
+        "summary": "Trade a refresh token for a new pair (rotation)",
+        "description": "The token comes from the body, or from the refresh cookie (then an "
+        "allowed Origin and `X-Requested-With` are required). The presented token is spent.",
+        "requestBody": json_body(ref("RefreshRequest"), required=False),
+        "security": [{}, {"refreshCookie": []}],
+        "responses": {
+            200: ok("The new token pair.", ref("TokenPair"), headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            401: error("No refresh token.", "missing_token", headers=CHALLENGE),
+            403: error(
+                "The refresh token is refused, or the request failed the CSRF check.",
+                "invalid_token",
+                "csrf_failed",
+                headers=CHALLENGE,
+            ),
+            422: error("`refresh_token` is not a string.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/logout"): {
+        "tags": ["people"],
+        "summary": "End the refresh token's session (idempotent)",
+        "requestBody": json_body(ref("RefreshRequest"), required=False),
+        "security": [{}, {"refreshCookie": []}],
+        "responses": {
+            204: ok("The session is over (or never was)."),
+            **JSON_BODY_ERRORS,
+            401: error("No refresh token.", "missing_token", headers=CHALLENGE),
+            403: error("The request failed the CSRF check.", "csrf_failed"),
+            422: error("`refresh_token` is not a string.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("GET", "/profile"): {
+        "tags": ["people"],
+        "summary": "The user behind an access token whose session is live",
+        "security": BEARER,
+        "responses": {200: ok("The user.", ref("UserEnvelope")), **BEARER_ERRORS, **UNAVAILABLE},
+    },
+    ("GET", "/sessions"): {
+        "tags": ["sessions"],
+        "summary": "The caller's live sessions",
+        "security": BEARER,
+        "responses": {
+            200: ok("Sessions, newest use first.", ref("SessionList"), headers=NO_STORE),
+            **BEARER_ERRORS,
+            **UNAVAILABLE,
+        },
+    },
+    ("DELETE", "/sessions/{session_id}"): {
+        "tags": ["sessions"],
+        "summary": "Revoke one of the caller's sessions and its tokens",
+        "security": BEARER,
+        "responses": {
+            204: ok("Revoked."),
+            **BEARER_ERRORS,
+            404: error("No such session of the caller's.", "not_found"),
+            **UNAVAILABLE,
+        },
+    },
+    ("PATCH", "/sessions/{session_id}"): {
+        "tags": ["sessions"],
+        "summary": "Name one of the caller's sessions (a device label); null clears it",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": ["string", "null"], "maxLength": 100}},
+            }
+        ),
+        "responses": {
+            200: ok(
+                "Named.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "name": {"type": ["string", "null"]},
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **JSON_BODY_ERRORS,
+            **BEARER_ERRORS,
+            404: error("No such session of the caller's.", "not_found"),
+            422: error("The name is not 1 to 100 printable characters.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/logout/all"): {
+        "tags": ["sessions"],
+        "summary": "Revoke every session of the caller",
+        "security": BEARER,
+        "responses": {204: ok("All revoked."), **BEARER_ERRORS, **UNAVAILABLE},
+    },
+    ("POST", "/password"): {
+        "tags": ["sessions"],
+        "summary": "Change the password; every other session is revoked",
+        "security": BEARER,
+        "requestBody": json_body(ref("PasswordChange")),
+        "responses": {
+            204: ok("Changed."),
+            **JSON_BODY_ERRORS,
+            401: error(
+                "No bearer token, or a wrong current password.",
+                "missing_token",
+                "invalid_credentials",
+                headers=CHALLENGE,
+            ),
+            403: BEARER_ERRORS[403],
+            422: error("A weak new password or a missing field.", "invalid_input", "weak_password"),
+            429: error(
+                "Too many password attempts for this account or from this address in the window"
+                " (the login throttle).",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE_OR_EITHER_BUSY,
+        },
+    },
+    ("GET", "/auth-client.js"): static(
+        "text/javascript", "The JS client for browser frontends: login, silent refresh, logout"
+    ),
+    ("GET", "/demo"): static("text/html", "A demonstration page", NOT_IN_PRODUCTION),
+    ("GET", "/demo.js"): static("text/javascript", "The demo's script", NOT_IN_PRODUCTION),
+    ("GET", "/demo.css"): static("text/css", "The demo's style", NOT_IN_PRODUCTION),
+    ("POST", "/oauth/token"): {
+        "tags": ["oauth"],
+        "summary": "OAuth 2.0 token endpoint: client_credentials and refresh_token grants",
+        "security": CLIENT_AUTH,
+        "requestBody": form_body(ref("TokenRequest")),
+        "responses": {
+            200: ok("RFC 6749 §5.1 token response.", ref("OAuthTokenResponse"), headers=NO_STORE),
+            **OAUTH_ERRORS,
+            400: error(
+                "RFC 6749 §5.2 (`password` and other grants are unsupported).",
+                "invalid_request",
+                "invalid_grant",
+                "unsupported_grant_type",
+                "invalid_scope",
+            ),
+            **UNAVAILABLE_OR_BUSY,
+        },
+    },
+    ("POST", "/oauth/revoke"): {
+        "tags": ["oauth"],
+        "summary": "RFC 7009 token revocation",
+        "security": CLIENT_AUTH,
+        "requestBody": form_body(ref("TokenReference")),
+        "responses": {
+            200: ok("Revoked, or nothing to revoke."),
+            **OAUTH_ERRORS,
+            **UNAVAILABLE_OR_BUSY,
+        },
+    },
+    ("POST", "/oauth/introspect"): {
+        "tags": ["oauth"],
+        "summary": "RFC 7662 token introspection",
+        "security": CLIENT_AUTH,
+        "requestBody": form_body(ref("TokenReference")),
+        "responses": {
+            200: ok("Whether the token is active, and its claims if so.", ref("Introspection")),
+            **OAUTH_ERRORS,
+            **UNAVAILABLE_OR_BUSY,
+        },
+    },
+    ("GET", "/oauth/revocations"): {
+        "tags": ["oauth"],
+        "summary": "The revocation feed: sessions and client tokens revoked after a cursor",
+        "description": "Without `after`: what was revoked within ACCESS_TOKEN_TTL + JWT_LEEWAY."
+        " With `wait`, held until something is revoked or `wait` seconds pass (long polling)."
+        " Client authentication by HTTP Basic only.",
+        "security": [{"clientBasic": []}],
+        "parameters": [
+            {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0, "maximum": 30, "default": 0},
+            },
+        ],
+        "responses": {
+            200: ok(
+                "The revocations after the cursor, and the cursor to ask after next.",
+                {
+                    "type": "object",
+                    "required": ["cursor", "sessions", "tokens", "clients"],
+                    "properties": {
+                        "cursor": {"type": "string"},
+                        "sessions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "sid": {"type": "string", "format": "uuid"},
+                                    "revoked_at": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "tokens": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "jti": {"type": "string"},
+                                    "exp": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "clients": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "client_id": {"type": "string"},
+                                    "revoked_at": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            400: error("A bad cursor, `wait` or query.", "invalid_request"),
+            401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
+            429: error("Too many failed client authentications.", "too_many_attempts"),
+            **UNAVAILABLE_OR_BUSY,
+        },
+    },
+    ("GET", "/.well-known/oauth-authorization-server"): {
+        "tags": ["oauth"],
+        "summary": "RFC 8414 authorization server metadata",
+        "responses": {200: ok("Metadata.", {"type": "object"})},
+    },
+    ("GET", "/.well-known/jwks.json"): {
+        "tags": ["oauth"],
+        "summary": "RFC 7517 public keys that sign access tokens",
+        "responses": {
+            200: ok("The key set.", ref("Jwks")),
+            404: error("Access tokens are signed with HS256: no public keys.", "not_found"),
+        },
+    },
+    ("GET", "/healthz"): {
+        "tags": ["operations"],
+        "summary": "Liveness: the process serves (says nothing of the database)",
+        "responses": {200: ok("Alive.", ref("Health"))},
+    },
+    ("GET", "/readyz"): {
+        "tags": ["operations"],
+        "summary": "Readiness: the database answers and is migrated to head",
+        "responses": {
+            200: ok("Ready.", ref("Ready")),
+            503: error("Not ready.", "unavailable"),
+        },
+    },
+    ("GET", "/metrics"): {
+        "tags": ["operations"],
+        "summary": "Prometheus metrics, text format",
+        "responses": {
+            200: {
+                "description": "Metrics.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    },
+    ("GET", "/openapi.json"): {
+        "tags": ["operations"],
+        "summary": "This document",
+        "responses": {200: ok("OpenAPI 3.1.", {"type": "object"})},
+    },
+    ("GET", "/docs"): {
+        "tags": ["operations"],
+        "summary": "Interactive API documentation (Swagger UI); off in production by default",
+        "responses": {
+            200: {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}}
+        },
+    },
+}
+
+
+def _object(**properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object with exactly these (required) string properties."""
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+_ACCOUNT_TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}
+_EMPTY = {"type": "object", "maxProperties": 0}
+_BAD_ACCOUNT_TOKEN = error(
+    "The body is not a JSON object, or the token is unknown, used, expired, superseded or of"
+    " another purpose.",
+    "invalid_request",
+    "invalid_token",
+)
+RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/password/forgot"): {
+        "tags": ["people"],
+        "summary": "Ask for a password-reset message",
+        "description": "The same 202 `{}`, in about the same time, for any well-formed email, "
+        "with or without an account; a known, active user is sent a message whose link is "
+        "built from PASSWORD_RESET_URL.",
+        "requestBody": json_body(_object(email={"type": "string", "format": "email"})),
+        "responses": {
+            202: ok("Accepted (whether or not a message is sent).", _EMPTY, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            422: error("Not a plausible email, or another field.", "invalid_input"),
+            429: error(
+                "Too many requests for this email or from this address in the window.",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/password/reset"): {
+        "tags": ["people"],
+        "summary": "Set a new password with the token of a reset message",
+        "description": "The token is spent, every session of the user is revoked, and every "
+        "other reset token of theirs is superseded.",
+        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN, new_password={"type": "string"})),
+        "responses": {
+            204: ok("The password is changed."),
+            **JSON_BODY_ERRORS,
+            400: _BAD_ACCOUNT_TOKEN,
+            422: error(
+                "A weak new password, or a field missing or unexpected.",
+                "invalid_input",
+                "weak_password",
+            ),
+            **UNAVAILABLE_OR_HASHING_BUSY,
+        },
+    },
+    ("POST", "/email/verification"): {
+        "tags": ["people"],
+        "summary": "Send the caller a verification message",
+        "security": BEARER,
+        "responses": {
+            202: ok("A message is on its way.", _EMPTY, headers=NO_STORE),
+            **BEARER_ERRORS,
+            409: error("The email is verified already.", "already_verified"),
+            429: error(
+                "Too many messages asked for this email or from this address in the window"
+                " (counted with /password/forgot).",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/email/verify"): {
+        "tags": ["people"],
+        "summary": "Verify the email with the token of a verification message",
+        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN)),
+        "responses": {
+            204: ok("The email is verified."),
+            **JSON_BODY_ERRORS,
+            400: _BAD_ACCOUNT_TOKEN,
+            422: error("A field missing, unexpected or not a string.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("GET", "/dev/mailbox/latest"): {
+        "tags": ["browser"],
+        "summary": "Development only: the newest message of the development mailbox",
+        "parameters": [
+            {"name": "to", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "number", "minimum": 0, "maximum": 10},
+            },
+        ],
+        "responses": {
+            200: ok("The message: to, from, subject, date, text, html, link.", {"type": "object"}),
+            404: error(
+                "No such message yet, or not served (production, or SMTP_URL set).", "not_found"
+            ),
+            422: error("`wait` is not a number from 0 to 10.", "invalid_input"),
+        },
+    },
+}
+OPERATIONS.update(RECOVERY_OPERATIONS)
+# -- the admin API (tokenrota_server.http.admin) -----------------------------------------------
+# A client-credentials token with the admin scope, checked against the database on every call.
+ADMIN_ERRORS = {
+    401: error("No bearer token.", "missing_token", headers=CHALLENGE),
+    403: error(
+        "A person's token (whatever its roles) or a client's without the admin scope"
+        " (insufficient_scope); an expired or revoked token, or one whose client is disabled"
+        " or no longer has admin (invalid_token, token_expired).",
+        "insufficient_scope",
+        "invalid_token",
+        "token_expired",
+        headers=CHALLENGE,
+    ),
+    **UNAVAILABLE,
+}
+NO_SUCH_USER = {404: error("No such user (or an id that is not a UUID).", "not_found")}
+_ADMIN_USER: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "email", "created_at", "disabled", "email_verified", "roles"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "email": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "disabled": {"type": "boolean"},
+        "email_verified": {"type": "boolean"},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "live_sessions": {"type": "integer"},
+    },
+}
+_ROLE: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "scopes", "created_at"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.:-]{0,63}$"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+_CURSOR = {"type": ["string", "null"], "description": "Pass as `cursor` for the next page."}
+_PAGING_ERRORS = {
+    400: error("A cursor that is not one of this query's.", "invalid_request"),
+    422: error("`limit` outside 1..100, or another bad parameter.", "invalid_input"),
+}
+# A session as GET /sessions and the admin listing show it (`sessions.SessionInfo.to_json`).
+SESSION_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string", "format": "uuid"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "last_used_at": {"type": "string", "format": "date-time"},
+    "expires_at": {"type": "string", "format": "date-time"},
+    "user_agent": {"type": ["string", "null"]},
+    "ip": {"type": ["string", "null"]},
+    "name": {"type": ["string", "null"], "maxLength": 100, "description": "The user's label"},
+}
+SESSION_REQUIRED = ["id", "created_at", "last_used_at", "expires_at", "name"]
+_SESSIONS = {
+    "type": "object",
+    "required": ["sessions"],
+    "properties": {
+        "sessions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": SESSION_REQUIRED,
+                "properties": SESSION_PROPERTIES,
+            },
+        }
+    },
+}
+
+
+def _admin(summary: str, responses: dict[int, Any], **extra: Any) -> Operation:
+    return {
+        "tags": ["admin"],
+        "summary": summary,
+        "security": BEARER,
+        **extra,
+        "responses": {**responses, **ADMIN_ERRORS},
+    }
+
+
+OPERATIONS |= {
+    ("GET", "/admin/users"): _admin(
+        "A page of users, oldest first; `email` is a case-insensitive prefix",
+        {
+            200: ok(
+                "Users and the next page's cursor.",
+                {
+                    "type": "object",
+                    "required": ["users", "next_cursor"],
+                    "properties": {
+                        "users": {"type": "array", "items": _ADMIN_USER},
+                        "next_cursor": _CURSOR,
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **_PAGING_ERRORS,
+        },
+    ),
+    ("GET", "/admin/users/{user_id}"): _admin(
+        "One user, with roles and live session count",
+        {200: ok("The user.", _ADMIN_USER, headers=NO_STORE), **NO_SUCH_USER},
+    ),
+    ("DELETE", "/admin/users/{user_id}"): _admin(
+        "Erase a user and everything that references them, in one transaction",
+        {204: ok("Erased."), **NO_SUCH_USER},
+    ),
+    ("POST", "/admin/users/{user_id}/disable"): _admin(
+        "Disable a user; every session ends now", {204: ok("Disabled."), **NO_SUCH_USER}
+    ),
+    ("POST", "/admin/users/{user_id}/enable"): _admin(
+        "Enable a user again", {204: ok("Enabled."), **NO_SUCH_USER}
+    ),
+    ("PUT", "/admin/users/{user_id}/roles"): _admin(
+        "Set the user's roles; effective at their next refresh",
+        {
+            200: ok("The user.", _ADMIN_USER, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            **NO_SUCH_USER,
+            422: error("An unknown or malformed role name; nothing written.", "invalid_input"),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["roles"],
+                "properties": {"roles": {"type": "array", "items": {"type": "string"}}},
+            }
+        ),
+    ),
+    ("GET", "/admin/users/{user_id}/sessions"): _admin(
+        "The user's live sessions", {200: ok("Sessions.", _SESSIONS), **NO_SUCH_USER}
+    ),
+    ("DELETE", "/admin/users/{user_id}/sessions"): _admin(
+        "Revoke every session of the user now", {204: ok("Revoked."), **NO_SUCH_USER}
+    ),
+    ("GET", "/admin/roles"): _admin(
+        "Every role and its scopes",
+        {
+            200: ok(
+                "Roles.",
+                {
+                    "type": "object",
+                    "required": ["roles"],
+                    "properties": {"roles": {"type": "array", "items": _ROLE}},
+                },
+            )
+        },
+    ),
+    ("PUT", "/admin/roles/{name}"): _admin(
+        "Create a role or replace its scopes",
+        {
+            200: ok("Replaced.", _ROLE),
+            201: ok("Created.", _ROLE),
+            **JSON_BODY_ERRORS,
+            422: error(
+                "A malformed role name, or a scope that is not an RFC 6749 scope-token.",
+                "invalid_input",
+            ),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["scopes"],
+                "properties": {"scopes": {"type": "array", "items": {"type": "string"}}},
+            }
+        ),
+    ),
+    ("DELETE", "/admin/roles/{name}"): _admin(
+        "Delete a role nobody holds",
+        {
+            204: ok("Deleted."),
+            404: error("No such role.", "not_found"),
+            409: error("A user holds the role.", "role_in_use"),
+        },
+    ),
+    ("GET", "/admin/audit"): _admin(
+        "A page of the audit log, newest first; `user_id` narrows it to one user",
+        {
+            200: ok(
+                "Events and the next page's cursor.",
+                {
+                    "type": "object",
+                    "required": ["events", "next_cursor"],
+                    "properties": {
+                        "events": {"type": "array", "items": {"type": "object"}},
+                        "next_cursor": _CURSOR,
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **_PAGING_ERRORS,
+        },
+    ),
+}

@@ -1,0 +1,64 @@
+"""GET /oauth/revocations: the revocation feed, long-polled by resource servers.
+
+Client authentication as /oauth/introspect, but in the `Authorization: Basic` header only: a GET
+has no body, and credentials never travel in the URL.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tokenrota_server.errors import InvalidClient, MalformedRequest
+from tokenrota_server.http.oauth import client_secret_of
+from tokenrota_server.http.remote_address import remote_address
+from tokenrota_server.http.web import NO_STORE
+from tokenrota_server.revocations import MAX_WAIT_SECONDS, Cursor, follow
+from tokenrota_server.state import AppState
+
+_PARAMETERS = frozenset({"after", "wait"})
+
+
+async def revocations(request: Request[AppState]) -> Response:
+    """The sessions and client tokens revoked after `after` (or lately), held up to `wait` s."""
+    state = request.state
+    settings = state["settings"]
+    presented = client_secret_of(request, {})
+    if presented is None:
+        raise InvalidClient()
+    await state["oauth"].authenticate(
+        state["pool"], presented, ip=remote_address(request, settings), now=state["clock"]()
+    )
+    after, wait = _parameters(request.url.query)
+    page = await follow(
+        state["pool"],
+        state["feed"],
+        after=after,
+        wait=wait,
+        now=state["clock"](),
+        window_seconds=settings.access_token_ttl + settings.jwt_leeway,
+        poll_interval=settings.revocation_poll_interval,
+    )
+    return JSONResponse(page.to_json(), headers=NO_STORE)
+
+
+def _parameters(query: str) -> tuple[Cursor | None, int]:
+    """`after` (a cursor) and `wait` (0 to 30 s); raise `MalformedRequest` otherwise."""
+    try:
+        pairs = parse_qsl(query, strict_parsing=bool(query), max_num_fields=len(_PARAMETERS))
+    except ValueError:
+        raise MalformedRequest("The query is not valid.") from None
+    given = dict(pairs)
+    if len(given) != len(pairs) or not set(given) <= _PARAMETERS:
+        raise MalformedRequest("The query takes 'after' and 'wait', each at most once.")
+    after = Cursor.parse(given["after"]) if "after" in given else None
+    raw_wait = given.get("wait", "0")
+    if not raw_wait.isascii() or not raw_wait.isdigit() or int(raw_wait) > MAX_WAIT_SECONDS:
+        raise MalformedRequest(f"'wait' is a whole number of seconds from 0 to {MAX_WAIT_SECONDS}.")
+    return after, int(raw_wait)
+
+
+routes = [Route("/oauth/revocations", revocations, methods=["GET"])]

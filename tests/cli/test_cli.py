@@ -1,0 +1,199 @@
+"""The command line: `create-user` takes the password from stdin; usage is described and checked."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from tokenrota_server.cli.main import main
+
+from tests.checks import assert_error
+from tests.cli.test_config import run_cli
+
+PASSWORD = "a long enough cli password"
+
+
+def cli_environment(database_url: str) -> dict[str, str]:
+    return {
+        "ENV": "test",
+        "DATABASE_URL": database_url,
+        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_COST": "8192",
+        "ARGON2_PARALLELISM": "1",
+    }
+
+
+async def create_user(
+    database_url: str, email: str, stdin: str
+) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        run_cli, "create-user", email, environ=cli_environment(database_url), stdin=stdin
+    )
+
+
+async def test_create_user_then_login_works(
+    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
+) -> None:
+    result = await create_user(database_url, "cli@example.com", PASSWORD + "\n")
+
+    assert result.returncode == 0, result.stderr
+    user_id = result.stdout.strip()
+    assert (
+        await db.fetchval("SELECT id::text FROM users WHERE email = 'cli@example.com'") == user_id
+    )
+    assert PASSWORD not in result.stdout + result.stderr
+    response = await client.post("/login", json={"email": "cli@example.com", "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    profile = await client.get(
+        "/profile", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
+    )
+    assert profile.json()["user"]["id"] == user_id
+
+
+async def test_the_password_is_taken_whole_from_stdin(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """Only the line ending is stripped: spaces inside and around are part of the password."""
+    password = "  spaced out password  "
+
+    result = await create_user(database_url, "spaces@example.com", password + "\n")
+
+    assert result.returncode == 0, result.stderr
+    for attempt, status in ((password, 200), (password.strip(), 401)):
+        response = await client.post(
+            "/login", json={"email": "spaces@example.com", "password": attempt}
+        )
+        assert response.status_code == status
+
+
+async def test_create_user_refuses_a_weak_password_without_echoing_it(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    result = await create_user(database_url, "weak@example.com", "short7!\n")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert "short7!" not in result.stderr
+    assert "\n" not in result.stderr.strip()
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_create_user_refuses_a_taken_email_and_a_bad_one(
+    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
+) -> None:
+    assert (await create_user(database_url, "dup@example.com", PASSWORD + "\n")).returncode == 0
+
+    taken = await create_user(database_url, "DUP@example.com", PASSWORD + "\n")
+    invalid = await create_user(database_url, "not an email", PASSWORD + "\n")
+
+    assert (taken.returncode, invalid.returncode) == (1, 1)
+    assert "already exists" in taken.stderr
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    response = await client.post("/login", json={"email": "dup@example.com", "password": "x" * 9})
+    assert_error(response, 401, "invalid_credentials")
+
+
+# -- usage -----------------------------------------------------------------------------------
+
+# Every command and what its --help must mention: each option and positional argument.
+COMMAND_OPTIONS = {
+    "serve": ["--host", "--port", "--workers", "--migrate", "HOST", "PORT", "WEB_CONCURRENCY"],
+    "migrate": [],
+    "create-user": ["EMAIL", "stdin"],
+    "disable-user": ["EMAIL"],
+    "purge": ["PURGE_BATCH_SIZE"],
+    "create-client": ["NAME", "--scope"],
+    "rotate-client-secret": ["CLIENT_ID"],
+    "disable-client": ["CLIENT_ID"],
+    "list-clients": [],
+    "create-role": ["NAME", "--scope"],
+    "grant-role": ["EMAIL", "ROLE"],
+    "revoke-role": ["EMAIL", "ROLE"],
+    "list-users": ["--email", "PREFIX"],
+    "enable-user": ["EMAIL"],
+    "delete-user": ["EMAIL"],
+}
+
+
+def help_text(capsys: pytest.CaptureFixture[str], *arguments: str) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main([*arguments, "--help"])
+    assert exited.value.code == 0
+    out: str = capsys.readouterr().out
+    return out
+
+
+def test_the_help_lists_every_command_with_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(capsys)
+
+    listed = re.findall(r"^    ([a-z][a-z-]+)\s", text, re.MULTILINE)
+    assert listed == list(COMMAND_OPTIONS)
+    for name in ("DATABASE_URL", "ENV", "DATA_DIR", "exit status", "--version"):
+        assert name in text
+
+
+@pytest.mark.parametrize(("command", "options"), COMMAND_OPTIONS.items())
+def test_each_command_help_describes_each_of_its_arguments(
+    capsys: pytest.CaptureFixture[str], command: str, options: list[str]
+) -> None:
+    text = help_text(capsys, command)
+
+    assert text.startswith(f"usage: tokenrota {command}")
+    # A description of its own, beyond the usage line and --help.
+    assert len(text.split("\n\n")[1].strip()) > 20
+    for option in options:
+        assert option in text, f"{command} --help does not mention {option}"
+
+
+def test_the_console_script_prints_its_version() -> None:
+    script = Path(sys.executable).parent / "tokenrota"
+
+    result = subprocess.run(  # noqa: S603 - the script this environment installed
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"tokenrota {metadata.version('tokenrota')}"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environ", "says"),
+    [
+        (["serve", "--port", "http"], {}, "argument --port: 'http' is not a port number"),
+        (["serve", "--port", "70000"], {}, "is not a port number (0 to 65535)"),
+        (["serve", "--workers", "0"], {}, "argument --workers: '0' is not a whole number"),
+        (["serve"], {"WEB_CONCURRENCY": "many"}, "WEB_CONCURRENCY must be a whole number"),
+        (["serve", "--verbose"], {}, "unrecognized arguments: --verbose"),
+        (["create-user"], {}, "the following arguments are required: EMAIL"),
+        (["deploy"], {}, "invalid choice: 'deploy'"),
+        ([], {}, "the following arguments are required: COMMAND"),
+    ],
+)
+def test_a_usage_error_is_one_line_with_status_2(
+    tmp_path: Path, arguments: list[str], environ: dict[str, str], says: str
+) -> None:
+    environ = {
+        "ENV": "test",
+        "DATA_DIR": str(tmp_path),
+        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        **environ,
+    }
+
+    result = run_cli(*arguments, environ=environ)
+
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert says in result.stderr
+    assert list(tmp_path.iterdir()) == [], "refused before anything was started or written"

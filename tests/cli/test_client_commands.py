@@ -1,0 +1,133 @@
+"""The client CLI: create-client, rotate-client-secret, disable-client, list-clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import asyncpg
+import httpx
+from tokenrota_server.config import Settings
+from tokenrota_server.db import schema
+
+from tests.oauth_support import client_token
+from tests.support import PROJECT_ROOT
+
+
+async def cli(settings: Settings, *arguments: str) -> tuple[int, str, str]:
+    """Run `tokenrota ARGUMENTS` against the test's database."""
+    assert settings.database_url is not None
+    environment = {
+        **os.environ,
+        "ENV": "test",
+        "DATABASE_URL": settings.database_url,
+        "ACCESS_TOKEN_SECRET": str(settings.access_token_secret),
+        "REFRESH_TOKEN_SECRET": str(settings.refresh_token_secret),
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_COST": "1024",
+        "ARGON2_PARALLELISM": "1",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tokenrota_server",
+        *arguments,
+        cwd=PROJECT_ROOT,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_create_client_prints_its_secret_once_and_stores_a_hash(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """The secret is printed once; the row holds an argon2id hash; the secret works."""
+    status, out, _ = await cli(settings, "create-client", "billing", "--scope", "read write")
+
+    assert status == 0
+    created = json.loads(out)
+    assert set(created) == {"client_id", "client_secret"}
+    row = await db.fetchrow("SELECT * FROM clients WHERE client_id = $1", created["client_id"])
+    assert row["name"] == "billing"
+    assert row["scopes"] == ["read", "write"]
+    assert row["secret_hash"].startswith("$argon2id$")
+    assert created["client_secret"] not in row["secret_hash"]
+    response = await client_token(client, created["client_id"], created["client_secret"])
+    assert response.status_code == 200
+
+    status, listed, _ = await cli(settings, "list-clients")
+    assert status == 0
+    assert created["client_secret"] not in listed
+    entry = json.loads(listed)
+    assert entry["client_id"] == created["client_id"]
+    assert entry["scopes"] == ["read", "write"]
+    assert entry["disabled_at"] is None
+
+
+async def test_rotate_secret_replaces_the_old_one(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """After rotation the new secret works and the old one is invalid_client."""
+    _, out, _ = await cli(settings, "create-client", "billing", "--scope", "read")
+    created = json.loads(out)
+
+    status, rotated_out, _ = await cli(settings, "rotate-client-secret", created["client_id"])
+
+    assert status == 0
+    rotated = json.loads(rotated_out)
+    assert rotated["client_id"] == created["client_id"]
+    old = await client_token(client, created["client_id"], created["client_secret"])
+    new = await client_token(client, created["client_id"], rotated["client_secret"])
+    assert old.status_code == 401
+    assert new.status_code == 200
+
+
+async def test_disable_client_refuses_its_credentials(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """A disabled client cannot get tokens; disabling twice or an unknown id exits 1."""
+    _, out, _ = await cli(settings, "create-client", "billing")
+    created = json.loads(out)
+
+    status, _, _ = await cli(settings, "disable-client", created["client_id"])
+    again, _, error = await cli(settings, "disable-client", created["client_id"])
+    rotate_disabled, _, _ = await cli(settings, "rotate-client-secret", created["client_id"])
+
+    assert status == 0
+    assert again == 1
+    assert "no active client" in error
+    assert rotate_disabled == 1
+    response = await client_token(client, created["client_id"], created["client_secret"])
+    assert response.status_code == 401
+
+
+async def test_create_client_refuses_a_malformed_scope(settings: Settings) -> None:
+    """A scope with a quote or a double space is refused, and nothing is stored."""
+    status, out, error = await cli(settings, "create-client", "x", "--scope", 'read "write"')
+
+    assert status == 1
+    assert out == ""
+    assert "scope" in error
+
+
+async def test_migration_0002_downgrades_and_upgrades(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """Downgrading to 0001 drops the client tables; upgrading brings them back, empty."""
+    tables = (
+        "SELECT array_agg(table_name::text ORDER BY table_name) FROM information_schema.tables"
+        " WHERE table_name IN ('clients', 'revoked_access_tokens')"
+    )
+    # alembic's env.py runs its own event loop: call it from a thread without one.
+    await asyncio.to_thread(schema.downgrade, database_url, "0001")
+    after_downgrade = await db.fetchval(tables)
+    await asyncio.to_thread(schema.upgrade, database_url, "0002")
+
+    assert after_downgrade is None
+    assert await db.fetchval(tables) == ["clients", "revoked_access_tokens"]

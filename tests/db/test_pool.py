@@ -1,0 +1,138 @@
+"""The service's connection pool lends its connections first come, first served."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from tokenrota_server.db.pool import FirstComeFirstServed, create_pool
+
+
+async def test_a_released_connection_goes_to_the_first_in_line(database_url: str) -> None:
+    """A newcomer that asks while a connection is on its way back waits behind the one waiting.
+
+    asyncpg's own queue leaves a released connection to whoever runs first: here the newcomer,
+    scheduled before the waiter is woken, would take it, and the waiter would queue again.
+    """
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    first = await pool.acquire()
+    waiter = asyncio.ensure_future(pool.acquire())
+    newcomer: asyncio.Future[Any] | None = None
+    try:
+        await asyncio.sleep(0.05)  # waiting in line
+        releasing = asyncio.ensure_future(pool.release(first))
+        await asyncio.sleep(0)  # the release has begun, and hands the connection back next
+        newcomer = asyncio.ensure_future(pool.acquire())
+        await releasing
+        await asyncio.sleep(0.05)
+        served_first, still_waiting = waiter.done(), not newcomer.done()
+    finally:
+        # Whoever holds the connection, nothing is left waiting on it.
+        for task in (waiter, newcomer):
+            if task is not None:
+                task.cancel()
+        pool.terminate()
+
+    assert served_first
+    assert still_waiting
+
+
+async def test_acquirers_racing_for_two_connections_all_get_their_turn(database_url: str) -> None:
+    """24 tasks sharing two connections, each querying 5 times: all served, nothing lost."""
+    pool = await create_pool(database_url, min_size=2, max_size=2)
+    served: list[int] = []
+
+    async def worker(number: int) -> None:
+        for _ in range(5):
+            async with pool.acquire() as connection:
+                served.append(await connection.fetchval("SELECT $1::int", number))
+
+    try:
+        await asyncio.gather(*(worker(number) for number in range(24)))
+        idle, size = pool.get_idle_size(), pool.get_size()
+    finally:
+        await pool.close()
+
+    assert sorted(served) == sorted(list(range(24)) * 5)
+    assert (idle, size) == (2, 2)
+
+
+async def test_an_acquirer_that_times_out_leaves_the_line(database_url: str) -> None:
+    """A timed-out acquirer is not handed the connection later: the next one gets it."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        first = await pool.acquire()
+        with pytest.raises(TimeoutError):
+            await pool.acquire(timeout=0.05)
+        await pool.release(first)
+        async with pool.acquire(timeout=1) as connection:
+            answer = await connection.fetchval("SELECT 1")
+        idle = pool.get_idle_size()
+    finally:
+        await pool.close()
+
+    assert answer == 1
+    assert idle == 1
+
+
+async def test_a_pool_whose_database_was_down_serves_in_order_too() -> None:
+    """The empty pool of a start without a database (`open_pool`) gets the same queue."""
+    from tokenrota_server.db.pool import open_pool
+
+    pool = await open_pool("postgresql://nobody@127.0.0.1:1/none", min_size=1, max_size=2)
+    try:
+        queue: Any = getattr(pool, "_queue", None)
+    finally:
+        await pool.close()
+
+    assert isinstance(queue, FirstComeFirstServed)
+
+
+class Holder:
+    """What the queue needs of asyncpg's connection holders: whether one is connected."""
+
+    def __init__(self, connected: bool) -> None:
+        self.connected = connected
+
+    def is_connected(self) -> bool:
+        return self.connected
+
+
+def queue_of(*holders: Holder) -> FirstComeFirstServed:
+    return FirstComeFirstServed(list(holders))  # type: ignore[arg-type]
+
+
+async def test_a_connection_handed_to_a_cancelled_acquirer_passes_to_the_next() -> None:
+    queue = queue_of()
+    first, second = (asyncio.create_task(queue.get()) for _ in range(2))
+    await asyncio.sleep(0)
+    holder = Holder(connected=True)
+    queue.put_nowait(holder)  # handed to the first in line ...
+    first.cancel()  # ... which is cancelled (a timeout) before it could take it
+    await asyncio.sleep(0)
+
+    assert first.cancelled()
+    assert await second is holder
+    assert queue.waiting == 0
+
+
+async def test_idle_connections_go_live_first_and_last_used_first() -> None:
+    cold, older, newer = Holder(False), Holder(True), Holder(True)
+    queue = queue_of(older, cold, newer)
+
+    taken = [await queue.get() for _ in range(3)]
+
+    assert taken == [newer, older, cold]
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_disconnected_nowait()
+
+
+async def test_the_pool_minimum_upkeep_takes_only_disconnected_holders() -> None:
+    live, cold = Holder(True), Holder(False)
+    queue = queue_of(cold, live)
+
+    assert queue.get_disconnected_nowait() is cold
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_disconnected_nowait()
+    assert await queue.get() is live
