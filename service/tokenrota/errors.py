@@ -5,6 +5,8 @@
     ├── InvalidToken      invalid_token: any reason a token is refused
     │   └── TokenExpired  token_expired: a well-formed token past its `exp`
     ├── InsufficientScope insufficient_scope: a valid token without a scope the route needs
+    ├── InvalidDPoPProof  invalid_dpop_proof: a DPoP proof (RFC 9449) that fails a check
+    │   └── UseDPoPNonce  use_dpop_nonce: a proof without the server's current nonce
     └── Unavailable       unavailable: the token service (or its database) cannot be asked
 
 The server adds its own errors under the same base (`tokenrota_server.errors`), so one
@@ -52,6 +54,16 @@ class InsufficientScope(ServiceError):
     def __init__(self, scopes: tuple[str, ...]) -> None:
         super().__init__()
         self.scopes = scopes
+
+
+class InvalidDPoPProof(ServiceError):
+    code = "invalid_dpop_proof"
+    description = "The DPoP proof is invalid."
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    code = "use_dpop_nonce"
+    description = "The DPoP proof must carry the server's nonce."
 
 
 class Unavailable(ServiceError):

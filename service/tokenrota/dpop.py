@@ -1,0 +1,239 @@
+"""DPoP proofs (RFC 9449): checking one, and the thumbprint that binds a token to its key.
+
+Pure: no I/O, no clock (callers pass `now`). Replay of a proof's `jti` is the caller's to refuse,
+in a store every instance shares (the service) or in a bounded cache of its own (`ReplayCache`,
+for one resource server process).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeGuard
+from urllib.parse import urlsplit
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from tokenrota.errors import InvalidDPoPProof, UseDPoPNonce
+
+PROOF_TYPE = "dpop+jwt"
+# Asymmetric only (§4.3 step 5); RSA keys below 2048 bits are refused where the key is read.
+ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256")
+MIN_RSA_BITS = 2048
+# A proof is a few hundred bytes (an RSA key makes it ~1 KB); refused before any decoding work.
+MAX_PROOF_LENGTH = 8192
+MAX_JTI_LENGTH = 256
+# How old a proof may be, and how far ahead of our clock it may claim to be (§11.1).
+PROOF_MAX_AGE = 60
+PROOF_LEEWAY = 5
+
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# RFC 7638 §3.2: the members a thumbprint covers, per key type.
+_THUMBPRINT_MEMBERS = {
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+    "RSA": ("e", "kty", "n"),
+}
+# A public JWK never carries these; a proof that does has leaked its private key (§4.3 step 7).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """A proof that passed every check but replay: its key's thumbprint, its jti and iat."""
+
+    jkt: str
+    jti: str
+    issued_at: int
+
+
+def check_proof(
+    proof: str,
+    *,
+    method: str,
+    url: str,
+    now: datetime,
+    access_token: str | None = None,
+    nonce: str | None = None,
+    max_age: int = PROOF_MAX_AGE,
+    leeway: int = PROOF_LEEWAY,
+    algorithms: tuple[str, ...] = ALGORITHMS,
+) -> Proof:
+    """Check `proof` for a request of `method` to `url` (RFC 9449 §4.3); its `Proof`.
+
+    `access_token` is given at resource requests, whose proofs must carry its hash (`ath`);
+    `nonce` when the server demands one. Raises `InvalidDPoPProof`, or `UseDPoPNonce` when only
+    the nonce is missing or stale.
+    """
+    header, claims, signing_input, signature = _parse(proof)
+    if header.get("typ") != PROOF_TYPE:
+        raise InvalidDPoPProof("The DPoP proof's typ is not dpop+jwt.")
+    algorithm = header.get("alg")
+    if algorithm not in algorithms:
+        raise InvalidDPoPProof("The DPoP proof's algorithm is not allowed.")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise InvalidDPoPProof("The DPoP proof carries no public key.")
+    _verify(algorithm, jwk, signing_input, signature)
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
+        raise InvalidDPoPProof("The DPoP proof's jti is missing.")
+    if claims.get("htm") != method:
+        raise InvalidDPoPProof("The DPoP proof is for another method.")
+    htu = claims.get("htu")
+    if not isinstance(htu, str) or normalized_uri(htu) != normalized_uri(url):
+        raise InvalidDPoPProof("The DPoP proof is for another URI.")
+    issued_at = claims.get("iat")
+    moment = int(now.timestamp())
+    if not _is_integer(issued_at) or not moment - max_age - leeway <= issued_at <= moment + leeway:
+        raise InvalidDPoPProof("The DPoP proof is too old or from the future.")
+    if access_token is not None and claims.get("ath") != access_token_hash(access_token):
+        raise InvalidDPoPProof("The DPoP proof is not for this access token.")
+    if nonce is not None and claims.get("nonce") != nonce:
+        raise UseDPoPNonce()
+    return Proof(jkt=thumbprint(jwk), jti=jti, issued_at=issued_at)
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a public JWK, base64url: what `cnf.jkt` holds."""
+    members = _THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
+    if members is None or any(not isinstance(jwk.get(name), str) for name in members):
+        raise InvalidDPoPProof("The DPoP proof's key is not a supported public key.")
+    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
+    return _b64(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+def access_token_hash(access_token: str) -> str:
+    """`ath`: the base64url SHA-256 of the access token's ASCII bytes (§4.2)."""
+    return _b64(hashlib.sha256(access_token.encode("ascii", "replace")).digest())
+
+
+def normalized_uri(uri: str) -> tuple[str, str, str] | None:
+    """`uri` as compared for `htu`: scheme and host lowercased, default port dropped, no query
+    or fragment (§4.3 step 9, RFC 3986 §6.2.2-3). None when it is not an absolute http(s) URI."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+        return None
+    host = parts.hostname.lower()
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        host = f"{host}:{port}"
+    return scheme, host, parts.path or "/"
+
+
+class ReplayCache:
+    """The proofs one process has seen, to refuse a `jti` twice within the proof window.
+
+    Bounded: past `capacity` live entries the oldest is forgotten, so a flood can only make a
+    replay of a proof older than the flood possible, never refuse a fresh proof.
+    """
+
+    def __init__(self, capacity: int = 100_000, window: int = PROOF_MAX_AGE + 2 * PROOF_LEEWAY):
+        self._capacity = capacity
+        self._window = window
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def first_use(self, proof: Proof, now: datetime) -> bool:
+        """Record `proof`; False if its key already used its jti within the window."""
+        moment = int(now.timestamp())
+        while self._seen and next(iter(self._seen.values())) <= moment:
+            self._seen.popitem(last=False)
+        key = (proof.jkt, proof.jti)
+        if key in self._seen:
+            return False
+        self._seen[key] = moment + self._window
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return True
+
+
+def _parse(proof: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    if len(proof) > MAX_PROOF_LENGTH or not _COMPACT_JWS.fullmatch(proof):
+        raise InvalidDPoPProof("The DPoP proof is not a compact JWS.")
+    encoded_header, encoded_claims, encoded_signature = proof.split(".")
+    try:
+        header = json.loads(_unb64(encoded_header).decode("utf-8"))
+        claims = json.loads(_unb64(encoded_claims).decode("utf-8"))
+        signature = _unb64(encoded_signature)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidDPoPProof("The DPoP proof is not a compact JWS.") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise InvalidDPoPProof("The DPoP proof is not a compact JWS.")
+    return header, claims, f"{encoded_header}.{encoded_claims}".encode("ascii"), signature
+
+
+def _verify(algorithm: str, jwk: dict[str, Any], signing_input: bytes, signature: bytes) -> None:
+    if _PRIVATE_MEMBERS & jwk.keys():
+        raise InvalidDPoPProof("The DPoP proof's key is not a public key.")
+    if "alg" in jwk and jwk["alg"] != algorithm:
+        raise InvalidDPoPProof("The DPoP proof's key is for another algorithm.")
+    try:
+        if algorithm == "ES256" and jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
+            x, y = _coordinate(jwk["x"]), _coordinate(jwk["y"])
+            ec_key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+            if len(signature) != 64:
+                raise InvalidDPoPProof("The DPoP proof's signature is invalid.")
+            der = encode_dss_signature(
+                int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            )
+            ec_key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+        elif algorithm == "EdDSA" and jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
+            ed25519.Ed25519PublicKey.from_public_bytes(_unb64(jwk["x"])).verify(
+                signature, signing_input
+            )
+        elif algorithm in ("RS256", "PS256") and jwk.get("kty") == "RSA":
+            rsa_key = rsa.RSAPublicNumbers(
+                int.from_bytes(_unb64(jwk["e"]), "big"), int.from_bytes(_unb64(jwk["n"]), "big")
+            ).public_key()
+            if rsa_key.key_size < MIN_RSA_BITS:
+                raise InvalidDPoPProof("The DPoP proof's RSA key is too short.")
+            scheme: padding.AsymmetricPadding = (
+                padding.PKCS1v15()
+                if algorithm == "RS256"
+                else padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH)
+            )
+            rsa_key.verify(signature, signing_input, scheme, hashes.SHA256())
+        else:
+            raise InvalidDPoPProof("The DPoP proof's key does not fit its algorithm.")
+    except (InvalidSignature, ValueError, TypeError, KeyError, binascii.Error):
+        raise InvalidDPoPProof("The DPoP proof's signature is invalid.") from None
+
+
+def _coordinate(encoded: object) -> int:
+    raw = _unb64(encoded)
+    if len(raw) != 32:
+        raise ValueError("a P-256 coordinate is 32 bytes")
+    return int.from_bytes(raw, "big")
+
+
+def _unb64(encoded: object) -> bytes:
+    # Canonical base64url only: one proof, one spelling (as for our own tokens in jws.py).
+    if not isinstance(encoded, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", encoded):
+        raise ValueError("not base64url")
+    raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    if _b64(raw) != encoded:
+        raise ValueError("not canonical base64url")
+    return raw
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _is_integer(value: object) -> TypeGuard[int]:
+    # bool is a subclass of int; `"iat": true` must not pass as 1.
+    return isinstance(value, int) and not isinstance(value, bool)

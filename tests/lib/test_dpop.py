@@ -1,0 +1,332 @@
+"""tokenrota.dpop: DPoP proofs (RFC 9449) from our own forge and from an independent client
+(requests-oauth2client, on jwskate), and every refusal the OpenID conformance suite tries."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from jwskate import Jwk
+from requests_oauth2client import DPoPKey
+from tokenrota.dpop import (
+    Proof,
+    ReplayCache,
+    access_token_hash,
+    check_proof,
+    normalized_uri,
+    thumbprint,
+)
+from tokenrota.errors import InvalidDPoPProof, UseDPoPNonce
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+URL = "https://auth.example/oauth/token"
+ACCESS_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def integer(value: int, size: int | None = None) -> str:
+    return b64(value.to_bytes(size or (value.bit_length() + 7) // 8, "big"))
+
+
+class Signer:
+    """A private key and its public JWK, able to sign any header and claims."""
+
+    def __init__(self, alg: str, rsa_bits: int = 2048) -> None:
+        self.alg = alg
+        if alg == "ES256":
+            self.key: Any = ec.generate_private_key(ec.SECP256R1())
+            numbers = self.key.public_key().public_numbers()
+            self.jwk = {
+                "kty": "EC",
+                "crv": "P-256",
+                "x": integer(numbers.x, 32),
+                "y": integer(numbers.y, 32),
+            }
+            self.private = {**self.jwk, "d": integer(self.key.private_numbers().private_value, 32)}
+        elif alg == "EdDSA":
+            self.key = ed25519.Ed25519PrivateKey.generate()
+            raw = self.key.public_key().public_bytes_raw()
+            self.jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}
+            self.private = {**self.jwk, "d": b64(self.key.private_bytes_raw())}
+        else:
+            self.key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+            numbers = self.key.public_key().public_numbers()
+            self.jwk = {"kty": "RSA", "n": integer(numbers.n), "e": integer(numbers.e)}
+            self.private = {**self.jwk, "d": integer(self.key.private_numbers().d)}
+
+    def sign(self, header: dict[str, Any], claims: dict[str, Any], alg: str | None = None) -> str:
+        signing_input = ".".join(
+            b64(json.dumps(part).encode()) for part in (header, claims)
+        ).encode("ascii")
+        alg = alg or self.alg
+        if alg == "ES256":
+            r, s = decode_dss_signature(self.key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        elif alg == "EdDSA":
+            signature = self.key.sign(signing_input)
+        elif alg == "RS256":
+            signature = self.key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            pss = padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH)
+            signature = self.key.sign(signing_input, pss, hashes.SHA256())
+        return f"{signing_input.decode('ascii')}.{b64(signature)}"
+
+    def proof(self, header: dict[str, Any] | None = None, **claims: Any) -> str:
+        """A proof for POST URL at NOW; `header`/`claims` override (None removes a member)."""
+        full_header = {"typ": "dpop+jwt", "alg": self.alg, "jwk": self.jwk, **(header or {})}
+        full_claims = {"jti": str(uuid.uuid4()), "htm": "POST", "htu": URL, "iat": stamp(NOW)}
+        full_claims.update(claims)
+        return self.sign(
+            {k: v for k, v in full_header.items() if v is not None},
+            {k: v for k, v in full_claims.items() if v is not None},
+        )
+
+
+def stamp(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+@pytest.fixture(scope="module")
+def es256() -> Signer:
+    """A P-256 key for the refusal cases."""
+    return Signer("ES256")
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256", "PS256"])
+def test_a_proof_of_each_allowed_algorithm_is_accepted_with_its_thumbprint(alg: str) -> None:
+    """Each allowed algorithm verifies, and jkt is the RFC 7638 thumbprint jwskate computes."""
+    signer = Signer(alg)
+
+    proof = check_proof(signer.proof(), method="POST", url=URL, now=NOW)
+
+    assert proof.jkt == Jwk(signer.jwk).thumbprint()
+    assert proof.issued_at == stamp(NOW)
+
+
+def test_the_thumbprint_of_the_rfc_7638_example_key() -> None:
+    """RFC 7638 §3.1's RSA key has the thumbprint the RFC gives."""
+    jwk = {
+        "kty": "RSA",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tS"
+        "oc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0"
+        "_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4"
+        "vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+    }
+
+    assert thumbprint(jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256", "PS256", "EdDSA"])
+def test_proofs_made_by_requests_oauth2client_are_accepted(alg: str) -> None:
+    """An independent implementation's proofs (jwskate signs them) pass, ath and nonce included."""
+    key = DPoPKey.generate(alg=alg)
+    now = datetime.now(UTC)
+
+    proof = key.proof(htm="GET", htu="https://api.example/orders?page=2", ath=None, nonce="n-1")
+    bound = key.proof(htm="GET", htu="https://api.example/orders", ath=access_token_hash("tok"))
+
+    checked = check_proof(
+        str(proof), method="GET", url="https://api.example/orders", now=now, nonce="n-1"
+    )
+    assert checked.jkt == key.private_key.public_jwk().thumbprint()
+    check_proof(
+        str(bound), method="GET", url="https://api.example/orders", now=now, access_token="tok"
+    )
+
+
+def refused(proof: str, **overrides: Any) -> InvalidDPoPProof:
+    arguments: dict[str, Any] = {"method": "POST", "url": URL, "now": NOW, **overrides}
+    with pytest.raises(InvalidDPoPProof) as raised:
+        check_proof(proof, **arguments)
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"typ": "JWT"},
+        {"typ": None},
+        {"alg": None},
+        {"alg": "none"},
+        {"alg": "HS256"},
+        {"alg": "RS256"},  # an EC key under an RSA algorithm
+        {"alg": "ES384"},
+        {"jwk": None},
+        {"jwk": "not an object"},
+    ],
+    ids=lambda header: ",".join(f"{k}={v}" for k, v in header.items()),
+)
+def test_a_proof_with_a_bad_header_is_refused(es256: Signer, header: dict[str, Any]) -> None:
+    """Wrong typ, a missing, symmetric or unlisted alg, or no jwk: invalid_dpop_proof."""
+    error = refused(es256.proof(header))
+
+    assert error.code == "invalid_dpop_proof"
+
+
+def test_a_private_key_in_the_jwk_is_refused(es256: Signer) -> None:
+    """A jwk carrying `d` leaked its private key; the proof is refused however well signed."""
+    refused(es256.proof({"jwk": es256.private}))
+
+
+def test_an_rsa_key_under_2048_bits_is_refused() -> None:
+    """A 1024-bit RSA key signs a valid proof, refused for its size."""
+    weak = Signer("RS256", rsa_bits=1024)
+
+    assert "short" in refused(weak.proof()).description
+
+
+def test_a_key_whose_jwk_names_another_algorithm_is_refused(es256: Signer) -> None:
+    """`jwk.alg` must agree with the header's alg."""
+    refused(es256.proof({"jwk": {**es256.jwk, "alg": "ES384"}}))
+
+
+def test_a_bad_signature_is_refused(es256: Signer) -> None:
+    """A proof signed by one key but carrying another's jwk."""
+    other = Signer("ES256")
+
+    refused(
+        es256.sign(
+            {"typ": "dpop+jwt", "alg": "ES256", "jwk": other.jwk},
+            {"jti": "a", "htm": "POST", "htu": URL, "iat": stamp(NOW)},
+        )
+    )
+
+
+def test_a_tampered_claim_breaks_the_signature(es256: Signer) -> None:
+    """Changing htm after signing is a bad signature, not an accepted proof for GET."""
+    header, claims, signature = es256.proof().split(".")
+    forged = json.loads(base64.urlsafe_b64decode(claims + "=="))
+    forged["htm"] = "GET"
+
+    refused(f"{header}.{b64(json.dumps(forged).encode())}.{signature}", method="GET")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"jti": None},
+        {"jti": ""},
+        {"jti": "x" * 257},
+        {"jti": 7},
+        {"htm": "GET"},
+        {"htm": None},
+        {"htu": "https://auth.example/oauth/revoke"},
+        {"htu": "https://evil.example/oauth/token"},
+        {"htu": "http://auth.example/oauth/token"},
+        {"htu": "https://auth.example:8443/oauth/token"},
+        {"htu": "/oauth/token"},
+        {"htu": None},
+        {"iat": None},
+        {"iat": "1796644800"},
+        {"iat": True},
+        {"iat": stamp(NOW - timedelta(seconds=66))},
+        {"iat": stamp(NOW + timedelta(seconds=6))},
+    ],
+    ids=lambda claims: ",".join(f"{k}={v}" for k, v in claims.items())[:60],
+)
+def test_a_proof_with_a_bad_claim_is_refused(es256: Signer, claims: dict[str, Any]) -> None:
+    """Missing or malformed jti; another method or URI; iat absent, mistyped, old or future."""
+    refused(es256.proof(**claims))
+
+
+def test_iat_at_the_edges_of_the_window_is_accepted(es256: Signer) -> None:
+    """Up to max_age + leeway in the past and leeway in the future (60 s and 5 s)."""
+    for moment in (NOW - timedelta(seconds=65), NOW + timedelta(seconds=5)):
+        check_proof(es256.proof(iat=stamp(moment)), method="POST", url=URL, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "htu",
+    [
+        "HTTPS://Auth.Example/oauth/token",
+        "https://auth.example:443/oauth/token",
+        "https://auth.example/oauth/token?x=1",
+        "https://auth.example/oauth/token#frag",
+    ],
+)
+def test_htu_is_compared_after_normalisation(es256: Signer, htu: str) -> None:
+    """Scheme and host case, the default port, query and fragment do not matter (§4.3 step 9)."""
+    check_proof(es256.proof(htu=htu), method="POST", url=URL, now=NOW)
+
+
+def test_normalized_uri_refuses_what_is_not_an_absolute_http_uri() -> None:
+    """Relative, userinfo, other schemes and bad ports normalise to nothing."""
+    for uri in ("/token", "ftp://a.example/x", "https://u@a.example/x", "https://a.example:x/"):
+        assert normalized_uri(uri) is None
+
+
+def test_ath_must_be_the_hash_of_the_access_token(es256: Signer) -> None:
+    """At a resource: a missing ath, or one for another token, is refused."""
+    good = es256.proof(ath=access_token_hash(ACCESS_TOKEN))
+
+    check_proof(good, method="POST", url=URL, now=NOW, access_token=ACCESS_TOKEN)
+    refused(es256.proof(), access_token=ACCESS_TOKEN)
+    refused(es256.proof(ath=access_token_hash(ACCESS_TOKEN + "x")), access_token=ACCESS_TOKEN)
+
+
+def test_a_missing_or_stale_nonce_asks_for_the_nonce(es256: Signer) -> None:
+    """use_dpop_nonce, a kind of invalid_dpop_proof, when the nonce is absent or old."""
+    for proof in (es256.proof(), es256.proof(nonce="old")):
+        with pytest.raises(UseDPoPNonce):
+            check_proof(proof, method="POST", url=URL, now=NOW, nonce="current")
+
+    check_proof(es256.proof(nonce="current"), method="POST", url=URL, now=NOW, nonce="current")
+
+
+@pytest.mark.parametrize(
+    "proof",
+    [
+        "",
+        "a.b",
+        "a.b.c.d",
+        "eyJ0eXAiOiJkcG9wK2p3dCJ9.e30.",
+        "eyJ0eXAiOiJkcG9wK2p3dCJ9=.e30.AA",
+        "W10.e30.AA",  # a header that is a JSON array
+        "x" * 9000,
+    ],
+)
+def test_what_is_not_a_compact_jws_is_refused(proof: str) -> None:
+    """Empty, short, long, padded or non-object segments."""
+    refused(proof)
+
+
+def test_non_canonical_base64_in_the_key_is_refused(es256: Signer) -> None:
+    """A coordinate with stray trailing bits has two spellings; refused."""
+    x = es256.jwk["x"]
+    twisted = x[:-1] + ("B" if x[-1] == "A" else "A")
+
+    refused(es256.proof({"jwk": {**es256.jwk, "x": twisted}}))
+
+
+def test_the_replay_cache_refuses_a_jti_twice_within_its_window() -> None:
+    """Once per (key, jti) while the window lasts; another key's same jti is its own."""
+    cache = ReplayCache(window=70)
+    proof = Proof(jkt="k1", jti="j", issued_at=stamp(NOW))
+
+    assert cache.first_use(proof, NOW)
+    assert not cache.first_use(proof, NOW + timedelta(seconds=69))
+    assert cache.first_use(Proof(jkt="k2", jti="j", issued_at=stamp(NOW)), NOW)
+    assert cache.first_use(proof, NOW + timedelta(seconds=71))
+
+
+def test_the_replay_cache_stays_within_its_capacity() -> None:
+    """Past its capacity it forgets the oldest entry rather than refusing fresh proofs."""
+    cache = ReplayCache(capacity=3, window=70)
+    proofs = [Proof(jkt="k", jti=str(n), issued_at=0) for n in range(5)]
+
+    assert all(cache.first_use(proof, NOW) for proof in proofs)
+    assert cache.first_use(proofs[0], NOW)
+    assert not cache.first_use(proofs[4], NOW)
