@@ -9,6 +9,7 @@ through here, so a client meets one convention wherever it sends a token:
     valid, but without a needed scope  403 insufficient_scope  Bearer error="insufficient_scope",
                                                                    ..., scope="..."
     keys or service cannot be asked    503 unavailable         (no challenge)
+    a DPoP proof that fails (RFC 9449) 401 invalid_dpop_proof  DPoP error="invalid_dpop_proof", ...
 
 Every challenge after bare `Bearer` carries `error_description`, the body's text.
 
@@ -27,6 +28,7 @@ from starlette.responses import JSONResponse
 
 from tokenrota.errors import (
     InsufficientScope,
+    InvalidDPoPProof,
     InvalidToken,
     MissingToken,
     ServiceError,
@@ -38,8 +40,11 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     MissingToken: 401,
     InvalidToken: 403,
     InsufficientScope: 403,
+    InvalidDPoPProof: 401,
     Unavailable: 503,
 }
+# What a resource server accepts in a DPoP proof; the `algs` of its DPoP challenge.
+DPOP_ALGORITHMS = "ES256 EdDSA RS256 PS256"
 
 # RFC 6750 §3: error_description is limited to these characters (no quote, no backslash).
 _UNQUOTABLE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
@@ -64,23 +69,54 @@ def bearer_token(headers: Headers) -> str:
     return token
 
 
-def challenge(error: MissingToken | InvalidToken | InsufficientScope) -> str:
-    """The `WWW-Authenticate` value for a refusal: bare `Bearer` when no token was presented."""
+def authorization(headers: Headers) -> tuple[str, str]:
+    """The scheme (`bearer` or `dpop`, RFC 9449 §7.1) and token of the one `Authorization` header.
+
+    Raises as `bearer_token` does; a DPoP token is read with the same strictness.
+    """
+    values = headers.getlist("authorization")
+    if len(values) == 1 and values[0][:5].lower() == "dpop ":
+        token = values[0][5:]
+        if not token or token != token.strip() or " " in token:
+            raise InvalidToken()
+        return "dpop", token
+    return "bearer", bearer_token(headers)
+
+
+def challenge(
+    error: MissingToken | InvalidToken | InsufficientScope | InvalidDPoPProof,
+    scheme: str = "bearer",
+) -> str:
+    """The `WWW-Authenticate` value for a refusal: bare `Bearer` when no token was presented.
+
+    A request made with the DPoP scheme, or refused for its proof, is answered in DPoP's terms.
+    """
     if isinstance(error, MissingToken):
         return "Bearer"
-    # token_expired is an invalid_token to RFC 6750; the body says which.
-    code = "insufficient_scope" if isinstance(error, InsufficientScope) else "invalid_token"
-    value = f'Bearer error="{code}", error_description="{_quotable(error.description)}"'
+    if isinstance(error, InvalidDPoPProof):
+        code, scheme = error.code, "dpop"
+    elif isinstance(error, InsufficientScope):
+        code = "insufficient_scope"
+    else:
+        # token_expired is an invalid_token to RFC 6750; the body says which.
+        code = "invalid_token"
+    name = "DPoP" if scheme == "dpop" else "Bearer"
+    value = f'{name} error="{code}", error_description="{_quotable(error.description)}"'
     if isinstance(error, InsufficientScope) and error.scopes:
         value += f', scope="{_quotable(" ".join(error.scopes))}"'
+    if scheme == "dpop":
+        value += f', algs="{DPOP_ALGORITHMS}"'
     return value
 
 
-def refusal(error: MissingToken | InvalidToken | InsufficientScope | Unavailable) -> JSONResponse:
-    """The JSON answer to a refused bearer request, with its status and challenge."""
+def refusal(
+    error: MissingToken | InvalidToken | InsufficientScope | InvalidDPoPProof | Unavailable,
+    scheme: str = "bearer",
+) -> JSONResponse:
+    """The JSON answer to a refused request, with its status and challenge."""
     headers = {"Cache-Control": "no-store"}
     if not isinstance(error, Unavailable):
-        headers["WWW-Authenticate"] = challenge(error)
+        headers["WWW-Authenticate"] = challenge(error, scheme)
     status = next(STATUS_BY_ERROR[kind] for kind in type(error).__mro__ if kind in STATUS_BY_ERROR)
     return JSONResponse(
         {"error": error.code, "error_description": error.description},

@@ -32,6 +32,8 @@ class AccessClaims:
     email: str | None = None
     client_id: str | None = None
     roles: tuple[str, ...] = ()
+    # RFC 9449 §6.1: the thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
+    confirmation_jkt: str | None = None
 
 
 def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
@@ -53,6 +55,11 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         raise InvalidToken()
     if roles and not is_user_token:
         raise InvalidToken()
+    confirmation = claims.get("cnf")
+    if confirmation is not None and not (
+        isinstance(confirmation, dict) and isinstance(confirmation.get("jkt"), str)
+    ):
+        raise InvalidToken()
     return AccessClaims(
         subject=claims["sub"],
         session_id=session_id,
@@ -63,4 +70,5 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         email=email,
         client_id=client_id,
         roles=tuple(roles),
+        confirmation_jkt=confirmation["jkt"] if confirmation else None,
     )

@@ -19,6 +19,11 @@ about the routes), except on the paths it is told are public. Scopes are per rou
 missing_token, 403 token_expired or invalid_token, 403 insufficient_scope, 503 when the keys or
 the introspection endpoint cannot be reached; always with `WWW-Authenticate: Bearer ...`.
 
+DPoP-bound tokens (RFC 9449; `cnf.jkt` in the token) are accepted as `Authorization: DPoP` with
+a `DPoP` proof by their key (`tokenrota.dpop`: signature, method, URL, age, `ath`, and a `jti` not
+seen before by this verifier); as a plain bearer they are refused (403 invalid_token), and a bad
+proof is 401 with `WWW-Authenticate: DPoP error="invalid_dpop_proof"`.
+
 Revoked sessions and client tokens: pass `revocations=RevocationFollower(...)`
 (tokenrota.revocations), which follows the service's revocation feed in the background; their
 tokens are then refused with 403 invalid_token ("session_revoked: ...") within about a second,
@@ -46,11 +51,17 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tokenrota import jws
-from tokenrota.bearer import bearer_token, refusal
+from tokenrota import dpop, jws
+from tokenrota.bearer import authorization, refusal
 from tokenrota.claims import ACCESS_TOKEN_TYPE, AccessClaims, access_claims_of
 from tokenrota.clock import Clock, Monotonic, monotonic, utc_now
-from tokenrota.errors import InsufficientScope, InvalidToken, MissingToken, Unavailable
+from tokenrota.errors import (
+    InsufficientScope,
+    InvalidDPoPProof,
+    InvalidToken,
+    MissingToken,
+    Unavailable,
+)
 from tokenrota.jwks import JwksKeys
 from tokenrota.revocations import RevocationFollower
 
@@ -136,6 +147,7 @@ class TokenVerifier:
         self._revocations = revocations
         self._issuer, self._audience = issuer, audience
         self._leeway, self._max_lifetime, self._clock = leeway, max_lifetime, clock
+        self._proofs_seen = dpop.ReplayCache()
 
     def __repr__(self) -> str:
         return f"TokenVerifier(issuer={self._issuer!r}, audience={self._audience!r})"
@@ -162,6 +174,36 @@ class TokenVerifier:
         if self._introspection is not None and not await self._introspection.is_active(token):
             raise InvalidToken()
         return access
+
+    async def verify_request(
+        self, scheme: str, token: str, *, method: str, url: str, proof: str | None
+    ) -> AccessClaims:
+        """The claims of a request's token, with its DPoP proof checked when it is bound.
+
+        `scheme` is `bearer` or `dpop` (from `tokenrota.bearer.authorization`), `proof` the one
+        `DPoP` header, if any. A bound token needs the DPoP scheme and a proof by its key; an
+        unbound token is refused under the DPoP scheme (RFC 9449 §7.1). Raises as `verify` does,
+        and `InvalidDPoPProof`.
+        """
+        checked = None
+        if scheme == "dpop":
+            if proof is None:
+                raise InvalidDPoPProof("A DPoP proof is required.")
+            checked = dpop.check_proof(
+                proof, method=method, url=url, now=self._clock(), access_token=token
+            )
+        claims = await self.verify(token)
+        if checked is None:
+            if claims.confirmation_jkt is not None:
+                raise InvalidToken("A DPoP-bound token needs its proof.")
+            return claims
+        if claims.confirmation_jkt is None:
+            raise InvalidToken("The token is not DPoP-bound.")
+        if checked.jkt != claims.confirmation_jkt:
+            raise InvalidDPoPProof("The DPoP proof is by another key than the token's.")
+        if not self._proofs_seen.first_use(checked, self._clock()):
+            raise InvalidDPoPProof("The DPoP proof was used before.")
+        return claims
 
 
 class TokenUser(BaseUser):
@@ -191,9 +233,16 @@ class BearerMiddleware:
     refused there too, so a client learns that it must refresh.
     """
 
-    def __init__(self, app: ASGIApp, verifier: TokenVerifier, public: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: TokenVerifier,
+        public: Iterable[str] = (),
+        base_url: str | None = None,
+    ) -> None:
         paths = _public_paths(public)
         self._app, self._verifier = app, verifier
+        self._base_url = base_url.rstrip("/") if base_url else None
         self._exact = frozenset(path for path in paths if not path.endswith("/"))
         self._prefixes = tuple(path for path in paths if path.endswith("/"))
 
@@ -201,10 +250,12 @@ class BearerMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self._app(scope, receive, send)
             return
+        headers = Headers(scope=scope)
         try:
-            scope["auth"], scope["user"] = await self._authenticate(scope)
-        except (MissingToken, InvalidToken, Unavailable) as error:
-            response = refusal(error)
+            scope["auth"], scope["user"] = await self._authenticate(scope, headers)
+        except (MissingToken, InvalidToken, InvalidDPoPProof, Unavailable) as error:
+            scheme = "dpop" if headers.get("authorization", "")[:5].lower() == "dpop " else "bearer"
+            response = refusal(error, scheme)
             if scope["type"] == "http" or "websocket.http.response" in scope.get("extensions", {}):
                 await response(scope, receive, send)
             else:
@@ -214,30 +265,55 @@ class BearerMiddleware:
             return
         await self._app(scope, receive, send)
 
-    async def _authenticate(self, scope: Scope) -> tuple[AuthCredentials, BaseUser]:
+    async def _authenticate(
+        self, scope: Scope, headers: Headers
+    ) -> tuple[AuthCredentials, BaseUser]:
         try:
-            token = bearer_token(Headers(scope=scope))
+            scheme, token = authorization(headers)
         except MissingToken:
             if self.is_public(_route_path(scope)):
                 return AuthCredentials(), UnauthenticatedUser()
             raise
-        claims = await self._verifier.verify(token)
+        proofs = headers.getlist("dpop")
+        if len(proofs) > 1:
+            raise InvalidDPoPProof("Send one DPoP proof.")
+        claims = await self._verifier.verify_request(
+            scheme,
+            token,
+            method=scope.get("method", "GET"),
+            url=self._request_url(scope),
+            proof=proofs[0] if proofs else None,
+        )
         return AuthCredentials(claims.scope.split()), TokenUser(claims)
+
+    def _request_url(self, scope: Scope) -> str:
+        """The URL a client names in a proof's `htu`: `base_url` and the path when a proxy
+        stands in front, else what the request says (its scheme and Host)."""
+        if self._base_url is None:
+            return str(HTTPConnection(scope).url)
+        return self._base_url + str(scope["path"])
 
     def is_public(self, path: str) -> bool:
         """Whether `path` (relative to the app's root path) is served without a token."""
         return path in self._exact or path.startswith(self._prefixes)
 
 
-def protect(verifier: TokenVerifier, *, public: Iterable[str] = ()) -> Middleware:
+def protect(
+    verifier: TokenVerifier, *, public: Iterable[str] = (), base_url: str | None = None
+) -> Middleware:
     """The middleware that refuses every request of an app without a valid token of `verifier`.
 
     `public` lists what is served without a token: an exact path ("/healthz"), or a prefix when
     the entry ends in "/" ("/docs/" opens "/docs/" and everything under it, not "/docs"). Paths
     are compared as Starlette routes them: decoded, case-sensitive, relative to the app's
     `root_path`. Raises `ValueError` for an entry that does not start with "/".
+
+    `base_url` is the app's URL as clients call it (`https://api.example`), for DPoP proofs when
+    a proxy changes the scheme or host the app sees.
     """
-    return Middleware(BearerMiddleware, verifier=verifier, public=_public_paths(public))
+    return Middleware(
+        BearerMiddleware, verifier=verifier, public=_public_paths(public), base_url=base_url
+    )
 
 
 def requires_scope(
