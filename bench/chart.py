@@ -10,15 +10,13 @@ switches background and ink together, so it reads on GitHub's light and dark the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from xml.sax.saxutils import escape
 
+from bench.results import Measure, Recorded, load
+
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "bench" / "results.json"
 CHART = ROOT / "docs" / "benchmarks.svg"
 PAGE = ROOT / "docs" / "benchmarks.md"
 TABLE_START = "<!-- summary table: drawn by python -m bench.chart from bench/results.json -->"
@@ -57,87 +55,6 @@ FOOTNOTE = (
     "One 2-core machine, Postgres and the load generator on the same cores. "
     "Data: bench/results.json.",
 )
-
-
-@dataclass(frozen=True)
-class Run:
-    """One recorded run: its name in the method notes, its date and how it was made."""
-
-    name: str
-    date: str
-    command: str
-    conditions: str
-    notes: str  # where the run is written up, as a link from docs/
-
-
-@dataclass(frozen=True)
-class Result:
-    """One run's numbers for a measure; `ratio` is (median, lowest, highest) over its rounds."""
-
-    run: str
-    ours: float
-    prototype: float | None
-    ratio: tuple[float, float, float] | None
-
-
-@dataclass(frozen=True)
-class Measure:
-    """A route measured one way (one at a time, under load ...), in every run that did."""
-
-    route: str
-    measure: str
-    unit: str
-    results: tuple[Result, ...]
-
-    @property
-    def beside_prototype(self) -> tuple[Result, ...]:
-        return tuple(result for result in self.results if result.ratio is not None)
-
-
-@dataclass(frozen=True)
-class Recorded:
-    runs: tuple[Run, ...]
-    measures: tuple[Measure, ...]
-
-    def run(self, name: str) -> Run:
-        return next(run for run in self.runs if run.name == name)
-
-
-def load(path: Path = DATA) -> Recorded:
-    """The recorded runs in `path`; ValueError names the first thing missing or unknown."""
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    try:
-        runs = tuple(
-            Run(**{key: str(run[key]) for key in Run.__annotations__}) for run in raw["runs"]
-        )
-        measures = tuple(_measure(measure) for measure in raw["measures"])
-    except (KeyError, TypeError) as missing:
-        raise ValueError(f"{path.name}: missing or malformed {missing}") from missing
-    names = {run.name for run in runs}
-    for measure in measures:
-        for result in measure.results:
-            if result.run not in names:
-                raise ValueError(
-                    f"{path.name}: {measure.route} names an unknown run {result.run!r}"
-                )
-    return Recorded(runs, measures)
-
-
-def _measure(raw: dict[str, Any]) -> Measure:
-    results = []
-    for result in raw["results"]:
-        ratio = result.get("ratio")
-        results.append(
-            Result(
-                run=str(result["run"]),
-                ours=float(result["ours"]),
-                prototype=float(result["prototype"]) if "prototype" in result else None,
-                ratio=(float(ratio[0]), float(ratio[1]), float(ratio[2])) if ratio else None,
-            )
-        )
-    if not results:
-        raise KeyError("results")
-    return Measure(str(raw["route"]), str(raw["measure"]), str(raw["unit"]), tuple(results))
 
 
 def number(value: float, unit: str) -> str:

@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from bench import chart
+from bench import chart, results
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -90,21 +90,33 @@ def test_every_recorded_run_has_a_name_and_a_date() -> None:
 
 def test_a_result_of_an_unknown_run_is_refused(tmp_path: Path) -> None:
     """Loading data whose result names a run that is not recorded raises ValueError."""
-    data = json.loads(chart.DATA.read_text(encoding="utf-8"))
+    data = json.loads(results.DATA.read_text(encoding="utf-8"))
     data["measures"][0]["results"][0]["run"] = "Z"
     path = tmp_path / "results.json"
     path.write_text(json.dumps(data), encoding="utf-8")
 
     with pytest.raises(ValueError, match="unknown run 'Z'"):
-        chart.load(path)
+        results.load(path)
 
 
 def test_a_run_without_a_date_is_refused(tmp_path: Path) -> None:
     """A run recorded without its date raises ValueError naming what is missing."""
-    data = json.loads(chart.DATA.read_text(encoding="utf-8"))
+    data = json.loads(results.DATA.read_text(encoding="utf-8"))
     del data["runs"][0]["date"]
     path = tmp_path / "results.json"
     path.write_text(json.dumps(data), encoding="utf-8")
 
     with pytest.raises(ValueError, match="'date'"):
-        chart.load(path)
+        results.load(path)
+
+
+def test_a_ratio_without_the_prototypes_number_is_refused(tmp_path: Path) -> None:
+    """A result giving a ratio over the prototype but not the prototype's number raises
+    ValueError: the chart would print a ratio it cannot show the numbers of."""
+    data = json.loads(results.DATA.read_text(encoding="utf-8"))
+    del data["measures"][1]["results"][0]["prototype"]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+    with pytest.raises(ValueError, match="'prototype'"):
+        results.load(path)
