@@ -202,9 +202,9 @@ def log_info(logger: logging.Logger, message: str, fields: Mapping[str, object])
     When the one place that record would go is the JSON handler of `configure_logging`, the
     line is rendered and written straight to its stream, the same line its formatter would
     write, without logging's record, caller lookup and handler chain: they were most of the
-    access line's cost, itself a tenth of a cheap request's CPU (docs/benchmarks.md). Any other
-    handler or filter on the way (a test's capture, a deployment's own set-up) gets the record
-    through `logging` as before.
+    access line's cost, itself a tenth of a cheap request's CPU (docs/benchmarks-method.md).
+    Any other handler or filter on the way (a test's capture, a deployment's own set-up) gets
+    the record through `logging` as before.
     """
     handler = _sole_json_handler(logger)
     if handler is None:

@@ -63,7 +63,7 @@ def freeze_start_up_objects() -> None:
 
     Those objects (modules, routes, the libraries' tables) live as long as the process, yet
     each full collection walks them all again, in the middle of some request: under load that
-    pause was a share of /profile's p99 (docs/benchmarks.md). Call once per serving process,
+    pause was a share of /profile's p99 (docs/benchmarks-method.md). Call once per serving process,
     after the app is built; objects made later are collected as before.
     """
     gc.collect()

@@ -89,9 +89,10 @@ class FirstComeFirstServed:
     leaves the connection in the queue: a request that asks before that acquirer has run takes
     it, and the acquirer waits again, at the end of the line. Under load a few requests lost
     that race again and again, and their wait for a connection was most of /profile's p99 at 32
-    connections (docs/benchmarks.md). Here a released connection goes straight to the first in
-    line, and whoever comes later waits behind everyone already waiting. Among idle connections
-    the one used last goes first, a live one before one still to be opened, as in asyncpg.
+    connections (docs/benchmarks-method.md). Here a released connection goes straight to the
+    first in line, and whoever comes later waits behind everyone already waiting. Among idle
+    connections the one used last goes first, a live one before one still to be opened, as in
+    asyncpg.
 
     Quacks like the queue asyncpg 0.32's pool uses (`get`, `put_nowait`,
     `get_disconnected_nowait`); its items are the pool's connection holders.
