@@ -21,6 +21,7 @@ from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.db import purge
 from tokenrota_server.db.pool import CONNECTION_ERRORS, open_pool
+from tokenrota_server.dpop import ProofChecker
 from tokenrota_server.errors import ServiceError, Unavailable
 from tokenrota_server.http import (
     accounts as accounts_routes,
@@ -111,6 +112,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 codec=codec,
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
+                proofs=ProofChecker(settings.public_base_url),
                 accounts=Accounts(settings, passwords),
                 recovery=Recovery(settings, passwords, outbox),
                 feed=feed,

@@ -22,6 +22,7 @@
     ├── AlreadyVerified          already_verified
     ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
     ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
+    ├── InvalidDPoPProof         invalid_dpop_proof: a DPoP proof at the token endpoint fails (400)
     └── Unavailable              unavailable: the database cannot be reached
         └── Overloaded           unavailable: too many checks or new secrets wait for argon2
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 from tokenrota.errors import (
     ConfigError,
+    InvalidDPoPProof,
     InvalidToken,
     MissingToken,
     ServiceError,
@@ -50,6 +52,7 @@ __all__ = [
     "InvalidAccountToken",
     "InvalidClient",
     "InvalidCredentials",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidInput",
     "InvalidScope",

@@ -226,9 +226,10 @@ class AuthorizationServer:
     # -- grants -------------------------------------------------------------------------------
 
     def client_credentials(
-        self, client: Client, requested_scope: str | None, now: datetime
+        self, client: Client, requested_scope: str | None, now: datetime, jkt: str | None = None
     ) -> dict[str, Any]:
-        """An access token for the client itself (RFC 6749 §4.4); no refresh token."""
+        """An access token for the client itself (RFC 6749 §4.4); no refresh token. Bound to
+        the DPoP key `jkt` when the request carried a proof (`token_type` DPoP)."""
         if requested_scope is None:
             scopes = client.scopes
         else:
@@ -237,12 +238,12 @@ class AuthorizationServer:
                 raise InvalidScope()
         scope = " ".join(scopes)
         token, claims = self._codec.mint_access(
-            subject=client.client_id, client_id=client.client_id, scope=scope, now=now
+            subject=client.client_id, client_id=client.client_id, scope=scope, now=now, jkt=jkt
         )
         telemetry.record(issued=Grant.CLIENT_CREDENTIALS)
         return {
             "access_token": token,
-            "token_type": "Bearer",
+            "token_type": "Bearer" if jkt is None else "DPoP",
             "expires_in": claims.expires_at - int(now.timestamp()),
             "scope": scope,
         }
@@ -351,12 +352,16 @@ class AuthorizationServer:
         return user is not None
 
     def _describe_access(self, claims: AccessClaims) -> dict[str, Any]:
-        body: dict[str, Any] = {"active": True, "token_type": "Bearer", "scope": claims.scope}
+        # RFC 9449 §6.2: a bound token is a DPoP token, and its key is named for the asker.
+        kind = "Bearer" if claims.confirmation_jkt is None else "DPoP"
+        body: dict[str, Any] = {"active": True, "token_type": kind, "scope": claims.scope}
         if claims.client_id is not None:
             body["client_id"] = claims.client_id
         body.update(self._common(claims.subject, claims.issued_at, claims.expires_at, claims.jti))
         if claims.session_id is not None:
             body["sid"] = claims.session_id
+        if claims.confirmation_jkt is not None:
+            body["cnf"] = {"jkt": claims.confirmation_jkt}
         return body
 
     def _describe_refresh(self, claims: RefreshClaims) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from tokenrota.clock import Clock
 from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
+from tokenrota_server.dpop import ProofChecker
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.recovery import Recovery
 from tokenrota_server.revocations import FeedSignal
@@ -24,6 +25,7 @@ class AppState(TypedDict):
     codec: TokenCodec
     clock: Clock
     oauth: AuthorizationServer
+    proofs: ProofChecker
     accounts: Accounts
     recovery: Recovery
     feed: FeedSignal

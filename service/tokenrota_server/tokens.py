@@ -103,9 +103,10 @@ class TokenCodec:
         client_id: str | None = None,
         ttl: int | None = None,
         roles: tuple[str, ...] = (),
+        jkt: str | None = None,
     ) -> tuple[str, AccessClaims]:
         """Sign a new access token; a user token has `session_id`, `email` and `roles`, a
-        client's none of them."""
+        client's none of them. With `jkt` it is bound to that DPoP key (`cnf`, RFC 9449 §6)."""
         issued_at = int(now.timestamp())
         claims = AccessClaims(
             subject=subject,
@@ -117,6 +118,7 @@ class TokenCodec:
             email=email,
             client_id=client_id,
             roles=roles,
+            confirmation_jkt=jkt,
         )
         payload: dict[str, Any] = {"iss": self._issuer, "aud": self._audience, "sub": subject}
         if session_id is not None:
@@ -129,6 +131,8 @@ class TokenCodec:
         payload["scope"] = scope
         if session_id is not None:
             payload["roles"] = list(roles)
+        if jkt is not None:
+            payload["cnf"] = {"jkt": jkt}
         if self._key_ring is not None:
             signing = self._key_ring.signing
             header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}

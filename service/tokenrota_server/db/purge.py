@@ -3,7 +3,7 @@ their `expires_at`, login-throttle counters whose window is over, revocations of
 access tokens that no longer verify anyway, reset and verification tokens a day after they
 stopped being usable (expired, used or superseded), and outbox messages a day after they were
 sent or given up (a day: long enough to look into a complaint, short enough to keep little),
-and audit events older than `AUDIT_RETENTION`.
+audit events older than `AUDIT_RETENTION`, and DPoP proofs past their window.
 
 Deletes run in batches of `PURGE_BATCH_SIZE` rows per table, each batch its own short
 transaction, so a purge never holds many row locks or a long transaction. Each batch first takes
@@ -24,7 +24,7 @@ import asyncpg
 from tokenrota.clock import Clock
 
 from tokenrota_server.config import Settings
-from tokenrota_server.db import audit
+from tokenrota_server.db import audit, dpop_proofs
 from tokenrota_server.db.pool import CONNECTION_ERRORS, Connection, rows_affected
 
 logger = logging.getLogger("tokenrota.purge")
@@ -47,6 +47,7 @@ class PurgeBatch:
     mail_messages: int = 0
     audit_events: int = 0
     revocations: int = 0
+    dpop_proofs: int = 0
 
     @property
     def total(self) -> int:
@@ -59,6 +60,7 @@ class PurgeBatch:
             + self.mail_messages
             + self.audit_events
             + self.revocations
+            + self.dpop_proofs
         )
 
 
@@ -128,6 +130,7 @@ async def delete_expired_batch(
         now - timedelta(seconds=leeway),
         batch_size,
     )
+    proofs = await dpop_proofs.delete_expired(connection, now=now, batch_size=batch_size)
     return PurgeBatch(
         refresh_tokens=rows_affected(tokens),
         sessions=rows_affected(sessions),
@@ -137,6 +140,7 @@ async def delete_expired_batch(
         mail_messages=rows_affected(mail),
         audit_events=audit_events,
         revocations=rows_affected(feed),
+        dpop_proofs=proofs,
     )
 
 

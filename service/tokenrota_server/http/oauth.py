@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from tokenrota.dpop import ALGORITHMS
 
 from tokenrota_server import telemetry
 from tokenrota_server.db.oauth_clients import Client
@@ -59,7 +60,12 @@ async def token(request: Request[AppState]) -> Response:
         client = await oauth.authenticate(
             pool, presented, ip=remote_address(request, state["settings"]), now=now
         )
-        return token_response(oauth.client_credentials(client, form.get("scope"), now))
+        # After the client is known, so a stranger's proofs are never recorded.
+        proof = await state["proofs"].accept(
+            pool, request.headers.getlist("dpop"), method="POST", path="/oauth/token", now=now
+        )
+        jkt = proof.jkt if proof is not None else None
+        return token_response(oauth.client_credentials(client, form.get("scope"), now, jkt))
 
     # Every refusal of a refresh grant counts as an invalid refresh; success records its kind.
     telemetry.record(refresh=RefreshOutcome.INVALID)
@@ -116,6 +122,7 @@ async def metadata(request: Request[AppState]) -> Response:
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint": f"{base}/oauth/introspect",
         "introspection_endpoint_auth_methods_supported": auth_methods,
+        "dpop_signing_alg_values_supported": list(ALGORITHMS),
     }
     if request.state["codec"].jwks() is not None:
         body["jwks_uri"] = f"{base}/.well-known/jwks.json"

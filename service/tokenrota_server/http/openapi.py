@@ -118,7 +118,8 @@ SCHEMAS: dict[str, Any] = {
         "required": ["access_token", "token_type", "expires_in"],
         "properties": {
             "access_token": _string,
-            "token_type": {"type": "string", "const": "Bearer"},
+            # DPoP when a client_credentials request carried a proof (RFC 9449 §5).
+            "token_type": {"type": "string", "enum": ["Bearer", "DPoP"]},
             "expires_in": {"type": "integer"},
             "scope": _string,
             "refresh_token": _string,

@@ -309,6 +309,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "tags": ["oauth"],
         "summary": "OAuth 2.0 token endpoint: client_credentials and refresh_token grants",
         "security": CLIENT_AUTH,
+        "parameters": [
+            {
+                "name": "DPoP",
+                "in": "header",
+                "required": False,
+                "description": "An RFC 9449 proof: a client_credentials token is then bound to"
+                " its key (`cnf.jkt`, token_type DPoP).",
+                "schema": {"type": "string"},
+            }
+        ],
         "requestBody": form_body(ref("TokenRequest")),
         "responses": {
             200: ok("RFC 6749 §5.1 token response.", ref("OAuthTokenResponse"), headers=NO_STORE),
@@ -319,6 +329,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "invalid_grant",
                 "unsupported_grant_type",
                 "invalid_scope",
+                "invalid_dpop_proof",
             ),
             **UNAVAILABLE_OR_BUSY,
         },

@@ -22,6 +22,7 @@ from tokenrota_server.errors import (
     InvalidAccountToken,
     InvalidClient,
     InvalidCredentials,
+    InvalidDPoPProof,
     InvalidGrant,
     InvalidInput,
     InvalidScope,
@@ -60,6 +61,8 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     AlreadyVerified: 409,
     EmailUnverified: 403,
     RoleInUse: 409,
+    # RFC 9449 §5: at the token endpoint a bad proof is a bad request (resource servers: 401).
+    InvalidDPoPProof: 400,
 }
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
