@@ -176,30 +176,3 @@ class Accounts:
         security_log.info(
             "password changed; other sessions revoked", extra={"user_id": caller.user.id}
         )
-
-
-async def disable_user(
-    pool: asyncpg.Pool, *, email: str, now: datetime, actor: str = audit.CLI_ACTOR
-) -> int:
-    """Disable a user and end all their sessions at once; return how many were ended.
-
-    Raises `NotFound` for an unknown email. One transaction: no session outlives the flag,
-    and the audit event (by `actor`) commits with them.
-    """
-    async with pool.acquire() as connection, connection.transaction():
-        user_id = await users.disable_user(connection, email, now)
-        if user_id is None:
-            raise NotFound("No user has this email.")
-        ended = await sessions.revoke_user_sessions(
-            connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
-        )
-        await audit.record(
-            connection,
-            audit.AuditAction.USER_DISABLED,
-            actor=actor,
-            now=now,
-            user_id=user_id,
-            details={"sessions_revoked": ended},
-        )
-    security_log.info("user disabled", extra={"user_id": user_id, "sessions": ended})
-    return ended

@@ -264,7 +264,7 @@ class Authenticator:
             if cap > 0:
                 # The user's row lock queues concurrent logins of one user, so two of them
                 # cannot both count the sessions and both stay under the cap.
-                await connection.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id)
+                await users.lock_user(connection, user.id)
                 await sessions.evict_least_recently_used(
                     connection, user_id=user.id, keep=cap - 1, now=now
                 )

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 import asyncpg
 from tokenrota.clock import utc_now
 
-from tokenrota_server import accounts
 from tokenrota_server import admin as administration
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
@@ -49,7 +48,10 @@ async def disable_user(settings: Settings, email: str) -> int:
     """Disable the user with `email`, ending every session; prints how many ended."""
     async with _pool(settings) as pool:
         try:
-            ended = await accounts.disable_user(pool, email=email, now=utc_now())
+            user_id = await administration.user_id_of(pool, email)
+            ended = await administration.set_disabled(
+                pool, user_id, disabled=True, actor=audit.CLI_ACTOR, now=utc_now()
+            )
         except ServiceError as error:
             return _refused(error.description)
     print(f"user disabled; {ended} sessions ended")
