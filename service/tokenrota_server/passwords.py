@@ -21,9 +21,10 @@ run, and a 503 for overload never counts toward a throttle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Self, TypeVar
@@ -35,6 +36,7 @@ from tokenrota_server.config import Settings
 from tokenrota_server.errors import InvalidInput, Overloaded, WeakPassword
 
 T = TypeVar("T")
+R = TypeVar("R", bound="Reservation")
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
@@ -99,6 +101,29 @@ class CheckReservation(Reservation):
 
 class HashReservation(Reservation):
     """A place among the new secrets waiting for their share (ARGON2_MAX_QUEUED_HASHES)."""
+
+
+async def reserve_then_count(
+    held: contextlib.ExitStack,
+    reserve: Callable[[], R | None],
+    count: Callable[[], Awaitable[T]],
+    refused: Callable[[T], bool],
+) -> tuple[R | None, T]:
+    """Take a place in an argon2 queue into `held`, then count the attempt; return both.
+
+    `reserve` raises `Overloaded` (a 503 that counts nothing) or returns the place (None: this
+    request needs none). When `refused` says the count refused the attempt, every place in
+    `held` goes back at once. Call it with a pool connection already acquired, in one step on
+    the event loop: a burst queued for the pool then holds no places, none is taken twice, and
+    a refused flood holds at most one place per connection. See docs/architecture.md.
+    """
+    place = reserve()
+    if place is not None:
+        held.enter_context(place)
+    counted = await count()
+    if refused(counted):
+        held.close()
+    return place, counted
 
 
 def argon2_thread_count(settings: Settings) -> int:
