@@ -1,15 +1,9 @@
-"""The mail outbox: messages written in the transaction of what they announce, sent afterwards.
+"""The mail outbox's drainer: messages written with what they announce, sent afterwards.
 
-A request that issues a token writes its message into `mail_outbox` in the same statement, so a
-rolled-back request sends nothing and a committed one is never lost; the answer never waits
-for SMTP. Each instance of the server drains the outbox in the background (`Outbox.run`, in
-the app's lifespan): every `MAIL_POLL_INTERVAL` seconds, and at once when a request of its own
-wrote a message. A message is taken with `SELECT ... FOR UPDATE SKIP LOCKED` and its row stays
-locked until it is marked sent, so several instances (or workers) never send one twice. A
-failed delivery is retried with exponential backoff, and given up after `MAX_ATTEMPTS`.
-
-The bodies hold a live token, so they are stored sealed (Fernet, under a key derived from
-REFRESH_TOKEN_SECRET) and blanked once sent: reading the table does not give tokens away.
+Each instance drains in the background (`Outbox.run`, in the lifespan), every
+`MAIL_POLL_INTERVAL` seconds and at once after a request of its own wrote a message; a failure
+is retried with backoff up to `MAX_ATTEMPTS`. The bodies hold a live token, so they are stored
+sealed (Fernet, under a key derived from REFRESH_TOKEN_SECRET) and blanked once sent.
 """
 
 from __future__ import annotations
@@ -82,7 +76,7 @@ async def deliver_due(pool: asyncpg.Pool, sealer: Sealer, send: Send, *, now: da
             if message is None:
                 return sent
             attempts = message.attempts + 1
-            text, body = sealer.open(message.sealed_text), sealer.open(message.sealed_html)
+            text, body = sealer.open(message.text_body), sealer.open(message.html_body)
             try:
                 if text is None or body is None:
                     raise DeliveryFailed("sealed under another secret")

@@ -14,13 +14,13 @@ from tokenrota_server.db.pool import Connection
 
 @dataclass(frozen=True)
 class OutboxMessage:
-    """A message due for delivery, its bodies still sealed."""
+    """A message due for delivery, its bodies (`text_body`, `html_body`) still sealed."""
 
     id: int
     recipient: str
     subject: str
-    sealed_text: str
-    sealed_html: str
+    text_body: str
+    html_body: str
     attempts: int
 
 
@@ -35,16 +35,7 @@ async def take_due(connection: Connection, now: datetime) -> OutboxMessage | Non
         " FOR UPDATE SKIP LOCKED",
         now,
     )
-    if row is None:
-        return None
-    return OutboxMessage(
-        id=row["id"],
-        recipient=row["recipient"],
-        subject=row["subject"],
-        sealed_text=row["text_body"],
-        sealed_html=row["html_body"],
-        attempts=row["attempts"],
-    )
+    return None if row is None else OutboxMessage(**dict(row))
 
 
 async def mark_sent(connection: Connection, mail_id: int, *, attempts: int, now: datetime) -> None:

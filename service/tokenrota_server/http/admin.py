@@ -75,20 +75,19 @@ async def get_user(request: Request[AppState]) -> Response:
 
 async def disable_user(request: Request[AppState]) -> Response:
     """POST /admin/users/{user_id}/disable: 204; every session of the user ends now."""
-    actor = await _actor(request)
-    state = request.state
-    await admin.set_disabled(
-        state["pool"], _user_id(request), disabled=True, actor=actor, now=state["clock"]()
-    )
-    return Response(status_code=204)
+    return await _set_disabled(request, disabled=True)
 
 
 async def enable_user(request: Request[AppState]) -> Response:
     """POST /admin/users/{user_id}/enable: 204."""
+    return await _set_disabled(request, disabled=False)
+
+
+async def _set_disabled(request: Request[AppState], *, disabled: bool) -> Response:
     actor = await _actor(request)
     state = request.state
     await admin.set_disabled(
-        state["pool"], _user_id(request), disabled=False, actor=actor, now=state["clock"]()
+        state["pool"], _user_id(request), disabled=disabled, actor=actor, now=state["clock"]()
     )
     return Response(status_code=204)
 
