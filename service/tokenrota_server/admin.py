@@ -1,9 +1,8 @@
-"""Use cases of the admin API (`admin_routes`) and of the operator's CLI (`admin`): users,
-their roles and sessions, erasure, roles, and reading the audit log.
+"""Use cases of the admin API (`http/admin.py`) and the operator's CLI (`cli/admin.py`): users,
+their roles and sessions, erasure, roles, and the audit log.
 
-Each change runs in one transaction with its audit event (`audit.record`), so an event exists
-exactly when its change committed; a refused change (an unknown role, say) writes neither.
-Listings page by keyset, with the opaque cursors of `pagination`.
+Each change commits with its audit event (`audit.record`), so an event exists exactly when its
+change did; a refused change writes neither. Listings page by keyset (`db/pagination.py`).
 """
 
 from __future__ import annotations

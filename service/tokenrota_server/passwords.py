@@ -1,21 +1,8 @@
 """argon2id password hashing, off the event loop, with capacity kept for logins.
 
-argon2-cffi releases the GIL while it hashes, so running it in a small pool of worker threads lets
-a burst of logins proceed without stalling the loop that serves /refresh and /profile. The pool is
-bounded: each hash holds `memory_cost` KiB, and unbounded threads would trade latency for memory.
-
-Two kinds of work share the pool. *Hashing a new secret* (registration, password change and
-reset, client creation and secret rotation) may hold at most half of its threads, so that a
-registration flood, however many addresses it comes from, never sits in front of a login.
-*Checking a password* (a login, a client authentication, a current password) may use every
-thread; past ARGON2_MAX_QUEUED_CHECKS waiting checks, one more is refused at once (`Overloaded`)
-rather than queued behind seconds of others. Past ARGON2_MAX_QUEUED_HASHES new secrets waiting
-for their share, one more is refused the same way.
-
-A use case that counts an attempt before the work (the login throttle, the register throttle)
-first takes a `Reservation`: a place in the queue, taken at once or refused with `Overloaded`.
-Held, the work cannot be refused any more, so a request is counted only if its argon2 work will
-run, and a 503 for overload never counts toward a throttle.
+Checks and new secrets share a pool of threads, new secrets at most half of it; past a queue's
+limit one more is refused at once (`Overloaded`). `reserve_then_count` takes a place before a
+throttle counts. Why, in docs/architecture.md.
 """
 
 from __future__ import annotations

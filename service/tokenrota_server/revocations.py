@@ -1,20 +1,7 @@
-"""The revocation feed: what resource servers read to stop revoked tokens within seconds.
+"""The revocation feed's long polls, and the one LISTEN connection per process that wakes them.
 
-Rows come from triggers (migrations 0007 and 0008), not from the code that revokes: every path
-that sets a session's `revoked_at`, deletes a live session, records a revoked client token or
-disables (or deletes) a client appears here, including paths added later.
-
-The cursor. Transactions do not commit in the order they draw ids from a sequence, so "rows
-after id N" could skip a lower id committed after a higher one was read. Here each revoking
-transaction first takes one advisory lock (`FEED_LOCK_KEY`, in the triggers), held until it
-commits: the next one draws its ids only once this one is visible. Ids are thus visible in their
-own order, and the cursor (the last id served) moves only forward, across instances and restarts,
-being data in Postgres. The price: revoking transactions queue behind each other for the moment
-between their revocation and their commit (every revoking path is a short transaction).
-
-Waking. One LISTEN connection per process (`FeedSignal`) turns NOTIFYs into an `asyncio.Event`
-that waiting requests watch; each waiting request also re-reads every `REVOCATION_POLL_INTERVAL`
-seconds, so lost notifications (PgBouncer in transaction mode) cost at most that much latency.
+Rows come from triggers, so every path that revokes appears in the feed, including later ones;
+why the cursor never skips a row is in docs/architecture.md.
 """
 
 from __future__ import annotations

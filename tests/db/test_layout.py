@@ -93,3 +93,26 @@ def test_the_check_recognises_every_table_module() -> None:
     ]
 
     assert unseen == []
+
+
+def test_the_module_map_names_every_server_module_in_its_wing() -> None:
+    """docs/architecture.md's module map has one row per module of the server, in its wing."""
+    text = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    named, wing = set(), None
+    for line in section.splitlines():
+        if not line.startswith("|"):
+            heading = re.match(r"`(http|db|cli)/`", line)
+            if heading or line.startswith(("The use cases", "The library")):
+                wing = heading.group(1) + "/" if heading else "" if "use cases" in line else None
+            continue
+        if wing is not None:
+            named |= {f"{wing}{name}.py" for name in re.findall(r"`(\w+)\.py`", line.split("|")[1])}
+    modules = {
+        path.relative_to(SERVER).as_posix()
+        for path in SERVER.rglob("*.py")
+        if path.name not in {"__init__.py", "__main__.py"}
+        and path.relative_to(SERVER).parts[0] not in SQL_HOMES - {"db"}
+    }
+
+    assert named == modules
