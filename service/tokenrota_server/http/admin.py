@@ -1,12 +1,9 @@
 """HTTP handlers of the admin API under /admin: users, their roles and sessions, roles, the
 audit log. For operators' tools, never for people.
 
-Every handler first checks the caller (`admin.authorize_admin`): a client-credentials
-token with the `admin` scope, of a client still enabled, not revoked; before it reads a path
-parameter or a body, so a refused caller learns nothing and nothing is read or written.
-Refusals follow `tokenrota.bearer`: 401 missing_token without a token; 403 invalid_token for a
-refused one (expired, revoked, or its client disabled or no longer admin); 403
-insufficient_scope for a person's token, whatever its roles, and a client's without `admin`.
+Every handler first checks the caller (`admin.authorize_admin`), before it reads a path
+parameter or a body, so a refused caller learns nothing and nothing is read or written; the
+refusals (docs/admin.md) follow `tokenrota.bearer`.
 """
 
 from __future__ import annotations
