@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from tokenrota.dpop import Proof
 
-from tokenrota_server import session_policy, telemetry
+from tokenrota_server import dpop, session_policy, telemetry
 from tokenrota_server.config import Settings
 from tokenrota_server.db import audit, sessions, throttle, users
 from tokenrota_server.db.pool import Connection
@@ -55,11 +56,13 @@ class TokenPair:
     refresh_expires_in: int
     # False for a short session: a refresh cookie without Max-Age (gone with the browser).
     remember: bool = True
+    # DPoP when the session is bound to a key (RFC 9449 §5).
+    token_type: str = "Bearer"  # noqa: S105 - a token type's name
 
     def to_json(self) -> dict[str, str | int]:
         return {
             "access_token": self.access_token,
-            "token_type": "Bearer",
+            "token_type": self.token_type,
             "expires_in": self.expires_in,
             "refresh_token": self.refresh_token,
             "refresh_expires_in": self.refresh_expires_in,
@@ -168,8 +171,13 @@ class Authenticator:
         now: datetime,
         device: DeviceInfo,
         remember: bool = True,
+        proof: Proof | None = None,
     ) -> TokenPair:
         """Check the credentials and start a session; raise `InvalidCredentials`.
+
+        With a checked DPoP `proof` the session is bound to its key: every token it issues
+        names the key (`cnf.jkt`), and every refresh needs a proof by it. The proof is recorded
+        (once, across instances) with the session, so a replayed one starts nothing.
 
         `remember=False` starts a short session (SESSION_SHORT_MAX_AGE). With
         MAX_SESSIONS_PER_USER, the user's least recently used sessions beyond the cap are
@@ -238,7 +246,10 @@ class Authenticator:
 
         session_id = uuid.uuid4()
         claims = self._codec.new_refresh_claims(
-            subject=str(user.id), session_id=str(session_id), now=now
+            subject=str(user.id),
+            session_id=str(session_id),
+            now=now,
+            jkt=proof.jkt if proof is not None else None,
         )
         refresh_token = self._codec.mint_refresh(claims)
         max_age = self._settings.session_max_age
@@ -254,6 +265,8 @@ class Authenticator:
                 await sessions.evict_least_recently_used(
                     connection, user_id=user.id, keep=cap - 1, now=now
                 )
+            if proof is not None:
+                await dpop.record(connection, proof)
             await throttle.forgive_attempt(connection, self._settings, email=email, ip=device.ip)
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
@@ -290,8 +303,19 @@ class Authenticator:
         )
         return self._pair(live, session_id, refresh_token, claims, now)
 
-    async def refresh(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> TokenPair:
+    async def refresh(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        refresh_token: str,
+        now: datetime,
+        proof: Proof | None = None,
+    ) -> TokenPair:
         """Trade a refresh token for a new pair; raise `InvalidToken`.
+
+        A token of a DPoP-bound session needs a checked `proof` by its key, before anything is
+        spent: without one it is refused (and audited); with another key's, the session is
+        revoked as stolen. A proof sent for an unbound session is ignored.
 
         Checks, in order: the signature and claims; the row and its session; then rotates with
         a compare-and-set (with rotation off: keeps the token if it was never spent). A loser of
@@ -303,6 +327,8 @@ class Authenticator:
         user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
         telemetry.annotate(user_id=user_id, session_id=session_id)
         digest = token_digest(refresh_token)
+        if claims.jkt is not None:
+            await self._check_binding(pool, claims, user_id, session_id, proof, now)
 
         if not self._settings.rotate_refresh_tokens:
             async with pool.acquire() as connection:
@@ -327,6 +353,7 @@ class Authenticator:
             session_id=claims.session_id,
             now=now,
             jti=self._codec.child_jti(claims.jti),
+            jkt=claims.jkt,
         )
         child_token = self._codec.mint_refresh(child_claims)
         async with pool.acquire() as connection:
@@ -400,6 +427,49 @@ class Authenticator:
         )
         raise InvalidToken()
 
+    async def _check_binding(
+        self,
+        pool: asyncpg.Pool,
+        claims: RefreshClaims,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        proof: Proof | None,
+        now: datetime,
+    ) -> None:
+        """Refuse a bound refresh token without its key's proof; record the proof once."""
+        async with pool.acquire() as connection:
+            if proof is not None and proof.jkt == claims.jkt:
+                # Before the rotation: a replayed request (token and proof copied together)
+                # must not reach the grace window and be handed the owner's child.
+                await dpop.record(connection, proof)
+                return
+            stolen = proof is not None
+            async with connection.transaction():
+                if stolen:
+                    await sessions.revoke_session(
+                        connection,
+                        session_id=session_id,
+                        reason=sessions.RevokeReason.REUSE_DETECTED,
+                        now=now,
+                    )
+                await audit.record(
+                    connection,
+                    audit.AuditAction.DPOP_KEY_MISMATCH
+                    if stolen
+                    else audit.AuditAction.DPOP_PROOF_MISSING,
+                    actor=audit.SYSTEM_ACTOR,
+                    now=now,
+                    user_id=user_id,
+                    details={"session_id": str(session_id)},
+                )
+        security_log.warning(
+            "bound refresh token with another key's proof; session revoked"
+            if stolen
+            else "bound refresh token without its proof",
+            extra={"user_id": user_id, "session_id": session_id},
+        )
+        raise InvalidToken("The token needs a DPoP proof by its key.")
+
     async def logout(self, pool: asyncpg.Pool, *, refresh_token: str, now: datetime) -> None:
         """Revoke the token's session. Idempotent: a bad or unknown token is ignored."""
         try:
@@ -468,6 +538,7 @@ class Authenticator:
             jti=self._codec.child_jti(claims.jti),
             issued_at=int(spent.child_issued_at.timestamp()),
             expires_at=int(spent.child_expires_at.timestamp()),
+            jkt=claims.jkt,
         )
         child_token = self._codec.mint_refresh(child_claims)
         # Signed from the row, so it must hash to the row; if settings changed since, it won't.
@@ -491,6 +562,7 @@ class Authenticator:
             scope=live.grants.scope,
             roles=live.grants.roles,
             now=now,
+            jkt=refresh_claims.jkt,
         )
         moment = int(now.timestamp())
         # The refresh token can outlive neither its own exp nor its session's absolute end.
@@ -501,6 +573,7 @@ class Authenticator:
             refresh_token=refresh_token,
             refresh_expires_in=max(0, refresh_ends - moment),
             remember=live.remember,
+            token_type="Bearer" if refresh_claims.jkt is None else "DPoP",
         )
 
 

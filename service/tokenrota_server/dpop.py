@@ -12,6 +12,7 @@ import asyncpg
 from tokenrota.dpop import PROOF_LEEWAY, PROOF_MAX_AGE, Proof, check_proof
 
 from tokenrota_server.db import dpop_proofs
+from tokenrota_server.db.pool import Connection
 from tokenrota_server.errors import InvalidDPoPProof
 
 
@@ -21,22 +22,41 @@ class ProofChecker:
     def __init__(self, base_url: str) -> None:
         self._base_url = base_url.rstrip("/")
 
-    async def accept(
-        self, pool: asyncpg.Pool, proofs: list[str], *, method: str, path: str, now: datetime
+    def check(
+        self,
+        proofs: list[str],
+        *,
+        method: str,
+        path: str,
+        now: datetime,
+        access_token: str | None = None,
     ) -> Proof | None:
-        """The request's proof, checked and recorded; None without one. Raises
-        `InvalidDPoPProof` for two proofs, a proof failing a check, or one seen before."""
+        """The request's proof, checked but not yet recorded; None without one. Raises
+        `InvalidDPoPProof` for two proofs or a proof failing a check. Writes nothing, so a
+        request refused later (a wrong password) leaves no trace of its proof."""
         if not proofs:
             return None
         if len(proofs) > 1:
             raise InvalidDPoPProof("Send one DPoP proof.")
-        proof = check_proof(proofs[0], method=method, url=self._base_url + path, now=now)
-        # Kept until the proof would be refused as too old anyway (iat may be `leeway` ahead).
-        expires_at = datetime.fromtimestamp(proof.issued_at + PROOF_MAX_AGE + PROOF_LEEWAY + 1, UTC)
-        async with pool.acquire() as connection:
-            first = await dpop_proofs.record_first_use(
-                connection, jkt=proof.jkt, jti=proof.jti, expires_at=expires_at
-            )
-        if not first:
-            raise InvalidDPoPProof("The DPoP proof was used before.")
+        url = self._base_url + path
+        return check_proof(proofs[0], method=method, url=url, now=now, access_token=access_token)
+
+    async def accept(
+        self, pool: asyncpg.Pool, proofs: list[str], *, method: str, path: str, now: datetime
+    ) -> Proof | None:
+        """`check`, then `record`: the request's proof, accepted once."""
+        proof = self.check(proofs, method=method, path=path, now=now)
+        if proof is not None:
+            async with pool.acquire() as connection:
+                await record(connection, proof)
         return proof
+
+
+async def record(connection: Connection, proof: Proof) -> None:
+    """Accept `proof` once across instances; raise `InvalidDPoPProof` if it was seen before."""
+    # Kept until the proof would be refused as too old anyway (iat may be `leeway` ahead).
+    expires_at = datetime.fromtimestamp(proof.issued_at + PROOF_MAX_AGE + PROOF_LEEWAY + 1, UTC)
+    if not await dpop_proofs.record_first_use(
+        connection, jkt=proof.jkt, jti=proof.jti, expires_at=expires_at
+    ):
+        raise InvalidDPoPProof("The DPoP proof was used before.")

@@ -23,6 +23,7 @@
     ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
     ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
     ├── InvalidDPoPProof         invalid_dpop_proof: a DPoP proof at the token endpoint fails (400)
+    │   └── InvalidResourceProof invalid_dpop_proof: at a bearer route (401, DPoP challenge)
     └── Unavailable              unavailable: the database cannot be reached
         └── Overloaded           unavailable: too many checks or new secrets wait for argon2
 
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidInput",
+    "InvalidResourceProof",
     "InvalidScope",
     "InvalidToken",
     "MalformedRequest",
@@ -189,3 +191,7 @@ class Overloaded(Unavailable):
     def __init__(self, retry_after: int = 1) -> None:
         super().__init__()
         self.retry_after = retry_after
+
+
+class InvalidResourceProof(InvalidDPoPProof):
+    """A DPoP proof refused at one of the service's own bearer routes (RFC 9449 §7.1: 401)."""

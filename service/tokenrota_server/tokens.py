@@ -44,6 +44,8 @@ class RefreshClaims:
     jti: str
     issued_at: int
     expires_at: int
+    # The DPoP key the session is bound to (`cnf.jkt`): every refresh needs its proof.
+    jkt: str | None = None
 
 
 def new_jti() -> str:
@@ -153,10 +155,18 @@ class TokenCodec:
             "jti": claims.jti,
             "typ": REFRESH_CLAIM_TYPE,
         }
+        if claims.jkt is not None:
+            payload["cnf"] = {"jkt": claims.jkt}
         return sign(payload, {"alg": HMAC_ALGORITHM, "typ": REFRESH_TOKEN_TYPE}, self._refresh_key)
 
     def new_refresh_claims(
-        self, *, subject: str, session_id: str, now: datetime, jti: str | None = None
+        self,
+        *,
+        subject: str,
+        session_id: str,
+        now: datetime,
+        jti: str | None = None,
+        jkt: str | None = None,
     ) -> RefreshClaims:
         """Claims of a refresh token issued at `now`, living the refresh lifetime."""
         issued_at = int(now.timestamp())
@@ -166,6 +176,7 @@ class TokenCodec:
             jti=jti or new_jti(),
             issued_at=issued_at,
             expires_at=issued_at + self._refresh_ttl,
+            jkt=jkt,
         )
 
     def child_jti(self, parent_jti: str) -> str:
@@ -199,12 +210,18 @@ class TokenCodec:
             raise InvalidToken() from None
         if claims.get("typ") != REFRESH_CLAIM_TYPE or not isinstance(claims.get("sid"), str):
             raise InvalidToken()
+        confirmation = claims.get("cnf")
+        if confirmation is not None and not (
+            isinstance(confirmation, dict) and isinstance(confirmation.get("jkt"), str)
+        ):
+            raise InvalidToken()
         return RefreshClaims(
             subject=claims["sub"],
             session_id=claims["sid"],
             jti=claims["jti"],
             issued_at=claims["iat"],
             expires_at=claims["exp"],
+            jkt=confirmation["jkt"] if confirmation else None,
         )
 
     def _check_registered_claims(

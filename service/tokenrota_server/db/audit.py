@@ -40,6 +40,9 @@ class AuditAction(StrEnum):
     USER_ERASED = "user_erased"
     ROLE_PUT = "role_put"
     ROLE_DELETED = "role_deleted"
+    # A DPoP-bound refresh token without its key's proof, or with another key's (a theft).
+    DPOP_PROOF_MISSING = "dpop_proof_missing"
+    DPOP_KEY_MISMATCH = "dpop_key_mismatch"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ MAX_SESSION_NAME_LENGTH = 100
 async def list_sessions(request: Request[AppState]) -> Response:
     """GET /sessions: the caller's live sessions, the current one marked."""
     state = request.state
-    caller = await authenticated_caller(request, bearer_token(request))
+    caller = await authenticated_caller(request, await bearer_token(request))
     found = await state["accounts"].list_sessions(state["pool"], caller, now=state["clock"]())
     body = [{**session.to_json(), "current": session.id == caller.session_id} for session in found]
     return JSONResponse({"sessions": body}, headers=NO_STORE)
@@ -31,7 +31,7 @@ async def list_sessions(request: Request[AppState]) -> Response:
 async def revoke_session(request: Request[AppState]) -> Response:
     """DELETE /sessions/{session_id}: 204; 404 for any session that is not the caller's."""
     state = request.state
-    caller = await authenticated_caller(request, bearer_token(request))
+    caller = await authenticated_caller(request, await bearer_token(request))
     try:
         session_id = UUID(request.path_params["session_id"])
     except ValueError:
@@ -48,7 +48,7 @@ async def rename_session(request: Request[AppState]) -> Response:
     that is not the caller's; 422 for a name that is not 1 to 100 printable characters (or
     null, which clears it)."""
     state = request.state
-    access_token = bearer_token(request)
+    access_token = await bearer_token(request)
     body = await read_json(request, state["settings"].max_body_bytes)
     name = body.get("name")
     if name is not None:
@@ -71,7 +71,7 @@ async def rename_session(request: Request[AppState]) -> Response:
 async def logout_all(request: Request[AppState]) -> Response:
     """POST /logout/all: 204 once every session of the caller, this one included, is revoked."""
     state = request.state
-    caller = await authenticated_caller(request, bearer_token(request))
+    caller = await authenticated_caller(request, await bearer_token(request))
     await state["accounts"].logout_all(state["pool"], caller, now=state["clock"]())
     return Response(status_code=204)
 
@@ -80,7 +80,7 @@ async def change_password(request: Request[AppState]) -> Response:
     """POST /password: 204; 401 for a wrong current password, 422 for a weak new one, 429."""
     state = request.state
     # The token is read before the body: an anonymous caller learns nothing more.
-    access_token = bearer_token(request)
+    access_token = await bearer_token(request)
     body = await read_json(request, state["settings"].max_body_bytes)
     current_password = string_field(body, "current_password")
     new_password = string_field(body, "new_password")

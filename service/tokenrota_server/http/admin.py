@@ -25,7 +25,7 @@ async def _actor(request: Request[AppState]) -> str:
     """The audit actor of an authorized admin call; raise the bearer refusals."""
     state = request.state
     client_id = await admin.authorize_admin(
-        state["pool"], state["codec"], bearer_token(request), state["clock"]()
+        state["pool"], state["codec"], await bearer_token(request), state["clock"]()
     )
     return audit.client_actor(client_id)
 

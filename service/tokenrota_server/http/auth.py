@@ -47,13 +47,19 @@ async def login(request: Request[AppState]) -> Response:
     remember = body.get("remember", True)
     if not isinstance(remember, bool):
         raise InvalidInput("'remember' must be true or false.")
+    now = state["clock"]()
+    # Checked before the password, so a bad proof says nothing about the password.
+    proof = state["proofs"].check(
+        request.headers.getlist("dpop"), method="POST", path="/login", now=now
+    )
     pair = await state["auth"].login(
         state["pool"],
         email=string_field(body, "email"),
         password=string_field(body, "password"),
-        now=state["clock"](),
+        now=now,
         device=device_info(request),
         remember=remember,
+        proof=proof,
     )
     return cookies.pair_response(pair, state["settings"], in_cookie=use_cookie)
 
@@ -64,7 +70,11 @@ async def refresh(request: Request[AppState]) -> Response:
     # Every refusal, before or in the use case, counts as invalid; success records its kind.
     telemetry.record(refresh=RefreshOutcome.INVALID)
     token, from_cookie = await cookies.presented_refresh_token(request, state["settings"])
-    pair = await state["auth"].refresh(state["pool"], refresh_token=token, now=state["clock"]())
+    now = state["clock"]()
+    proof = state["proofs"].check(
+        request.headers.getlist("dpop"), method="POST", path="/refresh", now=now
+    )
+    pair = await state["auth"].refresh(state["pool"], refresh_token=token, now=now, proof=proof)
     return cookies.pair_response(pair, state["settings"], in_cookie=from_cookie)
 
 
@@ -80,7 +90,7 @@ async def profile(request: Request[AppState]) -> Response:
     """GET /profile: the bearer token's user while its session lives; 401 or 403 otherwise."""
     state = request.state
     user = await state["auth"].profile(
-        state["pool"], access_token=bearer_token(request), now=state["clock"]()
+        state["pool"], access_token=await bearer_token(request), now=state["clock"]()
     )
     return JSONResponse({"user": user.to_json()})
 

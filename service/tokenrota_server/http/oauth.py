@@ -81,8 +81,11 @@ async def token(request: Request[AppState]) -> Response:
     if form.get("scope") is not None:
         # A user's grant carries no scope, so any scope asked for exceeds it (RFC 6749 §6).
         raise InvalidScope("A refresh token grants no scope to ask for.")
+    proof = state["proofs"].check(
+        request.headers.getlist("dpop"), method="POST", path="/oauth/token", now=now
+    )
     try:
-        pair = await state["auth"].refresh(pool, refresh_token=refresh_token, now=now)
+        pair = await state["auth"].refresh(pool, refresh_token=refresh_token, now=now, proof=proof)
     except InvalidToken:
         raise InvalidGrant() from None
     return token_response(pair.to_json())

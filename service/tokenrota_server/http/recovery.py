@@ -59,7 +59,7 @@ async def reset_password(request: Request[AppState]) -> Response:
 async def request_verification(request: Request[AppState]) -> Response:
     """POST /email/verification: 202, a message is on its way; 409 already_verified; 429."""
     state = request.state
-    caller = await authenticated_caller(request, bearer_token(request))
+    caller = await authenticated_caller(request, await bearer_token(request))
     await state["recovery"].request_verification(
         state["pool"],
         caller,

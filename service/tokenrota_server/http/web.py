@@ -6,6 +6,7 @@ text/plain; everything a handler reads goes through here instead.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.responses import JSONResponse
 from tokenrota import bearer
 from tokenrota.errors import InsufficientScope
 
+from tokenrota_server import dpop
 from tokenrota_server.errors import (
     AlreadyVerified,
     CsrfFailed,
@@ -25,6 +27,7 @@ from tokenrota_server.errors import (
     InvalidDPoPProof,
     InvalidGrant,
     InvalidInput,
+    InvalidResourceProof,
     InvalidScope,
     InvalidToken,
     MalformedRequest,
@@ -63,6 +66,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     RoleInUse: 409,
     # RFC 9449 §5: at the token endpoint a bad proof is a bad request (resource servers: 401).
     InvalidDPoPProof: 400,
+    InvalidResourceProof: 401,
 }
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -79,7 +83,7 @@ def status_of(error: ServiceError) -> int:
 def error_response(error: ServiceError) -> JSONResponse:
     """The JSON body `{"error", "error_description"}` with the error's status and headers."""
     headers = dict(NO_STORE)
-    if isinstance(error, MissingToken | InvalidToken | InsufficientScope):
+    if isinstance(error, MissingToken | InvalidToken | InsufficientScope | InvalidResourceProof):
         # The same challenge as a resource server's (tokenrota.bearer): one convention.
         headers["WWW-Authenticate"] = bearer.challenge(error)
     elif isinstance(error, InvalidClient):
@@ -174,12 +178,54 @@ def boolean_field(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def bearer_token(request: Request[Any]) -> str:
-    """The token of the one `Authorization: Bearer` header; never read from the URL.
+async def bearer_token(request: Request[Any]) -> str:
+    """The access token of the one `Authorization` header (`Bearer`, or `DPoP` with its proof);
+    never read from the URL.
 
-    No bearer credentials at all is `MissingToken` (401); anything malformed is `InvalidToken`.
+    No credentials at all is `MissingToken` (401); anything malformed is `InvalidToken`. A token
+    bound to a DPoP key (`cnf.jkt`) is `InvalidToken` as a bearer; under the DPoP scheme its
+    proof must be by that key, for this request and token, and new to every instance, else
+    `InvalidResourceProof` (401). The binding is read before the signature is checked: the use
+    case then verifies the token, and the signature covers the `cnf` compared here.
     """
-    return bearer.bearer_token(request.headers)
+    scheme, token = bearer.authorization(request.headers)
+    bound_to = _unverified_jkt(token)
+    if scheme == "bearer":
+        if bound_to is not None:
+            raise InvalidToken("A DPoP-bound token needs its proof.")
+        return token
+    state = request.state
+    try:
+        proof = state["proofs"].check(
+            request.headers.getlist("dpop"),
+            method=request.method,
+            path=request.url.path,
+            now=state["clock"](),
+            access_token=token,
+        )
+        if proof is None:
+            raise InvalidDPoPProof("A DPoP proof is required.")
+        if bound_to is None:
+            raise InvalidToken("The token is not DPoP-bound.")
+        if proof.jkt != bound_to:
+            raise InvalidDPoPProof("The DPoP proof is by another key than the token's.")
+        async with state["pool"].acquire() as connection:
+            await dpop.record(connection, proof)
+    except InvalidDPoPProof as refused:
+        raise InvalidResourceProof(refused.description) from None
+    return token
+
+
+def _unverified_jkt(token: str) -> str | None:
+    """The `cnf.jkt` a token claims, read without checking it (see `bearer_token`)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    confirmation = claims.get("cnf") if isinstance(claims, dict) else None
+    jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    return jkt if isinstance(jkt, str) else None
 
 
 def _is_unicode_text(value: str) -> bool:
