@@ -82,7 +82,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["access_token", "token_type", "expires_in", "refresh_expires_in"],
         "properties": {
             "access_token": _string,
-            "token_type": {"type": "string", "const": "Bearer"},
+            "token_type": {"type": "string", "enum": ["Bearer", "DPoP"]},
             "expires_in": {"type": "integer", "minimum": 0},
             "refresh_token": {"type": "string", "description": "Absent in cookie mode."},
             "refresh_expires_in": {"type": "integer", "minimum": 0},

@@ -93,6 +93,22 @@ JSON_BODY_ERRORS = {
     413: error("The body is larger than MAX_BODY_BYTES.", "payload_too_large"),
     415: error("The body is not application/json.", "unsupported_media_type"),
 }
+# RFC 9449: the optional proof that binds a session (at /login) or proves its key (later).
+DPOP_HEADER = {
+    "name": "DPoP",
+    "in": "header",
+    "required": False,
+    "description": "An RFC 9449 proof for this method and URL.",
+    "schema": {"type": "string"},
+}
+JSON_BODY_OR_PROOF_ERRORS = {
+    **JSON_BODY_ERRORS,
+    400: error(
+        "The body is not a JSON object, or the DPoP proof is refused.",
+        "invalid_request",
+        "invalid_dpop_proof",
+    ),
+}
 BEARER_ERRORS = {
     401: error("No bearer token.", "missing_token", headers=CHALLENGE),
     403: error(
@@ -154,10 +170,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "summary": "Log in: start a session and get a token pair",
         "description": "With `use_cookie`, the refresh token is set in the "
         "`__Host-refresh_token` cookie and left out of the body.",
+        "parameters": [DPOP_HEADER],
         "requestBody": json_body(ref("Login")),
         "responses": {
             200: ok("A new session's token pair.", ref("TokenPair"), headers=NO_STORE),
-            **JSON_BODY_ERRORS,
+            **JSON_BODY_OR_PROOF_ERRORS,
             401: error(
                 "Wrong email or password (the same answer for both).", "invalid_credentials"
             ),
@@ -181,11 +198,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "summary": "Trade a refresh token for a new pair (rotation)",
         "description": "The token comes from the body, or from the refresh cookie (then an "
         "allowed Origin and `X-Requested-With` are required). The presented token is spent.",
+        "parameters": [DPOP_HEADER],
         "requestBody": json_body(ref("RefreshRequest"), required=False),
         "security": [{}, {"refreshCookie": []}],
         "responses": {
             200: ok("The new token pair.", ref("TokenPair"), headers=NO_STORE),
-            **JSON_BODY_ERRORS,
+            **JSON_BODY_OR_PROOF_ERRORS,
             401: error("No refresh token.", "missing_token", headers=CHALLENGE),
             403: error(
                 "The refresh token is refused, or the request failed the CSRF check.",
