@@ -1,6 +1,6 @@
 """The admin API's user listing at 100,000 users, and what roles cost the rotation statement.
 
-Measures at the use-case layer (`administration.list_users`, on the service's pool; no HTTP),
+Measures at the use-case layer (`admin.list_users`, on the service's pool; no HTTP),
 on a fresh database of the embedded Postgres (or BENCH_DATABASE_URL's server) holding 100,000
 users, a tenth of them with a role: the first page, a page deep in (a cursor past 90,000
 users), and two email-prefix searches (11 matches, 1,111 matches). Then refresh-token
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
-from tokenrota_server import admin as administration
+from tokenrota_server import admin
 from tokenrota_server.db import pagination, sessions
 from tokenrota_server.db.pool import Connection, create_pool
 
@@ -91,9 +91,7 @@ async def listing(pool: asyncpg.Pool, users: int, repeat: int) -> None:
     deep = pagination.encode_cursor("users:", [row["created_at"].isoformat(), str(row["id"])])
 
     async def page(prefix: str = "", cursor: str | None = None) -> None:
-        found, _ = await administration.list_users(
-            pool, email_prefix=prefix, cursor=cursor, limit=50
-        )
+        found, _ = await admin.list_users(pool, email_prefix=prefix, cursor=cursor, limit=50)
         assert found
 
     print(f"GET /admin/users at {users} users, limit 50, {repeat} calls each (no HTTP):")

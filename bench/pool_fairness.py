@@ -3,8 +3,8 @@
 32 tasks share a pool of 10 connections (the service's default size), as 32 wrk connections do
 under load: each in a loop acquires, runs /profile's one query, releases, and spends a little
 CPU (the rest of a request) before asking again. The same load runs on a pool with asyncpg's
-stock queue and on one with `database.FirstComeFirstServed`, interleaved, on one database;
-the report gives each round's p50, p99 and worst wait for a connection, in ms.
+stock queue and on one with the service's `FirstComeFirstServed`, interleaved, on one
+database; the report gives each round's p50, p99 and worst wait for a connection, in ms.
 
     .venv/bin/python -m bench.pool_fairness
 """
@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 import asyncpg
-from tokenrota_server.db import pool as database
+from tokenrota_server.db import pool as service_pool
 
 from bench.databases import migrated_database
 
@@ -66,12 +66,12 @@ async def waits(pool: Any) -> list[float]:
 
 async def main() -> None:
     async with migrated_database() as url:
-        fair = await database.create_pool(url, min_size=POOL_SIZE, max_size=POOL_SIZE)
+        fair = await service_pool.create_pool(url, min_size=POOL_SIZE, max_size=POOL_SIZE)
         stock = await asyncpg.create_pool(
             url,
             min_size=POOL_SIZE,
             max_size=POOL_SIZE,
-            connection_class=database._PooledConnection,
+            connection_class=service_pool._PooledConnection,
         )
         pools = {"asyncpg's queue": stock, "first come, first served": fair}
         results: dict[str, list[tuple[float, float, float, int]]] = {}

@@ -23,6 +23,7 @@ from tokenrota_server.passwords import (
     HashReservation,
     Passwords,
     argon2_thread_count,
+    reserve_then_count,
 )
 
 from tests import support
@@ -191,6 +192,45 @@ async def test_a_check_past_the_queue_limit_is_refused_alike_for_known_and_unkno
     assert known.headers["retry-after"] == "1"
     assert _comparable(unknown) == _comparable(known)
     assert [answer.status_code for answer in released] == [200] * 3
+
+
+async def test_a_place_is_taken_before_the_count_and_given_back_when_refused(
+    make_settings: Any,
+) -> None:
+    """reserve_then_count: no count without a place (503 first), every place in the stack
+    back at once when the count refuses, and kept when it accepts."""
+    passwords = Passwords(make_settings(argon2_threads=2, argon2_max_queued_checks=1))
+    counted: list[str] = []
+
+    async def count(answer: str) -> str:
+        counted.append(answer)
+        return answer
+
+    try:
+        with contextlib.ExitStack() as held:
+            new_secret = held.enter_context(passwords.reserve_hash())
+            check, _ = await reserve_then_count(
+                held, passwords.reserve_check, lambda: count("refused"), lambda a: a == "refused"
+            )
+            refused_holds = (new_secret.held, check is not None and check.held)
+        with contextlib.ExitStack() as held:
+            check, _ = await reserve_then_count(
+                held, passwords.reserve_check, lambda: count("accepted"), lambda a: a == "refused"
+            )
+            accepted_holds = check is not None and check.held
+            # Two threads and one waiting check: with these, one more is refused before its count.
+            for _ in range(2):
+                held.enter_context(passwords.reserve_check())
+            with pytest.raises(Overloaded):
+                await reserve_then_count(
+                    held, passwords.reserve_check, lambda: count("never"), lambda a: False
+                )
+    finally:
+        passwords.close()
+
+    assert refused_holds == (False, False)
+    assert accepted_holds
+    assert counted == ["refused", "accepted"]
 
 
 def test_argon2_threads_default_to_the_cores_and_never_to_one() -> None:

@@ -22,7 +22,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -38,13 +38,8 @@ from tokenrota.jws import HMAC_ALGORITHM
 try:
     import asyncpg
     import uvicorn
-    from tokenrota_server import mailer
-    from tokenrota_server.auth import TokenPair
-    from tokenrota_server.config import Settings
-    from tokenrota_server.db import oauth_clients
-    from tokenrota_server.db.pool import start_embedded
-    from tokenrota_server.passwords import Passwords
-    from tokenrota_server.tokens import TokenCodec
+    from tokenrota_server import testing as server_api
+    from tokenrota_server.testing import Passwords, Settings, TokenCodec, TokenPair
 except ModuleNotFoundError as error:
     # The same error, named as before (the pytest plugin reads `name`), saying what to install.
     raise ModuleNotFoundError(
@@ -63,8 +58,6 @@ STARTUP_TIMEOUT = 20.0
 # Seconds `TokenService.wait_for_mail` waits by default: the outbox drainer is woken at once by
 # the request that queued the message, so it is there in milliseconds unless something is wrong.
 MAIL_TIMEOUT = 10.0
-# Where a `Settings()` keeps its files when no one says: relative to the working directory.
-_DEFAULT_DATA_DIR = next(each.default for each in fields(Settings) if each.name == "data_dir")
 
 
 @dataclass(frozen=True)
@@ -165,14 +158,14 @@ class TokenService:
             self._passwords = Passwords(self.settings)
         client_id = f"test-client-{secrets.token_hex(6)}"
         client_secret = secrets.token_urlsafe(32)
-        secret_hash = await self._passwords.hash(client_secret)
         connection = await asyncpg.connect(self.database_url)
         try:
-            await oauth_clients.insert_client(
+            await server_api.insert_client(
                 connection,
+                self._passwords,
                 client_id=client_id,
+                client_secret=client_secret,
                 name=name or client_id,
-                secret_hash=secret_hash,
                 scopes=tuple(scopes),
                 now=utc_now(),
             )
@@ -192,7 +185,7 @@ class TokenService:
         """
         deadline = asyncio.get_running_loop().time() + within
         while True:
-            sent = await asyncio.to_thread(mailer.messages_in_mailbox, self.settings, to)
+            sent = await asyncio.to_thread(server_api.messages_in_mailbox, self.settings, to)
             if len(sent) >= count:
                 return _sent_mail(sent[count - 1])
             if asyncio.get_running_loop().time() > deadline:
@@ -278,7 +271,7 @@ async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
     files (the development mailbox) in a temporary directory, removed when it stops.
     """
     with contextlib.ExitStack() as stack:
-        if settings.data_dir == _DEFAULT_DATA_DIR:
+        if settings.data_dir == server_api.DEFAULT_DATA_DIR:
             # Not the working directory's `.data`: the suite's project would collect the
             # instances' mail (live reset links) there, run after run.
             private = stack.enter_context(tempfile.TemporaryDirectory(prefix="tokenrota-test-"))
@@ -289,9 +282,6 @@ async def run_token_service(settings: Settings) -> AsyncIterator[TokenService]:
 
 @contextlib.asynccontextmanager
 async def _serving(settings: Settings) -> AsyncIterator[TokenService]:
-    from tokenrota_server.app import create_app
-    from tokenrota_server.http.limits import HttpLimits, protocol_class
-
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     host, port = listener.getsockname()
@@ -300,11 +290,11 @@ async def _serving(settings: Settings) -> AsyncIterator[TokenService]:
         settings = replace(settings, public_url=f"http://{host}:{port}")
     # The served protocol's limits (head cap, read deadlines) are production's, from settings.
     config = uvicorn.Config(
-        create_app(settings),
+        server_api.create_app(settings),
         lifespan="on",
         log_level="warning",
         access_log=False,
-        http=protocol_class(HttpLimits.of(settings)),
+        http=server_api.http_protocol(settings),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
@@ -329,7 +319,7 @@ async def _serving(settings: Settings) -> AsyncIterator[TokenService]:
 
 
 def _sent_mail(message: EmailMessage) -> SentMail:
-    summary = mailer.message_summary(message)
+    summary = server_api.message_summary(message)
     link = summary["link"]
     tokens = parse_qs(urlsplit(link).query).get("token", []) if link else []
     return SentMail(
@@ -355,7 +345,7 @@ def start_test_postgres(data_dir: Path) -> str:
 
     It is stopped when the last process using it ends (`tokenrota_server.db.embedded`).
     """
-    url = start_embedded(data_dir)
+    url = server_api.start_embedded(data_dir)
     # A throwaway server of our own: without fsync, DROP DATABASE after each test takes ~20 ms
     # instead of ~600 ms. Never done to a TEST_DATABASE_URL server, which may matter to someone.
     asyncio.run(execute(url, "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
@@ -367,15 +357,11 @@ def create_template(server_url: str) -> str:
 
     Synchronous, outside any event loop: alembic's env.py runs its own.
     """
-    # Imported here: a suite that imports this module for its helpers alone need not pay
-    # for alembic's import, a good part of a second.
-    from tokenrota_server.db import schema
-
     # One per process: a leftover of a killed run with the same pid is dropped first.
     name = f"token_service_template_{os.getpid()}"
     drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
     asyncio.run(execute(server_url, drop, f'CREATE DATABASE "{name}"'))
-    schema.upgrade(database_url_for(server_url, name))
+    server_api.migrate(database_url_for(server_url, name))
     return name
 
 

@@ -19,7 +19,12 @@ from tokenrota_server.auth import SessionUser
 from tokenrota_server.config import Settings
 from tokenrota_server.db import account_tokens, audit, sessions, throttle, users
 from tokenrota_server.errors import InvalidCredentials, NotFound, TooManyAttempts
-from tokenrota_server.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_policy
+from tokenrota_server.passwords import (
+    MAX_PASSWORD_LENGTH,
+    Passwords,
+    check_password_policy,
+    reserve_then_count,
+)
 
 security_log = logging.getLogger("tokenrota.security")
 
@@ -116,20 +121,18 @@ class Accounts:
             raise InvalidCredentials()
         with contextlib.ExitStack() as held:
             async with pool.acquire() as connection, connection.transaction():
-                # Both places (the check of the current password, the hash of the new one)
-                # before the attempt is counted, as at /login: a 503 for overload counts
-                # nothing, and a counted attempt is neither refused before its check nor, once
-                # right, before its hash (a right password left counted, never given back).
-                check = held.enter_context(self._passwords.reserve_check())
+                # Both places (the hash of the new password too) before the attempt is
+                # counted: a counted attempt, once right, is not refused before its hash.
                 new_secret = held.enter_context(self._passwords.reserve_hash())
                 # Guessing the current password through /password counts toward the throttle.
-                attempt = await throttle.count_attempt(
-                    connection, self._settings, email=caller.user.email, ip=ip, now=now
+                check, attempt = await reserve_then_count(
+                    held,
+                    self._passwords.reserve_check,
+                    lambda: throttle.count_attempt(
+                        connection, self._settings, email=caller.user.email, ip=ip, now=now
+                    ),
+                    refused=lambda attempt: attempt.retry_after is not None,
                 )
-                if attempt.retry_after is not None:
-                    # Refused: its place goes back now, before the connection is let go, so a
-                    # refused flood holds at most one place per pool connection.
-                    held.close()
                 await audit.record_throttle_burst(
                     connection, crossed=attempt.crossed, user_id=caller.user.id, ip=ip, now=now
                 )
@@ -176,30 +179,3 @@ class Accounts:
         security_log.info(
             "password changed; other sessions revoked", extra={"user_id": caller.user.id}
         )
-
-
-async def disable_user(
-    pool: asyncpg.Pool, *, email: str, now: datetime, actor: str = audit.CLI_ACTOR
-) -> int:
-    """Disable a user and end all their sessions at once; return how many were ended.
-
-    Raises `NotFound` for an unknown email. One transaction: no session outlives the flag,
-    and the audit event (by `actor`) commits with them.
-    """
-    async with pool.acquire() as connection, connection.transaction():
-        user_id = await users.disable_user(connection, email, now)
-        if user_id is None:
-            raise NotFound("No user has this email.")
-        ended = await sessions.revoke_user_sessions(
-            connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
-        )
-        await audit.record(
-            connection,
-            audit.AuditAction.USER_DISABLED,
-            actor=actor,
-            now=now,
-            user_id=user_id,
-            details={"sessions_revoked": ended},
-        )
-    security_log.info("user disabled", extra={"user_id": user_id, "sessions": ended})
-    return ended

@@ -1,13 +1,13 @@
-"""Use cases of the admin API (`admin_routes`) and of the operator's CLI (`admin`): users,
-their roles and sessions, erasure, roles, and reading the audit log.
+"""Use cases of the admin API (`http/admin.py`) and the operator's CLI (`cli/admin.py`): users,
+their roles and sessions, erasure, roles, and the audit log.
 
-Each change runs in one transaction with its audit event (`audit.record`), so an event exists
-exactly when its change committed; a refused change (an unknown role, say) writes neither.
-Listings page by keyset, with the opaque cursors of `pagination`.
+Each change commits with its audit event (`audit.record`), so an event exists exactly when its
+change did; a refused change writes neither. Listings page by keyset (`db/pagination.py`).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -20,6 +20,8 @@ from tokenrota_server.db.audit import AuditAction
 from tokenrota_server.db.pagination import decode_cursor, encode_cursor
 from tokenrota_server.errors import InvalidInput, InvalidToken, MalformedRequest, NotFound
 from tokenrota_server.tokens import TokenCodec
+
+security_log = logging.getLogger("tokenrota.security")
 
 ADMIN_SCOPE = "admin"
 MAX_EMAIL_PREFIX_LENGTH = 254
@@ -95,20 +97,32 @@ async def get_user(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> users.Ad
 
 async def set_disabled(
     pool: asyncpg.Pool, user_id: UUID, *, disabled: bool, actor: str, now: datetime
-) -> None:
-    """Disable (ending every session) or enable a user; raise `NotFound`."""
+) -> int:
+    """Disable or enable a user; return how many sessions the disabling ended (0 to enable).
+    Raise `NotFound`.
+
+    The one path of both the admin API and the CLI. One transaction: no session outlives the
+    flag, and the audit event (by `actor`) commits with them; ended sessions stay ended.
+    """
     async with pool.acquire() as connection, connection.transaction():
         if not await users.set_disabled(connection, user_id, disabled=disabled, now=now):
             raise NotFound("No such user.")
+        ended = 0
         details: dict[str, Any] = {}
         if disabled:
-            details["sessions_revoked"] = await sessions.revoke_user_sessions(
+            ended = await sessions.revoke_user_sessions(
                 connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
             )
+            details["sessions_revoked"] = ended
         action = AuditAction.USER_DISABLED if disabled else AuditAction.USER_ENABLED
         await audit.record(
             connection, action, actor=actor, now=now, user_id=user_id, details=details
         )
+    if disabled:
+        security_log.info("user disabled", extra={"user_id": user_id, "sessions": ended})
+    else:
+        security_log.info("user enabled", extra={"user_id": user_id})
+    return ended
 
 
 async def set_roles(
@@ -117,12 +131,7 @@ async def set_roles(
     """Make `names` exactly the user's roles; raise `NotFound` or `InvalidInput` (an
     unknown role: nothing is written). Takes effect at the user's next refresh."""
     async with pool.acquire() as connection, connection.transaction():
-        # Locks the user: two concurrent changes of one user's roles apply one after the other.
-        before = await connection.fetchval(
-            "SELECT coalesce((SELECT array_agg(role) FROM user_roles WHERE user_id = u.id),"
-            " '{}'::text[]) FROM users u WHERE u.id = $1 FOR UPDATE",
-            user_id,
-        )
+        before = await roles.lock_roles_of(connection, user_id)
         if before is None:
             raise NotFound("No such user.")
         unknown = await roles.unknown_roles(connection, names)
@@ -147,7 +156,7 @@ async def list_sessions(
 ) -> list[sessions.SessionInfo]:
     """The user's live sessions; raise `NotFound`."""
     async with pool.acquire() as connection:
-        if await connection.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
+        if not await users.user_exists(connection, user_id):
             raise NotFound("No such user.")
         return await sessions.list_live_sessions(connection, user_id=user_id, now=now)
 
@@ -155,7 +164,7 @@ async def list_sessions(
 async def revoke_sessions(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: datetime) -> int:
     """Revoke every session of the user at once; return how many. Raise `NotFound`."""
     async with pool.acquire() as connection, connection.transaction():
-        if await connection.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
+        if not await users.user_exists(connection, user_id):
             raise NotFound("No such user.")
         count = await sessions.revoke_user_sessions(
             connection, user_id=user_id, reason=sessions.RevokeReason.ADMIN, now=now
@@ -186,11 +195,7 @@ async def erase_user(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: date
         if not await users.set_disabled(connection, user_id, disabled=True, now=now):
             raise NotFound("No such user.")
         async with connection.transaction():
-            await connection.execute(
-                "SELECT 1 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
-                " WHERE s.user_id = $1 FOR UPDATE OF t",
-                user_id,
-            )
+            await sessions.lock_user_tokens(connection, user_id)
             email = await users.delete_user(connection, user_id)
             if email is None:
                 raise NotFound("No such user.")  # erased meanwhile by another call

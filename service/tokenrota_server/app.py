@@ -24,29 +24,15 @@ from tokenrota_server.db.pool import CONNECTION_ERRORS, open_pool
 from tokenrota_server.dpop import ProofChecker
 from tokenrota_server.errors import ServiceError, Unavailable
 from tokenrota_server.http import (
-    accounts as accounts_routes,
-)
-from tokenrota_server.http import (
-    admin as admin_routes,
-)
-from tokenrota_server.http import (
-    auth as auth_routes,
-)
-from tokenrota_server.http import (
-    browser as browser_routes,
-)
-from tokenrota_server.http import (
+    accounts,
+    admin,
+    auth,
+    browser,
     metrics,
+    oauth,
     openapi,
-)
-from tokenrota_server.http import (
-    oauth as oauth_routes,
-)
-from tokenrota_server.http import (
-    recovery as recovery_routes,
-)
-from tokenrota_server.http import (
-    revocations as revocations_routes,
+    recovery,
+    revocations,
 )
 from tokenrota_server.http.middleware import RequestObservability
 from tokenrota_server.http.web import error_response
@@ -133,13 +119,13 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
 
     return Starlette(
         routes=[
-            *auth_routes.routes,
-            *accounts_routes.routes,
-            *recovery_routes.routes,
-            *browser_routes.routes,
-            *oauth_routes.routes,
-            *admin_routes.routes,
-            *revocations_routes.routes,
+            *auth.routes,
+            *accounts.routes,
+            *recovery.routes,
+            *browser.routes,
+            *oauth.routes,
+            *admin.routes,
+            *revocations.routes,
             *metrics.routes,
             *openapi.routes(with_docs=settings.serves_docs),
         ],

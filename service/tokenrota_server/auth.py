@@ -35,6 +35,7 @@ from tokenrota_server.passwords import (
     HashReservation,
     Passwords,
     check_password_policy,
+    reserve_then_count,
 )
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
 
@@ -124,18 +125,12 @@ class Authenticator:
         check_password_policy(password)
         with contextlib.ExitStack() as held:
             async with pool.acquire() as connection:
-                # A place among the new secrets, then the count: a 503 for overload counts
-                # nothing, and a counted registration is not refused for overload afterwards.
-                # Taken once the connection is ours, so a burst queued for the pool holds no
-                # places; in one step on the event loop, so none is taken twice.
-                reservation = held.enter_context(self._passwords.reserve_hash())
-                retry_after = await throttle.count_registration(
-                    connection, self._settings, ip=ip, now=now
+                reservation, retry_after = await reserve_then_count(
+                    held,
+                    self._passwords.reserve_hash,
+                    lambda: throttle.count_registration(connection, self._settings, ip=ip, now=now),
+                    refused=lambda retry_after: retry_after is not None,
                 )
-                if retry_after is not None:
-                    # Refused: its place goes back now, before the connection is let go, so a
-                    # refused flood holds at most one place per pool connection.
-                    held.close()
             if retry_after is not None:
                 security_log.warning("register throttled", extra={"ip": ip})
                 raise TooManyAttempts(retry_after)
@@ -191,23 +186,14 @@ class Authenticator:
             raise InvalidCredentials()
         with contextlib.ExitStack() as held:
             async with pool.acquire() as connection, connection.transaction():
-                # A place among the checks, then the count: a 503 for overload (no password
-                # checked) counts nothing, whatever the email, and a counted attempt is always
-                # checked. Counting first and giving the attempt back on a 503 would not be
-                # honest under concurrency: until the give-back, concurrent attempts see the
-                # inflated count (during a flood, the owner's right password refused 429), and
-                # the give-back is one more write on an overloaded service, lost if it fails or
-                # the request is cancelled. Taken once the connection is ours, so a burst queued
-                # for the pool holds no places; in one step on the event loop, so none is taken
-                # twice.
-                reservation = held.enter_context(self._passwords.reserve_check())
-                attempt = await throttle.count_attempt(
-                    connection, self._settings, email=email, ip=device.ip, now=now
+                reservation, attempt = await reserve_then_count(
+                    held,
+                    self._passwords.reserve_check,
+                    lambda: throttle.count_attempt(
+                        connection, self._settings, email=email, ip=device.ip, now=now
+                    ),
+                    refused=lambda attempt: attempt.retry_after is not None,
                 )
-                if attempt.retry_after is not None:
-                    # Refused: its place goes back now, before the connection is let go, so a
-                    # refused flood holds at most one place per pool connection.
-                    held.close()
                 await audit.record_throttle_burst(
                     connection,
                     crossed=attempt.crossed,
@@ -264,7 +250,7 @@ class Authenticator:
             if cap > 0:
                 # The user's row lock queues concurrent logins of one user, so two of them
                 # cannot both count the sessions and both stay under the cap.
-                await connection.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id)
+                await users.lock_user(connection, user.id)
                 await sessions.evict_least_recently_used(
                     connection, user_id=user.id, keep=cap - 1, now=now
                 )

@@ -39,7 +39,7 @@ from tokenrota_server.errors import (
     TooManyAttempts,
 )
 from tokenrota_server.outcomes import Grant
-from tokenrota_server.passwords import CheckReservation, Passwords
+from tokenrota_server.passwords import CheckReservation, Passwords, reserve_then_count
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
 
 security_log = logging.getLogger("tokenrota.security")
@@ -148,19 +148,21 @@ class AuthorizationServer:
             reservation = None
             if ip is not None and now is not None:
                 async with pool.acquire() as connection:
-                    # A place among the checks before the attempt is counted, as at /login: a
-                    # 503 for overload counts nothing against the address. A request that will
-                    # wait for a run already under way with the same secret takes none (it adds
-                    # no argon2 work), so one resource server's burst is not refused for it.
-                    if remembered not in self._verifying:
-                        reservation = held.enter_context(self._passwords.reserve_check())
-                    retry_after = await throttle.count_address_attempt(
-                        connection, self._settings, ip=ip, now=now
+                    # A request that will wait for a run already under way with the same
+                    # secret takes no place (it adds no argon2 work), so one resource server's
+                    # burst is not refused for it.
+                    reservation, retry_after = await reserve_then_count(
+                        held,
+                        lambda: (
+                            None
+                            if remembered in self._verifying
+                            else self._passwords.reserve_check()
+                        ),
+                        lambda: throttle.count_address_attempt(
+                            connection, self._settings, ip=ip, now=now
+                        ),
+                        refused=lambda retry_after: retry_after is not None,
                     )
-                    if retry_after is not None:
-                        # Refused: its place goes back now, before the connection is let go, so a
-                        # refused flood holds at most one place per pool connection.
-                        held.close()
                 if retry_after is not None:
                     security_log.warning("client authentication throttled", extra={"ip": ip})
                     raise TooManyAttempts(retry_after)

@@ -1,15 +1,9 @@
-"""The mail outbox: messages written in the transaction of what they announce, sent afterwards.
+"""The mail outbox's drainer: messages written with what they announce, sent afterwards.
 
-A request that issues a token writes its message into `mail_outbox` in the same statement, so a
-rolled-back request sends nothing and a committed one is never lost; the answer never waits
-for SMTP. Each instance of the server drains the outbox in the background (`Outbox.run`, in
-the app's lifespan): every `MAIL_POLL_INTERVAL` seconds, and at once when a request of its own
-wrote a message. A message is taken with `SELECT ... FOR UPDATE SKIP LOCKED` and its row stays
-locked until it is marked sent, so several instances (or workers) never send one twice. A
-failed delivery is retried with exponential backoff, and given up after `MAX_ATTEMPTS`.
-
-The bodies hold a live token, so they are stored sealed (Fernet, under a key derived from
-REFRESH_TOKEN_SECRET) and blanked once sent: reading the table does not give tokens away.
+Each instance drains in the background (`Outbox.run`, in the lifespan), every
+`MAIL_POLL_INTERVAL` seconds and at once after a request of its own wrote a message; a failure
+is retried with backoff up to `MAX_ATTEMPTS`. The bodies hold a live token, so they are stored
+sealed (Fernet, under a key derived from REFRESH_TOKEN_SECRET) and blanked once sent.
 """
 
 from __future__ import annotations
@@ -29,6 +23,7 @@ from tokenrota.clock import Clock
 
 from tokenrota_server import mailer
 from tokenrota_server.config import Settings
+from tokenrota_server.db.outbox import mark_failed, mark_sent, take_due
 from tokenrota_server.db.pool import CONNECTION_ERRORS, Connection
 from tokenrota_server.mailer import DeliveryFailed, Mail
 
@@ -77,34 +72,21 @@ async def deliver_due(pool: asyncpg.Pool, sealer: Sealer, send: Send, *, now: da
     sent = 0
     while True:
         async with pool.acquire() as connection, connection.transaction():
-            row = await connection.fetchrow(
-                "SELECT id, recipient, subject, text_body, html_body, attempts FROM mail_outbox"
-                " WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT 1"
-                " FOR UPDATE SKIP LOCKED",
-                now,
-            )
-            if row is None:
+            message = await take_due(connection, now)
+            if message is None:
                 return sent
-            attempts = row["attempts"] + 1
-            text, body = sealer.open(row["text_body"]), sealer.open(row["html_body"])
+            attempts = message.attempts + 1
+            text, body = sealer.open(message.text_body), sealer.open(message.html_body)
             try:
                 if text is None or body is None:
                     raise DeliveryFailed("sealed under another secret")
-                mail = Mail(row["recipient"], row["subject"], text, body)
-                await send(mail, row["id"], now)
+                await send(Mail(message.recipient, message.subject, text, body), message.id, now)
             except DeliveryFailed as failure:
-                await _failed(connection, row["id"], attempts, failure.reason, now)
+                await _failed(connection, message.id, attempts, failure.reason, now)
                 continue
-            # Blanked once sent: the token it carried is not kept, even sealed.
-            await connection.execute(
-                "UPDATE mail_outbox SET sent_at = $2, next_attempt_at = NULL, attempts = $3,"
-                " last_error = NULL, text_body = '', html_body = '' WHERE id = $1",
-                row["id"],
-                now,
-                attempts,
-            )
+            await mark_sent(connection, message.id, attempts=attempts, now=now)
         sent += 1
-        logger.info("mail sent", extra={"mail_id": row["id"], "attempts": attempts})
+        logger.info("mail sent", extra={"mail_id": message.id, "attempts": attempts})
 
 
 async def _failed(
@@ -115,13 +97,7 @@ async def _failed(
     now: datetime,
 ) -> None:
     retry_at = now + retry_delay(attempts) if attempts < MAX_ATTEMPTS else None
-    await connection.execute(
-        "UPDATE mail_outbox SET attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $1",
-        mail_id,
-        attempts,
-        reason,
-        retry_at,
-    )
+    await mark_failed(connection, mail_id, attempts=attempts, reason=reason, retry_at=retry_at)
     if retry_at is None:
         logger.error(
             "mail given up after %d attempts: %s", attempts, reason, extra={"mail_id": mail_id}

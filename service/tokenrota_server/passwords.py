@@ -1,29 +1,17 @@
 """argon2id password hashing, off the event loop, with capacity kept for logins.
 
-argon2-cffi releases the GIL while it hashes, so running it in a small pool of worker threads lets
-a burst of logins proceed without stalling the loop that serves /refresh and /profile. The pool is
-bounded: each hash holds `memory_cost` KiB, and unbounded threads would trade latency for memory.
-
-Two kinds of work share the pool. *Hashing a new secret* (registration, password change and
-reset, client creation and secret rotation) may hold at most half of its threads, so that a
-registration flood, however many addresses it comes from, never sits in front of a login.
-*Checking a password* (a login, a client authentication, a current password) may use every
-thread; past ARGON2_MAX_QUEUED_CHECKS waiting checks, one more is refused at once (`Overloaded`)
-rather than queued behind seconds of others. Past ARGON2_MAX_QUEUED_HASHES new secrets waiting
-for their share, one more is refused the same way.
-
-A use case that counts an attempt before the work (the login throttle, the register throttle)
-first takes a `Reservation`: a place in the queue, taken at once or refused with `Overloaded`.
-Held, the work cannot be refused any more, so a request is counted only if its argon2 work will
-run, and a 503 for overload never counts toward a throttle.
+Checks and new secrets share a pool of threads, new secrets at most half of it; past a queue's
+limit one more is refused at once (`Overloaded`). `reserve_then_count` takes a place before a
+throttle counts. Why, in docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Self, TypeVar
@@ -35,6 +23,7 @@ from tokenrota_server.config import Settings
 from tokenrota_server.errors import InvalidInput, Overloaded, WeakPassword
 
 T = TypeVar("T")
+R = TypeVar("R", bound="Reservation")
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
@@ -99,6 +88,29 @@ class CheckReservation(Reservation):
 
 class HashReservation(Reservation):
     """A place among the new secrets waiting for their share (ARGON2_MAX_QUEUED_HASHES)."""
+
+
+async def reserve_then_count(
+    held: contextlib.ExitStack,
+    reserve: Callable[[], R | None],
+    count: Callable[[], Awaitable[T]],
+    refused: Callable[[T], bool],
+) -> tuple[R | None, T]:
+    """Take a place in an argon2 queue into `held`, then count the attempt; return both.
+
+    `reserve` raises `Overloaded` (a 503 that counts nothing) or returns the place (None: this
+    request needs none). When `refused` says the count refused the attempt, every place in
+    `held` goes back at once. Call it with a pool connection already acquired, in one step on
+    the event loop: a burst queued for the pool then holds no places, none is taken twice, and
+    a refused flood holds at most one place per connection. See docs/architecture.md.
+    """
+    place = reserve()
+    if place is not None:
+        held.enter_context(place)
+    counted = await count()
+    if refused(counted):
+        held.close()
+    return place, counted
 
 
 def argon2_thread_count(settings: Settings) -> int:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.cli import admin as admin_commands
 from tokenrota_server.config import Settings
 from tokenrota_server.db import users
 
@@ -226,6 +228,41 @@ async def test_disable_ends_every_session_and_enable_lets_the_user_back(
         (f"client:{client_id}", "user_enabled", user["id"]),
     ]
     assert json.loads(events[0]["details"]) == {"sessions_revoked": 2}
+
+
+async def test_the_api_and_the_cli_disable_a_user_by_one_path(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """POST /admin/users/{id}/disable and `tokenrota disable-user` leave the same trace: the
+    sessions ended, one audit event each (by their actor) and one security log line each."""
+    caplog.set_level(logging.INFO, logger="tokenrota.security")
+    client_id, admin = await admin_client(client, db, settings)
+    by_api, _ = await register_and_login(client)
+    by_cli, _ = await register_and_login(client)
+
+    disabled = await client.post(f"/admin/users/{by_api['id']}/disable", headers=admin)
+    status = await admin_commands.disable_user(settings, by_cli["email"])
+
+    assert (disabled.status_code, status) == (204, 0)
+    assert capsys.readouterr().out == "user disabled; 1 sessions ended\n"
+    logged = [
+        (str(getattr(record, "user_id", None)), getattr(record, "sessions", None))
+        for record in caplog.records
+        if record.getMessage() == "user disabled"
+    ]
+    assert logged == [(by_api["id"], 1), (by_cli["id"], 1)]
+    events = await db.fetch(
+        "SELECT actor, user_id::text, details FROM audit_events WHERE action = 'user_disabled'"
+        " ORDER BY id"
+    )
+    assert [(e["actor"], e["user_id"], json.loads(e["details"])) for e in events] == [
+        (f"client:{client_id}", by_api["id"], {"sessions_revoked": 1}),
+        ("cli", by_cli["id"], {"sessions_revoked": 1}),
+    ]
 
 
 async def test_sessions_are_listed_and_revoked_all_at_once(

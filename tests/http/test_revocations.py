@@ -10,10 +10,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from tokenrota_server import revocations
 from tokenrota_server.config import Settings
 from tokenrota_server.db import oauth_clients, purge
-from tokenrota_server.revocations import Cursor
+from tokenrota_server.db.feed import Cursor, read_after
 
 from tests.admin_support import admin_client
 from tests.conftest import FakeClock, register_and_login, serve
@@ -228,7 +227,7 @@ async def test_a_transaction_that_started_first_and_commits_last_is_not_skipped(
     await register_and_login(client)
     await register_and_login(client)
     ids = [row["id"] for row in await db.fetch("SELECT id FROM sessions ORDER BY id")]
-    start = await revocations.read_after(db, Cursor(0))
+    start = await read_after(db, Cursor(0))
     first, second = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     revoke = "UPDATE sessions SET revoked_at = now(), revoke_reason = 'logout' WHERE id = $1"
     try:
@@ -240,13 +239,13 @@ async def test_a_transaction_that_started_first_and_commits_last_is_not_skipped(
         await first.execute(revoke, ids[0])
         second_revokes = asyncio.create_task(second.execute(revoke, ids[1]))
         await asyncio.sleep(0.2)
-        between = await revocations.read_after(db, start.cursor)
+        between = await read_after(db, start.cursor)
         second_waited = not second_revokes.done()
         await first_tx.commit()
         await second_revokes
         await second_tx.commit()
-        after = await revocations.read_after(db, between.cursor)
-        again = await revocations.read_after(db, after.cursor)
+        after = await read_after(db, between.cursor)
+        again = await read_after(db, after.cursor)
     finally:
         await first.close()
         await second.close()
@@ -326,7 +325,7 @@ async def test_the_cursor_pages_through_more_than_one_page(
     seen: list[uuid.UUID] = []
     cursor = Cursor(0)
     while True:
-        page = await revocations.read_after(db, cursor, limit=10)
+        page = await read_after(db, cursor, limit=10)
         seen += [sid for sid, _ in page.sessions]
         cursor = page.cursor
         if not page.full:

@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from tokenrota.clock import utc_now
 
-from tokenrota_server import accounts
-from tokenrota_server import admin as administration
+from tokenrota_server import admin
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.db import audit, oauth_clients, pagination, roles
@@ -49,7 +48,10 @@ async def disable_user(settings: Settings, email: str) -> int:
     """Disable the user with `email`, ending every session; prints how many ended."""
     async with _pool(settings) as pool:
         try:
-            ended = await accounts.disable_user(pool, email=email, now=utc_now())
+            user_id = await admin.user_id_of(pool, email)
+            ended = await admin.set_disabled(
+                pool, user_id, disabled=True, actor=audit.CLI_ACTOR, now=utc_now()
+            )
         except ServiceError as error:
             return _refused(error.description)
     print(f"user disabled; {ended} sessions ended")
@@ -124,9 +126,7 @@ async def create_role(settings: Settings, name: str, scope: str) -> int:
         roles.check_role_name(name)
         scopes = roles.check_scopes(scope.split(" ") if scope else [])
         async with _pool(settings) as pool:
-            role, _ = await administration.put_role(
-                pool, name, scopes, actor=audit.CLI_ACTOR, now=utc_now()
-            )
+            role, _ = await admin.put_role(pool, name, scopes, actor=audit.CLI_ACTOR, now=utc_now())
     except ServiceError as error:
         return _refused(error.description)
     print(json.dumps(role.to_json()))
@@ -137,7 +137,7 @@ async def change_role(settings: Settings, email: str, name: str, *, grant: bool)
     """Grant a role to the user with `email`, or take it back; effective at their next refresh."""
     async with _pool(settings) as pool:
         try:
-            changed = await administration.change_role(
+            changed = await admin.change_role(
                 pool, email, name, grant=grant, actor=audit.CLI_ACTOR, now=utc_now()
             )
         except ServiceError as error:
@@ -153,7 +153,7 @@ async def list_users(settings: Settings, email_prefix: str) -> int:
     async with _pool(settings) as pool:
         cursor = None
         while True:
-            page, cursor = await administration.list_users(
+            page, cursor = await admin.list_users(
                 pool, email_prefix=prefix, cursor=cursor, limit=pagination.MAX_PAGE_SIZE
             )
             for user in page:
@@ -166,8 +166,8 @@ async def enable_user(settings: Settings, email: str) -> int:
     """Enable the user with `email` again: they can log in; their ended sessions stay ended."""
     async with _pool(settings) as pool:
         try:
-            user_id = await administration.user_id_of(pool, email)
-            await administration.set_disabled(
+            user_id = await admin.user_id_of(pool, email)
+            await admin.set_disabled(
                 pool, user_id, disabled=False, actor=audit.CLI_ACTOR, now=utc_now()
             )
         except ServiceError as error:
@@ -180,8 +180,8 @@ async def delete_user(settings: Settings, email: str) -> int:
     """Erase the user with `email` and everything that references them."""
     async with _pool(settings) as pool:
         try:
-            user_id = await administration.user_id_of(pool, email)
-            await administration.erase_user(pool, user_id, actor=audit.CLI_ACTOR, now=utc_now())
+            user_id = await admin.user_id_of(pool, email)
+            await admin.erase_user(pool, user_id, actor=audit.CLI_ACTOR, now=utc_now())
         except ServiceError as error:
             return _refused(error.description)
     print(f"user {user_id} erased")

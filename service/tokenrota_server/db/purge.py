@@ -1,15 +1,9 @@
-"""Deleting what has expired, so that rows do not pile up: refresh tokens and sessions past
-their `expires_at`, login-throttle counters whose window is over, revocations of client
-access tokens that no longer verify anyway, reset and verification tokens a day after they
-stopped being usable (expired, used or superseded), and outbox messages a day after they were
-sent or given up (a day: long enough to look into a complaint, short enough to keep little),
-audit events older than `AUDIT_RETENTION`, and DPoP proofs past their window.
+"""Deleting what has expired, in batches, so that rows do not pile up.
 
-Deletes run in batches of `PURGE_BATCH_SIZE` rows per table, each batch its own short
-transaction, so a purge never holds many row locks or a long transaction. Each batch first takes
-a transaction-level advisory lock: with several instances on one database, one purges at a time
-and the others skip their turn. (Session-level advisory locks would outlive the request: the pool
-hands connections back without a reset, see `tokenrota_server/db/pool.py`.)
+Refresh tokens and sessions past `expires_at`, throttle counters of past windows, client token
+revocations that no longer verify anyway, account tokens and sent outbox messages a day after
+use, audit events past `AUDIT_RETENTION`, DPoP proofs past their window. Each batch is a short
+transaction under an advisory lock, so with several instances one purges at a time.
 """
 
 from __future__ import annotations
@@ -31,7 +25,8 @@ logger = logging.getLogger("tokenrota.purge")
 
 # Any fixed 64-bit number that nothing else in the database uses as an advisory lock key.
 PURGE_LOCK_KEY = 0x70757267_65303031  # "purge001"
-# How long spent account tokens and finished outbox messages are kept.
+# How long spent account tokens and finished outbox messages are kept: long enough to look
+# into a complaint, short enough to keep little.
 MAIL_RETENTION = timedelta(days=1)
 
 
@@ -157,6 +152,8 @@ async def purge_expired(
     With `wait`, a batch waits for another instance's batch to finish; without it, the purge
     stops as soon as another instance is found purging (it will do the work).
     """
+    # Transaction-level: a session-level lock would outlive the batch, since the pool hands
+    # connections back without a reset (db/pool.py).
     lock = (
         "SELECT pg_advisory_xact_lock($1) IS NOT NULL"
         if wait

@@ -180,6 +180,17 @@ async def set_user_roles(connection: Connection, user_id: UUID, names: tuple[str
         raise InvalidInput("No role has this name.") from None
 
 
+async def lock_roles_of(connection: Connection, user_id: UUID) -> list[str] | None:
+    """The user's role names, with the user's row locked until the transaction ends (so two
+    changes of one user's roles apply one after the other); None if there is no such user."""
+    names: list[str] | None = await connection.fetchval(
+        "SELECT coalesce((SELECT array_agg(role) FROM user_roles WHERE user_id = u.id),"
+        " '{}'::text[]) FROM users u WHERE u.id = $1 FOR UPDATE",
+        user_id,
+    )
+    return names
+
+
 async def grant_role(connection: Connection, user_id: UUID, name: str) -> bool:
     """Give the user a role; False if they held it already. Raise `InvalidInput` if unknown."""
     try:

@@ -323,6 +323,16 @@ async def revoke_user_session(
     return bool(status == "UPDATE 1")
 
 
+async def lock_user_tokens(connection: Connection, user_id: UUID) -> None:
+    """Lock every refresh token of the user's sessions until the transaction ends: waits for
+    the refreshes in flight, which hold them (a refresh locks its token, then its session)."""
+    await connection.execute(
+        "SELECT 1 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
+        " WHERE s.user_id = $1 FOR UPDATE OF t",
+        user_id,
+    )
+
+
 async def revoke_user_sessions(
     connection: Connection,
     *,

@@ -1,27 +1,8 @@
-"""The login throttle, kept in Postgres so that every instance of the service shares it.
+"""The throttles' counters, kept in Postgres so that every instance shares them.
 
-Each attempt at a password (a login, a password change) is counted against two keys, the email
-(whether or not it has an account) and the remote address, in fixed windows of
-`LOGIN_THROTTLE_WINDOW` seconds. Past `LOGIN_EMAIL_MAX_ATTEMPTS` or `LOGIN_IP_MAX_ATTEMPTS` in a
-window, attempts are refused until the window ends. The attempt is counted *before* the password
-is verified, in the same statement that reads the user: a burst of concurrent guesses cannot slip
-past the limit while argon2 runs, and login pays one round trip for both. A success takes its
-attempt back: the email's counter is cleared and the address's is decremented. An attempt that
-argon2's queue has no room for is refused (503) before it is counted: the use cases take their
-place in the queue first (`passwords.Reservation`), so a refusal for overload never counts.
-
-Registrations are counted per remote address under a scope of their own, in the same windows,
-past `REGISTER_IP_MAX_ATTEMPTS`. Each costs an argon2 hash and may learn whether an email has an
-account, so every one counts, successful or not (only one refused 503 before it is counted, as
-argon2's queue of new secrets is full, does not), and nothing is taken back.
-
-Password-reset requests (`/password/forgot`) are counted per email, whether or not it has an
-account (`PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS`), and per address
-(`PASSWORD_FORGOT_IP_MAX_ATTEMPTS`), under scopes of their own: each may send a message.
-
-A key already over its limit in a window still running is read, not counted again (its count
-stops one past the limit), and an address over its limit gets no attempt back from a success:
-a flood of refused requests writes nothing, and no answer is looser (`_COUNTING`).
+Password attempts count per email and per address (taken back on success), registrations and
+reset requests per scope of their own, in fixed windows; a key over its limit is read, not
+written. The reasons are in docs/architecture.md.
 """
 
 from __future__ import annotations

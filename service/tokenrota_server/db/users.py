@@ -109,18 +109,18 @@ async def find_session_user(
     return user_from_row(row) if row is not None else None
 
 
-async def disable_user(connection: Connection, email: str, now: datetime) -> UUID | None:
-    """Mark the user with this email (any letter case) disabled; None if there is none.
+async def user_exists(connection: Connection, user_id: UUID) -> bool:
+    """Whether there is a user with this id."""
+    found = await connection.fetchval("SELECT 1 FROM users WHERE id = $1", user_id)
+    return found is not None
 
-    A user already disabled keeps their first `disabled_at`.
-    """
-    user_id: UUID | None = await connection.fetchval(
-        "UPDATE users SET disabled_at = coalesce(disabled_at, $2), updated_at = $2"
-        " WHERE lower(email) = lower($1) RETURNING id",
-        email,
-        now,
-    )
-    return user_id
+
+async def lock_user(connection: Connection, user_id: UUID) -> bool:
+    """Lock the user's row until the transaction ends; False if there is no such user.
+
+    What queues two changes of one user (two logins under the session cap, two role sets)."""
+    found = await connection.fetchval("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+    return found is not None
 
 
 async def mark_email_verified(connection: Connection, user_id: UUID, now: datetime) -> None:

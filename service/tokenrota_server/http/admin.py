@@ -1,12 +1,9 @@
 """HTTP handlers of the admin API under /admin: users, their roles and sessions, roles, the
 audit log. For operators' tools, never for people.
 
-Every handler first checks the caller (`administration.authorize_admin`): a client-credentials
-token with the `admin` scope, of a client still enabled, not revoked; before it reads a path
-parameter or a body, so a refused caller learns nothing and nothing is read or written.
-Refusals follow `tokenrota.bearer`: 401 missing_token without a token; 403 invalid_token for a
-refused one (expired, revoked, or its client disabled or no longer admin); 403
-insufficient_scope for a person's token, whatever its roles, and a client's without `admin`.
+Every handler first checks the caller (`admin.authorize_admin`), before it reads a path
+parameter or a body, so a refused caller learns nothing and nothing is read or written; the
+refusals (docs/admin.md) follow `tokenrota.bearer`.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrota_server import admin as administration
+from tokenrota_server import admin
 from tokenrota_server.db import audit, pagination, roles
 from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.http.web import NO_STORE, bearer_token, read_json
@@ -27,7 +24,7 @@ from tokenrota_server.state import AppState
 async def _actor(request: Request[AppState]) -> str:
     """The audit actor of an authorized admin call; raise the bearer refusals."""
     state = request.state
-    client_id = await administration.authorize_admin(
+    client_id = await admin.authorize_admin(
         state["pool"], state["codec"], bearer_token(request), state["clock"]()
     )
     return audit.client_actor(client_id)
@@ -56,9 +53,9 @@ async def list_users(request: Request[AppState]) -> Response:
     """GET /admin/users?email=&cursor=&limit=: a page of users, oldest first."""
     await _actor(request)
     params = request.query_params
-    page, next_cursor = await administration.list_users(
+    page, next_cursor = await admin.list_users(
         request.state["pool"],
-        email_prefix=administration.parse_email_prefix(params.get("email")),
+        email_prefix=admin.parse_email_prefix(params.get("email")),
         cursor=params.get("cursor"),
         limit=pagination.page_size(params.get("limit")),
     )
@@ -69,26 +66,25 @@ async def get_user(request: Request[AppState]) -> Response:
     """GET /admin/users/{user_id}: the user with roles, state and live session count."""
     await _actor(request)
     state = request.state
-    found = await administration.get_user(state["pool"], _user_id(request), state["clock"]())
+    found = await admin.get_user(state["pool"], _user_id(request), state["clock"]())
     return _json(found.to_json())
 
 
 async def disable_user(request: Request[AppState]) -> Response:
     """POST /admin/users/{user_id}/disable: 204; every session of the user ends now."""
-    actor = await _actor(request)
-    state = request.state
-    await administration.set_disabled(
-        state["pool"], _user_id(request), disabled=True, actor=actor, now=state["clock"]()
-    )
-    return Response(status_code=204)
+    return await _set_disabled(request, disabled=True)
 
 
 async def enable_user(request: Request[AppState]) -> Response:
     """POST /admin/users/{user_id}/enable: 204."""
+    return await _set_disabled(request, disabled=False)
+
+
+async def _set_disabled(request: Request[AppState], *, disabled: bool) -> Response:
     actor = await _actor(request)
     state = request.state
-    await administration.set_disabled(
-        state["pool"], _user_id(request), disabled=False, actor=actor, now=state["clock"]()
+    await admin.set_disabled(
+        state["pool"], _user_id(request), disabled=disabled, actor=actor, now=state["clock"]()
     )
     return Response(status_code=204)
 
@@ -102,9 +98,7 @@ async def put_user_roles(request: Request[AppState]) -> Response:
     if set(body) != {"roles"}:
         raise InvalidInput('The body is {"roles": [role names]}.')
     names = roles.check_role_names(body["roles"])
-    found = await administration.set_roles(
-        state["pool"], user_id, names, actor=actor, now=state["clock"]()
-    )
+    found = await admin.set_roles(state["pool"], user_id, names, actor=actor, now=state["clock"]())
     return _json(found.to_json())
 
 
@@ -112,7 +106,7 @@ async def list_user_sessions(request: Request[AppState]) -> Response:
     """GET /admin/users/{user_id}/sessions: the user's live sessions."""
     await _actor(request)
     state = request.state
-    found = await administration.list_sessions(state["pool"], _user_id(request), state["clock"]())
+    found = await admin.list_sessions(state["pool"], _user_id(request), state["clock"]())
     return _json({"sessions": [session.to_json() for session in found]})
 
 
@@ -120,9 +114,7 @@ async def revoke_user_sessions(request: Request[AppState]) -> Response:
     """DELETE /admin/users/{user_id}/sessions: 204 once every session of the user is revoked."""
     actor = await _actor(request)
     state = request.state
-    await administration.revoke_sessions(
-        state["pool"], _user_id(request), actor=actor, now=state["clock"]()
-    )
+    await admin.revoke_sessions(state["pool"], _user_id(request), actor=actor, now=state["clock"]())
     return Response(status_code=204)
 
 
@@ -130,16 +122,14 @@ async def erase_user(request: Request[AppState]) -> Response:
     """DELETE /admin/users/{user_id}: 204; the user and all that references them are gone."""
     actor = await _actor(request)
     state = request.state
-    await administration.erase_user(
-        state["pool"], _user_id(request), actor=actor, now=state["clock"]()
-    )
+    await admin.erase_user(state["pool"], _user_id(request), actor=actor, now=state["clock"]())
     return Response(status_code=204)
 
 
 async def list_roles(request: Request[AppState]) -> Response:
     """GET /admin/roles: every role with its scopes."""
     await _actor(request)
-    found = await administration.list_roles(request.state["pool"])
+    found = await admin.list_roles(request.state["pool"])
     return _json({"roles": [role.to_json() for role in found]})
 
 
@@ -153,7 +143,7 @@ async def put_role(request: Request[AppState]) -> Response:
     if set(body) != {"scopes"}:
         raise InvalidInput('The body is {"scopes": [scope tokens]}.')
     scopes = roles.check_scopes(body["scopes"])
-    role, created = await administration.put_role(
+    role, created = await admin.put_role(
         state["pool"], name, scopes, actor=actor, now=state["clock"]()
     )
     return _json(role.to_json(), status_code=201 if created else 200)
@@ -163,9 +153,7 @@ async def delete_role(request: Request[AppState]) -> Response:
     """DELETE /admin/roles/{name}: 204; 409 while a user holds it."""
     actor = await _actor(request)
     state = request.state
-    await administration.delete_role(
-        state["pool"], _role_name(request), actor=actor, now=state["clock"]()
-    )
+    await admin.delete_role(state["pool"], _role_name(request), actor=actor, now=state["clock"]())
     return Response(status_code=204)
 
 
@@ -179,7 +167,7 @@ async def list_audit(request: Request[AppState]) -> Response:
             user_id = UUID(params["user_id"])
         except ValueError:
             raise InvalidInput("'user_id' must be a user's id.") from None
-    page, next_cursor = await administration.list_audit(
+    page, next_cursor = await admin.list_audit(
         request.state["pool"],
         user_id=user_id,
         cursor=params.get("cursor"),

@@ -12,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrota_server.db.feed import Cursor
 from tokenrota_server.errors import InvalidClient, MalformedRequest
 from tokenrota_server.http.oauth import client_secret_of
 from tokenrota_server.http.remote_address import remote_address
 from tokenrota_server.http.web import NO_STORE
-from tokenrota_server.revocations import MAX_WAIT_SECONDS, Cursor, follow
+from tokenrota_server.revocations import MAX_WAIT_SECONDS, follow
 from tokenrota_server.state import AppState
 
 _PARAMETERS = frozenset({"after", "wait"})

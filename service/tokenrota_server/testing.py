@@ -1,0 +1,86 @@
+"""What the library's test fixtures (`tokenrota.testing`) need of the server, in one place.
+
+The library imports this module and no other of the server, so the server's modules may move
+without touching it. The app and alembic are imported only when asked for: the app's metrics
+read their environment at import, and alembic takes a good part of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import fields
+from datetime import datetime
+
+import asyncpg
+from starlette.applications import Starlette
+
+from tokenrota_server.auth import TokenPair
+from tokenrota_server.config import Settings
+from tokenrota_server.db import oauth_clients
+from tokenrota_server.db.pool import start_embedded
+from tokenrota_server.mailer import message_summary, messages_in_mailbox
+from tokenrota_server.passwords import Passwords
+from tokenrota_server.tokens import TokenCodec
+
+# Where a `Settings()` keeps its files when no one says: relative to the working directory.
+DEFAULT_DATA_DIR = next(each.default for each in fields(Settings) if each.name == "data_dir")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The app `settings` describe, as `tokenrota serve` would build it."""
+    from tokenrota_server.app import create_app
+
+    return create_app(settings)
+
+
+def http_protocol(settings: Settings) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with production's limits (head cap, read deadlines)."""
+    from tokenrota_server.http.limits import HttpLimits, protocol_class
+
+    return protocol_class(HttpLimits.of(settings))
+
+
+def migrate(database_url: str) -> None:
+    """Migrate the database to the schema's head. Synchronous, outside any event loop:
+    alembic's env.py runs its own."""
+    from tokenrota_server.db import schema
+
+    schema.upgrade(database_url)
+
+
+async def insert_client(
+    connection: asyncpg.Connection,
+    passwords: Passwords,
+    *,
+    client_id: str,
+    client_secret: str,
+    name: str,
+    scopes: tuple[str, ...],
+    now: datetime,
+) -> None:
+    """Write an OAuth client whose secret is `client_secret` (kept only as its argon2 hash)."""
+    secret_hash = await passwords.hash(client_secret)
+    await oauth_clients.insert_client(
+        connection,
+        client_id=client_id,
+        name=name,
+        secret_hash=secret_hash,
+        scopes=scopes,
+        now=now,
+    )
+
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "Passwords",
+    "Settings",
+    "TokenCodec",
+    "TokenPair",
+    "create_app",
+    "http_protocol",
+    "insert_client",
+    "message_summary",
+    "messages_in_mailbox",
+    "migrate",
+    "start_embedded",
+]
