@@ -247,6 +247,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "type": "object",
                 "required": ["name"],
                 "properties": {"name": {"type": ["string", "null"], "maxLength": 100}},
+                "additionalProperties": False,
             }
         ),
         "responses": {
@@ -264,7 +265,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             **JSON_BODY_ERRORS,
             **BEARER_ERRORS,
             404: error("No such session of the caller's.", "not_found"),
-            422: error("The name is not 1 to 100 printable characters.", "invalid_input"),
+            422: error(
+                "The name is missing or not 1 to 100 printable characters, or another field.",
+                "invalid_input",
+            ),
             **UNAVAILABLE,
         },
     },
