@@ -38,6 +38,8 @@ from tokenrota_server.errors import MalformedRequest
 logger = logging.getLogger("tokenrota.revocations")
 
 FEED_CHANNEL = "tokenrota_revocations"
+# The client scope that admits a reader of the feed; an operator grants it.
+FEED_SCOPE = "revocations:read"
 MAX_WAIT_SECONDS = 30
 # Rows per answer; a follower that gets a full page asks again at once.
 PAGE_LIMIT = 1000

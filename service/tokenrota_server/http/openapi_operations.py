@@ -354,7 +354,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "summary": "The revocation feed: sessions and client tokens revoked after a cursor",
         "description": "Without `after`: what was revoked within ACCESS_TOKEN_TTL + JWT_LEEWAY."
         " With `wait`, held until something is revoked or `wait` seconds pass (long polling)."
-        " Client authentication by HTTP Basic only.",
+        " Client authentication by HTTP Basic only, of a client granted the scope"
+        " `revocations:read`.",
         "security": [{"clientBasic": []}],
         "parameters": [
             {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
@@ -409,6 +410,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             ),
             400: error("A bad cursor, `wait` or query.", "invalid_request"),
             401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
+            403: error(
+                "The client is not granted the scope revocations:read.", "insufficient_scope"
+            ),
             429: error("Too many failed client authentications.", "too_many_attempts"),
             **UNAVAILABLE_OR_BUSY,
         },
