@@ -193,6 +193,8 @@ async def disable_user(
         ended = await sessions.revoke_user_sessions(
             connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
         )
+        # A link mailed before the disable must not outlive it into a later enable.
+        await account_tokens.void_user_tokens(connection, user_id=user_id, now=now)
         await audit.record(
             connection,
             audit.AuditAction.USER_DISABLED,

@@ -15,7 +15,15 @@ from uuid import UUID
 import asyncpg
 from tokenrota.errors import InsufficientScope
 
-from tokenrota_server.db import audit, oauth_clients, roles, sessions, throttle, users
+from tokenrota_server.db import (
+    account_tokens,
+    audit,
+    oauth_clients,
+    roles,
+    sessions,
+    throttle,
+    users,
+)
 from tokenrota_server.db.audit import AuditAction
 from tokenrota_server.db.pagination import decode_cursor, encode_cursor
 from tokenrota_server.errors import InvalidInput, InvalidToken, MalformedRequest, NotFound
@@ -96,7 +104,8 @@ async def get_user(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> users.Ad
 async def set_disabled(
     pool: asyncpg.Pool, user_id: UUID, *, disabled: bool, actor: str, now: datetime
 ) -> None:
-    """Disable (ending every session) or enable a user; raise `NotFound`."""
+    """Disable (ending every session and every open reset or verification token) or enable
+    a user; raise `NotFound`."""
     async with pool.acquire() as connection, connection.transaction():
         if not await users.set_disabled(connection, user_id, disabled=disabled, now=now):
             raise NotFound("No such user.")
@@ -105,6 +114,8 @@ async def set_disabled(
             details["sessions_revoked"] = await sessions.revoke_user_sessions(
                 connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
             )
+            # A link mailed before the disable must not outlive it into a later enable.
+            await account_tokens.void_user_tokens(connection, user_id=user_id, now=now)
         action = AuditAction.USER_DISABLED if disabled else AuditAction.USER_ENABLED
         await audit.record(
             connection, action, actor=actor, now=now, user_id=user_id, details=details

@@ -57,6 +57,17 @@ async def supersede(
     return rows_affected(status)
 
 
+async def void_user_tokens(connection: Connection, *, user_id: UUID, now: datetime) -> int:
+    """End every open token of the user, of every purpose (a disable); return how many."""
+    status = await connection.execute(
+        "UPDATE account_tokens SET superseded_at = $2"
+        " WHERE user_id = $1 AND used_at IS NULL AND superseded_at IS NULL",
+        user_id,
+        now,
+    )
+    return rows_affected(status)
+
+
 async def is_open(
     connection: Connection, *, token_digest: bytes, purpose: Purpose, now: datetime
 ) -> bool:
