@@ -493,11 +493,13 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
         "description": "The same 202 `{}`, in about the same time, for any well-formed email, "
         "with or without an account; a known, active user is sent a message whose link is "
         "built from PASSWORD_RESET_URL.",
-        "requestBody": json_body(_object(email={"type": "string", "format": "email"})),
+        "requestBody": json_body(
+            _object(email={"type": "string", "format": "email", "maxLength": 254})
+        ),
         "responses": {
             202: ok("Accepted (whether or not a message is sent).", _EMPTY, headers=NO_STORE),
             **JSON_BODY_ERRORS,
-            422: error("Not a plausible email, or another field.", "invalid_input"),
+            422: error("Not one mailbox, or another field.", "invalid_input"),
             429: error(
                 "Too many requests for this email or from this address in the window.",
                 "too_many_attempts",
