@@ -121,7 +121,7 @@ async def run(arguments: argparse.Namespace) -> None:
         connection = await asyncpg.connect(database_url)
         await connection.execute(
             "INSERT INTO clients (client_id, name, secret_hash, scopes)"
-            " VALUES ($1, 'rs', $2, '{}')",
+            " VALUES ($1, 'rs', $2, '{revocations:read}')",
             client_id,
             PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(client_secret),
         )

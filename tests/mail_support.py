@@ -37,6 +37,8 @@ class Inbox:
     """The aiosmtpd handler: keeps what it accepts; `refuse` makes it answer 451 to DATA."""
 
     messages: list[EmailMessage] = field(default_factory=list)
+    # Each accepted message's envelope recipients (RCPT TO), in the order of `messages`.
+    envelopes: list[list[str]] = field(default_factory=list)
     refuse: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -49,6 +51,7 @@ class Inbox:
         assert isinstance(parsed, EmailMessage)
         with self.lock:
             self.messages.append(parsed)
+            self.envelopes.append(list(envelope.rcpt_tos))
         return "250 OK"
 
 

@@ -30,6 +30,10 @@ __all__ = [
 ]
 
 
+# The scope an operator grants a client that follows the revocation feed.
+FEED_SCOPE = "revocations:read"
+
+
 async def create_client(
     db: asyncpg.Connection, settings: Settings, scope: str = "read write", name: str = "svc"
 ) -> tuple[str, str]:

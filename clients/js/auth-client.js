@@ -22,10 +22,17 @@
 // into the page later cannot find it lying around, and the refresh token is out of script's
 // reach in its cookie. Refreshes are single-flight within a tab, serialised across the tabs of
 // one browser with the Web Locks API, and announced on a BroadcastChannel, so tabs neither race
-// each other into the server's reuse detection nor refresh twice for one expiry.
+// each other into the server's reuse detection nor refresh twice for one expiry. The lock can
+// reach a tab before the announcement of the refresh it waited for, so each new token also gets
+// a number, its generation, kept in IndexedDB (the number only, never a token): a tab that finds
+// a newer generation there than the one it holds waits for that token instead of refreshing.
 
 const LOCK_NAME = "token-service-refresh";
 const CHANNEL_NAME = "token-service-auth";
+const STORE_NAME = "token-service-auth"; // an IndexedDB database with one number in it
+// How long a tab that holds the lock waits for a newer token's announcement before it refreshes
+// itself: messages take milliseconds, so only a tab that died mid-announcement makes it wait.
+const ANNOUNCEMENT_TIMEOUT = 5000;
 
 /** An error the service answered with: `code` is its `error` field (e.g. "invalid_credentials"). */
 export class AuthError extends Error {
@@ -54,14 +61,21 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
   let accessToken = null;
   let expiresAt = 0; // epoch milliseconds
   let lifetime = 0; // milliseconds
+  let generation = 0; // of the newest token this tab knows: the one it holds, or the newest at load
   let inflight = null;
+  const waiters = new Set(); // called after each message from another tab
+  const store = channel ? openStore() : Promise.resolve(null);
+  const loaded = readGeneration(store).then((stored) => {
+    generation = Math.max(generation, stored ?? 0);
+  });
 
   const resolve = (path) => (/^[a-z][a-z0-9+.-]*:/i.test(path) ? path : base + path);
 
-  function adopt(token, expiry, life) {
+  function adopt(token, expiry, life, number = null) {
     accessToken = token;
     expiresAt = expiry;
     lifetime = life;
+    if (number !== null) generation = number;
   }
 
   function isFresh() {
@@ -90,8 +104,41 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
         const shared = data.reason === "revoked" || data.reason === "expired";
         endSession(shared ? data.reason : "other-tab", false);
       }
-      if (data && data.type === "token") adopt(data.accessToken, data.expiresAt, data.lifetime);
+      if (data && data.type === "token" && isNewer(data.generation)) {
+        adopt(data.accessToken, data.expiresAt, data.lifetime, data.generation);
+      }
+      for (const waiter of [...waiters]) waiter(data);
     };
+  }
+
+  // Tabs announce their tokens in any order: never trade the token held for an older one. A
+  // tab without one takes the newest it knows of at load too. (null: no IndexedDB, no numbers.)
+  function isNewer(number) {
+    if (typeof number !== "number") return true;
+    return number > generation || (accessToken === null && number === generation);
+  }
+
+  // Until another tab announces the token numbered `number` (or a logout), at most
+  // ANNOUNCEMENT_TIMEOUT.
+  function announcement(number) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        waiters.delete(waiter);
+        resolve();
+      };
+      const waiter = (data) => {
+        if (generation >= number || data?.type === "logout") done();
+      };
+      const timer = setTimeout(done, ANNOUNCEMENT_TIMEOUT);
+      waiters.add(waiter);
+    });
+  }
+
+  // The Web Lock around everything that takes a new token pair (refresh, login), where there is
+  // one; without Web Locks, tabs are not serialised (as in node).
+  function exclusively(run) {
+    return globalThis.navigator?.locks ? navigator.locks.request(LOCK_NAME, run) : run();
   }
 
   // Cookie requests must carry X-Requested-With and a JSON (or empty) body: the service's CSRF
@@ -118,18 +165,29 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
     return new AuthError(body.error || "http_error", body.error_description, response.status, retryAfter);
   }
 
-  function takePair(body) {
+  // Under the lock: adopt the new pair, announce it, and record its generation before the lock
+  // goes to the next tab, which then finds it in the store even if the message is still on its way.
+  async function takePair(body, stored) {
     const life = body.expires_in * 1000;
-    adopt(body.access_token, Date.now() + life, life);
-    if (channel) channel.postMessage({ type: "token", accessToken, expiresAt, lifetime });
-    return accessToken;
+    const number = stored === null ? null : Math.max(stored, generation) + 1;
+    adopt(body.access_token, Date.now() + life, life, number);
+    const token = accessToken;
+    if (channel) {
+      channel.postMessage({ type: "token", accessToken, expiresAt, lifetime, generation: number });
+    }
+    if (number !== null) await writeGeneration(store, number);
+    return token;
   }
 
   async function refreshUnderLock(staleToken) {
-    // Another tab may have refreshed while this one waited for the lock, and said so.
+    await loaded;
+    const stored = await readGeneration(store);
+    // Another tab refreshed while this one waited for the lock: its message may still be on
+    // its way (the lock can come first), but the store already has its generation.
+    if (stored !== null && stored > generation) await announcement(stored);
     if (accessToken !== staleToken && isFresh()) return accessToken;
     const response = await post("/refresh");
-    if (response.ok) return takePair(await response.json());
+    if (response.ok) return takePair(await response.json(), stored);
     const error = await failure(response);
     // 401/403: the cookie is missing, spent or revoked, so the session is over in every tab.
     // Anything else (a 5xx, a 429) is transient: keep the session and let the caller retry.
@@ -140,9 +198,7 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
   /** One refresh at a time: concurrent callers share the request in flight. */
   function refresh(staleToken = accessToken) {
     if (inflight === null) {
-      const run = () => refreshUnderLock(staleToken);
-      const locked = globalThis.navigator?.locks ? navigator.locks.request(LOCK_NAME, run) : run();
-      inflight = locked.finally(() => {
+      inflight = exclusively(() => refreshUnderLock(staleToken)).finally(() => {
         inflight = null;
       });
     }
@@ -172,9 +228,13 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
      * `remember: false` starts a short session whose cookie ends with the browser. */
     async login(email, password, { remember = true } = {}) {
       if (typeof remember !== "boolean") throw new TypeError("remember must be true or false");
-      const response = await post("/login", { email, password, use_cookie: true, remember });
-      if (!response.ok) throw await failure(response);
-      takePair(await response.json());
+      // Under the lock too: a login's pair is numbered like a refresh's, one at a time.
+      await exclusively(async () => {
+        await loaded;
+        const response = await post("/login", { email, password, use_cookie: true, remember });
+        if (!response.ok) throw await failure(response);
+        await takePair(await response.json(), await readGeneration(store));
+      });
     },
 
     /** `fetch` with the bearer token when the URL is the service's or a resource origin's
@@ -236,6 +296,58 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
       };
     },
   };
+}
+
+// The generation store is IndexedDB rather than Web Storage: a transaction begun after another
+// completed sees its write, whereas a Web Storage write reaches other tabs' processes later, in
+// no set order with the lock. Any failure (no IndexedDB, private modes, a closed database)
+// resolves to null, and the tabs rely on their messages alone, as before the store.
+function openStore() {
+  return new Promise((resolve) => {
+    let request = null;
+    try {
+      request = globalThis.indexedDB.open(STORE_NAME, 1);
+    } catch {
+      resolve(null);
+      return;
+    }
+    request.onupgradeneeded = () => request.result.createObjectStore("state");
+    request.onsuccess = () => {
+      request.result.onversionchange = () => request.result.close();
+      resolve(request.result);
+    };
+    request.onerror = () => resolve(null);
+    request.onblocked = () => resolve(null);
+  });
+}
+
+/** The newest generation recorded (0 before the first), or null without a store. */
+async function readGeneration(store) {
+  const stored = await inStore(store, "readonly", (state) => state.get("generation"));
+  if (stored === null) return null;
+  return Number.isSafeInteger(stored.value) ? stored.value : 0;
+}
+
+function writeGeneration(store, number) {
+  return inStore(store, "readwrite", (state) => state.put(number, "generation"));
+}
+
+// One transaction on the "state" object store: `{value}` of `work`'s request once the
+// transaction has completed (so a write is visible to every later transaction), or null.
+async function inStore(store, mode, work) {
+  const database = await store;
+  if (database === null) return null;
+  return new Promise((resolve) => {
+    try {
+      const transaction = database.transaction("state", mode);
+      const request = work(transaction.objectStore("state"));
+      transaction.oncomplete = () => resolve({ value: request.result });
+      transaction.onerror = () => resolve(null);
+      transaction.onabort = () => resolve(null);
+    } catch {
+      resolve(null);
+    }
+  });
 }
 
 /** `value` as an origin ("https://api.example", a trailing "/" allowed); throws TypeError for

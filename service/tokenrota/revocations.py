@@ -43,9 +43,11 @@ logger = logging.getLogger("tokenrota.revocations")
 
 __all__ = ["RevocationFollower"]
 
+# The reason leads the description; the error stays `invalid_token` (RFC 6750 §3.1). A client's
+# token has no session, so its reasons name the token.
 SESSION_REVOKED = "session_revoked: the token's session has been revoked."
-TOKEN_REVOKED = "session_revoked: the token has been revoked."  # noqa: S105 - a message
-CLIENT_REVOKED = "session_revoked: the token's client has been disabled."
+TOKEN_REVOKED = "token_revoked: the token has been revoked."  # noqa: S105 - a message
+CLIENT_REVOKED = "token_revoked: the token's client has been disabled."
 # Backoff after a failed read: doubles from the first to the last, with up to 50% jitter so that
 # a fleet of resource servers does not hit a recovering service in step.
 FIRST_BACKOFF_SECONDS = 0.5

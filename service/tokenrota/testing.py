@@ -132,7 +132,9 @@ class TokenService:
         password = password or DEFAULT_PASSWORD
         response = await self._http.post("/register", json={"email": email, "password": password})
         _expect(response, 201)
-        return UserAccount(id=response.json()["user"]["id"], email=email, password=password)
+        # The email as the service stored it (its domain normalised), which mail is sent to.
+        user = response.json()["user"]
+        return UserAccount(id=user["id"], email=user["email"], password=password)
 
     async def login(self, email: str, password: str = DEFAULT_PASSWORD) -> TokenPair:
         """Log in through `POST /login`; the new session's token pair."""

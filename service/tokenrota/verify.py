@@ -26,7 +26,8 @@ proof is 401 with `WWW-Authenticate: DPoP error="invalid_dpop_proof"`.
 
 Revoked sessions and client tokens: pass `revocations=RevocationFollower(...)`
 (tokenrota.revocations), which follows the service's revocation feed in the background; their
-tokens are then refused with 403 invalid_token ("session_revoked: ...") within about a second,
+tokens are then refused with 403 invalid_token ("session_revoked: ..." or, for a client's
+token, "token_revoked: ...") within about a second,
 without a request per token. `introspection=` asks the service about every token instead.
 
 The checks are the service's own (tokenrota.jws): canonical compact JWS, the algorithm

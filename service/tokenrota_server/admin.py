@@ -15,7 +15,15 @@ from uuid import UUID
 import asyncpg
 from tokenrota.errors import InsufficientScope
 
-from tokenrota_server.db import audit, oauth_clients, roles, sessions, throttle, users
+from tokenrota_server.db import (
+    account_tokens,
+    audit,
+    oauth_clients,
+    roles,
+    sessions,
+    throttle,
+    users,
+)
 from tokenrota_server.db.audit import AuditAction
 from tokenrota_server.db.pagination import decode_cursor, encode_cursor
 from tokenrota_server.errors import InvalidInput, InvalidToken, MalformedRequest, NotFound
@@ -102,7 +110,8 @@ async def set_disabled(
     Raise `NotFound`.
 
     The one path of both the admin API and the CLI. One transaction: no session outlives the
-    flag, and the audit event (by `actor`) commits with them; ended sessions stay ended.
+    flag, no reset or verification link outlives it into a later enable, and the audit event
+    (by `actor`) commits with them; ended sessions stay ended.
     """
     async with pool.acquire() as connection, connection.transaction():
         if not await users.set_disabled(connection, user_id, disabled=disabled, now=now):
@@ -114,6 +123,8 @@ async def set_disabled(
                 connection, user_id=user_id, reason=sessions.RevokeReason.USER_DISABLED, now=now
             )
             details["sessions_revoked"] = ended
+            # A link mailed before the disable must not outlive it into a later enable.
+            await account_tokens.void_user_tokens(connection, user_id=user_id, now=now)
         action = AuditAction.USER_DISABLED if disabled else AuditAction.USER_ENABLED
         await audit.record(
             connection, action, actor=actor, now=now, user_id=user_id, details=details

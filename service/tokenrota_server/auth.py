@@ -23,6 +23,7 @@ from tokenrota_server.config import Settings
 from tokenrota_server.db import audit, sessions, throttle, users
 from tokenrota_server.db.pool import Connection
 from tokenrota_server.db.sessions import NewToken
+from tokenrota_server.email_address import normalize_email
 from tokenrota_server.errors import (
     EmailUnverified,
     InvalidCredentials,
@@ -42,7 +43,6 @@ from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
 
 security_log = logging.getLogger("tokenrota.security")
 
-MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path, less its angle brackets
 MAX_USER_AGENT_LENGTH = 512
 
 
@@ -85,27 +85,6 @@ class DeviceInfo:
     ip: str | None = None
 
 
-def check_email(email: str) -> str:
-    """Return the email if it is plausible; raise `InvalidInput` otherwise.
-
-    Deliberately plain: printable ASCII, one `@`, no spaces. Whether it can receive mail is
-    not ours to judge here. Internationalised addresses are given in their ASCII (punycode) form.
-    """
-    local, at, domain = email.rpartition("@")
-    if (
-        not at
-        or not local
-        or not domain
-        or len(email) > MAX_EMAIL_LENGTH
-        or not email.isascii()
-        or not email.isprintable()
-        or any(character.isspace() for character in email)
-        or "@" in local
-    ):
-        raise InvalidInput("The email address is not valid.")
-    return email
-
-
 class Authenticator:
     """The use cases, with their dependencies passed in explicitly."""
 
@@ -124,7 +103,7 @@ class Authenticator:
         looked up: past the limit the answer is 429 whether or not the email is taken. Past
         ARGON2_MAX_QUEUED_HASHES waiting new secrets it is 503, before it is counted.
         """
-        check_email(email)
+        email = normalize_email(email)
         check_password_policy(password)
         with contextlib.ExitStack() as held:
             async with pool.acquire() as connection:
@@ -152,7 +131,7 @@ class Authenticator:
     ) -> users.User:
         """Create a user, unthrottled (the operator's CLI); raise `InvalidInput`, `WeakPassword`,
         `Overloaded` (without the caller's `reservation`) or `EmailTaken`."""
-        check_email(email)
+        email = normalize_email(email)
         check_password_policy(password)
         password_hash = await self._passwords.hash(password, reservation=reservation)
         async with pool.acquire() as connection:
@@ -187,11 +166,14 @@ class Authenticator:
         and end in the same error, so neither answer nor timing tells which it was. The outcome
         is recorded on the request (`LoginOutcome`).
         """
-        if len(password) > MAX_PASSWORD_LENGTH or not _is_plausible_email(email):
+        mailbox = _mailbox_or_none(email)
+        if len(password) > MAX_PASSWORD_LENGTH or mailbox is None:
             # No account can have such a password or email: refuse before any hashing work,
-            # and before a NUL byte or the like reaches Postgres.
+            # and before a NUL byte or the like reaches Postgres. The same 401 as any wrong
+            # credentials: login sends no mail, and a malformed email names no account.
             telemetry.record(login=LoginOutcome.FAILURE)
             raise InvalidCredentials()
+        email = mailbox
         with contextlib.ExitStack() as held:
             async with pool.acquire() as connection, connection.transaction():
                 reservation, attempt = await reserve_then_count(
@@ -577,12 +559,11 @@ class Authenticator:
         )
 
 
-def _is_plausible_email(email: str) -> bool:
+def _mailbox_or_none(email: str) -> str | None:
     try:
-        check_email(email)
+        return normalize_email(email)
     except InvalidInput:
-        return False
-    return True
+        return None
 
 
 def _printable(text: str) -> str:

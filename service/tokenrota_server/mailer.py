@@ -26,6 +26,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from tokenrota_server.config import Settings
+from tokenrota_server.email_address import normalize_email
+from tokenrota_server.errors import InvalidInput
 
 logger = logging.getLogger("tokenrota.mail")
 
@@ -123,6 +125,15 @@ def deliver(settings: Settings, mail: Mail, *, name: str, now: datetime) -> None
 
     Blocking; raises `DeliveryFailed` with a reason fit for a log and a column.
     """
+    # Checked again here, not only at input: a row stored before the check, or any other path
+    # to the outbox, must not turn one recipient into a list. (A domain stored in capitals
+    # before the check is still one mailbox, sent to as stored.)
+    try:
+        one_mailbox = normalize_email(mail.recipient).lower() == mail.recipient.lower()
+    except InvalidInput:
+        one_mailbox = False
+    if not one_mailbox:
+        raise DeliveryFailed("the recipient is not one mailbox")
     try:
         message = email_message(settings, mail, now)
     except (ValueError, TypeError) as error:
@@ -131,7 +142,7 @@ def deliver(settings: Settings, mail: Mail, *, name: str, now: datetime) -> None
         _write_to_mailbox(settings, message, name=f"{now:%Y%m%dT%H%M%S%f}-{name}")
         return
     try:
-        _send_over_smtp(settings, message)
+        _send_over_smtp(settings, message, mail.recipient)
     except smtplib.SMTPResponseException as error:
         raise DeliveryFailed(f"SMTP {error.smtp_code}") from None
     except smtplib.SMTPRecipientsRefused:
@@ -141,7 +152,7 @@ def deliver(settings: Settings, mail: Mail, *, name: str, now: datetime) -> None
         raise DeliveryFailed(type(error).__name__) from None
 
 
-def _send_over_smtp(settings: Settings, message: EmailMessage) -> None:
+def _send_over_smtp(settings: Settings, message: EmailMessage, recipient: str) -> None:
     parts = urlsplit(str(settings.smtp_url))
     host = parts.hostname or ""
     context = ssl.create_default_context(
@@ -166,7 +177,8 @@ def _send_over_smtp(settings: Settings, message: EmailMessage) -> None:
                 )
         if parts.username:
             smtp.login(unquote(parts.username), unquote(parts.password or ""))
-        smtp.send_message(message)
+        # The envelope names the one recipient; left to itself, smtplib would parse To.
+        smtp.send_message(message, to_addrs=[recipient])
 
 
 def _is_loopback(host: str) -> bool:

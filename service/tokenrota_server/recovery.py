@@ -18,11 +18,12 @@ from uuid import UUID
 import asyncpg
 
 from tokenrota_server import mailer
-from tokenrota_server.auth import SessionUser, check_email
+from tokenrota_server.auth import SessionUser
 from tokenrota_server.config import Settings
 from tokenrota_server.db import account_tokens, audit, sessions, throttle, users
 from tokenrota_server.db.account_tokens import Purpose
 from tokenrota_server.db.pool import Connection
+from tokenrota_server.email_address import normalize_email
 from tokenrota_server.errors import AlreadyVerified, InvalidAccountToken, TooManyAttempts
 from tokenrota_server.mailer import Mail
 from tokenrota_server.outbox import Outbox
@@ -52,7 +53,8 @@ class Recovery:
     ) -> None:
         """Send a reset message if `email` has an active account; raise `InvalidInput` or
         `TooManyAttempts`. Nothing in the outcome or its timing tells whether it had one."""
-        check_email(email)
+        # Normalised once: the throttle counts the mailbox, however it was spelt.
+        email = normalize_email(email)
         token, digest = account_tokens.new_token()
         # Composed and sealed whether or not it will be sent: the same work either way.
         mail = mailer.reset_mail(self._settings, email, token)

@@ -19,6 +19,8 @@ from tokenrota_server.db.pool import CONNECTION_ERRORS
 logger = logging.getLogger("tokenrota.revocations")
 
 FEED_CHANNEL = "tokenrota_revocations"
+# The client scope that admits a reader of the feed; an operator grants it.
+FEED_SCOPE = "revocations:read"
 MAX_WAIT_SECONDS = 30
 # How long the listener waits before reconnecting after it lost its connection.
 LISTEN_RETRY_SECONDS = 1.0

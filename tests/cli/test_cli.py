@@ -95,8 +95,10 @@ async def test_create_user_refuses_a_taken_email_and_a_bad_one(
 
     taken = await create_user(database_url, "DUP@example.com", PASSWORD + "\n")
     invalid = await create_user(database_url, "not an email", PASSWORD + "\n")
+    listed = await create_user(database_url, "Victim<atk@evil.test>", PASSWORD + "\n")
 
-    assert (taken.returncode, invalid.returncode) == (1, 1)
+    assert (taken.returncode, invalid.returncode, listed.returncode) == (1, 1, 1)
+    assert listed.stderr.startswith("error: The email must be one address")
     assert "already exists" in taken.stderr
     assert await db.fetchval("SELECT count(*) FROM users") == 1
     response = await client.post("/login", json={"email": "dup@example.com", "password": "x" * 9})

@@ -255,3 +255,90 @@ def test_0005_erasing_a_user_erases_their_tokens_and_messages(empty_database: st
     asyncio.run(_arrange_0005(empty_database))
 
     assert asyncio.run(_after_erasing_the_user(empty_database)) == (0, 0)
+
+
+# Stored before emails had to be one mailbox; each names other or more recipients.
+NOT_MAILBOXES = [
+    "x,victim@corp.test",
+    "Victim<atk@evil.test>",
+    "atk(victim@corp.test)@evil.test",
+    "=?utf-8?q?victim=40corp.test?=@evil.test",
+    '"a b"@example.com',
+    "a@127.0.0.1",
+    "a@localhost",
+]
+MAILBOXES = ["ada@example.com", "Bob.O'Neil+x@Mail.Example.COM", "{x}|~@sub.example.co.uk"]
+
+
+async def _arrange_0010(url: str) -> None:
+    """Each email with a live session, an open reset token and an unsent message."""
+    connection = await asyncpg.connect(url)
+    try:
+        for number, email in enumerate(NOT_MAILBOXES + MAILBOXES):
+            user_id = await connection.fetchval(
+                "INSERT INTO users (email, password_hash) VALUES ($1, 'h') RETURNING id", email
+            )
+            await connection.execute(
+                "INSERT INTO sessions (user_id, expires_at) VALUES ($1, now() + interval '1 day')",
+                user_id,
+            )
+            await connection.execute(
+                "INSERT INTO account_tokens (token_digest, purpose, user_id, created_at,"
+                " expires_at) VALUES ($1, 'password_reset', $2, now(), now() + interval '1 hour')",
+                bytes([number]) * 32,
+                user_id,
+            )
+            await connection.execute(
+                "INSERT INTO mail_outbox (user_id, recipient, subject, text_body, html_body,"
+                " created_at, next_attempt_at) VALUES ($1, $2, 's', 't', 'h', now(), now())",
+                user_id,
+                email,
+            )
+    finally:
+        await connection.close()
+
+
+async def _state_by_email(url: str) -> dict[str, tuple[Any, ...]]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT u.email, u.disabled_at IS NOT NULL AS disabled,"
+            " bool_and(s.revoked_at IS NOT NULL) AS sessions_ended,"
+            " bool_and(t.superseded_at IS NOT NULL) AS tokens_void,"
+            " bool_and(m.next_attempt_at IS NULL AND m.text_body = '') AS mail_given_up,"
+            " (SELECT count(*) FROM audit_events a WHERE a.user_id = u.id"
+            "  AND a.actor = 'migration:0010') AS events"
+            " FROM users u JOIN sessions s ON s.user_id = u.id"
+            " JOIN account_tokens t ON t.user_id = u.id JOIN mail_outbox m ON m.user_id = u.id"
+            " GROUP BY u.id"
+        )
+    finally:
+        await connection.close()
+    return {row["email"]: tuple(row)[1:] for row in rows}
+
+
+def test_0010_disables_accounts_whose_email_is_not_one_mailbox_and_rewrites_none(
+    empty_database: str,
+) -> None:
+    """Each such account is flagged, disabled, its sessions ended, its tokens voided, its
+    unsent mail given up, with one audit event; the others are untouched; no email changes.
+    The downgrade drops the flag and keeps them disabled."""
+    schema.upgrade(empty_database, "0009")
+    asyncio.run(_arrange_0010(empty_database))
+
+    schema.upgrade(empty_database, "0010")
+    state = asyncio.run(_state_by_email(empty_database))
+    schema.downgrade(empty_database, "0009")
+    after_downgrade = asyncio.run(_state_by_email(empty_database))
+
+    assert set(state) == set(NOT_MAILBOXES + MAILBOXES)
+    for email in NOT_MAILBOXES:
+        assert state[email] == (True, True, True, True, 1), email
+    for email in MAILBOXES:
+        assert state[email] == (False, False, False, False, 0), email
+    assert {email: row[0] for email, row in after_downgrade.items()} == {
+        email: email in NOT_MAILBOXES for email in NOT_MAILBOXES + MAILBOXES
+    }
+    assert not any(
+        column[1] == "email_flagged_at" for column in schema_of(empty_database)["columns"]
+    )

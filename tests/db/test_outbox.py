@@ -101,6 +101,66 @@ async def test_a_reset_message_arrives_with_both_parts_and_its_link_works_once(
     assert login.status_code == 200
 
 
+async def test_a_message_goes_to_exactly_the_stored_mailbox(
+    settings: Settings, smtp_server: SmtpServer, clock: FakeClock
+) -> None:
+    """A domain given in capitals or as Unicode is stored as its lower-case A-labels, and that
+    one address is the envelope's only recipient and the To header, byte for byte."""
+    settings = smtp_settings(settings, smtp_server)
+    async with serve(settings, clock) as client:
+        user = await register(client, email="Ann.Lee@BÜCHER.Example")
+        await forgot(client, "ann.lee@bücher.example")
+
+    assert await deliver(settings, clock) == 1
+    assert user["email"] == "Ann.Lee@xn--bcher-kva.example"
+    assert smtp_server.inbox.envelopes == [["Ann.Lee@xn--bcher-kva.example"]]
+    assert smtp_server.inbox.messages[0]["To"] == "Ann.Lee@xn--bcher-kva.example"
+
+
+async def test_a_domain_stored_in_capitals_before_the_check_still_gets_its_mail_as_stored(
+    settings: Settings, smtp_server: SmtpServer, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """An account stored with `Ann@Mail.Example.COM` (one mailbox, not yet normalised) is sent
+    its message at exactly that address."""
+    settings = smtp_settings(settings, smtp_server)
+    async with serve(settings, clock) as client:
+        user = await register(client)
+        await forgot(client, user["email"])
+    await db.execute("UPDATE mail_outbox SET recipient = 'Ann@Mail.Example.COM'")
+
+    assert await deliver(settings, clock) == 1
+    assert smtp_server.inbox.envelopes == [["Ann@Mail.Example.COM"]]
+    assert smtp_server.inbox.messages[0]["To"] == "Ann@Mail.Example.COM"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["x,victim@corp.test", "Victim<atk@evil.test>", "atk@evil.test (victim@corp.test)"],
+)
+async def test_a_stored_address_that_is_not_one_mailbox_reaches_nobody(
+    settings: Settings,
+    smtp_server: SmtpServer,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    stored: str,
+) -> None:
+    """A message queued for an address list (a row older than the check at input) is refused
+    by the mailer itself: no recipient at all gets it, and the row says why."""
+    settings = smtp_settings(settings, smtp_server)
+    async with serve(settings, clock) as client:
+        user = await register(client)
+        await forgot(client, user["email"])
+    await db.execute("UPDATE mail_outbox SET recipient = $1", stored)
+
+    sent = await deliver(settings, clock)
+
+    assert sent == 0
+    assert smtp_server.inbox.messages == []
+    assert await db.fetchval("SELECT last_error FROM mail_outbox") == (
+        "the recipient is not one mailbox"
+    )
+
+
 async def test_a_refusing_server_delays_the_message_until_it_accepts_then_sends_it_once(
     settings: Settings, smtp_server: SmtpServer, clock: FakeClock, db: asyncpg.Connection
 ) -> None:

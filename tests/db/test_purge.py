@@ -20,6 +20,7 @@ from tokenrota_server.db.pool import create_pool
 from tokenrota_server.db.purge import purge_expired
 
 from tests import support
+from tests.mail_support import queued_token
 from tests.support import PROJECT_ROOT, FakeClock, Login, Register, RegisterAndLogin, Serve
 
 
@@ -241,6 +242,30 @@ async def test_disable_user_ends_every_session_at_once(
     assert (
         await client.post("/refresh", json={"refresh_token": bystander["refresh_token"]})
     ).status_code == 200
+
+
+async def test_disable_user_voids_an_open_reset_link(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    database_url: str,
+    settings: Settings,
+    register: Register,
+) -> None:
+    """disable-user ends the user's open reset tokens: enabled again, the old link is dead.
+    The email may be typed with its domain in any spelling (here Unicode, in capitals)."""
+    user = await register(client, email="ann@xn--bcher-kva.example")
+    await client.post("/password/forgot", json={"email": user["email"]})
+    token = await queued_token(db, settings, user["email"])
+
+    code, _, err = await run_cli(database_url, "disable-user", "Ann@BÜCHER.example")
+    await db.execute("UPDATE users SET disabled_at = NULL")
+    reset = await client.post(
+        "/password/reset", json={"token": token, "new_password": "a new horse battery"}
+    )
+
+    assert code == 0, err
+    assert reset.status_code == 400
+    assert await db.fetchval("SELECT count(*) FROM account_tokens WHERE superseded_at IS NULL") == 0
 
 
 async def test_disable_user_with_an_unknown_email_fails_and_writes_nothing(

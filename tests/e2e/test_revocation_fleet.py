@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 from tokenrota_server.config import Settings
 
-from tests.oauth_support import basic, create_client
+from tests.oauth_support import FEED_SCOPE, basic, create_client
 from tests.processes import (
     clean_environment,
     free_port,
@@ -116,7 +116,7 @@ async def test_two_instances_feed_exactly_the_revoked_set(
     """Sessions are revoked concurrently through two instances while a reader follows the feed
     alternately from either with one cursor: the union of what it read is exactly the set of
     revoked sessions in the database, each once."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
     email = f"fleet-{secrets.token_hex(4)}@example.com"
     with (
         service(database_url, tmp_path, "a") as first,
@@ -175,7 +175,7 @@ async def test_a_restarted_resource_server_catches_up(
 ) -> None:
     """A resource server process refuses a session revoked while it runs; killed, and started
     again after another revocation, it refuses both: its first read covers the token lifetime."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
     email = f"restart-{secrets.token_hex(4)}@example.com"
     with service(database_url, tmp_path, "service") as base:
         async with httpx.AsyncClient(timeout=60) as http:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from tokenrota_server.config import Settings
 
-from tests.oauth_support import basic, create_client
+from tests.oauth_support import FEED_SCOPE, basic, create_client
 from tests.processes import (
     clean_environment,
     free_port,
@@ -123,7 +123,7 @@ async def test_sigterm_answers_a_long_poll_in_flight_at_once(
     """A revocation feed long poll held when SIGTERM arrives gets its 200 at once (nothing new,
     the same cursor), and the process (each worker) stops gracefully, while most of the poll's
     30 s wait is left: uvicorn's 20 s graceful timeout would otherwise have run out first."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
     port = free_port()
     environment = clean_environment(
         ENV="test",

@@ -17,6 +17,7 @@ from tokenrota_server.config import Settings
 from tokenrota_server.db import users
 
 from tests.admin_support import admin_client, bearer, insert_users
+from tests.mail_support import queued_token
 from tests.oauth_support import claims_of
 from tests.support import PASSWORD, FakeClock, login, register, register_and_login
 
@@ -263,6 +264,33 @@ async def test_the_api_and_the_cli_disable_a_user_by_one_path(
         (f"client:{client_id}", by_api["id"], {"sessions_revoked": 1}),
         ("cli", by_cli["id"], {"sessions_revoked": 1}),
     ]
+
+
+async def test_disable_voids_open_reset_and_verification_links(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """A reset link and a verification link mailed before a disable do not work after the
+    user is enabled again: disabling ends them with the sessions."""
+    _, admin = await admin_client(client, db, settings)
+    user, pair = await register_and_login(client)
+    await client.post("/email/verification", headers=bearer(pair))
+    verification = await queued_token(db, settings, user["email"])
+    await client.post("/password/forgot", json={"email": user["email"]})
+    reset = await queued_token(db, settings, user["email"])
+
+    await client.post(f"/admin/users/{user['id']}/disable", headers=admin)
+    await client.post(f"/admin/users/{user['id']}/enable", headers=admin)
+    reset_answer = await client.post(
+        "/password/reset", json={"token": reset, "new_password": "a new horse battery"}
+    )
+    verify_answer = await client.post("/email/verify", json={"token": verification})
+
+    assert (reset_answer.status_code, reset_answer.json()["error"]) == (400, "invalid_token")
+    assert (verify_answer.status_code, verify_answer.json()["error"]) == (400, "invalid_token")
+    assert await db.fetchval("SELECT email_verified_at FROM users") is None
+    assert (
+        await client.post("/login", json={"email": user["email"], "password": PASSWORD})
+    ).status_code == 200
 
 
 async def test_sessions_are_listed_and_revoked_all_at_once(

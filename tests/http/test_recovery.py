@@ -437,6 +437,29 @@ async def test_forgot_is_throttled_per_email_known_or_not(
         assert (await forgot(client, user["email"])).status_code == 202
 
 
+async def test_forgot_counts_one_mailbox_however_its_domain_is_spelt(
+    quiet_settings: Settings, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """The per-email throttle keys on the normalised mailbox: the domain in capitals, in
+    Unicode and as A-labels are one key, whose 4th request is 429."""
+    settings = replace(quiet_settings, password_forgot_email_max_attempts=3)
+    async with serve(settings, clock) as client:
+        await register(client, email="ann@xn--bcher-kva.example")
+        spellings = [
+            "ann@bücher.example",
+            "ann@BÜCHER.EXAMPLE",
+            "ann@xn--bcher-kva.example",
+            "ann@Bücher.Example",
+        ]
+        answers = [await forgot(client, email) for email in spellings]
+
+    assert [answer.status_code for answer in answers] == [202, 202, 202, 429]
+    assert await db.fetchval("SELECT count(*) FROM mail_outbox") == 3
+    assert (
+        await db.fetchval("SELECT count(*) FROM login_attempts WHERE scope = 'forgot_email'") == 1
+    )
+
+
 async def test_forgot_is_throttled_per_address(quiet_settings: Settings, clock: FakeClock) -> None:
     settings = replace(quiet_settings, password_forgot_ip_max_attempts=5)
     async with serve(settings, clock) as client:

@@ -17,7 +17,7 @@ from tokenrota_server.db.feed import Cursor, read_after
 from tests.admin_support import admin_client
 from tests.conftest import FakeClock, register_and_login, serve
 from tests.mail_support import queued_token
-from tests.oauth_support import basic, claims_of, client_token, create_client
+from tests.oauth_support import FEED_SCOPE, basic, claims_of, client_token, create_client
 
 
 async def feed(
@@ -46,7 +46,7 @@ async def test_the_first_call_returns_recent_revocations_and_a_cursor_that_moves
 ) -> None:
     """Without `after`: the revocations of the last token lifetime; after the cursor: only
     newer ones."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
     user, first = await register_and_login(client)
     second = (
         await client.post(
@@ -73,7 +73,7 @@ async def test_the_first_call_leaves_out_what_no_token_can_still_meet(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, clock: FakeClock
 ) -> None:
     """A revocation older than ACCESS_TOKEN_TTL + JWT_LEEWAY is not in the initial window."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
     _, pair = await register_and_login(client)
     await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
 
@@ -92,7 +92,7 @@ async def test_every_revoking_path_reaches_the_feed(
     """logout, logout/all, DELETE /sessions/{id}, password change, disable, reuse detection,
     /oauth/revoke (a user's token and a client's), and erasing a user: each session (or jti)
     revoked appears in the feed, without the paths knowing of it."""
-    credentials = await create_client(db, settings, scope="read")
+    credentials = await create_client(db, settings, scope=f"read {FEED_SCOPE}")
     expected: set[str] = set()
 
     async def fresh_session() -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -161,7 +161,7 @@ async def test_a_disabled_or_deleted_client_reaches_the_feed(
 ) -> None:
     """Disabling a client adds it once (disabling it again adds nothing); deleting a live
     client's row adds it too; deleting a disabled one adds nothing more."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
     disabled = await create_client(db, settings, scope="read", name="disabled")
     deleted = await create_client(db, settings, scope="read", name="deleted")
     start = await feed(client, credentials)
@@ -183,7 +183,7 @@ async def test_resets_and_the_admin_apis_revocations_reach_the_feed(
 ) -> None:
     """The paths added beside the feed (a password reset, and the admin API's disable,
     revoke-sessions and erase) reach it through the same triggers, without knowing of it."""
-    credentials = await create_client(db, settings, scope="read")
+    credentials = await create_client(db, settings, scope=f"read {FEED_SCOPE}")
     _, admin = await admin_client(client, db, settings)
     expected: set[str] = set()
 
@@ -340,7 +340,7 @@ async def test_a_long_poll_is_woken_by_notify(
 ) -> None:
     """With polling every 30 s, a revocation still answers a waiting request at once: the
     NOTIFY woke it."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
     async with serve(make_settings(revocation_poll_interval=30), clock) as client:
         _, pair = await register_and_login(client)
         start = await feed(client, credentials)
@@ -358,7 +358,7 @@ async def test_without_notifications_polling_still_delivers(
 ) -> None:
     """REVOCATION_LISTEN=false (as if behind PgBouncer): a waiting request learns of the
     revocation from its own polling."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
     async with serve(make_settings(revocation_listen=False), clock) as client:
         _, pair = await register_and_login(client)
         start = await feed(client, credentials)
@@ -374,7 +374,7 @@ async def test_a_long_poll_with_nothing_new_answers_empty_when_wait_passes(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:
     """wait=1 and nothing revoked: 200 with empty lists and a cursor to go on from."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
 
     body = await feed(client, credentials, wait=1)
 
@@ -404,7 +404,7 @@ async def test_bad_parameters_are_400(
     code: str,
 ) -> None:
     """A bad wait, cursor or parameter: a clear 400, nothing else said."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
 
     response = await client.get(f"/oauth/revocations?{query}", headers=basic(*credentials))
 
@@ -416,13 +416,36 @@ async def test_the_feed_needs_client_authentication(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:
     """No credentials, or wrong ones: 401 invalid_client, as introspection."""
-    client_id, _ = await create_client(db, settings, scope="")
+    client_id, _ = await create_client(db, settings, scope=FEED_SCOPE)
 
     missing = await client.get("/oauth/revocations")
     wrong = await client.get("/oauth/revocations", headers=basic(client_id, "wrong"))
 
     assert (missing.status_code, missing.json()["error"]) == (401, "invalid_client")
     assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
+
+
+@pytest.mark.parametrize("scope", ["", "read write", "admin", "revocations", "revocations:write"])
+async def test_only_a_client_granted_revocations_read_reads_the_feed(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, scope: str
+) -> None:
+    """A registered client without the scope `revocations:read` gets 403 insufficient_scope
+    and no entry; one granted it reads; the grant taken back, it is refused at once."""
+    _, pair = await register_and_login(client)
+    await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
+    other = await create_client(db, settings, scope=scope)
+    granted = await create_client(db, settings, scope=f"{scope} revocations:read".strip())
+
+    refused = await client.get("/oauth/revocations", headers=basic(*other))
+    served = await client.get("/oauth/revocations", headers=basic(*granted))
+    await db.execute("UPDATE clients SET scopes = $2 WHERE client_id = $1", granted[0], [])
+    taken_back = await client.get("/oauth/revocations", headers=basic(*granted))
+
+    assert (refused.status_code, refused.json()["error"]) == (403, "insufficient_scope")
+    assert set(refused.json()) == {"error", "error_description"}
+    assert served.status_code == 200
+    assert len(served.json()["sessions"]) == 1
+    assert (taken_back.status_code, taken_back.json()["error"]) == (403, "insufficient_scope")
 
 
 def test_a_cursor_round_trips_and_refuses_forgeries() -> None:
@@ -473,7 +496,7 @@ async def test_the_listener_reconnects_after_losing_its_connection(
 ) -> None:
     """The LISTEN connection is killed (a Postgres restart, a proxy): the process listens again,
     and a later revocation still wakes a waiting request, with polling every 30 s."""
-    credentials = await create_client(db, settings, scope="")
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
     async with serve(make_settings(revocation_poll_interval=30), clock) as client:
         _, pair = await register_and_login(client)
         start = await feed(client, credentials)

@@ -122,6 +122,20 @@ async def test_the_session_cap_evicts_the_least_recently_used(
     assert [row["revoke_reason"] for row in reasons] == ["session_limit"]
 
 
+async def test_the_session_cap_evicts_the_oldest_of_sessions_used_in_the_same_second(
+    make_settings: Any, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Three logins at one (whole-second) time with a cap of 2: every `last_used_at` and
+    `created_at` ties, and the first login's session is the one revoked, every time."""
+    async with serve(make_settings(max_sessions_per_user=2), clock) as client:
+        user = await register(client)
+        pairs = [await login(client, user["email"]) for _ in range(3)]
+        answers = [await client.get("/profile", headers=bearer(pair)) for pair in pairs]
+
+    assert [answer.status_code for answer in answers] == [403, 200, 200]
+    assert await db.fetchval("SELECT count(DISTINCT last_used_at) FROM sessions") == 1
+
+
 async def test_concurrent_logins_never_exceed_the_cap(
     make_settings: Any, clock: FakeClock, db: asyncpg.Connection
 ) -> None:
@@ -225,6 +239,40 @@ async def test_a_bad_name_is_422_and_changes_nothing(
 
     assert (response.status_code, response.json()["error"]) == (422, "invalid_input")
     assert await db.fetchval("SELECT name FROM sessions") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"name": "laptop", "label": "x"}, {"nmae": "laptop"}],
+    ids=["none", "extra", "typo"],
+)
+async def test_a_rename_with_a_missing_or_unknown_field_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection, body: dict[str, Any]
+) -> None:
+    """The one field is `name`: a typo or an extra field is refused, not ignored."""
+    user = await register(client)
+    pair = await login(client, user["email"])
+    sid = (await client.get("/sessions", headers=bearer(pair))).json()["sessions"][0]["id"]
+    await client.patch(f"/sessions/{sid}", json={"name": "desk"}, headers=bearer(pair))
+
+    response = await client.patch(f"/sessions/{sid}", json=body, headers=bearer(pair))
+
+    assert (response.status_code, response.json()["error"]) == (422, "invalid_input")
+    assert await db.fetchval("SELECT name FROM sessions") == "desk"
+
+
+@pytest.mark.parametrize("body", [b"{", b'{"name": 42}', b'{"name": "x", "other": 1}'])
+async def test_a_rename_checks_the_token_before_the_body(
+    client: httpx.AsyncClient, body: bytes
+) -> None:
+    """A bad token with a bad body is refused for the token: the body is never read."""
+    response = await client.patch(
+        f"/sessions/{uuid.uuid4()}",
+        content=body,
+        headers={"Authorization": "Bearer not.a.token", "Content-Type": "application/json"},
+    )
+
+    assert (response.status_code, response.json()["error"]) == (403, "invalid_token")
 
 
 async def test_a_name_of_100_characters_is_accepted(client: httpx.AsyncClient) -> None:

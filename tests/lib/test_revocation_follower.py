@@ -26,7 +26,7 @@ from tokenrota_server.config import Settings
 from tokenrota_server.db import oauth_clients
 
 from tests.conftest import PASSWORD, FakeClock, register_and_login
-from tests.oauth_support import FakeMonotonic, basic, client_token, create_client
+from tests.oauth_support import FEED_SCOPE, FakeMonotonic, basic, client_token, create_client
 
 # How long a test waits for a rejection before failing: a deadline against hanging, not a
 # latency check (latency is measured in bench/revocation_latency.py).
@@ -45,7 +45,7 @@ async def follower(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, clock: FakeClock
 ) -> AsyncIterator[RevocationFollower]:
     """A follower of the in-process service's feed, with a client of its own; stopped after."""
-    client_id, secret = await create_client(db, settings, scope="")
+    client_id, secret = await create_client(db, settings, scope=FEED_SCOPE)
     following = RevocationFollower(
         "http://testserver/oauth/revocations",
         client,
@@ -105,7 +105,8 @@ async def test_every_revoking_path_is_refused_at_the_resource_server(
 ) -> None:
     """logout, logout/all, DELETE /sessions/{id}, password change, disable, reuse detection,
     /oauth/revoke of a user's and of a client's token, erasing a user: each of those tokens,
-    accepted before, is refused after with 403 invalid_token, `session_revoked`."""
+    accepted before, is refused after with 403 invalid_token, `session_revoked` (a client's
+    token, which has no session: `token_revoked`)."""
     credentials = await create_client(db, settings, scope="read")
     await caught_up(follower)
     tokens: dict[str, str] = {}
@@ -159,7 +160,9 @@ async def test_every_revoking_path_is_refused_at_the_resource_server(
     for path, answer in answers.items():
         assert answer.status_code == 403, path
         assert answer.json()["error"] == "invalid_token", path
-        assert "session_revoked" in answer.json()["error_description"], path
+        # A client's token has no session: its reason names the token.
+        reason = "token_revoked" if path == "/oauth/revoke (client)" else "session_revoked"
+        assert answer.json()["error_description"].startswith(f"{reason}:"), path
 
 
 async def test_a_disabled_clients_tokens_are_refused_at_the_resource_server(
@@ -188,7 +191,9 @@ async def test_a_disabled_clients_tokens_are_refused_at_the_resource_server(
     for answer in answers:
         assert answer.status_code == 403
         assert answer.json()["error"] == "invalid_token"
-        assert "client has been disabled" in answer.json()["error_description"]
+        assert answer.json()["error_description"] == (
+            "token_revoked: the token's client has been disabled."
+        )
     assert still.status_code == 200
 
 
@@ -201,7 +206,7 @@ async def test_a_restarted_follower_catches_up_from_the_initial_window(
 ) -> None:
     """A follower started after the revocation (a resource server restarted) still refuses the
     token: its first read covers the last token lifetime."""
-    client_id, secret = await create_client(db, settings, scope="")
+    client_id, secret = await create_client(db, settings, scope=FEED_SCOPE)
     _, pair = await register_and_login(client)
     await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
     later = RevocationFollower(

@@ -190,12 +190,13 @@ async def test_the_instance_caps_request_heads_as_the_server_does(
 
 
 async def test_create_user_with_given_email_and_password(token_service: TokenService) -> None:
-    """The given credentials are the ones that log in; a wrong password does not."""
+    """The given credentials are the ones that log in; a wrong password does not. The account
+    carries the email as stored: the domain normalised, the local part as given."""
     user = await token_service.create_user("Given@Example.com", "a chosen password")
 
     pair = await token_service.login("given@example.com", "a chosen password")
 
-    assert user.email == "Given@Example.com"
+    assert user.email == "Given@example.com"
     assert pair.expires_in == 900
     with pytest.raises(AssertionError, match="401"):
         await token_service.login("given@example.com", "another password")

@@ -24,7 +24,8 @@ from tokenrota_server.db import audit, oauth_clients, pagination, roles
 from tokenrota_server.db.pool import create_pool
 from tokenrota_server.db.purge import PurgeBatch, purge_expired
 from tokenrota_server.db.users import User
-from tokenrota_server.errors import ServiceError
+from tokenrota_server.email_address import normalize_email
+from tokenrota_server.errors import InvalidInput, ServiceError
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.passwords import Passwords
 from tokenrota_server.tokens import TokenCodec
@@ -48,7 +49,7 @@ async def disable_user(settings: Settings, email: str) -> int:
     """Disable the user with `email`, ending every session; prints how many ended."""
     async with _pool(settings) as pool:
         try:
-            user_id = await admin.user_id_of(pool, email)
+            user_id = await admin.user_id_of(pool, _stored_form(email))
             ended = await admin.set_disabled(
                 pool, user_id, disabled=True, actor=audit.CLI_ACTOR, now=utc_now()
             )
@@ -138,7 +139,7 @@ async def change_role(settings: Settings, email: str, name: str, *, grant: bool)
     async with _pool(settings) as pool:
         try:
             changed = await admin.change_role(
-                pool, email, name, grant=grant, actor=audit.CLI_ACTOR, now=utc_now()
+                pool, _stored_form(email), name, grant=grant, actor=audit.CLI_ACTOR, now=utc_now()
             )
         except ServiceError as error:
             return _refused(error.description)
@@ -166,7 +167,7 @@ async def enable_user(settings: Settings, email: str) -> int:
     """Enable the user with `email` again: they can log in; their ended sessions stay ended."""
     async with _pool(settings) as pool:
         try:
-            user_id = await admin.user_id_of(pool, email)
+            user_id = await admin.user_id_of(pool, _stored_form(email))
             await admin.set_disabled(
                 pool, user_id, disabled=False, actor=audit.CLI_ACTOR, now=utc_now()
             )
@@ -180,12 +181,22 @@ async def delete_user(settings: Settings, email: str) -> int:
     """Erase the user with `email` and everything that references them."""
     async with _pool(settings) as pool:
         try:
-            user_id = await admin.user_id_of(pool, email)
+            user_id = await admin.user_id_of(pool, _stored_form(email))
             await admin.erase_user(pool, user_id, actor=audit.CLI_ACTOR, now=utc_now())
         except ServiceError as error:
             return _refused(error.description)
     print(f"user {user_id} erased")
     return 0
+
+
+def _stored_form(email: str) -> str:
+    """The form in which `email` would be stored, to find its user by (the domain in any
+    spelling); an email that is not one mailbox as typed, to find an account stored before
+    the rule (migration 0010 flagged those)."""
+    try:
+        return normalize_email(email)
+    except InvalidInput:
+        return email
 
 
 async def _register(settings: Settings, email: str, password: str) -> User:

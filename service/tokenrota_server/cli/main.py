@@ -184,7 +184,8 @@ def _add_client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     create.add_argument(
         "--scope",
         default="",
-        help='space-separated scopes it may ask for, e.g. "read write" (default: none)',
+        help='space-separated scopes it may ask for, e.g. "read write" (default: none); '
+        '"revocations:read" lets it follow the revocation feed',
     )
     rotate = commands.add_parser(
         "rotate-client-secret",

@@ -57,6 +57,24 @@ async def supersede(
     return rows_affected(status)
 
 
+async def void_user_tokens(connection: Connection, *, user_id: UUID, now: datetime) -> int:
+    """End every open token of the user, of every purpose (a disable); return how many.
+
+    The caller holds the user's row. A token locked meanwhile belongs to a verify or reset
+    under way, which locks the user after the token: waiting for it would deadlock, so it is
+    skipped (that spend, once committed, has used it up).
+    """
+    status = await connection.execute(
+        "UPDATE account_tokens SET superseded_at = $2 WHERE token_digest IN ("
+        " SELECT token_digest FROM account_tokens"
+        " WHERE user_id = $1 AND used_at IS NULL AND superseded_at IS NULL"
+        " FOR UPDATE SKIP LOCKED)",
+        user_id,
+        now,
+    )
+    return rows_affected(status)
+
+
 async def is_open(
     connection: Connection, *, token_digest: bytes, purpose: Purpose, now: datetime
 ) -> bool:

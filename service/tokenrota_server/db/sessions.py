@@ -396,11 +396,14 @@ async def evict_least_recently_used(
     connection: Connection, *, user_id: UUID, keep: int, now: datetime
 ) -> int:
     """Revoke (reason `session_limit`) the user's live sessions beyond the `keep` most recently
-    used; return how many. The caller holds the user's row lock, so logins queue here."""
+    used; return how many. The caller holds the user's row lock, so logins queue here.
+
+    Ties on `last_used_at` (whole-second clocks) go by creation order: the oldest goes first.
+    """
     status = await connection.execute(
         "UPDATE sessions SET revoked_at = $2, revoke_reason = $4 WHERE id IN ("
         " SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2"
-        " ORDER BY last_used_at DESC, created_at DESC OFFSET $3)",
+        " ORDER BY last_used_at DESC, created_seq DESC OFFSET $3)",
         user_id,
         now,
         keep,

@@ -12,7 +12,13 @@ from starlette.routing import Route
 from tokenrota_server.auth import SessionUser
 from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.http.remote_address import remote_address
-from tokenrota_server.http.web import NO_STORE, bearer_token, read_json, string_field
+from tokenrota_server.http.web import (
+    NO_STORE,
+    bearer_token,
+    read_json,
+    refuse_other_fields,
+    string_field,
+)
 from tokenrota_server.state import AppState
 
 # The sessions table's CHECK (migration 0007) allows the same.
@@ -46,18 +52,21 @@ async def revoke_session(request: Request[AppState]) -> Response:
 async def rename_session(request: Request[AppState]) -> Response:
     """PATCH /sessions/{session_id} `{"name"}`: 200 with the session's name; 404 for any session
     that is not the caller's; 422 for a name that is not 1 to 100 printable characters (or
-    null, which clears it)."""
+    null, which clears it), or a body with another field."""
     state = request.state
-    access_token = await bearer_token(request)
+    # The caller first: an anonymous request learns nothing from how its body is judged.
+    caller = await authenticated_caller(request, await bearer_token(request))
     body = await read_json(request, state["settings"].max_body_bytes)
-    name = body.get("name")
+    refuse_other_fields(body, "name")
+    if "name" not in body:
+        raise InvalidInput("'name' is required (null clears it).")
+    name = body["name"]
     if name is not None:
         name = string_field(body, "name").strip()
         if not name or len(name) > MAX_SESSION_NAME_LENGTH or not name.isprintable():
             raise InvalidInput(
                 f"'name' must be 1 to {MAX_SESSION_NAME_LENGTH} printable characters, or null."
             )
-    caller = await authenticated_caller(request, access_token)
     try:
         session_id = UUID(request.path_params["session_id"])
     except ValueError:

@@ -39,6 +39,10 @@ _user = {
         "email_verified": {"type": "boolean"},
     },
 }
+_MAILBOX = (
+    "One mailbox, local@domain: a dot-atom local part, kept as given, and a domain that passes"
+    " IDNA, stored as lower-case A-labels; no display name, comment, quotes, list or encoded word."
+)
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -53,6 +57,7 @@ SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "format": "email",
                 "maxLength": 254,
+                "description": _MAILBOX,
                 "examples": ["ada@example.com"],
             },
             "password": {"type": "string", "minLength": 8, "maxLength": 128},

@@ -265,6 +265,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "type": "object",
                 "required": ["name"],
                 "properties": {"name": {"type": ["string", "null"], "maxLength": 100}},
+                "additionalProperties": False,
             }
         ),
         "responses": {
@@ -282,7 +283,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             **JSON_BODY_ERRORS,
             **BEARER_ERRORS,
             404: error("No such session of the caller's.", "not_found"),
-            422: error("The name is not 1 to 100 printable characters.", "invalid_input"),
+            422: error(
+                "The name is missing or not 1 to 100 printable characters, or another field.",
+                "invalid_input",
+            ),
             **UNAVAILABLE,
         },
     },
@@ -379,7 +383,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "summary": "The revocation feed: sessions and client tokens revoked after a cursor",
         "description": "Without `after`: what was revoked within ACCESS_TOKEN_TTL + JWT_LEEWAY."
         " With `wait`, held until something is revoked or `wait` seconds pass (long polling)."
-        " Client authentication by HTTP Basic only.",
+        " Client authentication by HTTP Basic only, of a client granted the scope"
+        " `revocations:read`.",
         "security": [{"clientBasic": []}],
         "parameters": [
             {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
@@ -434,6 +439,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             ),
             400: error("A bad cursor, `wait` or query.", "invalid_request"),
             401: error("Client authentication failed.", "invalid_client", headers=CHALLENGE),
+            403: error(
+                "The client is not granted the scope revocations:read.", "insufficient_scope"
+            ),
             429: error("Too many failed client authentications.", "too_many_attempts"),
             **UNAVAILABLE_OR_BUSY,
         },
@@ -514,11 +522,13 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
         "description": "The same 202 `{}`, in about the same time, for any well-formed email, "
         "with or without an account; a known, active user is sent a message whose link is "
         "built from PASSWORD_RESET_URL.",
-        "requestBody": json_body(_object(email={"type": "string", "format": "email"})),
+        "requestBody": json_body(
+            _object(email={"type": "string", "format": "email", "maxLength": 254})
+        ),
         "responses": {
             202: ok("Accepted (whether or not a message is sent).", _EMPTY, headers=NO_STORE),
             **JSON_BODY_ERRORS,
-            422: error("Not a plausible email, or another field.", "invalid_input"),
+            422: error("Not one mailbox, or another field.", "invalid_input"),
             429: error(
                 "Too many requests for this email or from this address in the window.",
                 "too_many_attempts",

@@ -1,7 +1,8 @@
 """GET /oauth/revocations: the revocation feed, long-polled by resource servers.
 
 Client authentication as /oauth/introspect, but in the `Authorization: Basic` header only: a GET
-has no body, and credentials never travel in the URL.
+has no body, and credentials never travel in the URL. The client must hold the scope
+`revocations:read`, which an operator grants; any other client gets 403 insufficient_scope.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from tokenrota.errors import InsufficientScope
 
 from tokenrota_server.db.feed import Cursor
 from tokenrota_server.errors import InvalidClient, MalformedRequest
 from tokenrota_server.http.oauth import client_secret_of
 from tokenrota_server.http.remote_address import remote_address
 from tokenrota_server.http.web import NO_STORE
-from tokenrota_server.revocations import MAX_WAIT_SECONDS, follow
+from tokenrota_server.revocations import FEED_SCOPE, MAX_WAIT_SECONDS, follow
 from tokenrota_server.state import AppState
 
 _PARAMETERS = frozenset({"after", "wait"})
@@ -30,9 +32,12 @@ async def revocations(request: Request[AppState]) -> Response:
     presented = client_secret_of(request, {})
     if presented is None:
         raise InvalidClient()
-    await state["oauth"].authenticate(
+    follower = await state["oauth"].authenticate(
         state["pool"], presented, ip=remote_address(request, settings), now=state["clock"]()
     )
+    # The feed names every revoked session and token: only clients granted it may read it.
+    if FEED_SCOPE not in follower.scopes:
+        raise InsufficientScope((FEED_SCOPE,))
     after, wait = _parameters(request.url.query)
     page = await follow(
         state["pool"],

@@ -3,8 +3,8 @@
 A DPoP proof (RFC 9449) is accepted once: its key's thumbprint and its `jti` are kept until the
 proof would be too old anyway, and a second insert of the pair is refused by the primary key.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-07
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
