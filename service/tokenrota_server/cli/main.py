@@ -16,6 +16,7 @@ import sys
 from importlib import metadata
 from typing import NoReturn
 
+from tokenrota_server.cli.running import operator_data_dir, record_serving
 from tokenrota_server.cli.startup import (
     StartupError,
     check_database,
@@ -28,11 +29,15 @@ from tokenrota_server.config import Settings
 from tokenrota_server.errors import ConfigError
 
 MAX_PORT = 65535
+# The commands that may make the embedded Postgres (a first `make migrate` or `make run`);
+# every other one uses a database that exists (`running.operator_data_dir`).
+MAKE_DATABASE = ("serve", "migrate")
 
 ENVIRONMENT_HELP = """\
 settings come from the environment (docs/operations.md lists them all); here:
   DATABASE_URL   postgresql://user:password@host:port/database; unset outside production:
-                 an embedded PostgreSQL under DATA_DIR/postgres
+                 an embedded PostgreSQL under DATA_DIR/postgres (serve and migrate make
+                 it; other commands use it, or that of the `tokenrota serve` running)
   ENV            development (default), test or production
   DATA_DIR       development secrets and the embedded PostgreSQL (default: .data)
 
@@ -253,6 +258,10 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
         if arguments.port is not None:
             environ["PORT"] = str(arguments.port)
         workers = arguments.workers or _workers_from(environ)
+    embedded = not environ.get("DATABASE_URL", "").strip()
+    if embedded and arguments.command not in MAKE_DATABASE and not _in_production(environ):
+        # An operator command joins the database a serve uses; it never makes one of its own.
+        environ["DATA_DIR"] = str(operator_data_dir(environ))
     settings = settings_from_environment(environ)
     database_url, variable = _database_url(settings)
     if arguments.command == "migrate":
@@ -269,6 +278,8 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
             check_database(database_url, at_head=True, variable=variable)
         from tokenrota_server.cli.serve import serve
 
+        if embedded:
+            record_serving(settings.data_dir, environ)
         serve(settings, environ, workers)
         return 0
     check_database(database_url, at_head=True, variable=variable)
@@ -318,6 +329,11 @@ def _database_url(settings: Settings) -> tuple[str, str]:
     assert url is not None
     variable = "DATABASE_DIRECT_URL" if settings.database_direct_url else "DATABASE_URL"
     return url, variable
+
+
+def _in_production(environ: dict[str, str]) -> bool:
+    # Production refuses to run without DATABASE_URL: the settings say so, in their own words.
+    return environ.get("ENV", "").strip() == "production"
 
 
 def _workers_from(environ: dict[str, str]) -> int:
