@@ -17,8 +17,9 @@ tokens' jti until their `exp + leeway`; older entries are dropped, so memory is 
 what was revoked within one token lifetime, whatever the total.
 
 When the feed cannot be read (the service down, bad credentials), it retries with exponential
-backoff. Once the last successful read was sent more than `stale_after` seconds ago it logs a
-warning (once per episode) and `stale` turns true; with `fail_closed=True` tokens are then refused
+backoff. Once `lag_seconds` (0 while the service holds a long poll; else the seconds since an
+answer was due or last came) passes `stale_after` it logs a warning (once per episode) and
+`stale` turns true; with `fail_closed=True` tokens are then refused
 (503 unavailable) until it has caught up again, as they are before its first catch-up.
 """
 
