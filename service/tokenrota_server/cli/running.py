@@ -104,10 +104,12 @@ def running_serves(environ: dict[str, str]) -> list[Serving]:
 
 
 def _records(environ: dict[str, str]) -> Path:
+    """The folder of the records: under XDG_STATE_HOME, else ~/.local/state (XDG's default)."""
     state = environ.get("XDG_STATE_HOME", "").strip()
-    home = environ.get("HOME", "").strip()
-    base = Path(state) if state else (Path(home) if home else Path.home()) / ".local" / "state"
-    return base / "tokenrota" / "serving"
+    if not state:
+        home = environ.get("HOME", "").strip() or str(Path.home())
+        state = str(Path(home) / ".local" / "state")
+    return Path(state) / "tokenrota" / "serving"
 
 
 def _forget(path: Path, pid: int) -> None:
