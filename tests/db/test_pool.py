@@ -1,12 +1,14 @@
-"""The service's connection pool lends its connections first come, first served."""
+"""The service's connection pool lends its connections first come, first served, and drops them
+all when one says the server went away."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
-from tokenrota_server.db.pool import FirstComeFirstServed, create_pool
+from tokenrota_server.db.pool import FirstComeFirstServed, create_pool, forget_server
 
 
 async def test_a_released_connection_goes_to_the_first_in_line(database_url: str) -> None:
@@ -136,3 +138,50 @@ async def test_the_pool_minimum_upkeep_takes_only_disconnected_holders() -> None
     with pytest.raises(asyncio.QueueEmpty):
         queue.get_disconnected_nowait()
     assert await queue.get() is live
+
+
+async def backends_of(pool: asyncpg.Pool, count: int) -> set[int]:
+    """The server pids behind `count` of the pool's connections, all held at once."""
+    held = [await pool.acquire() for _ in range(count)]
+    try:
+        return {await connection.fetchval("SELECT pg_backend_pid()") for connection in held}
+    finally:
+        for connection in held:
+            await pool.release(connection)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [asyncpg.ReadOnlySQLTransactionError("read-only"), ConnectionResetError()],
+    ids=["demoted", "gone"],
+)
+async def test_a_server_gone_or_demoted_drops_every_connection(
+    database_url: str, error: BaseException
+) -> None:
+    """After one connection's error says the server is gone or no longer writable, none of
+    the pool's connections is lent again: each is reopened (on the writable host, with a
+    multi-host URL) instead of failing a request of its own first."""
+    pool = await create_pool(database_url, min_size=3, max_size=3)
+    try:
+        before = await backends_of(pool, 3)
+        await forget_server(pool, error)
+        after = await backends_of(pool, 3)
+    finally:
+        pool.terminate()
+
+    assert len(before) == 3
+    assert before.isdisjoint(after)
+
+
+async def test_a_slow_answer_keeps_the_connections(database_url: str) -> None:
+    """A timeout says nothing of the server: the pool keeps its connections (under load, a
+    reconnect for each would only add to it)."""
+    pool = await create_pool(database_url, min_size=3, max_size=3)
+    try:
+        before = await backends_of(pool, 3)
+        await forget_server(pool, TimeoutError())
+        after = await backends_of(pool, 3)
+    finally:
+        pool.terminate()
+
+    assert before == after

@@ -35,8 +35,19 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     # that the server ended while it sat idle (a fast or immediate shutdown): "cannot switch to
     # state 12; another operation (2) is in progress" (MagicStack/asyncpg#1069). The connection
     # is closed by then, so the pool replaces it.
+    # Also what a multi-host DATABASE_URL with target_session_attrs=read-write raises when no
+    # host is writable (TargetServerAttributeNotMatched): a failover under way.
     asyncpg.InternalClientError,
+    # A write on a server that is no longer the primary (demoted, or fenced read-only).
+    asyncpg.ReadOnlySQLTransactionError,
     TimeoutError,
+)
+
+# The connection errors that do not say the server went away or stopped taking writes: a slow
+# answer, or a server out of connection slots. The pool's other connections stay.
+_SERVER_STILL_THERE: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    asyncpg.TooManyConnectionsError,
 )
 
 # Seconds to wait for a new connection: a database that does not answer should cost a request
@@ -64,6 +75,19 @@ class _PooledConnection(asyncpg.Connection):
         # locks, cursors), so asyncpg's reset on release is a wasted round trip per request.
         # A connection released inside a transaction is still rolled back by the pool.
         return ""
+
+
+async def forget_server(pool: asyncpg.Pool, error: BaseException) -> None:
+    """After `error` (one of CONNECTION_ERRORS) on one of `pool`'s connections, replace all.
+
+    A server that died, restarted, or was demoted in a failover has taken the others along:
+    each would otherwise fail one request of its own before the pool replaced it, and one on a
+    demoted server that still answers would go on refusing writes. Expired, an idle connection
+    is reopened at its next acquire (on the server now writable, with a multi-host URL) and a
+    busy one closed when it is released.
+    """
+    if not isinstance(error, _SERVER_STILL_THERE):
+        await pool.expire_connections()
 
 
 def rows_affected(status: str) -> int:
