@@ -298,8 +298,9 @@ def _check_installed() -> None:
 
 @contextlib.contextmanager
 def running_cluster(log_dir: Path) -> Iterator[Cluster]:
-    """etcd and two Patroni members, healthy (a primary, a streaming sync standby) with the
-    database `tokenrota` created; everything stopped and removed when the block ends."""
+    """etcd and two Patroni members, a primary with the database `tokenrota` created, the other
+    still cloning it (`Cluster.wait_healthy` waits for it to stream as the synchronous
+    standby); everything stopped and removed when the block ends."""
     _check_installed()
     user = _user()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -347,7 +348,7 @@ def running_cluster(log_dir: Path) -> Iterator[Cluster]:
         # Started together: one wins the race to initialise the cluster, the other clones it.
         for node in nodes:
             cluster.start(node)
-        leader, _ = cluster.wait_healthy()
+        leader = _wait_for_leader(cluster)
         _create_database(cluster.node_url(leader, "postgres"))
         yield cluster
 
@@ -361,6 +362,19 @@ def _wait_for_etcd(etcd: str, process: subprocess.Popen[bytes], log: Path) -> No
                 return
         time.sleep(POLL)
     raise AssertionError(f"etcd never answered:\n{log.read_text()}")
+
+
+def _wait_for_leader(cluster: Cluster) -> Node:
+    deadline = time.monotonic() + STARTED_WITHIN
+    while time.monotonic() < deadline:
+        for node in cluster.nodes:
+            assert node.process is not None
+            assert node.process.poll() is None, cluster.logs()
+        leader = cluster.leader()
+        if leader is not None:
+            return leader
+        time.sleep(POLL)
+    raise AssertionError(f"no member became primary:\n{cluster.logs()}")
 
 
 def _create_database(url: str) -> None:

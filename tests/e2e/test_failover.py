@@ -123,7 +123,8 @@ class Load:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The Patroni pair, migrated through the multi-host URL; stopped when the module ends."""
+    """The Patroni pair, migrated through the multi-host URL (while the standby is cloned);
+    stopped when the module ends."""
     with running_cluster(tmp_path_factory.mktemp("patroni")) as cluster:
         migrated = subprocess.run(
             [sys.executable, "-m", "tokenrota_server", "migrate"],
