@@ -32,7 +32,7 @@ from uuid import UUID
 
 import asyncpg
 
-from tokenrota_server.db.pool import CONNECTION_ERRORS, Connection
+from tokenrota_server.db.pool import CONNECT_TIMEOUT, CONNECTION_ERRORS, Connection, connect
 from tokenrota_server.errors import MalformedRequest
 
 logger = logging.getLogger("tokenrota.revocations")
@@ -232,7 +232,7 @@ class FeedSignal:
 async def open_listen_connection(database_url: str) -> asyncpg.Connection:
     """The connection the LISTEN runs on: the one place to point at a direct (non-PgBouncer)
     URL, since LISTEN needs a session of its own."""
-    return await asyncpg.connect(database_url)
+    return await connect(database_url, timeout=CONNECT_TIMEOUT)
 
 
 async def follow(

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from pathlib import Path
 from typing import Any, TypeAlias
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionHolder, PoolConnectionProxy
@@ -55,6 +56,58 @@ _SERVER_STILL_THERE: tuple[type[BaseException], ...] = (
 CONNECT_TIMEOUT = 5
 # asyncpg's own default: statements prepared once per connection, reused by every query after.
 DEFAULT_STATEMENT_CACHE_SIZE = 100
+
+
+# The host of a multi-host URL that last took a connection, by URL: tried first next time, so
+# that once a failover has moved the primary, new connections go straight to it.
+_last_reached: dict[str, tuple[str, int | None]] = {}
+
+
+def hosts_of(url: str) -> list[tuple[str, int | None]]:
+    """The (host, port) pairs a `postgresql://user@h1:p1,h2:p2/db` URL names, in order."""
+    hostlist = urlsplit(url).netloc.rpartition("@")[2]
+    hosts: list[tuple[str, int | None]] = []
+    for spec in hostlist.split(","):
+        if spec.startswith("["):  # [IPv6]:port
+            address, _, rest = spec[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            address, _, port = unquote(spec).partition(":")
+        hosts.append((address, int(port) if port else None))
+    return hosts
+
+
+# What sends `connect` on to the next host: it is away, silent, read-only, or refuses us.
+_NEXT_HOST: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
+
+
+async def connect(dsn: str | None = None, **options: Any) -> asyncpg.Connection:
+    """`asyncpg.connect`, but each host of a multi-host URL gets the whole `timeout`.
+
+    asyncpg spends one timeout on all the hosts together: a first host whose machine is gone
+    (nothing answers, not even a refusal) uses it all, and the second, the new primary, is
+    never tried. Here the hosts are tried one by one, the one last reached first.
+    """
+    assert dsn is not None
+    hosts = hosts_of(dsn)
+    if len(hosts) < 2:
+        single: asyncpg.Connection = await asyncpg.connect(dsn, **options)
+        return single
+    if dsn in _last_reached:
+        hosts.sort(key=lambda host: host != _last_reached[dsn])
+    failure: BaseException | None = None
+    for host, port in hosts:
+        try:
+            connection: asyncpg.Connection = await asyncpg.connect(
+                dsn, host=host, port=port, **options
+            )
+        except _NEXT_HOST as error:
+            failure = error
+            continue
+        _last_reached[dsn] = (host, port)
+        return connection
+    assert failure is not None
+    raise failure
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -201,6 +254,7 @@ async def create_pool(
         connection_class=_PooledConnection,
         command_timeout=30,
         timeout=CONNECT_TIMEOUT,
+        connect=connect,
         statement_cache_size=statement_cache_size(pooler),
     )
     _serve_in_order(pool)
@@ -228,6 +282,7 @@ async def open_pool(
         connection_class=_PooledConnection,
         command_timeout=30,
         timeout=CONNECT_TIMEOUT,
+        connect=connect,
         statement_cache_size=statement_cache_size(pooler),
     )
     _serve_in_order(pool)
