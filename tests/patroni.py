@@ -78,13 +78,6 @@ class Node:
                 return process
         return None
 
-    def role(self) -> str | None:
-        """What its Patroni says it is now (`primary`, `replica`, ...), None if it is silent."""
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            state: dict[str, str] = httpx.get(f"{self.api}/patroni", timeout=2).json()
-            return state.get("role")
-        return None
-
 
 @dataclass
 class Cluster:
@@ -134,9 +127,6 @@ class Cluster:
 
     def by_name(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
-
-    def other(self, node: Node) -> Node:
-        return next(other for other in self.nodes if other is not node)
 
     def wait_healthy(self, seconds: float = STARTED_WITHIN) -> tuple[Node, Node]:
         """Wait until one member leads and the other is its streaming synchronous standby."""
