@@ -20,7 +20,7 @@ from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.db import purge
-from tokenrota_server.db.pool import CONNECTION_ERRORS, open_pool
+from tokenrota_server.db.pool import CONNECTION_ERRORS, forget_server, open_pool
 from tokenrota_server.dpop import ProofChecker
 from tokenrota_server.errors import ServiceError, Unavailable
 from tokenrota_server.http import (
@@ -174,6 +174,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
     logger.warning("database unavailable: %s", type(exc).__name__)
+    await forget_server(request.state["pool"], exc)
     return error_response(Unavailable())
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from tokenrota_server.db.feed import Cursor, FeedPage, read_after, read_window
-from tokenrota_server.db.pool import CONNECTION_ERRORS
+from tokenrota_server.db.pool import CONNECT_TIMEOUT, CONNECTION_ERRORS, connect
 
 logger = logging.getLogger("tokenrota.revocations")
 
@@ -109,7 +109,7 @@ class FeedSignal:
 async def open_listen_connection(database_url: str) -> asyncpg.Connection:
     """The connection the LISTEN runs on: the one place to point at a direct (non-PgBouncer)
     URL, since LISTEN needs a session of its own."""
-    return await asyncpg.connect(database_url)
+    return await connect(database_url, timeout=CONNECT_TIMEOUT)
 
 
 async def follow(

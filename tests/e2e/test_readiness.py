@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import httpx
 from tokenrota.testing import database_url_for, execute
@@ -19,6 +20,12 @@ from tokenrota_server.db import schema
 
 from tests.outage import ControlledPostgres
 from tests.support import PASSWORD, FakeClock, Serve
+
+# Ends the sessions of the database it runs in but its own.
+END_OTHER_SESSIONS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
 
 
 async def wait_until_ready(client: httpx.AsyncClient, seconds: float = 15) -> httpx.Response:
@@ -35,6 +42,8 @@ async def assert_unavailable(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "unavailable"
     assert set(response.json()) == {"error", "error_description"}
+    # A client (or a proxy) learns when to ask again.
+    assert response.headers["Retry-After"] == "1"
 
 
 async def test_starts_without_the_database_serves_503_and_recovers(
@@ -120,3 +129,38 @@ async def test_not_ready_until_migrated_to_head(
     await assert_unavailable(behind)
     assert current.status_code == 200
     assert current.json()["revision"] == schema.head_revision()
+
+
+async def test_a_server_turned_read_only_answers_503_not_500(
+    outage_postgres: ControlledPostgres,
+    outage_database: str,
+    settings: Settings,
+    clock: FakeClock,
+    serve: Serve,
+) -> None:
+    """A server that refuses writes (a demoted primary, a fenced one) is a database away, not
+    a bug: 503 with Retry-After; writable again, the same refresh token works (it was not
+    spent)."""
+    name = urlsplit(outage_database).path.lstrip("/")
+    async with serve(replace(settings, database_url=outage_database), clock) as client:
+        credentials = {"email": "c@example.com", "password": PASSWORD}
+        assert (await client.post("/register", json=credentials)).status_code == 201
+        pair = (await client.post("/login", json=credentials)).json()
+        await execute(
+            outage_postgres.url, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+        )
+        # The service's sessions predate the setting: end them, as a demotion does.
+        await execute(outage_database, END_OTHER_SESSIONS)
+        try:
+            refused = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
+        finally:
+            await execute(
+                outage_postgres.url, f'ALTER DATABASE "{name}" RESET default_transaction_read_only'
+            )
+            await execute(outage_database, END_OTHER_SESSIONS)
+        again = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
+        if again.status_code == 503:  # a connection the reset ended, replaced now
+            again = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
+
+    await assert_unavailable(refused)
+    assert again.status_code == 200, again.text

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 
 from tokenrota_server.config import Settings, ensure_development_secrets, load_settings
-from tokenrota_server.db.pool import CONNECT_TIMEOUT
+from tokenrota_server.db.pool import CONNECT_TIMEOUT, connect
 from tokenrota_server.errors import ConfigError
 
 # What asyncpg.connect raises when it cannot open a session: the network (OSError, timeouts),
@@ -192,7 +192,7 @@ async def _read_revision(url: str, variable: str) -> str | None:
     from tokenrota_server.db import schema
 
     try:
-        connection = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
+        connection = await connect(url, timeout=CONNECT_TIMEOUT)
     except _CONNECT_FAILURES as error:
         raise StartupError(_connection_failure(url, error, variable)) from None
     try:

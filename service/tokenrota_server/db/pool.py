@@ -13,6 +13,7 @@ import contextlib
 import logging
 from pathlib import Path
 from typing import Any, TypeAlias
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionHolder, PoolConnectionProxy
@@ -35,8 +36,19 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     # that the server ended while it sat idle (a fast or immediate shutdown): "cannot switch to
     # state 12; another operation (2) is in progress" (MagicStack/asyncpg#1069). The connection
     # is closed by then, so the pool replaces it.
+    # Also what a multi-host DATABASE_URL with target_session_attrs=read-write raises when no
+    # host is writable (TargetServerAttributeNotMatched): a failover under way.
     asyncpg.InternalClientError,
+    # A write on a server that is no longer the primary (demoted, or fenced read-only).
+    asyncpg.ReadOnlySQLTransactionError,
     TimeoutError,
+)
+
+# The connection errors that do not say the server went away or stopped taking writes: a slow
+# answer, or a server out of connection slots. The pool's other connections stay.
+_SERVER_STILL_THERE: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    asyncpg.TooManyConnectionsError,
 )
 
 # Seconds to wait for a new connection: a database that does not answer should cost a request
@@ -44,6 +56,58 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 CONNECT_TIMEOUT = 5
 # asyncpg's own default: statements prepared once per connection, reused by every query after.
 DEFAULT_STATEMENT_CACHE_SIZE = 100
+
+
+# The host of a multi-host URL that last took a connection, by URL: tried first next time, so
+# that once a failover has moved the primary, new connections go straight to it.
+_last_reached: dict[str, tuple[str, int | None]] = {}
+
+
+def hosts_of(url: str) -> list[tuple[str, int | None]]:
+    """The (host, port) pairs a `postgresql://user@h1:p1,h2:p2/db` URL names, in order."""
+    hostlist = urlsplit(url).netloc.rpartition("@")[2]
+    hosts: list[tuple[str, int | None]] = []
+    for spec in hostlist.split(","):
+        if spec.startswith("["):  # [IPv6]:port
+            address, _, rest = spec[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            address, _, port = unquote(spec).partition(":")
+        hosts.append((address, int(port) if port else None))
+    return hosts
+
+
+# What sends `connect` on to the next host: it is away, silent, read-only, or refuses us.
+_NEXT_HOST: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
+
+
+async def connect(dsn: str | None = None, **options: Any) -> asyncpg.Connection:
+    """`asyncpg.connect`, but each host of a multi-host URL gets the whole `timeout`.
+
+    asyncpg spends one timeout on all the hosts together: a first host whose machine is gone
+    (nothing answers, not even a refusal) uses it all, and the second, the new primary, is
+    never tried. Here the hosts are tried one by one, the one last reached first.
+    """
+    assert dsn is not None
+    hosts = hosts_of(dsn)
+    if len(hosts) < 2:
+        single: asyncpg.Connection = await asyncpg.connect(dsn, **options)
+        return single
+    if dsn in _last_reached:
+        hosts.sort(key=lambda host: host != _last_reached[dsn])
+    failure: BaseException | None = None
+    for host, port in hosts:
+        try:
+            connection: asyncpg.Connection = await asyncpg.connect(
+                dsn, host=host, port=port, **options
+            )
+        except _NEXT_HOST as error:
+            failure = error
+            continue
+        _last_reached[dsn] = (host, port)
+        return connection
+    assert failure is not None
+    raise failure
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -64,6 +128,19 @@ class _PooledConnection(asyncpg.Connection):
         # locks, cursors), so asyncpg's reset on release is a wasted round trip per request.
         # A connection released inside a transaction is still rolled back by the pool.
         return ""
+
+
+async def forget_server(pool: asyncpg.Pool, error: BaseException) -> None:
+    """After `error` (one of CONNECTION_ERRORS) on one of `pool`'s connections, replace all.
+
+    A server that died, restarted, or was demoted in a failover has taken the others along:
+    each would otherwise fail one request of its own before the pool replaced it, and one on a
+    demoted server that still answers would go on refusing writes. Expired, an idle connection
+    is reopened at its next acquire (on the server now writable, with a multi-host URL) and a
+    busy one closed when it is released.
+    """
+    if not isinstance(error, _SERVER_STILL_THERE):
+        await pool.expire_connections()
 
 
 def rows_affected(status: str) -> int:
@@ -178,6 +255,7 @@ async def create_pool(
         connection_class=_PooledConnection,
         command_timeout=30,
         timeout=CONNECT_TIMEOUT,
+        connect=connect,
         statement_cache_size=statement_cache_size(pooler),
     )
     _serve_in_order(pool)

@@ -57,13 +57,21 @@ NO_STORE = {
     "Pragma": {"schema": {"type": "string", "const": "no-cache"}},
 }
 CHALLENGE = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-UNAVAILABLE = {503: error("The database is unreachable; retry later.", "unavailable")}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}}}
+UNAVAILABLE = {
+    503: error(
+        "The database is unreachable (down, restarting, or failing over to its standby); retry"
+        " after Retry-After seconds.",
+        "unavailable",
+        headers=RETRY_AFTER,
+    )
+}
 # Where a password or client secret is checked, argon2 may also be too busy to queue for.
 UNAVAILABLE_OR_BUSY = {
     503: error(
-        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_CHECKS"
-        " password checks already wait (the same for any email or client; counted toward no"
-        " throttle); retry later.",
+        "The database is unreachable, or more than ARGON2_MAX_QUEUED_CHECKS password checks"
+        " already wait (the same for any email or client; counted toward no throttle); retry"
+        " after Retry-After seconds.",
         "unavailable",
         headers={"Retry-After": {"schema": {"type": "integer"}}},
     )
@@ -71,8 +79,9 @@ UNAVAILABLE_OR_BUSY = {
 # Where a new secret is hashed, its share of argon2 may be too busy to queue for.
 UNAVAILABLE_OR_HASHING_BUSY = {
     503: error(
-        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_HASHES"
-        " new secrets already wait (nothing written, counted toward no throttle); retry later.",
+        "The database is unreachable, or more than ARGON2_MAX_QUEUED_HASHES new secrets"
+        " already wait (nothing written, counted toward no throttle); retry after Retry-After"
+        " seconds.",
         "unavailable",
         headers={"Retry-After": {"schema": {"type": "integer"}}},
     )
@@ -80,9 +89,9 @@ UNAVAILABLE_OR_HASHING_BUSY = {
 # /password both checks the current password and hashes the new one.
 UNAVAILABLE_OR_EITHER_BUSY = {
     503: error(
-        "The database is unreachable; or, with Retry-After, more than ARGON2_MAX_QUEUED_CHECKS"
-        " password checks or ARGON2_MAX_QUEUED_HASHES new secrets already wait (nothing"
-        " written, counted toward no throttle); retry later.",
+        "The database is unreachable, or more than ARGON2_MAX_QUEUED_CHECKS password checks or"
+        " ARGON2_MAX_QUEUED_HASHES new secrets already wait (nothing written, counted toward no"
+        " throttle); retry after Retry-After seconds.",
         "unavailable",
         headers={"Retry-After": {"schema": {"type": "integer"}}},
     )
@@ -469,7 +478,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "summary": "Readiness: the database answers and is migrated to head",
         "responses": {
             200: ok("Ready.", ref("Ready")),
-            503: error("Not ready.", "unavailable"),
+            503: error("Not ready.", "unavailable", headers=RETRY_AFTER),
         },
     },
     ("GET", "/metrics"): {

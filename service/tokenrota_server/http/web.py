@@ -38,6 +38,7 @@ from tokenrota_server.errors import (
     RoleInUse,
     ServiceError,
     TooManyAttempts,
+    Unavailable,
     UnsupportedGrantType,
     UnsupportedMediaType,
 )
@@ -70,6 +71,9 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
 }
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Seconds a client should wait before asking again while the database is away; a failover
+# takes about Patroni's TTL (docs/operations.md), a restart a few seconds.
+UNAVAILABLE_RETRY_AFTER = 1
 
 
 def status_of(error: ServiceError) -> int:
@@ -91,6 +95,9 @@ def error_response(error: ServiceError) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Basic realm="oauth"'
     elif isinstance(error, TooManyAttempts | Overloaded):
         headers["Retry-After"] = str(error.retry_after)
+    elif isinstance(error, Unavailable):
+        # The database is away (a restart, a failover): worth asking again in a moment.
+        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
     return JSONResponse(
         {"error": error.code, "error_description": error.description},
         status_code=status_of(error),
