@@ -1,10 +1,12 @@
 """Property-based run of /openapi.json (schemathesis) against a real local instance.
 
 Starts an instance as the pytest plugin does (a fresh database on the embedded Postgres, or on
-TEST_DATABASE_URL), logs a user in so bearer routes answer more than 401, and runs the
-schemathesis CLI over every documented operation with valid and invalid inputs. It fails on
-any 5xx and on any answer that the document does not allow (status, content type, headers,
-body). Extra arguments go to schemathesis (`make fuzz FUZZ_ARGS="--max-examples 500"`).
+TEST_DATABASE_URL), gives the fuzzer a credential for every security scheme (a user's bearer,
+an admin client's token, a client's Basic; fuzz/schemathesis.toml) so that every operation is
+reached past its authentication, and runs the schemathesis CLI over every documented operation
+with valid and invalid inputs; fuzz/hooks.py generates the cursors' grammars. It fails on any
+5xx and on any answer that the document does not allow (status, content type, headers, body).
+Extra arguments go to schemathesis (`make fuzz FUZZ_ARGS="--max-examples 500"`).
 
     .venv/bin/python -m fuzz
 """
@@ -20,7 +22,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from tokenrota.testing import instance_settings, run_token_service
+import httpx
+from tokenrota.testing import TokenService, instance_settings, run_token_service
 from tokenrota_server.db import schema
 from tokenrota_server.db.pool import start_embedded
 
@@ -43,6 +46,25 @@ LAST_ALONE = (
 )
 
 
+HERE = Path(__file__).parent
+# The revocation feed's scope: the feed client holds it once reading the feed needs it.
+FEED_SCOPE = "revocations:read"
+
+
+async def admin_token(service: TokenService) -> str:
+    """A client-credentials token with the admin scope, of a client made for the run."""
+    client = await service.create_client(scopes=("admin",))
+    async with httpx.AsyncClient(base_url=service.base_url) as http:
+        response = await http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": "admin"},
+            auth=(client.client_id, client.client_secret),
+        )
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token
+
+
 async def fuzz(arguments: list[str]) -> int:
     server = os.environ.get("TEST_DATABASE_URL") or start_embedded(Path(".data") / "test")
     name = f"fuzz_{uuid.uuid4().hex[:12]}"
@@ -62,6 +84,13 @@ async def fuzz(arguments: list[str]) -> int:
         )
         async with run_token_service(settings) as service:
             user = await service.create_user()
+            client = await service.create_client(scopes=(FEED_SCOPE,))
+            credentials = {
+                "FUZZ_ADMIN_TOKEN": await admin_token(service),
+                "FUZZ_CLIENT_ID": client.client_id,
+                "FUZZ_CLIENT_SECRET": client.client_secret,
+                "SCHEMATHESIS_HOOKS": str(HERE / "hooks.py"),
+            }
             executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
             assert executable is not None, "schemathesis is a dev dependency: make install"
             # POST /logout/all ends the session of the bearer token: fuzzed along with the
@@ -71,20 +100,19 @@ async def fuzz(arguments: list[str]) -> int:
                 pair = await service.login(user.email, user.password)
                 process = await asyncio.create_subprocess_exec(
                     executable,
+                    "--config-file",
+                    str(HERE / "schemathesis.toml"),
                     "run",
                     f"{service.base_url}/openapi.json",
                     "--checks",
                     CHECKS,
-                    "--header",
-                    f"Authorization: Bearer {pair.access_token}",
-                    "--max-examples",
-                    "50",
                     "--workers",
                     "2",
                     "--seed",
                     "1",
                     *selection,
                     *arguments,
+                    env={**os.environ, **credentials, "FUZZ_USER_TOKEN": pair.access_token},
                 )
                 if code := await process.wait():
                     return code

@@ -144,6 +144,12 @@ SCHEMAS: dict[str, Any] = {
 }
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (typ at+jwt)"},
+    "adminBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT (typ at+jwt)",
+        "description": "A client-credentials token with the `admin` scope; a person's never.",
+    },
     "refreshCookie": {
         "type": "apiKey",
         "in": "cookie",
@@ -190,7 +196,7 @@ def build_document(routes: list[BaseRoute]) -> dict[str, Any]:
             for name in _PATH_PARAMETER.findall(path)
         ]
         if parameters:
-            operation["parameters"] = parameters
+            operation["parameters"] = [*parameters, *operation.get("parameters", [])]
         operation["responses"] = {
             str(status): body for status, body in operation["responses"].items()
         }
