@@ -17,8 +17,8 @@ from tokenrota.errors import InsufficientScope
 
 from tokenrota_server.db import audit, oauth_clients, roles, sessions, throttle, users
 from tokenrota_server.db.audit import AuditAction
-from tokenrota_server.db.pagination import decode_cursor, encode_cursor
-from tokenrota_server.errors import InvalidInput, InvalidToken, MalformedRequest, NotFound
+from tokenrota_server.db.pagination import decode_row_id, decode_time_key, encode_cursor
+from tokenrota_server.errors import InvalidInput, InvalidToken, NotFound
 from tokenrota_server.tokens import TokenCodec
 
 ADMIN_SCOPE = "admin"
@@ -62,15 +62,7 @@ async def list_users(
 ) -> tuple[list[users.AdminUser], str | None]:
     """A page of users, oldest first, and the cursor of the next page (None after the last)."""
     query = f"users:{email_prefix}"
-    after = None
-    if cursor is not None:
-        key = decode_cursor(query, cursor)
-        try:
-            after = (datetime.fromisoformat(key[0]), UUID(key[1]))
-        except (IndexError, TypeError, ValueError):
-            raise MalformedRequest("The cursor is not valid.") from None
-        if after[0].tzinfo is None:
-            raise MalformedRequest("The cursor is not valid.")
+    after = decode_time_key(query, cursor) if cursor is not None else None
     async with pool.acquire() as connection:
         found = await users.list_users_page(
             connection, email_prefix=email_prefix, after=after, limit=limit + 1
@@ -271,12 +263,7 @@ async def list_audit(
 ) -> tuple[list[audit.AuditEvent], str | None]:
     """A page of the audit log, newest first, and the next page's cursor (None after the last)."""
     query = f"audit:{user_id or ''}"
-    before = None
-    if cursor is not None:
-        key = decode_cursor(query, cursor)
-        if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
-            raise MalformedRequest("The cursor is not valid.")
-        before = key[0]
+    before = decode_row_id(query, cursor) if cursor is not None else None
     async with pool.acquire() as connection:
         found = await audit.list_events(connection, before=before, limit=limit + 1, user_id=user_id)
     page = found[:limit]

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 from tokenrota_server.config import Settings
-from tokenrota_server.db import users
+from tokenrota_server.db import pagination, users
 
 from tests.admin_support import admin_client, bearer, insert_users
 from tests.oauth_support import claims_of
@@ -523,6 +523,29 @@ async def test_a_cursor_from_another_query_is_refused(
     assert other_prefix.status_code == 400
     assert audit.status_code == 400
     assert same.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("users", ["0001-01-01T00:00:00+14:00", SOME_ID]),
+        ("users", ["9999-12-31T23:59:59-14:00", SOME_ID]),
+        ("users", ["2026-01-01T00:00:00+00:00", 5]),
+        ("audit", [2**63]),
+        ("audit", [-(2**63) - 1]),
+        ("audit", [10**30]),
+    ],
+)
+async def test_a_cursor_of_our_grammar_with_a_key_out_of_range_is_refused(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, path: str, key: list[Any]
+) -> None:
+    """A time that leaves datetime's range in UTC, an id past a bigint or of the wrong type: 400."""
+    _, admin = await admin_client(client, db, settings)
+    cursor = pagination.encode_cursor(f"{path}:", key)
+
+    response = await client.get(f"/admin/{path}?cursor={cursor}", headers=admin)
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_request")
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5", "٣"])

@@ -392,6 +392,9 @@ async def test_a_long_poll_with_nothing_new_answers_empty_when_wait_passes(
         ("wait=1.5", 400, "invalid_request"),
         ("after=bm90IGEgY3Vyc29y", 400, "invalid_request"),
         ("after=%00", 400, "invalid_request"),
+        # v1.9999999999999999999 and v1.2^63: past a bigint.
+        ("after=djEuOTk5OTk5OTk5OTk5OTk5OTk5OQ", 400, "invalid_request"),
+        ("after=djEuOTIyMzM3MjAzNjg1NDc3NTgwOA", 400, "invalid_request"),
         ("wait=1&wait=2", 400, "invalid_request"),
         ("client_secret=x", 400, "invalid_request"),
     ],
