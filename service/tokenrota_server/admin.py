@@ -167,10 +167,11 @@ async def erase_user(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: date
     """Erase the user and everything that references them; raise `NotFound`.
 
     First the user is disabled (committed): from then on no refresh can start spending one of
-    their tokens. Then one transaction locks the tokens that refreshes already in flight
-    hold, in the order a refresh takes them (token, then session), waits for those to finish,
-    and deletes the user; ON DELETE CASCADE takes the sessions, their tokens, the role grants
-    and every later table that references users. Without the first step, a refresh holding
+    their tokens. Then one transaction locks the user's row (first, as every writer of a
+    user's rows does), then the tokens that refreshes already in flight hold, in the order a
+    refresh takes them (token, then session), waits for those to finish, and deletes the user;
+    ON DELETE CASCADE takes the sessions, their tokens, the role grants and every later table
+    that references users. Without the first step, a refresh holding
     a token and waiting for its session could deadlock with the cascade holding the session
     and waiting for the token. The audit event keeps the id, not the email.
     """
@@ -178,6 +179,10 @@ async def erase_user(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: date
         if not await users.set_disabled(connection, user_id, disabled=True, now=now):
             raise NotFound("No such user.")
         async with connection.transaction():
+            # The user's row first, as every writer of their rows takes it (verification and
+            # reset spend a token only after it): then the tokens, then the cascade.
+            if not await users.lock_for_erasure(connection, user_id):
+                raise NotFound("No such user.")  # erased meanwhile by another call
             await connection.execute(
                 "SELECT 1 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
                 " WHERE s.user_id = $1 FOR UPDATE OF t",
