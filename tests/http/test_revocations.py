@@ -4,6 +4,11 @@ cursor never skips a late commit, long polls wake on NOTIFY and, without it, by 
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
+import re
+import socket
+import threading
 import uuid
 from typing import Any
 
@@ -17,6 +22,7 @@ from tokenrota_server.revocations import Cursor
 
 from tests.admin_support import admin_client
 from tests.conftest import FakeClock, register_and_login, serve
+from tests.http.test_http_limits import MARGIN_SECONDS, get, uvicorn_serving
 from tests.mail_support import queued_token
 from tests.oauth_support import basic, claims_of, client_token, create_client
 
@@ -427,6 +433,62 @@ async def test_the_feed_needs_client_authentication(
 
     assert (missing.status_code, missing.json()["error"]) == (401, "invalid_client")
     assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
+
+
+class FeedRequestEnded(logging.Handler):
+    """Sets `ended` when the access log records a request to the feed, keeping the record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = threading.Event()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "route", None) == "/oauth/revocations":
+            self.records.append(record)
+            self.ended.set()
+
+
+def feed_counts(metrics: str) -> dict[str, float]:
+    pattern = re.compile(
+        r'^token_service_http_requests_total\{method="GET",route="/oauth/revocations",'
+        r'status="(\d+)"\} (\S+)$',
+        re.MULTILINE,
+    )
+    return {status: float(value) for status, value in pattern.findall(metrics)}
+
+
+async def test_a_long_poll_whose_client_has_gone_ends_at_once_as_499(
+    db: asyncpg.Connection, settings: Settings
+) -> None:
+    """A follower asks with wait=30 and closes its connection: the wait ends then (the access
+    line comes long before 30 s), logged and counted as 499, not as a 200 nobody read."""
+    client_id, secret = await create_client(db, settings, scope="")
+    credentials = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    access = logging.getLogger("tokenrota.access")
+    watcher = FeedRequestEnded()
+    access.addHandler(watcher)
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        async with uvicorn_serving(settings) as address:
+            before = feed_counts((await get(address, "/metrics")).text)
+            with socket.create_connection(address, timeout=MARGIN_SECONDS) as connection:
+                connection.sendall(
+                    b"GET /oauth/revocations?wait=30 HTTP/1.1\r\nHost: x\r\n"
+                    b"Authorization: Basic " + credentials.encode() + b"\r\n\r\n"
+                )
+            # Far less than the 30 s the poll would otherwise be held.
+            ended = await asyncio.to_thread(watcher.ended.wait, MARGIN_SECONDS)
+            after = feed_counts((await get(address, "/metrics")).text)
+    finally:
+        access.removeHandler(watcher)
+        access.setLevel(level)
+
+    assert ended
+    assert [record.status for record in watcher.records] == [499]
+    assert after.get("499", 0) - before.get("499", 0) == 1
+    assert after.get("200", 0) == before.get("200", 0)
 
 
 def test_a_cursor_round_trips_and_refuses_forgeries() -> None:

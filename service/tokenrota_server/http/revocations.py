@@ -6,9 +6,12 @@ has no body, and credentials never travel in the URL.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -16,7 +19,7 @@ from tokenrota_server.errors import InvalidClient, MalformedRequest
 from tokenrota_server.http.oauth import client_secret_of
 from tokenrota_server.http.remote_address import remote_address
 from tokenrota_server.http.web import NO_STORE
-from tokenrota_server.revocations import MAX_WAIT_SECONDS, Cursor, follow
+from tokenrota_server.revocations import MAX_WAIT_SECONDS, Cursor, FeedPage, follow
 from tokenrota_server.state import AppState
 
 _PARAMETERS = frozenset({"after", "wait"})
@@ -33,7 +36,7 @@ async def revocations(request: Request[AppState]) -> Response:
         state["pool"], presented, ip=remote_address(request, settings), now=state["clock"]()
     )
     after, wait = _parameters(request.url.query)
-    page = await follow(
+    following = follow(
         state["pool"],
         state["feed"],
         after=after,
@@ -42,7 +45,33 @@ async def revocations(request: Request[AppState]) -> Response:
         window_seconds=settings.access_token_ttl + settings.jwt_leeway,
         poll_interval=settings.revocation_poll_interval,
     )
+    page = await _unless_disconnected(request, following) if wait else await following
     return JSONResponse(page.to_json(), headers=NO_STORE)
+
+
+async def _unless_disconnected(
+    request: Request[AppState], following: Awaitable[FeedPage]
+) -> FeedPage:
+    """The page, or `ClientDisconnect` (logged and counted as 499) as soon as the client has
+    gone: a long poll nobody waits for would re-read the feed to the end of its `wait`."""
+    answer = asyncio.ensure_future(following)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (answer, gone):
+            task.cancel()
+    if answer.done() and not answer.cancelled():
+        return answer.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await answer
+    raise ClientDisconnect()
+
+
+async def _disconnected(request: Request[AppState]) -> None:
+    # A GET's body is one empty message; the next one the server hands over is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _parameters(query: str) -> tuple[Cursor | None, int]:
