@@ -1,4 +1,5 @@
-"""Schemathesis hooks: generators for the formats /openapi.json names but cannot spell.
+"""Schemathesis hooks: generators for the formats /openapi.json names but cannot spell, and
+the secrets no schema can (a live token, the current password), mixed into generated bodies.
 
 Each cursor is opaque base64url over a small grammar (docs/admin.md, docs/revocation.md). Random
 strings almost never decode to that grammar, and so never reach the checks behind it; these
@@ -9,6 +10,7 @@ and also plain text.
 from __future__ import annotations
 
 import base64
+import os
 from datetime import datetime, timedelta, timezone
 
 import schemathesis
@@ -76,3 +78,24 @@ schemathesis.openapi.format(
         st.text(max_size=64),
     ),
 )
+
+# Body fields only a secret fills, by operation: the variables `python -m fuzz` sets, each a
+# space-separated list (a token is spent once; the current password, once changed, is stale).
+SECRET_FIELDS = {
+    ("POST", "/password"): ("current_password", "FUZZ_USER_PASSWORD"),
+    ("POST", "/password/reset"): ("token", "FUZZ_RESET_TOKENS"),
+    ("POST", "/email/verify"): ("token", "FUZZ_VERIFICATION_TOKENS"),
+}
+
+
+@schemathesis.hook
+def flatmap_body(context: schemathesis.HookContext, body: object) -> st.SearchStrategy[object]:
+    """Half the bodies of these operations carry a live secret; once spent or changed, they
+    are refused like the rest."""
+    operation = context.operation
+    secret = SECRET_FIELDS.get((operation.method.upper(), operation.path)) if operation else None
+    if secret is None or not isinstance(body, dict) or not os.environ.get(secret[1]):
+        return st.just(body)
+    field, variable = secret
+    live = st.sampled_from(os.environ[variable].split()).map(lambda value: {**body, field: value})
+    return st.one_of(st.just(body), live)

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tokenrota_server.http.openapi_operations import (
+    NEW_PASSWORD,
     OPERATIONS,
     SESSION_PROPERTIES,
     SESSION_REQUIRED,
@@ -29,6 +30,12 @@ DOCS_ASSETS = "/docs/assets"
 _PATH_PARAMETER = re.compile(r"{([^}:]+)}")
 
 _string = {"type": "string"}
+# RFC 6749 §3.3: scope-tokens joined by single spaces (db/oauth_clients.py).
+_SCOPE = {
+    "type": "string",
+    "pattern": "^[\\x21\\x23-\\x5b\\x5d-\\x7e]+( [\\x21\\x23-\\x5b\\x5d-\\x7e]+)*$",
+}
+_NON_EMPTY = {"type": "string", "minLength": 1}
 _user = {
     "type": "object",
     "required": ["id", "email", "created_at", "email_verified"],
@@ -74,7 +81,7 @@ SCHEMAS: dict[str, Any] = {
     "PasswordChange": {
         "type": "object",
         "required": ["current_password", "new_password"],
-        "properties": {"current_password": _string, "new_password": _string},
+        "properties": {"current_password": _string, "new_password": NEW_PASSWORD},
     },
     "UserEnvelope": {"type": "object", "required": ["user"], "properties": {"user": _user}},
     "TokenPair": {
@@ -106,9 +113,9 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["grant_type"],
         "properties": {
-            "grant_type": {"type": "string", "examples": ["client_credentials"]},
-            "scope": _string,
-            "refresh_token": _string,
+            "grant_type": {"type": "string", "enum": ["client_credentials", "refresh_token"]},
+            "scope": _SCOPE,
+            "refresh_token": _NON_EMPTY,
             "client_id": _string,
             "client_secret": _string,
         },
@@ -127,7 +134,7 @@ SCHEMAS: dict[str, Any] = {
     "TokenReference": {
         "type": "object",
         "required": ["token"],
-        "properties": {"token": _string, "token_type_hint": _string},
+        "properties": {"token": _NON_EMPTY, "token_type_hint": _string},
     },
     "Introspection": {
         "type": "object",

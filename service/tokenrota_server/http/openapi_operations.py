@@ -19,6 +19,10 @@ ADMIN_BEARER: list[dict[str, list[str]]] = [{"adminBearer": []}]
 CLIENT_AUTH: list[dict[str, list[str]]] = [{"clientBasic": []}, {}]
 
 
+# passwords.check_password_policy: 8 to 128 characters.
+NEW_PASSWORD = {"type": "string", "minLength": 8, "maxLength": 128}
+
+
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -247,7 +251,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             {
                 "type": "object",
                 "required": ["name"],
-                "properties": {"name": {"type": ["string", "null"], "maxLength": 100}},
+                # 1 to 100 printable characters once trimmed: at least one that is not a space.
+                "properties": {
+                    "name": {"type": ["string", "null"], "maxLength": 100, "pattern": "\\S"}
+                },
             }
         ),
         "responses": {
@@ -510,7 +517,7 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
         "summary": "Set a new password with the token of a reset message",
         "description": "The token is spent, every session of the user is revoked, and every "
         "other reset token of theirs is superseded.",
-        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN, new_password={"type": "string"})),
+        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN, new_password=NEW_PASSWORD)),
         "responses": {
             204: ok("The password is changed."),
             **JSON_BODY_ERRORS,
