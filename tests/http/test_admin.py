@@ -685,6 +685,38 @@ async def test_erasing_a_user_racing_their_account_token_never_deadlocks(
     assert await db.fetchval("SELECT count(*) FROM users WHERE email LIKE 'race-%'") == 0
 
 
+async def test_erasing_a_user_racing_their_login_never_deadlocks(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """Erase and a login that forgives an earlier failed attempt (a row of the email's
+    throttle, which erase deletes too), at once, many times: never a deadlock (500)."""
+    _, admin = await admin_client(client, db, settings)
+    user = await register(client)
+    password_hash = await db.fetchval(
+        "SELECT password_hash FROM users WHERE id = $1", uuid.UUID(user["id"])
+    )
+    statuses: set[tuple[int, int]] = set()
+
+    for round_number in range(ERASE_RACE_ROUNDS):
+        email = f"login-race-{round_number}@example.com"
+        user_id = await db.fetchval(
+            "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id",
+            email,
+            password_hash,
+        )
+        failed = await client.post("/login", json={"email": email, "password": "not it at all"})
+        assert failed.status_code == 401
+
+        erased, logged_in = await asyncio.gather(
+            client.delete(f"/admin/users/{user_id}", headers=admin),
+            client.post("/login", json={"email": email, "password": PASSWORD}),
+        )
+        statuses.add((erased.status_code, logged_in.status_code))
+
+    assert {erase for erase, _ in statuses} == {204}
+    assert {login for _, login in statuses} <= {200, 401, 403}
+
+
 async def test_the_audit_log_pages_newest_first_and_filters_by_user(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:
@@ -735,16 +767,17 @@ async def test_a_login_racing_the_erasure_of_its_user_is_refused_not_a_500(
         login_call = asyncio.ensure_future(
             client.post("/login", json={"email": user["email"], "password": PASSWORD})
         )
-        # The session's insert waits on the deleted row's lock: the race, made certain.
+        # The login's lock of the user's row, its first, waits on the deleted row's lock: the
+        # race, made certain.
         for _ in range(3000):
             if await db.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%INSERT INTO sessions%'"
+                " AND query LIKE '%FROM users WHERE id = $1 FOR UPDATE%'"
             ):
                 break
             await asyncio.sleep(0.01)
         else:
-            raise AssertionError("the login never reached the session's insert")
+            raise AssertionError("the login never reached the lock of the user's row")
         await erasing.commit()
         response = await login_call
     finally:
