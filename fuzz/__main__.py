@@ -1,10 +1,12 @@
 """Property-based run of /openapi.json (schemathesis) against a real local instance.
 
 Starts an instance as the pytest plugin does (a fresh database on the embedded Postgres, or on
-TEST_DATABASE_URL), logs a user in so bearer routes answer more than 401, and runs the
-schemathesis CLI over every documented operation with valid and invalid inputs. It fails on
-any 5xx and on any answer that the document does not allow (status, content type, headers,
-body). Extra arguments go to schemathesis (`make fuzz FUZZ_ARGS="--max-examples 500"`).
+TEST_DATABASE_URL), gives the fuzzer a credential for every security scheme (a user's bearer,
+an admin client's token, a client's Basic; fuzz/schemathesis.toml) so that every operation is
+reached past its authentication, and runs the schemathesis CLI over every documented operation
+with valid and invalid inputs; fuzz/hooks.py generates the cursors' grammars. It fails on any
+5xx and on any answer that the document does not allow (status, content type, headers, body).
+Extra arguments go to schemathesis (`make fuzz FUZZ_ARGS="--max-examples 500"`).
 
     .venv/bin/python -m fuzz
 """
@@ -12,6 +14,8 @@ body). Extra arguments go to schemathesis (`make fuzz FUZZ_ARGS="--max-examples 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import shutil
 import sys
@@ -20,7 +24,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from tokenrota.testing import instance_settings, run_token_service
+import httpx
+from tokenrota.testing import TokenService, instance_settings, run_token_service
 from tokenrota_server.db import schema
 from tokenrota_server.db.pool import start_embedded
 
@@ -43,6 +48,59 @@ LAST_ALONE = (
 )
 
 
+HERE = Path(__file__).parent
+# The revocation feed's scope: the feed client holds it once reading the feed needs it.
+FEED_SCOPE = "revocations:read"
+
+
+async def admin_token(service: TokenService) -> str:
+    """A client-credentials token with the admin scope, of a client made for the run."""
+    client = await service.create_client(scopes=("admin",))
+    async with httpx.AsyncClient(base_url=service.base_url) as http:
+        response = await http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": "admin"},
+            auth=(client.client_id, client.client_secret),
+        )
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token
+
+
+# Live tokens of each kind: the fuzzer spends them, one per phase at most.
+LIVE_TOKENS = 4
+
+
+async def live_tokens(service: TokenService) -> dict[str, str]:
+    """Live reset and verification tokens, of users made for them, space-separated: the fuzzer
+    spends them (fuzz/hooks.py), so those operations answer more than 400."""
+    resetting = [await service.create_user() for _ in range(LIVE_TOKENS)]
+    verifying = [await service.create_user() for _ in range(LIVE_TOKENS)]
+    async with httpx.AsyncClient(base_url=service.base_url) as http:
+        for user in resetting:
+            response = await http.post("/password/forgot", json={"email": user.email})
+            response.raise_for_status()
+        for user in verifying:
+            pair = await service.login(user.email, user.password)
+            response = await http.post(
+                "/email/verification", headers={"Authorization": f"Bearer {pair.access_token}"}
+            )
+            response.raise_for_status()
+    reset = [(await service.wait_for_mail(user.email)).token for user in resetting]
+    verification = [(await service.wait_for_mail(user.email)).token for user in verifying]
+    return {
+        "FUZZ_RESET_TOKENS": " ".join(token for token in reset if token),
+        "FUZZ_VERIFICATION_TOKENS": " ".join(token for token in verification if token),
+    }
+
+
+def session_id_of(access_token: str) -> str:
+    """The `sid` claim of one of our access tokens (read, not verified: we just minted it)."""
+    payload = access_token.split(".")[1]
+    sid: str = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sid"]
+    return sid
+
+
 async def fuzz(arguments: list[str]) -> int:
     server = os.environ.get("TEST_DATABASE_URL") or start_embedded(Path(".data") / "test")
     name = f"fuzz_{uuid.uuid4().hex[:12]}"
@@ -61,30 +119,48 @@ async def fuzz(arguments: list[str]) -> int:
             register_ip_max_attempts=1_000_000,
         )
         async with run_token_service(settings) as service:
-            user = await service.create_user()
+            client = await service.create_client(scopes=(FEED_SCOPE,))
+            credentials = {
+                "FUZZ_ADMIN_TOKEN": await admin_token(service),
+                "FUZZ_CLIENT_ID": client.client_id,
+                "FUZZ_CLIENT_SECRET": client.client_secret,
+                "SCHEMATHESIS_HOOKS": str(HERE / "hooks.py"),
+                **await live_tokens(service),
+            }
             executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
             assert executable is not None, "schemathesis is a dev dependency: make install"
             # POST /logout/all ends the session of the bearer token: fuzzed along with the
             # rest, it left /profile and /sessions only 403s to answer. It runs last, alone,
-            # and each run has a session of its own (the first may end its own too).
+            # and each run has a user of its own: the first may change its user's password
+            # (the fuzzer is given it, fuzz/hooks.py).
             for selection in LAST_ALONE:
+                user = await service.create_user()
                 pair = await service.login(user.email, user.password)
+                # Another session of the same user to rename: the bearer's own stays alive even
+                # if a fuzzed DELETE /sessions/{id} is handed the renamed one's id.
+                renamed = await service.login(user.email, user.password)
+                account = {
+                    "FUZZ_USER_TOKEN": pair.access_token,
+                    "FUZZ_USER_PASSWORD": user.password,
+                    "FUZZ_SESSION_ID": session_id_of(renamed.access_token),
+                }
                 process = await asyncio.create_subprocess_exec(
                     executable,
+                    "--config-file",
+                    str(HERE / "schemathesis.toml"),
                     "run",
                     f"{service.base_url}/openapi.json",
                     "--checks",
                     CHECKS,
-                    "--header",
-                    f"Authorization: Bearer {pair.access_token}",
-                    "--max-examples",
-                    "50",
+                    # One worker: with two, Hypothesis describing lambdas in both threads at once
+                    # crashed CPython 3.11's parser now and then, failing a case.
                     "--workers",
-                    "2",
+                    "1",
                     "--seed",
                     "1",
                     *selection,
                     *arguments,
+                    env={**os.environ, **credentials, **account},
                 )
                 if code := await process.wait():
                     return code

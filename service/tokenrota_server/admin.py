@@ -25,8 +25,8 @@ from tokenrota_server.db import (
     users,
 )
 from tokenrota_server.db.audit import AuditAction
-from tokenrota_server.db.pagination import decode_cursor, encode_cursor
-from tokenrota_server.errors import InvalidInput, InvalidToken, MalformedRequest, NotFound
+from tokenrota_server.db.pagination import decode_row_id, decode_time_key, encode_cursor
+from tokenrota_server.errors import InvalidInput, InvalidToken, NotFound
 from tokenrota_server.tokens import TokenCodec
 
 security_log = logging.getLogger("tokenrota.security")
@@ -72,15 +72,7 @@ async def list_users(
 ) -> tuple[list[users.AdminUser], str | None]:
     """A page of users, oldest first, and the cursor of the next page (None after the last)."""
     query = f"users:{email_prefix}"
-    after = None
-    if cursor is not None:
-        key = decode_cursor(query, cursor)
-        try:
-            after = (datetime.fromisoformat(key[0]), UUID(key[1]))
-        except (IndexError, TypeError, ValueError):
-            raise MalformedRequest("The cursor is not valid.") from None
-        if after[0].tzinfo is None:
-            raise MalformedRequest("The cursor is not valid.")
+    after = decode_time_key(query, cursor) if cursor is not None else None
     async with pool.acquire() as connection:
         found = await users.list_users_page(
             connection, email_prefix=email_prefix, after=after, limit=limit + 1
@@ -195,10 +187,11 @@ async def erase_user(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: date
     """Erase the user and everything that references them; raise `NotFound`.
 
     First the user is disabled (committed): from then on no refresh can start spending one of
-    their tokens. Then one transaction locks the tokens that refreshes already in flight
-    hold, in the order a refresh takes them (token, then session), waits for those to finish,
-    and deletes the user; ON DELETE CASCADE takes the sessions, their tokens, the role grants
-    and every later table that references users. Without the first step, a refresh holding
+    their tokens. Then one transaction locks the user's row (first, as every writer of a
+    user's rows does), then the tokens that refreshes already in flight hold, in the order a
+    refresh takes them (token, then session), waits for those to finish, and deletes the user;
+    ON DELETE CASCADE takes the sessions, their tokens, the role grants and every later table
+    that references users. Without the first step, a refresh holding
     a token and waiting for its session could deadlock with the cascade holding the session
     and waiting for the token. The audit event keeps the id, not the email.
     """
@@ -206,6 +199,10 @@ async def erase_user(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: date
         if not await users.set_disabled(connection, user_id, disabled=True, now=now):
             raise NotFound("No such user.")
         async with connection.transaction():
+            # The user's row first, as every writer of their rows takes it (verification and
+            # reset spend a token only after it): then the tokens, then the cascade.
+            if not await users.lock_for_erasure(connection, user_id):
+                raise NotFound("No such user.")  # erased meanwhile by another call
             await sessions.lock_user_tokens(connection, user_id)
             email = await users.delete_user(connection, user_id)
             if email is None:
@@ -287,12 +284,7 @@ async def list_audit(
 ) -> tuple[list[audit.AuditEvent], str | None]:
     """A page of the audit log, newest first, and the next page's cursor (None after the last)."""
     query = f"audit:{user_id or ''}"
-    before = None
-    if cursor is not None:
-        key = decode_cursor(query, cursor)
-        if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
-            raise MalformedRequest("The cursor is not valid.")
-        before = key[0]
+    before = decode_row_id(query, cursor) if cursor is not None else None
     async with pool.acquire() as connection:
         found = await audit.list_events(connection, before=before, limit=limit + 1, user_id=user_id)
     page = found[:limit]

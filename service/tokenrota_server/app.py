@@ -36,6 +36,7 @@ from tokenrota_server.http import (
 )
 from tokenrota_server.http.middleware import RequestObservability
 from tokenrota_server.http.web import error_response
+from tokenrota_server.mailer import MailboxBell
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.outbox import Outbox
 from tokenrota_server.passwords import Passwords
@@ -72,7 +73,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             else None
         )
         auth = Authenticator(settings, codec, passwords)
-        outbox = Outbox(settings, clock)
+        mailbox = MailboxBell()
+        outbox = Outbox(settings, clock, mailbox)
         # With MAIL_POLL_INTERVAL=0 another instance sends; this one only writes the outbox.
         mailing = asyncio.create_task(outbox.run(pool)) if settings.mail_poll_interval > 0 else None
         # LISTEN needs a server session of its own: Postgres itself (DATABASE_DIRECT_URL) behind
@@ -102,6 +104,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 accounts=Accounts(settings, passwords),
                 recovery=Recovery(settings, passwords, outbox),
                 feed=feed,
+                mailbox=mailbox,
                 stopping=stopping,
             )
         finally:

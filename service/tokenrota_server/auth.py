@@ -240,10 +240,11 @@ class Authenticator:
         session_expires_at = now + timedelta(seconds=max_age)
         cap = self._settings.max_sessions_per_user
         async with pool.acquire() as connection, connection.transaction():
+            # The user's row first, as every writer of a user's rows takes it (erase deletes it,
+            # and the email's throttle row with it). It also queues concurrent logins of one
+            # user, so two of them cannot both count the sessions and both stay under the cap.
+            await users.lock_user(connection, user.id)
             if cap > 0:
-                # The user's row lock queues concurrent logins of one user, so two of them
-                # cannot both count the sessions and both stay under the cap.
-                await users.lock_user(connection, user.id)
                 await sessions.evict_least_recently_used(
                     connection, user_id=user.id, keep=cap - 1, now=now
                 )

@@ -6,11 +6,13 @@ server offers it, and when it does not, refuses to go on if there are credential
 the server is not on this machine (a reset link is as good as a password). Certificates are
 always verified, against `SMTP_CA_FILE` if set, else the system's CAs. Without `SMTP_URL`
 outside production, a message becomes an `.eml` file under `DATA_DIR/mail/` (the development
-mailbox), and the log names the file, never the link.
+mailbox), and the log names the file, never the link. A file appears whole (written under
+another name, then renamed), and `MailboxBell` wakes whoever waits for one in this process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import ipaddress
 import logging
@@ -35,6 +37,26 @@ SMTP_TIMEOUT = 30  # seconds for each SMTP exchange: a stuck server must not hol
 SMTP_PORT = 587  # submission, with STARTTLS
 SMTPS_PORT = 465  # submission over implicit TLS (RFC 8314)
 MAILBOX_FOLDER = "mail"
+
+
+class MailboxBell:
+    """Rung by this process's outbox after each delivery; `rung()` is the event of the next one.
+
+    Only this process rings it. Another may write the same mailbox (a second worker of
+    `serve --workers`, or another instance when this one has MAIL_POLL_INTERVAL=0), so a
+    waiter also looks now and then, at the folder's list of names only (`mailbox_names`).
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def rung(self) -> asyncio.Event:
+        """The event the next delivery sets; take it before looking at the mailbox."""
+        return self._event
+
+    def ring(self) -> None:
+        rung, self._event = self._event, asyncio.Event()
+        rung.set()
 
 
 class DeliveryFailed(Exception):
@@ -199,13 +221,27 @@ def _write_to_mailbox(settings: Settings, message: EmailMessage, *, name: str) -
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = folder / f"{name}.eml"
-        # 0600 from the start: the message holds a live token.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written aside, then renamed: a reader never parses half a message. 0600 from the
+        # start: the message holds a live token.
+        partial = folder / f"{name}.partial"
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as file:
             file.write(message.as_bytes())
+        os.replace(partial, path)
     except OSError as error:
         raise DeliveryFailed(f"cannot write to the mailbox ({type(error).__name__})") from None
     logger.info("mail written to the development mailbox: %s", path)
+
+
+def mailbox_names(settings: Settings) -> frozenset[str]:
+    """The names of the development mailbox's messages: what changes when one arrives, at the
+    cost of a directory listing rather than parsing every message."""
+    try:
+        return frozenset(
+            name for name in os.listdir(mailbox_folder(settings)) if name.endswith(".eml")
+        )
+    except OSError:
+        return frozenset()
 
 
 def latest_in_mailbox(settings: Settings, recipient: str | None = None) -> EmailMessage | None:

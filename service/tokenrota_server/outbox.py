@@ -25,7 +25,7 @@ from tokenrota_server import mailer
 from tokenrota_server.config import Settings
 from tokenrota_server.db.outbox import mark_failed, mark_sent, take_due
 from tokenrota_server.db.pool import CONNECTION_ERRORS, Connection
-from tokenrota_server.mailer import DeliveryFailed, Mail
+from tokenrota_server.mailer import DeliveryFailed, Mail, MailboxBell
 
 logger = logging.getLogger("tokenrota.mail")
 
@@ -114,10 +114,11 @@ async def _failed(
 class Outbox:
     """This instance's drainer of the outbox: run in the lifespan, woken by requests."""
 
-    def __init__(self, settings: Settings, clock: Clock) -> None:
+    def __init__(self, settings: Settings, clock: Clock, bell: MailboxBell | None = None) -> None:
         self._settings = settings
         self._clock = clock
         self.sealer = Sealer(settings)
+        self.bell = bell or MailboxBell()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -127,6 +128,7 @@ class Outbox:
     async def send(self, mail: Mail, mail_id: int, now: datetime) -> None:
         """Deliver one message in a thread (smtplib and file writes block)."""
         await asyncio.to_thread(mailer.deliver, self._settings, mail, name=str(mail_id), now=now)
+        self.bell.ring()
 
     async def run(self, pool: asyncpg.Pool) -> None:
         """Drain until cancelled; a round that fails on the database is logged, not fatal."""

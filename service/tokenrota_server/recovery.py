@@ -157,12 +157,13 @@ class Recovery:
         """Mark the token's user's email verified; raise `InvalidAccountToken`."""
         if not account_tokens.is_well_formed(token):
             raise InvalidAccountToken()
+        digest = account_tokens.digest_of(token)
         async with pool.acquire() as connection, connection.transaction():
+            await account_tokens.lock_user_of(
+                connection, token_digest=digest, purpose=Purpose.EMAIL_VERIFICATION
+            )
             user_id = await account_tokens.spend(
-                connection,
-                token_digest=account_tokens.digest_of(token),
-                purpose=Purpose.EMAIL_VERIFICATION,
-                now=now,
+                connection, token_digest=digest, purpose=Purpose.EMAIL_VERIFICATION, now=now
             )
             if user_id is not None:
                 await users.mark_email_verified(connection, user_id, now)
@@ -207,6 +208,9 @@ async def commit_password_reset(
     other reset token superseded, the email counted as verified (the token came through it),
     and an audit event, all in the caller's transaction.
     """
+    await account_tokens.lock_user_of(
+        connection, token_digest=token_digest, purpose=Purpose.PASSWORD_RESET
+    )
     user_id = await account_tokens.spend(
         connection, token_digest=token_digest, purpose=Purpose.PASSWORD_RESET, now=now
     )

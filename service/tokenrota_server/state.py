@@ -12,6 +12,7 @@ from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.dpop import ProofChecker
+from tokenrota_server.mailer import MailboxBell
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.recovery import Recovery
 from tokenrota_server.revocations import FeedSignal
@@ -29,6 +30,7 @@ class AppState(TypedDict):
     accounts: Accounts
     recovery: Recovery
     feed: FeedSignal
+    mailbox: MailboxBell
     # Set once the server has begun to stop, before the requests in flight end (set by the
     # protocol, http_limits.py): what holds an answer back (a long poll) answers at once.
     stopping: asyncio.Event

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import stat
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 from starlette.datastructures import Secret
+from tokenrota_server import mailer
 from tokenrota_server.config import Settings
 from tokenrota_server.outbox import Outbox, deliver_due, retry_delay
 
@@ -25,6 +28,7 @@ from tests.support import FakeClock, register, serve
 
 NEW_PASSWORD = "a brand new passphrase"
 WAIT_FOR_MAIL = 20.0  # seconds a test waits for the background drainer before failing
+MAILBOX_OTHERS = 20  # messages to others in the mailbox a waiter looks through
 
 
 def smtp_settings(settings: Settings, server: SmtpServer, **changes: Any) -> Settings:
@@ -379,6 +383,82 @@ def test_production_refuses_to_serve_without_mail_settings(tmp_path: Path, missi
     assert result.stderr.startswith("error: ENV=production needs ")
     assert missing in result.stderr
     assert_one_line_without_secrets(result.stderr, environ)
+
+
+class CountedReads:
+    """Wraps `mailer._read` (one message parsed): counts the parses, and signals the first full
+    pass over `expected` files and any parse after it."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.paths: list[Path] = []
+        self.first_pass = threading.Event()
+        self.again = threading.Event()
+        self._read = mailer._read
+
+    def __call__(self, path: Path) -> Any:
+        self.paths.append(path)
+        if len(self.paths) == self.expected:
+            self.first_pass.set()
+        elif len(self.paths) > self.expected:
+            self.again.set()
+        return self._read(path)
+
+
+def fill_mailbox(settings: Settings, count: int) -> None:
+    """`count` messages to others, written as another process would: no bell rung."""
+    for number in range(count):
+        mail = mailer.reset_mail(settings, f"other-{number}@example.com", "t" * 43)
+        mailer.deliver(settings, mail, name=f"other-{number}", now=datetime.now(UTC))
+
+
+async def test_a_mailbox_waiter_parses_again_only_when_a_message_arrives(
+    settings: Settings, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter parses the mailbox once, then not again while nothing arrives (it re-parsed
+    every file ten times a second), and is woken when this process's outbox delivers."""
+    settings = replace(settings, env="development", data_dir=tmp_path, mail_poll_interval=1)
+    fill_mailbox(settings, MAILBOX_OTHERS)
+    reads = CountedReads(MAILBOX_OTHERS)
+    monkeypatch.setattr(mailer, "_read", reads)
+    async with serve(settings, clock) as client:
+        email = (await register(client))["email"]
+        waiting = asyncio.ensure_future(
+            client.get("/dev/mailbox/latest", params={"to": email, "wait": "10"})
+        )
+        assert await asyncio.to_thread(reads.first_pass.wait, WAIT_FOR_MAIL)
+        # A second with nothing new, time for ten re-reads at the old rate: none now.
+        quiet = not await asyncio.to_thread(reads.again.wait, 1.0)
+        await forgot(client, email)  # its message: the outbox delivers it and rings
+        latest = await waiting
+
+    assert quiet
+    assert latest.status_code == 200
+    assert latest.json()["to"] == email
+    # One pass before, one after the delivery (the new file among them).
+    assert len(reads.paths) == 2 * MAILBOX_OTHERS + 1
+
+
+async def test_a_mailbox_waiter_sees_a_message_another_process_wrote(
+    settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """No bell rings for a file another worker wrote; the waiter's look at the folder's names
+    finds it."""
+    settings = replace(settings, env="development", data_dir=tmp_path, mail_poll_interval=0)
+    fill_mailbox(settings, 2)
+    async with serve(settings, clock) as client:
+        waiting = asyncio.ensure_future(
+            client.get("/dev/mailbox/latest", params={"to": "elsewhere@example.com", "wait": "10"})
+        )
+        mail = mailer.reset_mail(settings, "elsewhere@example.com", "t" * 43)
+        await asyncio.to_thread(
+            mailer.deliver, settings, mail, name="elsewhere", now=datetime.now(UTC)
+        )
+        latest = await waiting
+
+    assert latest.status_code == 200
+    assert latest.json()["to"] == "elsewhere@example.com"
+    assert not list((tmp_path / "mail").glob("*.partial"))
 
 
 @pytest.mark.parametrize("wait", ["nan", "-1", "11", "inf", "soon"])

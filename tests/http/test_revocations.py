@@ -4,6 +4,11 @@ cursor never skips a late commit, long polls wake on NOTIFY and, without it, by 
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
+import re
+import socket
+import threading
 import uuid
 from typing import Any
 
@@ -16,6 +21,7 @@ from tokenrota_server.db.feed import Cursor, read_after
 
 from tests.admin_support import admin_client
 from tests.conftest import FakeClock, register_and_login, serve
+from tests.http.test_http_limits import MARGIN_SECONDS, get, uvicorn_serving
 from tests.mail_support import queued_token
 from tests.oauth_support import FEED_SCOPE, basic, claims_of, client_token, create_client
 
@@ -391,6 +397,9 @@ async def test_a_long_poll_with_nothing_new_answers_empty_when_wait_passes(
         ("wait=1.5", 400, "invalid_request"),
         ("after=bm90IGEgY3Vyc29y", 400, "invalid_request"),
         ("after=%00", 400, "invalid_request"),
+        # v1.9999999999999999999 and v1.2^63: past a bigint.
+        ("after=djEuOTk5OTk5OTk5OTk5OTk5OTk5OQ", 400, "invalid_request"),
+        ("after=djEuOTIyMzM3MjAzNjg1NDc3NTgwOA", 400, "invalid_request"),
         ("wait=1&wait=2", 400, "invalid_request"),
         ("client_secret=x", 400, "invalid_request"),
     ],
@@ -446,6 +455,62 @@ async def test_only_a_client_granted_revocations_read_reads_the_feed(
     assert served.status_code == 200
     assert len(served.json()["sessions"]) == 1
     assert (taken_back.status_code, taken_back.json()["error"]) == (403, "insufficient_scope")
+
+
+class FeedRequestEnded(logging.Handler):
+    """Sets `ended` when the access log records a request to the feed, keeping the record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = threading.Event()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "route", None) == "/oauth/revocations":
+            self.records.append(record)
+            self.ended.set()
+
+
+def feed_counts(metrics: str) -> dict[str, float]:
+    pattern = re.compile(
+        r'^token_service_http_requests_total\{method="GET",route="/oauth/revocations",'
+        r'status="(\d+)"\} (\S+)$',
+        re.MULTILINE,
+    )
+    return {status: float(value) for status, value in pattern.findall(metrics)}
+
+
+async def test_a_long_poll_whose_client_has_gone_ends_at_once_as_499(
+    db: asyncpg.Connection, settings: Settings
+) -> None:
+    """A follower asks with wait=30 and closes its connection: the wait ends then (the access
+    line comes long before 30 s), logged and counted as 499, not as a 200 nobody read."""
+    client_id, secret = await create_client(db, settings, scope=FEED_SCOPE)
+    credentials = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    access = logging.getLogger("tokenrota.access")
+    watcher = FeedRequestEnded()
+    access.addHandler(watcher)
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        async with uvicorn_serving(settings) as address:
+            before = feed_counts((await get(address, "/metrics")).text)
+            with socket.create_connection(address, timeout=MARGIN_SECONDS) as connection:
+                connection.sendall(
+                    b"GET /oauth/revocations?wait=30 HTTP/1.1\r\nHost: x\r\n"
+                    b"Authorization: Basic " + credentials.encode() + b"\r\n\r\n"
+                )
+            # Far less than the 30 s the poll would otherwise be held.
+            ended = await asyncio.to_thread(watcher.ended.wait, MARGIN_SECONDS)
+            after = feed_counts((await get(address, "/metrics")).text)
+    finally:
+        access.removeHandler(watcher)
+        access.setLevel(level)
+
+    assert ended
+    assert [record.status for record in watcher.records] == [499]
+    assert after.get("499", 0) - before.get("499", 0) == 1
+    assert after.get("200", 0) == before.get("200", 0)
 
 
 def test_a_cursor_round_trips_and_refuses_forgeries() -> None:

@@ -90,6 +90,18 @@ async def is_open(
     return found
 
 
+async def lock_user_of(connection: Connection, *, token_digest: bytes, purpose: Purpose) -> None:
+    """Lock the row of the token's user (FOR NO KEY UPDATE), before `spend` in the same
+    transaction: a user's row is locked before any row of theirs (the lock order that erase,
+    which deletes the user and cascades to the tokens, relies on)."""
+    await connection.execute(
+        "SELECT 1 FROM account_tokens t JOIN users u ON u.id = t.user_id"
+        " WHERE t.token_digest = $1 AND t.purpose = $2 FOR NO KEY UPDATE OF u",
+        token_digest,
+        purpose,
+    )
+
+
 async def spend(
     connection: Connection, *, token_digest: bytes, purpose: Purpose, now: datetime
 ) -> UUID | None:
@@ -111,10 +123,14 @@ async def spend(
 
 
 # One statement for a token and its message, so that both or neither are written, and so that
-# `forgot` does the same work (one round trip) for an email with or without an account.
+# `forgot` does the same work (one round trip) for an email with or without an account. The
+# user's row is locked before their tokens (the lock order; see `lock_user_of`): `superseded`
+# reads `recipient`, so no token row is taken before it.
 # $1 who, $2 purpose, $3 digest, $4 now, $5 expires_at, $6 subject, $7 text, $8 html (sealed).
 _ISSUE = """
-WITH recipient AS (SELECT id, email FROM users WHERE {who} AND disabled_at IS NULL),
+WITH recipient AS (
+    SELECT id, email FROM users WHERE {who} AND disabled_at IS NULL FOR NO KEY UPDATE
+),
 superseded AS (
     UPDATE account_tokens SET superseded_at = $4
     WHERE user_id IN (SELECT id FROM recipient) AND purpose = $2

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
+from tokenrota_server.db.pagination import MAX_BIGINT
 from tokenrota_server.db.pool import Connection
 from tokenrota_server.errors import MalformedRequest
 
@@ -43,7 +44,8 @@ class Cursor:
             decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
         except (binascii.Error, ValueError):
             raise MalformedRequest("The 'after' cursor is not one this feed gave.") from None
-        if len(text) > 64 or not _CURSOR_TEXT.match(decoded):
+        # Nineteen digits reach past a bigint, which Postgres would refuse as the parameter.
+        if len(text) > 64 or not _CURSOR_TEXT.match(decoded) or int(decoded[3:]) > MAX_BIGINT:
             raise MalformedRequest("The 'after' cursor is not one this feed gave.")
         return cls(int(decoded[3:]))
 

@@ -268,6 +268,16 @@ async def set_disabled(
     return bool(status == "UPDATE 1")
 
 
+async def lock_for_erasure(connection: Connection, user_id: UUID) -> bool:
+    """Lock the user's row as a DELETE would (FOR UPDATE), first in the erasing transaction;
+    False if there is none. Every writer of a user's rows takes this row first (the lock
+    order), so erase waits for them, or they for it, and never each for the other."""
+    found: bool = await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 FOR UPDATE)", user_id
+    )
+    return found
+
+
 async def delete_user(connection: Connection, user_id: UUID) -> str | None:
     """Delete the user and, by ON DELETE CASCADE, everything that references them (sessions
     and their refresh tokens, role grants, and whatever later tables cascade); return the

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tokenrota_server.http.openapi_operations import (
+    NEW_PASSWORD,
     OPERATIONS,
     SESSION_PROPERTIES,
     SESSION_REQUIRED,
@@ -30,6 +31,12 @@ DOCS_ASSETS = "/docs/assets"
 _PATH_PARAMETER = re.compile(r"{([^}:]+)}")
 
 _string = {"type": "string"}
+# RFC 6749 §3.3: scope-tokens joined by single spaces (db/oauth_clients.py).
+_SCOPE = {
+    "type": "string",
+    "pattern": "^[\\x21\\x23-\\x5b\\x5d-\\x7e]+( [\\x21\\x23-\\x5b\\x5d-\\x7e]+)*$",
+}
+_NON_EMPTY = {"type": "string", "minLength": 1}
 _user = {
     "type": "object",
     "required": ["id", "email", "created_at", "email_verified"],
@@ -80,7 +87,7 @@ SCHEMAS: dict[str, Any] = {
     "PasswordChange": {
         "type": "object",
         "required": ["current_password", "new_password"],
-        "properties": {"current_password": _string, "new_password": _string},
+        "properties": {"current_password": _string, "new_password": NEW_PASSWORD},
     },
     "UserEnvelope": {"type": "object", "required": ["user"], "properties": {"user": _user}},
     "TokenPair": {
@@ -112,9 +119,9 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["grant_type"],
         "properties": {
-            "grant_type": {"type": "string", "examples": ["client_credentials"]},
-            "scope": _string,
-            "refresh_token": _string,
+            "grant_type": {"type": "string", "enum": ["client_credentials", "refresh_token"]},
+            "scope": _SCOPE,
+            "refresh_token": _NON_EMPTY,
             "client_id": _string,
             "client_secret": _string,
         },
@@ -134,7 +141,7 @@ SCHEMAS: dict[str, Any] = {
     "TokenReference": {
         "type": "object",
         "required": ["token"],
-        "properties": {"token": _string, "token_type_hint": _string},
+        "properties": {"token": _NON_EMPTY, "token_type_hint": _string},
     },
     "Introspection": {
         "type": "object",
@@ -151,6 +158,12 @@ SCHEMAS: dict[str, Any] = {
 }
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (typ at+jwt)"},
+    "adminBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT (typ at+jwt)",
+        "description": "A client-credentials token with the `admin` scope; a person's never.",
+    },
     "refreshCookie": {
         "type": "apiKey",
         "in": "cookie",
@@ -197,7 +210,7 @@ def build_document(routes: list[BaseRoute]) -> dict[str, Any]:
             for name in _PATH_PARAMETER.findall(path)
         ]
         if parameters:
-            operation["parameters"] = parameters
+            operation["parameters"] = [*parameters, *operation.get("parameters", [])]
         operation["responses"] = {
             str(status): body for status, body in operation["responses"].items()
         }

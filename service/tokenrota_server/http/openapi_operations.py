@@ -14,8 +14,13 @@ from typing import Any
 Operation = dict[str, Any]
 
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+ADMIN_BEARER: list[dict[str, list[str]]] = [{"adminBearer": []}]
 # Basic, or client_id and client_secret as form fields (which OpenAPI cannot express: `{}`).
 CLIENT_AUTH: list[dict[str, list[str]]] = [{"clientBasic": []}, {}]
+
+
+# passwords.check_password_policy: 8 to 128 characters.
+NEW_PASSWORD = {"type": "string", "minLength": 8, "maxLength": 128}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -273,7 +278,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             {
                 "type": "object",
                 "required": ["name"],
-                "properties": {"name": {"type": ["string", "null"], "maxLength": 100}},
+                # 1 to 100 printable characters once trimmed: at least one that is not a space.
+                "properties": {
+                    "name": {"type": ["string", "null"], "maxLength": 100, "pattern": "\\S"}
+                },
                 "additionalProperties": False,
             }
         ),
@@ -396,7 +404,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         " `revocations:read`.",
         "security": [{"clientBasic": []}],
         "parameters": [
-            {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "after",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "format": "feed-cursor", "maxLength": 64},
+                "description": "The `cursor` of the answer before (docs/revocation.md).",
+            },
             {
                 "name": "wait",
                 "in": "query",
@@ -551,7 +565,7 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
         "summary": "Set a new password with the token of a reset message",
         "description": "The token is spent, every session of the user is revoked, and every "
         "other reset token of theirs is superseded.",
-        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN, new_password={"type": "string"})),
+        "requestBody": json_body(_object(token=_ACCOUNT_TOKEN, new_password=NEW_PASSWORD)),
         "responses": {
             204: ok("The password is changed."),
             **JSON_BODY_ERRORS,
@@ -654,6 +668,36 @@ _ROLE: dict[str, Any] = {
     },
 }
 _CURSOR = {"type": ["string", "null"], "description": "Pass as `cursor` for the next page."}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+# `format` names the cursor's grammar (docs/admin.md); the fuzzer generates cursors of it.
+_PAGING_PARAMETERS = [
+    _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+        "Rows per page.",
+    ),
+]
+_USERS_CURSOR = _query(
+    "cursor",
+    {"type": "string", "format": "users-cursor", "maxLength": 512},
+    "The `next_cursor` of the page before, for the same `email`.",
+)
+_AUDIT_CURSOR = _query(
+    "cursor",
+    {"type": "string", "format": "audit-cursor", "maxLength": 512},
+    "The `next_cursor` of the page before, for the same `user_id`.",
+)
 _PAGING_ERRORS = {
     400: error("A cursor that is not one of this query's.", "invalid_request"),
     422: error("`limit` outside 1..100, or another bad parameter.", "invalid_input"),
@@ -689,7 +733,7 @@ def _admin(summary: str, responses: dict[int, Any], **extra: Any) -> Operation:
     return {
         "tags": ["admin"],
         "summary": summary,
-        "security": BEARER,
+        "security": ADMIN_BEARER,
         **extra,
         "responses": {**responses, **ADMIN_ERRORS},
     }
@@ -713,6 +757,15 @@ OPERATIONS |= {
             ),
             **_PAGING_ERRORS,
         },
+        parameters=[
+            _query(
+                "email",
+                {"type": "string", "maxLength": 254},
+                "A case-insensitive prefix of the email; printable characters only.",
+            ),
+            _USERS_CURSOR,
+            *_PAGING_PARAMETERS,
+        ],
     ),
     ("GET", "/admin/users/{user_id}"): _admin(
         "One user, with roles and live session count",
@@ -807,5 +860,10 @@ OPERATIONS |= {
             ),
             **_PAGING_ERRORS,
         },
+        parameters=[
+            _query("user_id", {"type": "string", "format": "uuid"}, "Only this user's events."),
+            _AUDIT_CURSOR,
+            *_PAGING_PARAMETERS,
+        ],
     ),
 }

@@ -5,6 +5,7 @@ POST /password/forgot, /password/reset, /email/verification, /email/verify; GET 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 from starlette.requests import Request
@@ -25,7 +26,9 @@ from tokenrota_server.http.web import (
 from tokenrota_server.state import AppState
 
 MAX_MAILBOX_WAIT = 10  # seconds GET /dev/mailbox/latest may wait for a message
-MAILBOX_POLL = 0.1
+# How often a waiter looks for messages another process wrote (this process's own wake it at
+# once, by the outbox's `MailboxBell`); a look lists the folder and parses only if it changed.
+OTHER_WRITERS_POLL = 0.25
 
 
 async def forgot_password(request: Request[AppState]) -> Response:
@@ -98,11 +101,21 @@ async def latest_mail(request: Request[AppState]) -> Response:
         raise InvalidInput(f"'wait' must be 0 to {MAX_MAILBOX_WAIT} seconds.")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    bell = request.state["mailbox"]
+    read: frozenset[str] | None = None
+    message = None
     while True:
-        message = await asyncio.to_thread(mailer.latest_in_mailbox, settings, recipient)
-        if message is not None or loop.time() >= deadline:
+        delivered = bell.rung()
+        names = await asyncio.to_thread(mailer.mailbox_names, settings)
+        # Messages are parsed again only when one has arrived since they last were.
+        if names != read:
+            message = await asyncio.to_thread(mailer.latest_in_mailbox, settings, recipient)
+            read = names
+        remaining = deadline - loop.time()
+        if message is not None or remaining <= 0:
             break
-        await asyncio.sleep(MAILBOX_POLL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(delivered.wait(), min(remaining, OTHER_WRITERS_POLL))
     if message is None:
         raise NotFound("The development mailbox has no such message.")
     return JSONResponse(mailer.message_summary(message), headers=NO_STORE)

@@ -7,14 +7,17 @@ has no body, and credentials never travel in the URL. The client must hold the s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from tokenrota.errors import InsufficientScope
 
-from tokenrota_server.db.feed import Cursor
+from tokenrota_server.db.feed import Cursor, FeedPage
 from tokenrota_server.errors import InvalidClient, MalformedRequest
 from tokenrota_server.http.oauth import client_secret_of
 from tokenrota_server.http.remote_address import remote_address
@@ -39,7 +42,7 @@ async def revocations(request: Request[AppState]) -> Response:
     if FEED_SCOPE not in follower.scopes:
         raise InsufficientScope((FEED_SCOPE,))
     after, wait = _parameters(request.url.query)
-    page = await follow(
+    following = follow(
         state["pool"],
         state["feed"],
         after=after,
@@ -48,7 +51,33 @@ async def revocations(request: Request[AppState]) -> Response:
         window_seconds=settings.access_token_ttl + settings.jwt_leeway,
         poll_interval=settings.revocation_poll_interval,
     )
+    page = await _unless_disconnected(request, following) if wait else await following
     return JSONResponse(page.to_json(), headers=NO_STORE)
+
+
+async def _unless_disconnected(
+    request: Request[AppState], following: Awaitable[FeedPage]
+) -> FeedPage:
+    """The page, or `ClientDisconnect` (logged and counted as 499) as soon as the client has
+    gone: a long poll nobody waits for would re-read the feed to the end of its `wait`."""
+    answer = asyncio.ensure_future(following)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (answer, gone):
+            task.cancel()
+    if answer.done() and not answer.cancelled():
+        return answer.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await answer
+    raise ClientDisconnect()
+
+
+async def _disconnected(request: Request[AppState]) -> None:
+    # A GET's body is one empty message; the next one the server hands over is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _parameters(query: str) -> tuple[Cursor | None, int]:
