@@ -130,7 +130,5 @@ async def token_service(
 @_async_fixture
 async def token_client(token_service: TokenService) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client whose base URL is the running `token_service`."""
-    import httpx
-
-    async with httpx.AsyncClient(base_url=token_service.base_url) as client:
+    async with _support().local_client(token_service.base_url) as client:
         yield client
