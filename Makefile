@@ -46,14 +46,17 @@ format: $(DEV_STAMP) ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Two processes (pytest-xdist), each with its own template database and pool of databases.
+# Two processes (pytest-xdist), each with its own template database and pool of databases. A
+# file whose module fixtures build something costly (a wheel, venvs) names an xdist_group: its
+# tests stay in one worker, which builds it once.
 TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
 test: check ## the whole suite against a real Postgres (what CI runs)
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 test-quick: $(DEV_STAMP) ## the inner loop: every test but the end-to-end ones in tests/e2e (under 90 s)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --ignore=tests/e2e
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --ignore=tests/e2e
 
 .PHONY: fuzz
 fuzz: $(DEV_STAMP) ## schemathesis over /openapi.json on a local instance: no 5xx, answers as documented

@@ -107,7 +107,8 @@ def test_make_test_runs_every_test_and_test_quick_all_but_the_end_to_end_ones(
     full_pytest = [line for line in full if "-m pytest" in line]
     quick_pytest = [line for line in quick if "-m pytest" in line]
     assert any("mypy --strict" in line for line in full)
-    assert full_pytest == [".venv/bin/python -m pytest -q -n 2"]
-    assert quick_pytest == [".venv/bin/python -m pytest -q -n 2 --ignore=tests/e2e"]
+    parallel = ".venv/bin/python -m pytest -q -n 2 --dist loadgroup"
+    assert full_pytest == [parallel]
+    assert quick_pytest == [f"{parallel} --ignore=tests/e2e"]
     assert "\n  test " in listed
     assert "\n  test-quick " in listed
