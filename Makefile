@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make run` and `make test`. Everything else is installed here.
+# The commands a newcomer needs: `make run`, `make test` (what CI runs) and `make test-quick`
+# (the inner loop). Everything else is installed here.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ SERVER_STAMP := $(VENV)/.server-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check format migrate bench soak clean dist
+.PHONY: help install run test test-quick check format migrate bench soak clean dist
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -45,8 +46,17 @@ format: $(DEV_STAMP) ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Two processes (pytest-xdist), each with its own template database and pool of databases. A
+# file whose module fixtures build something costly (a wheel, venvs) names an xdist_group: its
+# tests stay in one worker, which builds it once.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+
 test: check ## the whole suite against a real Postgres (what CI runs)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
+
+test-quick: $(DEV_STAMP) ## the inner loop: every test but the end-to-end ones in tests/e2e (under 90 s)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --ignore=tests/e2e
 
 # What a release uploads, built from clean sources into dist/ and checked as a user gets it:
 # the metadata as PyPI reads it, the wheel installed in a fresh venv (with the server extra,

@@ -1,5 +1,5 @@
 """Fixtures, on the package's own pytest plugin (`tokenrota.testing`): one Postgres server, one
-migrated template, and a fresh clone of it for each test.
+migrated template, and for each test a database of its own holding only the template's rows.
 
 The server (`token_service_postgres_url`: `TEST_DATABASE_URL` when set, else the embedded Postgres
 under `.data/test/`), the template (`token_service_template`) and the supply of clones
@@ -44,7 +44,7 @@ def postgres_url(token_service_postgres_url: str) -> str:
 
 @pytest.fixture
 async def database_url(token_service_databases: DatabaseSupply) -> AsyncIterator[str]:
-    """A fresh database of this test's own, at the schema's head (a clone of the template)."""
+    """A database of this test's own, at the schema's head, holding only the template's rows."""
     name = await token_service_databases.take()
     yield token_service_databases.url_of(name)
     token_service_databases.discard(name)

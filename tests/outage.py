@@ -6,13 +6,15 @@ production sees: a socket that is gone, connections cut by a shutdown, and a ser
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from tokenrota_server.db.pool import start_embedded
 
 from tests.support import PROJECT_ROOT
 
-OUTAGE_DATA_DIR = PROJECT_ROOT / ".data" / "outage"
+# One server per pytest-xdist worker: a test that stops its server must not stop another's.
+OUTAGE_DATA_DIR = PROJECT_ROOT / ".data" / f"outage{os.environ.get('PYTEST_XDIST_WORKER', '')}"
 
 # pg_ctl's shutdown modes: "fast" (an operator's restart or a failover: sessions are ended, the
 # server checkpoints) and "immediate" (a crash: no checkpoint, recovery on the next start).

@@ -14,8 +14,9 @@ uvicorn are imported by the first test that uses a fixture.
 
 The Postgres server is `TEST_DATABASE_URL` when set, else an embedded one under
 `<rootdir>/.data/test`, started for the run and stopped when the run ends, however it ends. One
-template database is migrated per run, and each instance gets a fresh clone of it, so tests
-never see each other's rows. Override the `token_service_settings` fixture to change settings:
+template database is migrated per run; each instance gets a database of its own holding only the
+template's rows (a clone, emptied after each test and reused), so tests never see each other's
+rows. Override the `token_service_settings` fixture to change settings:
 it returns a dict of `Settings` fields (`{"access_token_ttl": 60}`).
 """
 
@@ -103,7 +104,7 @@ def token_service_settings() -> Mapping[str, Any]:
 def token_service_databases(
     token_service_postgres_url: str, token_service_template: str
 ) -> Iterator[DatabaseSupply]:
-    """Where each instance's fresh database comes from."""
+    """Where each instance's database comes from: the template's rows only, no one else's."""
     supply: DatabaseSupply = _support().DatabaseSupply(
         token_service_postgres_url, token_service_template
     )
@@ -130,7 +131,5 @@ async def token_service(
 @_async_fixture
 async def token_client(token_service: TokenService) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client whose base URL is the running `token_service`."""
-    import httpx
-
-    async with httpx.AsyncClient(base_url=token_service.base_url) as client:
+    async with _support().local_client(token_service.base_url) as client:
         yield client

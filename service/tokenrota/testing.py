@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import socket
+import ssl
 import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from starlette.datastructures import Secret
@@ -40,6 +41,8 @@ try:
     import uvicorn
     from tokenrota_server import testing as server_api
     from tokenrota_server.testing import Passwords, Settings, TokenCodec, TokenPair
+
+    from tokenrota.testing_databases import DatabaseSupply, database_url_for, drop_database, execute
 except ModuleNotFoundError as error:
     # The same error, named as before (the pytest plugin reads `name`), saying what to install.
     raise ModuleNotFoundError(
@@ -116,7 +119,7 @@ class TokenService:
         self.base_url = base_url
         self.database_url = settings.database_url
         self._codec = TokenCodec(settings)
-        self._http = httpx.AsyncClient(base_url=base_url)
+        self._http = local_client(base_url)
         self._passwords: Passwords | None = None
 
     async def aclose(self) -> None:
@@ -249,6 +252,21 @@ class TokenService:
         )
 
 
+def local_client(base_url: str) -> httpx.AsyncClient:
+    """An httpx client for an instance's plain-HTTP `base_url`.
+
+    It shares one TLS context with every other client made here: httpx would otherwise read the
+    whole CA bundle for each new client (tens of milliseconds, hundreds on a busy machine), for
+    connections that never use TLS.
+    """
+    return httpx.AsyncClient(base_url=base_url, verify=_tls_context())
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
 def instance_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for a test instance: fresh random secrets, cheap argon2, and room to register.
 
@@ -298,7 +316,7 @@ async def _serving(settings: Settings) -> AsyncIterator[TokenService]:
         access_log=False,
         http=server_api.http_protocol(settings),
     )
-    server = uvicorn.Server(config)
+    server = _PromptServer(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [listener]}, name="token-service", daemon=True
     )
@@ -315,9 +333,56 @@ async def _serving(settings: Settings) -> AsyncIterator[TokenService]:
         finally:
             await service.aclose()
     finally:
-        server.should_exit = True
+        server.stop()
         await asyncio.to_thread(thread.join, STARTUP_TIMEOUT)
         listener.close()
+
+
+class _PromptServer(uvicorn.Server):
+    """uvicorn's server, which stops as soon as it is asked rather than at its next tick.
+
+    uvicorn looks at `should_exit` every 0.1 s: half of that, on average, added to every test.
+    """
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _wake: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864_000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn's own sleeps 0.1 s after asking the connections to close, and then checks
+        # every 0.1 s: a test's clients have closed theirs by now, so this mostly waits for none.
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_TIMEOUT
+        while self.server_state.connections or self.server_state.tasks:
+            if loop.time() > deadline:
+                for task in self.server_state.tasks:
+                    task.cancel()
+                break
+            await asyncio.sleep(0.002)
+        for server in self.servers:
+            await server.wait_closed()
+        await self.lifespan.shutdown()
+
+    def stop(self) -> None:
+        """Ask the server to shut down, from any thread."""
+        self.should_exit = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            # Its loop may have ended already (a failed start-up): then there is none to wake.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
 
 
 def _sent_mail(message: EmailMessage) -> SentMail:
@@ -367,67 +432,6 @@ def create_template(server_url: str) -> str:
     return name
 
 
-def drop_database(server_url: str, name: str) -> None:
-    """Drop database `name` on `server_url`, disconnecting whoever is still on it."""
-    asyncio.run(execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def database_url_for(server_url: str, database: str) -> str:
-    """`server_url` with its database name replaced."""
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
-
-
-async def execute(url: str, *statements: str) -> None:
-    """Run `statements` in order on a connection of their own (CREATE DATABASE wants one)."""
-    connection = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-class DatabaseSupply:
-    """Fresh clones of a template database, the next one always being made ahead.
-
-    Cloning costs about half a second here; made in a background thread while the current
-    test runs, it is ready when the next test asks. Drops go to the same thread, so that a
-    test's teardown does not wait for them either.
-    """
-
-    def __init__(self, server_url: str, template: str) -> None:
-        self._server_url = server_url
-        self._template = template
-        # One thread: Postgres refuses two clones of one template at the same moment.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-service-db")
-        self._next = self._worker.submit(self._create)
-
-    def url_of(self, name: str) -> str:
-        return database_url_for(self._server_url, name)
-
-    async def take(self) -> str:
-        """The name of a database no one else has used, at the schema's head."""
-        ready, self._next = self._next, self._worker.submit(self._create)
-        return await asyncio.wrap_future(ready)
-
-    def discard(self, name: str) -> None:
-        self._worker.submit(self._drop, name)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._drop(self._next.result())
-        self._worker.shutdown(wait=True)
-
-    def _create(self) -> str:
-        name = f"token_service_{uuid.uuid4().hex[:16]}"
-        statement = f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'
-        asyncio.run(execute(self._server_url, statement))
-        return name
-
-    def _drop(self, name: str) -> None:
-        drop_database(self._server_url, name)
-
-
 __all__ = [
     "ClientCredentials",
     "DatabaseSupply",
@@ -439,6 +443,7 @@ __all__ = [
     "drop_database",
     "execute",
     "instance_settings",
+    "local_client",
     "run_token_service",
     "start_test_postgres",
 ]

@@ -1,4 +1,5 @@
-"""`make clean` stops the embedded Postgres under `.data/` before it deletes its files.
+"""The Makefile: its test targets, and `make clean` stopping the embedded Postgres under `.data/`
+before it deletes its files.
 
 Run on a copy of the Makefile in a temporary folder, with a real `tokenrota serve` on the
 embedded Postgres there: deleting a running server's data directory would leave a postmaster
@@ -70,3 +71,44 @@ def test_make_clean_stops_a_running_embedded_postgres_then_deletes_data(tmp_path
     assert left_by_clean == []
     assert "stopping the embedded PostgreSQL" in cleaned.stdout
     assert not (tmp_path / ".data").exists()
+
+
+def make_dry_run(*arguments: str, directory: Path) -> str:
+    """What `make` would run for `arguments`, without running it."""
+    dry = subprocess.run(  # noqa: S603 - our own targets
+        ["make", "--no-print-directory", "-n", *arguments],  # noqa: S607 - make from PATH
+        cwd=directory,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dry.stdout
+
+
+def test_make_test_runs_every_test_and_test_quick_all_but_the_end_to_end_ones(
+    tmp_path: Path,
+) -> None:
+    """`make test` (what CI runs) checks, then runs the whole suite in two processes;
+    `make test-quick` leaves out tests/e2e (processes, browser, wheel, fleet, PgBouncer)."""
+    shutil.copy(PROJECT_ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").touch()  # what the install steps depend on
+
+    full = make_dry_run("test", directory=tmp_path).splitlines()
+    quick = make_dry_run("test-quick", directory=tmp_path).splitlines()
+    listed = subprocess.run(
+        ["make", "--no-print-directory", "help"],  # noqa: S607 - make from PATH
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    full_pytest = [line for line in full if "-m pytest" in line]
+    quick_pytest = [line for line in quick if "-m pytest" in line]
+    assert any("mypy --strict" in line for line in full)
+    parallel = ".venv/bin/python -m pytest -q -n 2 --dist loadgroup"
+    assert full_pytest == [parallel]
+    assert quick_pytest == [f"{parallel} --ignore=tests/e2e"]
+    assert "\n  test " in listed
+    assert "\n  test-quick " in listed

@@ -61,6 +61,8 @@ CONTRACT_SUITE = (
     "tests/db/test_throttle_overlimit.py",
     "tests/http/test_session_policy.py",
 )
+# One xdist worker starts the bouncer (a module fixture) for every test here.
+pytestmark = pytest.mark.xdist_group("pgbouncer")
 # A deadline against a hung run, not a speed check.
 SUITE_WITHIN = 1800
 CONCURRENT_REFRESHES = 40

@@ -42,6 +42,8 @@ SERVER_DISTRIBUTIONS = {
     "sqlalchemy",
     "uvicorn",
 }
+# One xdist worker builds the wheel and its venvs (module fixtures) for every test here.
+pytestmark = pytest.mark.xdist_group("wheel")
 # Left out of the copy the wheel is built from: local state, never part of a release.
 NOT_SOURCE = shutil.ignore_patterns(
     ".git",

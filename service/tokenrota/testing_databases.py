@@ -1,0 +1,317 @@
+"""The databases the test fixtures hand out: one test at a time each, emptied in between.
+
+A database is cloned from the migrated template once and then reused: after a test it is
+emptied (every row deleted, the template's own rows and sequence positions put back) in a
+background thread while the next test runs, so a test never waits for a database. One whose
+schema a test changed (a migration test, a dropped table), or that cannot be emptied, is
+dropped and replaced by a fresh clone. Needs asyncpg (the `testing` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+# Databases ready or on their way per supply: the one a test holds, the one emptied behind it,
+# and one more for a test that takes two (an instance and a direct `database_url`).
+POOL_SIZE = 3
+# Seconds the other sessions still on a used database get to end once told to.
+TERMINATE_TIMEOUT = 5.0
+
+# Every object of the schemas a test could change, one line each: equal lines, equal schema.
+_SCHEMA_FINGERPRINT = """
+WITH user_namespaces AS (
+    SELECT oid, nspname FROM pg_namespace
+    WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+      AND nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+), items AS (
+    SELECT format('schema %s %s', nspname, pg_get_userbyid(n.nspowner)) AS item
+    FROM pg_namespace n WHERE n.oid IN (SELECT oid FROM user_namespaces)
+    UNION ALL
+    SELECT format('relation %s %s %s %s', c.oid::regclass, c.relkind, c.relacl,
+                  pg_get_userbyid(c.relowner))
+    FROM pg_class c WHERE c.relnamespace IN (SELECT oid FROM user_namespaces)
+    UNION ALL
+    SELECT format('column %s %s %s %s %s %s', a.attrelid::regclass, a.attnum, a.attname,
+                  format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                  pg_get_expr(d.adbin, d.adrelid))
+    FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE c.relnamespace IN (SELECT oid FROM user_namespaces)
+      AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT format('constraint %s %s %s', conrelid::regclass, conname,
+                  pg_get_constraintdef(oid))
+    FROM pg_constraint WHERE connamespace IN (SELECT oid FROM user_namespaces)
+    UNION ALL
+    SELECT format('index %s', pg_get_indexdef(indexrelid))
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE c.relnamespace IN (SELECT oid FROM user_namespaces)
+    UNION ALL
+    SELECT format('trigger %s %s', pg_get_triggerdef(oid), tgenabled)
+    FROM pg_trigger WHERE NOT tgisinternal
+    UNION ALL
+    SELECT format('function %s %s', p.oid::regprocedure, md5(pg_get_functiondef(p.oid)))
+    FROM pg_proc p WHERE p.pronamespace IN (SELECT oid FROM user_namespaces)
+      AND p.prokind IN ('f', 'p')
+    UNION ALL
+    SELECT format('view %s %s', c.oid::regclass, md5(pg_get_viewdef(c.oid)))
+    FROM pg_class c
+    WHERE c.relnamespace IN (SELECT oid FROM user_namespaces) AND c.relkind IN ('v', 'm')
+    UNION ALL
+    SELECT format('type %s %s', t.oid::regtype, t.typtype)
+    FROM pg_type t WHERE t.typnamespace IN (SELECT oid FROM user_namespaces)
+    UNION ALL
+    SELECT format('label %s %s %s', enumtypid::regtype, enumsortorder, enumlabel)
+    FROM pg_enum
+    UNION ALL
+    SELECT format('policy %s %s', polrelid::regclass, polname) FROM pg_policy
+    UNION ALL
+    SELECT format('rule %s %s', ev_class::regclass, rulename) FROM pg_rewrite r
+    JOIN pg_class c ON c.oid = r.ev_class
+    WHERE c.relnamespace IN (SELECT oid FROM user_namespaces) AND c.relkind = 'r'
+    UNION ALL
+    SELECT format('extension %s %s', extname, extversion) FROM pg_extension
+    UNION ALL
+    SELECT format('setting %s', setconfig) FROM pg_db_role_setting
+    WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+    UNION ALL
+    SELECT format('large objects %s', count(*)) FROM pg_largeobject_metadata
+    UNION ALL
+    SELECT format('prepared transactions %s', count(*)) FROM pg_prepared_xacts
+    WHERE database = current_database()
+)
+SELECT md5(string_agg(item, E'\\n' ORDER BY item)) FROM items
+"""
+# The tables, children before the tables they reference: deleting in this order never trips
+# a foreign key.
+_TABLES = """
+WITH RECURSIVE tables AS (
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_%'
+), depth (oid, depth) AS (
+    SELECT oid, 0 FROM tables
+    UNION ALL
+    SELECT con.conrelid, depth.depth + 1 FROM depth
+    JOIN pg_constraint con ON con.confrelid = depth.oid AND con.contype = 'f'
+    WHERE con.conrelid <> con.confrelid AND depth.depth < 32
+)
+SELECT n.nspname AS schema, c.relname AS name FROM depth
+JOIN pg_class c ON c.oid = depth.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+GROUP BY n.nspname, c.relname ORDER BY max(depth.depth) DESC, 1, 2
+"""
+_SEQUENCES = """
+SELECT format('%I.%I', schemaname, sequencename) AS name, last_value, start_value
+FROM pg_sequences
+"""
+
+
+@dataclass(frozen=True)
+class _Template:
+    """What a used database is emptied back to: the template's schema, rows and sequences."""
+
+    fingerprint: str
+    # (schema, table), children first.
+    tables: tuple[tuple[str, str], ...]
+    rows: dict[tuple[str, str], tuple[tuple[str, ...], list[tuple[Any, ...]]]]
+    sequences: tuple[tuple[str, int, bool], ...]
+
+
+class DatabaseSupply:
+    """Databases at the schema's head, each used by one test at a time, emptied in between.
+
+    `take` hands out a database that no running test uses and that holds what the template
+    holds, nothing more; `discard` gives it back, to be emptied in a background thread. All
+    the work on the server is done by that one thread, in order.
+    """
+
+    def __init__(self, server_url: str, template: str, *, size: int = POOL_SIZE) -> None:
+        self._server_url = server_url
+        self._template_name = template
+        self._ready: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
+        # Databases in `_ready` or on their way there; only `take` and `discard` change it,
+        # from the tests' thread.
+        self._coming = 0
+        self._every: set[str] = set()
+        self._every_lock = threading.Lock()
+        # One thread: Postgres refuses two clones of one template at the same moment.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-service-db")
+        self._template = self._worker.submit(self._read_template)
+        for _ in range(size):
+            self._submit(self._create)
+
+    def url_of(self, name: str) -> str:
+        return database_url_for(self._server_url, name)
+
+    async def take(self) -> str:
+        """The name of a database no one else is using, holding the template's rows only."""
+        if self._coming == 0:
+            self._submit(self._create)
+        self._coming -= 1
+        try:
+            ready = self._ready.get_nowait()
+        except queue.Empty:
+            ready = await asyncio.to_thread(self._ready.get)
+        if isinstance(ready, BaseException):
+            raise ready
+        return ready
+
+    def discard(self, name: str) -> None:
+        """Give `name` back; it is emptied (or replaced) before anyone takes it again."""
+        self._submit(lambda: self._reset(name))
+
+    def close(self) -> None:
+        """Drop every database this supply made, once the work under way is done."""
+        self._worker.submit(self._drop_all)
+        self._worker.shutdown(wait=True)
+
+    def _submit(self, make: Callable[[], str]) -> None:
+        self._coming += 1
+        self._worker.submit(self._deliver, make)
+
+    def _deliver(self, make: Callable[[], str]) -> None:
+        try:
+            self._ready.put(make())
+        except BaseException as error:
+            self._ready.put(error)
+
+    def _read_template(self) -> _Template:
+        return asyncio.run(_read_template(self.url_of(self._template_name)))
+
+    def _create(self) -> str:
+        name = f"token_service_{uuid.uuid4().hex[:16]}"
+        statement = f'CREATE DATABASE "{name}" TEMPLATE "{self._template_name}"'
+        asyncio.run(execute(self._server_url, statement))
+        with self._every_lock:
+            self._every.add(name)
+        return name
+
+    def _reset(self, name: str) -> str:
+        try:
+            emptied = asyncio.run(_empty(self.url_of(name), self._template.result()))
+        except Exception:
+            emptied = False
+        if emptied:
+            return name
+        self._drop(name)
+        return self._create()
+
+    def _drop(self, name: str) -> None:
+        drop_database(self._server_url, name)
+        with self._every_lock:
+            self._every.discard(name)
+
+    def _drop_all(self) -> None:
+        with self._every_lock:
+            names = sorted(self._every)
+        for name in names:
+            with contextlib.suppress(Exception):
+                self._drop(name)
+
+
+async def _read_template(url: str) -> _Template:
+    connection = await asyncpg.connect(url)
+    try:
+        fingerprint = await connection.fetchval(_SCHEMA_FINGERPRINT)
+        tables = tuple(
+            (record["schema"], record["name"]) for record in await connection.fetch(_TABLES)
+        )
+        rows: dict[tuple[str, str], tuple[tuple[str, ...], list[tuple[Any, ...]]]] = {}
+        for table in tables:
+            records = await connection.fetch(f"SELECT * FROM {_quoted(table)}")  # noqa: S608
+            if records:
+                rows[table] = (tuple(records[0].keys()), [tuple(record) for record in records])
+        sequences = tuple(
+            (
+                record["name"],
+                record["last_value"] or record["start_value"],
+                record["last_value"] is not None,
+            )
+            for record in await connection.fetch(_SEQUENCES)
+        )
+    finally:
+        await connection.close()
+    return _Template(fingerprint, tables, rows, sequences)
+
+
+async def _empty(url: str, template: _Template) -> bool:
+    """Bring the database at `url` back to the template's rows; False if its schema changed."""
+    connection = await asyncpg.connect(url)
+    try:
+        # A session a test left open could hold a lock, or write after the reset.
+        await connection.execute(
+            "SELECT pg_terminate_backend(pid, $1) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            int(TERMINATE_TIMEOUT * 1000),
+        )
+        if await connection.fetchval(_SCHEMA_FINGERPRINT) != template.fingerprint:
+            return False
+        async with connection.transaction():
+            await _delete_rows(connection, template.tables)
+            for (schema, table), (columns, records) in template.rows.items():
+                await connection.copy_records_to_table(
+                    table, schema_name=schema, columns=columns, records=records
+                )
+            for sequence, value, is_called in template.sequences:
+                await connection.execute(
+                    "SELECT setval($1::regclass, $2, $3)", sequence, value, is_called
+                )
+    finally:
+        await connection.close()
+    return True
+
+
+class _RowsKeepComing(Exception):
+    """Triggers keep writing rows into the tables being emptied: the database is replaced."""
+
+
+async def _delete_rows(connection: asyncpg.Connection, tables: Sequence[tuple[str, str]]) -> None:
+    # DELETE rather than TRUNCATE: a few rows go in a fraction of a millisecond, where TRUNCATE
+    # makes new files for every table and index. A trigger may write a row into a table already
+    # emptied (deleting a session records its revocation): a second pass takes those.
+    for _ in range(3):
+        written = False
+        for table in tables:
+            status = await connection.execute(f"DELETE FROM {_quoted(table)}")  # noqa: S608
+            written = written or status != "DELETE 0"
+        if not written:
+            return
+    raise _RowsKeepComing
+
+
+def _quoted(table: tuple[str, str]) -> str:
+    """`schema.table` as SQL names, from the catalog (never from a test)."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in table)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database `name` on `server_url`, disconnecting whoever is still on it."""
+    asyncio.run(execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def database_url_for(server_url: str, database: str) -> str:
+    """`server_url` with its database name replaced."""
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
+
+
+async def execute(url: str, *statements: str) -> None:
+    """Run `statements` in order on a connection of their own (CREATE DATABASE wants one)."""
+    connection = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()

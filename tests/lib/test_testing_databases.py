@@ -1,0 +1,171 @@
+"""The fixtures' databases: reused from test to test, and nothing of one test left for the next."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+from tokenrota.testing import DatabaseSupply, instance_settings, run_token_service
+
+SupplyOf = Callable[..., DatabaseSupply]
+
+
+@pytest.fixture
+async def supply_of(
+    token_service_postgres_url: str, token_service_template: str
+) -> AsyncIterator[SupplyOf]:
+    """`supply_of(size=1)`: a supply of the run's template, closed (its databases dropped) after."""
+    made: list[DatabaseSupply] = []
+
+    def supply_of(**options: int) -> DatabaseSupply:
+        made.append(DatabaseSupply(token_service_postgres_url, token_service_template, **options))
+        return made[-1]
+
+    yield supply_of
+    for supply in made:
+        await asyncio.to_thread(supply.close)
+
+
+async def row_counts(url: str) -> dict[str, int]:
+    """The number of rows in each table of the database at `url`."""
+    connection = await asyncpg.connect(url)
+    try:
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        )
+        return {
+            table: await connection.fetchval(f'SELECT count(*) FROM "{table}"')  # noqa: S608
+            for (table,) in tables
+        }
+    finally:
+        await connection.close()
+
+
+async def databases_named(server_url: str, *names: str) -> list[str]:
+    connection = await asyncpg.connect(server_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", list(names)
+        )
+    finally:
+        await connection.close()
+    return sorted(row["datname"] for row in rows)
+
+
+async def test_a_used_database_comes_back_holding_only_the_templates_rows(
+    supply_of: SupplyOf,
+) -> None:
+    """Users, sessions, clients, mail, the revocation feed: all gone, sequences restarted."""
+    supply = supply_of(size=1)
+    first = await supply.take()
+    url = supply.url_of(first)
+    async with run_token_service(instance_settings(url)) as service:
+        user = await service.create_user()
+        await service.login(user.email)
+        await service.create_client(["orders:read"])
+    # Deleting the session writes its revocation into the feed: a row made by the emptying.
+    fresh = await row_counts(url)
+
+    supply.discard(first)
+    again = await supply.take()
+    counts = await row_counts(supply.url_of(again))
+    connection = await asyncpg.connect(supply.url_of(again))
+    try:
+        next_feed_id = await connection.fetchval("SELECT nextval('revocations_id_seq')")
+    finally:
+        await connection.close()
+
+    assert (fresh["users"], fresh["sessions"], fresh["clients"]) == (1, 1, 1)
+    assert again == first
+    assert counts == {table: int(table == "alembic_version") for table in counts}
+    assert next_feed_id == 1
+
+
+async def test_a_database_whose_schema_a_test_changed_is_replaced(supply_of: SupplyOf) -> None:
+    """A migration test's leftovers (a dropped table, a new column) never reach the next test."""
+    supply = supply_of(size=1)
+    first = await supply.take()
+    connection = await asyncpg.connect(supply.url_of(first))
+    try:
+        await connection.execute("ALTER TABLE users ADD COLUMN nickname text")
+        await connection.execute("DROP TABLE audit_events")
+    finally:
+        await connection.close()
+
+    supply.discard(first)
+    again = await supply.take()
+    counts = await row_counts(supply.url_of(again))
+    left = await databases_named(supply.url_of("postgres"), first, again)
+
+    assert again != first
+    assert "audit_events" in counts
+    assert left == [again]
+
+
+async def test_a_session_left_open_on_a_used_database_is_ended(supply_of: SupplyOf) -> None:
+    """A connection a test forgot, in a transaction holding a lock, neither blocks the emptying
+    nor writes into the next test's database."""
+    supply = supply_of(size=1)
+    first = await supply.take()
+    forgotten = await asyncpg.connect(supply.url_of(first))
+    transaction = forgotten.transaction()
+    await transaction.start()
+    await forgotten.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+
+    supply.discard(first)
+    again = await supply.take()
+    counts = await row_counts(supply.url_of(again))
+
+    assert again == first
+    assert counts["users"] == 0
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+        await forgotten.fetchval("SELECT 1")
+    forgotten.terminate()
+
+
+async def test_a_database_dropped_by_its_test_is_replaced(supply_of: SupplyOf) -> None:
+    """Whatever a test did to its database, the next one gets a database at the schema's head."""
+    supply = supply_of(size=1)
+    first = await supply.take()
+    connection = await asyncpg.connect(supply.url_of("postgres"))
+    try:
+        await connection.execute(f'DROP DATABASE "{first}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+    supply.discard(first)
+    again = await supply.take()
+    counts = await row_counts(supply.url_of(again))
+
+    assert again != first
+    assert counts["alembic_version"] == 1
+
+
+async def test_a_test_holding_more_databases_than_the_pool_gets_them_all(
+    supply_of: SupplyOf,
+) -> None:
+    """Three at once from a pool of one: each a database of its own."""
+    supply = supply_of(size=1)
+
+    names = [await supply.take() for _ in range(3)]
+
+    assert len(set(names)) == 3
+    for name in names:
+        supply.discard(name)
+
+
+async def test_closing_the_supply_drops_every_database_it_made(
+    supply_of: SupplyOf, token_service_postgres_url: str, token_service_template: str
+) -> None:
+    """Nothing is left on the server after the run, neither the ones taken nor the spares."""
+    supply = DatabaseSupply(token_service_postgres_url, token_service_template, size=2)
+    taken = await supply.take()
+    supply.discard(taken)
+    spare = await supply.take()
+    supply.discard(spare)
+
+    await asyncio.to_thread(supply.close)
+
+    assert await databases_named(token_service_postgres_url, taken, spare) == []
