@@ -90,7 +90,8 @@ def test_make_test_runs_every_test_and_test_quick_all_but_the_end_to_end_ones(
     tmp_path: Path,
 ) -> None:
     """`make test` (what CI runs) checks, then runs the whole suite in two processes;
-    `make test-quick` leaves out tests/e2e (processes, browser, wheel, fleet, PgBouncer)."""
+    `make test-quick` leaves out tests/e2e (processes, browser, wheel, fleet, PgBouncer) and the
+    tests marked slow (nested pytest runs)."""
     shutil.copy(PROJECT_ROOT / "Makefile", tmp_path / "Makefile")
     (tmp_path / "pyproject.toml").touch()  # what the install steps depend on
 
@@ -109,6 +110,6 @@ def test_make_test_runs_every_test_and_test_quick_all_but_the_end_to_end_ones(
     assert any("mypy --strict" in line for line in full)
     parallel = ".venv/bin/python -m pytest -q -n 2 --dist loadgroup"
     assert full_pytest == [parallel]
-    assert quick_pytest == [f"{parallel} --ignore=tests/e2e"]
+    assert quick_pytest == [f'{parallel} --ignore=tests/e2e -m "not slow"']
     assert "\n  test " in listed
     assert "\n  test-quick " in listed

@@ -159,6 +159,7 @@ def test_audit_retention_must_be_positive(settings: Settings) -> None:
         replace(settings, audit_retention=0)
 
 
+@pytest.mark.slow
 async def test_the_cli_creates_roles_grants_lists_enables_and_erases_with_audit_rows(
     client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
 ) -> None:

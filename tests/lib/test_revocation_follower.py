@@ -257,6 +257,7 @@ def quiet_follower(clock: FakeClock, **options: Any) -> RevocationFollower:
     )
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_after_100000_revocations(clock: FakeClock) -> None:
     """100,000 revocations over 5 hours (1000 per answer, 3 min apart): the follower keeps only
     those within a token lifetime + leeway, and its memory does not grow with the total."""

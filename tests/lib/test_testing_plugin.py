@@ -303,6 +303,7 @@ class TestSettingsOverride:
         assert pair.expires_in == 120
 
 
+@pytest.mark.slow
 def test_plugin_is_registered_for_an_outside_project(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, token_service_postgres_url: str
 ) -> None:
@@ -362,6 +363,7 @@ def outside_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@pytest.mark.slow
 def test_a_failed_run_stops_the_postgres_it_started(outside_project: Path) -> None:
     """After a run whose test fails, no process of its embedded Postgres is left."""
     pgdata = outside_project / ".data" / "test" / "postgres"
@@ -381,6 +383,7 @@ def test_a_failed_run_stops_the_postgres_it_started(outside_project: Path) -> No
     assert wait_until_gone(pgdata) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
 def test_an_interrupted_run_stops_the_postgres_it_started(
     outside_project: Path, tmp_path: Path, signal_number: signal.Signals
