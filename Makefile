@@ -53,10 +53,10 @@ TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
 test: check ## the whole suite against a real Postgres (what CI runs)
-	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 test-quick: $(DEV_STAMP) ## the inner loop: all but tests/e2e and the tests marked slow
-	$(PY) -m pytest -q $(PYTEST_PARALLEL) --ignore=tests/e2e -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --ignore=tests/e2e -m "not slow"
 
 # What a release uploads, built from clean sources into dist/ and checked as a user gets it:
 # the metadata as PyPI reads it, the wheel installed in a fresh venv (with the server extra,

@@ -382,23 +382,14 @@ class Authenticator:
             child_token, child_claims = grace
             telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
             return self._pair(spent.session, session_id, child_token, child_claims, now)
-        # A spent token outside the grace window: it was stolen or replayed. The revocation
-        # and its audit event commit together, before the request fails.
-        async with connection.transaction():
-            await sessions.revoke_session(
-                connection,
-                session_id=session_id,
-                reason=sessions.RevokeReason.REUSE_DETECTED,
-                now=now,
-            )
-            await audit.record(
-                connection,
-                audit.AuditAction.REUSE_DETECTED,
-                actor=audit.SYSTEM_ACTOR,
-                now=now,
-                user_id=spent.session.user_id,
-                details={"session_id": str(session_id)},
-            )
+        # A spent token outside the grace window: it was stolen or replayed.
+        await _end_stolen_session(
+            connection,
+            audit.AuditAction.REUSE_DETECTED,
+            session_id=session_id,
+            user_id=spent.session.user_id,
+            now=now,
+        )
         telemetry.record(refresh=RefreshOutcome.REUSE_DETECTED)
         security_log.warning(
             "refresh token reuse detected; session revoked",
@@ -427,19 +418,19 @@ class Authenticator:
                 await dpop.record(connection, proof)
                 return
             stolen = proof is not None
-            async with connection.transaction():
-                if stolen:
-                    await sessions.revoke_session(
-                        connection,
-                        session_id=session_id,
-                        reason=sessions.RevokeReason.REUSE_DETECTED,
-                        now=now,
-                    )
+            if stolen:
+                await _end_stolen_session(
+                    connection,
+                    audit.AuditAction.DPOP_KEY_MISMATCH,
+                    session_id=session_id,
+                    user_id=user_id,
+                    now=now,
+                )
+            else:
+                # A copy without the key: refused and noted, but the owner's session lives on.
                 await audit.record(
                     connection,
-                    audit.AuditAction.DPOP_KEY_MISMATCH
-                    if stolen
-                    else audit.AuditAction.DPOP_PROOF_MISSING,
+                    audit.AuditAction.DPOP_PROOF_MISSING,
                     actor=audit.SYSTEM_ACTOR,
                     now=now,
                     user_id=user_id,
@@ -557,6 +548,30 @@ class Authenticator:
             refresh_expires_in=max(0, refresh_ends - moment),
             remember=live.remember,
             token_type="Bearer" if refresh_claims.jkt is None else "DPoP",
+        )
+
+
+async def _end_stolen_session(
+    connection: Connection,
+    action: audit.AuditAction,
+    *,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    now: datetime,
+) -> None:
+    """Revoke a session whose refresh token someone else holds, with its audit event. Both
+    commit before the request fails: raising inside the transaction would roll them back."""
+    async with connection.transaction():
+        await sessions.revoke_session(
+            connection, session_id=session_id, reason=sessions.RevokeReason.REUSE_DETECTED, now=now
+        )
+        await audit.record(
+            connection,
+            action,
+            actor=audit.SYSTEM_ACTOR,
+            now=now,
+            user_id=user_id,
+            details={"session_id": str(session_id)},
         )
 
 

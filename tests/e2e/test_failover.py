@@ -29,7 +29,7 @@ import pytest
 from tokenrota_server.config import Settings
 
 from tests.fleet import instance_environment
-from tests.oauth_support import basic, create_client
+from tests.oauth_support import FEED_SCOPE, basic, create_client
 from tests.patroni import (
     LOOP_WAIT,
     RETRY_TIMEOUT,
@@ -420,7 +420,7 @@ async def test_the_primary_machine_dies_under_load(
     async with httpx.AsyncClient(timeout=FEED_WAIT + CLIENT_TIMEOUT) as http:
         db = await asyncpg.connect(new_url)
         try:
-            credentials = await create_client(db, settings, scope="")
+            credentials = await create_client(db, settings, scope=FEED_SCOPE)
         finally:
             await db.close()
         start = await http.get(f"{instances[1]}/oauth/revocations", headers=basic(*credentials))
