@@ -55,11 +55,6 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         raise InvalidToken()
     if roles and not is_user_token:
         raise InvalidToken()
-    confirmation = claims.get("cnf")
-    if confirmation is not None and not (
-        isinstance(confirmation, dict) and isinstance(confirmation.get("jkt"), str)
-    ):
-        raise InvalidToken()
     return AccessClaims(
         subject=claims["sub"],
         session_id=session_id,
@@ -70,5 +65,17 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         email=email,
         client_id=client_id,
         roles=tuple(roles),
-        confirmation_jkt=confirmation["jkt"] if confirmation else None,
+        confirmation_jkt=confirmation_jkt_of(claims),
     )
+
+
+def confirmation_jkt_of(claims: dict[str, Any]) -> str | None:
+    """The DPoP key thumbprint a token is bound to (`cnf.jkt`, RFC 9449 §6), None if unbound;
+    raise `InvalidToken` for a `cnf` without a string `jkt`. Access and refresh tokens alike."""
+    confirmation = claims.get("cnf")
+    if confirmation is None:
+        return None
+    jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    if not isinstance(jkt, str):
+        raise InvalidToken()
+    return jkt

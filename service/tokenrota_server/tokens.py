@@ -16,7 +16,12 @@ from typing import Any
 
 from jose import jwk
 from jose.utils import base64url_encode
-from tokenrota.claims import ACCESS_TOKEN_TYPE, AccessClaims, access_claims_of
+from tokenrota.claims import (
+    ACCESS_TOKEN_TYPE,
+    AccessClaims,
+    access_claims_of,
+    confirmation_jkt_of,
+)
 from tokenrota.jws import (
     HMAC_ALGORITHM,
     check_registered_claims,
@@ -210,18 +215,13 @@ class TokenCodec:
             raise InvalidToken() from None
         if claims.get("typ") != REFRESH_CLAIM_TYPE or not isinstance(claims.get("sid"), str):
             raise InvalidToken()
-        confirmation = claims.get("cnf")
-        if confirmation is not None and not (
-            isinstance(confirmation, dict) and isinstance(confirmation.get("jkt"), str)
-        ):
-            raise InvalidToken()
         return RefreshClaims(
             subject=claims["sub"],
             session_id=claims["sid"],
             jti=claims["jti"],
             issued_at=claims["iat"],
             expires_at=claims["exp"],
-            jkt=confirmation["jkt"] if confirmation else None,
+            jkt=confirmation_jkt_of(claims),
         )
 
     def _check_registered_claims(

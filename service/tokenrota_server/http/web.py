@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from tokenrota import bearer
+from tokenrota.claims import confirmation_jkt_of
 from tokenrota.errors import InsufficientScope
 
 from tokenrota_server import dpop
@@ -228,11 +229,10 @@ def _unverified_jkt(token: str) -> str | None:
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, UnicodeDecodeError, RecursionError):
+        # A malformed cnf reads as unbound here; verifying the token refuses it.
+        return confirmation_jkt_of(claims) if isinstance(claims, dict) else None
+    except (IndexError, ValueError, UnicodeDecodeError, RecursionError, InvalidToken):
         return None
-    confirmation = claims.get("cnf") if isinstance(claims, dict) else None
-    jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
-    return jkt if isinstance(jkt, str) else None
 
 
 def _is_unicode_text(value: str) -> bool:
