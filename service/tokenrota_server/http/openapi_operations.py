@@ -113,7 +113,12 @@ DPOP_HEADER = {
     "in": "header",
     "required": False,
     "description": "An RFC 9449 proof for this method and URL.",
-    "schema": {"type": "string"},
+    # A compact JWS within tokenrota.dpop's size cap.
+    "schema": {
+        "type": "string",
+        "maxLength": 8192,
+        "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$",
+    },
 }
 JSON_BODY_OR_PROOF_ERRORS = {
     **JSON_BODY_ERRORS,
@@ -350,12 +355,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "security": CLIENT_AUTH,
         "parameters": [
             {
-                "name": "DPoP",
-                "in": "header",
-                "required": False,
+                **DPOP_HEADER,
                 "description": "An RFC 9449 proof: a client_credentials token is then bound to"
                 " its key (`cnf.jkt`, token_type DPoP).",
-                "schema": {"type": "string"},
             }
         ],
         "requestBody": form_body(ref("TokenRequest")),
