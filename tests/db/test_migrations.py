@@ -7,6 +7,8 @@ any event loop, as the CLI does.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -67,6 +69,31 @@ def schema_of(url: str) -> dict[str, Any]:
 def revisions_base_to_head() -> list[str]:
     script = ScriptDirectory.from_config(schema.alembic_config(""))
     return [revision.revision for revision in reversed(list(script.walk_revisions()))]
+
+
+def test_the_chain_read_from_the_scripts_is_alembics() -> None:
+    """The revisions, what each follows and the head, read from the scripts' source without
+    alembic (what the CLI and /readyz use), are exactly what alembic makes of them."""
+    script = ScriptDirectory.from_config(schema.alembic_config(""))
+
+    assert schema.revisions() == {
+        revision.revision: revision.down_revision for revision in script.walk_revisions()
+    }
+    assert [schema.head_revision()] == script.get_heads()
+
+
+def test_checking_the_head_imports_neither_alembic_nor_sqlalchemy() -> None:
+    """An operator command and each /readyz tell the head without alembic's half second."""
+    script = (
+        "import sys; from tokenrota_server.db import schema; schema.head_revision(); "
+        "print(*sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'sqlalchemy')))"
+    )
+
+    loaded = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+    assert loaded == []
 
 
 def test_upgrade_head_downgrade_base_upgrade_head(empty_database: str) -> None:

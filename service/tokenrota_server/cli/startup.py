@@ -110,7 +110,7 @@ def check_database(url: str, *, at_head: bool, variable: str) -> None:
     from tokenrota_server.db import schema
 
     revision = asyncio.run(_read_revision(url, variable))
-    if revision is not None and revision not in _known_revisions():
+    if revision is not None and revision not in schema.revisions():
         raise StartupError(
             f"the database at {masked_url(url)} is at revision {revision}, which this version "
             "of tokenrota does not know (a newer version migrated it); run that version"
@@ -204,15 +204,6 @@ async def _read_revision(url: str, variable: str) -> str | None:
         ) from None
     finally:
         await connection.close()
-
-
-def _known_revisions() -> set[str]:
-    from alembic.script import ScriptDirectory
-
-    from tokenrota_server.db import schema
-
-    scripts = ScriptDirectory.from_config(schema.alembic_config(""))
-    return {script.revision for script in scripts.walk_revisions()}
 
 
 def _connection_failure(url: str, error: BaseException, variable: str) -> str:

@@ -2,18 +2,25 @@
 
 alembic's async env.py calls `asyncio.run`, so `upgrade` and `downgrade` are synchronous and
 must be called from outside any running event loop (the CLI, a sync test fixture).
+
+Telling the head needs no alembic: each script's `revision` and `down_revision` are read from
+its source. Importing alembic and SQLAlchemy and loading every script cost about half a second
+of CPU, which every operator command paid, and `/readyz` on each probe.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 
 from tokenrota_server.db.pool import Connection
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def alembic_config(database_url: str) -> Config:
@@ -22,6 +29,8 @@ def alembic_config(database_url: str) -> Config:
     No alembic.ini is read (a wheel has none); the one at the checkout's top is for people
     who run `alembic` by hand.
     """
+    from alembic.config import Config
+
     config = Config()
     # A wheel installs the package as plain files, so this is a real directory.
     scripts = resources.files("tokenrota_server.migrations")
@@ -32,17 +41,54 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(database_url), revision)
 
 
+_CHAIN_NAMES = ("revision", "down_revision")
+
+
+@functools.cache
+def revisions() -> dict[str, str | None]:
+    """Each migration's revision, and the revision it follows (None for the first)."""
+    chain: dict[str, str | None] = {}
+    for script in resources.files("tokenrota_server.migrations.versions").iterdir():
+        if not script.name.endswith(".py") or script.name.startswith("_"):
+            continue
+        names: dict[str, object] = {}
+        for statement in ast.parse(script.read_text(encoding="utf-8")).body:
+            # `revision = "0002"`, or annotated as alembic's own template writes it.
+            if isinstance(statement, ast.Assign):
+                targets, value = statement.targets, statement.value
+            elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+                targets, value = [statement.target], statement.value
+            else:
+                continue
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in _CHAIN_NAMES:
+                    names[target.id] = ast.literal_eval(value)
+        revision, follows = names["revision"], names["down_revision"]
+        # One chain, as alembic's script template writes it: a merge would be a tuple here.
+        if not isinstance(revision, str) or not (follows is None or isinstance(follows, str)):
+            raise ValueError(f"{script.name}: revision and down_revision must be strings")
+        chain[revision] = follows
+    return chain
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
-    assert head is not None
-    return head
+    """The revision no other migration follows."""
+    chain = revisions()
+    heads = set(chain) - set(chain.values())
+    if len(heads) != 1:
+        raise ValueError(f"the migrations have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
 
 
 async def current_revision(connection: Connection) -> str | None:
