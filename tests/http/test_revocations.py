@@ -15,9 +15,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server import revocations
 from tokenrota_server.config import Settings
 from tokenrota_server.db import oauth_clients, purge
-from tokenrota_server.db.feed import Cursor, read_after
+from tokenrota_server.db.feed import Cursor, FeedPage, read_after
 
 from tests.admin_support import admin_client
 from tests.conftest import FakeClock, register_and_login, serve
@@ -41,6 +42,44 @@ async def feed(
 
 def sids(body: dict[str, Any]) -> set[str]:
     return {entry["sid"] for entry in body["sessions"]}
+
+
+async def waiting_on_a_lock(db: asyncpg.Connection, pid: int) -> None:
+    """Return once the backend `pid` waits on a lock (a deadline of 15 s against hanging)."""
+    deadline = asyncio.get_running_loop().time() + 15
+    query = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
+    while not await db.fetchval(query, pid):
+        assert asyncio.get_running_loop().time() < deadline, "it never waited on the lock"
+        await asyncio.sleep(0.01)
+
+
+async def listening(db: asyncpg.Connection) -> None:
+    """Return once the app's LISTEN connection to this database is up (a deadline of 15 s)."""
+    deadline = asyncio.get_running_loop().time() + 15
+    while not await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    ):
+        assert asyncio.get_running_loop().time() < deadline, "it never listened"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def found_nothing(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once a long poll has read a page after its cursor and found it empty: from then on,
+    only a NOTIFY (or its next poll) can tell it of a revocation. Waiting on this rather than
+    for a while after sending the request."""
+    read = asyncio.Event()
+    read_page = revocations.read_after
+
+    async def reading(connection: asyncpg.Connection, after: Cursor) -> FeedPage:
+        page = await read_page(connection, after)
+        if page.empty:
+            read.set()
+        return page
+
+    monkeypatch.setattr(revocations, "read_after", reading)
+    return read
 
 
 def bearer(pair: dict[str, Any]) -> dict[str, str]:
@@ -244,7 +283,7 @@ async def test_a_transaction_that_started_first_and_commits_last_is_not_skipped(
         second_xid = await second.fetchval("SELECT pg_current_xact_id()::text::bigint")
         await first.execute(revoke, ids[0])
         second_revokes = asyncio.create_task(second.execute(revoke, ids[1]))
-        await asyncio.sleep(0.2)
+        await waiting_on_a_lock(db, second.get_server_pid())
         between = await read_after(db, start.cursor)
         second_waited = not second_revokes.done()
         await first_tx.commit()
@@ -342,7 +381,11 @@ async def test_the_cursor_pages_through_more_than_one_page(
 
 
 async def test_a_long_poll_is_woken_by_notify(
-    make_settings: Any, clock: FakeClock, db: asyncpg.Connection, settings: Settings
+    make_settings: Any,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    settings: Settings,
+    found_nothing: asyncio.Event,
 ) -> None:
     """With polling every 30 s, a revocation still answers a waiting request at once: the
     NOTIFY woke it."""
@@ -350,8 +393,11 @@ async def test_a_long_poll_is_woken_by_notify(
     async with serve(make_settings(revocation_poll_interval=30), clock) as client:
         _, pair = await register_and_login(client)
         start = await feed(client, credentials)
+        # Listening before the request waits: a listener that connected later would wake it
+        # anyway (anything revoked meanwhile is read then), NOTIFY or not.
+        await listening(db)
         waiting = asyncio.create_task(feed(client, credentials, after=start["cursor"], wait=30))
-        await asyncio.sleep(0.5)
+        await found_nothing.wait()
         await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
         # A deadline against hanging, far inside the 30 s the poll alone would take.
         body = await asyncio.wait_for(waiting, 15)
@@ -360,7 +406,11 @@ async def test_a_long_poll_is_woken_by_notify(
 
 
 async def test_without_notifications_polling_still_delivers(
-    make_settings: Any, clock: FakeClock, db: asyncpg.Connection, settings: Settings
+    make_settings: Any,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    settings: Settings,
+    found_nothing: asyncio.Event,
 ) -> None:
     """REVOCATION_LISTEN=false (as if behind PgBouncer): a waiting request learns of the
     revocation from its own polling."""
@@ -369,7 +419,7 @@ async def test_without_notifications_polling_still_delivers(
         _, pair = await register_and_login(client)
         start = await feed(client, credentials)
         waiting = asyncio.create_task(feed(client, credentials, after=start["cursor"], wait=30))
-        await asyncio.sleep(0.5)
+        await found_nothing.wait()
         await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
         body = await asyncio.wait_for(waiting, 15)
 
@@ -557,7 +607,11 @@ async def test_the_purge_drops_feed_rows_no_token_can_need(
 
 
 async def test_the_listener_reconnects_after_losing_its_connection(
-    make_settings: Any, clock: FakeClock, db: asyncpg.Connection, settings: Settings
+    make_settings: Any,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    settings: Settings,
+    found_nothing: asyncio.Event,
 ) -> None:
     """The LISTEN connection is killed (a Postgres restart, a proxy): the process listens again,
     and a later revocation still wakes a waiting request, with polling every 30 s."""
@@ -569,15 +623,9 @@ async def test_the_listener_reconnects_after_losing_its_connection(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
         )
-        deadline = asyncio.get_running_loop().time() + 15
-        while not await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-        ):
-            assert asyncio.get_running_loop().time() < deadline, "it never listened again"
-            await asyncio.sleep(0.1)
+        await listening(db)
         waiting = asyncio.create_task(feed(client, credentials, after=start["cursor"], wait=30))
-        await asyncio.sleep(0.5)
+        await found_nothing.wait()
         await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
         body = await asyncio.wait_for(waiting, 15)
 
