@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import re
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -46,6 +48,8 @@ _THUMBPRINT_MEMBERS = {
 # A public JWK never carries these; a proof that does has leaked its private key (§4.3 step 7).
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# How long one server nonce is handed out; it is accepted for one more step after that.
+NONCE_STEP = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,7 @@ def check_proof(
     url: str,
     now: datetime,
     access_token: str | None = None,
-    nonce: str | None = None,
+    nonce: str | Collection[str] | None = None,
     max_age: int = PROOF_MAX_AGE,
     leeway: int = PROOF_LEEWAY,
     algorithms: tuple[str, ...] = ALGORITHMS,
@@ -72,8 +76,8 @@ def check_proof(
     """Check `proof` for a request of `method` to `url` (RFC 9449 §4.3); its `Proof`.
 
     `access_token` is given at resource requests, whose proofs must carry its hash (`ath`);
-    `nonce` when the server demands one. Raises `InvalidDPoPProof`, or `UseDPoPNonce` when only
-    the nonce is missing or stale.
+    `nonce` when the server demands one (or the nonces it accepts, see `Nonces`). Raises
+    `InvalidDPoPProof`, or `UseDPoPNonce` when only the nonce is missing or stale.
     """
     header, claims, signing_input, signature = _parse(proof)
     if header.get("typ") != PROOF_TYPE:
@@ -99,8 +103,10 @@ def check_proof(
         raise InvalidDPoPProof("The DPoP proof is too old or from the future.")
     if access_token is not None and claims.get("ath") != access_token_hash(access_token):
         raise InvalidDPoPProof("The DPoP proof is not for this access token.")
-    if nonce is not None and claims.get("nonce") != nonce:
-        raise UseDPoPNonce()
+    if nonce is not None:
+        accepted = (nonce,) if isinstance(nonce, str) else nonce
+        if claims.get("nonce") not in accepted:
+            raise UseDPoPNonce()
     return Proof(jkt=thumbprint(jwk), jti=jti, issued_at=issued_at)
 
 
@@ -159,6 +165,35 @@ class ReplayCache:
         if len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
         return True
+
+
+class Nonces:
+    """Server nonces (RFC 9449 §8-9), derived from a secret and the clock, not stored.
+
+    The nonce of each `step`-second period is an HMAC of its number, so every process holding
+    the secret hands out and accepts the same ones with no shared store and no write per
+    request; a nonce is accepted during its own period and the next, then never again.
+    """
+
+    def __init__(self, secret: bytes, step: int = NONCE_STEP) -> None:
+        if len(secret) < 32 or step < 1:
+            raise ValueError("a nonce secret has at least 32 bytes and the step 1 second")
+        # A key of its own, so a nonce says nothing about (and is no MAC under) `secret`.
+        self._key = hmac.new(secret, b"tokenrota dpop nonce", hashlib.sha256).digest()
+        self._step = step
+
+    def current(self, now: datetime) -> str:
+        """The nonce to hand out at `now`."""
+        return self._of(int(now.timestamp()) // self._step)
+
+    def accepted(self, now: datetime) -> frozenset[str]:
+        """The nonces a proof may carry at `now`: this period's and the previous one's."""
+        period = int(now.timestamp()) // self._step
+        return frozenset((self._of(period), self._of(period - 1)))
+
+    def _of(self, period: int) -> str:
+        digest = hmac.new(self._key, period.to_bytes(8, "big", signed=True), hashlib.sha256)
+        return _b64(digest.digest()[:16])
 
 
 def _parse(proof: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
