@@ -27,6 +27,7 @@ from tokenrota_server.email_address import normalize_email
 from tokenrota_server.errors import (
     EmailUnverified,
     InvalidCredentials,
+    InvalidDPoPProof,
     InvalidInput,
     InvalidToken,
     TooManyAttempts,
@@ -158,6 +159,8 @@ class Authenticator:
         names the key (`cnf.jkt`), and every refresh needs a proof by it. The proof is recorded
         (once, across instances) with the session, so a replayed one starts nothing.
 
+        With DPOP_REQUIRED_FOR_SESSIONS a login without a proof is `InvalidDPoPProof`.
+
         `remember=False` starts a short session (SESSION_SHORT_MAX_AGE). With
         MAX_SESSIONS_PER_USER, the user's least recently used sessions beyond the cap are
         revoked (reason `session_limit`) in the transaction that starts the new one.
@@ -166,6 +169,9 @@ class Authenticator:
         and end in the same error, so neither answer nor timing tells which it was. The outcome
         is recorded on the request (`LoginOutcome`).
         """
+        if proof is None and self._settings.dpop_required_for_sessions:
+            # Before the password: a refused login must not tell whether it was right.
+            raise InvalidDPoPProof("A DPoP proof is required to start a session.")
         mailbox = _mailbox_or_none(email)
         if len(password) > MAX_PASSWORD_LENGTH or mailbox is None:
             # No account can have such a password or email: refuse before any hashing work,
