@@ -1,4 +1,5 @@
-"""DPoP proofs (RFC 9449): checking one, and the thumbprint that binds a token to its key.
+"""DPoP proofs (RFC 9449): checking one, making one (`ProofKey`, for clients), and the
+thumbprint that binds a token to its key.
 
 Pure: no I/O, no clock (callers pass `now`). Replay of a proof's `jti` is the caller's to refuse,
 in a store every instance shares (the service) or in a bounded cache of its own (`ReplayCache`,
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -23,7 +25,10 @@ from urllib.parse import urlsplit
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from tokenrota.errors import InvalidDPoPProof, UseDPoPNonce
 
@@ -139,6 +144,58 @@ def normalized_uri(uri: str) -> tuple[str, str, str] | None:
     if port is not None and port != _DEFAULT_PORTS[scheme]:
         host = f"{host}:{port}"
     return scheme, host, parts.path or "/"
+
+
+class ProofKey:
+    """A client's DPoP key, P-256 (ES256, what every server must accept), and its proofs.
+
+    A new key by default: it lives as long as the object, as the tokens bound to it should.
+    """
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey | None = None) -> None:
+        self._key = private_key or ec.generate_private_key(ec.SECP256R1())
+        if not isinstance(self._key.curve, ec.SECP256R1):
+            raise ValueError("a DPoP ProofKey is a P-256 key")
+        numbers = self._key.public_key().public_numbers()
+        self.jwk = {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": _b64(numbers.x.to_bytes(32, "big")),
+            "y": _b64(numbers.y.to_bytes(32, "big")),
+        }
+        self.jkt = thumbprint(self.jwk)
+
+    def __repr__(self) -> str:
+        return f"ProofKey(jkt={self.jkt!r})"
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        now: datetime,
+        access_token: str | None = None,
+        nonce: str | None = None,
+    ) -> str:
+        """A proof for one request (§4.2): `htu` is `url` without its query and fragment."""
+        header = {"typ": PROOF_TYPE, "alg": "ES256", "jwk": self.jwk}
+        claims: dict[str, Any] = {
+            "jti": secrets.token_urlsafe(16),
+            "htm": method,
+            "htu": url.split("#", 1)[0].split("?", 1)[0],
+            "iat": int(now.timestamp()),
+        }
+        if access_token is not None:
+            claims["ath"] = access_token_hash(access_token)
+        if nonce is not None:
+            claims["nonce"] = nonce
+        signing_input = ".".join(
+            _b64(json.dumps(part, separators=(",", ":")).encode("utf-8"))
+            for part in (header, claims)
+        )
+        der = self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 class ReplayCache:

@@ -16,6 +16,7 @@ from tokenrota.dpop import (
     NONCE_STEP,
     Nonces,
     Proof,
+    ProofKey,
     ReplayCache,
     access_token_hash,
     check_proof,
@@ -297,3 +298,20 @@ def test_the_replay_cache_stays_within_its_capacity() -> None:
     assert all(cache.first_use(proof, NOW) for proof in proofs)
     assert cache.first_use(proofs[0], NOW)
     assert not cache.first_use(proofs[4], NOW)
+
+
+def test_a_proof_key_makes_proofs_that_pass_the_checks() -> None:
+    """ProofKey (for clients): htu without query or fragment, ath and nonce when given, a new
+    jti each time, and its jkt the thumbprint of its public JWK (no private member in it)."""
+    key = ProofKey()
+    url = "https://api.example/orders?page=2#top"
+
+    made = [key.proof("GET", url, now=NOW, access_token=ACCESS_TOKEN, nonce="n") for _ in range(2)]
+    checked = [
+        check_proof(proof, method="GET", url=url, now=NOW, access_token=ACCESS_TOKEN, nonce="n")
+        for proof in made
+    ]
+
+    assert {proof.jkt for proof in checked} == {key.jkt} == {thumbprint(key.jwk)}
+    assert checked[0].jti != checked[1].jti
+    assert "d" not in key.jwk
