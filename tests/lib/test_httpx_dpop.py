@@ -154,8 +154,15 @@ async def test_a_token_endpoint_that_does_not_bind_the_token_is_an_error() -> No
 
 @pytest.fixture
 def live_world(settings: Settings, clock: FakeClock) -> Iterator[tuple[str, Settings]]:
-    """The service and a DPoP-aware API served by uvicorn on a real socket (own thread), the
-    service publishing that socket's URL, so proofs name what a client really calls."""
+    with served_on_a_socket(settings, clock) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def served_on_a_socket(settings: Settings, clock: FakeClock) -> Iterator[tuple[str, Settings]]:
+    """The service (DPOP_NONCE on) and a DPoP-aware API with nonces of its own under /api,
+    served by uvicorn on a real socket (own thread), the service publishing that socket's URL,
+    so proofs name what a client really calls."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     host, port = listener.getsockname()
