@@ -316,11 +316,15 @@ class Authenticator:
         user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
         telemetry.annotate(user_id=user_id, session_id=session_id)
         digest = token_digest(refresh_token)
+        # The bound session's proof, recorded on the connection that then uses the token.
+        bound = None
         if claims.jkt is not None:
-            await self._check_binding(pool, claims, user_id, session_id, proof, now)
+            bound = await self._check_binding(pool, claims, user_id, session_id, proof, now)
 
         if not self._settings.rotate_refresh_tokens:
             async with pool.acquire() as connection:
+                if bound is not None:
+                    await dpop.record(connection, bound)
                 live = await sessions.touch_live(
                     connection,
                     token_digest=digest,
@@ -346,6 +350,10 @@ class Authenticator:
         )
         child_token = self._codec.mint_refresh(child_claims)
         async with pool.acquire() as connection:
+            if bound is not None:
+                # Before the rotation: a replayed request (token and proof copied together)
+                # must not reach the grace window and be handed the owner's child.
+                await dpop.record(connection, bound)
             live = await sessions.rotate(
                 connection,
                 token_digest=digest,
@@ -415,14 +423,12 @@ class Authenticator:
         session_id: uuid.UUID,
         proof: Proof | None,
         now: datetime,
-    ) -> None:
-        """Refuse a bound refresh token without its key's proof; record the proof once."""
+    ) -> Proof:
+        """The proof by a bound refresh token's key, for the caller to record once; refuse the
+        token without one (audited), and end the session for another key's (a theft)."""
+        if proof is not None and proof.jkt == claims.jkt:
+            return proof
         async with pool.acquire() as connection:
-            if proof is not None and proof.jkt == claims.jkt:
-                # Before the rotation: a replayed request (token and proof copied together)
-                # must not reach the grace window and be handed the owner's child.
-                await dpop.record(connection, proof)
-                return
             stolen = proof is not None
             if stolen:
                 await _end_stolen_session(
