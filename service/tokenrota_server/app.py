@@ -153,8 +153,9 @@ def _cors(settings: Settings) -> list[Middleware]:
             allow_origins=list(settings.allowed_origins),
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE", "PATCH"],
-            allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
-            expose_headers=["Retry-After", "WWW-Authenticate"],
+            # DPoP: a page on another origin sends proofs and must read the nonces asked for.
+            allow_headers=["Authorization", "Content-Type", "DPoP", "X-Requested-With"],
+            expose_headers=["DPoP-Nonce", "Retry-After", "WWW-Authenticate"],
             max_age=600,
         )
     ]
