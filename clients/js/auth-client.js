@@ -61,6 +61,9 @@ export function createAuthClient({
   dpop = false,
 } = {}) {
   if (typeof dpop !== "boolean") throw new TypeError("dpop must be true or false");
+  // Checked here rather than at login: without WebCrypto (an http page not on localhost) DPoP
+  // cannot work at all, and a silent fall back to bearer tokens would hide it.
+  if (dpop && !globalThis.crypto?.subtle) throw new TypeError("dpop needs WebCrypto (https)");
   const base = String(baseUrl).replace(/\/+$/, "");
   const page = globalThis.location?.href;
   const trusted = new Set([new URL(base || "/", page).origin, ...resourceOrigins.map(originOf)]);
@@ -68,9 +71,6 @@ export function createAuthClient({
   const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL_NAME) : null;
   let accessToken = null;
   let tokenKey = null; // the DPoP key the access token is bound to; null for a bearer token
-  // Checked here rather than at login: without WebCrypto (an http page not on localhost) DPoP
-  // cannot work at all, and a silent fall back to bearer tokens would hide it.
-  if (dpop && !globalThis.crypto?.subtle) throw new TypeError("dpop needs WebCrypto (https)");
   const proofs = dpop ? createProofs() : null;
   let expiresAt = 0; // epoch milliseconds
   let lifetime = 0; // milliseconds

@@ -222,7 +222,8 @@ async def test_a_dpop_login_binds_the_session_to_an_unexportable_key_that_surviv
 ) -> None:
     """Login and calls carry proofs by one P-256 key; the access token names it (cnf.jkt); the key
     pair sits in IndexedDB with its private half unexportable, and nothing else is stored; after
-    a reload the cookie refresh is signed by the same key and the session goes on."""
+    a reload the cookie refresh is signed by the same key and the session goes on; logout
+    deletes the key."""
     email = await new_account(service)
     page = await open_app(context, service)
 
@@ -238,6 +239,9 @@ async def test_a_dpop_login_binds_the_session_to_an_unexportable_key_that_surviv
         }"""
     )
     after_reload = await statuses(page, "/profile")
+    revoked_before_logout = await connection.fetchval("SELECT revoked_at FROM sessions")
+    await page.evaluate("() => window.auth.logout()")
+    after_logout = await page.evaluate(STORED_KEY)
 
     (login,) = service.headers("/login")
     jkt = proof_key(login["dpop"])
@@ -253,7 +257,8 @@ async def test_a_dpop_login_binds_the_session_to_an_unexportable_key_that_surviv
         assert proof_key(headers["dpop"]) == jkt
     assert [proof_key(headers["dpop"]) for headers in service.headers("/refresh")] == [jkt]
     assert await connection.fetchval("SELECT count(*) FROM refresh_tokens") == 2
-    assert await connection.fetchval("SELECT revoked_at FROM sessions") is None
+    assert revoked_before_logout is None
+    assert after_logout == []  # logout deletes the key
 
 
 async def test_two_tabs_share_the_key_and_make_one_rotation_per_expiry(
