@@ -117,6 +117,8 @@ def refusal(
     headers = {"Cache-Control": "no-store"}
     if not isinstance(error, Unavailable):
         headers["WWW-Authenticate"] = challenge(error, scheme)
+    if isinstance(error, InvalidDPoPProof) and error.nonce is not None:
+        headers["DPoP-Nonce"] = error.nonce
     status = next(STATUS_BY_ERROR[kind] for kind in type(error).__mro__ if kind in STATUS_BY_ERROR)
     return JSONResponse(
         {"error": error.code, "error_description": error.description},

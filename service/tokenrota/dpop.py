@@ -1,4 +1,5 @@
-"""DPoP proofs (RFC 9449): checking one, and the thumbprint that binds a token to its key.
+"""DPoP proofs (RFC 9449): checking one, making one (`ProofKey`, for clients), and the
+thumbprint that binds a token to its key.
 
 Pure: no I/O, no clock (callers pass `now`). Replay of a proof's `jti` is the caller's to refuse,
 in a store every instance shares (the service) or in a bounded cache of its own (`ReplayCache`,
@@ -10,9 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import re
+import secrets
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -21,7 +25,10 @@ from urllib.parse import urlsplit
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from tokenrota.errors import InvalidDPoPProof, UseDPoPNonce
 
@@ -46,6 +53,8 @@ _THUMBPRINT_MEMBERS = {
 # A public JWK never carries these; a proof that does has leaked its private key (§4.3 step 7).
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# How long one server nonce is handed out; it is accepted for one more step after that.
+NONCE_STEP = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,7 @@ def check_proof(
     url: str,
     now: datetime,
     access_token: str | None = None,
-    nonce: str | None = None,
+    nonce: str | Collection[str] | None = None,
     max_age: int = PROOF_MAX_AGE,
     leeway: int = PROOF_LEEWAY,
     algorithms: tuple[str, ...] = ALGORITHMS,
@@ -72,8 +81,8 @@ def check_proof(
     """Check `proof` for a request of `method` to `url` (RFC 9449 §4.3); its `Proof`.
 
     `access_token` is given at resource requests, whose proofs must carry its hash (`ath`);
-    `nonce` when the server demands one. Raises `InvalidDPoPProof`, or `UseDPoPNonce` when only
-    the nonce is missing or stale.
+    `nonce` when the server demands one (or the nonces it accepts, see `Nonces`). Raises
+    `InvalidDPoPProof`, or `UseDPoPNonce` when only the nonce is missing or stale.
     """
     header, claims, signing_input, signature = _parse(proof)
     if header.get("typ") != PROOF_TYPE:
@@ -99,8 +108,10 @@ def check_proof(
         raise InvalidDPoPProof("The DPoP proof is too old or from the future.")
     if access_token is not None and claims.get("ath") != access_token_hash(access_token):
         raise InvalidDPoPProof("The DPoP proof is not for this access token.")
-    if nonce is not None and claims.get("nonce") != nonce:
-        raise UseDPoPNonce()
+    if nonce is not None:
+        accepted = (nonce,) if isinstance(nonce, str) else nonce
+        if claims.get("nonce") not in accepted:
+            raise UseDPoPNonce()
     return Proof(jkt=thumbprint(jwk), jti=jti, issued_at=issued_at)
 
 
@@ -135,6 +146,58 @@ def normalized_uri(uri: str) -> tuple[str, str, str] | None:
     return scheme, host, parts.path or "/"
 
 
+class ProofKey:
+    """A client's DPoP key, P-256 (ES256, what every server must accept), and its proofs.
+
+    A new key by default: it lives as long as the object, as the tokens bound to it should.
+    """
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey | None = None) -> None:
+        self._key = private_key or ec.generate_private_key(ec.SECP256R1())
+        if not isinstance(self._key.curve, ec.SECP256R1):
+            raise ValueError("a DPoP ProofKey is a P-256 key")
+        numbers = self._key.public_key().public_numbers()
+        self.jwk = {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": _b64(numbers.x.to_bytes(32, "big")),
+            "y": _b64(numbers.y.to_bytes(32, "big")),
+        }
+        self.jkt = thumbprint(self.jwk)
+
+    def __repr__(self) -> str:
+        return f"ProofKey(jkt={self.jkt!r})"
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        now: datetime,
+        access_token: str | None = None,
+        nonce: str | None = None,
+    ) -> str:
+        """A proof for one request (§4.2): `htu` is `url` without its query and fragment."""
+        header = {"typ": PROOF_TYPE, "alg": "ES256", "jwk": self.jwk}
+        claims: dict[str, Any] = {
+            "jti": secrets.token_urlsafe(16),
+            "htm": method,
+            "htu": url.split("#", 1)[0].split("?", 1)[0],
+            "iat": int(now.timestamp()),
+        }
+        if access_token is not None:
+            claims["ath"] = access_token_hash(access_token)
+        if nonce is not None:
+            claims["nonce"] = nonce
+        signing_input = ".".join(
+            _b64(json.dumps(part, separators=(",", ":")).encode("utf-8"))
+            for part in (header, claims)
+        )
+        der = self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
 class ReplayCache:
     """The proofs one process has seen, to refuse a `jti` twice within the proof window.
 
@@ -159,6 +222,35 @@ class ReplayCache:
         if len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
         return True
+
+
+class Nonces:
+    """Server nonces (RFC 9449 §8-9), derived from a secret and the clock, not stored.
+
+    The nonce of each `step`-second period is an HMAC of its number, so every process holding
+    the secret hands out and accepts the same ones with no shared store and no write per
+    request; a nonce is accepted during its own period and the next, then never again.
+    """
+
+    def __init__(self, secret: bytes, step: int = NONCE_STEP) -> None:
+        if len(secret) < 32 or step < 1:
+            raise ValueError("a nonce secret has at least 32 bytes and the step 1 second")
+        # A key of its own, so a nonce says nothing about (and is no MAC under) `secret`.
+        self._key = hmac.new(secret, b"tokenrota dpop nonce", hashlib.sha256).digest()
+        self._step = step
+
+    def current(self, now: datetime) -> str:
+        """The nonce to hand out at `now`."""
+        return self._of(int(now.timestamp()) // self._step)
+
+    def accepted(self, now: datetime) -> frozenset[str]:
+        """The nonces a proof may carry at `now`: this period's and the previous one's."""
+        period = int(now.timestamp()) // self._step
+        return frozenset((self._of(period), self._of(period - 1)))
+
+    def _of(self, period: int) -> str:
+        digest = hmac.new(self._key, period.to_bytes(8, "big", signed=True), hashlib.sha256)
+        return _b64(digest.digest()[:16])
 
 
 def _parse(proof: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:

@@ -59,11 +59,17 @@ class InsufficientScope(ServiceError):
 class InvalidDPoPProof(ServiceError):
     code = "invalid_dpop_proof"
     description = "The DPoP proof is invalid."
+    # The nonce to send back in a `DPoP-Nonce` header (RFC 9449 §8), when the server uses them.
+    nonce: str | None = None
 
 
 class UseDPoPNonce(InvalidDPoPProof):
     code = "use_dpop_nonce"
     description = "The DPoP proof must carry the server's nonce."
+
+    def __init__(self, nonce: str | None = None) -> None:
+        super().__init__()
+        self.nonce = nonce
 
 
 class Unavailable(ServiceError):

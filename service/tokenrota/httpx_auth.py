@@ -11,6 +11,11 @@ a 401, or a 403 whose challenge is `error="invalid_token"` (expired or revoked: 
 of `tokenrota.bearer`); a 403 insufficient_scope is an answer, and returns as it is.
 The token request goes through the same httpx client (transport, proxies, TLS settings).
 Use one instance per event loop: its asyncio.Lock belongs to the loop that first waits on it.
+
+`DPoPClientCredentialsAuth` is the same with DPoP (RFC 9449): a P-256 key of its own (or the one
+given), a proof on the token request and on every API request (with `ath`), the token sent as
+`Authorization: DPoP`; a server that asks for a nonce (`use_dpop_nonce` and `DPoP-Nonce`) is
+asked again once with it, and the last nonce each origin gave is used from then on.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncGenerator, Generator
+from typing import Any
 
 import httpx
 
-from tokenrota.clock import Monotonic, monotonic
+from tokenrota.clock import Clock, Monotonic, monotonic, utc_now
+from tokenrota.dpop import ProofKey
 
 
 class ClientCredentialsAuth(httpx.Auth):
@@ -55,15 +62,25 @@ class ClientCredentialsAuth(httpx.Auth):
             with self._sync_lock:
                 token = self._current()
                 if token is None:
-                    token = self._store((yield self._token_request()), read=True)
+                    token = self._store((yield from self._sync_token_exchange()))
         response = yield self._authorized(request, token)
+        if self._asks_for_nonce(response):
+            response = yield self._authorized(request, token)
         if not _refuses_token(response):
             return
         with self._sync_lock:
             token = self._current(not_this=token)
             if token is None:
-                token = self._store((yield self._token_request()), read=True)
+                token = self._store((yield from self._sync_token_exchange()))
         yield self._authorized(request, token)
+
+    def _sync_token_exchange(self) -> Generator[httpx.Request, httpx.Response, httpx.Response]:
+        response = yield self._token_request()
+        response.read()
+        if self._asks_for_nonce(response):
+            response = yield self._token_request()
+            response.read()
+        return response
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -76,8 +93,13 @@ class ClientCredentialsAuth(httpx.Auth):
                 if token is None:
                     token_response = yield self._token_request()
                     await token_response.aread()
+                    if self._asks_for_nonce(token_response):
+                        token_response = yield self._token_request()
+                        await token_response.aread()
                     token = self._store(token_response)
         response = yield self._authorized(request, token)
+        if self._asks_for_nonce(response):
+            response = yield self._authorized(request, token)
         if not _refuses_token(response):
             return
         async with self._async_lock:
@@ -85,6 +107,9 @@ class ClientCredentialsAuth(httpx.Auth):
             if token is None:
                 token_response = yield self._token_request()
                 await token_response.aread()
+                if self._asks_for_nonce(token_response):
+                    token_response = yield self._token_request()
+                    await token_response.aread()
                 token = self._store(token_response)
         yield self._authorized(request, token)
 
@@ -101,12 +126,12 @@ class ClientCredentialsAuth(httpx.Auth):
         request = httpx.Request("POST", self._token_url, data=form)
         return next(self._credentials.auth_flow(request))
 
-    def _store(self, response: httpx.Response, *, read: bool = False) -> str:
-        """Keep the token of a token response; raise `httpx.HTTPStatusError` for an error."""
-        if read:
-            response.read()
+    def _store(self, response: httpx.Response) -> str:
+        """Keep the token of a (read) token response; raise `httpx.HTTPStatusError` for an
+        error."""
         response.raise_for_status()
         body = response.json()
+        self._check_token_type(body)
         token, expires_in = body.get("access_token"), body.get("expires_in")
         if not isinstance(token, str) or not isinstance(expires_in, int) or expires_in <= 0:
             raise httpx.DecodingError("The token endpoint answered without a usable token.")
@@ -115,10 +140,94 @@ class ClientCredentialsAuth(httpx.Auth):
         self._token = token
         return token
 
-    @staticmethod
-    def _authorized(request: httpx.Request, token: str) -> httpx.Request:
+    def _authorized(self, request: httpx.Request, token: str) -> httpx.Request:
         request.headers["Authorization"] = f"Bearer {token}"
         return request
+
+    def _asks_for_nonce(self, response: httpx.Response) -> bool:
+        """Whether `response` asks for the request again with a DPoP nonce (never, here)."""
+        return False
+
+    def _check_token_type(self, body: dict[str, Any]) -> None:
+        """Refuse a token response whose token cannot be used as this auth sends it."""
+
+
+class DPoPClientCredentialsAuth(ClientCredentialsAuth):
+    """`ClientCredentialsAuth` with DPoP-bound tokens (RFC 9449): a copy of the token is
+    useless without `key`, which never leaves the process."""
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        key: ProofKey | None = None,
+        scope: str | None = None,
+        renew_before: float = 30,
+        clock: Monotonic = monotonic,
+        wall_clock: Clock = utc_now,
+    ) -> None:
+        super().__init__(
+            token_url,
+            client_id,
+            client_secret,
+            scope=scope,
+            renew_before=renew_before,
+            clock=clock,
+        )
+        self.key = key or ProofKey()
+        self._wall_clock = wall_clock
+        # The last nonce each origin handed out (RFC 9449 §8.2: any response may carry one).
+        self._nonces: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"DPoPClientCredentialsAuth(token_url={self._token_url!r}, key={self.key!r})"
+
+    def _token_request(self) -> httpx.Request:
+        request = super()._token_request()
+        request.headers["DPoP"] = self._proof(request)
+        return request
+
+    def _authorized(self, request: httpx.Request, token: str) -> httpx.Request:
+        request.headers["Authorization"] = f"DPoP {token}"
+        request.headers["DPoP"] = self._proof(request, token)
+        return request
+
+    def _proof(self, request: httpx.Request, token: str | None = None) -> str:
+        return self.key.proof(
+            request.method,
+            str(request.url),
+            now=self._wall_clock(),
+            access_token=token,
+            nonce=self._nonces.get(_origin(request.url)),
+        )
+
+    def _asks_for_nonce(self, response: httpx.Response) -> bool:
+        """Remember the nonce the response gives; True when it refused the proof for lacking
+        one (400 at the token endpoint, 401 with a DPoP challenge at a resource server)."""
+        nonce = response.headers.get("dpop-nonce")
+        if not nonce:
+            return False
+        self._nonces[_origin(response.request.url)] = nonce
+        if response.status_code == 401:
+            return 'error="use_dpop_nonce"' in response.headers.get("www-authenticate", "")
+        if response.status_code == 400:
+            try:
+                body = response.json()
+            except (ValueError, httpx.ResponseNotRead):
+                return False
+            return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"
+        return False
+
+    def _check_token_type(self, body: dict[str, Any]) -> None:
+        # A server that ignored the proof issued a bearer token: not what the caller asked for.
+        if str(body.get("token_type", "")).lower() != "dpop":
+            raise httpx.DecodingError("The token endpoint did not bind the token to the DPoP key.")
+
+
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"
 
 
 def _refuses_token(response: httpx.Response) -> bool:

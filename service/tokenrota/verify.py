@@ -22,7 +22,9 @@ the introspection endpoint cannot be reached; always with `WWW-Authenticate: Bea
 DPoP-bound tokens (RFC 9449; `cnf.jkt` in the token) are accepted as `Authorization: DPoP` with
 a `DPoP` proof by their key (`tokenrota.dpop`: signature, method, URL, age, `ath`, and a `jti` not
 seen before by this verifier); as a plain bearer they are refused (403 invalid_token), and a bad
-proof is 401 with `WWW-Authenticate: DPoP error="invalid_dpop_proof"`.
+proof is 401 with `WWW-Authenticate: DPoP error="invalid_dpop_proof"`. With
+`dpop_nonces=tokenrota.dpop.Nonces(secret)` proofs must also carry a nonce of this server: one
+without (or with an expired one) is 401 `use_dpop_nonce` with the nonce to use in `DPoP-Nonce`.
 
 Revoked sessions and client tokens: pass `revocations=RevocationFollower(...)`
 (tokenrota.revocations), which follows the service's revocation feed in the background; their
@@ -62,6 +64,7 @@ from tokenrota.errors import (
     InvalidToken,
     MissingToken,
     Unavailable,
+    UseDPoPNonce,
 )
 from tokenrota.jwks import JwksKeys
 from tokenrota.revocations import RevocationFollower
@@ -138,6 +141,7 @@ class TokenVerifier:
         leeway: int = 30,
         max_lifetime: int = 15 * 60,
         clock: Clock = utc_now,
+        dpop_nonces: dpop.Nonces | None = None,
     ) -> None:
         if (secret is None) == (jwks is None):
             raise ValueError("give exactly one of secret= and jwks=")
@@ -149,6 +153,7 @@ class TokenVerifier:
         self._issuer, self._audience = issuer, audience
         self._leeway, self._max_lifetime, self._clock = leeway, max_lifetime, clock
         self._proofs_seen = dpop.ReplayCache()
+        self._nonces = dpop_nonces
 
     def __repr__(self) -> str:
         return f"TokenVerifier(issuer={self._issuer!r}, audience={self._audience!r})"
@@ -190,9 +195,20 @@ class TokenVerifier:
         if scheme == "dpop":
             if proof is None:
                 raise InvalidDPoPProof("A DPoP proof is required.")
-            checked = dpop.check_proof(
-                proof, method=method, url=url, now=self._clock(), access_token=token
-            )
+            now = self._clock()
+            nonces = self._nonces
+            try:
+                checked = dpop.check_proof(
+                    proof,
+                    method=method,
+                    url=url,
+                    now=now,
+                    access_token=token,
+                    nonce=nonces.accepted(now) if nonces is not None else None,
+                )
+            except UseDPoPNonce:
+                assert nonces is not None
+                raise UseDPoPNonce(nonces.current(now)) from None
         claims = await self.verify(token)
         if checked is None:
             if claims.confirmation_jkt is not None:

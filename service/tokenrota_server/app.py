@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from tokenrota.clock import Clock, utc_now
+from tokenrota.dpop import Nonces
 
 from tokenrota_server import session_policy
 from tokenrota_server.accounts import Accounts
@@ -100,7 +101,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 codec=codec,
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
-                proofs=ProofChecker(settings.public_base_url),
+                proofs=_proof_checker(settings),
                 accounts=Accounts(settings, passwords),
                 recovery=Recovery(settings, passwords, outbox),
                 feed=feed,
@@ -143,6 +144,13 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     )
 
 
+def _proof_checker(settings: Settings) -> ProofChecker:
+    nonces = None
+    if settings.dpop_nonce:
+        nonces = Nonces(str(settings.access_token_secret).encode("utf-8"))
+    return ProofChecker(settings.public_base_url, nonces)
+
+
 def _cors(settings: Settings) -> list[Middleware]:
     """CORS with credentials, for the allowed origins only (none: no CORS headers at all)."""
     if not settings.allowed_origins:
@@ -153,7 +161,6 @@ def _cors(settings: Settings) -> list[Middleware]:
             allow_origins=list(settings.allowed_origins),
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE", "PATCH"],
-            # DPoP: a page on another origin sends proofs and must read the nonces asked for.
             allow_headers=["Authorization", "Content-Type", "DPoP", "X-Requested-With"],
             expose_headers=["DPoP-Nonce", "Retry-After", "WWW-Authenticate"],
             max_age=600,

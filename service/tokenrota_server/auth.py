@@ -27,6 +27,7 @@ from tokenrota_server.email_address import normalize_email
 from tokenrota_server.errors import (
     EmailUnverified,
     InvalidCredentials,
+    InvalidDPoPProof,
     InvalidInput,
     InvalidToken,
     TooManyAttempts,
@@ -158,6 +159,8 @@ class Authenticator:
         names the key (`cnf.jkt`), and every refresh needs a proof by it. The proof is recorded
         (once, across instances) with the session, so a replayed one starts nothing.
 
+        With DPOP_REQUIRED_FOR_SESSIONS a login without a proof is `InvalidDPoPProof`.
+
         `remember=False` starts a short session (SESSION_SHORT_MAX_AGE). With
         MAX_SESSIONS_PER_USER, the user's least recently used sessions beyond the cap are
         revoked (reason `session_limit`) in the transaction that starts the new one.
@@ -166,6 +169,9 @@ class Authenticator:
         and end in the same error, so neither answer nor timing tells which it was. The outcome
         is recorded on the request (`LoginOutcome`).
         """
+        if proof is None and self._settings.dpop_required_for_sessions:
+            # Before the password: a refused login must not tell whether it was right.
+            raise InvalidDPoPProof("A DPoP proof is required to start a session.")
         mailbox = _mailbox_or_none(email)
         if len(password) > MAX_PASSWORD_LENGTH or mailbox is None:
             # No account can have such a password or email: refuse before any hashing work,
@@ -310,11 +316,15 @@ class Authenticator:
         user_id, session_id = _parse_uuid(claims.subject), _parse_uuid(claims.session_id)
         telemetry.annotate(user_id=user_id, session_id=session_id)
         digest = token_digest(refresh_token)
+        # The bound session's proof, recorded on the connection that then uses the token.
+        bound = None
         if claims.jkt is not None:
-            await self._check_binding(pool, claims, user_id, session_id, proof, now)
+            bound = await self._check_binding(pool, claims, user_id, session_id, proof, now)
 
         if not self._settings.rotate_refresh_tokens:
             async with pool.acquire() as connection:
+                if bound is not None:
+                    await dpop.record(connection, bound)
                 live = await sessions.touch_live(
                     connection,
                     token_digest=digest,
@@ -340,6 +350,10 @@ class Authenticator:
         )
         child_token = self._codec.mint_refresh(child_claims)
         async with pool.acquire() as connection:
+            if bound is not None:
+                # Before the rotation: a replayed request (token and proof copied together)
+                # must not reach the grace window and be handed the owner's child.
+                await dpop.record(connection, bound)
             live = await sessions.rotate(
                 connection,
                 token_digest=digest,
@@ -409,14 +423,12 @@ class Authenticator:
         session_id: uuid.UUID,
         proof: Proof | None,
         now: datetime,
-    ) -> None:
-        """Refuse a bound refresh token without its key's proof; record the proof once."""
+    ) -> Proof:
+        """The proof by a bound refresh token's key, for the caller to record once; refuse the
+        token without one (audited), and end the session for another key's (a theft)."""
+        if proof is not None and proof.jkt == claims.jkt:
+            return proof
         async with pool.acquire() as connection:
-            if proof is not None and proof.jkt == claims.jkt:
-                # Before the rotation: a replayed request (token and proof copied together)
-                # must not reach the grace window and be handed the owner's child.
-                await dpop.record(connection, proof)
-                return
             stolen = proof is not None
             if stolen:
                 await _end_stolen_session(

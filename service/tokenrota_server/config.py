@@ -215,6 +215,11 @@ class Settings:
     # the checks' bound: the share is half the threads, so 16 waiting hashes wait about as
     # long as 32 waiting checks.
     argon2_max_queued_hashes: int = field(default=16, metadata=_read_by(_integer))
+    # DPoP (RFC 9449): proofs must carry a server nonce (§8), handed out with `use_dpop_nonce`
+    # and derived from ACCESS_TOKEN_SECRET and the clock, so every instance accepts the others'.
+    dpop_nonce: bool = field(default=False, metadata=_read_by(_boolean))
+    # /login (and so every browser or app session) needs a DPoP proof: no unbound sessions.
+    dpop_required_for_sessions: bool = field(default=False, metadata=_read_by(_boolean))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:

@@ -1,7 +1,8 @@
 """DPoP at the token endpoint (RFC 9449 §5): a request's proof, checked, and accepted once.
 
 The checks are the library's (`tokenrota.dpop`); what the service adds is the URL the proof must
-name (the published one, never the request's Host) and a replay check every instance shares.
+name (the published one, never the request's Host), a replay check every instance shares, and,
+with DPOP_NONCE, nonces derived from a secret every instance holds (`tokenrota.dpop.Nonces`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import asyncpg
-from tokenrota.dpop import PROOF_LEEWAY, PROOF_MAX_AGE, Proof, check_proof
+from tokenrota.dpop import PROOF_LEEWAY, PROOF_MAX_AGE, Nonces, Proof, check_proof
+from tokenrota.errors import UseDPoPNonce
 
 from tokenrota_server.db import dpop_proofs
 from tokenrota_server.db.pool import Connection
@@ -17,10 +19,12 @@ from tokenrota_server.errors import InvalidDPoPProof
 
 
 class ProofChecker:
-    """Checks the DPoP proofs sent to the service's endpoints under `base_url`."""
+    """Checks the DPoP proofs sent to the service's endpoints under `base_url`; with `nonces`,
+    a proof must carry one of them (else `UseDPoPNonce`, naming the nonce to use)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, nonces: Nonces | None = None) -> None:
         self._base_url = base_url.rstrip("/")
+        self._nonces = nonces
 
     def check(
         self,
@@ -39,7 +43,19 @@ class ProofChecker:
         if len(proofs) > 1:
             raise InvalidDPoPProof("Send one DPoP proof.")
         url = self._base_url + path
-        return check_proof(proofs[0], method=method, url=url, now=now, access_token=access_token)
+        nonces = self._nonces
+        try:
+            return check_proof(
+                proofs[0],
+                method=method,
+                url=url,
+                now=now,
+                access_token=access_token,
+                nonce=nonces.accepted(now) if nonces is not None else None,
+            )
+        except UseDPoPNonce:
+            assert nonces is not None
+            raise UseDPoPNonce(nonces.current(now)) from None
 
     async def accept(
         self, pool: asyncpg.Pool, proofs: list[str], *, method: str, path: str, now: datetime

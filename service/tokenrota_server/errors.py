@@ -194,4 +194,9 @@ class Overloaded(Unavailable):
 
 
 class InvalidResourceProof(InvalidDPoPProof):
-    """A DPoP proof refused at one of the service's own bearer routes (RFC 9449 §7.1: 401)."""
+    """A DPoP proof refused at one of the service's own bearer routes (RFC 9449 §7.1: 401),
+    with the code (`use_dpop_nonce` too) and nonce of the refusal it stands for."""
+
+    def __init__(self, refused: InvalidDPoPProof) -> None:
+        super().__init__(refused.description)
+        self.code, self.nonce = refused.code, refused.nonce

@@ -87,9 +87,16 @@ class AuthorizationServer:
     # -- administration (the CLI) -------------------------------------------------------------
 
     async def create_client(
-        self, pool: asyncpg.Pool, *, name: str, scope: str, now: datetime
+        self,
+        pool: asyncpg.Pool,
+        *,
+        name: str,
+        scope: str,
+        now: datetime,
+        dpop_bound_access_tokens: bool = False,
     ) -> tuple[Client, str]:
-        """Register a client; return it and its secret, which is never shown again."""
+        """Register a client; return it and its secret, which is never shown again. With
+        `dpop_bound_access_tokens` it gets tokens only with a DPoP proof (RFC 9449 §5.2)."""
         scopes = oauth_clients.parse_scope(scope) if scope else ()
         secret = oauth_clients.new_client_secret()
         secret_hash = await self._passwords.hash(secret)
@@ -101,6 +108,7 @@ class AuthorizationServer:
                 secret_hash=secret_hash,
                 scopes=scopes,
                 now=now,
+                dpop_bound_access_tokens=dpop_bound_access_tokens,
             )
         security_log.info("client created", extra={"client_id": client.client_id})
         return client, secret

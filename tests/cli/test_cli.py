@@ -114,7 +114,7 @@ COMMAND_OPTIONS = {
     "create-user": ["EMAIL", "stdin"],
     "disable-user": ["EMAIL"],
     "purge": ["PURGE_BATCH_SIZE"],
-    "create-client": ["NAME", "--scope"],
+    "create-client": ["NAME", "--scope", "--dpop-bound-access-tokens"],
     "rotate-client-secret": ["CLIENT_ID"],
     "disable-client": ["CLIENT_ID"],
     "list-clients": [],

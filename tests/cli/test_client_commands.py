@@ -131,3 +131,18 @@ async def test_migration_0002_downgrades_and_upgrades(
 
     assert after_downgrade is None
     assert await db.fetchval(tables) == ["clients", "revoked_access_tokens"]
+
+
+async def test_create_client_with_dpop_bound_access_tokens_needs_proofs(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """--dpop-bound-access-tokens: stored, listed, and its secret alone gets no token."""
+    status, out, _ = await cli(settings, "create-client", "billing", "--dpop-bound-access-tokens")
+    created = json.loads(out)
+
+    response = await client_token(client, created["client_id"], created["client_secret"])
+    _, listed, _ = await cli(settings, "list-clients")
+
+    assert status == 0
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_dpop_proof")
+    assert json.loads(listed)["dpop_bound_access_tokens"] is True

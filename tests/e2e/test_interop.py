@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import requests
+from requests_oauth2client import OAuth2Client
 from tokenrota_server.config import Settings
 
+from tests.lib.test_httpx_dpop import served_on_a_socket
 from tests.oauth_support import claims_of
 from tests.support import CreateClient, FakeClock, RegisterAndLogin, Serve
 
@@ -137,3 +141,29 @@ async def test_metadata_passes_authlibs_rfc_8414_checks(
             getattr(metadata, name)()
     assert body["issuer"] == "https://testserver"
     assert body["token_endpoint"] == TOKEN_URL
+
+
+async def test_requests_oauth2client_dpop_with_nonces_end_to_end(
+    settings: Settings, clock: FakeClock, db: asyncpg.Connection, create_client: CreateClient
+) -> None:
+    """requests-oauth2client's own DPoP support (its key, its proofs, its nonce handling) over a
+    real socket: the service binds the token to its key after asking for a nonce, and the
+    verifier takes the token with its proofs, nonce included."""
+    with served_on_a_socket(settings, clock) as (base_url, served):
+        credentials = await create_client(db, served, scope="read")
+
+        def use() -> tuple[Any, requests.Response]:
+            oauth = OAuth2Client(
+                f"{base_url}/oauth/token",
+                auth=credentials,
+                dpop_bound_access_tokens=True,
+                testing=True,  # plain http on the loopback
+            )
+            token = oauth.client_credentials()
+            return token, requests.get(f"{base_url}/api/data", auth=token, timeout=30)
+
+        token, response = await asyncio.to_thread(use)
+
+    assert token.token_type == "DPoP"
+    assert claims_of(token.access_token)["cnf"] == {"jkt": token.dpop_key.private_key.thumbprint()}
+    assert response.json() == {"sub": credentials[0]}

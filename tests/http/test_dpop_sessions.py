@@ -4,6 +4,7 @@ its owner inside the grace window."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -400,3 +401,40 @@ async def test_an_unbound_token_under_the_dpop_scheme_is_refused_at_the_service(
     )
 
     assert (response.status_code, response.json()["error"]) == (403, "invalid_token")
+
+
+# Not a proof copied before its owner sent it: whoever holds an unused proof holds the key's
+# consent for that one request (RFC 9449 §11.1); the sequential test covers a proof replayed.
+@pytest.mark.parametrize("thiefs_proof", ["none", "own key"])
+async def test_a_thief_truly_racing_the_owner_gets_nothing(
+    db: asyncpg.Connection,
+    settings: Settings,
+    clock: FakeClock,
+    serve: Serve,
+    register: Register,
+    owner: Signer,
+    thief: Signer,
+    thiefs_proof: str,
+) -> None:
+    """Owner and thief present the same bound refresh token at once, on two instances
+    (asyncio.gather, both in flight): whichever lands first, the thief's answer holds no token;
+    a proof by the thief's own key ends the session either way."""
+    async with serve(settings, clock) as at_owner, serve(settings, clock) as at_thief:
+        user = await register(at_owner)
+        pair = (await bound_login(at_owner, user["email"], owner, settings, clock)).json()
+        clock.advance(1)
+        owners_proof = proof(owner, settings, clock, "/refresh")
+        stolen = None if thiefs_proof == "none" else proof(thief, settings, clock, "/refresh")
+
+        owners, thiefs = await asyncio.gather(
+            refresh(at_owner, pair["refresh_token"], owners_proof),
+            refresh(at_thief, pair["refresh_token"], stolen),
+        )
+
+    assert thiefs.status_code == 403
+    assert "refresh_token" not in thiefs.json()
+    assert "access_token" not in thiefs.json()
+    if thiefs_proof == "own key":
+        assert await session_revoked(db)
+    else:
+        assert owners.status_code == 200

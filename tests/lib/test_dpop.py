@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,10 @@ import pytest
 from jwskate import Jwk
 from requests_oauth2client import DPoPKey
 from tokenrota.dpop import (
+    NONCE_STEP,
+    Nonces,
     Proof,
+    ProofKey,
     ReplayCache,
     access_token_hash,
     check_proof,
@@ -216,6 +220,40 @@ def test_a_missing_or_stale_nonce_asks_for_the_nonce(es256: Signer) -> None:
     check_proof(es256.proof(nonce="current"), method="POST", url=URL, now=NOW, nonce="current")
 
 
+NONCE_SECRET = b"a nonce secret of thirty-two bytes or more"
+
+
+def test_server_nonces_live_two_steps_and_rotate(es256: Signer) -> None:
+    """A nonce is accepted in its own step and the next, refused from the one after; each step
+    hands out a new one."""
+    nonces = Nonces(NONCE_SECRET)
+    handed_out = nonces.current(NOW)
+    proof = es256.proof(nonce=handed_out)
+
+    for later in (0, NONCE_STEP):
+        moment = NOW + timedelta(seconds=later)
+        check_proof(
+            proof, method="POST", url=URL, now=moment, nonce=nonces.accepted(moment), max_age=10**6
+        )
+    stale = NOW + timedelta(seconds=2 * NONCE_STEP)
+    with pytest.raises(UseDPoPNonce):
+        check_proof(
+            proof, method="POST", url=URL, now=stale, nonce=nonces.accepted(stale), max_age=10**6
+        )
+    assert nonces.current(NOW + timedelta(seconds=NONCE_STEP)) != handed_out
+
+
+def test_server_nonces_are_the_same_for_the_same_secret_only(es256: Signer) -> None:
+    """Two instances with one secret accept each other's nonces; another secret's are refused."""
+    nonce = Nonces(NONCE_SECRET).current(NOW)
+
+    assert nonce in Nonces(NONCE_SECRET).accepted(NOW)
+    assert nonce not in Nonces(NONCE_SECRET + b"!").accepted(NOW)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", nonce)
+    with pytest.raises(ValueError, match="32 bytes"):
+        Nonces(b"short")
+
+
 @pytest.mark.parametrize(
     "proof",
     [
@@ -260,3 +298,20 @@ def test_the_replay_cache_stays_within_its_capacity() -> None:
     assert all(cache.first_use(proof, NOW) for proof in proofs)
     assert cache.first_use(proofs[0], NOW)
     assert not cache.first_use(proofs[4], NOW)
+
+
+def test_a_proof_key_makes_proofs_that_pass_the_checks() -> None:
+    """ProofKey (for clients): htu without query or fragment, ath and nonce when given, a new
+    jti each time, and its jkt the thumbprint of its public JWK (no private member in it)."""
+    key = ProofKey()
+    url = "https://api.example/orders?page=2#top"
+
+    made = [key.proof("GET", url, now=NOW, access_token=ACCESS_TOKEN, nonce="n") for _ in range(2)]
+    checked = [
+        check_proof(proof, method="GET", url=url, now=NOW, access_token=ACCESS_TOKEN, nonce="n")
+        for proof in made
+    ]
+
+    assert {proof.jkt for proof in checked} == {key.jkt} == {thumbprint(key.jwk)}
+    assert checked[0].jti != checked[1].jti
+    assert "d" not in key.jwk

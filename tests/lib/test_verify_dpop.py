@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from tokenrota.dpop import access_token_hash, thumbprint
+from tokenrota.dpop import NONCE_STEP, Nonces, access_token_hash, thumbprint
 from tokenrota.verify import TokenVerifier, protect, token_claims
 
 from tests import forge
@@ -46,10 +46,14 @@ async def api(secret: str) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def app_with(secret: str, base_url: str | None = None, now: datetime = NOW) -> Starlette:
+def app_with(
+    secret: str, base_url: str | None = None, now: datetime = NOW, nonces: Nonces | None = None
+) -> Starlette:
     clock = FakeClock()
     clock.now = now
-    verifier = TokenVerifier(issuer=ISSUER, audience=AUDIENCE, secret=secret, clock=clock)
+    verifier = TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, secret=secret, clock=clock, dpop_nonces=nonces
+    )
 
     async def data(request: Request) -> Response:
         claims = token_claims(request)
@@ -265,3 +269,25 @@ async def test_proofs_from_requests_oauth2client_are_accepted(secret: str) -> No
         response = await call(http, token, str(proof))
 
     assert response.status_code == 200
+
+
+async def test_with_nonces_a_proof_must_carry_the_servers_current_one(
+    secret: str, holder: Signer
+) -> None:
+    """dpop_nonces: no nonce or a stale one is 401 use_dpop_nonce with the nonce to use in
+    DPoP-Nonce; the proof made again with it passes."""
+    nonces = Nonces(b"the resource server's own nonce secret")
+    token = access_token(secret, thumbprint(holder.jwk))
+    stale = nonces.current(NOW - timedelta(seconds=2 * NONCE_STEP))
+    async with client_of(app_with(secret, nonces=nonces)) as http:
+        without = await call(http, token, proof_for(holder, token))
+        old = await call(http, token, proof_for(holder, token, nonce=stale))
+        retried = await call(
+            http, token, proof_for(holder, token, nonce=without.headers["dpop-nonce"])
+        )
+
+    for refused in (without, old):
+        assert (refused.status_code, refused.json()["error"]) == (401, "use_dpop_nonce")
+        assert refused.headers["www-authenticate"].startswith('DPoP error="use_dpop_nonce"')
+        assert refused.headers["dpop-nonce"] == nonces.current(NOW)
+    assert retried.status_code == 200

@@ -59,11 +59,19 @@ async def disable_user(settings: Settings, email: str) -> int:
     return 0
 
 
-async def create_client(settings: Settings, name: str, scope: str) -> int:
+async def create_client(
+    settings: Settings, name: str, scope: str, *, dpop_bound_access_tokens: bool = False
+) -> int:
     """Register an OAuth client; prints its id and secret as one JSON line."""
     async with _authorization_server(settings) as (pool, server):
         try:
-            client, secret = await server.create_client(pool, name=name, scope=scope, now=utc_now())
+            client, secret = await server.create_client(
+                pool,
+                name=name,
+                scope=scope,
+                now=utc_now(),
+                dpop_bound_access_tokens=dpop_bound_access_tokens,
+            )
         except ServiceError as error:
             return _refused(error.description)
     print(json.dumps({"client_id": client.client_id, "client_secret": secret}))

@@ -204,6 +204,12 @@ def _add_client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         help='space-separated scopes it may ask for, e.g. "read write" (default: none); '
         '"revocations:read" lets it follow the revocation feed',
     )
+    create.add_argument(
+        "--dpop-bound-access-tokens",
+        action="store_true",
+        help="refuse its token requests without a DPoP proof (RFC 9449 §5.2): its tokens are "
+        "always bound to its key",
+    )
     rotate = commands.add_parser(
         "rotate-client-secret",
         help="give a client a new secret (printed once)",
@@ -297,7 +303,14 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
     if command == "disable-user":
         return asyncio.run(admin.disable_user(settings, arguments.email))
     if command == "create-client":
-        return asyncio.run(admin.create_client(settings, arguments.name, arguments.scope))
+        return asyncio.run(
+            admin.create_client(
+                settings,
+                arguments.name,
+                arguments.scope,
+                dpop_bound_access_tokens=arguments.dpop_bound_access_tokens,
+            )
+        )
     if command == "rotate-client-secret":
         return asyncio.run(admin.rotate_client_secret(settings, arguments.client_id))
     if command == "disable-client":

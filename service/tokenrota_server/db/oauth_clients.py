@@ -33,6 +33,8 @@ class Client:
     scopes: tuple[str, ...]
     created_at: datetime
     disabled_at: datetime | None
+    # RFC 9449 §5.2: every token request of this client must carry a DPoP proof.
+    dpop_bound_access_tokens: bool = False
 
     @property
     def disabled(self) -> bool:
@@ -45,6 +47,7 @@ class Client:
             "scopes": list(self.scopes),
             "created_at": self.created_at.isoformat(),
             "disabled_at": self.disabled_at.isoformat() if self.disabled_at else None,
+            "dpop_bound_access_tokens": self.dpop_bound_access_tokens,
         }
 
 
@@ -90,6 +93,7 @@ def _client(row: asyncpg.Record) -> Client:
         scopes=tuple(row["scopes"]),
         created_at=row["created_at"],
         disabled_at=row["disabled_at"],
+        dpop_bound_access_tokens=row["dpop_bound_access_tokens"],
     )
 
 
@@ -101,16 +105,20 @@ async def insert_client(
     secret_hash: str,
     scopes: tuple[str, ...],
     now: datetime,
+    dpop_bound_access_tokens: bool = False,
 ) -> Client:
     """Store a new client."""
     row = await connection.fetchrow(
-        "INSERT INTO clients (client_id, name, secret_hash, scopes, created_at)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING client_id, name, scopes, created_at, disabled_at",
+        "INSERT INTO clients"
+        " (client_id, name, secret_hash, scopes, created_at, dpop_bound_access_tokens)"
+        " VALUES ($1, $2, $3, $4, $5, $6)"
+        " RETURNING client_id, name, scopes, created_at, disabled_at, dpop_bound_access_tokens",
         client_id,
         name,
         secret_hash,
         list(scopes),
         now,
+        dpop_bound_access_tokens,
     )
     assert row is not None
     return _client(row)
@@ -121,8 +129,8 @@ async def find_client(connection: Connection, client_id: str) -> StoredClient | 
     if not is_plausible_client_id(client_id):
         return None
     row = await connection.fetchrow(
-        "SELECT client_id, name, scopes, created_at, disabled_at, secret_hash FROM clients"
-        " WHERE client_id = $1",
+        "SELECT client_id, name, scopes, created_at, disabled_at, dpop_bound_access_tokens,"
+        " secret_hash FROM clients WHERE client_id = $1",
         client_id,
     )
     if row is None:
@@ -133,8 +141,8 @@ async def find_client(connection: Connection, client_id: str) -> StoredClient | 
 async def list_clients(connection: Connection) -> list[Client]:
     """Every client, oldest first."""
     rows = await connection.fetch(
-        "SELECT client_id, name, scopes, created_at, disabled_at FROM clients"
-        " ORDER BY created_at, client_id"
+        "SELECT client_id, name, scopes, created_at, disabled_at, dpop_bound_access_tokens"
+        " FROM clients ORDER BY created_at, client_id"
     )
     return [_client(row) for row in rows]
 

@@ -21,6 +21,7 @@ from tokenrota_server import telemetry
 from tokenrota_server.db.oauth_clients import Client
 from tokenrota_server.errors import (
     InvalidClient,
+    InvalidDPoPProof,
     InvalidGrant,
     InvalidScope,
     InvalidToken,
@@ -64,6 +65,8 @@ async def token(request: Request[AppState]) -> Response:
         proof = await state["proofs"].accept(
             pool, request.headers.getlist("dpop"), method="POST", path="/oauth/token", now=now
         )
+        if proof is None and client.dpop_bound_access_tokens:
+            raise InvalidDPoPProof("This client must send a DPoP proof.")
         jkt = proof.jkt if proof is not None else None
         return token_response(oauth.client_credentials(client, form.get("scope"), now, jkt))
 

@@ -123,13 +123,22 @@ DPOP_HEADER = {
 JSON_BODY_OR_PROOF_ERRORS = {
     **JSON_BODY_ERRORS,
     400: error(
-        "The body is not a JSON object, or the DPoP proof is refused.",
+        "The body is not a JSON object, or the DPoP proof is refused (`use_dpop_nonce`, with"
+        " DPOP_NONCE: make it again with the nonce in the `DPoP-Nonce` header).",
         "invalid_request",
         "invalid_dpop_proof",
+        "use_dpop_nonce",
     ),
 }
 BEARER_ERRORS = {
-    401: error("No bearer token.", "missing_token", headers=CHALLENGE),
+    401: error(
+        "No bearer token; or, under `Authorization: DPoP`, its proof is refused (with"
+        " DPOP_NONCE, `use_dpop_nonce` and the nonce in `DPoP-Nonce`).",
+        "missing_token",
+        "invalid_dpop_proof",
+        "use_dpop_nonce",
+        headers=CHALLENGE,
+    ),
     403: error(
         "The token is invalid, expired, or its session is over.",
         "invalid_token",
@@ -371,6 +380,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "unsupported_grant_type",
                 "invalid_scope",
                 "invalid_dpop_proof",
+                "use_dpop_nonce",
             ),
             **UNAVAILABLE_OR_BUSY,
         },

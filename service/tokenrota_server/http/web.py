@@ -99,6 +99,8 @@ def error_response(error: ServiceError) -> JSONResponse:
     elif isinstance(error, Unavailable):
         # The database is away (a restart, a failover): worth asking again in a moment.
         headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+    if isinstance(error, InvalidDPoPProof) and error.nonce is not None:
+        headers["DPoP-Nonce"] = error.nonce
     return JSONResponse(
         {"error": error.code, "error_description": error.description},
         status_code=status_of(error),
@@ -220,7 +222,7 @@ async def bearer_token(request: Request[Any]) -> str:
         async with state["pool"].acquire() as connection:
             await dpop.record(connection, proof)
     except InvalidDPoPProof as refused:
-        raise InvalidResourceProof(refused.description) from None
+        raise InvalidResourceProof(refused) from None
     return token
 
 
