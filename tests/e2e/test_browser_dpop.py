@@ -29,7 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from tokenrota.dpop import thumbprint
+from tokenrota.dpop import Nonces, thumbprint
 from tokenrota.verify import TokenVerifier, protect, token_claims
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
@@ -77,7 +77,7 @@ async def context_fixture(chromium: Browser) -> AsyncIterator[BrowserContext]:
     await context.close()
 
 
-def service_app(settings: Settings, origin: str) -> Any:
+def service_app(settings: Settings, origin: str, **changes: Any) -> Any:
     """The service for `origin` (its public URL: proofs name it), with the page /app."""
     app = create_app(
         replace(
@@ -86,6 +86,7 @@ def service_app(settings: Settings, origin: str) -> Any:
             jwt_leeway=0,
             allowed_origins=(origin,),
             public_url=origin,
+            **changes,
         )
     )
 
@@ -107,9 +108,15 @@ async def service_fixture(settings: Settings) -> AsyncIterator[LiveServer]:
         yield live
 
 
-def api_app(settings: Settings, page_origin: str, *before_protect: Middleware) -> Starlette:
-    """An API built with tokenrota.verify, its CORS open to `page_origin` for the Authorization
-    and DPoP headers (and its answers' DPoP-Nonce and WWW-Authenticate)."""
+def api_app(
+    settings: Settings,
+    page_origin: str,
+    *before_protect: Middleware,
+    nonces: Nonces | None = None,
+) -> Starlette:
+    """An API built with tokenrota.verify (wanting its own `nonces`, if given), its CORS open to
+    `page_origin` for the Authorization and DPoP headers (and its answers' DPoP-Nonce and
+    WWW-Authenticate)."""
 
     async def data(request: StarletteRequest) -> Response:
         return JSONResponse({"sub": token_claims(request).subject})
@@ -119,6 +126,7 @@ def api_app(settings: Settings, page_origin: str, *before_protect: Middleware) -
         audience=settings.token_audience,
         secret=str(settings.access_token_secret),
         leeway=0,
+        dpop_nonces=nonces,
     )
     cors = Middleware(
         CORSMiddleware,
@@ -472,4 +480,56 @@ async def test_the_client_retries_once_with_the_nonce_a_server_asks_for(
     assert calls_before_rotation == 2 + 1  # the first retried, the second with the nonce at once
     assert calls_after_rotation == calls_before_rotation + 2
     assert calls_at_the_end == calls_after_rotation + 2  # one retry, never a loop
+    assert await connection.fetchval("SELECT count(*) FROM sessions") == 1
+
+
+async def test_with_the_services_nonces_and_an_apis_the_session_works_and_a_bearer_login_fails(
+    context: BrowserContext, settings: Settings, connection: asyncpg.Connection
+) -> None:
+    """DPOP_NONCE and DPOP_REQUIRED_FOR_SESSIONS at the service, dpop_nonces at an API built with
+    tokenrota.verify: the login is retried once with the service's nonce and /profile carries it
+    at once; a new tab's refresh is retried once, and its first API call too, with the API's own
+    nonce, which its next call carries at once; a client without dpop cannot log in at all."""
+    listener, origin = free_listener()
+    service = LiveServer(origin)
+    strict = service_app(settings, origin, dpop_nonce=True, dpop_required_for_sessions=True)
+    api_listener, api_origin = free_listener()
+    api = LiveServer(api_origin)
+    nonces = Nonces(b"the API's own nonce secret, 32 bytes or more")
+    async with (
+        serving(strict, listener, service),
+        serving(api_app(settings, origin, nonces=nonces), api_listener, api),
+    ):
+        email = await new_account(service)
+        page = await open_app(context, service, api_origin)
+        await log_in(page, email)
+        profile = await statuses(page, "/profile")
+        # A new tab knows no nonce: it refreshes (asked for one) before its first API call.
+        tab = await open_app(context, service, api_origin)
+        data = await statuses(tab, f"{api_origin}/data")
+        again = await statuses(tab, f"{api_origin}/data")
+        refused = await page.evaluate(
+            """async ([email, password]) => {
+                const { createAuthClient } = await import("/auth-client.js");
+                try {
+                    await createAuthClient().login(email, password);
+                    return "logged in";
+                } catch (error) {
+                    return [error.status, error.code];
+                }
+            }""",
+            [email, PASSWORD],
+        )
+
+    logins = [proof_claims(headers["dpop"]) for headers in service.headers("/login")[:-1]]
+    profiles = [proof_claims(headers["dpop"]) for headers in service.headers("/profile")]
+    refreshes = [proof_claims(headers["dpop"]) for headers in service.headers("/refresh")]
+    calls = [proof_claims(h["dpop"]) for method, _, h in api.requests if method == "GET"]
+    assert [("nonce" in claims) for claims in logins] == [False, True]
+    assert profile == data == again == [200]
+    assert [("nonce" in claims) for claims in profiles] == [True]  # remembered from /login
+    assert [("nonce" in claims) for claims in refreshes] == [False, True]
+    assert [("nonce" in claims) for claims in calls] == [False, True, True]
+    assert refused == [400, "invalid_dpop_proof"]
+    assert "dpop" not in service.headers("/login")[-1]
     assert await connection.fetchval("SELECT count(*) FROM sessions") == 1

@@ -288,25 +288,6 @@ async def test_cors_preflight_is_answered_for_allowed_origins_only(
     assert "access-control-allow-origin" not in simple.headers
 
 
-async def test_cors_lets_an_allowed_page_send_dpop_proofs_and_read_nonces(
-    browser: httpx.AsyncClient,
-) -> None:
-    """A DPoP header may cross from the allowed origin, and the DPoP-Nonce answer is readable."""
-    preflight = await browser.options(
-        "/refresh",
-        headers={
-            "Origin": APP,
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "dpop, x-requested-with",
-        },
-    )
-    answer = await browser.post("/refresh", headers={"Origin": APP, "X-Requested-With": "t"})
-
-    assert preflight.status_code == 200
-    assert "dpop" in preflight.headers["access-control-allow-headers"].lower()
-    assert "dpop-nonce" in answer.headers["access-control-expose-headers"].lower()
-
-
 async def test_no_cors_headers_without_allowed_origins(client: httpx.AsyncClient) -> None:
     """CORS is off unless ALLOWED_ORIGINS names an origin."""
     response = await client.get("/healthz", headers={"Origin": APP})
