@@ -27,6 +27,25 @@ export interface AuthClientOptions {
    * attaches the token to these and to the service's origin only; any other URL is fetched
    * without it. Each entry must be a bare http(s) origin (no path), else a TypeError. */
   resourceOrigins?: readonly string[];
+  /** `true`: bind the session to a key (DPoP, RFC 9449). Default `false`.
+   *
+   * `login` makes a P-256 key pair whose private half WebCrypto never exports and keeps it in
+   * IndexedDB, so a reload keeps the session; every `login`, refresh and `fetch` to the service
+   * or a resource origin then carries a proof signed by that key (`Authorization: DPoP <token>`
+   * with a `DPoP` header), and a server that asks for a nonce (`use_dpop_nonce` with a
+   * `DPoP-Nonce` header) gets one retry with it; the nonce is remembered per origin.
+   *
+   * What it defends against: an access token, a proof or the refresh cookie copied out of the
+   * browser (by injected script, an extension, a log, a stolen disk) is refused anywhere else,
+   * because the thief cannot sign new proofs. What it does not: script injected into the page
+   * can still call `fetch` (and so use the key) while it runs there; DPoP takes away its loot,
+   * not its hands. Use a strict Content-Security-Policy against that.
+   *
+   * Needs WebCrypto (an https page, or localhost), else a TypeError here. Every resource origin
+   * must accept DPoP-bound tokens (e.g. built with tokenrota.verify) and allow the `DPoP` request
+   * header with CORS. Without IndexedDB (some private modes) the key lives as long as the tab, and
+   * a reload ends the session. A value that is not a boolean throws a TypeError. */
+  dpop?: boolean;
 }
 
 export interface LoginOptions {
@@ -37,11 +56,13 @@ export interface LoginOptions {
 }
 
 export interface AuthClient {
-  /** Log in with the cookie transport (the refresh token goes into an HttpOnly cookie).
+  /** Log in with the cookie transport (the refresh token goes into an HttpOnly cookie). With
+   * `dpop: true`, with a new key: the session is bound to it.
    * @throws {AuthError} invalid_credentials, too_many_attempts (with `retryAfter`), ... */
   login(email: string, password: string, options?: LoginOptions): Promise<void>;
 
-  /** `fetch` with `Authorization: Bearer <access token>` for the service's origin and the
+  /** `fetch` with `Authorization: Bearer <access token>` (with `dpop: true`,
+   * `Authorization: DPoP <access token>` and a `DPoP` proof) for the service's origin and the
    * resource origins (any other URL goes without it). Refreshes first when the token is (about
    * to be) expired; on 403 `token_expired` refreshes and retries once; on 403 `invalid_token`
    * for the token it holds, ends the session in every tab (reason "revoked") and returns that
@@ -58,7 +79,8 @@ export interface AuthClient {
    * @throws {AuthError} invalid_token (used, expired or superseded link), weak_password */
   resetPassword(token: string, newPassword: string): Promise<void>;
 
-  /** End the session at the service, clear the cookie, and tell every tab. */
+  /** End the session at the service, clear the cookie, and tell every tab (and, with
+   * `dpop: true`, delete the session's key). */
   logout(): Promise<void>;
 
   /** Call `callback` when the session ends; returns a function that unsubscribes. */

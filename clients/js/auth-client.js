@@ -26,6 +26,8 @@
 // reach a tab before the announcement of the refresh it waited for, so each new token also gets
 // a number, its generation, kept in IndexedDB (the number only, never a token): a tab that finds
 // a newer generation there than the one it holds waits for that token instead of refreshing.
+//
+// With `dpop: true` the tokens are bound to a key (RFC 9449; see the DPoP section at the end).
 
 const LOCK_NAME = "token-service-refresh";
 const CHANNEL_NAME = "token-service-auth";
@@ -52,13 +54,24 @@ export class AuthError extends Error {
  * `resourceOrigins`: origins of the APIs that accept the access token (e.g.
  * "https://api.example"); `fetch` sends the token to these and to the service's origin only.
  */
-export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOrigins = [] } = {}) {
+export function createAuthClient({
+  baseUrl = "",
+  refreshMargin = 30,
+  resourceOrigins = [],
+  dpop = false,
+} = {}) {
+  if (typeof dpop !== "boolean") throw new TypeError("dpop must be true or false");
+  // Checked here rather than at login: without WebCrypto (an http page not on localhost) DPoP
+  // cannot work at all, and a silent fall back to bearer tokens would hide it.
+  if (dpop && !globalThis.crypto?.subtle) throw new TypeError("dpop needs WebCrypto (https)");
   const base = String(baseUrl).replace(/\/+$/, "");
   const page = globalThis.location?.href;
   const trusted = new Set([new URL(base || "/", page).origin, ...resourceOrigins.map(originOf)]);
   const listeners = new Set();
   const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL_NAME) : null;
   let accessToken = null;
+  let tokenKey = null; // the DPoP key the access token is bound to; null for a bearer token
+  const proofs = dpop ? createProofs() : null;
   let expiresAt = 0; // epoch milliseconds
   let lifetime = 0; // milliseconds
   let generation = 0; // of the newest token this tab knows: the one it holds, or the newest at load
@@ -71,8 +84,9 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
 
   const resolve = (path) => (/^[a-z][a-z0-9+.-]*:/i.test(path) ? path : base + path);
 
-  function adopt(token, expiry, life, number = null) {
+  function adopt(token, expiry, life, number = null, key = null) {
     accessToken = token;
+    tokenKey = key;
     expiresAt = expiry;
     lifetime = life;
     if (number !== null) generation = number;
@@ -105,7 +119,7 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
         endSession(shared ? data.reason : "other-tab", false);
       }
       if (data && data.type === "token" && isNewer(data.generation)) {
-        adopt(data.accessToken, data.expiresAt, data.lifetime, data.generation);
+        adopt(data.accessToken, data.expiresAt, data.lifetime, data.generation, data.key ?? null);
       }
       for (const waiter of [...waiters]) waiter(data);
     };
@@ -143,15 +157,22 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
 
   // Cookie requests must carry X-Requested-With and a JSON (or empty) body: the service's CSRF
   // checks refuse anything else. `credentials: "include"` sends the cookie across origins too.
-  function post(path, body) {
-    const headers = { "X-Requested-With": "auth-client" };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    return fetch(resolve(path), {
-      method: "POST",
-      credentials: "include",
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+  // With a DPoP `key`, each attempt carries a fresh proof (see `proofs.send`).
+  function post(path, body, key = null) {
+    const url = resolve(path);
+    const attempt = (proof) => {
+      const headers = { "X-Requested-With": "auth-client" };
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      if (proof !== null) headers.DPoP = proof;
+      return fetch(url, {
+        method: "POST",
+        credentials: "include",
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    };
+    if (key === null) return attempt(null);
+    return proofs.send(key, "POST", new URL(url, page), null, attempt);
   }
 
   async function failure(response) {
@@ -167,13 +188,23 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
 
   // Under the lock: adopt the new pair, announce it, and record its generation before the lock
   // goes to the next tab, which then finds it in the store even if the message is still on its way.
-  async function takePair(body, stored) {
+  // A DPoP-bound pair (token_type "DPoP") keeps the key that signed for it; it travels with the
+  // token to the other tabs (a CryptoKey is cloned, its private half still not extractable).
+  async function takePair(body, stored, key = null) {
     const life = body.expires_in * 1000;
     const number = stored === null ? null : Math.max(stored, generation) + 1;
-    adopt(body.access_token, Date.now() + life, life, number);
+    const bound = key !== null && body.token_type === "DPoP" ? key : null;
+    adopt(body.access_token, Date.now() + life, life, number, bound);
     const token = accessToken;
     if (channel) {
-      channel.postMessage({ type: "token", accessToken, expiresAt, lifetime, generation: number });
+      channel.postMessage({
+        type: "token",
+        accessToken,
+        expiresAt,
+        lifetime,
+        generation: number,
+        key: bound,
+      });
     }
     if (number !== null) await writeGeneration(store, number);
     return token;
@@ -186,8 +217,10 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
     // its way (the lock can come first), but the store already has its generation.
     if (stored !== null && stored > generation) await announcement(stored);
     if (accessToken !== staleToken && isFresh()) return accessToken;
-    const response = await post("/refresh");
-    if (response.ok) return takePair(await response.json(), stored);
+    // The session's key is the one the last login stored (in any tab): read under the lock.
+    const key = proofs === null ? null : ((await proofs.storedKey()) ?? tokenKey);
+    const response = await post("/refresh", undefined, key);
+    if (response.ok) return takePair(await response.json(), stored, key);
     const error = await failure(response);
     // 401/403: the cookie is missing, spent or revoked, so the session is over in every tab.
     // Anything else (a 5xx, a 429) is transient: keep the session and let the caller retry.
@@ -205,11 +238,20 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
     return inflight;
   }
 
-  // A Request's body can be read once: each attempt sends a fresh clone.
+  // A Request's body can be read once: each attempt sends a fresh clone. A bound token goes as
+  // `Authorization: DPoP` with a proof for this method and URL (retried once for a nonce).
   function send(input, init, token) {
-    const request = new Request(input instanceof Request ? input.clone() : input, init);
-    if (token !== null) request.headers.set("Authorization", `Bearer ${token}`);
-    return fetch(request);
+    // Every token of one session is bound to the same key: the one held now.
+    const key = token !== null ? tokenKey : null;
+    const attempt = (proof) => {
+      const request = new Request(input instanceof Request ? input.clone() : input, init);
+      if (token !== null) request.headers.set("Authorization", `${key ? "DPoP" : "Bearer"} ${token}`);
+      if (proof !== null) request.headers.set("DPoP", proof);
+      return fetch(request);
+    };
+    if (key === null) return attempt(null);
+    const { method, url } = new Request(input instanceof Request ? input.clone() : input, init);
+    return proofs.send(key, method, new URL(url), token, attempt);
   }
 
   // The `error` of a 403 that refuses the token (token_expired, invalid_token), else null.
@@ -231,9 +273,13 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
       // Under the lock too: a login's pair is numbered like a refresh's, one at a time.
       await exclusively(async () => {
         await loaded;
-        const response = await post("/login", { email, password, use_cookie: true, remember });
+        // A new session, a new key: one that signed for an earlier session proves nothing here.
+        const key = proofs === null ? null : await proofs.newKey();
+        const body = { email, password, use_cookie: true, remember };
+        const response = await post("/login", body, key);
         if (!response.ok) throw await failure(response);
-        await takePair(await response.json(), await readGeneration(store));
+        if (key !== null) await proofs.keepKey(key);
+        await takePair(await response.json(), await readGeneration(store), key);
       });
     },
 
@@ -283,6 +329,8 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
         await post("/logout");
       } finally {
         endSession("logout", true);
+        // Under the lock, so it cannot remove the key of a login running in another tab.
+        if (proofs !== null) await exclusively(() => proofs.dropKey());
       }
     },
 
@@ -302,11 +350,11 @@ export function createAuthClient({ baseUrl = "", refreshMargin = 30, resourceOri
 // completed sees its write, whereas a Web Storage write reaches other tabs' processes later, in
 // no set order with the lock. Any failure (no IndexedDB, private modes, a closed database)
 // resolves to null, and the tabs rely on their messages alone, as before the store.
-function openStore() {
+function openStore(name = STORE_NAME) {
   return new Promise((resolve) => {
     let request = null;
     try {
-      request = globalThis.indexedDB.open(STORE_NAME, 1);
+      request = globalThis.indexedDB.open(name, 1);
     } catch {
       resolve(null);
       return;
@@ -362,4 +410,107 @@ function originOf(value) {
   const isOrigin = url !== null && /^https?:$/.test(url.protocol) && url.href === `${url.origin}/`;
   if (!isOrigin) throw new TypeError(`resourceOrigins takes origins like https://api.example: ${value}`);
   return url.origin;
+}
+
+// ---- DPoP (RFC 9449) ------------------------------------------------------------------------
+// With `dpop: true`, login makes a P-256 key pair whose private half WebCrypto will never
+// export, and every token request and every call with the token carries a proof signed by it:
+// a token copied out of the page (or a refresh cookie lifted from the disk) is useless without
+// the key. The pair is kept in IndexedDB (a CryptoKey is stored as is, still unexportable), so a
+// reload keeps the session. Script running in the page can still ask the key to sign while it
+// runs; what it can no longer do is carry the tokens away and use them elsewhere.
+
+const KEY_STORE_NAME = "token-service-dpop"; // an IndexedDB database with one key pair in it
+
+/** The DPoP side of one client: its key store, its proofs, and the nonce each origin asked for. */
+function createProofs() {
+  const keyStore = openStore(KEY_STORE_NAME); // its one entry: "current"
+  const nonces = new Map(); // origin -> the last DPoP-Nonce it sent
+  const jwks = new WeakMap(); // CryptoKeyPair -> its public JWK (ES256, the members RFC 7638 names)
+
+  async function publicJwk(key) {
+    if (!jwks.has(key)) {
+      const { kty, crv, x, y } = await crypto.subtle.exportKey("jwk", key.publicKey);
+      jwks.set(key, { kty, crv, x, y });
+    }
+    return jwks.get(key);
+  }
+
+  // A compact JWS over {jti, htm, htu, iat[, ath][, nonce]}. htu drops the query and fragment,
+  // as RFC 9449 §4.2 asks; URL has already lowered the scheme and host and dropped a default port.
+  async function proof(key, method, url, accessToken) {
+    const htu = `${url.origin}${url.pathname}`;
+    const claims = { jti: crypto.randomUUID(), htm: method, htu, iat: Math.floor(Date.now() / 1000) };
+    if (accessToken !== null) claims.ath = base64url(await sha256(accessToken));
+    const nonce = nonces.get(url.origin);
+    if (nonce !== undefined) claims.nonce = nonce;
+    const header = { typ: "dpop+jwt", alg: "ES256", jwk: await publicJwk(key) };
+    const input = `${base64json(header)}.${base64json(claims)}`;
+    const algorithm = { name: "ECDSA", hash: "SHA-256" };
+    // WebCrypto's ECDSA signature is r || s, already the JWS form (RFC 7518 §3.4).
+    const signature = await crypto.subtle.sign(algorithm, key.privateKey, encoder.encode(input));
+    return `${input}.${base64url(signature)}`;
+  }
+
+  // Whether `response` refuses the proof for want of a (new) nonce: 400 use_dpop_nonce at a token
+  // endpoint, 401 with a DPoP use_dpop_nonce challenge at a resource server (RFC 9449 §8, §9).
+  async function asksForNonce(response) {
+    if (response.status === 401) {
+      return /error="use_dpop_nonce"/.test(response.headers.get("WWW-Authenticate") ?? "");
+    }
+    if (response.status !== 400) return false;
+    try {
+      return (await response.clone().json()).error === "use_dpop_nonce";
+    } catch {
+      return false;
+    }
+  }
+
+  return {
+    /** A new key pair for a new session; not stored until the login succeeds. */
+    newKey() {
+      const algorithm = { name: "ECDSA", namedCurve: "P-256" };
+      return crypto.subtle.generateKey(algorithm, false, ["sign", "verify"]);
+    },
+    keepKey(key) {
+      return inStore(keyStore, "readwrite", (keys) => keys.put(key, "current"));
+    },
+    dropKey() {
+      return inStore(keyStore, "readwrite", (keys) => keys.delete("current"));
+    },
+    /** The key the last login in this browser kept, or null (none, or no IndexedDB). */
+    async storedKey() {
+      const stored = await inStore(keyStore, "readonly", (keys) => keys.get("current"));
+      return stored?.value?.privateKey instanceof CryptoKey ? stored.value : null;
+    },
+    /** `attempt(proof)` with a proof for `method` `url` (URL), remembering the origin's
+     * DPoP-Nonce; once more with the new nonce when the answer asks for one. */
+    async send(key, method, url, accessToken, attempt) {
+      let response = null;
+      for (let tries = 0; tries < 2; tries += 1) {
+        response = await attempt(await proof(key, method, url, accessToken));
+        const nonce = response.headers.get("DPoP-Nonce");
+        const fresh = nonce !== null && nonce !== nonces.get(url.origin);
+        if (nonce !== null) nonces.set(url.origin, nonce);
+        if (!fresh || !(await asksForNonce(response))) break;
+      }
+      return response;
+    },
+  };
+}
+
+const encoder = new TextEncoder();
+
+function base64url(buffer) {
+  let binary = "";
+  for (const byte of new Uint8Array(buffer)) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function base64json(value) {
+  return base64url(encoder.encode(JSON.stringify(value)));
+}
+
+function sha256(text) {
+  return crypto.subtle.digest("SHA-256", encoder.encode(text));
 }

@@ -117,3 +117,34 @@ async def test_the_service_serves_the_package_file_byte_for_byte(
     assert response.content == (PACKAGE / "auth-client.js").read_bytes()
     assert response.headers["content-type"] == "text/javascript; charset=utf-8"
     assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_dpop_must_be_a_boolean_and_needs_webcrypto(tmp_path: Path) -> None:
+    """`dpop: "yes"` is a TypeError; so is `dpop: true` where there is no WebCrypto (node with its
+    global crypto removed stands for an http page), rather than a silent fall back to bearer."""
+    node = tool("node")
+    script = """
+        const { createAuthClient } = await import("tokenrota-client");
+        const outcome = (options) => {
+            try {
+                createAuthClient({ baseUrl: "https://auth.example", ...options });
+                return "created";
+            } catch (error) {
+                return `${error.name}: ${error.message}`;
+            }
+        };
+        const outcomes = [outcome({ dpop: "yes" }), outcome({ dpop: true })];
+        Object.defineProperty(globalThis, "crypto", { value: undefined });
+        outcomes.push(outcome({ dpop: true }), outcome({ dpop: false }));
+        console.log(JSON.stringify(outcomes));
+        process.exit(0); // a created client's BroadcastChannel would keep node running
+    """
+
+    outcomes = json.loads(run([node, "--input-type=module", "-e", script], PACKAGE, tmp_path))
+
+    assert outcomes == [
+        "TypeError: dpop must be true or false",
+        "created",
+        "TypeError: dpop needs WebCrypto (https)",
+        "created",
+    ]
