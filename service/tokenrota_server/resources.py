@@ -49,11 +49,9 @@ async def resolve_target(pool: asyncpg.Pool, settings: Settings, raw: object) ->
     """The target of a request's `resource` parameter: None when absent or naming the service
     itself; raise `InvalidTarget` for anything but one registered absolute URI (a list, a
     relative URI, a fragment, an unknown resource)."""
-    if raw is None:
+    if raw is None or raw == settings.token_audience:
         return None
     uri = resources_table.check_uri(raw)
-    if uri == settings.token_audience:
-        return None
     async with pool.acquire() as connection:
         found = await resources_table.find_by_uri(connection, uri)
     if found is None:
