@@ -12,7 +12,7 @@ from tokenrota_server.db.resources import GrantKind
 from tests.oauth_support import basic
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 
 async def create_resource(
