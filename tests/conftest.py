@@ -34,6 +34,8 @@ __all__ = ["PASSWORD", "PROJECT_ROOT", "FakeClock", "register_and_login", "serve
 
 # Set by tests/e2e/test_pgbouncer.py for the contract suite it runs through PgBouncer.
 POOLER_VARIABLE = "TEST_POOLER_URL"
+# The audience of the test instances' tokens, and of the resource servers the tests build.
+TEST_AUDIENCE = "https://api.tokenrota.test"
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +98,8 @@ def settings(database_url: str) -> Settings:
         login_email_max_attempts=10_000,
         login_ip_max_attempts=10_000,
         register_ip_max_attempts=10_000,
+        # A URI, as a resource server's audience must be (tokenrota.resource).
+        token_audience=TEST_AUDIENCE,
     )
     return through_pooler_if_asked(settings)
 

@@ -2,7 +2,7 @@
 and by bench/revocation_latency.py:
 
     SERVICE_URL=http://127.0.0.1:8000 CLIENT_ID=... CLIENT_SECRET=... ACCESS_TOKEN_SECRET=... \\
-    TOKEN_ISSUER=token-service TOKEN_AUDIENCE=token-service PORT=9000 \\
+    TOKEN_ISSUER=token-service TOKEN_AUDIENCE=https://api.tokenrota.test PORT=9000 \\
         python -m tests.resource_server
 
 `GET /whoami` needs a valid, unrevoked token; `GET /follower` (public) tells how far the
@@ -38,7 +38,7 @@ def build_app(environ: dict[str, str]) -> Starlette:
     )
     verifier = TokenVerifier(
         issuer=environ.get("TOKEN_ISSUER", "token-service"),
-        audience=environ.get("TOKEN_AUDIENCE", "token-service"),
+        audience=environ.get("TOKEN_AUDIENCE", "https://api.tokenrota.test"),
         secret=environ["ACCESS_TOKEN_SECRET"],
         revocations=follower,
     )
