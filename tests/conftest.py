@@ -28,14 +28,19 @@ from tests import oauth_support, pooler, support
 from tests.outage import ControlledPostgres
 
 # Re-exported: some test modules still import these from here rather than from tests.support.
-from tests.support import PASSWORD, PROJECT_ROOT, FakeClock, register_and_login, serve
+from tests.support import (
+    PASSWORD,
+    PROJECT_ROOT,
+    TEST_AUDIENCE,
+    FakeClock,
+    register_and_login,
+    serve,
+)
 
 __all__ = ["PASSWORD", "PROJECT_ROOT", "FakeClock", "register_and_login", "serve"]
 
 # Set by tests/e2e/test_pgbouncer.py for the contract suite it runs through PgBouncer.
 POOLER_VARIABLE = "TEST_POOLER_URL"
-# The audience of the test instances' tokens, and of the resource servers the tests build.
-TEST_AUDIENCE = "https://api.tokenrota.test"
 
 
 @pytest.fixture(scope="session")
