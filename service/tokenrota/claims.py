@@ -13,6 +13,8 @@ from typing import Any
 from tokenrota.errors import InvalidToken
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
+# How many actors an `act` chain may name: each exchange adds one, and a token stays < 4 KiB.
+MAX_ACTOR_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class AccessClaims:
     roles: tuple[str, ...] = ()
     # RFC 9449 §6.1: the thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
     confirmation_jkt: str | None = None
+    # `aud`: the service itself, or a resource's URI (RFC 8707).
+    audience: str = ""
+    # RFC 8693 §4.1: who acts for the subject in an exchanged token, nested per exchange.
+    actor: dict[str, Any] | None = None
 
 
 def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
@@ -55,6 +61,9 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         raise InvalidToken()
     if roles and not is_user_token:
         raise InvalidToken()
+    actor = claims.get("act")
+    if actor is not None and not _is_actor(actor):
+        raise InvalidToken()
     return AccessClaims(
         subject=claims["sub"],
         session_id=session_id,
@@ -66,7 +75,21 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         client_id=client_id,
         roles=tuple(roles),
         confirmation_jkt=confirmation_jkt_of(claims),
+        audience=claims["aud"] if isinstance(claims.get("aud"), str) else "",
+        actor=actor,
     )
+
+
+def _is_actor(actor: object) -> bool:
+    """Whether `actor` is an `act` claim: an object with a string `sub`, and maybe the
+    previous actor under `act` (a chain no deeper than exchanges can make)."""
+    for _ in range(MAX_ACTOR_DEPTH):
+        if not isinstance(actor, dict) or not isinstance(actor.get("sub"), str):
+            return False
+        actor = actor.get("act")
+        if actor is None:
+            return True
+    return False
 
 
 def confirmation_jkt_of(claims: dict[str, Any]) -> str | None:

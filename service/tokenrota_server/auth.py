@@ -39,6 +39,7 @@ from tokenrota_server.passwords import (
     check_password_policy,
     reserve_then_count,
 )
+from tokenrota_server.resources import Target
 from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
 
 security_log = logging.getLogger("tokenrota.security")
@@ -151,8 +152,11 @@ class Authenticator:
         device: DeviceInfo,
         remember: bool = True,
         proof: Proof | None = None,
+        target: Target | None = None,
     ) -> TokenPair:
         """Check the credentials and start a session; raise `InvalidCredentials`.
+
+        With a `target` (a resolved `resource`), the access token is for that resource.
 
         With a checked DPoP `proof` the session is bound to its key: every token it issues
         names the key (`cnf.jkt`), and every refresh needs a proof by it. The proof is recorded
@@ -284,7 +288,7 @@ class Authenticator:
         live = sessions.LiveSession(
             user.id, user.email, session_expires_at, grants=grants, remember=remember
         )
-        return self._pair(live, session_id, refresh_token, claims, now)
+        return self._pair(live, session_id, refresh_token, claims, now, target)
 
     async def refresh(
         self,
@@ -293,8 +297,10 @@ class Authenticator:
         refresh_token: str,
         now: datetime,
         proof: Proof | None = None,
+        target: Target | None = None,
     ) -> TokenPair:
-        """Trade a refresh token for a new pair; raise `InvalidToken`.
+        """Trade a refresh token for a new pair; raise `InvalidToken`. The access token is for
+        `target` when given (any resource, at each refresh: RFC 8707 §2.2), else the service.
 
         A token of a DPoP-bound session needs a checked `proof` by its key, before anything is
         spent: without one it is refused (and audited); with another key's, the session is
@@ -325,11 +331,11 @@ class Authenticator:
                 if live is None:
                     # Spent by a rotating instance, or by this one before the setting changed:
                     # the same rules as when rotation loses, so no spent token works again.
-                    return await self._spent(connection, claims, session_id, digest, now)
+                    return await self._spent(connection, claims, session_id, digest, now, target)
             if live.user_id != user_id:
                 raise InvalidToken()
             telemetry.record(refresh=RefreshOutcome.UNROTATED, issued=Grant.REFRESH_TOKEN)
-            return self._pair(live, session_id, refresh_token, claims, now)
+            return self._pair(live, session_id, refresh_token, claims, now, target)
 
         child_claims = self._codec.new_refresh_claims(
             subject=claims.subject,
@@ -349,9 +355,9 @@ class Authenticator:
                 idle_since=session_policy.idle_since(self._settings, now),
             )
             if live is None:
-                return await self._spent(connection, claims, session_id, digest, now)
+                return await self._spent(connection, claims, session_id, digest, now, target)
         telemetry.record(refresh=RefreshOutcome.ROTATED, issued=Grant.REFRESH_TOKEN)
-        return self._pair(live, session_id, child_token, child_claims, now)
+        return self._pair(live, session_id, child_token, child_claims, now, target)
 
     async def _spent(
         self,
@@ -360,6 +366,7 @@ class Authenticator:
         session_id: uuid.UUID,
         digest: bytes,
         now: datetime,
+        target: Target | None,
     ) -> TokenPair:
         """A token that could not be used as it stands: its grace child, or `InvalidToken`.
 
@@ -381,7 +388,7 @@ class Authenticator:
         if grace is not None:
             child_token, child_claims = grace
             telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
-            return self._pair(spent.session, session_id, child_token, child_claims, now)
+            return self._pair(spent.session, session_id, child_token, child_claims, now, target)
         # A spent token outside the grace window: it was stolen or replayed.
         await _end_stolen_session(
             connection,
@@ -527,16 +534,20 @@ class Authenticator:
         refresh_token: str,
         refresh_claims: RefreshClaims,
         now: datetime,
+        target: Target | None = None,
     ) -> TokenPair:
-        # The token's claims are an edge: ids become text here.
+        # The token's claims are an edge: ids become text here. For a resource: its audience,
+        # only the user's scopes it defines, and its lifetime if shorter.
         access_token, access_claims = self._codec.mint_access(
             subject=str(live.user_id),
             session_id=str(session_id),
             email=live.email,
-            scope=live.grants.scope,
+            scope=target.narrow(live.grants.scope) if target else live.grants.scope,
             roles=live.grants.roles,
             now=now,
             jkt=refresh_claims.jkt,
+            audience=target.uri if target else None,
+            ttl=target.access_token_ttl if target else None,
         )
         moment = int(now.timestamp())
         # The refresh token can outlive neither its own exp nor its session's absolute end.

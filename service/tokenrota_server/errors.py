@@ -18,6 +18,7 @@
     ├── InvalidGrant             invalid_grant: the refresh token is refused (OAuth endpoint)
     ├── UnsupportedGrantType     unsupported_grant_type
     ├── InvalidScope             invalid_scope
+    ├── InvalidTarget            invalid_target: an unknown, malformed or ungranted `resource`
     ├── InvalidAccountToken      invalid_token: a reset or verification token is refused (400)
     ├── AlreadyVerified          already_verified
     ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidInput",
     "InvalidResourceProof",
     "InvalidScope",
+    "InvalidTarget",
     "InvalidToken",
     "MalformedRequest",
     "MissingToken",
@@ -150,6 +152,14 @@ class UnsupportedGrantType(ServiceError):
 class InvalidScope(ServiceError):
     code = "invalid_scope"
     description = "The requested scope is invalid or exceeds what the client may ask for."
+
+
+class InvalidTarget(ServiceError):
+    """RFC 8707 §2: the `resource` asked for is malformed, unknown, repeated, or not granted
+    to the caller."""
+
+    code = "invalid_target"
+    description = "The requested resource is invalid, unknown or not granted."
 
 
 class InvalidAccountToken(ServiceError):

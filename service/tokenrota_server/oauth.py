@@ -22,29 +22,41 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from tokenrota.claims import AccessClaims
+from tokenrota.claims import MAX_ACTOR_DEPTH, AccessClaims
 from tokenrota.clock import Monotonic, monotonic
 
 from tokenrota_server import session_policy, telemetry
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
-from tokenrota_server.db import oauth_clients, sessions, throttle, users
+from tokenrota_server.db import audit, oauth_clients, sessions, throttle, users
+from tokenrota_server.db import resources as resources_table
+from tokenrota_server.db.audit import AuditAction
 from tokenrota_server.db.oauth_clients import Client
 from tokenrota_server.db.pool import Connection
+from tokenrota_server.db.resources import ClientGrant, GrantKind
 from tokenrota_server.errors import (
     InvalidClient,
+    InvalidGrant,
     InvalidScope,
+    InvalidTarget,
     InvalidToken,
     NotFound,
     TooManyAttempts,
 )
 from tokenrota_server.outcomes import Grant
 from tokenrota_server.passwords import CheckReservation, Passwords, reserve_then_count
-from tokenrota_server.tokens import RefreshClaims, TokenCodec, token_digest
+from tokenrota_server.tokens import (
+    RefreshClaims,
+    TokenCodec,
+    token_digest,
+    unverified_audience,
+)
 
 security_log = logging.getLogger("tokenrota.security")
 
 INACTIVE: dict[str, Any] = {"active": False}
+# RFC 8693 §3: the one token type exchanged, both ways.
+ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
 # How long a successful client authentication is remembered, and how many are, per instance.
 VERIFIED_CLIENT_TTL = 60.0
 VERIFIED_CLIENT_LIMIT = 10_000
@@ -227,20 +239,54 @@ class AuthorizationServer:
 
     # -- grants -------------------------------------------------------------------------------
 
+    async def resource_grant(
+        self, pool: asyncpg.Pool, client: Client, resource: str | None, kind: GrantKind
+    ) -> ClientGrant | None:
+        """The client's grant of `kind` toward the `resource` it asked for (None when it asked
+        for none); raise `InvalidTarget` for a malformed, unknown or ungranted resource."""
+        if resource is None:
+            return None
+        uri = resources_table.check_uri(resource)
+        async with pool.acquire() as connection:
+            found = await resources_table.find_grant(
+                connection, client_id=client.client_id, uri=uri, kind=kind
+            )
+        if found is None:
+            raise InvalidTarget()
+        return found
+
     def client_credentials(
-        self, client: Client, requested_scope: str | None, now: datetime, jkt: str | None = None
+        self,
+        client: Client,
+        requested_scope: str | None,
+        now: datetime,
+        jkt: str | None = None,
+        grant: ClientGrant | None = None,
     ) -> dict[str, Any]:
         """An access token for the client itself (RFC 6749 §4.4); no refresh token. Bound to
-        the DPoP key `jkt` when the request carried a proof (`token_type` DPoP)."""
+        the DPoP key `jkt` when the request carried a proof (`token_type` DPoP). With a
+        resource `grant` it is for that resource: the granted scopes the resource still
+        defines, and its lifetime if shorter."""
+        allowed = (
+            client.scopes
+            if grant is None
+            else tuple(scope for scope in grant.scopes if scope in grant.resource.scopes)
+        )
         if requested_scope is None:
-            scopes = client.scopes
+            scopes = allowed
         else:
             scopes = oauth_clients.parse_scope(requested_scope)
-            if not set(scopes) <= set(client.scopes):
+            if not set(scopes) <= set(allowed):
                 raise InvalidScope()
         scope = " ".join(scopes)
         token, claims = self._codec.mint_access(
-            subject=client.client_id, client_id=client.client_id, scope=scope, now=now, jkt=jkt
+            subject=client.client_id,
+            client_id=client.client_id,
+            scope=scope,
+            now=now,
+            jkt=jkt,
+            audience=grant.resource.uri if grant else None,
+            ttl=grant.resource.access_token_ttl if grant else None,
         )
         telemetry.record(issued=Grant.CLIENT_CREDENTIALS)
         return {
@@ -250,11 +296,116 @@ class AuthorizationServer:
             "scope": scope,
         }
 
+    async def exchange(
+        self,
+        pool: asyncpg.Pool,
+        client: Client,
+        *,
+        subject_token: str,
+        resource: str,
+        requested_scope: str | None,
+        now: datetime,
+        jkt: str | None = None,
+    ) -> dict[str, Any]:
+        """RFC 8693: a token for the downstream `resource`, for the user of `subject_token`,
+        acted on by `client`. Raise `InvalidTarget`, `InvalidGrant` or `InvalidScope`.
+
+        The subject token must be a user's live access token for a resource the client serves
+        (its `serves` grant): a token for another audience, a client's, a refresh token, an
+        expired one or one of a revoked session is `InvalidGrant`. The client needs an
+        `exchange` grant toward `resource`. The new token narrows everything: scopes (the
+        subject's, the resource's and the grant's), lifetime (never past the subject's `exp`),
+        and keeps `sub` and `sid`, so ending the session ends it too (the feed names `sid`).
+        """
+        uri = resources_table.check_uri(resource)
+        audience = unverified_audience(subject_token)
+        async with pool.acquire() as connection:
+            served = (
+                await resources_table.find_grant(
+                    connection, client_id=client.client_id, uri=audience, kind=GrantKind.SERVES
+                )
+                if audience is not None
+                else None
+            )
+            if served is None:
+                raise InvalidGrant("The subject token is not for a resource this client serves.")
+            try:
+                subject = self._codec.verify_access(subject_token, now, audience=audience)
+            except InvalidToken:  # TokenExpired included
+                raise InvalidGrant() from None
+            if subject.session_id is None or not _is_uuid(subject.subject, subject.session_id):
+                raise InvalidGrant("The subject token is not a user's.")
+            downstream = await resources_table.find_grant(
+                connection, client_id=client.client_id, uri=uri, kind=GrantKind.EXCHANGE
+            )
+            if downstream is None:
+                raise InvalidTarget()
+            if not await self._access_token_live(connection, subject, now):
+                raise InvalidGrant()
+            allowed = (
+                set(subject.scope.split())
+                & set(downstream.resource.scopes)
+                & set(downstream.scopes)
+            )
+            scopes = (
+                oauth_clients.parse_scope(requested_scope)
+                if requested_scope is not None
+                else tuple(sorted(allowed))
+            )
+            if not set(scopes) <= allowed:
+                raise InvalidScope()
+            # Never past the subject token's own end, nor longer than the resource allows.
+            left = subject.expires_at - int(now.timestamp())
+            ttl = min(downstream.resource.access_token_ttl or self._settings.access_token_ttl, left)
+            actor: dict[str, Any] = {"sub": client.client_id}
+            if subject.actor is not None:
+                actor["act"] = subject.actor
+            if ttl <= 0 or _actor_depth(actor) > MAX_ACTOR_DEPTH:
+                raise InvalidGrant()
+            token, claims = self._codec.mint_access(
+                subject=subject.subject,
+                session_id=subject.session_id,
+                email=subject.email,
+                roles=subject.roles,
+                scope=" ".join(scopes),
+                now=now,
+                jkt=jkt,
+                audience=uri,
+                ttl=ttl,
+                actor=actor,
+            )
+            await audit.record(
+                connection,
+                AuditAction.TOKEN_EXCHANGED,
+                actor=audit.client_actor(client.client_id),
+                now=now,
+                user_id=uuid.UUID(subject.subject),
+                details={
+                    "session_id": subject.session_id,
+                    "subject_audience": audience,
+                    "resource": uri,
+                    "scope": claims.scope,
+                    "jti": claims.jti,
+                },
+            )
+        telemetry.record(issued=Grant.TOKEN_EXCHANGE)
+        security_log.info(
+            "token exchanged",
+            extra={"client_id": client.client_id, "session_id": subject.session_id},
+        )
+        return {
+            "access_token": token,
+            "issued_token_type": ACCESS_TOKEN_TYPE_URN,
+            "token_type": "Bearer" if jkt is None else "DPoP",
+            "expires_in": claims.expires_at - int(now.timestamp()),
+            "scope": claims.scope,
+        }
+
     # -- introspection and revocation ---------------------------------------------------------
 
     async def introspect(self, pool: asyncpg.Pool, token: str, now: datetime) -> dict[str, Any]:
         """RFC 7662: what an active token says; exactly `{"active": false}` for any other."""
-        access = self._access_claims(token, now)
+        access = await self._access_claims(pool, token, now)
         if access is not None:
             async with pool.acquire() as connection:
                 live = await self._access_token_live(connection, access, now)
@@ -283,7 +434,7 @@ class AuthorizationServer:
         self, pool: asyncpg.Pool, auth: Authenticator, client: Client, token: str, now: datetime
     ) -> None:
         """RFC 7009: revoke what the token stands for, if `client` may; silent otherwise."""
-        access = self._access_claims(token, now)
+        access = await self._access_claims(pool, token, now)
         if access is not None and access.client_id is not None:
             if access.client_id != client.client_id:
                 security_log.warning(
@@ -320,9 +471,19 @@ class AuthorizationServer:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _access_claims(self, token: str, now: datetime) -> AccessClaims | None:
+    async def _access_claims(
+        self, pool: asyncpg.Pool, token: str, now: datetime
+    ) -> AccessClaims | None:
+        """The claims of a valid access token for the service or a registered resource."""
+        audience = unverified_audience(token)
+        if audience is None:
+            return None
+        if audience != self._codec.audience:
+            async with pool.acquire() as connection:
+                if await resources_table.find_by_uri(connection, audience) is None:
+                    return None
         try:
-            claims = self._codec.verify_access(token, now)
+            claims = self._codec.verify_access(token, now, audience=audience)
         except InvalidToken:
             return None
         if claims.session_id is not None and not _is_uuid(claims.session_id, claims.subject):
@@ -364,6 +525,9 @@ class AuthorizationServer:
             body["sid"] = claims.session_id
         if claims.confirmation_jkt is not None:
             body["cnf"] = {"jkt": claims.confirmation_jkt}
+        body["aud"] = claims.audience
+        if claims.actor is not None:
+            body["act"] = claims.actor
         return body
 
     def _describe_refresh(self, claims: RefreshClaims) -> dict[str, Any]:
@@ -381,6 +545,13 @@ class AuthorizationServer:
             "aud": self._settings.token_audience,
             "jti": jti,
         }
+
+
+def _actor_depth(actor: dict[str, Any] | None) -> int:
+    depth = 0
+    while isinstance(actor, dict):
+        depth, actor = depth + 1, actor.get("act")
+    return depth
 
 
 def _is_uuid(*values: str) -> bool:

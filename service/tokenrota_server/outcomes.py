@@ -40,3 +40,4 @@ class Grant(StrEnum):
     LOGIN = "login"
     REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a grant's name, not a secret
     CLIENT_CREDENTIALS = "client_credentials"
+    TOKEN_EXCHANGE = "token_exchange"  # noqa: S105 - a grant's name, not a secret

@@ -7,8 +7,10 @@ kinds go through live in `tokenrota.jws`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +58,20 @@ class RefreshClaims:
 def new_jti() -> str:
     """A fresh unguessable token id (128 bits)."""
     return secrets.token_urlsafe(16)
+
+
+def unverified_audience(token: str) -> str | None:
+    """The `aud` a token claims, read without checking anything: only to choose the audience
+    to verify it for (`TokenCodec.verify_access` then checks the signature over it)."""
+    try:
+        payload = token.split(".")[1]
+        if len(payload) > 8192:
+            return None
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    audience = claims.get("aud") if isinstance(claims, dict) else None
+    return audience if isinstance(audience, str) else None
 
 
 def token_digest(token: str) -> bytes:
@@ -111,10 +127,15 @@ class TokenCodec:
         ttl: int | None = None,
         roles: tuple[str, ...] = (),
         jkt: str | None = None,
+        audience: str | None = None,
+        actor: dict[str, Any] | None = None,
     ) -> tuple[str, AccessClaims]:
         """Sign a new access token; a user token has `session_id`, `email` and `roles`, a
-        client's none of them. With `jkt` it is bound to that DPoP key (`cnf`, RFC 9449 §6)."""
+        client's none of them. With `jkt` it is bound to that DPoP key (`cnf`, RFC 9449 §6).
+        `audience` is a resource's URI (default: the service itself); `actor` the `act` claim
+        of an exchanged token (RFC 8693 §4.1)."""
         issued_at = int(now.timestamp())
+        audience = audience or self._audience
         claims = AccessClaims(
             subject=subject,
             session_id=session_id,
@@ -126,8 +147,10 @@ class TokenCodec:
             client_id=client_id,
             roles=roles,
             confirmation_jkt=jkt,
+            audience=audience,
+            actor=actor,
         )
-        payload: dict[str, Any] = {"iss": self._issuer, "aud": self._audience, "sub": subject}
+        payload: dict[str, Any] = {"iss": self._issuer, "aud": audience, "sub": subject}
         if session_id is not None:
             payload["sid"] = session_id
         payload.update(iat=claims.issued_at, exp=claims.expires_at, jti=claims.jti)
@@ -140,6 +163,8 @@ class TokenCodec:
             payload["roles"] = list(roles)
         if jkt is not None:
             payload["cnf"] = {"jkt": jkt}
+        if actor is not None:
+            payload["act"] = actor
         if self._key_ring is not None:
             signing = self._key_ring.signing
             header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}
@@ -199,17 +224,28 @@ class TokenCodec:
 
     # -- verification ------------------------------------------------------------------------
 
-    def verify_access(self, token: str, now: datetime) -> AccessClaims:
-        """Check an access token; raise `TokenExpired` or `InvalidToken`."""
+    @property
+    def audience(self) -> str:
+        """The service's own audience: the `aud` of tokens minted for no resource."""
+        return self._audience
+
+    def verify_access(self, token: str, now: datetime, audience: str | None = None) -> AccessClaims:
+        """Check an access token for `audience` (default: the service itself, so a token for a
+        resource opens none of the service's own routes); raise `TokenExpired` or
+        `InvalidToken`."""
         claims = decode_verified(token, self._select_access_key, ACCESS_TOKEN_TYPE)
-        self._check_registered_claims(claims, now, lifetime=self._access_ttl)
+        self._check_registered_claims(
+            claims, now, lifetime=self._access_ttl, audience=audience or self._audience
+        )
         return access_claims_of(claims)
 
     def verify_refresh(self, token: str, now: datetime) -> RefreshClaims:
         """Check a refresh token's signature and claims (not its row); raise `InvalidToken`."""
         claims = decode_verified(token, self._select_refresh_key, REFRESH_TOKEN_TYPE)
         try:
-            self._check_registered_claims(claims, now, lifetime=self._refresh_ttl)
+            self._check_registered_claims(
+                claims, now, lifetime=self._refresh_ttl, audience=self._audience
+            )
         except TokenExpired:
             # /refresh answers every refusal alike: invalid_token.
             raise InvalidToken() from None
@@ -225,13 +261,13 @@ class TokenCodec:
         )
 
     def _check_registered_claims(
-        self, claims: dict[str, Any], now: datetime, *, lifetime: int
+        self, claims: dict[str, Any], now: datetime, *, lifetime: int, audience: str
     ) -> None:
         check_registered_claims(
             claims,
             now=now,
             issuer=self._issuer,
-            audience=self._audience,
+            audience=audience,
             leeway=self._leeway,
             lifetime=lifetime,
         )

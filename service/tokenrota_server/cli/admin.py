@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 from tokenrota.clock import utc_now
 
-from tokenrota_server import admin
+from tokenrota_server import admin, resources
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.db import audit, oauth_clients, pagination, roles
+from tokenrota_server.db import resources as resources_table
 from tokenrota_server.db.pool import create_pool
 from tokenrota_server.db.purge import PurgeBatch, purge_expired
+from tokenrota_server.db.resources import GrantKind
 from tokenrota_server.db.users import User
 from tokenrota_server.email_address import normalize_email
 from tokenrota_server.errors import InvalidInput, ServiceError
@@ -186,6 +188,88 @@ async def delete_user(settings: Settings, email: str) -> int:
         except ServiceError as error:
             return _refused(error.description)
     print(f"user {user_id} erased")
+    return 0
+
+
+async def create_resource(
+    settings: Settings, uri: str, name: str, scope: str, ttl: int | None
+) -> int:
+    """Register a resource; prints it as one JSON line."""
+    body: dict[str, object] = {"uri": uri, "name": name, "scopes": scope.split()}
+    if ttl is not None:
+        body["access_token_ttl"] = ttl
+    try:
+        fields = resources.check_resource_fields(body, settings, creating=True)
+        async with _pool(settings) as pool:
+            created = await resources.create_resource(
+                pool, fields, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+    except ServiceError as error:
+        return _refused(error.description)
+    print(json.dumps(created.to_json()))
+    return 0
+
+
+async def list_resources(settings: Settings) -> int:
+    """Print every resource as a JSON line."""
+    async with _pool(settings) as pool:
+        for resource in await resources.list_resources(pool):
+            print(json.dumps(resource.to_json()))
+    return 0
+
+
+async def delete_resource(settings: Settings, uri: str) -> int:
+    """Delete the resource with `uri` and every client's grant to it."""
+    async with _pool(settings) as pool:
+        try:
+            async with pool.acquire() as connection:
+                found = await resources_table.find_by_uri(connection, uri)
+            if found is None:
+                return _refused("no resource has this URI")
+            await resources.delete_resource(pool, found.id, actor=audit.CLI_ACTOR, now=utc_now())
+        except ServiceError as error:
+            return _refused(error.description)
+    print(f"resource {found.id} deleted")
+    return 0
+
+
+async def change_client_resource(
+    settings: Settings, client_id: str, uri: str, kind: str, scope: str, *, grant: bool
+) -> int:
+    """Grant a client a kind of use of a resource, or take it back."""
+    async with _pool(settings) as pool:
+        try:
+            if grant:
+                granted = await resources.grant_client(
+                    pool,
+                    client_id=client_id,
+                    uri=uri,
+                    kind=GrantKind(kind),
+                    scopes=roles.check_scopes(scope.split()),
+                    actor=audit.CLI_ACTOR,
+                    now=utc_now(),
+                )
+                print(json.dumps(granted.to_json()))
+            else:
+                await resources.revoke_client_grant(
+                    pool,
+                    client_id=client_id,
+                    uri=uri,
+                    kind=GrantKind(kind),
+                    actor=audit.CLI_ACTOR,
+                    now=utc_now(),
+                )
+                print("grant revoked")
+        except ServiceError as error:
+            return _refused(error.description)
+    return 0
+
+
+async def list_client_resources(settings: Settings, client_id: str) -> int:
+    """Print every grant of the client as a JSON line."""
+    async with _pool(settings) as pool:
+        for found in await resources.list_client_grants(pool, client_id):
+            print(json.dumps(found.to_json()))
     return 0
 
 

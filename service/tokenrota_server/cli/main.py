@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_client_commands(commands)
     _add_role_commands(commands)
+    _add_resource_commands(commands)
     # Last, so that its choices are every command above; newcomers type it first.
     described = commands.add_parser(
         "help",
@@ -188,6 +189,63 @@ def _add_role_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         "in one transaction. The audit log keeps the user's id, never the email.",
     )
     delete.add_argument("email", metavar="EMAIL", help="the user's email address")
+
+
+def _add_resource_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    create = commands.add_parser(
+        "create-resource",
+        help="register a resource (an API tokens can be minted for); prints it",
+        description="Register a resource (RFC 8707): tokens asked for with resource=URI carry "
+        "aud=URI and only the scopes it defines. Prints the resource as one JSON line.",
+    )
+    create.add_argument("uri", metavar="URI", help="its absolute URI, e.g. https://orders.example")
+    create.add_argument("--name", required=True, help="a name for people to recognise it by")
+    create.add_argument(
+        "--scope", default="", help='space-separated scopes it defines, e.g. "orders:read"'
+    )
+    create.add_argument(
+        "--ttl", type=int, default=None, metavar="SECONDS", help="a shorter access-token lifetime"
+    )
+    commands.add_parser(
+        "list-resources",
+        help="list resources as JSON lines",
+        description="List every resource, one JSON line each.",
+    )
+    delete = commands.add_parser(
+        "delete-resource",
+        help="delete a resource and every client's grant to it",
+        description="Delete a resource and every client's grant to it; tokens minted for it "
+        "live out their lifetime.",
+    )
+    delete.add_argument("uri", metavar="URI", help="the resource's URI")
+    kinds = ("token", "exchange", "serves")
+    grant = commands.add_parser(
+        "grant-resource",
+        help="let a client use a resource",
+        description="Grant a client a use of a resource: token (client_credentials with "
+        "resource=URI), exchange (token exchange toward it) or serves (the client is that API: "
+        "users' tokens for it may be its subject tokens).",
+    )
+    grant.add_argument("client_id", metavar="CLIENT_ID", help="the client's id")
+    grant.add_argument("uri", metavar="URI", help="the resource's URI")
+    grant.add_argument("--kind", choices=kinds, required=True, help="what the client may do")
+    grant.add_argument(
+        "--scope", default="", help="space-separated scopes of the resource it may ask for"
+    )
+    revoke = commands.add_parser(
+        "revoke-resource",
+        help="take a client's grant to a resource back",
+        description="Take back a client's grant of one kind to a resource.",
+    )
+    revoke.add_argument("client_id", metavar="CLIENT_ID", help="the client's id")
+    revoke.add_argument("uri", metavar="URI", help="the resource's URI")
+    revoke.add_argument("--kind", choices=kinds, required=True, help="the grant's kind")
+    listing = commands.add_parser(
+        "list-client-resources",
+        help="list a client's grants to resources as JSON lines",
+        description="List a client's grants, one JSON line each.",
+    )
+    listing.add_argument("client_id", metavar="CLIENT_ID", help="the client's id")
 
 
 def _add_client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -313,6 +371,29 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
         )
     if command == "list-users":
         return asyncio.run(admin.list_users(settings, arguments.email))
+    if command == "create-resource":
+        return asyncio.run(
+            admin.create_resource(
+                settings, arguments.uri, arguments.name, arguments.scope, arguments.ttl
+            )
+        )
+    if command == "list-resources":
+        return asyncio.run(admin.list_resources(settings))
+    if command == "delete-resource":
+        return asyncio.run(admin.delete_resource(settings, arguments.uri))
+    if command in ("grant-resource", "revoke-resource"):
+        return asyncio.run(
+            admin.change_client_resource(
+                settings,
+                arguments.client_id,
+                arguments.uri,
+                arguments.kind,
+                getattr(arguments, "scope", ""),
+                grant=command == "grant-resource",
+            )
+        )
+    if command == "list-client-resources":
+        return asyncio.run(admin.list_client_resources(settings, arguments.client_id))
     if command == "enable-user":
         return asyncio.run(admin.enable_user(settings, arguments.email))
     if command == "delete-user":

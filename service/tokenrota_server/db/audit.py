@@ -43,6 +43,13 @@ class AuditAction(StrEnum):
     # A DPoP-bound refresh token without its key's proof, or with another key's (a theft).
     DPOP_PROOF_MISSING = "dpop_proof_missing"
     DPOP_KEY_MISMATCH = "dpop_key_mismatch"
+    RESOURCE_CREATED = "resource_created"
+    RESOURCE_UPDATED = "resource_updated"
+    RESOURCE_DELETED = "resource_deleted"
+    CLIENT_RESOURCE_GRANTED = "client_resource_granted"
+    CLIENT_RESOURCE_REVOKED = "client_resource_revoked"
+    # A token exchange (RFC 8693): who acted, for which user and session, toward what.
+    TOKEN_EXCHANGED = "token_exchanged"  # noqa: S105 - an action's name
 
 
 @dataclass(frozen=True)

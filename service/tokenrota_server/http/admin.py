@@ -1,5 +1,5 @@
-"""HTTP handlers of the admin API under /admin: users, their roles and sessions, roles, the
-audit log. For operators' tools, never for people.
+"""HTTP handlers of the admin API under /admin: users, their roles and sessions, roles,
+resources, the audit log. For operators' tools, never for people.
 
 Every handler first checks the caller (`admin.authorize_admin`), before it reads a path
 parameter or a body, so a refused caller learns nothing and nothing is read or written; the
@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrota_server import admin
+from tokenrota_server import admin, resources
 from tokenrota_server.db import audit, pagination, roles
 from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.http.web import NO_STORE, bearer_token, read_json
@@ -43,6 +43,13 @@ def _role_name(request: Request[AppState]) -> str:
     if not roles.ROLE_NAME.fullmatch(name):
         raise NotFound("No such role.")
     return name
+
+
+def _resource_id(request: Request[AppState]) -> UUID:
+    try:
+        return UUID(request.path_params["resource_id"])
+    except ValueError:
+        raise NotFound("No such resource.") from None
 
 
 def _json(body: object, status_code: int = 200) -> JSONResponse:
@@ -176,6 +183,55 @@ async def list_audit(request: Request[AppState]) -> Response:
     return _json({"events": [event.to_json() for event in page], "next_cursor": next_cursor})
 
 
+async def list_resources(request: Request[AppState]) -> Response:
+    """GET /admin/resources: every resource, by URI."""
+    await _actor(request)
+    found = await resources.list_resources(request.state["pool"])
+    return _json({"resources": [resource.to_json() for resource in found]})
+
+
+async def create_resource(request: Request[AppState]) -> Response:
+    """POST /admin/resources {uri, name, scopes, access_token_ttl?}: 201 the resource."""
+    actor = await _actor(request)
+    state = request.state
+    body = await read_json(request, state["settings"].max_body_bytes)
+    fields = resources.check_resource_fields(body, state["settings"], creating=True)
+    created = await resources.create_resource(
+        state["pool"], fields, actor=actor, now=state["clock"]()
+    )
+    return _json(created.to_json(), status_code=201)
+
+
+async def get_resource(request: Request[AppState]) -> Response:
+    """GET /admin/resources/{resource_id}: one resource."""
+    await _actor(request)
+    found = await resources.get_resource(request.state["pool"], _resource_id(request))
+    return _json(found.to_json())
+
+
+async def update_resource(request: Request[AppState]) -> Response:
+    """PATCH /admin/resources/{resource_id} {name?, scopes?, access_token_ttl?}: 200."""
+    actor = await _actor(request)
+    state = request.state
+    resource_id = _resource_id(request)
+    body = await read_json(request, state["settings"].max_body_bytes)
+    fields = resources.check_resource_fields(body, state["settings"], creating=False)
+    updated = await resources.update_resource(
+        state["pool"], resource_id, fields, actor=actor, now=state["clock"]()
+    )
+    return _json(updated.to_json())
+
+
+async def delete_resource(request: Request[AppState]) -> Response:
+    """DELETE /admin/resources/{resource_id}: 204; clients' grants to it go with it."""
+    actor = await _actor(request)
+    state = request.state
+    await resources.delete_resource(
+        state["pool"], _resource_id(request), actor=actor, now=state["clock"]()
+    )
+    return Response(status_code=204)
+
+
 routes = [
     Route("/admin/users", list_users, methods=["GET"]),
     Route("/admin/users/{user_id}", get_user, methods=["GET"]),
@@ -188,5 +244,10 @@ routes = [
     Route("/admin/roles", list_roles, methods=["GET"]),
     Route("/admin/roles/{name}", put_role, methods=["PUT"]),
     Route("/admin/roles/{name}", delete_role, methods=["DELETE"]),
+    Route("/admin/resources", list_resources, methods=["GET"]),
+    Route("/admin/resources", create_resource, methods=["POST"]),
+    Route("/admin/resources/{resource_id}", get_resource, methods=["GET"]),
+    Route("/admin/resources/{resource_id}", update_resource, methods=["PATCH"]),
+    Route("/admin/resources/{resource_id}", delete_resource, methods=["DELETE"]),
     Route("/admin/audit", list_audit, methods=["GET"]),
 ]

@@ -15,6 +15,7 @@ from tokenrota_server.http import cookies
 from tokenrota_server.http.remote_address import remote_address
 from tokenrota_server.http.web import bearer_token, boolean_field, read_json, string_field
 from tokenrota_server.outcomes import LoginOutcome, RefreshOutcome
+from tokenrota_server.resources import resolve_target
 from tokenrota_server.state import AppState
 
 
@@ -52,6 +53,7 @@ async def login(request: Request[AppState]) -> Response:
     proof = state["proofs"].check(
         request.headers.getlist("dpop"), method="POST", path="/login", now=now
     )
+    target = await resolve_target(state["pool"], state["settings"], body.get("resource"))
     pair = await state["auth"].login(
         state["pool"],
         email=string_field(body, "email"),
@@ -60,6 +62,7 @@ async def login(request: Request[AppState]) -> Response:
         device=device_info(request),
         remember=remember,
         proof=proof,
+        target=target,
     )
     return cookies.pair_response(pair, state["settings"], in_cookie=use_cookie)
 
@@ -69,19 +72,22 @@ async def refresh(request: Request[AppState]) -> Response:
     state = request.state
     # Every refusal, before or in the use case, counts as invalid; success records its kind.
     telemetry.record(refresh=RefreshOutcome.INVALID)
-    token, from_cookie = await cookies.presented_refresh_token(request, state["settings"])
+    token, from_cookie, body = await cookies.presented_refresh_token(request, state["settings"])
     now = state["clock"]()
     proof = state["proofs"].check(
         request.headers.getlist("dpop"), method="POST", path="/refresh", now=now
     )
-    pair = await state["auth"].refresh(state["pool"], refresh_token=token, now=now, proof=proof)
+    target = await resolve_target(state["pool"], state["settings"], body.get("resource"))
+    pair = await state["auth"].refresh(
+        state["pool"], refresh_token=token, now=now, proof=proof, target=target
+    )
     return cookies.pair_response(pair, state["settings"], in_cookie=from_cookie)
 
 
 async def logout(request: Request[AppState]) -> Response:
     """POST /logout: 204 and the refresh cookie cleared for any token presented, live or not."""
     state = request.state
-    token, _ = await cookies.presented_refresh_token(request, state["settings"])
+    token, _, _ = await cookies.presented_refresh_token(request, state["settings"])
     await state["auth"].logout(state["pool"], refresh_token=token, now=state["clock"]())
     return cookies.clear_refresh_cookie(Response(status_code=204), state["settings"])
 

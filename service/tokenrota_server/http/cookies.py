@@ -29,8 +29,11 @@ def cookie_name(settings: Settings) -> str:
     return SECURE_COOKIE_NAME if settings.cookie_secure else PLAIN_COOKIE_NAME
 
 
-async def presented_refresh_token(request: Request[Any], settings: Settings) -> tuple[str, bool]:
-    """The refresh token of a /refresh or /logout request, and whether it came from the cookie.
+async def presented_refresh_token(
+    request: Request[Any], settings: Settings
+) -> tuple[str, bool, dict[str, Any]]:
+    """The refresh token of a /refresh or /logout request, whether it came from the cookie, and
+    the JSON body (`{}` without one) for the request's other fields.
 
     The body's `refresh_token` wins; without one, the cookie is used once the CSRF checks pass.
     Raises `CsrfFailed`, `MissingToken`, or the body errors of `read_json`.
@@ -43,11 +46,11 @@ async def presented_refresh_token(request: Request[Any], settings: Settings) -> 
     if token is not None and token != "":
         if not isinstance(token, str):
             raise InvalidInput("'refresh_token' must be a string.")
-        return token, False
+        return token, False, body
     if not cookie:
         raise MissingToken()
     check_csrf(request, settings)
-    return cookie, True
+    return cookie, True, body
 
 
 def check_csrf(request: Request[Any], settings: Settings) -> None:

@@ -66,7 +66,7 @@ REFRESHES = Counter(
 )
 TOKENS_ISSUED = Counter(
     "token_service_tokens_issued_total",
-    "Access tokens issued, by grant: login, refresh_token, client_credentials.",
+    "Access tokens issued, by grant: login, refresh_token, client_credentials, token_exchange.",
     ["grant"],
 )
 # "livesum": with several workers, the sum over the workers alive now.

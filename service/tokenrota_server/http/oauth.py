@@ -19,10 +19,12 @@ from tokenrota.dpop import ALGORITHMS
 
 from tokenrota_server import telemetry
 from tokenrota_server.db.oauth_clients import Client
+from tokenrota_server.db.resources import GrantKind
 from tokenrota_server.errors import (
     InvalidClient,
     InvalidGrant,
     InvalidScope,
+    InvalidTarget,
     InvalidToken,
     MalformedRequest,
     NotFound,
@@ -30,19 +32,23 @@ from tokenrota_server.errors import (
 )
 from tokenrota_server.http.remote_address import remote_address
 from tokenrota_server.http.web import NO_STORE, media_type, read_body, token_response
-from tokenrota_server.oauth import ClientSecret
+from tokenrota_server.oauth import ACCESS_TOKEN_TYPE_URN, ClientSecret
 from tokenrota_server.outcomes import Grant, RefreshOutcome
+from tokenrota_server.resources import resolve_target
 from tokenrota_server.state import AppState
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 # Our requests carry at most six parameters; a flood of them is refused before building a dict.
 MAX_FORM_FIELDS = 20
+# RFC 8693 §2.1's grant type; counted as `Grant.TOKEN_EXCHANGE`.
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
 # The OAuth grants /oauth/token answers; /login issues the third kind of token.
-GRANT_TYPES = (Grant.CLIENT_CREDENTIALS, Grant.REFRESH_TOKEN)
+GRANT_TYPES = (Grant.CLIENT_CREDENTIALS, Grant.REFRESH_TOKEN, TOKEN_EXCHANGE)
 
 
 async def token(request: Request[AppState]) -> Response:
-    """RFC 6749 §4.4 (client_credentials) and §6 (refresh_token)."""
+    """RFC 6749 §4.4 (client_credentials), §6 (refresh_token), RFC 8693 (token exchange);
+    each takes RFC 8707's `resource`."""
     state = request.state
     form = await read_form(request, state["settings"].max_body_bytes)
     presented = client_secret_of(request, form)
@@ -65,7 +71,11 @@ async def token(request: Request[AppState]) -> Response:
             pool, request.headers.getlist("dpop"), method="POST", path="/oauth/token", now=now
         )
         jkt = proof.jkt if proof is not None else None
-        return token_response(oauth.client_credentials(client, form.get("scope"), now, jkt))
+        grant = await oauth.resource_grant(pool, client, form.get("resource"), GrantKind.TOKEN)
+        return token_response(oauth.client_credentials(client, form.get("scope"), now, jkt, grant))
+
+    if grant_type == TOKEN_EXCHANGE:
+        return await _exchange(request, form, presented)
 
     # Every refusal of a refresh grant counts as an invalid refresh; success records its kind.
     telemetry.record(refresh=RefreshOutcome.INVALID)
@@ -84,11 +94,53 @@ async def token(request: Request[AppState]) -> Response:
     proof = state["proofs"].check(
         request.headers.getlist("dpop"), method="POST", path="/oauth/token", now=now
     )
+    target = await resolve_target(pool, state["settings"], form.get("resource"))
     try:
-        pair = await state["auth"].refresh(pool, refresh_token=refresh_token, now=now, proof=proof)
+        pair = await state["auth"].refresh(
+            pool, refresh_token=refresh_token, now=now, proof=proof, target=target
+        )
     except InvalidToken:
         raise InvalidGrant() from None
     return token_response(pair.to_json())
+
+
+async def _exchange(
+    request: Request[AppState], form: dict[str, str], presented: ClientSecret | None
+) -> Response:
+    """RFC 8693 §2: the authenticated client trades a user's token for itself for one toward
+    `resource`. Only access tokens are exchanged, for access tokens, without `actor_token`."""
+    state = request.state
+    oauth, pool, now = state["oauth"], state["pool"], state["clock"]()
+    if presented is None:
+        raise InvalidClient()
+    client = await oauth.authenticate(
+        pool, presented, ip=remote_address(request, state["settings"]), now=now
+    )
+    for name in ("subject_token", "subject_token_type", "resource"):
+        if name not in form:
+            raise MalformedRequest(f"The '{name}' parameter is missing.")
+    if (
+        form["subject_token_type"] != ACCESS_TOKEN_TYPE_URN
+        or form.get("requested_token_type", ACCESS_TOKEN_TYPE_URN) != ACCESS_TOKEN_TYPE_URN
+    ):
+        raise MalformedRequest("Only access tokens are exchanged, for access tokens.")
+    if "actor_token" in form or "audience" in form:
+        # An audience by name would bypass RFC 8707's URI; delegation needs no actor token.
+        raise MalformedRequest("Use 'resource'; 'audience' and 'actor_token' are not supported.")
+    proof = await state["proofs"].accept(
+        pool, request.headers.getlist("dpop"), method="POST", path="/oauth/token", now=now
+    )
+    return token_response(
+        await oauth.exchange(
+            pool,
+            client,
+            subject_token=form["subject_token"],
+            resource=form["resource"],
+            requested_scope=form.get("scope"),
+            now=now,
+            jkt=proof.jkt if proof is not None else None,
+        )
+    )
 
 
 async def revoke(request: Request[AppState]) -> Response:
@@ -188,6 +240,9 @@ async def read_form(request: Request[Any], max_bytes: int) -> dict[str, str]:
         raise MalformedRequest("The body is not a valid form.") from None
     form = dict(pairs)
     if len(form) != len(pairs):
+        if [name for name, _ in pairs].count("resource") > 1:
+            # RFC 8707 allows several; a token here is for one audience only.
+            raise InvalidTarget("Ask for one resource per token.")
         raise MalformedRequest("A parameter is repeated.")
     return {name: value for name, value in form.items() if value != ""}
 
