@@ -90,6 +90,7 @@ __all__ = [
     "RevocationFollower",
     "TokenUser",
     "TokenVerifier",
+    "presented_token",
     "protect",
     "requires_scope",
     "token_claims",
@@ -254,8 +255,12 @@ class TokenVerifier:
 class TokenUser(BaseUser):
     """`request.user` for a request with a valid token."""
 
-    def __init__(self, claims: AccessClaims) -> None:
+    def __init__(self, claims: AccessClaims, token: str = "") -> None:
         self.claims = claims
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"TokenUser(subject={self.claims.subject!r})"  # never the token
 
     @property
     def is_authenticated(self) -> bool:
@@ -337,7 +342,7 @@ class BearerMiddleware:
             url=self._request_url(scope),
             proof=proofs[0] if proofs else None,
         )
-        return AuthCredentials(claims.scope.split()), TokenUser(claims)
+        return AuthCredentials(claims.scope.split()), TokenUser(claims, token)
 
     def _request_url(self, scope: Scope) -> str:
         """The URL a client names in a proof's `htu`: `base_url` and the path when a proxy
@@ -432,6 +437,15 @@ def _metadata_response(metadata: ResourceMetadata, method: str) -> Response:
         )
     # Public and the same for everyone: caches may keep it.
     return JSONResponse(metadata.document(), headers={"Cache-Control": "public, max-age=300"})
+
+
+def presented_token(request: HTTPConnection) -> str:
+    """The verified token the request carried: the subject token of a token exchange
+    (`tokenrota.httpx_auth.TokenExchange`). Raise `MissingToken` on an anonymous request."""
+    user = request.user
+    if not isinstance(user, TokenUser):
+        raise MissingToken()
+    return user._token
 
 
 def _public_paths(public: Iterable[str]) -> tuple[str, ...]:
