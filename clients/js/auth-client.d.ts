@@ -27,6 +27,13 @@ export interface AuthClientOptions {
    * attaches the token to these and to the service's origin only; any other URL is fetched
    * without it. Each entry must be a bare http(s) origin (no path), else a TypeError. */
   resourceOrigins?: readonly string[];
+  /** APIs that each accept only a token for their own resource (RFC 8707): origin -> resource
+   * URI, e.g. {"https://orders.example": "https://orders.example/api"}. `fetch` sends such an
+   * origin only its resource's token, got from `/refresh` with `{resource}` when first needed
+   * and before it expires; refreshes are one at a time, the refresh cookie being one per
+   * session. An origin that is not bare, a URI that is not absolute http(s) or has a fragment,
+   * or an origin also in `resourceOrigins` (or the service's): TypeError. */
+  resources?: Readonly<Record<string, string>>;
 }
 
 export interface LoginOptions {
