@@ -243,8 +243,9 @@ class AuthorizationServer:
         self, pool: asyncpg.Pool, client: Client, resource: str | None, kind: GrantKind
     ) -> ClientGrant | None:
         """The client's grant of `kind` toward the `resource` it asked for (None when it asked
-        for none); raise `InvalidTarget` for a malformed, unknown or ungranted resource."""
-        if resource is None:
+        for none, or for the service itself); raise `InvalidTarget` for a malformed, unknown or
+        ungranted resource."""
+        if resource is None or resource == self._codec.audience:
             return None
         uri = resources_table.check_uri(resource)
         async with pool.acquire() as connection:

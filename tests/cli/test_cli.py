@@ -124,6 +124,12 @@ COMMAND_OPTIONS = {
     "list-users": ["--email", "PREFIX"],
     "enable-user": ["EMAIL"],
     "delete-user": ["EMAIL"],
+    "create-resource": ["URI", "--name", "--scope", "--ttl"],
+    "list-resources": [],
+    "delete-resource": ["URI"],
+    "grant-resource": ["CLIENT_ID", "URI", "--kind", "--scope"],
+    "revoke-resource": ["CLIENT_ID", "URI", "--kind"],
+    "list-client-resources": ["CLIENT_ID"],
     "help": ["COMMAND"],
 }
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.datastructures import Secret
 from tokenrota_server.config import Settings
+from tokenrota_server.db.resources import GrantKind
 
+from tests.audience_support import ACCESS_TOKEN_TYPE, EXCHANGE, grant
 from tests.oauth_support import claims_of
-from tests.support import CreateClient, FakeClock, RegisterAndLogin, Serve
+from tests.support import PASSWORD, CreateClient, FakeClock, RegisterAndLogin, Serve
 
 with warnings.catch_warnings():
     # Authlib 1.9 prefers the `httpx2` fork and warns when it finds plain httpx; we use httpx.
@@ -137,3 +144,95 @@ async def test_metadata_passes_authlibs_rfc_8414_checks(
             getattr(metadata, name)()
     assert body["issuer"] == "https://testserver"
     assert body["token_endpoint"] == TOKEN_URL
+
+
+async def test_authlib_asks_for_a_resource_and_exchanges_a_users_token(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    create_client: CreateClient,
+    register_and_login: RegisterAndLogin,
+) -> None:
+    """RFC 8707 `resource` with client_credentials, then RFC 8693 token exchange, from Authlib."""
+    orders, billing = "https://orders.example/", "https://billing.example/"
+    client_id, secret = await create_client(db, settings, scope="")
+    await db.execute(
+        "INSERT INTO resources (uri, name, scopes) VALUES ($1, 'orders', '{}'),"
+        " ($2, 'billing', '{}')",
+        orders,
+        billing,
+    )
+    for uri, kind in (
+        (orders, GrantKind.SERVES),
+        (orders, GrantKind.TOKEN),
+        (billing, GrantKind.EXCHANGE),
+    ):
+        await grant(db, client_id, uri, kind)
+    user, _ = await register_and_login(client)
+    subject = (
+        await client.post(
+            "/login", json={"email": user["email"], "password": PASSWORD, "resource": orders}
+        )
+    ).json()["access_token"]
+
+    async with authlib_client(client, client_id=client_id, client_secret=secret) as oauth:
+        own = await oauth.fetch_token(TOKEN_URL, grant_type="client_credentials", resource=orders)
+        exchanged = await oauth.fetch_token(
+            TOKEN_URL,
+            grant_type=EXCHANGE,
+            subject_token=subject,
+            subject_token_type=ACCESS_TOKEN_TYPE,
+            resource=billing,
+        )
+
+    assert claims_of(own["access_token"])["aud"] == orders
+    assert exchanged["issued_token_type"] == ACCESS_TOKEN_TYPE
+    claims = claims_of(exchanged["access_token"])
+    assert (claims["aud"], claims["sub"], claims["act"]) == (
+        billing,
+        user["id"],
+        {"sub": client_id},
+    )
+
+
+async def test_pyjwt_verifies_an_audience_restricted_token_against_the_jwks(
+    make_settings: Any, clock: FakeClock, serve: Serve, db: asyncpg.Connection
+) -> None:
+    """PyJWT, given the published JWKS, accepts the token for its own audience only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    settings = make_settings(access_token_signing_key=Secret(pem))
+    orders = "https://orders.example/"
+    await db.execute(
+        "INSERT INTO resources (uri, name, scopes) VALUES ($1, 'orders', '{}')", orders
+    )
+    async with serve(settings, clock) as service:
+        email = f"pyjwt-{uuid.uuid4().hex[:8]}@example.com"
+        await service.post("/register", json={"email": email, "password": PASSWORD})
+        token = (
+            await service.post(
+                "/login", json={"email": email, "password": PASSWORD, "resource": orders}
+            )
+        ).json()["access_token"]
+        key_set = (await service.get("/.well-known/jwks.json")).json()
+
+    verifying_key = jwt.PyJWKSet.from_dict(key_set)[jwt.get_unverified_header(token)["kid"]]
+    verified = jwt.decode(
+        token,
+        verifying_key.key,
+        algorithms=["ES256"],
+        audience=orders,
+        issuer=settings.token_issuer,
+        options={"require": ["exp", "iat", "sub", "aud"]},
+    )
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(
+            token,
+            verifying_key.key,
+            algorithms=["ES256"],
+            audience=settings.token_audience,
+            issuer=settings.token_issuer,
+        )
+    assert verified["aud"] == orders

@@ -23,6 +23,7 @@ from tests.support import PASSWORD, FakeClock, login, register, register_and_log
 
 # Fixed, not random: pytest-xdist workers must collect the same test ids. No test creates it.
 SOME_ID = "4d6f2a90-3b1e-4c57-9a8d-0e2f6b7c1a35"
+SOME_RESOURCE_ID = "7a1c3e5f-2b4d-4f6a-8c0e-1d3f5a7b9c2e"
 # Erase racing a token's spending deadlocked about once in 150 tries before both locked the
 # user's row first.
 ERASE_RACE_ROUNDS = 300
@@ -40,6 +41,11 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/admin/roles/ops", {"scopes": ["read"]}),
     ("DELETE", "/admin/roles/ops", None),
     ("GET", "/admin/audit", None),
+    ("GET", "/admin/resources", None),
+    ("POST", "/admin/resources", {"uri": "https://api.example/", "name": "api", "scopes": []}),
+    ("GET", f"/admin/resources/{SOME_RESOURCE_ID}", None),
+    ("PATCH", f"/admin/resources/{SOME_RESOURCE_ID}", {"name": "renamed"}),
+    ("DELETE", f"/admin/resources/{SOME_RESOURCE_ID}", None),
 ]
 
 
@@ -56,7 +62,15 @@ async def call(
 async def everything(db: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every row an admin call could change or write."""
     snapshot = {}
-    for table in ("users", "sessions", "refresh_tokens", "roles", "user_roles", "audit_events"):
+    for table in (
+        "users",
+        "sessions",
+        "refresh_tokens",
+        "roles",
+        "user_roles",
+        "audit_events",
+        "resources",
+    ):
         rows = await db.fetch(f"SELECT * FROM {table} ORDER BY 1")  # noqa: S608
         snapshot[table] = [tuple(row) for row in rows]
     return snapshot
@@ -70,7 +84,12 @@ async def test_the_route_list_covers_every_admin_route(client: httpx.AsyncClient
         (method, route.path) for route in admin_routes.routes for method in route.methods or ()
     }
     listed = {
-        (method, path.replace(SOME_ID, "{user_id}").replace("/ops", "/{name}"))
+        (
+            method,
+            path.replace(SOME_ID, "{user_id}")
+            .replace(SOME_RESOURCE_ID, "{resource_id}")
+            .replace("/ops", "/{name}"),
+        )
         for method, path, _ in ENDPOINTS
     }
 

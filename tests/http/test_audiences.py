@@ -321,6 +321,7 @@ async def test_client_credentials_for_a_granted_resource(
     await grant(db, client_id, BILLING, GrantKind.TOKEN, "billing:read")
 
     default = await client_token(client, client_id, secret, resource=BILLING)
+    named = await client_token(client, client_id, secret, resource=settings.token_audience)
     asked = await client_token(client, client_id, secret, resource=BILLING, scope="billing:read")
     plain = await client_token(client, client_id, secret)
 
@@ -332,7 +333,8 @@ async def test_client_credentials_for_a_granted_resource(
     )
     assert asked.json()["scope"] == "billing:read"
     assert claims_of(plain.json()["access_token"])["aud"] == settings.token_audience
-    assert plain.json()["scope"] == "read"
+    assert plain.json()["scope"] == named.json()["scope"] == "read"
+    assert claims_of(named.json()["access_token"])["aud"] == settings.token_audience
 
 
 async def test_client_credentials_refuse_an_ungranted_resource_and_wider_scopes(

@@ -289,7 +289,11 @@ async def test_metadata_describes_the_endpoints(client: httpx.AsyncClient) -> No
     assert body["token_endpoint"] == "http://127.0.0.1:8000/oauth/token"
     assert body["revocation_endpoint"] == "http://127.0.0.1:8000/oauth/revoke"
     assert body["introspection_endpoint"] == "http://127.0.0.1:8000/oauth/introspect"
-    assert body["grant_types_supported"] == ["client_credentials", "refresh_token"]
+    assert body["grant_types_supported"] == [
+        "client_credentials",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+    ]
     assert "password" not in body["grant_types_supported"]
     assert set(body["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",

@@ -79,11 +79,25 @@ SCHEMAS: dict[str, Any] = {
                     "use_cookie": {"type": "boolean", "default": False},
                     # false: a short session (SESSION_SHORT_MAX_AGE), a cookie without Max-Age.
                     "remember": {"type": "boolean", "default": True},
+                    "resource": {"$ref": "#/components/schemas/Resource"},
                 }
             },
         ]
     },
-    "RefreshRequest": {"type": "object", "properties": {"refresh_token": _string}},
+    "RefreshRequest": {
+        "type": "object",
+        "properties": {
+            "refresh_token": _string,
+            "resource": {"$ref": "#/components/schemas/Resource"},
+        },
+    },
+    "Resource": {
+        "type": "string",
+        "maxLength": 512,
+        "description": "RFC 8707: one registered resource's absolute URI, without a fragment;"
+        " the access token is for it alone (aud) with the scopes it defines. Absent: the"
+        " service itself.",
+    },
     "PasswordChange": {
         "type": "object",
         "required": ["current_password", "new_password"],
@@ -119,9 +133,28 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["grant_type"],
         "properties": {
-            "grant_type": {"type": "string", "enum": ["client_credentials", "refresh_token"]},
+            "grant_type": {
+                "type": "string",
+                "enum": [
+                    "client_credentials",
+                    "refresh_token",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ],
+            },
             "scope": _SCOPE,
             "refresh_token": _NON_EMPTY,
+            "resource": {"$ref": "#/components/schemas/Resource"},
+            "subject_token": {
+                **_NON_EMPTY,
+                "description": "Token exchange: a user's access token"
+                " whose aud is a resource the calling client serves.",
+            },
+            "subject_token_type": {
+                "const": "urn:ietf:params:oauth:token-type:access_token",
+            },
+            "requested_token_type": {
+                "const": "urn:ietf:params:oauth:token-type:access_token",
+            },
             "client_id": _string,
             "client_secret": _string,
         },
@@ -136,6 +169,8 @@ SCHEMAS: dict[str, Any] = {
             "expires_in": {"type": "integer"},
             "scope": _string,
             "refresh_token": _string,
+            # RFC 8693 §2.2.1: in answer to a token exchange.
+            "issued_token_type": _string,
         },
     },
     "TokenReference": {
@@ -146,7 +181,11 @@ SCHEMAS: dict[str, Any] = {
     "Introspection": {
         "type": "object",
         "required": ["active"],
-        "properties": {"active": {"type": "boolean"}},
+        "properties": {
+            "active": {"type": "boolean"},
+            "aud": _string,
+            "act": {"type": "object", "description": "RFC 8693 §4.1: who acted, nested."},
+        },
     },
     "Jwks": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
     "Health": {"type": "object", "required": ["status"], "properties": {"status": _string}},

@@ -123,9 +123,11 @@ DPOP_HEADER = {
 JSON_BODY_OR_PROOF_ERRORS = {
     **JSON_BODY_ERRORS,
     400: error(
-        "The body is not a JSON object, or the DPoP proof is refused.",
+        "The body is not a JSON object, the DPoP proof is refused, or `resource` is not one"
+        " registered absolute URI.",
         "invalid_request",
         "invalid_dpop_proof",
+        "invalid_target",
     ),
 }
 BEARER_ERRORS = {
@@ -351,7 +353,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/demo.css"): static("text/css", "The demo's style", NOT_IN_PRODUCTION),
     ("POST", "/oauth/token"): {
         "tags": ["oauth"],
-        "summary": "OAuth 2.0 token endpoint: client_credentials and refresh_token grants",
+        "summary": "OAuth 2.0 token endpoint: client_credentials, refresh_token and token"
+        " exchange (RFC 8693) grants, each with RFC 8707's `resource`",
         "security": CLIENT_AUTH,
         "parameters": [
             {
@@ -370,6 +373,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "invalid_grant",
                 "unsupported_grant_type",
                 "invalid_scope",
+                "invalid_target",
                 "invalid_dpop_proof",
             ),
             **UNAVAILABLE_OR_BUSY,
@@ -669,6 +673,26 @@ _ROLE: dict[str, Any] = {
         "created_at": {"type": "string", "format": "date-time"},
     },
 }
+_RESOURCE_INPUT: dict[str, Any] = {
+    "type": "object",
+    "required": ["uri", "name"],
+    "properties": {
+        "uri": {"type": "string", "maxLength": 512, "description": "Absolute, no fragment."},
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "access_token_ttl": {"type": ["integer", "null"], "minimum": 1},
+    },
+}
+_RESOURCE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "uri", "name", "scopes", "access_token_ttl", "created_at"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        **_RESOURCE_INPUT["properties"],
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+NO_SUCH_RESOURCE = {404: error("No such resource (or an id that is not a UUID).", "not_found")}
 _CURSOR = {"type": ["string", "null"], "description": "Pass as `cursor` for the next page."}
 
 
@@ -844,6 +868,49 @@ OPERATIONS |= {
             404: error("No such role.", "not_found"),
             409: error("A user holds the role.", "role_in_use"),
         },
+    ),
+    ("GET", "/admin/resources"): _admin(
+        "Every resource (RFC 8707), by URI",
+        {
+            200: ok(
+                "Resources.",
+                {
+                    "type": "object",
+                    "required": ["resources"],
+                    "properties": {"resources": {"type": "array", "items": _RESOURCE}},
+                },
+            )
+        },
+    ),
+    ("POST", "/admin/resources"): _admin(
+        "Register a resource: tokens asked for with `resource` = its URI are for it alone",
+        {
+            201: ok("Created.", _RESOURCE),
+            **JSON_BODY_ERRORS,
+            422: error(
+                "A URI that is not absolute, has a fragment or is taken; a blank name; a bad"
+                " scope; a lifetime outside 1..ACCESS_TOKEN_TTL; an unknown field.",
+                "invalid_input",
+            ),
+        },
+        requestBody=json_body(_RESOURCE_INPUT),
+    ),
+    ("GET", "/admin/resources/{resource_id}"): _admin(
+        "One resource", {200: ok("The resource.", _RESOURCE), **NO_SUCH_RESOURCE}
+    ),
+    ("PATCH", "/admin/resources/{resource_id}"): _admin(
+        "Change a resource's name, scopes or lifetime (never its URI)",
+        {
+            200: ok("Changed.", _RESOURCE),
+            **JSON_BODY_ERRORS,
+            **NO_SUCH_RESOURCE,
+            422: error("A bad field, or `uri`.", "invalid_input"),
+        },
+        requestBody=json_body({k: v for k, v in _RESOURCE_INPUT.items() if k != "required"}),
+    ),
+    ("DELETE", "/admin/resources/{resource_id}"): _admin(
+        "Delete a resource and every client's grant to it",
+        {204: ok("Deleted."), **NO_SUCH_RESOURCE},
     ),
     ("GET", "/admin/audit"): _admin(
         "A page of the audit log, newest first; `user_id` narrows it to one user",
