@@ -51,6 +51,7 @@ def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
 
 def settings_for(database_url: str, **changes: object) -> Settings:
     return Settings(
+        token_audience="https://api.bench.test",  # a resource server's audience is a URI
         access_token_secret=Secret(secrets.token_urlsafe(48)),
         refresh_token_secret=Secret(secrets.token_urlsafe(48)),
         database_url=database_url,

@@ -28,7 +28,14 @@ from tests import oauth_support, pooler, support
 from tests.outage import ControlledPostgres
 
 # Re-exported: some test modules still import these from here rather than from tests.support.
-from tests.support import PASSWORD, PROJECT_ROOT, FakeClock, register_and_login, serve
+from tests.support import (
+    PASSWORD,
+    PROJECT_ROOT,
+    TEST_AUDIENCE,
+    FakeClock,
+    register_and_login,
+    serve,
+)
 
 __all__ = ["PASSWORD", "PROJECT_ROOT", "FakeClock", "register_and_login", "serve"]
 
@@ -96,6 +103,8 @@ def settings(database_url: str) -> Settings:
         login_email_max_attempts=10_000,
         login_ip_max_attempts=10_000,
         register_ip_max_attempts=10_000,
+        # A URI, as a resource server's audience must be (tokenrota.resource).
+        token_audience=TEST_AUDIENCE,
     )
     return through_pooler_if_asked(settings)
 

@@ -23,6 +23,9 @@ from tokenrota_server.passwords import Passwords
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
+# The audience of the test instances' tokens, and of the resource servers the tests build: a
+# URI, as a resource server's must be (tokenrota.resource).
+TEST_AUDIENCE = "https://api.tokenrota.test"
 PasswordsT = TypeVar("PasswordsT", bound=Passwords)
 
 

@@ -46,6 +46,13 @@ export interface AuthClientOptions {
    * header with CORS. Without IndexedDB (some private modes) the key lives as long as the tab, and
    * a reload ends the session. A value that is not a boolean throws a TypeError. */
   dpop?: boolean;
+  /** APIs that each accept only a token for their own resource (RFC 8707): origin -> resource
+   * URI, e.g. {"https://orders.example": "https://orders.example/api"}. `fetch` sends such an
+   * origin only its resource's token, got from `/refresh` with `{resource}` when first needed
+   * and before it expires; refreshes are one at a time, the refresh cookie being one per
+   * session. An origin that is not bare, a URI that is not absolute http(s) or has a fragment,
+   * or an origin also in `resourceOrigins` (or the service's): TypeError. */
+  resources?: Readonly<Record<string, string>>;
 }
 
 export interface LoginOptions {

@@ -14,6 +14,15 @@
 //
 // The access token is sent only to the service's origin and to `resourceOrigins`: any other URL
 // given to `auth.fetch` is fetched without it, so a call to a third-party API cannot leak it.
+//
+// APIs that accept only tokens of their own audience (RFC 8707 resources) are named in
+// `resources`, origin -> resource URI:
+//   createAuthClient({ baseUrl, resources: { "https://orders.example": "https://orders.example/api" } })
+// `auth.fetch` then sends each of those origins only a token for its resource, which it gets
+// from `/refresh` with `{resource}` (the session's one refresh cookie) when first needed and
+// again before it expires. Every refresh, of any audience, is one at a time (within the tab and,
+// through the Web Lock, across tabs): the refresh token rotates at each, and two at once would
+// look like reuse. A tab shares each resource's token with the others, as it does the main one.
 // Answers follow the service's convention (also that of resource servers built with
 // tokenrota.verify): 403 token_expired is refreshed and retried once; 403 invalid_token for the
 // token this client holds means the session was ended elsewhere: every tab signs out, "revoked".
@@ -53,12 +62,15 @@ export class AuthError extends Error {
  * (default 30; capped at half the token's lifetime).
  * `resourceOrigins`: origins of the APIs that accept the access token (e.g.
  * "https://api.example"); `fetch` sends the token to these and to the service's origin only.
+ * `resources`: origins of APIs that each accept only a token for their own resource, mapped to
+ * that resource's URI (`{"https://orders.example": "https://orders.example/api"}`).
  */
 export function createAuthClient({
   baseUrl = "",
   refreshMargin = 30,
   resourceOrigins = [],
   dpop = false,
+  resources = {},
 } = {}) {
   if (typeof dpop !== "boolean") throw new TypeError("dpop must be true or false");
   // Checked here rather than at login: without WebCrypto (an http page not on localhost) DPoP
@@ -66,7 +78,8 @@ export function createAuthClient({
   if (dpop && !globalThis.crypto?.subtle) throw new TypeError("dpop needs WebCrypto (https)");
   const base = String(baseUrl).replace(/\/+$/, "");
   const page = globalThis.location?.href;
-  const trusted = new Set([new URL(base || "/", page).origin, ...resourceOrigins.map(originOf)]);
+  const trusted = new Set([new URL(base || "/", page).origin, ...resourceOrigins.map((origin) => originOf(origin))]);
+  const audiences = resourceMap(resources, trusted); // origin -> resource URI
   const listeners = new Set();
   const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL_NAME) : null;
   let accessToken = null;
@@ -98,8 +111,9 @@ export function createAuthClient({
   }
 
   function endSession(reason, tellOtherTabs) {
-    const hadSession = accessToken !== null;
+    const hadSession = accessToken !== null || resourceTokens.size > 0;
     adopt(null, 0, 0);
+    resourceTokens.clear();
     if (tellOtherTabs && channel) channel.postMessage({ type: "logout", reason });
     if (!hadSession && reason !== "logout") return;
     for (const listener of [...listeners]) {
@@ -121,6 +135,7 @@ export function createAuthClient({
       if (data && data.type === "token" && isNewer(data.generation)) {
         adopt(data.accessToken, data.expiresAt, data.lifetime, data.generation, data.key ?? null);
       }
+      if (data && data.type === "resource-token") adoptResourceToken(data);
       for (const waiter of [...waiters]) waiter(data);
     };
   }
@@ -150,9 +165,15 @@ export function createAuthClient({
   }
 
   // The Web Lock around everything that takes a new token pair (refresh, login), where there is
-  // one; without Web Locks, tabs are not serialised (as in node).
+  // one; without Web Locks, tabs are not serialised (as in node). Within the tab, one after the
+  // other anyway: a refresh for a resource and one for the service must not overlap.
+  let queue = Promise.resolve();
   function exclusively(run) {
-    return globalThis.navigator?.locks ? navigator.locks.request(LOCK_NAME, run) : run();
+    const locked = () =>
+      globalThis.navigator?.locks ? navigator.locks.request(LOCK_NAME, run) : run();
+    const turn = queue.then(locked, locked);
+    queue = turn.catch(() => {});
+    return turn;
   }
 
   // Cookie requests must carry X-Requested-With and a JSON (or empty) body: the service's CSRF
@@ -265,6 +286,78 @@ export function createAuthClient({
     }
   }
 
+  // -- tokens per resource (RFC 8707) ------------------------------------------------------
+  // resource URI -> {token, expiresAt, lifetime}; a refresh per resource in flight at most.
+  const resourceTokens = new Map();
+  const resourceInflight = new Map();
+
+  function resourceToken(resource) {
+    const held = resourceTokens.get(resource);
+    if (!held) return null;
+    const margin = Math.min(refreshMargin * 1000, held.lifetime / 2);
+    return Date.now() < held.expiresAt - margin ? held.token : null;
+  }
+
+  function adoptResourceToken({ resource, accessToken: token, expiresAt: expiry, lifetime: life }) {
+    if (typeof resource !== "string" || ![...audiences.values()].includes(resource)) return;
+    const held = resourceTokens.get(resource);
+    if (!held || expiry > held.expiresAt) {
+      resourceTokens.set(resource, { token, expiresAt: expiry, lifetime: life });
+    }
+  }
+
+  // Under the lock: a token that arrived while this tab waited (another tab's, or this tab's
+  // own previous turn) is used as it is; otherwise one /refresh for this resource.
+  async function refreshResourceUnderLock(resource, staleToken) {
+    const current = resourceToken(resource);
+    if (current !== null && current !== staleToken) return current;
+    // A DPoP session's refreshes all need its key's proof, a resource's as much as the main one.
+    const key = proofs === null ? null : ((await proofs.storedKey()) ?? tokenKey);
+    const response = await post("/refresh", { resource }, key);
+    if (!response.ok) {
+      const error = await failure(response);
+      if (response.status === 401 || response.status === 403) endSession("expired", true);
+      throw error;
+    }
+    const body = await response.json();
+    const life = body.expires_in * 1000;
+    const expiry = Date.now() + life;
+    resourceTokens.set(resource, { token: body.access_token, expiresAt: expiry, lifetime: life });
+    if (channel) {
+      const announced = { resource, accessToken: body.access_token, expiresAt: expiry, lifetime: life };
+      channel.postMessage({ type: "resource-token", ...announced });
+    }
+    return body.access_token;
+  }
+
+  function refreshResource(resource, staleToken) {
+    if (!resourceInflight.has(resource)) {
+      const flight = exclusively(() => refreshResourceUnderLock(resource, staleToken));
+      const cleared = flight.finally(() => resourceInflight.delete(resource));
+      resourceInflight.set(resource, cleared);
+      return cleared;
+    }
+    return resourceInflight.get(resource);
+  }
+
+  // `fetch` for an origin in `resources`: only that resource's token, refreshed as the main
+  // one is (before expiry; once more on token_expired; "revoked" on invalid_token).
+  async function fetchForResource(resource, request, init) {
+    let token = resourceToken(resource) ?? (await refreshResource(resource, null));
+    let response = await send(request, init, token);
+    let error = await refusal(response);
+    const replaced = () => resourceTokens.get(resource)?.token !== token;
+    if (error === "token_expired" || (error === "invalid_token" && replaced())) {
+      // Another tab's newer token if there is one, else a refresh of this one.
+      const newer = replaced() ? resourceToken(resource) : null;
+      token = newer ?? (await refreshResource(resource, token));
+      response = await send(request, init, token);
+      error = await refusal(response);
+    }
+    if (error === "invalid_token" && !replaced()) endSession("revoked", true);
+    return response;
+  }
+
   return {
     /** Log in with the cookie transport; throws `AuthError` (invalid_credentials, too_many_attempts).
      * `remember: false` starts a short session whose cookie ends with the browser. */
@@ -284,15 +377,18 @@ export function createAuthClient({
     },
 
     /** `fetch` with the bearer token when the URL is the service's or a resource origin's
-     * (any other URL is fetched without it). Refreshes first when the token is (about to be)
+     * (any other URL is fetched without it); an origin in `resources` gets its resource's own
+     * token instead. Refreshes first when the token is (about to be)
      * expired; on 403 token_expired refreshes and retries once; on 403 invalid_token for the
      * token it holds, ends the session in every tab (`onLogout({reason: "revoked"})`) and
      * returns that answer. Throws `AuthError` when there is no session to refresh. */
     async fetch(input, init = {}) {
       const target = input instanceof Request ? input.url : resolve(String(input));
       const url = new URL(target, page);
-      if (!trusted.has(url.origin)) return send(input instanceof Request ? input : url, init, null);
       const request = input instanceof Request ? input : url;
+      const resource = audiences.get(url.origin);
+      if (resource !== undefined) return fetchForResource(resource, request, init);
+      if (!trusted.has(url.origin)) return send(request, init, null);
       let token = isFresh() ? accessToken : await refresh(accessToken);
       let response = await send(request, init, token);
       let error = await refusal(response);
@@ -398,9 +494,38 @@ async function inStore(store, mode, work) {
   });
 }
 
+/** `resources` checked: origin -> absolute http(s) resource URI without a fragment (RFC 8707),
+ * as a Map; an origin may not also be the service's or in `resourceOrigins` (which token would it
+ * get?). Throws TypeError. */
+function resourceMap(resources, trusted) {
+  const map = new Map();
+  for (const [origin, resource] of Object.entries(resources ?? {})) {
+    const key = originOf(origin, "resources");
+    let uri = null;
+    try {
+      uri = new URL(resource);
+    } catch {
+      // Not a URL: refused below.
+    }
+    const isResource =
+      typeof resource === "string" &&
+      uri !== null &&
+      /^https?:$/.test(uri.protocol) &&
+      !resource.includes("#");
+    if (!isResource) {
+      throw new TypeError(`a resource is an absolute http(s) URI without a fragment: ${resource}`);
+    }
+    if (trusted.has(key)) {
+      throw new TypeError(`${key} is the service's or in resourceOrigins: not also in resources`);
+    }
+    map.set(key, resource);
+  }
+  return map;
+}
+
 /** `value` as an origin ("https://api.example", a trailing "/" allowed); throws TypeError for
  * anything else: a path would suggest that only it gets the token, while the whole origin would. */
-function originOf(value) {
+function originOf(value, option = "resourceOrigins") {
   let url = null;
   try {
     url = new URL(value);
@@ -408,7 +533,7 @@ function originOf(value) {
     // Not a URL at all: refused below.
   }
   const isOrigin = url !== null && /^https?:$/.test(url.protocol) && url.href === `${url.origin}/`;
-  if (!isOrigin) throw new TypeError(`resourceOrigins takes origins like https://api.example: ${value}`);
+  if (!isOrigin) throw new TypeError(`${option} takes origins like https://api.example: ${value}`);
   return url.origin;
 }
 

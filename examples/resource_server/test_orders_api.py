@@ -21,13 +21,22 @@ from tokenrota.testing import TokenService, VerifierSettings
 from tokenrota.verify import TokenVerifier
 from tokenrota_server.tokens import TokenCodec
 
+# The orders API's own URI: the audience it accepts.
+ORDERS = "https://orders.example"
+
+
+@pytest.fixture
+def token_service_settings() -> dict[str, object]:
+    """The service mints its tokens for the orders API."""
+    return {"token_audience": ORDERS}
+
 
 def verifier_for(published: VerifierSettings) -> TokenVerifier:
     """A verifier with what the service publishes for resource servers (HS256 here)."""
     assert published.access_token_secret is not None, "this example verifies HS256 tokens"
     return TokenVerifier(
         issuer=published.issuer,
-        audience=published.audience,
+        audience=ORDERS,
         secret=str(published.access_token_secret),
         leeway=published.leeway,
         max_lifetime=published.max_lifetime,
@@ -113,13 +122,15 @@ async def test_only_the_health_check_is_public(orders: httpx.AsyncClient) -> Non
         ("garbage", 403, "invalid_token"),
         ("refresh token", 403, "invalid_token"),
         ("other instance", 403, "invalid_token"),
+        ("another API's", 403, "invalid_token"),
     ],
 )
 async def test_bad_tokens_are_refused_as_the_service_refuses_them(
     token_service: TokenService, orders: httpx.AsyncClient, case: str, status: int, error: str
 ) -> None:
     """No token is 401; an expired one 403 token_expired (a client refreshes); a refresh token
-    or one signed by another instance 403 invalid_token. Always with a Bearer challenge."""
+    or one signed by another instance or minted for another API 403 invalid_token. Always with a
+    Bearer challenge."""
     user = await token_service.create_user()
     pair = await token_service.login(user.email, user.password)
     stranger = TokenCodec(
@@ -130,6 +141,9 @@ async def test_bad_tokens_are_refused_as_the_service_refuses_them(
             user.id, expires_in=60, now=utc_now() - timedelta(minutes=5)
         ),
         "garbage": "not.a.token",
+        "another API's": token_service.issue_access_token(
+            user.id, audience="https://billing.example"
+        ),
         "refresh token": pair.refresh_token,
         "other instance": stranger.mint_access(
             subject=user.id, session_id=str(uuid.uuid4()), email=user.email, now=utc_now()

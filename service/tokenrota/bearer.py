@@ -11,7 +11,10 @@ through here, so a client meets one convention wherever it sends a token:
     keys or service cannot be asked    503 unavailable         (no challenge)
     a DPoP proof that fails (RFC 9449) 401 invalid_dpop_proof  DPoP error="invalid_dpop_proof", ...
 
-Every challenge after bare `Bearer` carries `error_description`, the body's text.
+Every challenge after bare `Bearer` carries `error_description`, the body's text. A resource
+server built with `tokenrota.verify` adds `resource_metadata="<url>"` (RFC 9728 §5.1) to each
+challenge, bare `Bearer` included: where a client learns which resource and which authorization
+servers to ask.
 
 401 asks for a token; 403 says that the token presented will not do. RFC 6750 would answer
 invalid_token with 401 too; splitting them lets a client tell "log in" from "refresh, or the
@@ -86,13 +89,17 @@ def authorization(headers: Headers) -> tuple[str, str]:
 def challenge(
     error: MissingToken | InvalidToken | InsufficientScope | InvalidDPoPProof,
     scheme: str = "bearer",
+    resource_metadata: str | None = None,
 ) -> str:
     """The `WWW-Authenticate` value for a refusal: bare `Bearer` when no token was presented.
 
     A request made with the DPoP scheme, or refused for its proof, is answered in DPoP's terms.
+    `resource_metadata` is the URL of the resource server's RFC 9728 metadata, when it has one.
     """
+    # A URL we were configured with, never the request's: quoted as RFC 9728 §5.1 writes it.
+    metadata = f'resource_metadata="{_quotable(resource_metadata)}"' if resource_metadata else ""
     if isinstance(error, MissingToken):
-        return "Bearer"
+        return f"Bearer {metadata}" if metadata else "Bearer"
     if isinstance(error, InvalidDPoPProof):
         code, scheme = error.code, "dpop"
     elif isinstance(error, InsufficientScope):
@@ -106,17 +113,20 @@ def challenge(
         value += f', scope="{_quotable(" ".join(error.scopes))}"'
     if scheme == "dpop":
         value += f', algs="{DPOP_ALGORITHMS}"'
+    if metadata:
+        value += f", {metadata}"
     return value
 
 
 def refusal(
     error: MissingToken | InvalidToken | InsufficientScope | InvalidDPoPProof | Unavailable,
     scheme: str = "bearer",
+    resource_metadata: str | None = None,
 ) -> JSONResponse:
     """The JSON answer to a refused request, with its status and challenge."""
     headers = {"Cache-Control": "no-store"}
     if not isinstance(error, Unavailable):
-        headers["WWW-Authenticate"] = challenge(error, scheme)
+        headers["WWW-Authenticate"] = challenge(error, scheme, resource_metadata)
     if isinstance(error, InvalidDPoPProof) and error.nonce is not None:
         headers["DPoP-Nonce"] = error.nonce
     status = next(STATUS_BY_ERROR[kind] for kind in type(error).__mro__ if kind in STATUS_BY_ERROR)

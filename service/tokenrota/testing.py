@@ -208,6 +208,7 @@ class TokenService:
         email: str | None = None,
         client_id: str | None = None,
         now: datetime | None = None,
+        audience: str | None = None,
     ) -> str:
         """An access token signed as this instance signs them, without any flow.
 
@@ -215,12 +216,16 @@ class TokenService:
         that exists only in the token (a resource server verifies it; the service's own
         `/profile`, which checks the session row, refuses it). `now` in the past makes an
         expired token; `expires_in` can be at most the service's access-token lifetime.
+        `audience` is the resource URI the token is for (the service's own audience by default).
         """
         lifetime = self.settings.access_token_ttl
         if expires_in is not None and not 0 < expires_in <= lifetime:
             raise ValueError(f"expires_in must be between 1 and {lifetime} seconds")
         is_client = client_id is not None
-        token, _ = self._codec.mint_access(
+        codec = self._codec
+        if audience is not None:
+            codec = TokenCodec(replace(self.settings, token_audience=audience))
+        token, _ = codec.mint_access(
             subject=sub,
             now=now or utc_now(),
             scope=scope,

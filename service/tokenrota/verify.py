@@ -1,16 +1,25 @@
 """Checking our access tokens in a resource server built on Starlette, without calling us.
 
-    verifier = TokenVerifier(issuer=..., audience=..., jwks=JwksKeys(url, http))  # or secret=
+    verifier = TokenVerifier(
+        issuer=..., audience="https://orders.example", jwks=JwksKeys(url, http)  # or secret=
+    )
     app = Starlette(
         routes=...,
         middleware=[
             Middleware(CORSMiddleware, ...),  # outside protect: preflights carry no token
-            protect(verifier, public=["/healthz", "/docs/"]),
+            protect(verifier, public=["/healthz", "/docs/"], scopes_supported=["orders:read"]),
         ],
     )
 
     @requires_scope("read")
     async def handler(request): claims = token_claims(request) ...
+
+The audience is this resource server's own URI (RFC 8707; `tokenrota.resource` gives the
+grammar): a token the service minted for another API, or for the service's own routes, is refused
+here. `previous_audience=` also accepts one older audience while callers move over (the shared
+`TOKEN_AUDIENCE` of before resources; docs/services.md's migration). `protect` serves the RFC 9728
+metadata at `/.well-known/oauth-protected-resource` (the resource's path appended) and names it in
+every challenge (`resource_metadata="..."`), so a client learns what to ask the service for.
 
 Fail closed: `protect` refuses every HTTP and WebSocket request without a valid token, whatever
 route it is for (unknown paths and wrong methods included, so an anonymous caller learns nothing
@@ -42,6 +51,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable
 
 import httpx
@@ -51,7 +61,7 @@ from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedU
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrota import dpop, jws
@@ -67,15 +77,23 @@ from tokenrota.errors import (
     UseDPoPNonce,
 )
 from tokenrota.jwks import JwksKeys
+from tokenrota.resource import ResourceMetadata, resource_uri
 from tokenrota.revocations import RevocationFollower
+
+# Where the middleware leaves the metadata URL for requires_scope, in the ASGI scope.
+_METADATA_KEY = "tokenrota.resource_metadata"
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 __all__ = [
     "BearerMiddleware",
     "Introspection",
     "JwksKeys",
+    "ResourceMetadata",
     "RevocationFollower",
     "TokenUser",
     "TokenVerifier",
+    "presented_token",
     "protect",
     "requires_scope",
     "token_claims",
@@ -134,6 +152,7 @@ class TokenVerifier:
         *,
         issuer: str,
         audience: str,
+        previous_audience: str | None = None,
         secret: str | None = None,
         jwks: JwksKeys | None = None,
         introspection: Introspection | None = None,
@@ -145,18 +164,41 @@ class TokenVerifier:
     ) -> None:
         if (secret is None) == (jwks is None):
             raise ValueError("give exactly one of secret= and jwks=")
+        try:
+            resource_uri(audience)
+        except ValueError as error:
+            # The one break of the move to resources: say what to do, not only what is wrong.
+            raise ValueError(
+                f"audience= is this resource server's own URI, as registered with the token "
+                f"service ({error}); an older shared audience goes in previous_audience= "
+                f"while callers move over"
+            ) from None
+        if previous_audience is not None and (
+            not previous_audience or previous_audience == audience
+        ):
+            raise ValueError("previous_audience= is another, non-empty audience")
         self._select = (
             jws.hmac_key_selector(jwk.construct(secret, jws.HMAC_ALGORITHM)) if secret else None
         )
         self._jwks, self._introspection = jwks, introspection
         self._revocations = revocations
         self._issuer, self._audience = issuer, audience
+        self._previous_audience = previous_audience
         self._leeway, self._max_lifetime, self._clock = leeway, max_lifetime, clock
         self._proofs_seen = dpop.ReplayCache()
         self._nonces = dpop_nonces
 
     def __repr__(self) -> str:
         return f"TokenVerifier(issuer={self._issuer!r}, audience={self._audience!r})"
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    @property
+    def audience(self) -> str:
+        """This resource server's URI: the `aud` its tokens must carry."""
+        return self._audience
 
     async def verify(self, token: str) -> AccessClaims:
         """The token's claims; raise `InvalidToken` (or `TokenExpired`), or `Unavailable`."""
@@ -166,11 +208,14 @@ class TokenVerifier:
             ring = await self._jwks.keys_for(_unverified_kid(token))
             select = jws.ring_key_selector(ring)
         claims = jws.decode_verified(token, select, ACCESS_TOKEN_TYPE)
+        audience = self._audience
+        if self._previous_audience is not None and claims.get("aud") == self._previous_audience:
+            audience = self._previous_audience
         jws.check_registered_claims(
             claims,
             now=self._clock(),
             issuer=self._issuer,
-            audience=self._audience,
+            audience=audience,
             leeway=self._leeway,
             lifetime=self._max_lifetime,
         )
@@ -226,8 +271,12 @@ class TokenVerifier:
 class TokenUser(BaseUser):
     """`request.user` for a request with a valid token."""
 
-    def __init__(self, claims: AccessClaims) -> None:
+    def __init__(self, claims: AccessClaims, token: str = "") -> None:
         self.claims = claims
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"TokenUser(subject={self.claims.subject!r})"  # never the token
 
     @property
     def is_authenticated(self) -> bool:
@@ -247,7 +296,8 @@ class BearerMiddleware:
 
     Sets `request.user` (a `TokenUser`, or anonymous on a public path without a token) and
     `request.auth.scopes`. A token presented on a public path is still checked: a bad one is
-    refused there too, so a client learns that it must refresh.
+    refused there too, so a client learns that it must refresh. Answers the RFC 9728 metadata
+    itself, to anyone, token or not.
     """
 
     def __init__(
@@ -256,9 +306,11 @@ class BearerMiddleware:
         verifier: TokenVerifier,
         public: Iterable[str] = (),
         base_url: str | None = None,
+        metadata: ResourceMetadata | None = None,
     ) -> None:
         paths = _public_paths(public)
         self._app, self._verifier = app, verifier
+        self._metadata = metadata or ResourceMetadata(verifier.audience, (verifier.issuer,))
         self._base_url = base_url.rstrip("/") if base_url else None
         self._exact = frozenset(path for path in paths if not path.endswith("/"))
         self._prefixes = tuple(path for path in paths if path.endswith("/"))
@@ -267,12 +319,17 @@ class BearerMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self._app(scope, receive, send)
             return
+        if scope["type"] == "http" and _route_path(scope) == self._metadata.path:
+            await _metadata_response(self._metadata, scope["method"])(scope, receive, send)
+            return
+        # requires_scope names the metadata in its own refusals.
+        scope[_METADATA_KEY] = self._metadata.url
         headers = Headers(scope=scope)
         try:
             scope["auth"], scope["user"] = await self._authenticate(scope, headers)
         except (MissingToken, InvalidToken, InvalidDPoPProof, Unavailable) as error:
             scheme = "dpop" if headers.get("authorization", "")[:5].lower() == "dpop " else "bearer"
-            response = refusal(error, scheme)
+            response = refusal(error, scheme, self._metadata.url)
             if scope["type"] == "http" or "websocket.http.response" in scope.get("extensions", {}):
                 await response(scope, receive, send)
             else:
@@ -301,7 +358,7 @@ class BearerMiddleware:
             url=self._request_url(scope),
             proof=proofs[0] if proofs else None,
         )
-        return AuthCredentials(claims.scope.split()), TokenUser(claims)
+        return AuthCredentials(claims.scope.split()), TokenUser(claims, token)
 
     def _request_url(self, scope: Scope) -> str:
         """The URL a client names in a proof's `htu`: `base_url` and the path when a proxy
@@ -316,7 +373,12 @@ class BearerMiddleware:
 
 
 def protect(
-    verifier: TokenVerifier, *, public: Iterable[str] = (), base_url: str | None = None
+    verifier: TokenVerifier,
+    *,
+    public: Iterable[str] = (),
+    base_url: str | None = None,
+    scopes_supported: Iterable[str] = (),
+    authorization_servers: Iterable[str] | None = None,
 ) -> Middleware:
     """The middleware that refuses every request of an app without a valid token of `verifier`.
 
@@ -327,9 +389,24 @@ def protect(
 
     `base_url` is the app's URL as clients call it (`https://api.example`), for DPoP proofs when
     a proxy changes the scheme or host the app sees.
+
+    The RFC 9728 metadata names the verifier's audience as the `resource`, the
+    `authorization_servers` (by default the verifier's issuer) and the `scopes_supported` that
+    this API's routes ask for (listed only when given).
     """
+    scopes = (scopes_supported,) if isinstance(scopes_supported, str) else tuple(scopes_supported)
+    if any(not isinstance(scope, str) or not _SCOPE_TOKEN.fullmatch(scope) for scope in scopes):
+        raise ValueError(f"scopes_supported lists RFC 6749 scope tokens: {scopes!r}")
+    servers = (verifier.issuer,) if authorization_servers is None else tuple(authorization_servers)
+    if not servers or any(not isinstance(server, str) or not server for server in servers):
+        raise ValueError("authorization_servers lists at least one issuer")
+    metadata = ResourceMetadata(verifier.audience, servers, scopes)
     return Middleware(
-        BearerMiddleware, verifier=verifier, public=_public_paths(public), base_url=base_url
+        BearerMiddleware,
+        verifier=verifier,
+        public=_public_paths(public),
+        base_url=base_url,
+        metadata=metadata,
     )
 
 
@@ -347,10 +424,11 @@ def requires_scope(
     ) -> Callable[[Request], Awaitable[Response]]:
         @functools.wraps(endpoint)
         async def guarded(request: Request) -> Response:
+            metadata = request.scope.get(_METADATA_KEY)
             if not request.user.is_authenticated:
-                return refusal(MissingToken())
+                return refusal(MissingToken(), resource_metadata=metadata)
             if any(scope not in request.auth.scopes for scope in scopes):
-                return refusal(InsufficientScope(scopes))
+                return refusal(InsufficientScope(scopes), resource_metadata=metadata)
             return await endpoint(request)
 
         return guarded
@@ -364,6 +442,26 @@ def token_claims(request: HTTPConnection) -> AccessClaims:
     if not isinstance(user, TokenUser):
         raise MissingToken()
     return user.claims
+
+
+def _metadata_response(metadata: ResourceMetadata, method: str) -> Response:
+    if method not in ("GET", "HEAD"):
+        return JSONResponse(
+            {"error": "method_not_allowed", "error_description": "Use GET."},
+            status_code=405,
+            headers={"Allow": "GET, HEAD"},
+        )
+    # Public and the same for everyone: caches may keep it.
+    return JSONResponse(metadata.document(), headers={"Cache-Control": "public, max-age=300"})
+
+
+def presented_token(request: HTTPConnection) -> str:
+    """The verified token the request carried: the subject token of a token exchange
+    (`tokenrota.httpx_auth.TokenExchange`). Raise `MissingToken` on an anonymous request."""
+    user = request.user
+    if not isinstance(user, TokenUser):
+        raise MissingToken()
+    return user._token
 
 
 def _public_paths(public: Iterable[str]) -> tuple[str, ...]:

@@ -7,13 +7,15 @@ docs/README.md, "How the examples are checked"):
     <!-- docs-test: file NAME -->    the block is written to NAME in that session's directory
     <!-- docs-test: serve NAME -->   a Python block written to NAME; its `app` is served
 
-In the examples the token service is http://127.0.0.1:8000 and a served example app
-http://127.0.0.1:8001; the test replaces both with the real addresses (a `token_service` instance
-and a uvicorn thread). A comment line `# → ...` after a command says what it answers and is
-checked: an HTTP status (of the command's last curl call), then the error code, or a JSON body
-whose keys must match (values too, except where the example's value is a timestamp, id, token or
-secret, or holds an ellipsis, and except numbers of 10 digits or more). Without a status, the JSON
-or text is looked for in what the command printed. Text after ` — ` is commentary.
+In the examples the token service is http://127.0.0.1:8000 and the served example apps
+http://127.0.0.1:8001 and (a page's second) http://127.0.0.1:8002; the test replaces them with
+the real addresses (a `token_service` instance and a uvicorn thread per app), in the commands,
+the files and what the commands are said to answer. A comment line `# → ...` after a command
+says what it answers and is checked: an HTTP status (of the command's last curl call), then the
+error code, or a JSON body whose keys must match (values too, except where the example's value
+is a timestamp, id, token or secret, or holds an ellipsis, and except numbers of 10 digits or
+more). Without a status, the JSON or text is looked for in what the command printed. Text after
+` — ` is commentary.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ README_LIMIT_BYTES = 10 * 1024
 
 SERVICE_URL = "http://127.0.0.1:8000"
 APP_URL = "http://127.0.0.1:8001"
+# Where a page's served apps are, in the order the page serves them.
+APP_URLS = (APP_URL, "http://127.0.0.1:8002")
 # Links may leave the repository only for standards (RFCs) and the reader's own local instance.
 ALLOWED_LINK_HOSTS = {"datatracker.ietf.org", "www.rfc-editor.org", "127.0.0.1", "localhost"}
 
@@ -389,11 +393,15 @@ async def test_a_pages_examples_answer_as_written(
     environment = session_environment(token_service, token_service_postgres_url, key_file)
     environment["DOCS_DIR"] = str(tmp_path)
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        addresses = {
-            SERVICE_URL: token_service.base_url,
-            APP_URL: f"http://127.0.0.1:{listener.getsockname()[1]}",
+    with contextlib.ExitStack() as sockets:
+        listeners = []
+        for _ in APP_URLS:
+            listener = sockets.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            listener.bind(("127.0.0.1", 0))
+            listeners.append(listener)
+        addresses = {SERVICE_URL: token_service.base_url} | {
+            documented: f"http://127.0.0.1:{listener.getsockname()[1]}"
+            for documented, listener in zip(APP_URLS, listeners, strict=True)
         }
         served = write_files(blocks, addresses, tmp_path)
         script = [PRELUDE]
@@ -401,8 +409,8 @@ async def test_a_pages_examples_answer_as_written(
             script += [substitute(step.command, addresses), f"docs_step {number}"]
         (tmp_path / ".docs.sh").write_text("\n".join(script) + "\n")
         async with contextlib.AsyncExitStack() as stack:
-            if served is not None:
-                await stack.enter_async_context(serving(load_app(served), listener))
+            for path, listener in zip(served, listeners, strict=False):
+                await stack.enter_async_context(serving(load_app(path), listener))
             run = await asyncio.to_thread(
                 subprocess.run,
                 ["bash", str(tmp_path / ".docs.sh")],
@@ -417,7 +425,11 @@ async def test_a_pages_examples_answer_as_written(
     printed, calls = what_each_step_did(run.stdout, tmp_path / ".calls", len(steps))
     problems = []
     for number, (block, step) in enumerate(steps):
-        problems += check_step(relative(block.page), step, calls[number], printed[number])
+        expected = dataclasses.replace(
+            step,
+            expectations=[substituted(expectation, addresses) for expectation in step.expectations],
+        )
+        problems += check_step(relative(block.page), expected, calls[number], printed[number])
     assert not problems, "\n".join([*problems, "stderr:", run.stderr[-3000:]])
 
 
@@ -442,8 +454,17 @@ def session_environment(service: TokenService, postgres_url: str, key_file: Path
     }
 
 
-def write_files(blocks: list[Block], addresses: dict[str, str], folder: Path) -> Path | None:
-    """Write the file and serve blocks into `folder`; the one to serve, if any."""
+def substituted(expectation: Expectation, addresses: dict[str, str]) -> Expectation:
+    """`expectation` with the documented addresses replaced by the real ones."""
+    body = expectation.body
+    if body is not None:
+        body = json.loads(substitute(json.dumps(body), addresses))
+    text = None if expectation.text is None else substitute(expectation.text, addresses)
+    return dataclasses.replace(expectation, body=body, text=text)
+
+
+def write_files(blocks: list[Block], addresses: dict[str, str], folder: Path) -> list[Path]:
+    """Write the file and serve blocks into `folder`; the ones to serve, in page order."""
     served = []
     for block in blocks:
         if block.kind in ("file", "serve"):
@@ -453,8 +474,8 @@ def write_files(blocks: list[Block], addresses: dict[str, str], folder: Path) ->
             target.write_text(substitute(block.text, addresses))
             if block.kind == "serve":
                 served.append(target)
-    assert len(served) <= 1, "one served app per page"
-    return served[0] if served else None
+    assert len(served) <= len(APP_URLS), f"at most {len(APP_URLS)} served apps per page"
+    return served
 
 
 def what_each_step_did(

@@ -25,7 +25,7 @@ from tests.processes import (
     stop_gracefully,
     wait_until_answering,
 )
-from tests.support import PASSWORD, PROJECT_ROOT
+from tests.support import PASSWORD, PROJECT_ROOT, TEST_AUDIENCE
 
 DEADLINE_SECONDS = 30.0
 SECRETS = {
@@ -48,6 +48,7 @@ def service(database_url: str, tmp_path: Path, name: str) -> Iterator[str]:
         LOGIN_IP_MAX_ATTEMPTS="10000",
         LOGIN_EMAIL_MAX_ATTEMPTS="10000",
         REGISTER_IP_MAX_ATTEMPTS="10000",
+        TOKEN_AUDIENCE=TEST_AUDIENCE,
         **SECRETS,
     )
     command = [sys.executable, "-m", "tokenrota_server", "serve", "--workers", "1"]
@@ -74,6 +75,7 @@ def resource_server(
         ACCESS_TOKEN_SECRET=SECRETS["ACCESS_TOKEN_SECRET"],
         PORT=str(port),
         FEED_WAIT="5",
+        TOKEN_AUDIENCE=TEST_AUDIENCE,
     )
     command = [sys.executable, "-m", "tests.resource_server"]
     log = tmp_path / f"{name}.log"

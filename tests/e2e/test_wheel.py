@@ -31,6 +31,7 @@ from tests.processes import (
     wait_until_answering,
     wait_until_gone,
 )
+from tests.support import TEST_AUDIENCE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What the server brings; none of it belongs in a resource server's environment.
@@ -220,7 +221,7 @@ def testing_bin(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_library_alone_installs_no_server_and_works(library_bin: Path, tmp_path: Path) -> None:
     """verify, jwks and httpx_auth work where neither the server nor its drivers are installed."""
-    settings = instance_settings("postgresql://unused/none")
+    settings = instance_settings("postgresql://unused/none", token_audience=TEST_AUDIENCE)
     token, _ = TokenCodec(settings).mint_access(
         subject="user-1", session_id=str(uuid.uuid4()), email="user-1@example.com", now=utc_now()
     )

@@ -186,7 +186,7 @@ async def test_retry_happens_only_once(
     credentials = await create_client(db, settings, scope="read")
     elsewhere = TokenVerifier(
         issuer=settings.token_issuer,
-        audience="another-audience",
+        audience="https://another.example",
         secret=str(settings.access_token_secret),
         clock=clock,
     )

@@ -22,7 +22,7 @@ from tests import forge
 from tests.dpop_support import NOW, Signer, stamp
 from tests.support import FakeClock
 
-ISSUER, AUDIENCE = "token-service", "token-service"
+ISSUER, AUDIENCE = "token-service", "https://api.tokenrota.test"
 DATA = "http://api/data"
 DPOP_CHALLENGE = 'DPoP error="invalid_dpop_proof"'
 
