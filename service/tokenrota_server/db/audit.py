@@ -43,6 +43,15 @@ class AuditAction(StrEnum):
     # A DPoP-bound refresh token without its key's proof, or with another key's (a theft).
     DPOP_PROOF_MISSING = "dpop_proof_missing"
     DPOP_KEY_MISMATCH = "dpop_key_mismatch"
+    # Second factors: enrolled (live after its first code), removed (by the user or an
+    # operator), recovery codes issued, and every second-factor step: accepted, refused, or
+    # throttled. Never a code or a secret in the details.
+    MFA_FACTOR_ENROLLED = "mfa_factor_enrolled"
+    MFA_FACTOR_REMOVED = "mfa_factor_removed"
+    MFA_RECOVERY_CODES_ISSUED = "mfa_recovery_codes_issued"
+    MFA_SUCCEEDED = "mfa_succeeded"
+    MFA_FAILED = "mfa_failed"
+    MFA_THROTTLED = "mfa_throttled"
 
 
 @dataclass(frozen=True)
