@@ -40,6 +40,11 @@ class AccessClaims:
     audience: str = ""
     # RFC 8693 §4.1: who acts for the subject in an exchanged token, nested per exchange.
     actor: dict[str, Any] | None = None
+    # How the user logged in (user tokens): RFC 8176 methods, the assurance level ("aal1" or
+    # "aal2") and when (seconds since the epoch). None in tokens minted before they were.
+    amr: tuple[str, ...] = ()
+    acr: str | None = None
+    auth_time: int | None = None
 
 
 def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
@@ -64,6 +69,14 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
     actor = claims.get("act")
     if actor is not None and not _is_actor(actor):
         raise InvalidToken()
+    amr, acr, auth_time = claims.get("amr", []), claims.get("acr"), claims.get("auth_time")
+    if not isinstance(amr, list) or not all(isinstance(method, str) for method in amr):
+        raise InvalidToken()
+    if acr is not None and not isinstance(acr, str):
+        raise InvalidToken()
+    if auth_time is not None and (type(auth_time) is not int or auth_time > claims["iat"]):
+        # Whole seconds (a bool is no time), and never after the token itself was issued.
+        raise InvalidToken()
     return AccessClaims(
         subject=claims["sub"],
         session_id=session_id,
@@ -77,6 +90,9 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         confirmation_jkt=confirmation_jkt_of(claims),
         audience=claims["aud"] if isinstance(claims.get("aud"), str) else "",
         actor=actor,
+        amr=tuple(amr),
+        acr=acr,
+        auth_time=auth_time,
     )
 
 

@@ -13,6 +13,7 @@ from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.dpop import ProofChecker
 from tokenrota_server.mailer import MailboxBell
+from tokenrota_server.mfa import SecondFactors
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.recovery import Recovery
 from tokenrota_server.revocations import FeedSignal
@@ -26,6 +27,7 @@ class AppState(TypedDict):
     codec: TokenCodec
     clock: Clock
     oauth: AuthorizationServer
+    mfa: SecondFactors
     proofs: ProofChecker
     accounts: Accounts
     recovery: Recovery

@@ -35,6 +35,7 @@ from tokenrota.jws import (
 from tokenrota.keys import KeyRing, load_key_ring
 
 from tokenrota_server.config import Settings
+from tokenrota_server.db.sessions import Strength
 from tokenrota_server.errors import InvalidToken, TokenExpired
 
 # RFC 8725 §3.11: a type of its own, so a refresh token is never taken for an access token.
@@ -129,11 +130,13 @@ class TokenCodec:
         jkt: str | None = None,
         audience: str | None = None,
         actor: dict[str, Any] | None = None,
+        strength: Strength | None = None,
     ) -> tuple[str, AccessClaims]:
-        """Sign a new access token; a user token has `session_id`, `email` and `roles`, a
-        client's none of them. With `jkt` it is bound to that DPoP key (`cnf`, RFC 9449 §6).
-        `audience` is a resource's URI (default: the service itself); `actor` the `act` claim
-        of an exchanged token (RFC 8693 §4.1)."""
+        """Sign a new access token; a user token has `session_id`, `email`, `roles` and the
+        login's `strength` (`amr`, `acr`, `auth_time`), a client's none of them. With `jkt` it
+        is bound to that DPoP key (`cnf`, RFC 9449 §6). `audience` is a resource's URI
+        (default: the service itself); `actor` the `act` claim of an exchanged token (RFC 8693
+        §4.1)."""
         issued_at = int(now.timestamp())
         audience = audience or self._audience
         claims = AccessClaims(
@@ -149,6 +152,13 @@ class TokenCodec:
             confirmation_jkt=jkt,
             audience=audience,
             actor=actor,
+            amr=strength.amr if strength is not None else (),
+            acr=strength.acr if strength is not None else None,
+            auth_time=(
+                int(strength.auth_time.timestamp())
+                if strength is not None and strength.auth_time is not None
+                else None
+            ),
         )
         payload: dict[str, Any] = {"iss": self._issuer, "aud": audience, "sub": subject}
         if session_id is not None:
@@ -165,6 +175,10 @@ class TokenCodec:
             payload["cnf"] = {"jkt": jkt}
         if actor is not None:
             payload["act"] = actor
+        if claims.acr is not None:
+            payload.update(amr=list(claims.amr), acr=claims.acr)
+        if claims.auth_time is not None:
+            payload["auth_time"] = claims.auth_time
         if self._key_ring is not None:
             signing = self._key_ring.signing
             header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}

@@ -50,6 +50,15 @@ class AuditAction(StrEnum):
     CLIENT_RESOURCE_REVOKED = "client_resource_revoked"
     # A token exchange (RFC 8693): who acted, for which user and session, toward what.
     TOKEN_EXCHANGED = "token_exchanged"  # noqa: S105 - an action's name
+    # Second factors: enrolled (live after its first code), removed (by the user or an
+    # operator), recovery codes issued, and every second-factor step: accepted, refused, or
+    # throttled. Never a code or a secret in the details.
+    MFA_FACTOR_ENROLLED = "mfa_factor_enrolled"
+    MFA_FACTOR_REMOVED = "mfa_factor_removed"
+    MFA_RECOVERY_CODES_ISSUED = "mfa_recovery_codes_issued"
+    MFA_SUCCEEDED = "mfa_succeeded"
+    MFA_FAILED = "mfa_failed"
+    MFA_THROTTLED = "mfa_throttled"
 
 
 @dataclass(frozen=True)
