@@ -31,6 +31,7 @@ from tokenrota_server.http import (
     metrics,
     oauth,
     openapi,
+    passkeys,
     recovery,
     revocations,
 )
@@ -39,6 +40,7 @@ from tokenrota_server.http.web import error_response
 from tokenrota_server.mailer import MailboxBell
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.outbox import Outbox
+from tokenrota_server.passkeys import Passkeys
 from tokenrota_server.passwords import Passwords
 from tokenrota_server.recovery import Recovery
 from tokenrota_server.revocations import FeedSignal
@@ -103,6 +105,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 proofs=ProofChecker(settings.public_base_url),
                 accounts=Accounts(settings, passwords),
                 recovery=Recovery(settings, passwords, outbox),
+                passkeys=Passkeys(settings),
                 feed=feed,
                 mailbox=mailbox,
                 stopping=stopping,
@@ -125,6 +128,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             *auth.routes,
             *accounts.routes,
             *recovery.routes,
+            *passkeys.routes,
             *browser.routes,
             *oauth.routes,
             *admin.routes,

@@ -22,6 +22,7 @@
     ├── AlreadyVerified          already_verified
     ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
     ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
+    ├── InvalidPasskey           invalid_passkey: a WebAuthn assertion is refused
     ├── InvalidDPoPProof         invalid_dpop_proof: a DPoP proof at the token endpoint fails (400)
     │   └── InvalidResourceProof invalid_dpop_proof: at a bearer route (401, DPoP challenge)
     └── Unavailable              unavailable: the database cannot be reached
@@ -56,6 +57,7 @@ __all__ = [
     "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidInput",
+    "InvalidPasskey",
     "InvalidResourceProof",
     "InvalidScope",
     "InvalidToken",
@@ -175,6 +177,13 @@ class EmailUnverified(ServiceError):
 class RoleInUse(ServiceError):
     code = "role_in_use"
     description = "The role is held by at least one user; take it from them first."
+
+
+class InvalidPasskey(ServiceError):
+    """An assertion refused for any reason: one answer, so a caller learns nothing of which."""
+
+    code = "invalid_passkey"
+    description = "The passkey was not accepted."
 
 
 class Overloaded(Unavailable):

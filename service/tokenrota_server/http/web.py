@@ -28,6 +28,7 @@ from tokenrota_server.errors import (
     InvalidDPoPProof,
     InvalidGrant,
     InvalidInput,
+    InvalidPasskey,
     InvalidResourceProof,
     InvalidScope,
     InvalidToken,
@@ -69,6 +70,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     # RFC 9449 §5: at the token endpoint a bad proof is a bad request (resource servers: 401).
     InvalidDPoPProof: 400,
     InvalidResourceProof: 401,
+    InvalidPasskey: 400,
 }
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
