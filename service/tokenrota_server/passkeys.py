@@ -1,12 +1,12 @@
 """Use cases: passkeys (WebAuthn Level 2) on py_webauthn: creation and request options,
 registering a credential as a factor, and checking an assertion.
 
-Every challenge is 32 random bytes kept (as a digest) until it is spent once or CHALLENGE_TTL
-passes. An assertion is checked in this order: the credential is known; the challenge in its
-client data is spent (a compare-and-set); the origin, RP id, user and user verification are
-what this use allows; py_webauthn checks the whole again with the signature; the counter moves
-forward (another compare-and-set). A refusal after the credential is known is audited in its
-own statement, with the reason.
+Every challenge is 64 random bytes (py_webauthn's), kept as a digest until it is spent once or
+CHALLENGE_TTL passes. An assertion is checked in this order: its challenge is spent (a
+compare-and-set) and its credential read, in one statement; the origin, RP id, user and user
+verification are what this use allows; py_webauthn checks the whole again with the signature;
+the counter moves forward (another compare-and-set). A refusal of a known credential is audited
+in its own statement, with the reason.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ security_log = logging.getLogger("tokenrota.security")
 
 # Long enough to find and touch an authenticator, short enough that a leaked challenge is dead.
 CHALLENGE_TTL = timedelta(minutes=2)
-CHALLENGE_BYTES = 32
 MAX_NAME_LENGTH = 64
 # Authenticator data flags (WebAuthn L2 §6.1): user present, user verified.
 FLAG_UP, FLAG_UV = 0x01, 0x04
@@ -241,14 +240,18 @@ class Passkeys:
             raise InvalidPasskey() from None
         challenge = _challenge_of(parsed.response.client_data_json)
         async with pool.acquire() as connection:
-            stored = await passkeys.find_credential(connection, parsed.raw_id)
+            # One round trip: the challenge is spent even for an unknown credential.
+            spent, stored = await passkeys.spend_challenge_and_find(
+                connection,
+                challenge=challenge,
+                purpose=ChallengePurpose.AUTHENTICATE,
+                credential_id=parsed.raw_id,
+                now=now,
+            )
             if stored is None:
                 security_log.info("passkey refused: unknown credential", extra={"ip": ip})
                 raise InvalidPasskey()
-            spent = await passkeys.spend_challenge(
-                connection, challenge=challenge, purpose=ChallengePurpose.AUTHENTICATE, now=now
-            )
-            reason = "challenge" if spent is None else self._refusal(parsed, stored, for_user)
+            reason = "challenge" if not spent else self._refusal(parsed, stored, for_user)
             if reason is not None:
                 await _refuse(connection, stored, reason, ip, now)
             try:

@@ -117,26 +117,44 @@ async def insert_factor(
     )
 
 
-async def find_credential(connection: Connection, credential_id: bytes) -> StoredCredential | None:
-    """The credential with this id, if its factor is verified and its user not disabled."""
+async def spend_challenge_and_find(
+    connection: Connection,
+    *,
+    challenge: bytes,
+    purpose: ChallengePurpose,
+    credential_id: bytes,
+    now: datetime,
+) -> tuple[bool, StoredCredential | None]:
+    """In one statement: spend the challenge (as `spend_challenge`) and read the credential
+    with this id, if its factor is verified and its user not disabled. Whether the challenge
+    was spent, and the credential."""
     row = await connection.fetchrow(
-        "SELECT c.factor_id, c.user_id, c.credential_id, c.public_key, c.sign_count,"
-        " c.backup_eligible FROM passkey_credentials c"
-        " JOIN mfa_factors f ON f.id = c.factor_id"
-        " JOIN users u ON u.id = c.user_id"
-        " WHERE c.credential_id = $1 AND f.verified_at IS NOT NULL AND u.disabled_at IS NULL",
+        "WITH spent AS (UPDATE webauthn_challenges SET used_at = $3"
+        " WHERE challenge_digest = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3"
+        " RETURNING 1)"
+        " SELECT EXISTS (SELECT 1 FROM spent) AS spent, c.factor_id, c.user_id, c.public_key,"
+        " c.sign_count, c.backup_eligible FROM (SELECT 1) AS one"
+        " LEFT JOIN (passkey_credentials c"
+        "  JOIN mfa_factors f ON f.id = c.factor_id AND f.verified_at IS NOT NULL"
+        "  JOIN users u ON u.id = c.user_id AND u.disabled_at IS NULL)"
+        " ON c.credential_id = $4",
+        challenge_digest(challenge),
+        purpose,
+        now,
         credential_id,
     )
-    if row is None:
-        return None
-    return StoredCredential(
+    assert row is not None
+    if row["factor_id"] is None:
+        return row["spent"], None
+    stored = StoredCredential(
         row["factor_id"],
         row["user_id"],
-        bytes(row["credential_id"]),
+        credential_id,
         bytes(row["public_key"]),
         row["sign_count"],
         row["backup_eligible"],
     )
+    return row["spent"], stored
 
 
 async def credential_descriptors(
