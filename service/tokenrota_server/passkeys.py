@@ -74,13 +74,17 @@ class PasskeyFactor:
 
 @dataclass(frozen=True)
 class PasskeyUse:
-    """A checked assertion: whose credential, which factor, and the RFC 8176 methods it shows
+    """A checked assertion: whose credential (an active user), which factor, and the RFC 8176 methods it shows
     (`hwk` for a credential bound to its device, `swk` for a synced one; `user` when the
     authenticator verified the user)."""
 
-    user_id: uuid.UUID
+    user: users.User
     factor_id: uuid.UUID
     amr: tuple[str, ...]
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.user.id
 
 
 def user_handle(user_id: uuid.UUID) -> bytes:
@@ -275,7 +279,7 @@ class Passkeys:
         amr = ["swk" if stored.backup_eligible else "hwk"]
         if verified.user_verified:
             amr.append("user")
-        return PasskeyUse(stored.user_id, stored.factor_id, tuple(amr))
+        return PasskeyUse(stored.user, stored.factor_id, tuple(amr))
 
     def _refusal(
         self,

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from tokenrota_server.db.pool import Connection, rows_affected
+from tokenrota_server.db.users import User, user_from_row
 
 
 class ChallengePurpose(StrEnum):
@@ -25,14 +26,18 @@ class ChallengePurpose(StrEnum):
 
 @dataclass(frozen=True)
 class StoredCredential:
-    """A passkey's credential as an assertion is checked against it."""
+    """A passkey's credential as an assertion is checked against it, and its user."""
 
     factor_id: UUID
-    user_id: UUID
+    user: User
     credential_id: bytes
     public_key: bytes
     sign_count: int
     backup_eligible: bool
+
+    @property
+    def user_id(self) -> UUID:
+        return self.user.id
 
 
 def challenge_digest(challenge: bytes) -> bytes:
@@ -132,8 +137,9 @@ async def spend_challenge_and_find(
         "WITH spent AS (UPDATE webauthn_challenges SET used_at = $3"
         " WHERE challenge_digest = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3"
         " RETURNING 1)"
-        " SELECT EXISTS (SELECT 1 FROM spent) AS spent, c.factor_id, c.user_id, c.public_key,"
-        " c.sign_count, c.backup_eligible FROM (SELECT 1) AS one"
+        " SELECT EXISTS (SELECT 1 FROM spent) AS spent, c.factor_id, c.public_key, c.sign_count,"
+        " c.backup_eligible, u.id, u.email, u.created_at, u.email_verified_at"
+        " FROM (SELECT 1) AS one"
         " LEFT JOIN (passkey_credentials c"
         "  JOIN mfa_factors f ON f.id = c.factor_id AND f.verified_at IS NOT NULL"
         "  JOIN users u ON u.id = c.user_id AND u.disabled_at IS NULL)"
@@ -148,7 +154,7 @@ async def spend_challenge_and_find(
         return row["spent"], None
     stored = StoredCredential(
         row["factor_id"],
-        row["user_id"],
+        user_from_row(row),
         credential_id,
         bytes(row["public_key"]),
         row["sign_count"],
