@@ -74,9 +74,9 @@ class PasskeyFactor:
 
 @dataclass(frozen=True)
 class PasskeyUse:
-    """A checked assertion: whose credential (an active user), which factor, and the RFC 8176 methods it shows
-    (`hwk` for a credential bound to its device, `swk` for a synced one; `user` when the
-    authenticator verified the user)."""
+    """A checked assertion: whose credential (an active user), which factor, and the RFC 8176
+    methods it shows (`hwk` for a credential bound to its device, `swk` for a synced one;
+    `user` when the authenticator verified the user)."""
 
     user: users.User
     factor_id: uuid.UUID
