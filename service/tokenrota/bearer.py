@@ -8,6 +8,9 @@ through here, so a client meets one convention wherever it sends a token:
     any other refused token or header  403 invalid_token       Bearer error="invalid_token", ...
     valid, but without a needed scope  403 insufficient_scope  Bearer error="insufficient_scope",
                                                                    ..., scope="..."
+    a login too weak or too old        401 insufficient_user_authentication (RFC 9470)
+                                           Bearer error="insufficient_user_authentication", ...,
+                                           acr_values="aal2"[, max_age=N]
     keys or service cannot be asked    503 unavailable         (no challenge)
     a DPoP proof that fails (RFC 9449) 401 invalid_dpop_proof  DPoP error="invalid_dpop_proof", ...
 
@@ -28,6 +31,7 @@ from starlette.responses import JSONResponse
 
 from tokenrota.errors import (
     InsufficientScope,
+    InsufficientUserAuthentication,
     InvalidDPoPProof,
     InvalidToken,
     MissingToken,
@@ -40,6 +44,8 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     MissingToken: 401,
     InvalidToken: 403,
     InsufficientScope: 403,
+    # RFC 9470 §3: a 401, so that the client goes back to the authorization server.
+    InsufficientUserAuthentication: 401,
     InvalidDPoPProof: 401,
     Unavailable: 503,
 }
@@ -83,10 +89,16 @@ def authorization(headers: Headers) -> tuple[str, str]:
     return "bearer", bearer_token(headers)
 
 
-def challenge(
-    error: MissingToken | InvalidToken | InsufficientScope | InvalidDPoPProof,
-    scheme: str = "bearer",
-) -> str:
+Refusal = (
+    MissingToken
+    | InvalidToken
+    | InsufficientScope
+    | InsufficientUserAuthentication
+    | InvalidDPoPProof
+)
+
+
+def challenge(error: Refusal, scheme: str = "bearer") -> str:
     """The `WWW-Authenticate` value for a refusal: bare `Bearer` when no token was presented.
 
     A request made with the DPoP scheme, or refused for its proof, is answered in DPoP's terms.
@@ -95,8 +107,8 @@ def challenge(
         return "Bearer"
     if isinstance(error, InvalidDPoPProof):
         code, scheme = error.code, "dpop"
-    elif isinstance(error, InsufficientScope):
-        code = "insufficient_scope"
+    elif isinstance(error, InsufficientScope | InsufficientUserAuthentication):
+        code = error.code
     else:
         # token_expired is an invalid_token to RFC 6750; the body says which.
         code = "invalid_token"
@@ -104,15 +116,16 @@ def challenge(
     value = f'{name} error="{code}", error_description="{_quotable(error.description)}"'
     if isinstance(error, InsufficientScope) and error.scopes:
         value += f', scope="{_quotable(" ".join(error.scopes))}"'
+    if isinstance(error, InsufficientUserAuthentication):
+        value += f', acr_values="{_quotable(error.acr_values)}"'
+        if error.max_age is not None:
+            value += f", max_age={error.max_age}"
     if scheme == "dpop":
         value += f', algs="{DPOP_ALGORITHMS}"'
     return value
 
 
-def refusal(
-    error: MissingToken | InvalidToken | InsufficientScope | InvalidDPoPProof | Unavailable,
-    scheme: str = "bearer",
-) -> JSONResponse:
+def refusal(error: Refusal | Unavailable, scheme: str = "bearer") -> JSONResponse:
     """The JSON answer to a refused request, with its status and challenge."""
     headers = {"Cache-Control": "no-store"}
     if not isinstance(error, Unavailable):

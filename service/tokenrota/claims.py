@@ -34,6 +34,11 @@ class AccessClaims:
     roles: tuple[str, ...] = ()
     # RFC 9449 §6.1: the thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
     confirmation_jkt: str | None = None
+    # How the user logged in (user tokens): RFC 8176 methods, the assurance level ("aal1" or
+    # "aal2") and when (seconds since the epoch). None in tokens minted before they were.
+    amr: tuple[str, ...] = ()
+    acr: str | None = None
+    auth_time: int | None = None
 
 
 def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
@@ -55,6 +60,14 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         raise InvalidToken()
     if roles and not is_user_token:
         raise InvalidToken()
+    amr, acr, auth_time = claims.get("amr", []), claims.get("acr"), claims.get("auth_time")
+    if not isinstance(amr, list) or not all(isinstance(method, str) for method in amr):
+        raise InvalidToken()
+    if acr is not None and not isinstance(acr, str):
+        raise InvalidToken()
+    if auth_time is not None and (type(auth_time) is not int or auth_time > claims["iat"]):
+        # Whole seconds (a bool is no time), and never after the token itself was issued.
+        raise InvalidToken()
     return AccessClaims(
         subject=claims["sub"],
         session_id=session_id,
@@ -66,6 +79,9 @@ def access_claims_of(claims: dict[str, Any]) -> AccessClaims:
         client_id=client_id,
         roles=tuple(roles),
         confirmation_jkt=confirmation_jkt_of(claims),
+        amr=tuple(amr),
+        acr=acr,
+        auth_time=auth_time,
     )
 
 

@@ -5,6 +5,8 @@
     ├── InvalidToken      invalid_token: any reason a token is refused
     │   └── TokenExpired  token_expired: a well-formed token past its `exp`
     ├── InsufficientScope insufficient_scope: a valid token without a scope the route needs
+    ├── InsufficientUserAuthentication
+    │                     insufficient_user_authentication: the login is too weak or too old
     ├── InvalidDPoPProof  invalid_dpop_proof: a DPoP proof (RFC 9449) that fails a check
     │   └── UseDPoPNonce  use_dpop_nonce: a proof without the server's current nonce
     └── Unavailable       unavailable: the token service (or its database) cannot be asked
@@ -54,6 +56,18 @@ class InsufficientScope(ServiceError):
     def __init__(self, scopes: tuple[str, ...]) -> None:
         super().__init__()
         self.scopes = scopes
+
+
+class InsufficientUserAuthentication(ServiceError):
+    """RFC 9470: the token's login is below `acr_values` or older than `max_age` seconds."""
+
+    code = "insufficient_user_authentication"
+    description = "A stronger or more recent authentication is required."
+
+    def __init__(self, *, acr_values: str = "aal2", max_age: int | None = None) -> None:
+        super().__init__()
+        self.acr_values = acr_values
+        self.max_age = max_age
 
 
 class InvalidDPoPProof(ServiceError):

@@ -277,6 +277,7 @@ def instance_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(
         access_token_secret=Secret(secrets.token_urlsafe(48)),
         refresh_token_secret=Secret(secrets.token_urlsafe(48)),
+        mfa_encryption_key=Secret(secrets.token_urlsafe(48)),
         database_url=database_url,
         **values,
     )

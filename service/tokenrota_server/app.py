@@ -29,6 +29,7 @@ from tokenrota_server.http import (
     auth,
     browser,
     metrics,
+    mfa,
     oauth,
     openapi,
     passkeys,
@@ -38,6 +39,8 @@ from tokenrota_server.http import (
 from tokenrota_server.http.middleware import RequestObservability
 from tokenrota_server.http.web import error_response
 from tokenrota_server.mailer import MailboxBell
+from tokenrota_server.mfa import SecondFactors
+from tokenrota_server.mfa_crypto import FactorKeys
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.outbox import Outbox
 from tokenrota_server.passkeys import Passkeys
@@ -102,6 +105,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 codec=codec,
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
+                mfa=SecondFactors(settings, auth, codec, FactorKeys(settings)),
                 proofs=ProofChecker(settings.public_base_url),
                 accounts=Accounts(settings, passwords),
                 recovery=Recovery(settings, passwords, outbox),
@@ -126,6 +130,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     return Starlette(
         routes=[
             *auth.routes,
+            *mfa.routes,
             *accounts.routes,
             *recovery.routes,
             *passkeys.routes,

@@ -12,15 +12,16 @@ import contextlib
 import logging
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from tokenrota.claims import AccessClaims
 from tokenrota.dpop import Proof
 
 from tokenrota_server import dpop, session_policy, telemetry
 from tokenrota_server.config import Settings
-from tokenrota_server.db import audit, sessions, throttle, users
+from tokenrota_server.db import audit, factors, mfa_tokens, sessions, throttle, users
 from tokenrota_server.db.pool import Connection
 from tokenrota_server.db.sessions import NewToken
 from tokenrota_server.email_address import normalize_email
@@ -29,6 +30,7 @@ from tokenrota_server.errors import (
     InvalidCredentials,
     InvalidInput,
     InvalidToken,
+    MfaRequired,
     TooManyAttempts,
 )
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
@@ -75,6 +77,7 @@ class SessionUser:
 
     user: users.User
     session_id: uuid.UUID
+    claims: AccessClaims
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ class Authenticator:
         remember: bool = True,
         proof: Proof | None = None,
     ) -> TokenPair:
-        """Check the credentials and start a session; raise `InvalidCredentials`.
+        """Check the credentials and start a session; raise `InvalidCredentials`, or
+        `MfaRequired` (with an mfa_token) when the user has a live second factor.
 
         With a checked DPoP `proof` the session is bound to its key: every token it issues
         names the key (`cnf.jkt`), and every refresh needs a proof by it. The proof is recorded
@@ -225,7 +229,74 @@ class Authenticator:
             if self._passwords.needs_rehash(found.password_hash)
             else None
         )
+        if found.has_factor:
+            raise await self._second_factor_required(
+                pool, user, email=email, device=device, remember=remember, rehash=rehash, now=now
+            )
+        return await self.start_session(
+            pool,
+            user,
+            now=now,
+            device=device,
+            remember=remember,
+            proof=proof,
+            strength=sessions.PASSWORD_ONLY,
+            forgive_email=email,
+            rehash=rehash,
+        )
 
+    async def _second_factor_required(
+        self,
+        pool: asyncpg.Pool,
+        user: users.User,
+        *,
+        email: str,
+        device: DeviceInfo,
+        remember: bool,
+        rehash: str | None,
+        now: datetime,
+    ) -> MfaRequired:
+        """The right password of a user with a live factor: an mfa_token for /login/mfa, good
+        once, for MFA_TOKEN_TTL seconds, and for nothing else (an opaque value, no JWT)."""
+        mfa_token = secrets.token_urlsafe(32)
+        async with pool.acquire() as connection, connection.transaction():
+            await throttle.forgive_attempt(connection, self._settings, email=email, ip=device.ip)
+            if rehash is not None:
+                await users.update_password_hash(connection, user.id, rehash, now)
+            await mfa_tokens.insert(
+                connection,
+                token_digest=token_digest(mfa_token),
+                user_id=user.id,
+                now=now,
+                expires_at=now + timedelta(seconds=self._settings.mfa_token_ttl),
+                remember=remember,
+            )
+            listed = await factors.list_live_factors(connection, user.id)
+        telemetry.record(login=LoginOutcome.MFA_REQUIRED)
+        security_log.info(
+            "password accepted; second factor required",
+            extra={"user_id": user.id, "outcome": LoginOutcome.MFA_REQUIRED},
+        )
+        return MfaRequired(
+            mfa_token, [{"id": str(factor.id), "type": factor.type.value} for factor in listed]
+        )
+
+    async def start_session(
+        self,
+        pool: asyncpg.Pool,
+        user: users.User,
+        *,
+        now: datetime,
+        device: DeviceInfo,
+        remember: bool,
+        proof: Proof | None,
+        strength: sessions.Strength,
+        forgive_email: str | None = None,
+        rehash: str | None = None,
+    ) -> TokenPair:
+        """Start a session for a user whose login is complete (the password, and any second
+        factor) and answer its first pair; raise `InvalidCredentials` if the user was erased
+        meanwhile. `forgive_email`: the email whose password attempt to take back (/login)."""
         session_id = uuid.uuid4()
         claims = self._codec.new_refresh_claims(
             subject=str(user.id),
@@ -250,7 +321,10 @@ class Authenticator:
                 )
             if proof is not None:
                 await dpop.record(connection, proof)
-            await throttle.forgive_attempt(connection, self._settings, email=email, ip=device.ip)
+            if forgive_email is not None:
+                await throttle.forgive_attempt(
+                    connection, self._settings, email=forgive_email, ip=device.ip
+                )
             if rehash is not None:
                 await users.update_password_hash(connection, user.id, rehash, now)
             try:
@@ -260,12 +334,13 @@ class Authenticator:
                     user_id=user.id,
                     now=now,
                     expires_at=session_expires_at,
-                    first_token=_new_token(refresh_token, claims),
+                    first_token=stored_token(refresh_token, claims),
                     user_agent=_printable(device.user_agent)[:MAX_USER_AGENT_LENGTH]
                     if device.user_agent
                     else None,
                     ip=device.ip,
                     remember=remember,
+                    strength=strength,
                 )
             except asyncpg.ForeignKeyViolationError:
                 # Erased (DELETE /admin/users/{id}) while argon2 ran: the same answer as for
@@ -282,9 +357,14 @@ class Authenticator:
             },
         )
         live = sessions.LiveSession(
-            user.id, user.email, session_expires_at, grants=grants, remember=remember
+            user.id,
+            user.email,
+            session_expires_at,
+            grants=grants,
+            remember=remember,
+            strength=replace(strength, auth_time=now),
         )
-        return self._pair(live, session_id, refresh_token, claims, now)
+        return self.pair(live, session_id, refresh_token, claims, now)
 
     async def refresh(
         self,
@@ -329,7 +409,7 @@ class Authenticator:
             if live.user_id != user_id:
                 raise InvalidToken()
             telemetry.record(refresh=RefreshOutcome.UNROTATED, issued=Grant.REFRESH_TOKEN)
-            return self._pair(live, session_id, refresh_token, claims, now)
+            return self.pair(live, session_id, refresh_token, claims, now)
 
         child_claims = self._codec.new_refresh_claims(
             subject=claims.subject,
@@ -345,13 +425,13 @@ class Authenticator:
                 token_digest=digest,
                 session_id=session_id,
                 now=now,
-                child=_new_token(child_token, child_claims),
+                child=stored_token(child_token, child_claims),
                 idle_since=session_policy.idle_since(self._settings, now),
             )
             if live is None:
                 return await self._spent(connection, claims, session_id, digest, now)
         telemetry.record(refresh=RefreshOutcome.ROTATED, issued=Grant.REFRESH_TOKEN)
-        return self._pair(live, session_id, child_token, child_claims, now)
+        return self.pair(live, session_id, child_token, child_claims, now)
 
     async def _spent(
         self,
@@ -381,7 +461,7 @@ class Authenticator:
         if grace is not None:
             child_token, child_claims = grace
             telemetry.record(refresh=RefreshOutcome.GRACE, issued=Grant.REFRESH_TOKEN)
-            return self._pair(spent.session, session_id, child_token, child_claims, now)
+            return self.pair(spent.session, session_id, child_token, child_claims, now)
         # A spent token outside the grace window: it was stolen or replayed.
         await _end_stolen_session(
             connection,
@@ -491,7 +571,7 @@ class Authenticator:
             )
         if user is None:
             raise InvalidToken()
-        return SessionUser(user=user, session_id=session_id)
+        return SessionUser(user=user, session_id=session_id, claims=claims)
 
     def _grace_child(
         self, spent: sessions.SpentToken, claims: RefreshClaims, now: datetime
@@ -520,7 +600,7 @@ class Authenticator:
             return None
         return child_token, child_claims
 
-    def _pair(
+    def pair(
         self,
         live: sessions.LiveSession,
         session_id: uuid.UUID,
@@ -528,6 +608,7 @@ class Authenticator:
         refresh_claims: RefreshClaims,
         now: datetime,
     ) -> TokenPair:
+        """The pair of a live session: a new access token beside `refresh_token`."""
         # The token's claims are an edge: ids become text here.
         access_token, access_claims = self._codec.mint_access(
             subject=str(live.user_id),
@@ -537,6 +618,7 @@ class Authenticator:
             roles=live.grants.roles,
             now=now,
             jkt=refresh_claims.jkt,
+            strength=live.strength,
         )
         moment = int(now.timestamp())
         # The refresh token can outlive neither its own exp nor its session's absolute end.
@@ -587,7 +669,8 @@ def _printable(text: str) -> str:
     return "".join(character for character in text if character.isprintable())
 
 
-def _new_token(token: str, claims: RefreshClaims) -> NewToken:
+def stored_token(token: str, claims: RefreshClaims) -> NewToken:
+    """The row of a refresh token about to be stored: its digest and lifetime."""
     return NewToken(
         digest=token_digest(token),
         issued_at=datetime.fromtimestamp(claims.issued_at, tz=UTC),

@@ -221,6 +221,16 @@ class Settings:
     webauthn_rp_id: str = field(default="localhost", metadata=_read_by(_text))
     webauthn_origins: tuple[str, ...] = field(default=(), metadata=_read_by(_list))
     webauthn_rp_name: str = field(default="tokenrota", metadata=_read_by(_text))
+    # Second factors (tokenrota_server.mfa). TOTP secrets are encrypted at rest under a key
+    # derived from MFA_ENCRYPTION_KEY (required in production; outside it, unset derives one
+    # from REFRESH_TOKEN_SECRET). Managing factors needs a login at most MFA_MANAGE_MAX_AGE
+    # seconds old; an mfa_token lives MFA_TOKEN_TTL seconds; wrong codes are counted per user
+    # and per mfa_token within LOGIN_THROTTLE_WINDOW.
+    mfa_encryption_key: Secret | None = field(default=None, repr=False, metadata=_read_by(_secret))
+    mfa_manage_max_age: int = field(default=300, metadata=_read_by(_integer))
+    mfa_token_ttl: int = field(default=300, metadata=_read_by(_integer))
+    mfa_user_max_attempts: int = field(default=10, metadata=_read_by(_integer))
+    mfa_token_max_attempts: int = field(default=5, metadata=_read_by(_integer))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -235,6 +245,7 @@ class Settings:
                 raise ConfigError(f"{name} must be a random value, not a repeated pattern")
         if secrets.compare_digest(access.encode(), refresh.encode()):
             raise ConfigError("ACCESS_TOKEN_SECRET and REFRESH_TOKEN_SECRET must differ")
+        self._check_mfa_key()
         for name, number in (
             ("ACCESS_TOKEN_TTL", self.access_token_ttl),
             ("REFRESH_TOKEN_TTL", self.refresh_token_ttl),
@@ -263,6 +274,10 @@ class Settings:
             ("EMAIL_VERIFICATION_TTL", self.email_verification_ttl),
             ("PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS", self.password_forgot_email_max_attempts),
             ("PASSWORD_FORGOT_IP_MAX_ATTEMPTS", self.password_forgot_ip_max_attempts),
+            ("MFA_MANAGE_MAX_AGE", self.mfa_manage_max_age),
+            ("MFA_TOKEN_TTL", self.mfa_token_ttl),
+            ("MFA_USER_MAX_ATTEMPTS", self.mfa_user_max_attempts),
+            ("MFA_TOKEN_MAX_ATTEMPTS", self.mfa_token_max_attempts),
         ):
             if number <= 0:
                 raise ConfigError(f"{name} must be a positive number")
@@ -314,6 +329,28 @@ class Settings:
         """Where a connection that needs a server session of its own goes (migrations, the
         schema check, a LISTEN): DATABASE_DIRECT_URL, else DATABASE_URL."""
         return self.database_direct_url or self.database_url
+
+    def _check_mfa_key(self) -> None:
+        if self.mfa_encryption_key is None:
+            if self.is_production:
+                raise ConfigError(
+                    "ENV=production needs MFA_ENCRYPTION_KEY"
+                    f" (a random value of at least {MIN_SECRET_BYTES} bytes)"
+                )
+            return
+        key = str(self.mfa_encryption_key)
+        if len(key.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"MFA_ENCRYPTION_KEY must be at least {MIN_SECRET_BYTES} bytes")
+        if len(set(key)) < MIN_DISTINCT_SECRET_CHARACTERS:
+            raise ConfigError("MFA_ENCRYPTION_KEY must be a random value, not a repeated pattern")
+
+    @property
+    def mfa_key_material(self) -> bytes:
+        """What the TOTP secrets' key is derived from: MFA_ENCRYPTION_KEY, else (never in
+        production) the refresh secret, under a label of its own (tokenrota_server.mfa_crypto)."""
+        if self.mfa_encryption_key is not None:
+            return str(self.mfa_encryption_key).encode()
+        return b"no MFA_ENCRYPTION_KEY:" + str(self.refresh_token_secret).encode()
 
     def _check_mail(self) -> None:
         """Refuse mail settings that would send broken links, headers or credentials."""
@@ -506,7 +543,7 @@ def ensure_development_secrets(environ: dict[str, str], data_dir: Path) -> Path 
     """
     if environ.get("ENV", "development") == "production":
         return None
-    names = ("ACCESS_TOKEN_SECRET", "REFRESH_TOKEN_SECRET")
+    names = ("ACCESS_TOKEN_SECRET", "REFRESH_TOKEN_SECRET", "MFA_ENCRYPTION_KEY")
     if all(environ.get(name) for name in names):
         return None
     path = data_dir / "secrets.env"
@@ -516,9 +553,16 @@ def ensure_development_secrets(environ: dict[str, str], data_dir: Path) -> Path 
         # Create with 0600 from the start: the secrets must never be readable by others.
         path.touch(mode=0o600)
         path.write_text(lines)
-    elif path.stat().st_mode & 0o077:
-        # Copied or unpacked with a lax umask: the secrets are ours to keep private.
-        path.chmod(0o600)
+    else:
+        if path.stat().st_mode & 0o077:
+            # Copied or unpacked with a lax umask: the secrets are ours to keep private.
+            path.chmod(0o600)
+        known = {line.partition("=")[0] for line in path.read_text().splitlines()}
+        missing = [name for name in names if name not in known]
+        if missing:
+            # A file from before a secret existed (MFA_ENCRYPTION_KEY): add it, keep the rest.
+            with path.open("a") as appended:
+                appended.writelines(f"{name}={secrets.token_urlsafe(48)}\n" for name in missing)
     for line in path.read_text().splitlines():
         name, _, value = line.partition("=")
         if name in names and not environ.get(name):

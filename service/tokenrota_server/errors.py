@@ -23,6 +23,11 @@
     ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
     ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
     ├── InvalidPasskey           invalid_passkey: a WebAuthn assertion is refused
+    ├── MfaRequired              mfa_required: the password was right; a second factor is next
+    ├── InvalidCode              invalid_code: a wrong second factor, whatever kind of wrong
+    ├── InvalidMfaToken          invalid_token: an mfa_token unknown, spent or expired (401)
+    ├── InsufficientUserAuthentication
+    │                            insufficient_user_authentication: the login is too weak or old
     ├── InvalidDPoPProof         invalid_dpop_proof: a DPoP proof at the token endpoint fails (400)
     │   └── InvalidResourceProof invalid_dpop_proof: at a bearer route (401, DPoP challenge)
     └── Unavailable              unavailable: the database cannot be reached
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 from tokenrota.errors import (
     ConfigError,
+    InsufficientUserAuthentication,
     InvalidDPoPProof,
     InvalidToken,
     MissingToken,
@@ -51,17 +57,21 @@ __all__ = [
     "CsrfFailed",
     "EmailTaken",
     "EmailUnverified",
+    "InsufficientUserAuthentication",
     "InvalidAccountToken",
     "InvalidClient",
+    "InvalidCode",
     "InvalidCredentials",
     "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidInput",
+    "InvalidMfaToken",
     "InvalidPasskey",
     "InvalidResourceProof",
     "InvalidScope",
     "InvalidToken",
     "MalformedRequest",
+    "MfaRequired",
     "MissingToken",
     "NotFound",
     "Overloaded",
@@ -184,6 +194,38 @@ class InvalidPasskey(ServiceError):
 
     code = "invalid_passkey"
     description = "The passkey was not accepted."
+
+
+class MfaRequired(ServiceError):
+    """/login with the right password, for a user with a live factor: the body also carries
+    the `mfa_token` for /login/mfa and the factors (`[{id, type}]`) it can be completed with."""
+
+    code = "mfa_required"
+    description = "A second factor is required to complete the login."
+
+    def __init__(self, mfa_token: str, factors: list[dict[str, str]]) -> None:
+        super().__init__()
+        self.mfa_token = mfa_token
+        self.factors = factors
+
+    def __repr__(self) -> str:
+        return "MfaRequired(<token hidden>)"
+
+
+class InvalidCode(ServiceError):
+    """A second factor refused: a wrong, malformed, replayed, drifted or used code, or none
+    of the user's. One answer for every kind of wrong."""
+
+    code = "invalid_code"
+    description = "The code is not valid."
+
+
+class InvalidMfaToken(ServiceError):
+    """An mfa_token that is unknown, spent, expired, or whose user was disabled: sign in again.
+    Not an `InvalidToken`: it is no bearer credential, so there is no challenge."""
+
+    code = "invalid_token"
+    description = "The sign-in has expired or was already completed; sign in again."
 
 
 class Overloaded(Unavailable):

@@ -19,6 +19,8 @@ class LoginOutcome(StrEnum):
     THROTTLED = "throttled"
     # The request itself was bad (its body, a field): no credentials were checked.
     REJECTED = "rejected"
+    # The password was right; the user has a second factor, asked for at /login/mfa.
+    MFA_REQUIRED = "mfa_required"
 
 
 class RefreshOutcome(StrEnum):
@@ -40,3 +42,5 @@ class Grant(StrEnum):
     LOGIN = "login"
     REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a grant's name, not a secret
     CLIENT_CREDENTIALS = "client_credentials"
+    # A session raised to aal2 by a second factor (POST /mfa/challenge).
+    STEP_UP = "step_up"

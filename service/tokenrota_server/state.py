@@ -13,6 +13,7 @@ from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.dpop import ProofChecker
 from tokenrota_server.mailer import MailboxBell
+from tokenrota_server.mfa import SecondFactors
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.passkeys import Passkeys
 from tokenrota_server.recovery import Recovery
@@ -27,6 +28,7 @@ class AppState(TypedDict):
     codec: TokenCodec
     clock: Clock
     oauth: AuthorizationServer
+    mfa: SecondFactors
     proofs: ProofChecker
     accounts: Accounts
     recovery: Recovery

@@ -33,6 +33,7 @@ from tokenrota.jws import (
 from tokenrota.keys import KeyRing, load_key_ring
 
 from tokenrota_server.config import Settings
+from tokenrota_server.db.sessions import Strength
 from tokenrota_server.errors import InvalidToken, TokenExpired
 
 # RFC 8725 §3.11: a type of its own, so a refresh token is never taken for an access token.
@@ -111,9 +112,11 @@ class TokenCodec:
         ttl: int | None = None,
         roles: tuple[str, ...] = (),
         jkt: str | None = None,
+        strength: Strength | None = None,
     ) -> tuple[str, AccessClaims]:
-        """Sign a new access token; a user token has `session_id`, `email` and `roles`, a
-        client's none of them. With `jkt` it is bound to that DPoP key (`cnf`, RFC 9449 §6)."""
+        """Sign a new access token; a user token has `session_id`, `email`, `roles` and the
+        login's `strength` (`amr`, `acr`, `auth_time`), a client's none of them. With `jkt` it
+        is bound to that DPoP key (`cnf`, RFC 9449 §6)."""
         issued_at = int(now.timestamp())
         claims = AccessClaims(
             subject=subject,
@@ -126,6 +129,13 @@ class TokenCodec:
             client_id=client_id,
             roles=roles,
             confirmation_jkt=jkt,
+            amr=strength.amr if strength is not None else (),
+            acr=strength.acr if strength is not None else None,
+            auth_time=(
+                int(strength.auth_time.timestamp())
+                if strength is not None and strength.auth_time is not None
+                else None
+            ),
         )
         payload: dict[str, Any] = {"iss": self._issuer, "aud": self._audience, "sub": subject}
         if session_id is not None:
@@ -140,6 +150,10 @@ class TokenCodec:
             payload["roles"] = list(roles)
         if jkt is not None:
             payload["cnf"] = {"jkt": jkt}
+        if claims.acr is not None:
+            payload.update(amr=list(claims.amr), acr=claims.acr)
+        if claims.auth_time is not None:
+            payload["auth_time"] = claims.auth_time
         if self._key_ring is not None:
             signing = self._key_ring.signing
             header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}

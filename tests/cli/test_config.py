@@ -20,6 +20,7 @@ from tests.support import PROJECT_ROOT
 
 STRONG_A = secrets.token_urlsafe(48)
 STRONG_B = secrets.token_urlsafe(48)
+STRONG_C = secrets.token_urlsafe(48)
 SHORT = "Sh0rt-but-not-empty-31-bytes-xx"  # 31 bytes
 assert len(SHORT.encode()) == 31
 
@@ -72,6 +73,7 @@ def test_production_accepts_two_distinct_strong_secrets() -> None:
             "ENV": "production",
             "ACCESS_TOKEN_SECRET": STRONG_A,
             "REFRESH_TOKEN_SECRET": STRONG_B,
+            "MFA_ENCRYPTION_KEY": STRONG_C,
             "TOKEN_ISSUER": "https://auth.example",
         }
     )
@@ -133,6 +135,7 @@ def test_a_database_url_that_is_not_postgresql_is_refused_naming_the_schemes(url
     environ = {
         "ACCESS_TOKEN_SECRET": STRONG_A,
         "REFRESH_TOKEN_SECRET": STRONG_B,
+        "MFA_ENCRYPTION_KEY": STRONG_C,
         "DATABASE_URL": url,
     }
 
@@ -147,7 +150,11 @@ def test_a_database_url_that_is_not_postgresql_is_refused_naming_the_schemes(url
 
 def test_the_pooler_and_direct_url_settings_are_checked() -> None:
     """DATABASE_POOLER is `none` or `transaction`; DATABASE_DIRECT_URL must be PostgreSQL's."""
-    environ = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+    environ = {
+        "ACCESS_TOKEN_SECRET": STRONG_A,
+        "REFRESH_TOKEN_SECRET": STRONG_B,
+        "MFA_ENCRYPTION_KEY": STRONG_C,
+    }
     direct = "postgresql://app@db:5432/tokens"
 
     pooled = load_settings(
@@ -203,6 +210,7 @@ def test_serve_in_production_needs_a_database_url(tmp_path: Path) -> None:
         "DATA_DIR": str(tmp_path),
         "ACCESS_TOKEN_SECRET": STRONG_A,
         "REFRESH_TOKEN_SECRET": STRONG_B,
+        "MFA_ENCRYPTION_KEY": STRONG_C,
         "TOKEN_ISSUER": "https://auth.example",
     }
 
@@ -222,6 +230,7 @@ def test_a_wrong_url_scheme_stops_every_command_in_one_line(tmp_path: Path, url:
         "DATA_DIR": str(tmp_path),
         "ACCESS_TOKEN_SECRET": STRONG_A,
         "REFRESH_TOKEN_SECRET": STRONG_B,
+        "MFA_ENCRYPTION_KEY": STRONG_C,
         "DATABASE_URL": url,
     }
 
@@ -268,12 +277,49 @@ def test_development_tightens_a_readable_secrets_file(tmp_path: Path) -> None:
 
 
 def test_given_secrets_are_never_replaced_or_written(tmp_path: Path) -> None:
-    environ = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+    environ = {
+        "ACCESS_TOKEN_SECRET": STRONG_A,
+        "REFRESH_TOKEN_SECRET": STRONG_B,
+        "MFA_ENCRYPTION_KEY": STRONG_C,
+    }
 
     assert ensure_development_secrets(environ, tmp_path) is None
 
-    assert environ == {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+    assert environ == {
+        "ACCESS_TOKEN_SECRET": STRONG_A,
+        "REFRESH_TOKEN_SECRET": STRONG_B,
+        "MFA_ENCRYPTION_KEY": STRONG_C,
+    }
     assert list(tmp_path.iterdir()) == []
+
+
+def test_production_needs_its_own_mfa_encryption_key() -> None:
+    """Production never derives the key of the TOTP secrets: it must be given, and strong."""
+    for key in (None, "short", "ab" * 20):
+        environ = {**PRODUCTION_SECRETS, "TOKEN_ISSUER": "https://auth.example"}
+        del environ["MFA_ENCRYPTION_KEY"]
+        if key is not None:
+            environ["MFA_ENCRYPTION_KEY"] = key
+
+        with pytest.raises(ConfigError) as refused:
+            load_settings(environ)
+
+        assert "MFA_ENCRYPTION_KEY" in str(refused.value)
+        assert_one_line_without_secrets(str(refused.value), environ)
+
+
+def test_an_old_secrets_file_gains_the_mfa_key_and_keeps_the_rest(tmp_path: Path) -> None:
+    """A development secrets.env from before MFA_ENCRYPTION_KEY gets it appended."""
+    old = f"ACCESS_TOKEN_SECRET={STRONG_A}\nREFRESH_TOKEN_SECRET={STRONG_B}\n"
+    (tmp_path / "secrets.env").write_text(old)
+    environ: dict[str, str] = {}
+
+    ensure_development_secrets(environ, tmp_path)
+
+    assert environ["ACCESS_TOKEN_SECRET"] == STRONG_A
+    assert environ["REFRESH_TOKEN_SECRET"] == STRONG_B
+    assert len(environ["MFA_ENCRYPTION_KEY"]) >= 32
+    assert (tmp_path / "secrets.env").read_text().startswith(old)
 
 
 def test_production_never_generates_secrets(tmp_path: Path) -> None:
@@ -313,6 +359,7 @@ PRODUCTION_SECRETS = {
     "ENV": "production",
     "ACCESS_TOKEN_SECRET": STRONG_A,
     "REFRESH_TOKEN_SECRET": STRONG_B,
+    "MFA_ENCRYPTION_KEY": STRONG_C,
 }
 
 
@@ -378,6 +425,7 @@ def test_the_public_base_url_comes_from_the_issuer_then_public_url_then_the_addr
             "ENV": "test",
             "ACCESS_TOKEN_SECRET": STRONG_A,
             "REFRESH_TOKEN_SECRET": STRONG_B,
+            "MFA_ENCRYPTION_KEY": STRONG_C,
             **environ,
         }
     )
@@ -395,6 +443,7 @@ def test_a_public_url_that_is_not_an_http_url_is_refused(url: str) -> None:
                 "ENV": "test",
                 "ACCESS_TOKEN_SECRET": STRONG_A,
                 "REFRESH_TOKEN_SECRET": STRONG_B,
+                "MFA_ENCRYPTION_KEY": STRONG_C,
                 "PUBLIC_URL": url,
             }
         )

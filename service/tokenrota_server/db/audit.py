@@ -47,6 +47,15 @@ class AuditAction(StrEnum):
     # An assertion of a known credential refused; `details.reason` says why (origin, rp_id,
     # challenge, other_user, user_verification, signature, counter).
     PASSKEY_REFUSED = "passkey_refused"
+    # Second factors: enrolled (live after its first code), removed (by the user or an
+    # operator), recovery codes issued, and every second-factor step: accepted, refused, or
+    # throttled. Never a code or a secret in the details.
+    MFA_FACTOR_ENROLLED = "mfa_factor_enrolled"
+    MFA_FACTOR_REMOVED = "mfa_factor_removed"
+    MFA_RECOVERY_CODES_ISSUED = "mfa_recovery_codes_issued"
+    MFA_SUCCEEDED = "mfa_succeeded"
+    MFA_FAILED = "mfa_failed"
+    MFA_THROTTLED = "mfa_throttled"
 
 
 @dataclass(frozen=True)

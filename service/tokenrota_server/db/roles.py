@@ -29,14 +29,17 @@ MAX_ROLES_PER_USER = 100
 # The role names and the distinct scopes of the user whose id is `{user_id}` (an SQL
 # expression of the enclosing statement), as one record column `grants`: one subquery, so the
 # hot path (every refresh) pays one index scan of user_roles. Aggregates over no rows still
-# answer one row; a role without scopes contributes no NULL scope.
+# answer one row; a role without scopes contributes no NULL scope. `{aal2}` is an SQL boolean,
+# whether the token is minted at aal2: a role marked `require_mfa` contributes its name and
+# scopes only then (at aal1 the user still gets a token, without them: never a lock-out).
 GRANTS_OF = (
     "(SELECT ROW(coalesce(array_agg(DISTINCT granted_role.role), '{{}}'::text[]),"
     " coalesce(array_agg(DISTINCT granted.scope) FILTER (WHERE granted.scope IS NOT NULL),"
     " '{{}}'::text[])) FROM user_roles granted_role"
     " JOIN roles granting ON granting.name = granted_role.role"
     " LEFT JOIN LATERAL unnest(granting.scopes) AS granted(scope) ON true"
-    " WHERE granted_role.user_id = {user_id}) AS grants"
+    " WHERE granted_role.user_id = {user_id} AND (NOT granting.require_mfa OR {aal2}))"
+    " AS grants"
 )
 
 
@@ -214,6 +217,8 @@ async def revoke_role(connection: Connection, user_id: UUID, name: str) -> bool:
 
 async def grants_of(connection: Connection, user_id: UUID) -> Grants:
     """The user's roles and scopes."""
-    row = await connection.fetchrow("SELECT " + GRANTS_OF.format(user_id="$1::uuid"), user_id)
+    row = await connection.fetchrow(
+        "SELECT " + GRANTS_OF.format(user_id="$1::uuid", aal2="true"), user_id
+    )
     assert row is not None
     return grants_of_row(row)

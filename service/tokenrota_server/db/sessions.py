@@ -35,8 +35,23 @@ class RevokeReason(StrEnum):
 
 
 # The user's roles and scopes, read by the statements that mint tokens: constants, no values.
-_GRANTS_OF_NEW_USER = GRANTS_OF.format(user_id="$2::uuid")
-_GRANTS_OF_SESSION_USER = GRANTS_OF.format(user_id="s.user_id")
+_GRANTS_OF_NEW_USER = GRANTS_OF.format(user_id="$2::uuid", aal2="$12::text = 'aal2'")
+_GRANTS_OF_SESSION_USER = GRANTS_OF.format(user_id="s.user_id", aal2="s.acr = 'aal2'")
+# How a session's login was made, read wherever a token is minted from it.
+_STRENGTH = "s.amr, s.acr, s.auth_time"
+_GRANTS_OF_RAISED = GRANTS_OF.format(user_id="r.user_id", aal2="r.acr = 'aal2'")
+
+
+@dataclass(frozen=True)
+class Strength:
+    """How a session's login was made: the methods (RFC 8176), the level, and when."""
+
+    amr: tuple[str, ...]
+    acr: str
+    auth_time: datetime | None = None
+
+
+PASSWORD_ONLY = Strength(amr=("pwd",), acr="aal1")
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,9 @@ class LiveSession:
     grants: Grants = field(default_factory=Grants)
     # False for a short session (`remember: false`): its refresh cookie has no Max-Age.
     remember: bool = True
+    # How the login was made (RFC 8176 `amr`, `acr`, `auth_time`): kept by every refresh,
+    # raised only by a step-up (`raise_assurance`).
+    strength: Strength = PASSWORD_ONLY
 
 
 @dataclass(frozen=True)
@@ -85,14 +103,16 @@ async def create_session(
     user_agent: str | None,
     ip: str | None,
     remember: bool = True,
+    strength: Strength = PASSWORD_ONLY,
 ) -> Grants:
     """Start a session and store its first refresh token, in one statement; return the
-    user's roles and scopes, read by that same statement, for the first access token."""
+    user's roles and scopes, read by that same statement, for the first access token.
+    The session's `auth_time` is `now`, whatever `strength.auth_time` says."""
     row = await connection.fetchrow(
         "WITH session AS ("  # noqa: S608 - constants only
-        "  INSERT INTO sessions"
-        "    (id, user_id, created_at, last_used_at, expires_at, user_agent, ip, remember)"
-        "  VALUES ($1, $2, $3, $3, $4, $5, $6, $10) RETURNING id"
+        "  INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent,"
+        "    ip, remember, amr, acr, auth_time)"
+        "  VALUES ($1, $2, $3, $3, $4, $5, $6, $10, $11, $12, $3) RETURNING id"
         "), token AS (INSERT INTO refresh_tokens (session_id, token_digest, issued_at, expires_at)"
         " SELECT id, $7, $8, $9 FROM session)"
         f" SELECT {_GRANTS_OF_NEW_USER}",
@@ -106,6 +126,8 @@ async def create_session(
         first_token.issued_at,
         first_token.expires_at,
         remember,
+        list(strength.amr),
+        strength.acr,
     )
     assert row is not None
     return grants_of_row(row)
@@ -121,14 +143,15 @@ WITH parent AS (
       AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3
       AND s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL
       AND ($7::timestamptz IS NULL OR s.last_used_at > $7)
-    RETURNING t.id, t.session_id, s.user_id, u.email, s.expires_at, s.remember
+    RETURNING t.id, t.session_id, s.user_id, u.email, s.expires_at, s.remember, {_STRENGTH}
 ), child AS (
     INSERT INTO refresh_tokens (session_id, parent_id, token_digest, issued_at, expires_at)
     SELECT session_id, id, $4, $5, $6 FROM parent
 ), touched AS (
     UPDATE sessions SET last_used_at = $3 WHERE id = (SELECT session_id FROM parent)
 )
-SELECT p.user_id, p.email, p.expires_at, p.remember, {GRANTS_OF.format(user_id="p.user_id")}
+SELECT p.user_id, p.email, p.expires_at, p.remember, p.amr, p.acr, p.auth_time,
+       {GRANTS_OF.format(user_id="p.user_id", aal2="p.acr = 'aal2'")}
 FROM parent p
 """  # noqa: S608 - constants joined; every value is a parameter
 
@@ -182,7 +205,8 @@ async def touch_live(
         " AND t.revoked_at IS NULL AND t.expires_at > $3"
         " AND s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL"
         " AND ($4::timestamptz IS NULL OR s.last_used_at > $4)"
-        f" RETURNING s.user_id, u.email, s.expires_at, s.remember, {_GRANTS_OF_SESSION_USER}",
+        f" RETURNING s.user_id, u.email, s.expires_at, s.remember, {_STRENGTH},"
+        f" {_GRANTS_OF_SESSION_USER}",
         token_digest,
         session_id,
         now,
@@ -204,7 +228,7 @@ async def find_spent(
         "SELECT t.used_at, t.revoked_at IS NULL AND t.expires_at > $3 AS token_live,"  # noqa: S608 - constants only
         " s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL"
         " AND ($4::timestamptz IS NULL OR s.last_used_at > $4) AS session_live,"
-        " s.user_id, u.email, s.expires_at, s.remember,"
+        f" s.user_id, u.email, s.expires_at, s.remember, {_STRENGTH},"
         " c.token_digest AS child_digest, c.issued_at AS child_issued_at,"
         " c.expires_at AS child_expires_at,"
         " c.used_at IS NULL AND c.revoked_at IS NULL AND c.expires_at > $3 AS child_live,"
@@ -360,6 +384,7 @@ def _live_session(row: asyncpg.Record) -> LiveSession:
         expires_at=row["expires_at"],
         grants=grants_of_row(row),
         remember=row["remember"],
+        strength=Strength(amr=tuple(row["amr"]), acr=row["acr"], auth_time=row["auth_time"]),
     )
 
 
@@ -410,3 +435,39 @@ async def evict_least_recently_used(
         RevokeReason.SESSION_LIMIT,
     )
     return rows_affected(status)
+
+
+async def raise_assurance(
+    connection: Connection,
+    *,
+    session_id: UUID,
+    user_id: UUID,
+    strength: Strength,
+    now: datetime,
+    token: NewToken,
+    idle_since: datetime | None = None,
+) -> LiveSession | None:
+    """A step-up: set the live session's strength (its `auth_time` to `now`) and store a new
+    refresh token in it, in one statement; None if the session is no longer live."""
+    row = await connection.fetchrow(
+        "WITH raised AS ("  # noqa: S608 - constants only
+        "  UPDATE sessions s SET amr = $3, acr = $4, auth_time = $5, last_used_at = $5"
+        "  FROM users u WHERE s.id = $1 AND s.user_id = $2 AND u.id = s.user_id"
+        "  AND s.revoked_at IS NULL AND s.expires_at > $5 AND u.disabled_at IS NULL"
+        "  AND ($9::timestamptz IS NULL OR s.last_used_at > $9)"
+        f"  RETURNING s.id, s.user_id, u.email, s.expires_at, s.remember, {_STRENGTH}"
+        "), token AS (INSERT INTO refresh_tokens (session_id, token_digest, issued_at, expires_at)"
+        "  SELECT id, $6, $7, $8 FROM raised)"
+        " SELECT r.user_id, r.email, r.expires_at, r.remember, r.amr, r.acr, r.auth_time,"
+        f" {_GRANTS_OF_RAISED} FROM raised r",
+        session_id,
+        user_id,
+        list(strength.amr),
+        strength.acr,
+        now,
+        token.digest,
+        token.issued_at,
+        token.expires_at,
+        idle_since,
+    )
+    return _live_session(row) if row is not None else None

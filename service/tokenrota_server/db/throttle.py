@@ -11,6 +11,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
 import asyncpg
 
@@ -23,6 +24,8 @@ ADDRESS_SCOPE = "ip"
 REGISTER_SCOPE = "register_ip"
 FORGOT_EMAIL_SCOPE = "forgot_email"
 FORGOT_ADDRESS_SCOPE = "forgot_ip"
+MFA_USER_SCOPE = "mfa_user"
+MFA_TOKEN_SCOPE = "mfa_token"  # noqa: S105 - a scope's name
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,9 @@ _COUNT = f"""
 WITH {_COUNTING}
 SELECT c.scope, c.attempts, c.window_started_at, c.counted, u.id, u.email, u.created_at,
        u.email_verified_at, u.password_hash,
-       u.disabled_at IS NOT NULL AS disabled
+       u.disabled_at IS NOT NULL AS disabled,
+       EXISTS (SELECT 1 FROM mfa_factors f WHERE f.user_id = u.id AND f.verified_at IS NOT NULL)
+           AS has_factor
 FROM keys c LEFT JOIN users u ON lower(u.email) = lower($6)
 """  # noqa: S608
 
@@ -159,6 +164,33 @@ async def count_forgot(
     return await _count_keys(connection, settings, limits, keys, now)
 
 
+async def count_second_factor(
+    connection: Connection,
+    settings: Settings,
+    *,
+    user_id: UUID,
+    token_digest: bytes | None,
+    now: datetime,
+) -> int | None:
+    """Count one second-factor attempt against the user and, at /login/mfa, the mfa token;
+    the seconds to wait, if over. Counted before the code is looked at, right or wrong."""
+    limits = {MFA_USER_SCOPE: settings.mfa_user_max_attempts}
+    keys = [hashlib.sha256(user_id.bytes).digest()]
+    if token_digest is not None:
+        limits[MFA_TOKEN_SCOPE] = settings.mfa_token_max_attempts
+        keys.append(token_digest)
+    return await _count_keys(connection, settings, limits, keys, now)
+
+
+async def forgive_second_factor(connection: Connection, user_id: UUID) -> None:
+    """After a second factor was accepted: clear the user's counter."""
+    await connection.execute(
+        "DELETE FROM login_attempts WHERE scope = $1 AND key_digest = $2",
+        MFA_USER_SCOPE,
+        hashlib.sha256(user_id.bytes).digest(),
+    )
+
+
 async def _count_keys(
     connection: Connection,
     settings: Settings,
@@ -192,7 +224,10 @@ async def _count(
     first = rows[0]
     if first["id"] is not None:
         credentials = Credentials(
-            user_from_row(first), password_hash=first["password_hash"], disabled=first["disabled"]
+            user_from_row(first),
+            password_hash=first["password_hash"],
+            disabled=first["disabled"],
+            has_factor=first["has_factor"],
         )
     # Only a counted key can have crossed: a skipped one was over already.
     crossed = tuple(

@@ -37,6 +37,8 @@ class Credentials:
     user: User
     password_hash: str
     disabled: bool
+    # A live second factor: a right password then leads to the second step, not a session.
+    has_factor: bool = False
 
     def __repr__(self) -> str:
         return f"Credentials(user={self.user!r}, disabled={self.disabled})"

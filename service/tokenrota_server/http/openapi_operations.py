@@ -198,8 +198,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "Wrong email or password (the same answer for both).", "invalid_credentials"
             ),
             403: error(
-                "REQUIRE_VERIFIED_EMAIL and the (correct) password's user has not verified the"
-                " email yet.",
+                "The password is right and the user has a second factor: the body also carries"
+                " `mfa_token` (for /login/mfa, single use, MFA_TOKEN_TTL seconds) and `factors`"
+                " (`[{id, type}]`). Or REQUIRE_VERIFIED_EMAIL and the (correct) password's user"
+                " has not verified the email yet.",
+                "mfa_required",
                 "email_unverified",
             ),
             422: error("A field is missing or not a string.", "invalid_input"),
@@ -868,6 +871,223 @@ OPERATIONS |= {
             *_PAGING_PARAMETERS,
         ],
     ),
+}
+
+
+# -- second factors -----------------------------------------------------------------------------
+
+_FACTOR = {
+    "type": "object",
+    "required": ["id", "type", "name", "created_at", "last_used_at"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "type": {"type": "string", "enum": ["totp", "passkey"]},
+        "name": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+_RECOVERY_CODES = {
+    "type": "array",
+    "items": {"type": "string", "pattern": "^[0-9a-hjkmnp-tv-z]{5}-[0-9a-hjkmnp-tv-z]{5}$"},
+    "minItems": 10,
+    "maxItems": 10,
+}
+_TOTP_CODE = {"type": "string", "pattern": "^[0-9]{6}$", "description": "A 6-digit TOTP code."}
+_SECOND_FACTOR = {
+    "code": _TOTP_CODE,
+    "recovery_code": {
+        "type": "string",
+        "maxLength": 64,
+        "description": "A recovery code; case, spaces and hyphens are ignored.",
+    },
+    "use_cookie": {"type": "boolean", "default": False},
+}
+_ONE_FACTOR = [{"required": ["code"]}, {"required": ["recovery_code"]}]
+# RFC 9470: the management endpoints want a recent login, and aal2 once a factor exists.
+_NOT_RECENT = {
+    401: error(
+        "No bearer token, or the login is older than MFA_MANAGE_MAX_AGE or (once a factor"
+        " exists) not aal2: authenticate again, or step up at /mfa/challenge.",
+        "missing_token",
+        "insufficient_user_authentication",
+        headers=CHALLENGE,
+    ),
+}
+_WRONG_CODE = {
+    401: error("The code is wrong (one answer for every kind of wrong).", "invalid_code"),
+    429: error(
+        "Too many wrong codes for this user (MFA_USER_MAX_ATTEMPTS) or this mfa_token"
+        " (MFA_TOKEN_MAX_ATTEMPTS) in the window.",
+        "too_many_attempts",
+        headers=RETRY_AFTER,
+    ),
+}
+_NO_FACTOR = {404: error("No such factor of the caller's.", "not_found")}
+_MFA_BEARER_ERRORS = {**BEARER_ERRORS, **_NOT_RECENT}
+
+OPERATIONS |= {
+    ("GET", "/mfa/factors"): {
+        "tags": ["mfa"],
+        "summary": "The caller's live second factors",
+        "security": BEARER,
+        "responses": {
+            200: ok(
+                "The factors.",
+                _object(factors={"type": "array", "items": _FACTOR}),
+                headers=NO_STORE,
+            ),
+            **BEARER_ERRORS,
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/mfa/totp"): {
+        "tags": ["mfa"],
+        "summary": "Enrol a TOTP factor: its secret, otpauth:// URI and QR code (shown once)",
+        "description": "The factor is live only once a first code is verified.",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}},
+                "additionalProperties": False,
+            },
+            required=False,
+        ),
+        "responses": {
+            201: ok(
+                "Enrolled, pending its first code.",
+                _object(
+                    factor_id={"type": "string", "format": "uuid"},
+                    secret={"type": "string", "pattern": "^[A-Z2-7]{32}$"},
+                    otpauth_uri={"type": "string"},
+                    qr_svg={"type": "string"},
+                ),
+                headers=NO_STORE,
+            ),
+            **JSON_BODY_ERRORS,
+            **_MFA_BEARER_ERRORS,
+            422: error("A name that is not 1 to 64 printable characters.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/mfa/totp/{factor_id}/verify"): {
+        "tags": ["mfa"],
+        "summary": "Make a TOTP factor live with its first code",
+        "description": "With the user's first factor come 10 recovery codes, shown once.",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["code"],
+                "properties": {"code": _TOTP_CODE},
+                "additionalProperties": False,
+            }
+        ),
+        "responses": {
+            200: ok(
+                "Live.",
+                {
+                    "type": "object",
+                    "required": ["factor"],
+                    "properties": {"factor": _FACTOR, "recovery_codes": _RECOVERY_CODES},
+                },
+                headers=NO_STORE,
+            ),
+            **JSON_BODY_ERRORS,
+            **BEARER_ERRORS,
+            401: error(
+                "No token, a login not recent enough, or a wrong code.",
+                "missing_token",
+                "insufficient_user_authentication",
+                "invalid_code",
+                headers=CHALLENGE,
+            ),
+            **_NO_FACTOR,
+            422: error("No code, or another field.", "invalid_input"),
+            429: _WRONG_CODE[429],
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/mfa/recovery-codes"): {
+        "tags": ["mfa"],
+        "summary": "A new set of 10 recovery codes; every older one dies",
+        "security": BEARER,
+        "responses": {
+            200: ok(
+                "The codes, shown once.", _object(recovery_codes=_RECOVERY_CODES), headers=NO_STORE
+            ),
+            **_MFA_BEARER_ERRORS,
+            422: error("The caller has no live factor.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+    ("DELETE", "/mfa/factors/{factor_id}"): {
+        "tags": ["mfa"],
+        "summary": "Remove one of the caller's factors (with the last, the recovery codes go)",
+        "security": BEARER,
+        "responses": {204: ok("Removed."), **_MFA_BEARER_ERRORS, **_NO_FACTOR, **UNAVAILABLE},
+    },
+    ("POST", "/login/mfa"): {
+        "tags": ["people"],
+        "summary": "Complete a login that /login answered with mfa_required",
+        "description": "Exactly one of `code` or `recovery_code`; the mfa_token is spent with"
+        " the first right one. With `use_cookie`, as at /login.",
+        "parameters": [DPOP_HEADER],
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["mfa_token"],
+                "properties": {"mfa_token": {"type": "string", "maxLength": 128}, **_SECOND_FACTOR},
+                "oneOf": _ONE_FACTOR,
+                "additionalProperties": False,
+            }
+        ),
+        "responses": {
+            200: ok("The new session's token pair, at aal2.", ref("TokenPair"), headers=NO_STORE),
+            **JSON_BODY_OR_PROOF_ERRORS,
+            401: error(
+                "A wrong code, or an mfa_token unknown, spent or expired (log in again).",
+                "invalid_code",
+                "invalid_token",
+            ),
+            422: error(
+                "No mfa_token, not exactly one factor, or a field of the wrong type.",
+                "invalid_input",
+            ),
+            429: _WRONG_CODE[429],
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/mfa/challenge"): {
+        "tags": ["mfa"],
+        "summary": "Step up: a second factor raises the bearer's session to aal2",
+        "description": "Answers a new pair for the same session; with `use_cookie`, the"
+        " refresh token goes in the cookie.",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "properties": _SECOND_FACTOR,
+                "oneOf": _ONE_FACTOR,
+                "additionalProperties": False,
+            }
+        ),
+        "responses": {
+            200: ok("The session's new pair, at aal2.", ref("TokenPair"), headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            **BEARER_ERRORS,
+            401: error(
+                "No bearer token, or a wrong code.",
+                "missing_token",
+                "invalid_code",
+                headers=CHALLENGE,
+            ),
+            422: error("Not exactly one factor, or a field of the wrong type.", "invalid_input"),
+            429: _WRONG_CODE[429],
+            **UNAVAILABLE,
+        },
+    },
 }
 
 # A PublicKeyCredential as JSON (WebAuthn L3 §5.1.8 toJSON): py_webauthn reads it.

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from tokenrota import bearer
 from tokenrota.claims import confirmation_jkt_of
-from tokenrota.errors import InsufficientScope
+from tokenrota.errors import InsufficientScope, InsufficientUserAuthentication
 
 from tokenrota_server import dpop
 from tokenrota_server.errors import (
@@ -24,15 +24,18 @@ from tokenrota_server.errors import (
     EmailUnverified,
     InvalidAccountToken,
     InvalidClient,
+    InvalidCode,
     InvalidCredentials,
     InvalidDPoPProof,
     InvalidGrant,
     InvalidInput,
+    InvalidMfaToken,
     InvalidPasskey,
     InvalidResourceProof,
     InvalidScope,
     InvalidToken,
     MalformedRequest,
+    MfaRequired,
     MissingToken,
     NotFound,
     Overloaded,
@@ -67,6 +70,9 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     AlreadyVerified: 409,
     EmailUnverified: 403,
     RoleInUse: 409,
+    MfaRequired: 403,
+    InvalidCode: 401,
+    InvalidMfaToken: 401,
     # RFC 9449 §5: at the token endpoint a bad proof is a bad request (resource servers: 401).
     InvalidDPoPProof: 400,
     InvalidResourceProof: 401,
@@ -90,7 +96,14 @@ def status_of(error: ServiceError) -> int:
 def error_response(error: ServiceError) -> JSONResponse:
     """The JSON body `{"error", "error_description"}` with the error's status and headers."""
     headers = dict(NO_STORE)
-    if isinstance(error, MissingToken | InvalidToken | InsufficientScope | InvalidResourceProof):
+    if isinstance(
+        error,
+        MissingToken
+        | InvalidToken
+        | InsufficientScope
+        | InsufficientUserAuthentication
+        | InvalidResourceProof,
+    ):
         # The same challenge as a resource server's (tokenrota.bearer): one convention.
         headers["WWW-Authenticate"] = bearer.challenge(error)
     elif isinstance(error, InvalidClient):
@@ -101,11 +114,10 @@ def error_response(error: ServiceError) -> JSONResponse:
     elif isinstance(error, Unavailable):
         # The database is away (a restart, a failover): worth asking again in a moment.
         headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
-    return JSONResponse(
-        {"error": error.code, "error_description": error.description},
-        status_code=status_of(error),
-        headers=headers,
-    )
+    body: dict[str, Any] = {"error": error.code, "error_description": error.description}
+    if isinstance(error, MfaRequired):
+        body.update(mfa_token=error.mfa_token, factors=error.factors)
+    return JSONResponse(body, status_code=status_of(error), headers=headers)
 
 
 def token_response(body: dict[str, Any], status_code: int = 200) -> JSONResponse:
