@@ -62,11 +62,72 @@ export interface LoginOptions {
   remember?: boolean;
 }
 
+/** A second factor: a TOTP code, a recovery code, or a passkey (the browser asks for one). */
+export type SecondFactor = { code: string } | { recoveryCode: string } | { passkey: true };
+
+/** RFC 9470's challenge, as given to the `onStepUp` callback. */
+export interface StepUpChallenge {
+  /** `acr_values` of the challenge, e.g. "aal2"; null when absent. */
+  acrValues: string | null;
+  /** `max_age` in seconds; null when absent. */
+  maxAge: number | null;
+}
+
+/** A factor of the account, as `listFactors` answers. */
+export interface Factor {
+  id: string;
+  type: "totp" | "passkey";
+  name: string;
+  created_at: string;
+  last_used_at: string | null;
+}
+
+export interface TotpEnrollment {
+  factor_id: string;
+  /** The base32 secret, for typing in by hand; shown this once. */
+  secret: string;
+  otpauth_uri: string;
+  /** The otpauth URI as an SVG QR code. */
+  qr_svg: string;
+}
+
 export interface AuthClient {
   /** Log in with the cookie transport (the refresh token goes into an HttpOnly cookie). With
-   * `dpop: true`, with a new key: the session is bound to it.
-   * @throws {AuthError} invalid_credentials, too_many_attempts (with `retryAfter`), ... */
+   * `dpop: true`, with a new key: the session is bound to it (so are `completeMfa` and
+   * `loginWithPasskey`).
+   * @throws {AuthError} invalid_credentials, too_many_attempts (with `retryAfter`), or
+   * mfa_required (with `mfaToken` and `factors`: finish with `completeMfa`), ... */
   login(email: string, password: string, options?: LoginOptions): Promise<void>;
+
+  /** Finish a login that answered mfa_required with a second factor.
+   * @throws {AuthError} invalid_code, invalid_passkey, too_many_attempts, invalid_token */
+  completeMfa(mfaToken: string, factor: SecondFactor): Promise<void>;
+
+  /** Sign in with a discoverable passkey alone: no email, no password; the authenticator
+   * verifies the user. @throws {AuthError} invalid_passkey */
+  loginWithPasskey(): Promise<void>;
+
+  /** Register a passkey (a recent session, at aal2 once a factor exists); the new factor.
+   * @throws {AuthError} invalid_passkey, insufficient_user_authentication */
+  registerPasskey(name?: string): Promise<Factor>;
+
+  /** Start a TOTP enrolment; the factor is live once `verifyTotp` passes. */
+  enrollTotp(name?: string): Promise<TotpEnrollment>;
+
+  /** Confirm a TOTP enrolment with its first code; recovery codes come with the first factor.
+   * @throws {AuthError} invalid_code */
+  verifyTotp(factorId: string, code: string): Promise<{ factor: Factor; recovery_codes?: string[] }>;
+
+  /** The account's live factors. */
+  listFactors(): Promise<Factor[]>;
+
+  /** Remove a factor (a recent, aal2 session). */
+  removeFactor(factorId: string): Promise<void>;
+
+  /** Answer RFC 9470 step-up challenges met by `fetch` (401 insufficient_user_authentication):
+   * the callback returns a factor, or null to let the 401 through; the client steps up at
+   * /mfa/challenge and retries the request once. One callback; returns a remover. */
+  onStepUp(callback: (challenge: StepUpChallenge) => SecondFactor | null | Promise<SecondFactor | null>): () => void;
 
   /** `fetch` with `Authorization: Bearer <access token>` (with `dpop: true`,
    * `Authorization: DPoP <access token>` and a `DPoP` proof) for the service's origin and the
@@ -96,7 +157,13 @@ export interface AuthClient {
 
 /** An error the service answered with. */
 export class AuthError extends Error {
-  constructor(code: string, description: string | undefined, status: number, retryAfter?: number | null);
+  constructor(
+    code: string,
+    description: string | undefined,
+    status: number,
+    retryAfter?: number | null,
+    body?: Record<string, unknown>,
+  );
   readonly name: "AuthError";
   /** The body's `error`, e.g. "invalid_credentials"; "http_error" when the body was not JSON. */
   readonly code: string;
@@ -104,6 +171,10 @@ export class AuthError extends Error {
   readonly status: number;
   /** Seconds from `Retry-After` (on 429), else null. */
   readonly retryAfter: number | null;
+  /** With mfa_required: the single-use token `completeMfa` takes; else null. */
+  readonly mfaToken: string | null;
+  /** With mfa_required: the factors to offer, `[{ id, type }]`; else null. */
+  readonly factors: { id: string; type: "totp" | "passkey" }[] | null;
 }
 
 /** A client for the token service; see `AuthClientOptions`. */

@@ -12,6 +12,13 @@
 //   auth.onLogout(({ reason }) => showLoginForm());
 //   await auth.logout();
 //
+// Second factors and passkeys: `login` throws an AuthError with code "mfa_required" (and its
+// `mfaToken`, `factors`) for an account with a factor; `completeMfa(mfaToken, { code })` (or
+// `{ recoveryCode }`, or `{ passkey: true }`) finishes it. `loginWithPasskey()` signs in with a
+// discoverable passkey alone. `onStepUp(callback)`: when an API answers RFC 9470's 401
+// insufficient_user_authentication, the callback returns `{ code }` or `{ passkey: true }` (or
+// null to give up), the client steps up at /mfa/challenge, then retries the request once.
+//
 // The access token is sent only to the service's origin and to `resourceOrigins`: any other URL
 // given to `auth.fetch` is fetched without it, so a call to a third-party API cannot leak it.
 //
@@ -47,12 +54,15 @@ const ANNOUNCEMENT_TIMEOUT = 5000;
 
 /** An error the service answered with: `code` is its `error` field (e.g. "invalid_credentials"). */
 export class AuthError extends Error {
-  constructor(code, description, status, retryAfter = null) {
+  constructor(code, description, status, retryAfter = null, body = {}) {
     super(description || code);
     this.name = "AuthError";
     this.code = code;
     this.status = status;
     this.retryAfter = retryAfter;
+    // mfa_required: the single-use token that /login/mfa takes, and the factors to offer.
+    this.mfaToken = typeof body.mfa_token === "string" ? body.mfa_token : null;
+    this.factors = Array.isArray(body.factors) ? body.factors : null;
   }
 }
 
@@ -81,6 +91,7 @@ export function createAuthClient({
   const trusted = new Set([new URL(base || "/", page).origin, ...resourceOrigins.map((origin) => originOf(origin))]);
   const audiences = resourceMap(resources, trusted); // origin -> resource URI
   const listeners = new Set();
+  let stepUp = null; // the app's answer to an insufficient_user_authentication challenge
   const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL_NAME) : null;
   let accessToken = null;
   let tokenKey = null; // the DPoP key the access token is bound to; null for a bearer token
@@ -204,7 +215,7 @@ export function createAuthClient({
       // Not JSON (a proxy's error page): keep the status only.
     }
     const retryAfter = Number(response.headers.get("Retry-After")) || null;
-    return new AuthError(body.error || "http_error", body.error_description, response.status, retryAfter);
+    return new AuthError(body.error || "http_error", body.error_description, response.status, retryAfter, body);
   }
 
   // Under the lock: adopt the new pair, announce it, and record its generation before the lock
@@ -358,22 +369,77 @@ export function createAuthClient({
     return response;
   }
 
-  return {
-    /** Log in with the cookie transport; throws `AuthError` (invalid_credentials, too_many_attempts).
+  // Take a token pair answered at `path` for `body` (cookie transport), under the lock.
+  // With DPoP, each sign-in makes a new key (one that signed for an earlier session proves
+  // nothing here), kept only once the service has bound the new session to it.
+  function signIn(path, body) {
+    return exclusively(async () => {
+      await loaded;
+      const key = proofs === null ? null : await proofs.newKey();
+      const response = await post(path, { ...body, use_cookie: true }, key);
+      if (!response.ok) throw await failure(response);
+      if (key !== null) await proofs.keepKey(key);
+      await takePair(await response.json(), await readGeneration(store), key);
+    });
+  }
+
+  // A JSON call with the bearer token; the parsed answer (null for 204), or throws AuthError.
+  async function call(method, path, body) {
+    const init = { method, headers: {} };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await client.fetch(path, init);
+    if (!response.ok) throw await failure(response);
+    return response.status === 204 ? null : response.json();
+  }
+
+  // The browser's answer to the service's request options: a passkey assertion, as JSON.
+  async function assertion(options = {}) {
+    const response = await post("/passkeys/login/options", options);
+    if (!response.ok) throw await failure(response);
+    return getCredential(await response.json());
+  }
+
+  // The second factor the app gave (`{code}`, `{recoveryCode}` or `{passkey: true}`) as the
+  // body fields /login/mfa and /mfa/challenge take.
+  async function factorFields(factor) {
+    if (factor && typeof factor.code === "string") return { code: factor.code };
+    if (factor && typeof factor.recoveryCode === "string") return { recovery_code: factor.recoveryCode };
+    if (factor && factor.passkey === true) return { credential: await assertion() };
+    throw new TypeError("a second factor is { code }, { recoveryCode } or { passkey: true }");
+  }
+
+  // Step up this session to aal2 with the factor the app's callback gives; false if none.
+  async function stepUpWith(challenge) {
+    const factor = stepUp === null ? null : await stepUp(challenge);
+    if (factor === null || factor === undefined) return false;
+    const fields = await factorFields(factor);
+    await exclusively(async () => {
+      await loaded;
+      // `send` signs a DPoP proof for a bound session's token, as for any other call.
+      const init = {
+        method: "POST",
+        credentials: "include",
+        headers: { "Content-Type": "application/json", "X-Requested-With": "auth-client" },
+        body: JSON.stringify({ ...fields, use_cookie: true }),
+      };
+      const response = await send(resolve("/mfa/challenge"), init, accessToken);
+      if (!response.ok) throw await failure(response);
+      await takePair(await response.json(), await readGeneration(store), tokenKey);
+    });
+    return true;
+  }
+
+  const client = {
+    /** Log in with the cookie transport; throws `AuthError` (invalid_credentials, too_many_attempts,
+     * or mfa_required with `mfaToken` and `factors`: finish with `completeMfa`).
      * `remember: false` starts a short session whose cookie ends with the browser. */
     async login(email, password, { remember = true } = {}) {
       if (typeof remember !== "boolean") throw new TypeError("remember must be true or false");
       // Under the lock too: a login's pair is numbered like a refresh's, one at a time.
-      await exclusively(async () => {
-        await loaded;
-        // A new session, a new key: one that signed for an earlier session proves nothing here.
-        const key = proofs === null ? null : await proofs.newKey();
-        const body = { email, password, use_cookie: true, remember };
-        const response = await post("/login", body, key);
-        if (!response.ok) throw await failure(response);
-        if (key !== null) await proofs.keepKey(key);
-        await takePair(await response.json(), await readGeneration(store), key);
-      });
+      await signIn("/login", { email, password, remember });
     },
 
     /** `fetch` with the bearer token when the URL is the service's or a resource origin's
@@ -400,7 +466,64 @@ export function createAuthClient({
         error = await refusal(response);
       }
       if (error === "invalid_token" && accessToken === token) endSession("revoked", true);
+      const challenge = await insufficientAuthentication(response);
+      if (challenge !== null && (await stepUpWith(challenge))) {
+        response = await send(request, init, accessToken);
+      }
       return response;
+    },
+
+    /** Finish a login that answered mfa_required: `factor` is `{ code }` (TOTP),
+     * `{ recoveryCode }` or `{ passkey: true }` (the browser asks for a passkey).
+     * @throws {AuthError} invalid_code, invalid_passkey, too_many_attempts, invalid_token */
+    async completeMfa(mfaToken, factor) {
+      await signIn("/login/mfa", { mfa_token: mfaToken, ...(await factorFields(factor)) });
+    },
+
+    /** Sign in with a discoverable passkey alone (no email, no password): the browser lists
+     * this site's passkeys and verifies the user. @throws {AuthError} invalid_passkey */
+    async loginWithPasskey() {
+      await signIn("/passkeys/login", { credential: await assertion() });
+    },
+
+    /** Register a passkey of this device (the session must be recent, and at aal2 once the
+     * account has a factor); resolves to the new factor. @throws {AuthError} invalid_passkey */
+    async registerPasskey(name = "Passkey") {
+      const options = await call("POST", "/passkeys/register/options");
+      const credential = await createCredential(options);
+      return (await call("POST", "/passkeys/register", { credential, name })).factor;
+    },
+
+    /** Start a TOTP enrolment: `{ factor_id, secret, otpauth_uri, qr_svg }`; the factor is
+     * live once `verifyTotp(factor_id, code)` passes. */
+    async enrollTotp(name) {
+      return call("POST", "/mfa/totp", name === undefined ? {} : { name });
+    },
+
+    /** Confirm a TOTP enrolment with a first code: `{ factor, recovery_codes? }` (codes come
+     * with the first factor, shown once). @throws {AuthError} invalid_code */
+    async verifyTotp(factorId, code) {
+      return call("POST", `/mfa/totp/${encodeURIComponent(factorId)}/verify`, { code });
+    },
+
+    /** The account's factors: `[{ id, type: "totp" | "passkey", name, created_at, last_used_at }]`. */
+    async listFactors() {
+      return (await call("GET", "/mfa/factors")).factors;
+    },
+
+    /** Remove a factor (needs a recent, aal2 session). */
+    async removeFactor(factorId) {
+      await call("DELETE", `/mfa/factors/${encodeURIComponent(factorId)}`);
+    },
+
+    /** `callback({ acrValues, maxAge })` answers a step-up challenge with `{ code }`,
+     * `{ recoveryCode }` or `{ passkey: true }`, or null to let the 401 through. One callback;
+     * returns a function that removes it. */
+    onStepUp(callback) {
+      stepUp = callback;
+      return () => {
+        if (stepUp === callback) stepUp = null;
+      };
     },
 
     /** Ask for a password-reset message. Resolves alike whether or not the email has an
@@ -439,6 +562,87 @@ export function createAuthClient({
         listeners.delete(callback);
       };
     },
+  };
+  return client;
+}
+
+// RFC 9470: a 401 whose challenge says insufficient_user_authentication; its acr_values and
+// max_age, else null. (A resource server on another origin must expose WWW-Authenticate.)
+async function insufficientAuthentication(response) {
+  if (response.status !== 401) return null;
+  const header = response.headers.get("WWW-Authenticate") || "";
+  let named = /error="insufficient_user_authentication"/.test(header);
+  if (!named) {
+    try {
+      named = (await response.clone().json()).error === "insufficient_user_authentication";
+    } catch {
+      named = false;
+    }
+  }
+  if (!named) return null;
+  const acr = /acr_values="([^"]*)"/.exec(header);
+  const age = /max_age=(\d+)/.exec(header);
+  return { acrValues: acr ? acr[1] : null, maxAge: age ? Number(age[1]) : null };
+}
+
+// WebAuthn's binary fields travel as base64url in JSON (the service's options, the answers).
+function fromBase64url(text) {
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  return Uint8Array.from(atob(base64 + "===".slice((base64.length + 3) % 4)), (c) => c.charCodeAt(0));
+}
+
+function toBase64url(buffer) {
+  const bytes = new Uint8Array(buffer);
+  let text = "";
+  for (const byte of bytes) text += String.fromCharCode(byte);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function descriptors(list) {
+  return (list || []).map((item) => ({ ...item, id: fromBase64url(item.id) }));
+}
+
+async function createCredential(options) {
+  const publicKey = {
+    ...options,
+    challenge: fromBase64url(options.challenge),
+    user: { ...options.user, id: fromBase64url(options.user.id) },
+    excludeCredentials: descriptors(options.excludeCredentials),
+  };
+  const credential = await navigator.credentials.create({ publicKey });
+  const response = credential.response;
+  return {
+    id: credential.id,
+    rawId: toBase64url(credential.rawId),
+    type: credential.type,
+    response: {
+      clientDataJSON: toBase64url(response.clientDataJSON),
+      attestationObject: toBase64url(response.attestationObject),
+      transports: typeof response.getTransports === "function" ? response.getTransports() : [],
+    },
+    clientExtensionResults: credential.getClientExtensionResults(),
+  };
+}
+
+async function getCredential(options) {
+  const publicKey = {
+    ...options,
+    challenge: fromBase64url(options.challenge),
+    allowCredentials: descriptors(options.allowCredentials),
+  };
+  const credential = await navigator.credentials.get({ publicKey });
+  const response = credential.response;
+  return {
+    id: credential.id,
+    rawId: toBase64url(credential.rawId),
+    type: credential.type,
+    response: {
+      clientDataJSON: toBase64url(response.clientDataJSON),
+      authenticatorData: toBase64url(response.authenticatorData),
+      signature: toBase64url(response.signature),
+      userHandle: response.userHandle ? toBase64url(response.userHandle) : null,
+    },
+    clientExtensionResults: credential.getClientExtensionResults(),
   };
 }
 

@@ -33,6 +33,7 @@ from tokenrota_server.http import (
     mfa,
     oauth,
     openapi,
+    passkeys,
     recovery,
     revocations,
 )
@@ -43,6 +44,7 @@ from tokenrota_server.mfa import SecondFactors
 from tokenrota_server.mfa_crypto import FactorKeys
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.outbox import Outbox
+from tokenrota_server.passkeys import Passkeys
 from tokenrota_server.passwords import Passwords
 from tokenrota_server.recovery import Recovery
 from tokenrota_server.revocations import FeedSignal
@@ -108,6 +110,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 proofs=_proof_checker(settings),
                 accounts=Accounts(settings, passwords),
                 recovery=Recovery(settings, passwords, outbox),
+                passkeys=Passkeys(settings),
                 feed=feed,
                 mailbox=mailbox,
                 stopping=stopping,
@@ -131,6 +134,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             *mfa.routes,
             *accounts.routes,
             *recovery.routes,
+            *passkeys.routes,
             *browser.routes,
             *oauth.routes,
             *admin.routes,

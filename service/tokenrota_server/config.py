@@ -220,6 +220,12 @@ class Settings:
     dpop_nonce: bool = field(default=False, metadata=_read_by(_boolean))
     # /login (and so every browser or app session) needs a DPoP proof: no unbound sessions.
     dpop_required_for_sessions: bool = field(default=False, metadata=_read_by(_boolean))
+    # Passkeys (WebAuthn): the relying party's id, a registrable domain that the origins'
+    # hosts are (or end in), and the origins whose pages may use them. WEBAUTHN_ORIGINS unset:
+    # the ALLOWED_ORIGINS under that domain (in development, the service's own local pages).
+    webauthn_rp_id: str = field(default="localhost", metadata=_read_by(_text))
+    webauthn_origins: tuple[str, ...] = field(default=(), metadata=_read_by(_list))
+    webauthn_rp_name: str = field(default="tokenrota", metadata=_read_by(_text))
     # Second factors (tokenrota_server.mfa). TOTP secrets are encrypted at rest under a key
     # derived from MFA_ENCRYPTION_KEY (required in production; outside it, unset derives one
     # from REFRESH_TOKEN_SECRET). Managing factors needs a login at most MFA_MANAGE_MAX_AGE
@@ -321,6 +327,7 @@ class Settings:
             raise ConfigError("ARGON2_MAX_QUEUED_CHECKS must be a positive number")
         if self.argon2_max_queued_hashes <= 0:
             raise ConfigError("ARGON2_MAX_QUEUED_HASHES must be a positive number")
+        self._check_webauthn()
 
     @property
     def session_database_url(self) -> str | None:
@@ -372,6 +379,32 @@ class Settings:
             if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
                 # Only the scheme is quoted back: the URL may hold a password.
                 raise ConfigError("SMTP_URL must be smtp://[user:pass@]host[:port] or smtps://...")
+
+    def _check_webauthn(self) -> None:
+        """Refuse an RP id that is no host name, or an origin that could never use it."""
+        rp_id = self.webauthn_rp_id
+        if (
+            not rp_id
+            or rp_id != rp_id.lower()
+            or not all(
+                label and label.replace("-", "").isalnum() and label.isascii()
+                for label in rp_id.split(".")
+            )
+        ):
+            raise ConfigError("WEBAUTHN_RP_ID must be a lowercase domain, e.g. example.com")
+        for origin in self.webauthn_origins:
+            if not _origin_under(origin, rp_id):
+                raise ConfigError(
+                    f"WEBAUTHN_ORIGINS entries must look like https://app.{rp_id}"
+                    f" (an origin whose host is or ends in .{rp_id})"
+                )
+
+    @property
+    def passkey_origins(self) -> tuple[str, ...]:
+        """The origins whose pages may register and use passkeys."""
+        if self.webauthn_origins:
+            return self.webauthn_origins
+        return tuple(o for o in self.allowed_origins if _origin_under(o, self.webauthn_rp_id))
 
     @property
     def is_production(self) -> bool:
@@ -426,6 +459,20 @@ def _is_page_url(text: str) -> bool:
         and text.isprintable()
         and " " not in text
     )
+
+
+def _origin_under(origin: str, rp_id: str) -> bool:
+    """Whether `origin` is scheme://host[:port] with its host `rp_id` or under it; https, or
+    http on localhost (the browser's secure contexts, WebAuthn L2 §5.1.3)."""
+    try:
+        parts = urlsplit(origin)
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        return False
+    if host is None or parts.path or parts.query or parts.fragment or parts.username:
+        return False
+    secure = parts.scheme == "https" or (parts.scheme == "http" and host == "localhost")
+    return secure and (host == rp_id or host.endswith("." + rp_id))
 
 
 def _check_database_url(name: str, url: str) -> None:

@@ -23,6 +23,7 @@
     ├── AlreadyVerified          already_verified
     ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
     ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
+    ├── InvalidPasskey           invalid_passkey: a WebAuthn assertion is refused
     ├── MfaRequired              mfa_required: the password was right; a second factor is next
     ├── InvalidCode              invalid_code: a wrong second factor, whatever kind of wrong
     ├── InvalidMfaToken          invalid_token: an mfa_token unknown, spent or expired (401)
@@ -66,6 +67,7 @@ __all__ = [
     "InvalidGrant",
     "InvalidInput",
     "InvalidMfaToken",
+    "InvalidPasskey",
     "InvalidResourceProof",
     "InvalidScope",
     "InvalidTarget",
@@ -195,6 +197,13 @@ class EmailUnverified(ServiceError):
 class RoleInUse(ServiceError):
     code = "role_in_use"
     description = "The role is held by at least one user; take it from them first."
+
+
+class InvalidPasskey(ServiceError):
+    """An assertion refused for any reason: one answer, so a caller learns nothing of which."""
+
+    code = "invalid_passkey"
+    description = "The passkey was not accepted."
 
 
 class MfaRequired(ServiceError):

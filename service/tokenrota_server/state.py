@@ -15,6 +15,7 @@ from tokenrota_server.dpop import ProofChecker
 from tokenrota_server.mailer import MailboxBell
 from tokenrota_server.mfa import SecondFactors
 from tokenrota_server.oauth import AuthorizationServer
+from tokenrota_server.passkeys import Passkeys
 from tokenrota_server.recovery import Recovery
 from tokenrota_server.revocations import FeedSignal
 from tokenrota_server.tokens import TokenCodec
@@ -31,6 +32,7 @@ class AppState(TypedDict):
     proofs: ProofChecker
     accounts: Accounts
     recovery: Recovery
+    passkeys: Passkeys
     feed: FeedSignal
     mailbox: MailboxBell
     # Set once the server has begun to stop, before the requests in flight end (set by the

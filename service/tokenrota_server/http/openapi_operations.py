@@ -1166,3 +1166,79 @@ OPERATIONS |= {
         },
     },
 }
+
+# A PublicKeyCredential as JSON (WebAuthn L3 §5.1.8 toJSON): py_webauthn reads it.
+_CREDENTIAL = {
+    "type": "object",
+    "required": ["id", "rawId", "type", "response"],
+    "description": "The browser's PublicKeyCredential, its binary fields in base64url.",
+}
+_BAD_PASSKEY = error(
+    "The creation response or assertion is refused (malformed, unknown, a challenge used or"
+    " expired, another origin, RP id or user, no user verification, a bad signature, a counter"
+    " that went backwards): one answer for every reason.",
+    "invalid_passkey",
+)
+_PASSKEY_FACTOR = {
+    "type": "object",
+    "required": ["factor"],
+    "properties": {"factor": {"type": "object"}},
+}
+OPERATIONS |= {
+    ("POST", "/passkeys/register/options"): {
+        "tags": ["people"],
+        "summary": "Creation options for a new passkey of the bearer's user",
+        "description": "Pass them to `navigator.credentials.create` (after decoding the "
+        "base64url fields); the challenge is single-use and lives two minutes.",
+        "security": BEARER,
+        "responses": {
+            200: ok("PublicKeyCredentialCreationOptions as JSON.", {"type": "object"}),
+            **BEARER_ERRORS,
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/passkeys/register"): {
+        "tags": ["people"],
+        "summary": "Register a passkey as a factor",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["credential"],
+                "properties": {
+                    "credential": _CREDENTIAL,
+                    "name": {"type": "string", "minLength": 1, "maxLength": 64},
+                },
+            }
+        ),
+        "responses": {
+            201: ok("The new factor.", _PASSKEY_FACTOR),
+            **JSON_BODY_ERRORS,
+            **BEARER_ERRORS,
+            400: _BAD_PASSKEY,
+            422: error(
+                "No credential object, or a name that is not 1 to 64 characters.", "invalid_input"
+            ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/passkeys/login/options"): {
+        "tags": ["people"],
+        "summary": "Request options for signing in with a passkey",
+        "description": "Without `email`, any discoverable passkey of this site; with it, that "
+        "user's passkeys. The challenge is single-use and lives two minutes.",
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "properties": {"email": {"type": "string", "format": "email", "maxLength": 254}},
+            },
+            required=False,
+        ),
+        "responses": {
+            200: ok("PublicKeyCredentialRequestOptions as JSON.", {"type": "object"}),
+            **JSON_BODY_ERRORS,
+            422: error("`email` is not a string.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+}

@@ -30,6 +30,7 @@ from tokenrota_server.errors import (
     InvalidGrant,
     InvalidInput,
     InvalidMfaToken,
+    InvalidPasskey,
     InvalidResourceProof,
     InvalidScope,
     InvalidTarget,
@@ -77,6 +78,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     # RFC 9449 §5: at the token endpoint a bad proof is a bad request (resource servers: 401).
     InvalidDPoPProof: 400,
     InvalidResourceProof: 401,
+    InvalidPasskey: 400,
 }
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

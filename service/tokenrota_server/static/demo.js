@@ -14,6 +14,55 @@ function log(message) {
 function show(signedIn) {
   $("signed-in").hidden = !signedIn;
   $("signed-out").hidden = signedIn;
+  $("second-factor").hidden = true;
+}
+
+// A login that answered mfa_required waits here for its second factor.
+let mfaToken = null;
+
+async function signedIn(what) {
+  log(what);
+  mfaToken = null;
+  await loadProfile();
+  await loadSessions();
+  await loadFactors();
+}
+
+async function loadFactors() {
+  let factors = [];
+  try {
+    factors = await auth.listFactors();
+  } catch (error) {
+    log(`GET /mfa/factors failed: ${error.code || error.message}`);
+  }
+  const body = $("factors");
+  body.replaceChildren();
+  for (const factor of factors) {
+    const row = document.createElement("tr");
+    cell(row, factor.type === "totp" ? "authenticator app" : "passkey");
+    cell(row, factor.name);
+    cell(row, new Date(factor.created_at).toLocaleString());
+    const remove = document.createElement("button");
+    remove.textContent = "Remove";
+    remove.className = "danger remove-factor";
+    remove.onclick = async () => {
+      try {
+        await auth.removeFactor(factor.id);
+        log(`DELETE /mfa/factors/${factor.id.slice(0, 8)}… -> 204`);
+      } catch (error) {
+        log(`remove failed: ${error.code || error.message}`);
+      }
+      await loadFactors();
+    };
+    cell(row, "").append(remove);
+    body.append(row);
+  }
+}
+
+function showRecoveryCodes(codes) {
+  if (!codes) return;
+  $("recovery-codes").textContent = `Recovery codes (shown once):\n${codes.join("\n")}`;
+  $("recovery-codes").hidden = false;
 }
 
 async function loadProfile() {
@@ -88,12 +137,89 @@ $("login-form").addEventListener("submit", async (event) => {
   try {
     const remember = $("remember").checked;
     await auth.login($("email").value, $("password").value, { remember });
-    log(`POST /login -> 200 (refresh token set as HttpOnly cookie${remember ? "" : ", no Max-Age"})`);
-    await loadProfile();
-    await loadSessions();
+    await signedIn(`POST /login -> 200 (refresh token set as HttpOnly cookie${remember ? "" : ", no Max-Age"})`);
   } catch (error) {
+    if (error.code === "mfa_required") {
+      mfaToken = error.mfaToken;
+      $("signed-out").hidden = true;
+      $("second-factor").hidden = false;
+      log(`POST /login -> 403 mfa_required (${error.factors.map((f) => f.type).join(", ")})`);
+      return;
+    }
     log(`login failed: ${error.code || error.message}`);
   }
+});
+
+async function completeMfa(factor, what) {
+  try {
+    await auth.completeMfa(mfaToken, factor);
+    await signedIn(`POST /login/mfa -> 200 (${what})`);
+  } catch (error) {
+    log(`second factor failed: ${error.code || error.message}`);
+  }
+}
+
+$("mfa-code-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  completeMfa({ code: $("mfa-code").value.trim() }, "a code");
+});
+$("mfa-submit-recovery").addEventListener("click", () =>
+  completeMfa({ recoveryCode: $("mfa-code").value.trim() }, "a recovery code"),
+);
+$("mfa-passkey").addEventListener("click", () => completeMfa({ passkey: true }, "a passkey"));
+
+$("passkey-login").addEventListener("click", async () => {
+  try {
+    await auth.loginWithPasskey();
+    await signedIn("POST /passkeys/login -> 200 (a passkey alone)");
+  } catch (error) {
+    log(`passkey sign-in failed: ${error.code || error.message}`);
+  }
+});
+
+let enrolling = null;
+$("enroll-totp").addEventListener("click", async () => {
+  try {
+    const enrolment = await auth.enrollTotp();
+    enrolling = enrolment.factor_id;
+    $("totp-secret").textContent = enrolment.secret;
+    // The service's SVG, parsed as SVG (no script runs: the page's CSP allows none inline).
+    const svg = new DOMParser().parseFromString(enrolment.qr_svg, "image/svg+xml");
+    $("totp-qr").replaceChildren(document.importNode(svg.documentElement, true));
+    $("totp-enrolment").hidden = false;
+    log("POST /mfa/totp -> 201 (scan the code, then confirm it)");
+  } catch (error) {
+    log(`enrolment failed: ${error.code || error.message}`);
+  }
+});
+
+$("totp-verify-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const answer = await auth.verifyTotp(enrolling, $("totp-code").value.trim());
+    $("totp-enrolment").hidden = true;
+    showRecoveryCodes(answer.recovery_codes);
+    log("POST /mfa/totp/{id}/verify -> 200 (the factor is live)");
+    await loadFactors();
+  } catch (error) {
+    log(`confirmation failed: ${error.code || error.message}`);
+  }
+});
+
+$("register-passkey").addEventListener("click", async () => {
+  try {
+    const factor = await auth.registerPasskey(window.prompt("A name for this passkey", "Passkey") || "Passkey");
+    log(`POST /passkeys/register -> 201 (${factor.name})`);
+    await loadFactors();
+  } catch (error) {
+    log(`passkey registration failed: ${error.code || error.message}`);
+  }
+});
+
+auth.onStepUp(async ({ acrValues }) => {
+  const code = window.prompt(`This needs a stronger sign-in (${acrValues}): a code, or empty for a passkey`);
+  if (code === null) return null;
+  return code.trim() ? { code: code.trim() } : { passkey: true };
 });
 
 $("register").addEventListener("click", async () => {
@@ -184,4 +310,5 @@ $("mailbox-latest").addEventListener("click", () => showLatestMail().catch((e) =
 // A reload loses the in-memory access token; the cookie brings the session back.
 loadProfile()
   .then(loadSessions)
+  .then(loadFactors)
   .catch(() => show(false));
