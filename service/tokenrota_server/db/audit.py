@@ -43,6 +43,17 @@ class AuditAction(StrEnum):
     # A DPoP-bound refresh token without its key's proof, or with another key's (a theft).
     DPOP_PROOF_MISSING = "dpop_proof_missing"
     DPOP_KEY_MISMATCH = "dpop_key_mismatch"
+    # The operators' API: OAuth clients, created and invited users, metadata.
+    CLIENT_CREATED = "client_created"
+    CLIENT_UPDATED = "client_updated"
+    CLIENT_SECRET_ROTATED = "client_secret_rotated"  # noqa: S105 - an action's name
+    CLIENT_DELETED = "client_deleted"
+    USER_CREATED = "user_created"
+    USER_INVITED = "user_invited"
+    PASSWORD_RESET_SENT = "password_reset_sent"  # noqa: S105 - an action's name
+    VERIFICATION_SENT = "verification_sent"
+    APP_METADATA_SET = "app_metadata_set"
+    USER_METADATA_SET = "user_metadata_set"
 
 
 @dataclass(frozen=True)

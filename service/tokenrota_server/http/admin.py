@@ -30,6 +30,11 @@ async def _actor(request: Request[AppState]) -> str:
     return audit.client_actor(client_id)
 
 
+async def admin_actor(request: Request[AppState]) -> str:
+    """The audit actor of an authorized admin call, for the admin API's other modules."""
+    return await _actor(request)
+
+
 def _user_id(request: Request[AppState]) -> UUID:
     try:
         return UUID(request.path_params["user_id"])

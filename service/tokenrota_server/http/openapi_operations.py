@@ -869,3 +869,141 @@ OPERATIONS |= {
         ],
     ),
 }
+
+# -- OAuth clients in the admin API (tokenrota_server.http.oauth_clients) ----------------------
+NO_SUCH_CLIENT = {404: error("No such client (or a malformed id).", "not_found")}
+_CLIENT_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+_SCOPE_LIST = {"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 128}}
+_MANAGED_CLIENT: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "client_id",
+        "name",
+        "scopes",
+        "created_at",
+        "disabled",
+        "disabled_at",
+        "previous_secret_expires_at",
+    ],
+    "properties": {
+        "client_id": {"type": "string"},
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "created_at": {"type": "string", "format": "date-time"},
+        "disabled": {"type": "boolean"},
+        "disabled_at": {"type": ["string", "null"], "format": "date-time"},
+        "previous_secret_expires_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "Until when the secret before the last rotation still works.",
+        },
+    },
+}
+_CLIENT_WITH_SECRET: dict[str, Any] = {
+    "allOf": [
+        _MANAGED_CLIENT,
+        {
+            "type": "object",
+            "required": ["client_secret"],
+            "properties": {"client_secret": {"type": "string", "description": "Shown once."}},
+        },
+    ]
+}
+_CLIENTS_CURSOR = _query(
+    "cursor",
+    {"type": "string", "format": "clients-cursor", "maxLength": 512},
+    "The `next_cursor` of the page before.",
+)
+OPERATIONS |= {
+    ("GET", "/admin/clients"): _admin(
+        "A page of OAuth clients, oldest first; never a secret",
+        {
+            200: ok(
+                "Clients and the next page's cursor.",
+                {
+                    "type": "object",
+                    "required": ["clients", "next_cursor"],
+                    "properties": {
+                        "clients": {"type": "array", "items": _MANAGED_CLIENT},
+                        "next_cursor": _CURSOR,
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **_PAGING_ERRORS,
+        },
+        parameters=[_CLIENTS_CURSOR, *_PAGING_PARAMETERS],
+    ),
+    ("POST", "/admin/clients"): _admin(
+        "Register an OAuth client; its secret is in this answer and nowhere else",
+        {
+            201: ok("The client and its secret.", _CLIENT_WITH_SECRET, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            422: error(
+                "A name that is not 1 to 100 printable characters, a scope that is not an RFC"
+                " 6749 scope-token, or another key; nothing written.",
+                "invalid_input",
+            ),
+            **UNAVAILABLE_OR_HASHING_BUSY,
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {"name": _CLIENT_NAME, "scopes": _SCOPE_LIST},
+            }
+        ),
+    ),
+    ("GET", "/admin/clients/{client_id}"): _admin(
+        "One OAuth client; never its secret",
+        {200: ok("The client.", _MANAGED_CLIENT, headers=NO_STORE), **NO_SUCH_CLIENT},
+    ),
+    ("PATCH", "/admin/clients/{client_id}"): _admin(
+        "Rename a client, set its scopes, disable or enable it (disabling refuses its tokens"
+        " now and names it in the revocation feed)",
+        {
+            200: ok("The client.", _MANAGED_CLIENT, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            **NO_SUCH_CLIENT,
+            422: error("No field, a bad field or another key; nothing written.", "invalid_input"),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": False,
+                "properties": {
+                    "name": _CLIENT_NAME,
+                    "scopes": _SCOPE_LIST,
+                    "disabled": {"type": "boolean"},
+                },
+            }
+        ),
+    ),
+    ("DELETE", "/admin/clients/{client_id}"): _admin(
+        "Delete a client; its tokens are refused now and the revocation feed names it",
+        {204: ok("Deleted."), **NO_SUCH_CLIENT},
+    ),
+    ("POST", "/admin/clients/{client_id}/secret"): _admin(
+        "Give an enabled client a new secret, shown once; the old one works `grace_seconds`"
+        " more (default 0, at most 604800)",
+        {
+            200: ok("The client and its new secret.", _CLIENT_WITH_SECRET, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            404: error("No such enabled client.", "not_found"),
+            422: error("`grace_seconds` outside 0..604800, or another key.", "invalid_input"),
+            **UNAVAILABLE_OR_HASHING_BUSY,
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "grace_seconds": {"type": "integer", "minimum": 0, "maximum": 604800}
+                },
+            },
+            required=False,
+        ),
+    ),
+}
