@@ -8,6 +8,7 @@ change did; a refused change writes neither. Listings page by keyset (`db/pagina
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -87,12 +88,14 @@ async def list_users(
 
 
 async def get_user(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> users.AdminUser:
-    """One user with their roles and live sessions; raise `NotFound`."""
+    """One user with their roles, `app_metadata`, last sign-in and live sessions (each with
+    its device name, address and last use); raise `NotFound`."""
     async with pool.acquire() as connection:
         found = await users.find_admin_user(connection, user_id, now)
-    if found is None:
-        raise NotFound("No such user.")
-    return found
+        if found is None:
+            raise NotFound("No such user.")
+        live = await sessions.list_live_sessions(connection, user_id=user_id, now=now)
+    return replace(found, sessions=tuple(live))
 
 
 async def set_disabled(

@@ -26,6 +26,7 @@ from tokenrota_server.errors import ServiceError, Unavailable
 from tokenrota_server.http import (
     accounts,
     admin,
+    admin_accounts,
     auth,
     browser,
     metrics,
@@ -131,6 +132,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             *oauth.routes,
             *admin.routes,
             *oauth_clients.routes,
+            *admin_accounts.routes,
             *revocations.routes,
             *metrics.routes,
             *openapi.routes(with_docs=settings.serves_docs),

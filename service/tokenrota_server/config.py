@@ -169,6 +169,10 @@ class Settings:
     password_reset_url: str | None = field(default=None, metadata=_read_by(_text))
     email_verification_ttl: int = field(default=24 * 3600, metadata=_read_by(_integer))
     email_verification_url: str | None = field(default=None, metadata=_read_by(_text))
+    # An operator's invitation (POST /admin/users with invite): its set-password link's
+    # lifetime (seconds) and page; unset, the reset page (the link is spent at /password/reset).
+    invitation_ttl: int = field(default=72 * 3600, metadata=_read_by(_integer))
+    invitation_url: str | None = field(default=None, metadata=_read_by(_text))
     # /password/forgot per email (known or not) and per address, per LOGIN_THROTTLE_WINDOW.
     password_forgot_email_max_attempts: int = field(default=3, metadata=_read_by(_integer))
     password_forgot_ip_max_attempts: int = field(default=20, metadata=_read_by(_integer))
@@ -255,6 +259,7 @@ class Settings:
             ("PURGE_BATCH_SIZE", self.purge_batch_size),
             ("PASSWORD_RESET_TTL", self.password_reset_ttl),
             ("EMAIL_VERIFICATION_TTL", self.email_verification_ttl),
+            ("INVITATION_TTL", self.invitation_ttl),
             ("PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS", self.password_forgot_email_max_attempts),
             ("PASSWORD_FORGOT_IP_MAX_ATTEMPTS", self.password_forgot_ip_max_attempts),
         ):
@@ -315,6 +320,7 @@ class Settings:
         for name, url in (
             ("PASSWORD_RESET_URL", self.password_reset_url),
             ("EMAIL_VERIFICATION_URL", self.email_verification_url),
+            ("INVITATION_URL", self.invitation_url),
         ):
             if url is not None and not _is_page_url(url):
                 raise ConfigError(f"{name} must look like https://app.example/reset[?query]")
@@ -358,6 +364,11 @@ class Settings:
     def reset_page_url(self) -> str:
         """Where a reset message's link leads: PASSWORD_RESET_URL, else the demo page."""
         return self.password_reset_url or f"{self.public_base_url}/demo?flow=reset"
+
+    @property
+    def invitation_page_url(self) -> str:
+        """Where an invitation's link leads: INVITATION_URL, else the reset page."""
+        return self.invitation_url or self.reset_page_url
 
     @property
     def verification_page_url(self) -> str:

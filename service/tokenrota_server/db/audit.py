@@ -50,6 +50,7 @@ class AuditAction(StrEnum):
     CLIENT_DELETED = "client_deleted"
     USER_CREATED = "user_created"
     USER_INVITED = "user_invited"
+    INVITATION_ACCEPTED = "invitation_accepted"
     PASSWORD_RESET_SENT = "password_reset_sent"  # noqa: S105 - an action's name
     VERIFICATION_SENT = "verification_sent"
     APP_METADATA_SET = "app_metadata_set"

@@ -658,6 +658,13 @@ _ADMIN_USER: dict[str, Any] = {
         "email_verified": {"type": "boolean"},
         "roles": {"type": "array", "items": {"type": "string"}},
         "live_sessions": {"type": "integer"},
+        "app_metadata": {"type": "object", "description": "Only when one user is shown."},
+        "last_sign_in_at": {"type": ["string", "null"], "format": "date-time"},
+        "sessions": {
+            "type": "array",
+            "description": "The live sessions; only at GET /admin/users/{user_id}.",
+            "items": {"type": "object"},
+        },
     },
 }
 _ROLE: dict[str, Any] = {
@@ -1005,5 +1012,53 @@ OPERATIONS |= {
             },
             required=False,
         ),
+    ),
+}
+
+# -- operators' account actions (tokenrota_server.http.admin_accounts) -------------------------
+OPERATIONS |= {
+    ("POST", "/admin/users"): _admin(
+        "Create a user (with no usable password); with `invite`, mail a link to choose one,"
+        " which also verifies the email (INVITATION_TTL, spent at /password/reset)",
+        {
+            201: ok("The user.", _ADMIN_USER, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            409: error("An account has this email, in any letter case.", "email_taken"),
+            422: error(
+                "An email that is not one mailbox, an unknown or malformed role, a field of"
+                " another type, or another key; nothing written.",
+                "invalid_input",
+            ),
+            **UNAVAILABLE_OR_HASHING_BUSY,
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["email"],
+                "additionalProperties": False,
+                "properties": {
+                    "email": {"type": "string", "maxLength": 254},
+                    "invite": {"type": "boolean", "default": False},
+                    "roles": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
+                },
+            }
+        ),
+    ),
+    ("POST", "/admin/users/{user_id}/password-reset"): _admin(
+        "Mail the user a password-reset link (superseding their earlier ones)",
+        {
+            202: ok("Queued.", {"type": "object"}),
+            **NO_SUCH_USER,
+            422: error("The user is disabled.", "invalid_input"),
+        },
+    ),
+    ("POST", "/admin/users/{user_id}/verification"): _admin(
+        "Mail the user an email-verification link",
+        {
+            202: ok("Queued.", {"type": "object"}),
+            **NO_SUCH_USER,
+            409: error("The email is verified already.", "already_verified"),
+            422: error("The user is disabled.", "invalid_input"),
+        },
     ),
 }
