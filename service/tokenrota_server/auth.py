@@ -31,6 +31,7 @@ from tokenrota_server.errors import (
     InvalidToken,
     TooManyAttempts,
 )
+from tokenrota_server.metadata import claims_from
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -537,6 +538,9 @@ class Authenticator:
             roles=live.grants.roles,
             now=now,
             jkt=refresh_claims.jkt,
+            extra_claims=claims_from(
+                live.grants.app_metadata, self._settings.token_claims_from_app_metadata
+            ),
         )
         moment = int(now.timestamp())
         # The refresh token can outlive neither its own exp nor its session's absolute end.

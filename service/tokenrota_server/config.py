@@ -169,6 +169,9 @@ class Settings:
     password_reset_url: str | None = field(default=None, metadata=_read_by(_text))
     email_verification_ttl: int = field(default=24 * 3600, metadata=_read_by(_integer))
     email_verification_url: str | None = field(default=None, metadata=_read_by(_text))
+    # Keys of users' app_metadata that become access-token claims (comma-separated); a
+    # registered claim (sub, aud, scope, ...: metadata.REGISTERED_CLAIMS) is refused.
+    token_claims_from_app_metadata: tuple[str, ...] = field(default=(), metadata=_read_by(_list))
     # An operator's invitation (POST /admin/users with invite): its set-password link's
     # lifetime (seconds) and page; unset, the reset page (the link is spent at /password/reset).
     invitation_ttl: int = field(default=72 * 3600, metadata=_read_by(_integer))
@@ -289,6 +292,15 @@ class Settings:
         if self.public_url is not None and not _is_base_url(self.public_url, ("http", "https")):
             raise ConfigError("PUBLIC_URL must look like https://auth.example.com[/path]")
         self._check_mail()
+        # Imported here: metadata's use cases import the database layer, which imports this.
+        from tokenrota_server.metadata import check_claim_keys
+
+        try:
+            check_claim_keys(self.token_claims_from_app_metadata)
+        except ValueError as taken:
+            raise ConfigError(
+                f"TOKEN_CLAIMS_FROM_APP_METADATA may not name a registered claim: {taken}"
+            ) from None
         if self.is_production and not _is_base_url(self.token_issuer, ("https",)):
             # RFC 8414: the issuer is the base URL clients are sent to; never taken from a request.
             raise ConfigError(

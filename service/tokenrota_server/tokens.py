@@ -111,6 +111,7 @@ class TokenCodec:
         ttl: int | None = None,
         roles: tuple[str, ...] = (),
         jkt: str | None = None,
+        extra_claims: dict[str, Any] | None = None,
     ) -> tuple[str, AccessClaims]:
         """Sign a new access token; a user token has `session_id`, `email` and `roles`, a
         client's none of them. With `jkt` it is bound to that DPoP key (`cnf`, RFC 9449 §6)."""
@@ -140,6 +141,9 @@ class TokenCodec:
             payload["roles"] = list(roles)
         if jkt is not None:
             payload["cnf"] = {"jkt": jkt}
+        for name, value in (extra_claims or {}).items():
+            # Chosen from app_metadata: never in place of a claim minted above.
+            payload.setdefault(name, value)
         if self._key_ring is not None:
             signing = self._key_ring.signing
             header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}

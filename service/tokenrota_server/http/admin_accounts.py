@@ -22,7 +22,8 @@ from tokenrota_server.http.web import NO_STORE, read_json
 from tokenrota_server.state import AppState
 
 
-def _user_id(request: Request[AppState]) -> UUID:
+def user_id_param(request: Request[AppState]) -> UUID:
+    """The path's user id; a malformed one is just not found, as in `http/admin.py`."""
     try:
         return UUID(request.path_params["user_id"])
     except ValueError:
@@ -71,7 +72,7 @@ async def _send(request: Request[AppState], purpose: Purpose) -> Response:
     await admin_accounts.send_account_mail(
         state["pool"],
         state["recovery"],
-        _user_id(request),
+        user_id_param(request),
         purpose=purpose,
         actor=actor,
         now=state["clock"](),

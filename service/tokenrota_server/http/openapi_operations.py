@@ -1062,3 +1062,71 @@ OPERATIONS |= {
         },
     ),
 }
+
+# -- users' metadata (tokenrota_server.http.metadata) -----------------------------------------
+_METADATA = {
+    "type": "object",
+    "description": "A JSON object of at most 4096 bytes as compact UTF-8 JSON, nesting objects"
+    " and arrays at most 4 levels deep (itself included); no string with NUL.",
+}
+_PROFILE_WITH_METADATA = {
+    "type": "object",
+    "required": ["user"],
+    "properties": {
+        "user": {
+            "allOf": [
+                {"$ref": "#/components/schemas/UserEnvelope/properties/user"},
+                {
+                    "type": "object",
+                    "required": ["user_metadata"],
+                    "properties": {"user_metadata": _METADATA},
+                },
+            ]
+        }
+    },
+}
+OPERATIONS[("GET", "/profile")]["responses"][200] = ok("The user.", _PROFILE_WITH_METADATA)
+OPERATIONS |= {
+    ("PATCH", "/admin/users/{user_id}"): _admin(
+        "Replace the user's app_metadata (keys chosen by TOKEN_CLAIMS_FROM_APP_METADATA become"
+        " access-token claims from their next refresh)",
+        {
+            200: ok("The user.", _ADMIN_USER, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            **NO_SUCH_USER,
+            422: error(
+                "Not an object, over the caps, a key named like a registered claim (sub, aud,"
+                " scope, ...), or another body key; nothing written.",
+                "invalid_input",
+            ),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["app_metadata"],
+                "additionalProperties": False,
+                "properties": {"app_metadata": _METADATA},
+            }
+        ),
+    ),
+    ("PATCH", "/profile"): {
+        "tags": ["people"],
+        "summary": "Replace the caller's own user_metadata (never in a token)",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["user_metadata"],
+                "additionalProperties": False,
+                "properties": {"user_metadata": _METADATA},
+            }
+        ),
+        "responses": {
+            200: ok("The user with it.", _PROFILE_WITH_METADATA),
+            **JSON_BODY_ERRORS,
+            **BEARER_ERRORS,
+            422: error("Not an object, over the caps, or another key.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+}
