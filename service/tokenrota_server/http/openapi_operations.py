@@ -705,11 +705,14 @@ _USERS_CURSOR = _query(
 _AUDIT_CURSOR = _query(
     "cursor",
     {"type": "string", "format": "audit-cursor", "maxLength": 512},
-    "The `next_cursor` of the page before, for the same `user_id`.",
+    "The `next_cursor` of the page before, for the same filters.",
 )
 _PAGING_ERRORS = {
     400: error("A cursor that is not one of this query's.", "invalid_request"),
-    422: error("`limit` outside 1..100, or another bad parameter.", "invalid_input"),
+    422: error(
+        "`limit` outside 1..100, or another bad parameter (a filter outside its grammar).",
+        "invalid_input",
+    ),
 }
 # A session as GET /sessions and the admin listing show it (`sessions.SessionInfo.to_json`).
 SESSION_PROPERTIES: dict[str, Any] = {
@@ -853,7 +856,8 @@ OPERATIONS |= {
         },
     ),
     ("GET", "/admin/audit"): _admin(
-        "A page of the audit log, newest first; `user_id` narrows it to one user",
+        "A page of the audit log, newest first; `user_id`, `actor`, `action`, `after` and"
+        " `before` narrow it",
         {
             200: ok(
                 "Events and the next page's cursor.",
@@ -871,6 +875,22 @@ OPERATIONS |= {
         },
         parameters=[
             _query("user_id", {"type": "string", "format": "uuid"}, "Only this user's events."),
+            _query(
+                "actor",
+                {"type": "string", "minLength": 1, "maxLength": 200},
+                "Only this actor's events: client:<client_id>, user:<id>, cli or system.",
+            ),
+            _query("action", {"type": "string"}, "Only events of this action (docs/admin.md)."),
+            _query(
+                "after",
+                {"type": "string", "format": "date-time", "maxLength": 40},
+                "Only events at or after this time (RFC 3339, with an offset).",
+            ),
+            _query(
+                "before",
+                {"type": "string", "format": "date-time", "maxLength": 40},
+                "Only events before this time (RFC 3339, with an offset).",
+            ),
             _AUDIT_CURSOR,
             *_PAGING_PARAMETERS,
         ],
