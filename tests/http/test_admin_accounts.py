@@ -4,6 +4,7 @@ sent by one explicit drainer round, so no test waits on a timer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -266,3 +267,24 @@ async def test_a_disabled_or_unknown_user_gets_no_link(
     assert disabled.status_code == 422
     assert (unknown.status_code, malformed.status_code) == (404, 404)
     assert await everything(db) == before
+
+
+async def test_concurrent_creations_of_one_email_make_one_user(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """Racing requests: exactly one 201, the others 409, one row and one event."""
+    _, admin = await admin_client(client, db, settings)
+    spellings = ["race@example.com", "RACE@example.com", "Race@Example.COM"] * 3
+
+    responses = await asyncio.gather(
+        *(
+            client.post("/admin/users", json={"email": email, "invite": True}, headers=admin)
+            for email in spellings
+        )
+    )
+
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [201] + [409] * (len(spellings) - 1)
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert await db.fetchval("SELECT count(*) FROM account_tokens") == 1
+    assert await actions(db) == ["user_created", "user_invited"]

@@ -3,6 +3,7 @@ changes, rotation with a grace period, deletion, and the audit event of each cha
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -379,3 +380,27 @@ async def test_clients_page_by_cursor_and_a_forged_cursor_is_400(
     assert second.json()["next_cursor"] is None
     assert forged.status_code == 400
     assert elsewhere.status_code == 400
+
+
+async def test_concurrent_rotations_lose_no_secret(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """Two rotations at once queue on the row: the last one's secret and the one it replaced
+    work, the first secret does not; neither caller holds a secret that never worked."""
+    _, admin = await admin_client(client, db, settings)
+    created = await create(client, admin)
+    client_id, original = created["client_id"], created["client_secret"]
+    path = f"/admin/clients/{client_id}/secret"
+
+    first, second = await asyncio.gather(
+        *(client.post(path, json={"grace_seconds": 600}, headers=admin) for _ in range(2))
+    )
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    rotated = [first.json()["client_secret"], second.json()["client_secret"]]
+    statuses = [
+        (await client_token(client, client_id, secret)).status_code
+        for secret in (original, *rotated)
+    ]
+    assert statuses == [401, 200, 200]
+    assert len(await events(db, "client_secret_rotated")) == 2
