@@ -21,6 +21,7 @@ from tokenrota_server.revocations import Cursor
 # The listings' queries as `admin` tags them: without the `email` or `user_id` filter.
 USERS_QUERY = "users:"
 AUDIT_QUERY = "audit:"
+CLIENTS_QUERY = "clients"
 
 
 def _base64url(text: str) -> str:
@@ -67,6 +68,14 @@ schemathesis.openapi.format(
     st.one_of(
         _integers.map(lambda row_id: encode_cursor(AUDIT_QUERY, [row_id])),
         st.lists(_json_values, max_size=2).map(lambda key: encode_cursor(AUDIT_QUERY, key)),
+        st.text(max_size=64),
+    ),
+)
+schemathesis.openapi.format(
+    "clients-cursor",
+    st.one_of(
+        st.builds(lambda at, name: encode_cursor(CLIENTS_QUERY, [at, name]), _times, st.text()),
+        st.lists(_json_values, max_size=3).map(lambda key: encode_cursor(CLIENTS_QUERY, key)),
         st.text(max_size=64),
     ),
 )

@@ -7,7 +7,9 @@ change did; a refused change writes neither. Listings page by keyset (`db/pagina
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -87,12 +89,14 @@ async def list_users(
 
 
 async def get_user(pool: asyncpg.Pool, user_id: UUID, now: datetime) -> users.AdminUser:
-    """One user with their roles and live sessions; raise `NotFound`."""
+    """One user with their roles, `app_metadata`, last sign-in and live sessions (each with
+    its device name, address and last use); raise `NotFound`."""
     async with pool.acquire() as connection:
         found = await users.find_admin_user(connection, user_id, now)
-    if found is None:
-        raise NotFound("No such user.")
-    return found
+        if found is None:
+            raise NotFound("No such user.")
+        live = await sessions.list_live_sessions(connection, user_id=user_id, now=now)
+    return replace(found, sessions=tuple(live))
 
 
 async def set_disabled(
@@ -280,13 +284,31 @@ async def user_id_of(pool: asyncpg.Pool, email: str) -> UUID:
 
 
 async def list_audit(
-    pool: asyncpg.Pool, *, user_id: UUID | None, cursor: str | None, limit: int
+    pool: asyncpg.Pool,
+    *,
+    user_id: UUID | None,
+    cursor: str | None,
+    limit: int,
+    narrowed: audit.AuditFilter | None = None,
 ) -> tuple[list[audit.AuditEvent], str | None]:
-    """A page of the audit log, newest first, and the next page's cursor (None after the last)."""
+    """A page of the audit log, newest first, and the next page's cursor (None after the last);
+    only the events `narrowed` admits. The cursor is bound to every filter."""
     query = f"audit:{user_id or ''}"
+    if narrowed is not None and narrowed != audit.AuditFilter():
+        at_or_after, at_before = narrowed.at_or_after, narrowed.at_before
+        query += "|" + json.dumps(
+            [
+                narrowed.actor,
+                narrowed.action,
+                at_or_after.isoformat() if at_or_after else None,
+                at_before.isoformat() if at_before else None,
+            ]
+        )
     before = decode_row_id(query, cursor) if cursor is not None else None
     async with pool.acquire() as connection:
-        found = await audit.list_events(connection, before=before, limit=limit + 1, user_id=user_id)
+        found = await audit.list_events(
+            connection, before=before, limit=limit + 1, user_id=user_id, narrowed=narrowed
+        )
     page = found[:limit]
     next_cursor = encode_cursor(query, [page[-1].id]) if len(found) > limit else None
     return page, next_cursor

@@ -34,6 +34,7 @@ from tokenrota_server.errors import (
     MfaRequired,
     TooManyAttempts,
 )
+from tokenrota_server.metadata import claims_from
 from tokenrota_server.outcomes import Grant, LoginOutcome, RefreshOutcome
 from tokenrota_server.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -642,6 +643,9 @@ class Authenticator:
             audience=target.uri if target else None,
             ttl=target.access_token_ttl if target else None,
             strength=live.strength,
+            extra_claims=claims_from(
+                live.grants.app_metadata, self._settings.token_claims_from_app_metadata
+            ),
         )
         moment = int(now.timestamp())
         # The refresh token can outlive neither its own exp nor its session's absolute end.

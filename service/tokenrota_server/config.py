@@ -169,6 +169,13 @@ class Settings:
     password_reset_url: str | None = field(default=None, metadata=_read_by(_text))
     email_verification_ttl: int = field(default=24 * 3600, metadata=_read_by(_integer))
     email_verification_url: str | None = field(default=None, metadata=_read_by(_text))
+    # Keys of users' app_metadata that become access-token claims (comma-separated); a
+    # registered claim (sub, aud, scope, ...: metadata.REGISTERED_CLAIMS) is refused.
+    token_claims_from_app_metadata: tuple[str, ...] = field(default=(), metadata=_read_by(_list))
+    # An operator's invitation (POST /admin/users with invite): its set-password link's
+    # lifetime (seconds) and page; unset, the reset page (the link is spent at /password/reset).
+    invitation_ttl: int = field(default=72 * 3600, metadata=_read_by(_integer))
+    invitation_url: str | None = field(default=None, metadata=_read_by(_text))
     # /password/forgot per email (known or not) and per address, per LOGIN_THROTTLE_WINDOW.
     password_forgot_email_max_attempts: int = field(default=3, metadata=_read_by(_integer))
     password_forgot_ip_max_attempts: int = field(default=20, metadata=_read_by(_integer))
@@ -277,6 +284,7 @@ class Settings:
             ("PURGE_BATCH_SIZE", self.purge_batch_size),
             ("PASSWORD_RESET_TTL", self.password_reset_ttl),
             ("EMAIL_VERIFICATION_TTL", self.email_verification_ttl),
+            ("INVITATION_TTL", self.invitation_ttl),
             ("PASSWORD_FORGOT_EMAIL_MAX_ATTEMPTS", self.password_forgot_email_max_attempts),
             ("PASSWORD_FORGOT_IP_MAX_ATTEMPTS", self.password_forgot_ip_max_attempts),
             ("MFA_MANAGE_MAX_AGE", self.mfa_manage_max_age),
@@ -310,6 +318,15 @@ class Settings:
         if self.public_url is not None and not _is_base_url(self.public_url, ("http", "https")):
             raise ConfigError("PUBLIC_URL must look like https://auth.example.com[/path]")
         self._check_mail()
+        # Imported here: metadata's use cases import the database layer, which imports this.
+        from tokenrota_server.metadata import check_claim_keys
+
+        try:
+            check_claim_keys(self.token_claims_from_app_metadata)
+        except ValueError as taken:
+            raise ConfigError(
+                f"TOKEN_CLAIMS_FROM_APP_METADATA may not name a registered claim: {taken}"
+            ) from None
         if self.is_production and not _is_base_url(self.token_issuer, ("https",)):
             # RFC 8414: the issuer is the base URL clients are sent to; never taken from a request.
             raise ConfigError(
@@ -364,6 +381,7 @@ class Settings:
         for name, url in (
             ("PASSWORD_RESET_URL", self.password_reset_url),
             ("EMAIL_VERIFICATION_URL", self.email_verification_url),
+            ("INVITATION_URL", self.invitation_url),
         ):
             if url is not None and not _is_page_url(url):
                 raise ConfigError(f"{name} must look like https://app.example/reset[?query]")
@@ -433,6 +451,11 @@ class Settings:
     def reset_page_url(self) -> str:
         """Where a reset message's link leads: PASSWORD_RESET_URL, else the demo page."""
         return self.password_reset_url or f"{self.public_base_url}/demo?flow=reset"
+
+    @property
+    def invitation_page_url(self) -> str:
+        """Where an invitation's link leads: INVITATION_URL, else the reset page."""
+        return self.invitation_url or self.reset_page_url
 
     @property
     def verification_page_url(self) -> str:

@@ -115,6 +115,22 @@ def verification_mail(settings: Settings, recipient: str, token: str) -> Mail:
     )
 
 
+def invitation_mail(settings: Settings, recipient: str, token: str) -> Mail:
+    """An operator's invitation: a link to choose a password, which also verifies the email."""
+    url = link(settings.invitation_page_url, token)
+    hours = settings.invitation_ttl // 3600
+    return _mail(
+        recipient,
+        subject="You are invited: choose your password",
+        lines=[
+            "An administrator created an account for this email address.",
+            f"To choose its password, open this link within {hours} hours:",
+        ],
+        url=url,
+        closing="If you did not expect this, ignore this message: nothing happens without it.",
+    )
+
+
 def _mail(recipient: str, *, subject: str, lines: list[str], url: str, closing: str) -> Mail:
     text = "\n\n".join([*lines, url, closing]) + "\n"
     paragraphs = "".join(f"<p>{html.escape(line)}</p>" for line in lines)

@@ -40,7 +40,6 @@ from tokenrota_server.errors import (
     InvalidScope,
     InvalidTarget,
     InvalidToken,
-    NotFound,
     TooManyAttempts,
 )
 from tokenrota_server.outcomes import Grant
@@ -71,7 +70,7 @@ class ClientSecret:
 
 
 class AuthorizationServer:
-    """Client administration and the OAuth endpoints' work, with dependencies passed in."""
+    """The OAuth endpoints' work, with dependencies passed in."""
 
     def __init__(
         self,
@@ -96,45 +95,6 @@ class AuthorizationServer:
         # instead of queueing one each (32 at once took seconds and the argon2 queue's bound).
         self._verifying: dict[tuple[str, str, bytes], asyncio.Future[bool]] = {}
 
-    # -- administration (the CLI) -------------------------------------------------------------
-
-    async def create_client(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        name: str,
-        scope: str,
-        now: datetime,
-        dpop_bound_access_tokens: bool = False,
-    ) -> tuple[Client, str]:
-        """Register a client; return it and its secret, which is never shown again. With
-        `dpop_bound_access_tokens` it gets tokens only with a DPoP proof (RFC 9449 §5.2)."""
-        scopes = oauth_clients.parse_scope(scope) if scope else ()
-        secret = oauth_clients.new_client_secret()
-        secret_hash = await self._passwords.hash(secret)
-        async with pool.acquire() as connection:
-            client = await oauth_clients.insert_client(
-                connection,
-                client_id=oauth_clients.new_client_id(),
-                name=name,
-                secret_hash=secret_hash,
-                scopes=scopes,
-                now=now,
-                dpop_bound_access_tokens=dpop_bound_access_tokens,
-            )
-        security_log.info("client created", extra={"client_id": client.client_id})
-        return client, secret
-
-    async def rotate_client_secret(self, pool: asyncpg.Pool, client_id: str) -> str:
-        """Give an active client a new secret; the old one stops working at once."""
-        secret = oauth_clients.new_client_secret()
-        secret_hash = await self._passwords.hash(secret)
-        async with pool.acquire() as connection:
-            if not await oauth_clients.update_secret_hash(connection, client_id, secret_hash):
-                raise NotFound("No active client has this id.")
-        security_log.info("client secret rotated", extra={"client_id": client_id})
-        return secret
-
     # -- client authentication ----------------------------------------------------------------
 
     async def authenticate(
@@ -154,13 +114,16 @@ class AuthorizationServer:
         login throttle, so that a flood of bad credentials is refused before argon2 runs.
         """
         async with pool.acquire() as connection:
-            found = await oauth_clients.find_client(connection, presented.client_id)
+            found = await oauth_clients.find_client(connection, presented.client_id, now)
         remembered = (
             presented.client_id,
             found.secret_hash if found else "",
             hmac.new(self._verified_key, presented.secret.encode(), hashlib.sha256).digest(),
         )
         recently_verified = self._verified.get(remembered, 0.0) > self._clock()
+        if found is not None and found.previous_secret_hash is not None:
+            previous = (remembered[0], found.previous_secret_hash, remembered[2])
+            recently_verified |= self._verified.get(previous, 0.0) > self._clock()
         if found is not None and not found.client.disabled and recently_verified:
             telemetry.annotate(client_id=found.client.client_id)
             return found.client
@@ -188,6 +151,15 @@ class AuthorizationServer:
                     raise TooManyAttempts(retry_after)
             matched = await self._verify_once(
                 remembered, found.secret_hash if found else None, presented.secret, reservation
+            )
+        if not matched and found is not None and found.previous_secret_hash is not None:
+            # Within a rotation's grace period the old secret still works: one more argon2
+            # run, only for a wrong current secret of a client with a live previous one.
+            matched = await self._verify_once(
+                (remembered[0], found.previous_secret_hash, remembered[2]),
+                found.previous_secret_hash,
+                presented.secret,
+                None,
             )
         if found is None or not matched or found.client.disabled:
             security_log.info(

@@ -96,16 +96,25 @@ class Recovery:
         if not account_tokens.is_well_formed(token):
             raise InvalidAccountToken()
         digest = account_tokens.digest_of(token)
+        purpose = None
         async with pool.acquire() as connection:
-            usable = await account_tokens.is_open(
-                connection, token_digest=digest, purpose=Purpose.PASSWORD_RESET, now=now
-            )
-        if not usable:
+            # An operator's invitation is spent here too: it sets the first password.
+            for candidate in (Purpose.PASSWORD_RESET, Purpose.INVITATION):
+                if await account_tokens.is_open(
+                    connection, token_digest=digest, purpose=candidate, now=now
+                ):
+                    purpose = candidate
+                    break
+        if purpose is None:
             raise InvalidAccountToken()
         password_hash = await self._passwords.hash(new_password)
         async with pool.acquire() as connection, connection.transaction():
             committed = await commit_password_reset(
-                connection, token_digest=digest, password_hash=password_hash, now=now
+                connection,
+                token_digest=digest,
+                password_hash=password_hash,
+                now=now,
+                purpose=purpose,
             )
         if committed is None:
             raise InvalidAccountToken()
@@ -171,6 +180,35 @@ class Recovery:
             raise InvalidAccountToken()
         security_log.info("email verified", extra={"user_id": user_id})
 
+    async def queue_mail(
+        self, connection: Connection, user: users.User, *, purpose: Purpose, now: datetime
+    ) -> bool:
+        """In the caller's transaction: issue the user a token of `purpose` (superseding their
+        open ones of it) and queue its message; False if the user is disabled. Call `wake`
+        after the commit."""
+        token, digest = account_tokens.new_token()
+        compose, ttl = {
+            Purpose.PASSWORD_RESET: (mailer.reset_mail, self._settings.password_reset_ttl),
+            Purpose.EMAIL_VERIFICATION: (
+                mailer.verification_mail,
+                self._settings.email_verification_ttl,
+            ),
+            Purpose.INVITATION: (mailer.invitation_mail, self._settings.invitation_ttl),
+        }[purpose]
+        return await self._issue(
+            connection,
+            compose(self._settings, user.email, token),
+            user_id=user.id,
+            purpose=purpose,
+            token_digest=digest,
+            now=now,
+            ttl=ttl,
+        )
+
+    def wake(self) -> None:
+        """Tell the outbox that messages were queued (and committed)."""
+        self._outbox.wake()
+
     async def _issue(
         self,
         connection: Connection,
@@ -199,34 +237,38 @@ class Recovery:
 
 
 async def commit_password_reset(
-    connection: Connection, *, token_digest: bytes, password_hash: str, now: datetime
+    connection: Connection,
+    *,
+    token_digest: bytes,
+    password_hash: str,
+    now: datetime,
+    purpose: Purpose = Purpose.PASSWORD_RESET,
 ) -> CommittedReset | None:
-    """Within the caller's transaction: spend the reset token and apply the reset; None if the
-    token is not open (then nothing is written).
+    """Within the caller's transaction: spend the reset (or invitation) token and apply the
+    reset; None if the token is not open (then nothing is written).
 
     The one place a reset commits. Applying it: the new password, every session revoked, every
-    other reset token superseded, the email counted as verified (the token came through it),
-    and an audit event, all in the caller's transaction.
+    other reset and invitation token superseded, the email counted as verified (the token came
+    through it), and an audit event, all in the caller's transaction.
     """
-    await account_tokens.lock_user_of(
-        connection, token_digest=token_digest, purpose=Purpose.PASSWORD_RESET
-    )
+    await account_tokens.lock_user_of(connection, token_digest=token_digest, purpose=purpose)
     user_id = await account_tokens.spend(
-        connection, token_digest=token_digest, purpose=Purpose.PASSWORD_RESET, now=now
+        connection, token_digest=token_digest, purpose=purpose, now=now
     )
     if user_id is None:
         return None
     await users.update_password_hash(connection, user_id, password_hash, now)
     await users.mark_email_verified(connection, user_id, now)
-    await account_tokens.supersede(
-        connection, user_id=user_id, purpose=Purpose.PASSWORD_RESET, now=now
-    )
+    for ended in (Purpose.PASSWORD_RESET, Purpose.INVITATION):
+        await account_tokens.supersede(connection, user_id=user_id, purpose=ended, now=now)
     revoked = await sessions.revoke_user_sessions(
         connection, user_id=user_id, reason=sessions.RevokeReason.PASSWORD_RESET, now=now
     )
     await audit.record(
         connection,
-        audit.AuditAction.PASSWORD_RESET,
+        audit.AuditAction.PASSWORD_RESET
+        if purpose is Purpose.PASSWORD_RESET
+        else audit.AuditAction.INVITATION_ACCEPTED,
         actor=audit.user_actor(user_id),
         now=now,
         user_id=user_id,

@@ -16,6 +16,7 @@ from tokenrota_server.mailer import MailboxBell
 from tokenrota_server.mfa import SecondFactors
 from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.passkeys import Passkeys
+from tokenrota_server.passwords import Passwords
 from tokenrota_server.recovery import Recovery
 from tokenrota_server.revocations import FeedSignal
 from tokenrota_server.tokens import TokenCodec
@@ -33,6 +34,8 @@ class AppState(TypedDict):
     accounts: Accounts
     recovery: Recovery
     passkeys: Passkeys
+    # argon2, for the use cases that hash a new secret outside the objects above.
+    passwords: Passwords
     feed: FeedSignal
     mailbox: MailboxBell
     # Set once the server has begun to stop, before the requests in flight end (set by the

@@ -131,6 +131,7 @@ class TokenCodec:
         audience: str | None = None,
         actor: dict[str, Any] | None = None,
         strength: Strength | None = None,
+        extra_claims: dict[str, Any] | None = None,
     ) -> tuple[str, AccessClaims]:
         """Sign a new access token; a user token has `session_id`, `email`, `roles` and the
         login's `strength` (`amr`, `acr`, `auth_time`), a client's none of them. With `jkt` it
@@ -179,6 +180,9 @@ class TokenCodec:
             payload.update(amr=list(claims.amr), acr=claims.acr)
         if claims.auth_time is not None:
             payload["auth_time"] = claims.auth_time
+        for name, value in (extra_claims or {}).items():
+            # Chosen from app_metadata: never in place of a claim minted above.
+            payload.setdefault(name, value)
         if self._key_ring is not None:
             signing = self._key_ring.signing
             header = {"alg": signing.algorithm, "typ": ACCESS_TOKEN_TYPE, "kid": signing.kid}

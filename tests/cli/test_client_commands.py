@@ -107,6 +107,34 @@ async def test_disable_client_refuses_its_credentials(
     assert response.status_code == 401
 
 
+async def test_rotate_with_grace_keeps_the_old_secret_and_audits_as_the_cli(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """The CLI rotates through the admin API's use case: the same grace, the same event."""
+    _, out, _ = await cli(settings, "create-client", "billing")
+    created = json.loads(out)
+
+    status, rotated_out, _ = await cli(
+        settings, "rotate-client-secret", created["client_id"], "--grace", "3600"
+    )
+    too_long, _, error = await cli(
+        settings, "rotate-client-secret", created["client_id"], "--grace", "604801"
+    )
+
+    assert status == 0
+    assert too_long == 1
+    assert "grace_seconds" in error
+    rotated = json.loads(rotated_out)
+    old = await client_token(client, created["client_id"], created["client_secret"])
+    new = await client_token(client, created["client_id"], rotated["client_secret"])
+    assert (old.status_code, new.status_code) == (200, 200)
+    actions = await db.fetch("SELECT actor, action FROM audit_events ORDER BY id")
+    assert [tuple(row) for row in actions] == [
+        ("cli", "client_created"),
+        ("cli", "client_secret_rotated"),
+    ]
+
+
 async def test_create_client_refuses_a_malformed_scope(settings: Settings) -> None:
     """A scope with a quote or a double space is refused, and nothing is stored."""
     status, out, error = await cli(settings, "create-client", "x", "--scope", 'read "write"')

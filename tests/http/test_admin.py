@@ -199,6 +199,20 @@ async def test_a_user_is_shown_with_roles_state_and_live_sessions(
         "email_verified": False,
         "roles": ["support"],
         "live_sessions": 2,
+        "app_metadata": {},
+        "last_sign_in_at": body["last_sign_in_at"],
+        "sessions": body["sessions"],
+    }
+    assert len(body["sessions"]) == 2
+    assert body["last_sign_in_at"] == max(session["created_at"] for session in body["sessions"])
+    assert set(body["sessions"][0]) == {
+        "id",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "user_agent",
+        "ip",
+        "name",
     }
 
 

@@ -18,6 +18,7 @@ import asyncpg
 from tokenrota.clock import utc_now
 
 from tokenrota_server import admin, resources
+from tokenrota_server import oauth_clients as oauth_clients_admin
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.db import audit, oauth_clients, pagination, roles
@@ -28,7 +29,6 @@ from tokenrota_server.db.resources import GrantKind
 from tokenrota_server.db.users import User
 from tokenrota_server.email_address import normalize_email
 from tokenrota_server.errors import InvalidInput, ServiceError
-from tokenrota_server.oauth import AuthorizationServer
 from tokenrota_server.passwords import Passwords
 from tokenrota_server.tokens import TokenCodec
 
@@ -65,26 +65,36 @@ async def create_client(
     settings: Settings, name: str, scope: str, *, dpop_bound_access_tokens: bool = False
 ) -> int:
     """Register an OAuth client; prints its id and secret as one JSON line."""
-    async with _authorization_server(settings) as (pool, server):
+    async with _pool_and_passwords(settings) as (pool, passwords):
         try:
-            client, secret = await server.create_client(
+            client, secret = await oauth_clients_admin.create_client(
                 pool,
-                name=name,
-                scope=scope,
+                passwords,
+                name=oauth_clients_admin.check_name(name),
+                scopes=oauth_clients.parse_scope(scope) if scope else (),
+                actor=audit.CLI_ACTOR,
                 now=utc_now(),
                 dpop_bound_access_tokens=dpop_bound_access_tokens,
             )
         except ServiceError as error:
             return _refused(error.description)
-    print(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+    print(json.dumps({"client_id": client.client.client_id, "client_secret": secret}))
     return 0
 
 
-async def rotate_client_secret(settings: Settings, client_id: str) -> int:
-    """Give a client a new secret; prints the id and the secret as one JSON line."""
-    async with _authorization_server(settings) as (pool, server):
+async def rotate_client_secret(settings: Settings, client_id: str, grace_seconds: int = 0) -> int:
+    """Give a client a new secret, the old one working `grace_seconds` more; prints the id and
+    the secret as one JSON line."""
+    async with _pool_and_passwords(settings) as (pool, passwords):
         try:
-            secret = await server.rotate_client_secret(pool, client_id)
+            _, secret = await oauth_clients_admin.rotate_secret(
+                pool,
+                passwords,
+                client_id,
+                grace_seconds=oauth_clients_admin.check_grace(grace_seconds),
+                actor=audit.CLI_ACTOR,
+                now=utc_now(),
+            )
         except ServiceError as error:
             return _refused(error.description)
     print(json.dumps({"client_id": client_id, "client_secret": secret}))
@@ -93,9 +103,15 @@ async def rotate_client_secret(settings: Settings, client_id: str) -> int:
 
 async def disable_client(settings: Settings, client_id: str) -> int:
     """Disable a client and the tokens it holds."""
-    async with _pool(settings) as pool, pool.acquire() as connection:
-        if not await oauth_clients.disable_client(connection, client_id, utc_now()):
-            return _refused("no active client has this id")
+    async with _pool(settings) as pool:
+        try:
+            _, changed = await oauth_clients_admin.update_client(
+                pool, client_id, disabled=True, actor=audit.CLI_ACTOR, now=utc_now()
+            )
+        except ServiceError:
+            changed = False
+    if not changed:
+        return _refused("no active client has this id")
     return 0
 
 
@@ -314,13 +330,13 @@ async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @contextlib.asynccontextmanager
-async def _authorization_server(
+async def _pool_and_passwords(
     settings: Settings,
-) -> AsyncIterator[tuple[asyncpg.Pool, AuthorizationServer]]:
+) -> AsyncIterator[tuple[asyncpg.Pool, Passwords]]:
     passwords = Passwords(settings)
     try:
         async with _pool(settings) as pool:
-            yield pool, AuthorizationServer(settings, TokenCodec(settings), passwords)
+            yield pool, passwords
     finally:
         passwords.close()
 

@@ -271,10 +271,17 @@ def _add_client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     rotate = commands.add_parser(
         "rotate-client-secret",
         help="give a client a new secret (printed once)",
-        description="Give a client a new secret; the old one stops working now. Prints one "
-        "JSON line with the client_id and the new client_secret.",
+        description="Give a client a new secret; the old one stops working now, or after "
+        "--grace seconds. Prints one JSON line with the client_id and the new client_secret.",
     )
     rotate.add_argument("client_id", metavar="CLIENT_ID", help="the client's id")
+    rotate.add_argument(
+        "--grace",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="seconds the old secret keeps working (0 to 604800; default 0: it stops now)",
+    )
     disable = commands.add_parser(
         "disable-client",
         help="disable a client and its tokens",
@@ -370,7 +377,9 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
             )
         )
     if command == "rotate-client-secret":
-        return asyncio.run(admin.rotate_client_secret(settings, arguments.client_id))
+        return asyncio.run(
+            admin.rotate_client_secret(settings, arguments.client_id, arguments.grace)
+        )
     if command == "disable-client":
         return asyncio.run(admin.disable_client(settings, arguments.client_id))
     if command == "list-clients":

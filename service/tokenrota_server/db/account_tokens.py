@@ -26,6 +26,8 @@ class Purpose(StrEnum):
 
     PASSWORD_RESET = "password_reset"  # noqa: S105 - a purpose's name, not a password
     EMAIL_VERIFICATION = "email_verification"
+    # An operator's invitation: spent like a reset token, at /password/reset.
+    INVITATION = "invitation"
 
 
 def new_token() -> tuple[str, bytes]:

@@ -63,6 +63,18 @@ class AuditAction(StrEnum):
     MFA_SUCCEEDED = "mfa_succeeded"
     MFA_FAILED = "mfa_failed"
     MFA_THROTTLED = "mfa_throttled"
+    # The operators' API: OAuth clients, created and invited users, metadata.
+    CLIENT_CREATED = "client_created"
+    CLIENT_UPDATED = "client_updated"
+    CLIENT_SECRET_ROTATED = "client_secret_rotated"  # noqa: S105 - an action's name
+    CLIENT_DELETED = "client_deleted"
+    USER_CREATED = "user_created"
+    USER_INVITED = "user_invited"
+    INVITATION_ACCEPTED = "invitation_accepted"
+    PASSWORD_RESET_SENT = "password_reset_sent"  # noqa: S105 - an action's name
+    VERIFICATION_SENT = "verification_sent"
+    APP_METADATA_SET = "app_metadata_set"
+    USER_METADATA_SET = "user_metadata_set"
 
 
 @dataclass(frozen=True)
@@ -154,19 +166,45 @@ async def record_throttle_burst(
         )
 
 
+@dataclass(frozen=True)
+class AuditFilter:
+    """What a listing of the log is narrowed to; None: no narrowing. `at_or_after` is
+    inclusive, `at_before` exclusive."""
+
+    user_id: UUID | None = None
+    actor: str | None = None
+    action: AuditAction | None = None
+    at_or_after: datetime | None = None
+    at_before: datetime | None = None
+
+
 async def list_events(
-    connection: Connection, *, before: int | None, limit: int, user_id: UUID | None
+    connection: Connection,
+    *,
+    before: int | None,
+    limit: int,
+    user_id: UUID | None = None,
+    narrowed: AuditFilter | None = None,
 ) -> list[AuditEvent]:
     """Up to `limit` events with ids below `before` (all when None), newest first; only the
-    user's when `user_id` is given. Keyset on the id: a page never repeats or skips an
-    event however many are written meanwhile (new ones have higher ids)."""
+    user's when `user_id` is given, and only those `narrowed` admits. Keyset on the id: a page
+    never repeats or skips an event however many are written meanwhile (new ones have higher
+    ids)."""
+    narrowed = narrowed or AuditFilter()
     rows = await connection.fetch(
         "SELECT id, at, actor, action, target, user_id, ip, request_id, details"
         " FROM audit_events WHERE ($1::bigint IS NULL OR id < $1)"
-        " AND ($2::uuid IS NULL OR user_id = $2) ORDER BY id DESC LIMIT $3",
+        " AND ($2::uuid IS NULL OR user_id = $2)"
+        " AND ($4::text IS NULL OR actor = $4) AND ($5::text IS NULL OR action = $5)"
+        " AND ($6::timestamptz IS NULL OR at >= $6) AND ($7::timestamptz IS NULL OR at < $7)"
+        " ORDER BY id DESC LIMIT $3",
         before,
-        user_id,
+        user_id or narrowed.user_id,
         limit,
+        narrowed.actor,
+        narrowed.action.value if narrowed.action is not None else None,
+        narrowed.at_or_after,
+        narrowed.at_before,
     )
     return [_event(row) for row in rows]
 

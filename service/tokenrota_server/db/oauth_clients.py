@@ -57,6 +57,8 @@ class StoredClient:
 
     client: Client
     secret_hash: str
+    # The secret before the last rotation, while its grace period lasts (`find_client`'s `now`).
+    previous_secret_hash: str | None = None
 
     def __repr__(self) -> str:
         return f"StoredClient(client={self.client!r})"
@@ -124,18 +126,27 @@ async def insert_client(
     return _client(row)
 
 
-async def find_client(connection: Connection, client_id: str) -> StoredClient | None:
-    """The client with this id, disabled or not, with its secret hash; None if unknown."""
+async def find_client(
+    connection: Connection, client_id: str, now: datetime | None = None
+) -> StoredClient | None:
+    """The client with this id, disabled or not, with its secret hash (and, given `now`, the
+    previous secret's while its grace period lasts); None if unknown."""
     if not is_plausible_client_id(client_id):
         return None
     row = await connection.fetchrow(
         "SELECT client_id, name, scopes, created_at, disabled_at, dpop_bound_access_tokens,"
-        " secret_hash FROM clients WHERE client_id = $1",
+        " secret_hash, CASE WHEN previous_secret_expires_at > $2 THEN previous_secret_hash END"
+        " AS previous_secret_hash FROM clients WHERE client_id = $1",
         client_id,
+        now,
     )
     if row is None:
         return None
-    return StoredClient(client=_client(row), secret_hash=row["secret_hash"])
+    return StoredClient(
+        client=_client(row),
+        secret_hash=row["secret_hash"],
+        previous_secret_hash=row["previous_secret_hash"],
+    )
 
 
 async def list_clients(connection: Connection) -> list[Client]:
@@ -211,3 +222,121 @@ async def is_admin_token_live(
         scope,
     )
     return bool(live)
+
+
+# -- the operators' API (tokenrota_server.oauth_clients) ---------------------------------------
+
+_ADMIN_COLUMNS = (
+    "client_id, name, scopes, created_at, disabled_at, dpop_bound_access_tokens,"
+    " previous_secret_expires_at"
+)
+
+
+@dataclass(frozen=True)
+class ManagedClient:
+    """A client as operators see it: the listing's fields and when the previous secret dies."""
+
+    client: Client
+    previous_secret_expires_at: datetime | None
+
+    def to_json(self, now: datetime) -> dict[str, object]:
+        # A grace period over is no longer worth showing.
+        grace = self.previous_secret_expires_at
+        return self.client.to_json() | {
+            "disabled": self.client.disabled,
+            "previous_secret_expires_at": grace.isoformat() if grace and grace > now else None,
+        }
+
+
+def _managed(row: asyncpg.Record) -> ManagedClient:
+    return ManagedClient(_client(row), row["previous_secret_expires_at"])
+
+
+async def list_clients_page(
+    connection: Connection, *, after: tuple[datetime, str] | None, limit: int
+) -> list[ManagedClient]:
+    """Up to `limit` clients created after the key `after` (created_at, client_id), oldest
+    first."""
+    rows = await connection.fetch(
+        f"SELECT {_ADMIN_COLUMNS} FROM clients"  # noqa: S608 - constants only
+        " WHERE $1::timestamptz IS NULL OR (created_at, client_id) > ($1, $2)"
+        " ORDER BY created_at, client_id LIMIT $3",
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [_managed(row) for row in rows]
+
+
+async def find_managed_client(
+    connection: Connection, client_id: str, *, for_update: bool = False
+) -> ManagedClient | None:
+    """The client with this id as operators see it (locked until the transaction ends, with
+    `for_update`); None if unknown."""
+    if not is_plausible_client_id(client_id):
+        return None
+    lock = " FOR UPDATE" if for_update else ""
+    row = await connection.fetchrow(
+        f"SELECT {_ADMIN_COLUMNS} FROM clients WHERE client_id = $1{lock}",  # noqa: S608 - constants only
+        client_id,
+    )
+    return _managed(row) if row is not None else None
+
+
+async def update_client(
+    connection: Connection,
+    client_id: str,
+    *,
+    name: str | None,
+    scopes: tuple[str, ...] | None,
+    disabled: bool | None,
+    now: datetime,
+) -> ManagedClient | None:
+    """Change what is given (None: keep it); None if there is no such client. Disabling an
+    already disabled client keeps its first `disabled_at`."""
+    if not is_plausible_client_id(client_id):
+        return None
+    row = await connection.fetchrow(
+        "UPDATE clients SET name = coalesce($2, name), scopes = coalesce($3, scopes),"  # noqa: S608 - constants only
+        " disabled_at = CASE WHEN $4::boolean IS NULL THEN disabled_at"
+        " WHEN $4 THEN coalesce(disabled_at, $5) END"
+        f" WHERE client_id = $1 RETURNING {_ADMIN_COLUMNS}",
+        client_id,
+        name,
+        list(scopes) if scopes is not None else None,
+        disabled,
+        now,
+    )
+    return _managed(row) if row is not None else None
+
+
+async def rotate_secret_hash(
+    connection: Connection,
+    client_id: str,
+    secret_hash: str,
+    *,
+    previous_expires_at: datetime | None,
+) -> ManagedClient | None:
+    """Give an active client a new secret hash, keeping the old one until
+    `previous_expires_at` (None: it dies now); None if there is no such active client."""
+    if not is_plausible_client_id(client_id):
+        return None
+    # On the right of SET, `secret_hash` is the old value.
+    row = await connection.fetchrow(
+        "UPDATE clients SET secret_hash = $2,"  # noqa: S608 - constants only
+        " previous_secret_hash = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret_hash END,"
+        " previous_secret_expires_at = $3"
+        f" WHERE client_id = $1 AND disabled_at IS NULL RETURNING {_ADMIN_COLUMNS}",
+        client_id,
+        secret_hash,
+        previous_expires_at,
+    )
+    return _managed(row) if row is not None else None
+
+
+async def delete_client(connection: Connection, client_id: str) -> bool:
+    """Delete a client (the revocation feed names it, by trigger); False if unknown."""
+    if not is_plausible_client_id(client_id):
+        return False
+    status = await connection.execute("DELETE FROM clients WHERE client_id = $1", client_id)
+    return bool(status == "DELETE 1")

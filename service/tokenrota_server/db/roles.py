@@ -8,9 +8,11 @@ first and own no transaction.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -35,7 +37,10 @@ MAX_ROLES_PER_USER = 100
 GRANTS_OF = (
     "(SELECT ROW(coalesce(array_agg(DISTINCT granted_role.role), '{{}}'::text[]),"
     " coalesce(array_agg(DISTINCT granted.scope) FILTER (WHERE granted.scope IS NOT NULL),"
-    " '{{}}'::text[])) FROM user_roles granted_role"
+    " '{{}}'::text[]),"
+    # The user's app_metadata, whose chosen keys become claims: read by the same statement.
+    " (SELECT claimed.app_metadata FROM users claimed WHERE claimed.id = {user_id}))"
+    " FROM user_roles granted_role"
     " JOIN roles granting ON granting.name = granted_role.role"
     " LEFT JOIN LATERAL unnest(granting.scopes) AS granted(scope) ON true"
     " WHERE granted_role.user_id = {user_id} AND (NOT granting.require_mfa OR {aal2}))"
@@ -49,6 +54,8 @@ class Grants:
 
     roles: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ()
+    # The user's app_metadata (operators'); settings choose which keys become claims.
+    app_metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scope(self) -> str:
@@ -74,9 +81,13 @@ class Role:
 
 def grants_of_row(row: asyncpg.Record) -> Grants:
     """The `Grants` of a row that has the `grants` column of `GRANTS_OF`."""
-    roles, scopes = row["grants"]
+    roles, scopes, app_metadata = row["grants"]
     # Sorted here, not in SQL: Python's order is the same on every database collation.
-    return Grants(roles=tuple(sorted(roles)), scopes=tuple(sorted(scopes)))
+    return Grants(
+        roles=tuple(sorted(roles)),
+        scopes=tuple(sorted(scopes)),
+        app_metadata=json.loads(app_metadata) if app_metadata is not None else {},
+    )
 
 
 def check_role_name(name: str) -> str:

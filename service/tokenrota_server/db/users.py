@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
 
 from tokenrota_server.db.pool import Connection
 from tokenrota_server.errors import EmailTaken
+
+if TYPE_CHECKING:
+    from tokenrota_server.db.sessions import SessionInfo
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,10 @@ class AdminUser:
     email_verified: bool
     roles: tuple[str, ...]
     live_sessions: int | None = None
+    # Only when one user is shown: what the operators' console shows of them.
+    app_metadata: dict[str, Any] | None = None
+    last_sign_in_at: datetime | None = None
+    sessions: tuple[SessionInfo, ...] | None = None
 
     def to_json(self) -> dict[str, object]:
         body: dict[str, object] = {
@@ -157,6 +166,13 @@ class AdminUser:
         }
         if self.live_sessions is not None:
             body["live_sessions"] = self.live_sessions
+        if self.app_metadata is not None:
+            body["app_metadata"] = self.app_metadata
+            body["last_sign_in_at"] = (
+                self.last_sign_in_at.isoformat() if self.last_sign_in_at else None
+            )
+        if self.sessions is not None:
+            body["sessions"] = [session.to_json() for session in self.sessions]
         return body
 
 
@@ -237,15 +253,60 @@ async def list_users_page(
 
 
 async def find_admin_user(connection: Connection, user_id: UUID, now: datetime) -> AdminUser | None:
-    """One user as the admin API shows them, with how many live sessions they have."""
+    """One user as the admin API shows them, with how many live sessions they have, their
+    `app_metadata` and their last sign-in (the newest session on record; purged sessions
+    are forgotten)."""
     row = await connection.fetchrow(
         f"SELECT {_ADMIN_COLUMNS},"  # noqa: S608 - a constant; values are $n
         " (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.revoked_at IS NULL"
-        " AND s.expires_at > $2) AS live_sessions FROM users u WHERE u.id = $1",
+        " AND s.expires_at > $2) AS live_sessions,"
+        " (SELECT max(s.created_at) FROM sessions s WHERE s.user_id = u.id) AS last_sign_in_at,"
+        " u.app_metadata FROM users u WHERE u.id = $1",
         user_id,
         now,
     )
-    return _admin_user(row, row["live_sessions"]) if row is not None else None
+    if row is None:
+        return None
+    return replace(
+        _admin_user(row, row["live_sessions"]),
+        app_metadata=json.loads(row["app_metadata"]),
+        last_sign_in_at=row["last_sign_in_at"],
+    )
+
+
+async def set_metadata(
+    connection: Connection,
+    user_id: UUID,
+    *,
+    now: datetime,
+    app_metadata: dict[str, Any] | None = None,
+    user_metadata: dict[str, Any] | None = None,
+) -> bool:
+    """Replace the user's `app_metadata` or `user_metadata` (None: keep it); False if there
+    is no such user."""
+    status = await connection.execute(
+        "UPDATE users SET app_metadata = coalesce($2::jsonb, app_metadata),"
+        " user_metadata = coalesce($3::jsonb, user_metadata), updated_at = $4 WHERE id = $1",
+        user_id,
+        json.dumps(app_metadata) if app_metadata is not None else None,
+        json.dumps(user_metadata) if user_metadata is not None else None,
+        now,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def user_metadata_of(connection: Connection, user_id: UUID) -> dict[str, Any]:
+    """The user's `user_metadata`; {} if there is no such user."""
+    raw = await connection.fetchval("SELECT user_metadata FROM users WHERE id = $1", user_id)
+    return json.loads(raw) if raw is not None else {}
+
+
+async def find_user(connection: Connection, user_id: UUID) -> User | None:
+    """The user with this id, disabled or not; None if there is none."""
+    row = await connection.fetchrow(
+        "SELECT id, email, created_at, email_verified_at FROM users WHERE id = $1", user_id
+    )
+    return user_from_row(row) if row is not None else None
 
 
 async def find_user_id(connection: Connection, email: str) -> UUID | None:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from tokenrota_server import admin, resources
 from tokenrota_server.db import audit, pagination, roles
 from tokenrota_server.errors import InvalidInput, NotFound
+from tokenrota_server.http import audit_filters
 from tokenrota_server.http.web import NO_STORE, bearer_token, read_json
 from tokenrota_server.state import AppState
 
@@ -28,6 +29,11 @@ async def _actor(request: Request[AppState]) -> str:
         state["pool"], state["codec"], await bearer_token(request), state["clock"]()
     )
     return audit.client_actor(client_id)
+
+
+async def admin_actor(request: Request[AppState]) -> str:
+    """The audit actor of an authorized admin call, for the admin API's other modules."""
+    return await _actor(request)
 
 
 def _user_id(request: Request[AppState]) -> UUID:
@@ -165,7 +171,8 @@ async def delete_role(request: Request[AppState]) -> Response:
 
 
 async def list_audit(request: Request[AppState]) -> Response:
-    """GET /admin/audit?cursor=&limit=&user_id=: a page of the audit log, newest first."""
+    """GET /admin/audit?cursor=&limit=&user_id=&actor=&action=&after=&before=: a page of the
+    audit log, newest first."""
     await _actor(request)
     params = request.query_params
     user_id = None
@@ -179,6 +186,7 @@ async def list_audit(request: Request[AppState]) -> Response:
         user_id=user_id,
         cursor=params.get("cursor"),
         limit=pagination.page_size(params.get("limit")),
+        narrowed=audit_filters.parse(params),
     )
     return _json({"events": [event.to_json() for event in page], "next_cursor": next_cursor})
 

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrota_server import telemetry
+from tokenrota_server import metadata, telemetry
 from tokenrota_server.auth import DeviceInfo
 from tokenrota_server.db import schema
 from tokenrota_server.db.pool import CONNECTION_ERRORS
@@ -98,7 +98,9 @@ async def profile(request: Request[AppState]) -> Response:
     user = await state["auth"].profile(
         state["pool"], access_token=await bearer_token(request), now=state["clock"]()
     )
-    return JSONResponse({"user": user.to_json()})
+    # The user's own metadata (PATCH /profile); never in a token.
+    user_metadata = await metadata.user_metadata_of(state["pool"], user.id)
+    return JSONResponse({"user": {**user.to_json(), "user_metadata": user_metadata}})
 
 
 async def healthz(request: Request[AppState]) -> Response:

@@ -675,6 +675,13 @@ _ADMIN_USER: dict[str, Any] = {
         "email_verified": {"type": "boolean"},
         "roles": {"type": "array", "items": {"type": "string"}},
         "live_sessions": {"type": "integer"},
+        "app_metadata": {"type": "object", "description": "Only when one user is shown."},
+        "last_sign_in_at": {"type": ["string", "null"], "format": "date-time"},
+        "sessions": {
+            "type": "array",
+            "description": "The live sessions; only at GET /admin/users/{user_id}.",
+            "items": {"type": "object"},
+        },
     },
 }
 _ROLE: dict[str, Any] = {
@@ -735,11 +742,14 @@ _USERS_CURSOR = _query(
 _AUDIT_CURSOR = _query(
     "cursor",
     {"type": "string", "format": "audit-cursor", "maxLength": 512},
-    "The `next_cursor` of the page before, for the same `user_id`.",
+    "The `next_cursor` of the page before, for the same filters.",
 )
 _PAGING_ERRORS = {
     400: error("A cursor that is not one of this query's.", "invalid_request"),
-    422: error("`limit` outside 1..100, or another bad parameter.", "invalid_input"),
+    422: error(
+        "`limit` outside 1..100, or another bad parameter (a filter outside its grammar).",
+        "invalid_input",
+    ),
 }
 # A session as GET /sessions and the admin listing show it (`sessions.SessionInfo.to_json`).
 SESSION_PROPERTIES: dict[str, Any] = {
@@ -926,7 +936,8 @@ OPERATIONS |= {
         {204: ok("Deleted."), **NO_SUCH_RESOURCE},
     ),
     ("GET", "/admin/audit"): _admin(
-        "A page of the audit log, newest first; `user_id` narrows it to one user",
+        "A page of the audit log, newest first; `user_id`, `actor`, `action`, `after` and"
+        " `before` narrow it",
         {
             200: ok(
                 "Events and the next page's cursor.",
@@ -944,6 +955,22 @@ OPERATIONS |= {
         },
         parameters=[
             _query("user_id", {"type": "string", "format": "uuid"}, "Only this user's events."),
+            _query(
+                "actor",
+                {"type": "string", "minLength": 1, "maxLength": 200},
+                "Only this actor's events: client:<client_id>, user:<id>, cli or system.",
+            ),
+            _query("action", {"type": "string"}, "Only events of this action (docs/admin.md)."),
+            _query(
+                "after",
+                {"type": "string", "format": "date-time", "maxLength": 40},
+                "Only events at or after this time (RFC 3339, with an offset).",
+            ),
+            _query(
+                "before",
+                {"type": "string", "format": "date-time", "maxLength": 40},
+                "Only events before this time (RFC 3339, with an offset).",
+            ),
             _AUDIT_CURSOR,
             *_PAGING_PARAMETERS,
         ],
@@ -1238,6 +1265,255 @@ OPERATIONS |= {
             200: ok("PublicKeyCredentialRequestOptions as JSON.", {"type": "object"}),
             **JSON_BODY_ERRORS,
             422: error("`email` is not a string.", "invalid_input"),
+# -- OAuth clients in the admin API (tokenrota_server.http.oauth_clients) ----------------------
+NO_SUCH_CLIENT = {404: error("No such client (or a malformed id).", "not_found")}
+_CLIENT_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+_SCOPE_LIST = {"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 128}}
+_MANAGED_CLIENT: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "client_id",
+        "name",
+        "scopes",
+        "created_at",
+        "disabled",
+        "disabled_at",
+        "previous_secret_expires_at",
+    ],
+    "properties": {
+        "client_id": {"type": "string"},
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "created_at": {"type": "string", "format": "date-time"},
+        "disabled": {"type": "boolean"},
+        "disabled_at": {"type": ["string", "null"], "format": "date-time"},
+        "previous_secret_expires_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "Until when the secret before the last rotation still works.",
+        },
+    },
+}
+_CLIENT_WITH_SECRET: dict[str, Any] = {
+    "allOf": [
+        _MANAGED_CLIENT,
+        {
+            "type": "object",
+            "required": ["client_secret"],
+            "properties": {"client_secret": {"type": "string", "description": "Shown once."}},
+        },
+    ]
+}
+_CLIENTS_CURSOR = _query(
+    "cursor",
+    {"type": "string", "format": "clients-cursor", "maxLength": 512},
+    "The `next_cursor` of the page before.",
+)
+OPERATIONS |= {
+    ("GET", "/admin/clients"): _admin(
+        "A page of OAuth clients, oldest first; never a secret",
+        {
+            200: ok(
+                "Clients and the next page's cursor.",
+                {
+                    "type": "object",
+                    "required": ["clients", "next_cursor"],
+                    "properties": {
+                        "clients": {"type": "array", "items": _MANAGED_CLIENT},
+                        "next_cursor": _CURSOR,
+                    },
+                },
+                headers=NO_STORE,
+            ),
+            **_PAGING_ERRORS,
+        },
+        parameters=[_CLIENTS_CURSOR, *_PAGING_PARAMETERS],
+    ),
+    ("POST", "/admin/clients"): _admin(
+        "Register an OAuth client; its secret is in this answer and nowhere else",
+        {
+            201: ok("The client and its secret.", _CLIENT_WITH_SECRET, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            422: error(
+                "A name that is not 1 to 100 printable characters, a scope that is not an RFC"
+                " 6749 scope-token, or another key; nothing written.",
+                "invalid_input",
+            ),
+            **UNAVAILABLE_OR_HASHING_BUSY,
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {"name": _CLIENT_NAME, "scopes": _SCOPE_LIST},
+            }
+        ),
+    ),
+    ("GET", "/admin/clients/{client_id}"): _admin(
+        "One OAuth client; never its secret",
+        {200: ok("The client.", _MANAGED_CLIENT, headers=NO_STORE), **NO_SUCH_CLIENT},
+    ),
+    ("PATCH", "/admin/clients/{client_id}"): _admin(
+        "Rename a client, set its scopes, disable or enable it (disabling refuses its tokens"
+        " now and names it in the revocation feed)",
+        {
+            200: ok("The client.", _MANAGED_CLIENT, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            **NO_SUCH_CLIENT,
+            422: error("No field, a bad field or another key; nothing written.", "invalid_input"),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": False,
+                "properties": {
+                    "name": _CLIENT_NAME,
+                    "scopes": _SCOPE_LIST,
+                    "disabled": {"type": "boolean"},
+                },
+            }
+        ),
+    ),
+    ("DELETE", "/admin/clients/{client_id}"): _admin(
+        "Delete a client; its tokens are refused now and the revocation feed names it",
+        {204: ok("Deleted."), **NO_SUCH_CLIENT},
+    ),
+    ("POST", "/admin/clients/{client_id}/secret"): _admin(
+        "Give an enabled client a new secret, shown once; the old one works `grace_seconds`"
+        " more (default 0, at most 604800)",
+        {
+            200: ok("The client and its new secret.", _CLIENT_WITH_SECRET, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            404: error("No such enabled client.", "not_found"),
+            422: error("`grace_seconds` outside 0..604800, or another key.", "invalid_input"),
+            **UNAVAILABLE_OR_HASHING_BUSY,
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "grace_seconds": {"type": "integer", "minimum": 0, "maximum": 604800}
+                },
+            },
+            required=False,
+        ),
+    ),
+}
+
+# -- operators' account actions (tokenrota_server.http.admin_accounts) -------------------------
+OPERATIONS |= {
+    ("POST", "/admin/users"): _admin(
+        "Create a user (with no usable password); with `invite`, mail a link to choose one,"
+        " which also verifies the email (INVITATION_TTL, spent at /password/reset)",
+        {
+            201: ok("The user.", _ADMIN_USER, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            409: error("An account has this email, in any letter case.", "email_taken"),
+            422: error(
+                "An email that is not one mailbox, an unknown or malformed role, a field of"
+                " another type, or another key; nothing written.",
+                "invalid_input",
+            ),
+            **UNAVAILABLE_OR_HASHING_BUSY,
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["email"],
+                "additionalProperties": False,
+                "properties": {
+                    "email": {"type": "string", "maxLength": 254},
+                    "invite": {"type": "boolean", "default": False},
+                    "roles": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
+                },
+            }
+        ),
+    ),
+    ("POST", "/admin/users/{user_id}/password-reset"): _admin(
+        "Mail the user a password-reset link (superseding their earlier ones)",
+        {
+            202: ok("Queued.", {"type": "object"}),
+            **NO_SUCH_USER,
+            422: error("The user is disabled.", "invalid_input"),
+        },
+    ),
+    ("POST", "/admin/users/{user_id}/verification"): _admin(
+        "Mail the user an email-verification link",
+        {
+            202: ok("Queued.", {"type": "object"}),
+            **NO_SUCH_USER,
+            409: error("The email is verified already.", "already_verified"),
+            422: error("The user is disabled.", "invalid_input"),
+        },
+    ),
+}
+
+# -- users' metadata (tokenrota_server.http.metadata) -----------------------------------------
+_METADATA = {
+    "type": "object",
+    "description": "A JSON object of at most 4096 bytes as compact UTF-8 JSON, nesting objects"
+    " and arrays at most 4 levels deep (itself included); no string with NUL.",
+}
+_PROFILE_WITH_METADATA = {
+    "type": "object",
+    "required": ["user"],
+    "properties": {
+        "user": {
+            "allOf": [
+                {"$ref": "#/components/schemas/UserEnvelope/properties/user"},
+                {
+                    "type": "object",
+                    "required": ["user_metadata"],
+                    "properties": {"user_metadata": _METADATA},
+                },
+            ]
+        }
+    },
+}
+OPERATIONS[("GET", "/profile")]["responses"][200] = ok("The user.", _PROFILE_WITH_METADATA)
+OPERATIONS |= {
+    ("PATCH", "/admin/users/{user_id}"): _admin(
+        "Replace the user's app_metadata (keys chosen by TOKEN_CLAIMS_FROM_APP_METADATA become"
+        " access-token claims from their next refresh)",
+        {
+            200: ok("The user.", _ADMIN_USER, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            **NO_SUCH_USER,
+            422: error(
+                "Not an object, over the caps, a key named like a registered claim (sub, aud,"
+                " scope, ...), or another body key; nothing written.",
+                "invalid_input",
+            ),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "required": ["app_metadata"],
+                "additionalProperties": False,
+                "properties": {"app_metadata": _METADATA},
+            }
+        ),
+    ),
+    ("PATCH", "/profile"): {
+        "tags": ["people"],
+        "summary": "Replace the caller's own user_metadata (never in a token)",
+        "security": BEARER,
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["user_metadata"],
+                "additionalProperties": False,
+                "properties": {"user_metadata": _METADATA},
+            }
+        ),
+        "responses": {
+            200: ok("The user with it.", _PROFILE_WITH_METADATA),
+            **JSON_BODY_ERRORS,
+            **BEARER_ERRORS,
+            422: error("Not an object, over the caps, or another key.", "invalid_input"),
             **UNAVAILABLE,
         },
     },
