@@ -254,6 +254,7 @@ class Authenticator:
             strength=sessions.PASSWORD_ONLY,
             forgive_email=email,
             rehash=rehash,
+            target=target,
         )
 
     async def _second_factor_required(
@@ -304,6 +305,7 @@ class Authenticator:
         strength: sessions.Strength,
         forgive_email: str | None = None,
         rehash: str | None = None,
+        target: Target | None = None,
     ) -> TokenPair:
         """Start a session for a user whose login is complete (the password, and any second
         factor) and answer its first pair; raise `InvalidCredentials` if the user was erased

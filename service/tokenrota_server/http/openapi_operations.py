@@ -1265,6 +1265,11 @@ OPERATIONS |= {
             200: ok("PublicKeyCredentialRequestOptions as JSON.", {"type": "object"}),
             **JSON_BODY_ERRORS,
             422: error("`email` is not a string.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
+}
+
 # -- OAuth clients in the admin API (tokenrota_server.http.oauth_clients) ----------------------
 NO_SUCH_CLIENT = {404: error("No such client (or a malformed id).", "not_found")}
 _CLIENT_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
