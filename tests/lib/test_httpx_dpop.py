@@ -103,7 +103,7 @@ async def test_a_copy_of_the_token_is_useless_without_the_key(
     http, auth = dpop_client(plain, settings, credentials)
     async with http:
         assert (await http.get("/api/data")).status_code == 200
-    stolen = auth._token
+    stolen = auth._cache.current(None)  # the token held for the service itself
 
     copied = await plain.get("/api/data", headers={"Authorization": f"Bearer {stolen}"})
 
