@@ -43,7 +43,6 @@ class AuditAction(StrEnum):
     # A DPoP-bound refresh token without its key's proof, or with another key's (a theft).
     DPOP_PROOF_MISSING = "dpop_proof_missing"
     DPOP_KEY_MISMATCH = "dpop_key_mismatch"
-    PASSKEY_REGISTERED = "passkey_registered"
     # An assertion of a known credential refused; `details.reason` says why (origin, rp_id,
     # challenge, other_user, user_verification, signature, counter).
     PASSKEY_REFUSED = "passkey_refused"

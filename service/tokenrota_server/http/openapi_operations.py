@@ -1145,6 +1145,42 @@ OPERATIONS |= {
             **UNAVAILABLE,
         },
     },
+    ("POST", "/passkeys/login"): {
+        "tags": ["people"],
+        "summary": "Sign in with a discoverable passkey alone: a token pair at aal2",
+        "description": "The authenticator must have verified the user. With `use_cookie`, the "
+        "refresh token is set in the `__Host-refresh_token` cookie, as at /login; a DPoP proof "
+        "binds the session.",
+        "parameters": [DPOP_HEADER],
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["credential"],
+                "properties": {
+                    "credential": _CREDENTIAL,
+                    "use_cookie": {"type": "boolean"},
+                    "remember": {"type": "boolean"},
+                },
+            }
+        ),
+        "responses": {
+            200: ok("A new session's token pair.", ref("TokenPair"), headers=NO_STORE),
+            **JSON_BODY_OR_PROOF_ERRORS,
+            400: error(
+                "The body is not a JSON object, the DPoP proof is refused, or the assertion is"
+                " refused (one answer for every reason).",
+                "invalid_request",
+                "invalid_dpop_proof",
+                "invalid_passkey",
+            ),
+            403: error(
+                "REQUIRE_VERIFIED_EMAIL and the passkey's user has not verified the email.",
+                "email_unverified",
+            ),
+            422: error("No credential object, or `remember` not a boolean.", "invalid_input"),
+            **UNAVAILABLE,
+        },
+    },
     ("POST", "/passkeys/login/options"): {
         "tags": ["people"],
         "summary": "Request options for signing in with a passkey",
