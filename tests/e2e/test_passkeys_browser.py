@@ -130,7 +130,7 @@ async def test_a_passkey_registers_and_signs_in_alone_and_its_clone_is_refused(
     authenticator_id = await virtual_authenticator(cdp)
     await signed_up(page)
 
-    factor = await page.evaluate("window.auth.registerPasskey('this laptop')")
+    registered = await page.evaluate("window.auth.registerPasskey('this laptop')")
     await page.evaluate("window.auth.logout()")
     await page.evaluate("window.auth.loginWithPasskey()")
     profile = await page.evaluate("window.auth.fetch('/profile').then((r) => r.status)")
@@ -149,8 +149,9 @@ async def test_a_passkey_registers_and_signs_in_alone_and_its_clone_is_refused(
         "window.auth.loginWithPasskey().then(() => 'accepted', (error) => error.code)"
     )
 
-    assert factor["type"] == "passkey"
-    assert factor["name"] == "this laptop"
+    assert registered["factor"]["type"] == "passkey"
+    assert registered["factor"]["name"] == "this laptop"
+    assert len(registered["recovery_codes"]) == 10
     assert profile == 200
     assert refused == "invalid_passkey"
     reasons = await db.fetch(
