@@ -73,7 +73,8 @@ def upgrade() -> None:
     op.execute("UPDATE sessions SET auth_time = created_at")
     # The service always names it; the default serves rows written by hand (tools, tests).
     op.execute(
-        "ALTER TABLE sessions ALTER COLUMN auth_time SET NOT NULL, ALTER COLUMN auth_time SET DEFAULT now()"
+        "ALTER TABLE sessions ALTER COLUMN auth_time SET NOT NULL,"
+        " ALTER COLUMN auth_time SET DEFAULT now()"
     )
     op.execute("ALTER TABLE roles ADD COLUMN require_mfa boolean NOT NULL DEFAULT false")
     op.drop_constraint("login_attempts_scope_check", "login_attempts", type_="check")
