@@ -120,17 +120,32 @@ async def signed_up(page: Page) -> str:
     return email
 
 
-async def test_a_passkey_registers_and_signs_in_alone_and_its_clone_is_refused(
+async def test_a_passkey_registers_completes_a_login_signs_in_alone_and_its_clone_is_refused(
     browser: BrowserContext, server: LiveServer, db: asyncpg.Connection
 ) -> None:
-    """Register a passkey, sign in with it alone (no email, no password), then a clone of the
-    authenticator whose counter is behind is refused and audited."""
+    """Register a passkey; a password login then answers mfa_required and the passkey completes
+    it; the passkey alone signs in (no email, no password); a clone of the authenticator whose
+    counter is behind is refused and audited."""
     page = await app_page(browser, server)
     cdp = await webauthn_session(page)
     authenticator_id = await virtual_authenticator(cdp)
-    await signed_up(page)
+    email = await signed_up(page)
 
     registered = await page.evaluate("window.auth.registerPasskey('this laptop')")
+    await page.evaluate("window.auth.logout()")
+    second_factor = await page.evaluate(
+        """async ([email, password]) => {
+            try {
+                await window.auth.login(email, password);
+                return "no second factor asked";
+            } catch (error) {
+                if (error.code !== "mfa_required") throw error;
+                await window.auth.completeMfa(error.mfaToken, { passkey: true });
+                return error.factors.map((factor) => factor.type);
+            }
+        }""",
+        [email, PASSWORD],
+    )
     await page.evaluate("window.auth.logout()")
     await page.evaluate("window.auth.loginWithPasskey()")
     profile = await page.evaluate("window.auth.fetch('/profile').then((r) => r.status)")
@@ -138,12 +153,11 @@ async def test_a_passkey_registers_and_signs_in_alone_and_its_clone_is_refused(
         await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id})
     )["credentials"]
     await page.evaluate("window.auth.loginWithPasskey()")
-    # The clone: the same key, its counter where it was before the last two sign-ins.
+    # The clone: the same key, its counter where it was before the last sign-in.
     await cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": authenticator_id})
     clone_id = await virtual_authenticator(cdp)
     await cdp.send(
-        "WebAuthn.addCredential",
-        {"authenticatorId": clone_id, "credential": {**credential, "signCount": 0}},
+        "WebAuthn.addCredential", {"authenticatorId": clone_id, "credential": credential}
     )
     refused = await page.evaluate(
         "window.auth.loginWithPasskey().then(() => 'accepted', (error) => error.code)"
@@ -152,9 +166,16 @@ async def test_a_passkey_registers_and_signs_in_alone_and_its_clone_is_refused(
     assert registered["factor"]["type"] == "passkey"
     assert registered["factor"]["name"] == "this laptop"
     assert len(registered["recovery_codes"]) == 10
+    assert second_factor == ["passkey"]
     assert profile == 200
     assert refused == "invalid_passkey"
     reasons = await db.fetch(
         "SELECT details->>'reason' AS reason FROM audit_events WHERE action = 'passkey_refused'"
     )
     assert [row["reason"] for row in reasons] == ["counter"]
+    amr = await db.fetch("SELECT amr FROM sessions ORDER BY created_at, id")
+    assert [list(row["amr"]) for row in amr][1:] == [
+        ["pwd", "hwk", "mfa", "user"],
+        ["hwk", "user"],
+        ["hwk", "user"],
+    ]
