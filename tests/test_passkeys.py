@@ -14,6 +14,7 @@ import httpx
 import pytest
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
+from tokenrota_server.db.purge import delete_expired_batch
 from tokenrota_server.errors import InvalidPasskey
 from tokenrota_server.passkeys import Passkeys
 from tokenrota_server.passwords import Passwords
@@ -259,3 +260,19 @@ async def test_a_bad_signature_is_refused_and_audited(
         )
 
     assert await refusals(db) == ["signature"]
+
+
+async def test_the_purge_forgets_challenges_past_their_life(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clock: Any
+) -> None:
+    """Options handed out and never used are deleted once expired, not before."""
+    await request_options(client)
+    clock.advance(121)
+    await request_options(client)
+
+    batch = await delete_expired_batch(
+        db, now=clock(), throttle_window=900, batch_size=100, leeway=30
+    )
+
+    assert batch.webauthn_challenges == 1
+    assert await db.fetchval("SELECT count(*) FROM webauthn_challenges") == 1
