@@ -123,15 +123,29 @@ async def signed_up(page: Page) -> str:
 async def test_a_passkey_registers_completes_a_login_signs_in_alone_and_its_clone_is_refused(
     browser: BrowserContext, server: LiveServer, db: asyncpg.Connection
 ) -> None:
-    """Register a passkey; a password login then answers mfa_required and the passkey completes
-    it; the passkey alone signs in (no email, no password); a clone of the authenticator whose
-    counter is behind is refused and audited."""
+    """Register a passkey; the step-up callback answers RFC 9470's challenge with it; a password
+    login then answers mfa_required and the passkey completes it; the passkey alone signs in (no
+    email, no password); a clone of the authenticator whose counter is behind is refused and
+    audited."""
     page = await app_page(browser, server)
     cdp = await webauthn_session(page)
     authenticator_id = await virtual_authenticator(cdp)
     email = await signed_up(page)
 
     registered = await page.evaluate("window.auth.registerPasskey('this laptop')")
+    # The session is still the password's (aal1): adding a factor now needs a step-up, which
+    # the app's callback answers with the passkey.
+    enrolment = await page.evaluate(
+        """async () => {
+            const asked = [];
+            window.auth.onStepUp((challenge) => {
+                asked.push(challenge);
+                return { passkey: true };
+            });
+            const enrolment = await window.auth.enrollTotp();
+            return { asked, started: typeof enrolment.factor_id === "string" };
+        }"""
+    )
     await page.evaluate("window.auth.logout()")
     second_factor = await page.evaluate(
         """async ([email, password]) => {
@@ -166,6 +180,7 @@ async def test_a_passkey_registers_completes_a_login_signs_in_alone_and_its_clon
     assert registered["factor"]["type"] == "passkey"
     assert registered["factor"]["name"] == "this laptop"
     assert len(registered["recovery_codes"]) == 10
+    assert enrolment == {"asked": [{"acrValues": "aal2", "maxAge": 300}], "started": True}
     assert second_factor == ["passkey"]
     assert profile == 200
     assert refused == "invalid_passkey"
@@ -173,9 +188,10 @@ async def test_a_passkey_registers_completes_a_login_signs_in_alone_and_its_clon
         "SELECT details->>'reason' AS reason FROM audit_events WHERE action = 'passkey_refused'"
     )
     assert [row["reason"] for row in reasons] == ["counter"]
-    amr = await db.fetch("SELECT amr FROM sessions ORDER BY created_at, id")
-    assert [list(row["amr"]) for row in amr][1:] == [
-        ["pwd", "hwk", "mfa", "user"],
+    amr = await db.fetch("SELECT amr FROM sessions")
+    assert sorted(list(row["amr"]) for row in amr) == [
+        ["hwk", "user"],  # the passkey alone, twice
         ["hwk", "user"],
-        ["hwk", "user"],
+        ["pwd", "hwk", "mfa", "user"],  # the password session, stepped up
+        ["pwd", "hwk", "mfa", "user"],  # the password, then the passkey
     ]
