@@ -9,13 +9,15 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from playwright.async_api import BrowserContext, CDPSession, Page, async_playwright
+from playwright.async_api import BrowserContext, CDPSession, Page, async_playwright, expect
 from starlette.responses import HTMLResponse
+from tokenrota_server import totp
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
@@ -195,3 +197,64 @@ async def test_a_passkey_registers_completes_a_login_signs_in_alone_and_its_clon
         ["pwd", "hwk", "mfa", "user"],  # the password session, stepped up
         ["pwd", "hwk", "mfa", "user"],  # the password, then the passkey
     ]
+
+
+async def test_the_demo_page_does_every_second_factor(
+    browser: BrowserContext, server: LiveServer
+) -> None:
+    """On /demo: add a passkey (the first factor: recovery codes shown), add an authenticator
+    app from its QR code (a step-up answered with the passkey first), then sign in with the
+    password and a code, a recovery code, or the passkey, and with the passkey alone."""
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    cdp = await webauthn_session(page)
+    await virtual_authenticator(cdp)
+    answers: list[str] = []
+
+    async def answer(dialog: Any) -> None:
+        await dialog.accept(answers.pop(0))
+
+    page.on("dialog", answer)
+    email = f"demo-{os.urandom(4).hex()}@example.com"
+    await page.goto(f"{server.origin}/demo")
+    await page.fill("#email", email)
+    await page.fill("#password", PASSWORD)
+    await page.click("#register")
+    await expect(page.locator("#log")).to_contain_text("POST /register -> 201")
+
+    async def log_in(how: str) -> None:
+        await page.fill("#email", email)
+        await page.fill("#password", PASSWORD)
+        await page.click("#login")
+        if how != "password":
+            await expect(page.locator("#second-factor")).to_be_visible()
+            if how == "code":
+                step = totp.step_of(datetime.now(UTC))
+                await page.fill("#mfa-code", totp.code_at(secret, step + 1))
+                await page.click("#mfa-submit-code")
+            elif how == "recovery":
+                await page.fill("#mfa-code", recovery[0])
+                await page.click("#mfa-submit-recovery")
+            else:
+                await page.click("#mfa-passkey")
+        await expect(page.locator("#who")).to_have_text(email)
+
+    await log_in("password")
+    answers.append("laptop")
+    await page.click("#register-passkey")
+    await expect(page.locator("#recovery-codes")).to_be_visible()
+    recovery = (await page.locator("#recovery-codes").text_content() or "").splitlines()[1:]
+    answers.append("")  # the step-up's prompt: empty for the passkey
+    await page.click("#enroll-totp")
+    await expect(page.locator("#totp-qr svg")).to_be_visible()
+    secret = await page.locator("#totp-secret").text_content() or ""
+    await page.fill("#totp-code", totp.code_at(secret, totp.step_of(datetime.now(UTC))))
+    await page.click("#totp-verify")
+    await expect(page.locator("#factors tr")).to_have_count(2)
+    for how in ("code", "recovery", "passkey"):
+        await page.click("#logout")
+        await log_in(how)
+    await page.click("#logout")
+    await page.click("#passkey-login")
+
+    await expect(page.locator("#who")).to_have_text(email)
+    assert len(recovery) == 10
