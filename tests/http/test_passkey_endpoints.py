@@ -353,3 +353,16 @@ async def test_a_passkey_steps_a_session_up(client: httpx.AsyncClient) -> None:
     assert after["sid"] == before["sid"]
     assert after["acr"] == "aal2"
     assert after["amr"] == ["pwd", "hwk", "mfa", "user"]
+
+
+async def test_a_disabled_users_passkey_opens_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """Once the user is disabled, their passkey is refused like an unknown one."""
+    user, authenticator = await registered(client)
+    await db.execute("UPDATE users SET disabled_at = now() WHERE id = $1", uuid.UUID(user["id"]))
+    options = (await client.post("/passkeys/login/options")).json()
+
+    response = await client.post("/passkeys/login", json={"credential": authenticator.get(options)})
+
+    assert_error(response, 400, "invalid_passkey")
