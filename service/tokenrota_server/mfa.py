@@ -195,11 +195,7 @@ class SecondFactors:
             if pending is None:
                 raise NotFound()
             secret = self._keys.open(pending.factor_id, pending.sealed_secret)
-            step = (
-                totp.matching_step(secret, code, now)
-                if secret is not None
-                else None
-            )
+            step = totp.matching_step(secret, code, now) if secret is not None else None
             if step is None:
                 await self._record(connection, audit.AuditAction.MFA_FAILED, user_id, now, "enrol")
                 raise InvalidCode()
