@@ -216,11 +216,7 @@ class SecondFactors:
             if pending is None:
                 raise NotFound()
             secret = self._keys.open(pending.factor_id, pending.sealed_secret)
-            step = (
-                totp.matching_step(secret, code, now, after_step=None)
-                if secret is not None
-                else None
-            )
+            step = totp.matching_step(secret, code, now) if secret is not None else None
             if step is None:
                 await self._record(connection, audit.AuditAction.MFA_FAILED, user_id, now, "enrol")
                 raise InvalidCode()
@@ -234,6 +230,7 @@ class SecondFactors:
                     raise NotFound()
                 if first:
                     codes = await self._replace_codes(connection, user_id, now)
+                await throttle.forgive_second_factor(connection, user_id)
                 await audit.record(
                     connection,
                     audit.AuditAction.MFA_FACTOR_ENROLLED,
@@ -519,9 +516,7 @@ class SecondFactors:
         found = _Match()
         for factor in state.totp:
             secret = self._keys.open(factor.factor_id, factor.sealed_secret)
-            step = totp.matching_step(
-                secret if secret is not None else _UNOPENED, code, now, after_step=factor.last_step
-            )
+            step = totp.matching_step(secret if secret is not None else _UNOPENED, code, now)
             if step is not None and secret is not None and found.factor_id is None:
                 found = _Match(factor_id=factor.factor_id, step=step)
         digest = self._keys.code_digest(recovery_codes.normalize(typed))
