@@ -72,6 +72,7 @@ def production_environment(issuer: str, **settings: str) -> dict[str, str]:
         "TOKEN_ISSUER": issuer,
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         **PRODUCTION_MAIL,
         **settings,
     }

@@ -23,9 +23,12 @@ from datetime import UTC, datetime
 import asyncpg
 import webauthn
 from starlette.datastructures import Secret
+from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.db import users
 from tokenrota_server.passkeys import Passkeys
+from tokenrota_server.passwords import Passwords
+from tokenrota_server.tokens import TokenCodec
 
 from bench.databases import migrated_database
 from tests.passkey_support import ORIGIN, SoftAuthenticator, unb64url
@@ -74,7 +77,10 @@ async def run(arguments: argparse.Namespace) -> None:
         refresh_token_secret=Secret(secrets.token_urlsafe(48)),
         webauthn_origins=(ORIGIN,),
     )
-    passkeys = Passkeys(settings)
+    # Checking assertions never signs in: the Authenticator hashes nothing here.
+    passkeys = Passkeys(
+        settings, Authenticator(settings, TokenCodec(settings), Passwords(settings))
+    )
     async with migrated_database() as database_url:
         pool = await asyncpg.create_pool(database_url, min_size=2, max_size=2)
         try:
@@ -85,14 +91,13 @@ async def run(arguments: argparse.Namespace) -> None:
                 )
             authenticator = SoftAuthenticator()
             options = await passkeys.registration_options(pool, user=user, now=now)
-            await passkeys.register(
-                pool,
-                user_id=user.id,
-                credential=authenticator.create(options),
-                name="bench",
-                now=now,
-                ip=None,
+            checked = await passkeys.check_registration(
+                pool, user_id=user.id, credential=authenticator.create(options), now=now
             )
+            async with pool.acquire() as connection, connection.transaction():
+                await passkeys.store(
+                    connection, user_id=user.id, checked=checked, name="bench", now=now
+                )
             key = await pool.fetchval("SELECT public_key FROM passkey_credentials")
             # Warm, not reported: statements prepared, code paths imported.
             signature_check(settings, authenticator, key, 20)

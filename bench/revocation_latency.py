@@ -137,6 +137,7 @@ async def run(arguments: argparse.Namespace) -> None:
             "PORT": str(service_port),
             "ACCESS_TOKEN_SECRET": secret,
             "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+            "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
             "ARGON2_TIME_COST": "1",
             "ARGON2_MEMORY_COST": "8192",
             "ARGON2_PARALLELISM": "1",

@@ -145,6 +145,7 @@ def running_fleet(database_url: str, workdir: Path, **settings: str) -> Iterator
     secrets_env = {
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
     }
     if not Path(HAPROXY).exists():
         pytest.fail("haproxy is missing: apt-get install -y haproxy (.ci/run does this)")

@@ -12,9 +12,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
+from tokenrota_server.db.purge import delete_expired_batch
 from tokenrota_server.errors import InvalidPasskey
 from tokenrota_server.passkeys import Passkeys
+from tokenrota_server.passwords import Passwords
+from tokenrota_server.tokens import TokenCodec
 
 from tests import support
 from tests.passkey_support import ORIGIN, SoftAuthenticator
@@ -31,6 +35,11 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A pool on the test's database, for calling the use case directly."""
     async with asyncpg.create_pool(settings.database_url, min_size=1, max_size=4) as created:
         yield created
+
+
+def use_case(settings: Settings) -> Passkeys:
+    """The passkey use case; checking assertions never signs in, so no password hashing runs."""
+    return Passkeys(settings, Authenticator(settings, TokenCodec(settings), Passwords(settings)))
 
 
 async def enrolled(client: httpx.AsyncClient) -> tuple[dict[str, Any], SoftAuthenticator]:
@@ -70,7 +79,7 @@ async def test_a_passkey_alone_signs_in_with_user_verification(
     user, authenticator = await enrolled(client)
     options = await request_options(client)
 
-    used = await Passkeys(settings).check_assertion(
+    used = await use_case(settings).check_assertion(
         pool, credential=authenticator.get(options), now=clock(), ip=None, for_user=None
     )
 
@@ -103,7 +112,7 @@ async def test_a_forged_assertion_is_refused_and_audited(
     options = await request_options(client)
 
     with pytest.raises(InvalidPasskey):
-        await Passkeys(settings).check_assertion(
+        await use_case(settings).check_assertion(
             pool,
             credential=authenticator.get(options, **forgery),
             now=clock(),
@@ -125,7 +134,7 @@ async def test_a_second_factor_needs_only_presence_but_the_users_own_credential(
     is refused and audited."""
     user, authenticator = await enrolled(client)
     other, _ = await enrolled(client)
-    passkeys = Passkeys(settings)
+    passkeys = use_case(settings)
 
     used = await passkeys.check_assertion(
         pool,
@@ -156,7 +165,7 @@ async def test_a_replayed_or_expired_challenge_is_refused(
 ) -> None:
     """The same challenge twice (even with the counter moved on), or one older than its TTL."""
     _, authenticator = await enrolled(client)
-    passkeys = Passkeys(settings)
+    passkeys = use_case(settings)
     options = await request_options(client)
     await passkeys.check_assertion(
         pool, credential=authenticator.get(options), now=clock(), ip=None, for_user=None
@@ -183,7 +192,7 @@ async def test_a_counter_that_goes_backwards_is_refused_and_audited(
     """A clone of the authenticator, its counter behind the stored one, is refused; the stored
     counter stays where the real one left it."""
     _, authenticator = await enrolled(client)
-    passkeys = Passkeys(settings)
+    passkeys = use_case(settings)
     await passkeys.check_assertion(
         pool,
         credential=authenticator.get(await request_options(client), sign_count=5),
@@ -212,7 +221,7 @@ async def test_concurrent_assertions_with_one_counter_value_let_one_through(
     """Two assertions carrying the same counter, each with its own challenge, race: the
     compare-and-set on the counter lets exactly one pass."""
     _, authenticator = await enrolled(client)
-    passkeys = Passkeys(settings)
+    passkeys = use_case(settings)
     credentials = [authenticator.get(await request_options(client), sign_count=7) for _ in range(2)]
 
     results = await asyncio.gather(
@@ -242,7 +251,7 @@ async def test_a_bad_signature_is_refused_and_audited(
     )
 
     with pytest.raises(InvalidPasskey):
-        await Passkeys(settings).check_assertion(
+        await use_case(settings).check_assertion(
             pool,
             credential=impostor.get(await request_options(client)),
             now=clock(),
@@ -251,3 +260,19 @@ async def test_a_bad_signature_is_refused_and_audited(
         )
 
     assert await refusals(db) == ["signature"]
+
+
+async def test_the_purge_forgets_challenges_past_their_life(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clock: Any
+) -> None:
+    """Options handed out and never used are deleted once expired, not before."""
+    await request_options(client)
+    clock.advance(121)
+    await request_options(client)
+
+    batch = await delete_expired_batch(
+        db, now=clock(), throttle_window=900, batch_size=100, leeway=30
+    )
+
+    assert batch.webauthn_challenges == 1
+    assert await db.fetchval("SELECT count(*) FROM webauthn_challenges") == 1

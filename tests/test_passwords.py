@@ -238,6 +238,7 @@ def test_argon2_threads_default_to_the_cores_and_never_to_one() -> None:
     environ = {
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
     }
 
     assert argon2_thread_count(load_settings(environ)) >= 2

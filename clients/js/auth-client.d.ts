@@ -107,9 +107,10 @@ export interface AuthClient {
    * verifies the user. @throws {AuthError} invalid_passkey */
   loginWithPasskey(): Promise<void>;
 
-  /** Register a passkey (a recent session, at aal2 once a factor exists); the new factor.
+  /** Register a passkey (a recent session, at aal2 once a factor exists): the new factor, and
+   * the recovery codes when it is the account's first factor (shown once).
    * @throws {AuthError} invalid_passkey, insufficient_user_authentication */
-  registerPasskey(name?: string): Promise<Factor>;
+  registerPasskey(name?: string): Promise<{ factor: Factor; recovery_codes?: string[] }>;
 
   /** Start a TOTP enrolment; the factor is live once `verifyTotp` passes. */
   enrollTotp(name?: string): Promise<TotpEnrollment>;

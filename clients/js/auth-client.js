@@ -487,11 +487,12 @@ export function createAuthClient({
     },
 
     /** Register a passkey of this device (the session must be recent, and at aal2 once the
-     * account has a factor); resolves to the new factor. @throws {AuthError} invalid_passkey */
+     * account has a factor): `{ factor, recovery_codes? }` (the codes with the first factor,
+     * shown once). @throws {AuthError} invalid_passkey, insufficient_user_authentication */
     async registerPasskey(name = "Passkey") {
       const options = await call("POST", "/passkeys/register/options");
       const credential = await createCredential(options);
-      return (await call("POST", "/passkeys/register", { credential, name })).factor;
+      return call("POST", "/passkeys/register", { credential, name });
     },
 
     /** Start a TOTP enrolment: `{ factor_id, secret, otpauth_uri, qr_svg }`; the factor is

@@ -71,7 +71,11 @@ def upgrade() -> None:
     )
     op.execute("ALTER TABLE sessions ADD COLUMN auth_time timestamptz")
     op.execute("UPDATE sessions SET auth_time = created_at")
-    op.execute("ALTER TABLE sessions ALTER COLUMN auth_time SET NOT NULL")
+    # The service always names it; the default serves rows written by hand (tools, tests).
+    op.execute(
+        "ALTER TABLE sessions ALTER COLUMN auth_time SET NOT NULL,"
+        " ALTER COLUMN auth_time SET DEFAULT now()"
+    )
     op.execute("ALTER TABLE roles ADD COLUMN require_mfa boolean NOT NULL DEFAULT false")
     op.drop_constraint("login_attempts_scope_check", "login_attempts", type_="check")
     op.create_check_constraint(

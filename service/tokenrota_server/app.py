@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             else None
         )
         auth = Authenticator(settings, codec, passwords)
+        passkey_checks = Passkeys(settings, auth)
         mailbox = MailboxBell()
         outbox = Outbox(settings, clock, mailbox)
         # With MAIL_POLL_INTERVAL=0 another instance sends; this one only writes the outbox.
@@ -109,11 +110,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                 codec=codec,
                 clock=clock,
                 oauth=AuthorizationServer(settings, codec, passwords),
-                mfa=SecondFactors(settings, auth, codec, FactorKeys(settings)),
                 proofs=_proof_checker(settings),
                 accounts=Accounts(settings, passwords),
                 recovery=Recovery(settings, passwords, outbox),
-                passkeys=Passkeys(settings),
+                mfa=SecondFactors(settings, auth, codec, FactorKeys(settings), passkey_checks),
+                passkeys=passkey_checks,
                 passwords=passwords,
                 feed=feed,
                 mailbox=mailbox,

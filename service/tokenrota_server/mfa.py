@@ -32,6 +32,7 @@ from tokenrota_server.errors import (
     InvalidCode,
     InvalidInput,
     InvalidMfaToken,
+    InvalidPasskey,
     InvalidToken,
     MalformedRequest,
     NotFound,
@@ -39,6 +40,7 @@ from tokenrota_server.errors import (
 )
 from tokenrota_server.mfa_crypto import FactorKeys
 from tokenrota_server.outcomes import Grant
+from tokenrota_server.passkeys import Passkeys
 from tokenrota_server.tokens import TokenCodec, token_digest
 
 security_log = logging.getLogger("tokenrota.security")
@@ -46,6 +48,7 @@ security_log = logging.getLogger("tokenrota.security")
 # RFC 8176 methods in the order tokens list them; "mfa" once two kinds were used.
 AMR_ORDER = ("pwd", "otp", "hwk", "swk", "mfa")
 DEFAULT_TOTP_NAME = "Authenticator"
+DEFAULT_PASSKEY_NAME = "Passkey"
 MAX_MFA_TOKEN_LENGTH = 128
 # A sealed secret that no longer opens (a changed key) is checked as this, so the step costs
 # the same; its result is ignored.
@@ -66,25 +69,37 @@ class RecoveryCode:
     text: str
 
 
-# What a second-factor step is answered with. Passkeys add their assertion here.
-SecondFactor = Code | RecoveryCode
+@dataclass(frozen=True, repr=False)
+class PasskeyAssertion:
+    """A passkey's assertion (the browser's PublicKeyCredential as JSON)."""
+
+    credential: dict[str, Any]
+
+
+# What a second-factor step is answered with.
+SecondFactor = Code | RecoveryCode | PasskeyAssertion
 
 
 def second_factor_of(body: dict[str, Any]) -> SecondFactor:
-    """The one second factor in `body` (its other fields already taken out): `code` or
-    `recovery_code`; raise `MalformedRequest` for any other field, `InvalidInput` for none,
-    two, or one that is not a short string."""
+    """The one second factor in `body` (its other fields already taken out): `code`,
+    `recovery_code` or `credential`; raise `MalformedRequest` for any other field,
+    `InvalidInput` for none, two, a code that is not a short string, or a credential that is
+    not an object."""
     readers: dict[str, type[Code] | type[RecoveryCode]] = {
         "code": Code,
         "recovery_code": RecoveryCode,
     }
-    unknown = sorted(set(body) - set(readers))
+    unknown = sorted(set(body) - set(readers) - {"credential"})
     if unknown:
         shown = unknown[0] if len(unknown[0]) <= 40 and unknown[0].isprintable() else "a field"
         raise MalformedRequest(f"Unexpected field '{shown}'.")
     if len(body) != 1:
-        raise InvalidInput("Give exactly one of 'code' or 'recovery_code'.")
+        raise InvalidInput("Give exactly one of 'code', 'recovery_code' or 'credential'.")
     [(name, value)] = body.items()
+    if name == "credential":
+        if not isinstance(value, dict):
+            raise InvalidInput("'credential' must be a WebAuthn credential object.")
+        return PasskeyAssertion(value)
     if not isinstance(value, str) or len(value) > 64:
         raise InvalidInput(f"'{name}' must be a string of at most 64 characters.")
     return readers[name](value)
@@ -117,10 +132,10 @@ class _Match:
     code_digest: bytes | None = field(default=None, repr=False)
 
 
-def strength_with(amr: tuple[str, ...], method: str) -> sessions.Strength:
-    """The strength of a login that used the methods `amr` and then `method`: aal2, with "mfa"
-    once two kinds are in it (RFC 8176)."""
-    methods = (set(amr) - {"mfa"}) | {method}
+def strength_with(amr: tuple[str, ...], *used: str) -> sessions.Strength:
+    """The strength of a login that used the methods `amr` and then those `used` by a second
+    factor: aal2, with "mfa" once two kinds are in it (RFC 8176)."""
+    methods = (set(amr) - {"mfa"}) | set(used)
     if len(methods) >= 2:
         methods.add("mfa")
     return sessions.Strength(
@@ -134,12 +149,18 @@ class SecondFactors:
     """The second-factor use cases, with their dependencies passed in explicitly."""
 
     def __init__(
-        self, settings: Settings, auth: Authenticator, codec: TokenCodec, keys: FactorKeys
+        self,
+        settings: Settings,
+        auth: Authenticator,
+        codec: TokenCodec,
+        keys: FactorKeys,
+        passkeys: Passkeys,
     ) -> None:
         self._settings = settings
         self._auth = auth
         self._codec = codec
         self._keys = keys
+        self._passkeys = passkeys
 
     # -- managing factors ------------------------------------------------------------------
 
@@ -195,11 +216,7 @@ class SecondFactors:
             if pending is None:
                 raise NotFound()
             secret = self._keys.open(pending.factor_id, pending.sealed_secret)
-            step = (
-                totp.matching_step(secret, code, now, after_step=None)
-                if secret is not None
-                else None
-            )
+            step = totp.matching_step(secret, code, now) if secret is not None else None
             if step is None:
                 await self._record(connection, audit.AuditAction.MFA_FAILED, user_id, now, "enrol")
                 raise InvalidCode()
@@ -213,6 +230,7 @@ class SecondFactors:
                     raise NotFound()
                 if first:
                     codes = await self._replace_codes(connection, user_id, now)
+                await throttle.forgive_second_factor(connection, user_id)
                 await audit.record(
                     connection,
                     audit.AuditAction.MFA_FACTOR_ENROLLED,
@@ -222,6 +240,48 @@ class SecondFactors:
                     details={"factor_id": str(factor.id), "type": factor.type.value},
                 )
         security_log.info("second factor enrolled", extra={"user_id": user_id})
+        return factor, codes
+
+    async def passkey_options(
+        self, pool: asyncpg.Pool, *, access_token: str, now: datetime
+    ) -> dict[str, Any]:
+        """Creation options for a new passkey; the caller may manage factors (see `_manager`)."""
+        who = await self._manager(pool, access_token, now)
+        return await self._passkeys.registration_options(pool, user=who.user, now=now)
+
+    async def register_passkey(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        access_token: str,
+        credential: object,
+        name: str | None,
+        now: datetime,
+    ) -> tuple[Factor, list[str] | None]:
+        """Register a passkey as a live factor (its creation response proved it); with the
+        user's first factor, a fresh set of recovery codes. Raise `InvalidInput` for a bad
+        name, `InsufficientUserAuthentication`, `InvalidPasskey`."""
+        label = _factor_name(name, DEFAULT_PASSKEY_NAME)
+        who = await self._manager(pool, access_token, now)
+        user_id = who.user.id
+        checked = await self._passkeys.check_registration(
+            pool, user_id=user_id, credential=credential, now=now
+        )
+        async with pool.acquire() as connection, connection.transaction():
+            first = not await factors.has_live_factor(connection, user_id)
+            factor = await self._passkeys.store(
+                connection, user_id=user_id, checked=checked, name=label, now=now
+            )
+            codes = await self._replace_codes(connection, user_id, now) if first else None
+            await audit.record(
+                connection,
+                audit.AuditAction.MFA_FACTOR_ENROLLED,
+                actor=audit.user_actor(user_id),
+                now=now,
+                user_id=user_id,
+                details={"factor_id": str(factor.id), "type": factor.type.value},
+            )
+        security_log.info("passkey registered", extra={"user_id": user_id})
         return factor, codes
 
     async def new_recovery_codes(
@@ -325,7 +385,7 @@ class SecondFactors:
             raise InvalidMfaToken()
         user = pending.user
         telemetry.annotate(user_id=user.id)
-        await self._second_step(pool, user.id, answer, now, token=digest, via="login")
+        used = await self._second_step(pool, user.id, answer, now, token=digest, via="login")
         return await self._auth.start_session(
             pool,
             user,
@@ -333,7 +393,7 @@ class SecondFactors:
             device=device,
             remember=pending.remember,
             proof=proof,
-            strength=strength_with(("pwd",), "otp"),
+            strength=strength_with(("pwd",), *used),
         )
 
     async def step_up(
@@ -343,7 +403,7 @@ class SecondFactors:
         it (the session's other refresh tokens live on, and now mint aal2 tokens too)."""
         who = await self._auth.authenticate(pool, access_token=access_token, now=now)
         user_id, session_id = who.user.id, who.session_id
-        await self._second_step(pool, user_id, answer, now, token=None, via="step_up")
+        used = await self._second_step(pool, user_id, answer, now, token=None, via="step_up")
         claims = self._codec.new_refresh_claims(
             subject=str(user_id),
             session_id=str(session_id),
@@ -356,7 +416,7 @@ class SecondFactors:
                 connection,
                 session_id=session_id,
                 user_id=user_id,
-                strength=strength_with(who.claims.amr or ("pwd",), "otp"),
+                strength=strength_with(who.claims.amr or ("pwd",), *used),
                 now=now,
                 token=stored_token(refresh_token, claims),
                 idle_since=session_policy.idle_since(self._settings, now),
@@ -375,10 +435,13 @@ class SecondFactors:
         *,
         token: bytes | None,
         via: str,
-    ) -> None:
+    ) -> tuple[str, ...]:
         """Check `answer` for the user and spend what it matched (with `token`, the mfa
-        token too); raise `TooManyAttempts` or `InvalidCode`. The same steps for every kind
-        of wrong: see the module's docstring."""
+        token too); the RFC 8176 methods it showed. Raise `TooManyAttempts` or `InvalidCode`
+        (`InvalidPasskey` for an assertion). The same steps for every kind of wrong code: see
+        the module's docstring."""
+        if isinstance(answer, PasskeyAssertion):
+            return await self._passkey_step(pool, user_id, answer, now, token=token, via=via)
         async with pool.acquire() as connection:
             await self._count(connection, user_id, token, now, via=via)
             state = await factors.second_factor_state(connection, user_id)
@@ -410,6 +473,39 @@ class SecondFactors:
         if not accepted:
             security_log.info("second factor refused", extra={"user_id": user_id})
             raise InvalidCode()
+        return ("otp",)
+
+    async def _passkey_step(
+        self,
+        pool: asyncpg.Pool,
+        user_id: uuid.UUID,
+        answer: PasskeyAssertion,
+        now: datetime,
+        *,
+        token: bytes | None,
+        via: str,
+    ) -> tuple[str, ...]:
+        """A passkey as the second factor: counted like a code, then an assertion of one of
+        this user's own credentials (`Passkeys.check_assertion` spends its challenge, audits a
+        refusal with its reason, and moves the counter); the mfa token spent after it."""
+        async with pool.acquire() as connection:
+            await self._count(connection, user_id, token, now, via=via)
+        try:
+            used = await self._passkeys.check_assertion(
+                pool, credential=answer.credential, now=now, ip=None, for_user=user_id
+            )
+        except InvalidPasskey:
+            async with pool.acquire() as connection:
+                await self._record(connection, audit.AuditAction.MFA_FAILED, user_id, now, via)
+            raise
+        async with pool.acquire() as connection, connection.transaction():
+            if token is not None and not await mfa_tokens.spend(
+                connection, token_digest=token, now=now
+            ):
+                raise InvalidMfaToken()  # spent by a concurrent request meanwhile
+            await throttle.forgive_second_factor(connection, user_id)
+            await self._record(connection, audit.AuditAction.MFA_SUCCEEDED, user_id, now, via)
+        return used.amr
 
     def _match(self, state: SecondFactorState, answer: SecondFactor, now: datetime) -> _Match:
         """What `answer` matches among the user's factors. Computes every TOTP candidate of
@@ -420,9 +516,7 @@ class SecondFactors:
         found = _Match()
         for factor in state.totp:
             secret = self._keys.open(factor.factor_id, factor.sealed_secret)
-            step = totp.matching_step(
-                secret if secret is not None else _UNOPENED, code, now, after_step=factor.last_step
-            )
+            step = totp.matching_step(secret if secret is not None else _UNOPENED, code, now)
             if step is not None and secret is not None and found.factor_id is None:
                 found = _Match(factor_id=factor.factor_id, step=step)
         digest = self._keys.code_digest(recovery_codes.normalize(typed))
@@ -494,9 +588,9 @@ class _Rollback(InvalidMfaToken):
     concurrent request between the code's check and its own spending."""
 
 
-def _factor_name(name: str | None) -> str:
+def _factor_name(name: str | None, default: str = DEFAULT_TOTP_NAME) -> str:
     if name is None:
-        return DEFAULT_TOTP_NAME
+        return default
     if not (1 <= len(name) <= factors.MAX_NAME_LENGTH) or not name.isprintable():
         raise InvalidInput(f"'name' is 1 to {factors.MAX_NAME_LENGTH} printable characters.")
     return name

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import asyncpg
 import webauthn
+from tokenrota.dpop import Proof
 from webauthn.helpers import (
     base64url_to_bytes,
     options_to_json_dict,
@@ -38,38 +39,32 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from tokenrota_server.auth import Authenticator, DeviceInfo, TokenPair
 from tokenrota_server.config import Settings
-from tokenrota_server.db import audit, passkeys, users
+from tokenrota_server.db import audit, passkeys, sessions, users
+from tokenrota_server.db.factors import Factor, FactorType
 from tokenrota_server.db.passkeys import ChallengePurpose, StoredCredential
 from tokenrota_server.db.pool import Connection
 from tokenrota_server.email_address import normalize_email
-from tokenrota_server.errors import InvalidInput, InvalidPasskey, NotFound
+from tokenrota_server.errors import EmailUnverified, InvalidPasskey
 
 security_log = logging.getLogger("tokenrota.security")
 
 # Long enough to find and touch an authenticator, short enough that a leaked challenge is dead.
 CHALLENGE_TTL = timedelta(minutes=2)
-MAX_NAME_LENGTH = 64
 # Authenticator data flags (WebAuthn L2 §6.1): user present, user verified.
 FLAG_UP, FLAG_UV = 0x01, 0x04
 
 
-@dataclass(frozen=True)
-class PasskeyFactor:
-    """A registered passkey, as GET /mfa/factors shows a factor."""
+@dataclass(frozen=True, repr=False)
+class CheckedCredential:
+    """A creation response that passed every check, not stored yet."""
 
-    id: uuid.UUID
-    name: str
-    created_at: datetime
-
-    def to_json(self) -> dict[str, str | None]:
-        return {
-            "id": str(self.id),
-            "type": "passkey",
-            "name": self.name,
-            "created_at": self.created_at.isoformat(),
-            "last_used_at": None,
-        }
+    credential_id: bytes
+    public_key: bytes
+    sign_count: int
+    backup_eligible: bool
+    transports: list[str]
 
 
 @dataclass(frozen=True)
@@ -93,10 +88,39 @@ def user_handle(user_id: uuid.UUID) -> bytes:
 
 
 class Passkeys:
-    """The passkey use cases, with the settings passed in."""
+    """The passkey use cases, with their dependencies passed in explicitly."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, auth: Authenticator) -> None:
         self._settings = settings
+        self._auth = auth
+
+    async def login(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        credential: object,
+        now: datetime,
+        device: DeviceInfo,
+        remember: bool,
+        proof: Proof | None,
+    ) -> TokenPair:
+        """Sign in with a discoverable passkey alone: the authenticator must have verified the
+        user; the session starts at aal2 (`amr` hwk or swk, and user). Raise `InvalidPasskey`,
+        or `EmailUnverified` under REQUIRE_VERIFIED_EMAIL."""
+        used = await self.check_assertion(
+            pool, credential=credential, now=now, ip=device.ip, for_user=None
+        )
+        if self._settings.require_verified_email and not used.user.email_verified:
+            raise EmailUnverified()
+        return await self._auth.start_session(
+            pool,
+            used.user,
+            now=now,
+            device=device,
+            remember=remember,
+            proof=proof,
+            strength=sessions.Strength(amr=used.amr, acr="aal2"),
+        )
 
     async def registration_options(
         self, pool: asyncpg.Pool, *, user: users.User, now: datetime
@@ -128,20 +152,12 @@ class Passkeys:
         )
         return options_to_json_dict(options)
 
-    async def register(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        user_id: uuid.UUID,
-        credential: object,
-        name: str,
-        now: datetime,
-        ip: str | None,
-    ) -> PasskeyFactor:
-        """Check a creation response against a challenge issued to `user_id` and store the
-        credential as a verified factor; raise `InvalidInput` for a bad name, `InvalidPasskey`
-        for a refused response (malformed, origin, RP id, challenge, an id already known)."""
-        name = _factor_name(name)
+    async def check_registration(
+        self, pool: asyncpg.Pool, *, user_id: uuid.UUID, credential: object, now: datetime
+    ) -> CheckedCredential:
+        """Check a creation response against a challenge issued to `user_id` (spending it);
+        raise `InvalidPasskey` for a refused one (malformed, another user's challenge, used or
+        expired, another origin or RP id)."""
         try:
             parsed = parse_registration_credential_json(_as_json(credential))
         except (WebAuthnException, ValueError, TypeError):
@@ -163,38 +179,43 @@ class Passkeys:
         except WebAuthnException:
             security_log.info("passkey registration refused", extra={"user_id": user_id})
             raise InvalidPasskey() from None
-        factor = PasskeyFactor(uuid.uuid4(), name, now)
-        transports = [str(t.value) for t in parsed.response.transports or ()]
-        async with pool.acquire() as connection, connection.transaction():
-            if not await users.lock_user(connection, user_id):
-                raise NotFound()
-            await passkeys.insert_factor(
-                connection, factor_id=factor.id, user_id=user_id, name=name, now=now
-            )
-            stored = await passkeys.insert_credential(
-                connection,
-                factor_id=factor.id,
-                user_id=user_id,
-                credential_id=verified.credential_id,
-                public_key=verified.credential_public_key,
-                sign_count=verified.sign_count,
-                backup_eligible=verified.credential_device_type
-                == CredentialDeviceType.MULTI_DEVICE,
-                transports=transports,
-            )
-            if not stored:
-                raise InvalidPasskey()
-            await audit.record(
-                connection,
-                audit.AuditAction.PASSKEY_REGISTERED,
-                actor=audit.user_actor(user_id),
-                now=now,
-                user_id=user_id,
-                ip=ip,
-                details={"factor_id": str(factor.id)},
-            )
-        security_log.info("passkey registered", extra={"user_id": user_id})
-        return factor
+        return CheckedCredential(
+            credential_id=verified.credential_id,
+            public_key=verified.credential_public_key,
+            sign_count=verified.sign_count,
+            backup_eligible=verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE,
+            transports=[str(t.value) for t in parsed.response.transports or ()],
+        )
+
+    async def store(
+        self,
+        connection: Connection,
+        *,
+        user_id: uuid.UUID,
+        checked: CheckedCredential,
+        name: str,
+        now: datetime,
+    ) -> Factor:
+        """Store a checked credential as a live factor, in the caller's transaction; raise
+        `InvalidPasskey` when its id is registered already (the caller's transaction is then
+        to be rolled back)."""
+        factor_id = uuid.uuid4()
+        await passkeys.insert_factor(
+            connection, factor_id=factor_id, user_id=user_id, name=name, now=now
+        )
+        stored = await passkeys.insert_credential(
+            connection,
+            factor_id=factor_id,
+            user_id=user_id,
+            credential_id=checked.credential_id,
+            public_key=checked.public_key,
+            sign_count=checked.sign_count,
+            backup_eligible=checked.backup_eligible,
+            transports=checked.transports,
+        )
+        if not stored:
+            raise InvalidPasskey()
+        return Factor(factor_id, user_id, FactorType.PASSKEY, name, now, None, now)
 
     async def authentication_options(
         self, pool: asyncpg.Pool, *, email: str | None, now: datetime
@@ -361,10 +382,3 @@ def _descriptors(found: list[tuple[bytes, list[str]]]) -> list[PublicKeyCredenti
         )
         for credential_id, transports in found
     ]
-
-
-def _factor_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        raise InvalidInput(f"'name' must be 1 to {MAX_NAME_LENGTH} printable characters.")
-    return name

@@ -44,9 +44,10 @@ def is_code_shaped(code: str) -> bool:
     return len(code) == DIGITS and code.isascii() and code.isdigit()
 
 
-def matching_step(secret: str, code: str, now: datetime, *, after_step: int | None) -> int | None:
-    """The step within the drift window whose code is `code` and that is later than
-    `after_step` (the last one accepted: a code is accepted once); None if there is none.
+def matching_step(secret: str, code: str, now: datetime) -> int | None:
+    """The step within the drift window whose code is `code`; None if there is none. Whether
+    that step is later than the last one accepted is the database's compare-and-set to decide
+    (`db.factors.spend`), so that two requests racing with one code cannot both win.
 
     Every candidate is computed and compared in constant time, whether or not `code` is shaped
     like a code and whether or not an earlier candidate matched.
@@ -56,8 +57,7 @@ def matching_step(secret: str, code: str, now: datetime, *, after_step: int | No
     found = None
     for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
         matches = secrets.compare_digest(code_at(secret, step).encode(), presented.encode())
-        fresh = after_step is None or step > after_step
-        if matches and fresh and found is None:
+        if matches and found is None:
             found = step
     return found
 

@@ -27,6 +27,7 @@ def cli_environment(database_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_COST": "8192",
         "ARGON2_PARALLELISM": "1",
@@ -231,6 +232,7 @@ def test_a_usage_error_is_one_line_with_status_2(
         "DATA_DIR": str(tmp_path),
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
         **environ,
     }

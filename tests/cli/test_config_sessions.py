@@ -12,6 +12,7 @@ from tokenrota_server.errors import ConfigError
 SECRETS = {
     "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
     "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+    "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
 }
 
 

@@ -48,6 +48,7 @@ def environment(tmp_path: Path, database_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
     }
 
 

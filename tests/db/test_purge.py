@@ -38,6 +38,7 @@ async def run_cli(database_url: str, *arguments: str, **environ: str) -> tuple[i
             "DATABASE_URL": database_url,
             "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
             "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+            "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
             **environ,
         },
         stdout=asyncio.subprocess.PIPE,

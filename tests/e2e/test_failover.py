@@ -145,6 +145,7 @@ def instances(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     shared = {
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         "REFRESH_REUSE_INTERVAL": str(REUSE_INTERVAL),
         "REVOCATION_POLL_INTERVAL": str(POLL_INTERVAL),
     }

@@ -73,6 +73,7 @@ def serving(database_url: str, tmp_path: Path, workers: int) -> Iterator[tuple[s
         DATABASE_URL=database_url,
         ACCESS_TOKEN_SECRET=secrets.token_urlsafe(48),
         REFRESH_TOKEN_SECRET=secrets.token_urlsafe(48),
+        MFA_ENCRYPTION_KEY=secrets.token_urlsafe(48),
         DATA_DIR=str(tmp_path / "data"),
         PROMETHEUS_MULTIPROC_DIR=str(metrics),
         REFRESH_REUSE_INTERVAL=str(REUSE_INTERVAL),

@@ -160,6 +160,7 @@ def test_migrate_goes_to_the_direct_url(
             DATABASE_POOLER="transaction",
             ACCESS_TOKEN_SECRET=secrets.token_urlsafe(48),
             REFRESH_TOKEN_SECRET=secrets.token_urlsafe(48),
+            MFA_ENCRYPTION_KEY=secrets.token_urlsafe(48),
             DATA_DIR=str(tmp_path),
         )
         command = [sys.executable, "-m", "tokenrota_server", "migrate"]

@@ -31,6 +31,7 @@ DEADLINE_SECONDS = 30.0
 SECRETS = {
     "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
     "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+    "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
 }
 
 

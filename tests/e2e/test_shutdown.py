@@ -56,6 +56,7 @@ async def test_sigterm_drains_requests_in_flight_and_closes_the_pool(
         "DATABASE_URL": database_url,
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         "PORT": str(port),
         "DATA_DIR": str(tmp_path),
         # Expensive enough that a login is still hashing when the signal lands.
@@ -131,6 +132,7 @@ async def test_sigterm_answers_a_long_poll_in_flight_at_once(
         DATA_DIR=str(tmp_path),
         ACCESS_TOKEN_SECRET=secrets.token_urlsafe(48),
         REFRESH_TOKEN_SECRET=secrets.token_urlsafe(48),
+        MFA_ENCRYPTION_KEY=secrets.token_urlsafe(48),
     )
     command = [sys.executable, "-m", "tokenrota_server", "serve", "--workers", str(workers)]
     command += ["--host", "127.0.0.1", "--port", str(port)]

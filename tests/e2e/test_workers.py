@@ -48,6 +48,7 @@ async def test_metrics_add_up_across_workers(database_url: str, tmp_path: Path) 
         "DATABASE_URL": database_url,
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         "DATA_DIR": str(tmp_path),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
@@ -191,6 +192,7 @@ def test_a_metrics_directory_that_does_not_exist_is_refused_in_one_line(
         "DATABASE_URL": database_url,
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
         "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+        "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing"),
         "PORT": str(free_port()),
     }

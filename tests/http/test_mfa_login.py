@@ -162,18 +162,23 @@ async def test_one_step_of_drift_each_way_passes_two_fail(
     assert answers == {-2: 401, 2: 401, -1: 200, 1: 200}
 
 
-async def test_credential_is_an_unknown_field_for_now(
+async def test_a_credential_that_is_no_passkey_assertion_is_refused(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
-    """Passkeys are not here yet: `credential` is refused like any unknown field (400)."""
+    """`credential` is a passkey's assertion: an empty object is refused (400 invalid_passkey),
+    a string is no object (422)."""
     who = await totp_user(client, clock)
     started = await start_login(client, who.email)
 
-    response = await client.post(
+    empty = await client.post(
         "/login/mfa", json={"mfa_token": started["mfa_token"], "credential": {}}
     )
+    text = await client.post(
+        "/login/mfa", json={"mfa_token": started["mfa_token"], "credential": "x"}
+    )
 
-    assert_error(response, 400, "invalid_request")
+    assert_error(empty, 400, "invalid_passkey")
+    assert_error(text, 422, "invalid_input")
 
 
 async def test_the_cookie_transport_works_the_same(

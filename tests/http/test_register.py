@@ -434,6 +434,7 @@ async def test_purge_deletes_registration_counters_whose_window_is_over(
 SECRETS = {
     "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(48),
     "REFRESH_TOKEN_SECRET": secrets.token_urlsafe(48),
+    "MFA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
 }
 
 

@@ -50,7 +50,6 @@ class AuditAction(StrEnum):
     CLIENT_RESOURCE_REVOKED = "client_resource_revoked"
     # A token exchange (RFC 8693): who acted, for which user and session, toward what.
     TOKEN_EXCHANGED = "token_exchanged"  # noqa: S105 - an action's name
-    PASSKEY_REGISTERED = "passkey_registered"
     # An assertion of a known credential refused; `details.reason` says why (origin, rp_id,
     # challenge, other_user, user_verification, signature, counter).
     PASSKEY_REFUSED = "passkey_refused"

@@ -2,8 +2,9 @@
 
 Refresh tokens and sessions past `expires_at`, throttle counters of past windows, client token
 revocations that no longer verify anyway, account tokens and sent outbox messages a day after
-use, audit events past `AUDIT_RETENTION`, DPoP proofs past their window. Each batch is a short
-transaction under an advisory lock, so with several instances one purges at a time.
+use, audit events past `AUDIT_RETENTION`, DPoP proofs past their window, passkey challenges
+past their two minutes. Each batch is a short transaction under an advisory lock, so with
+several instances one purges at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncpg
 from tokenrota.clock import Clock
 
 from tokenrota_server.config import Settings
-from tokenrota_server.db import audit, dpop_proofs
+from tokenrota_server.db import audit, dpop_proofs, passkeys
 from tokenrota_server.db.pool import CONNECTION_ERRORS, Connection, rows_affected
 
 logger = logging.getLogger("tokenrota.purge")
@@ -43,6 +44,7 @@ class PurgeBatch:
     audit_events: int = 0
     revocations: int = 0
     dpop_proofs: int = 0
+    webauthn_challenges: int = 0
 
     @property
     def total(self) -> int:
@@ -56,6 +58,7 @@ class PurgeBatch:
             + self.audit_events
             + self.revocations
             + self.dpop_proofs
+            + self.webauthn_challenges
         )
 
 
@@ -126,6 +129,9 @@ async def delete_expired_batch(
         batch_size,
     )
     proofs = await dpop_proofs.delete_expired(connection, now=now, batch_size=batch_size)
+    challenges = await passkeys.delete_expired_challenges(
+        connection, now=now, batch_size=batch_size
+    )
     return PurgeBatch(
         refresh_tokens=rows_affected(tokens),
         sessions=rows_affected(sessions),
@@ -136,6 +142,7 @@ async def delete_expired_batch(
         audit_events=audit_events,
         revocations=rows_affected(feed),
         dpop_proofs=proofs,
+        webauthn_challenges=challenges,
     )
 
 

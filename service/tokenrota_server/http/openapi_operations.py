@@ -1005,9 +1005,18 @@ _SECOND_FACTOR = {
         "maxLength": 64,
         "description": "A recovery code; case, spaces and hyphens are ignored.",
     },
+    "credential": {
+        "type": "object",
+        "description": "A passkey's assertion: the browser's PublicKeyCredential as JSON, for"
+        " options from /passkeys/login/options.",
+    },
     "use_cookie": {"type": "boolean", "default": False},
 }
-_ONE_FACTOR = [{"required": ["code"]}, {"required": ["recovery_code"]}]
+_ONE_FACTOR = [
+    {"required": ["code"]},
+    {"required": ["recovery_code"]},
+    {"required": ["credential"]},
+]
 # RFC 9470: the management endpoints want a recent login, and aal2 once a factor exists.
 _NOT_RECENT = {
     401: error(
@@ -1135,8 +1144,9 @@ OPERATIONS |= {
     ("POST", "/login/mfa"): {
         "tags": ["people"],
         "summary": "Complete a login that /login answered with mfa_required",
-        "description": "Exactly one of `code` or `recovery_code`; the mfa_token is spent with"
-        " the first right one. With `use_cookie`, as at /login.",
+        "description": "Exactly one of `code`, `recovery_code` or `credential` (a passkey's"
+        " assertion); the mfa_token is spent with the first right one. With `use_cookie`, as at"
+        " /login.",
         "parameters": [DPOP_HEADER],
         "requestBody": json_body(
             {
@@ -1150,6 +1160,13 @@ OPERATIONS |= {
         "responses": {
             200: ok("The new session's token pair, at aal2.", ref("TokenPair"), headers=NO_STORE),
             **JSON_BODY_OR_PROOF_ERRORS,
+            400: error(
+                "The body is not a JSON object, has an unknown field, the DPoP proof is refused,"
+                " or the passkey's assertion is refused (one answer for every reason).",
+                "invalid_request",
+                "invalid_dpop_proof",
+                "invalid_passkey",
+            ),
             401: error(
                 "A wrong code, or an mfa_token unknown, spent or expired (log in again).",
                 "invalid_code",
@@ -1180,6 +1197,12 @@ OPERATIONS |= {
         "responses": {
             200: ok("The session's new pair, at aal2.", ref("TokenPair"), headers=NO_STORE),
             **JSON_BODY_ERRORS,
+            400: error(
+                "The body is not a JSON object, has an unknown field, or the passkey's assertion"
+                " is refused.",
+                "invalid_request",
+                "invalid_passkey",
+            ),
             **BEARER_ERRORS,
             401: error(
                 "No bearer token, or a wrong code.",
@@ -1246,6 +1269,42 @@ OPERATIONS |= {
             422: error(
                 "No credential object, or a name that is not 1 to 64 characters.", "invalid_input"
             ),
+            **UNAVAILABLE,
+        },
+    },
+    ("POST", "/passkeys/login"): {
+        "tags": ["people"],
+        "summary": "Sign in with a discoverable passkey alone: a token pair at aal2",
+        "description": "The authenticator must have verified the user. With `use_cookie`, the "
+        "refresh token is set in the `__Host-refresh_token` cookie, as at /login; a DPoP proof "
+        "binds the session.",
+        "parameters": [DPOP_HEADER],
+        "requestBody": json_body(
+            {
+                "type": "object",
+                "required": ["credential"],
+                "properties": {
+                    "credential": _CREDENTIAL,
+                    "use_cookie": {"type": "boolean"},
+                    "remember": {"type": "boolean"},
+                },
+            }
+        ),
+        "responses": {
+            200: ok("A new session's token pair.", ref("TokenPair"), headers=NO_STORE),
+            **JSON_BODY_OR_PROOF_ERRORS,
+            400: error(
+                "The body is not a JSON object, the DPoP proof is refused, or the assertion is"
+                " refused (one answer for every reason).",
+                "invalid_request",
+                "invalid_dpop_proof",
+                "invalid_passkey",
+            ),
+            403: error(
+                "REQUIRE_VERIFIED_EMAIL and the passkey's user has not verified the email.",
+                "email_unverified",
+            ),
+            422: error("No credential object, or `remember` not a boolean.", "invalid_input"),
             **UNAVAILABLE,
         },
     },

@@ -8,43 +8,49 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrota_server import telemetry
 from tokenrota_server.errors import InvalidInput
-from tokenrota_server.http.remote_address import remote_address
-from tokenrota_server.http.web import NO_STORE, bearer_token, read_json, string_field
+from tokenrota_server.http import cookies
+from tokenrota_server.http.auth import device_info
+from tokenrota_server.http.web import (
+    NO_STORE,
+    bearer_token,
+    boolean_field,
+    read_json,
+    string_field,
+)
+from tokenrota_server.outcomes import LoginOutcome
 from tokenrota_server.state import AppState
-
-DEFAULT_NAME = "Passkey"
 
 
 async def register_options(request: Request[AppState]) -> Response:
-    """POST /passkeys/register/options: creation options for the bearer's user."""
+    """POST /passkeys/register/options: creation options for the bearer's user (a recent
+    login, at aal2 once a factor exists)."""
     state = request.state
-    now = state["clock"]()
-    who = await state["auth"].authenticate(
-        state["pool"], access_token=await bearer_token(request), now=now
+    options = await state["mfa"].passkey_options(
+        state["pool"], access_token=await bearer_token(request), now=state["clock"]()
     )
-    options = await state["passkeys"].registration_options(state["pool"], user=who.user, now=now)
     return JSONResponse(options, headers=NO_STORE)
 
 
 async def register(request: Request[AppState]) -> Response:
-    """POST /passkeys/register {credential, name?}: 201 with the new factor."""
+    """POST /passkeys/register {credential, name?}: 201 with the new factor (and, with the
+    first factor, the recovery codes)."""
     state = request.state
-    now = state["clock"]()
-    who = await state["auth"].authenticate(
-        state["pool"], access_token=await bearer_token(request), now=now
-    )
+    token = await bearer_token(request)
     body = await read_json(request, state["settings"].max_body_bytes)
-    name = string_field(body, "name") if "name" in body else DEFAULT_NAME
-    factor = await state["passkeys"].register(
+    name = string_field(body, "name") if "name" in body else None
+    factor, codes = await state["mfa"].register_passkey(
         state["pool"],
-        user_id=who.user.id,
+        access_token=token,
         credential=credential_field(body),
         name=name,
-        now=now,
-        ip=remote_address(request, state["settings"]),
+        now=state["clock"](),
     )
-    return JSONResponse({"factor": factor.to_json()}, status_code=201)
+    answer: dict[str, Any] = {"factor": factor.to_json()}
+    if codes is not None:
+        answer["recovery_codes"] = codes
+    return JSONResponse(answer, status_code=201, headers=NO_STORE)
 
 
 async def login_options(request: Request[AppState]) -> Response:
@@ -59,6 +65,31 @@ async def login_options(request: Request[AppState]) -> Response:
     return JSONResponse(options, headers=NO_STORE)
 
 
+async def login(request: Request[AppState]) -> Response:
+    """POST /passkeys/login {credential, use_cookie?, remember?}: a token pair for a
+    discoverable passkey alone, as /login answers it (cookie transport, DPoP)."""
+    state = request.state
+    telemetry.record(login=LoginOutcome.REJECTED)
+    body = await read_json(request, state["settings"].max_body_bytes)
+    use_cookie = boolean_field(body, "use_cookie")
+    remember = body.get("remember", True)
+    if not isinstance(remember, bool):
+        raise InvalidInput("'remember' must be true or false.")
+    now = state["clock"]()
+    proof = state["proofs"].check(
+        request.headers.getlist("dpop"), method="POST", path="/passkeys/login", now=now
+    )
+    pair = await state["passkeys"].login(
+        state["pool"],
+        credential=credential_field(body),
+        now=now,
+        device=device_info(request),
+        remember=remember,
+        proof=proof,
+    )
+    return cookies.pair_response(pair, state["settings"], in_cookie=use_cookie)
+
+
 def credential_field(body: dict[str, Any]) -> dict[str, Any]:
     """The `credential` object (a PublicKeyCredential as JSON); raise `InvalidInput` otherwise."""
     credential = body.get("credential")
@@ -71,4 +102,5 @@ routes = [
     Route("/passkeys/register/options", register_options, methods=["POST"]),
     Route("/passkeys/register", register, methods=["POST"]),
     Route("/passkeys/login/options", login_options, methods=["POST"]),
+    Route("/passkeys/login", login, methods=["POST"]),
 ]

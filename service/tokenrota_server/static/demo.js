@@ -208,7 +208,9 @@ $("totp-verify-form").addEventListener("submit", async (event) => {
 
 $("register-passkey").addEventListener("click", async () => {
   try {
-    const factor = await auth.registerPasskey(window.prompt("A name for this passkey", "Passkey") || "Passkey");
+    const name = window.prompt("A name for this passkey", "Passkey") || "Passkey";
+    const { factor, recovery_codes: codes } = await auth.registerPasskey(name);
+    showRecoveryCodes(codes);
     log(`POST /passkeys/register -> 201 (${factor.name})`);
     await loadFactors();
   } catch (error) {
