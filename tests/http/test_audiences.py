@@ -9,6 +9,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from tokenrota.errors import InvalidToken
+from tokenrota.verify import TokenVerifier
 from tokenrota_server.config import Settings
 from tokenrota_server.db.resources import GrantKind
 
@@ -384,3 +386,23 @@ async def test_introspection_shows_a_resource_tokens_audience(
     assert response.json()["active"] is True
     assert response.json()["aud"] == ORDERS
     assert response.json()["scope"] == "orders:read"
+
+
+async def test_a_token_for_one_api_is_refused_by_a_verifier_pinned_to_another(
+    client: httpx.AsyncClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """A verifier for BILLING refuses the user's ORDERS token, and one for ORDERS accepts it."""
+    user = await user_with_scopes(client, admin, "orders:read")
+    token = (await login(client, user, resource=ORDERS)).json()["access_token"]
+
+    def verifier(audience: str) -> TokenVerifier:
+        return TokenVerifier(
+            issuer=settings.token_issuer,
+            audience=audience,
+            secret=str(settings.access_token_secret),
+        )
+
+    accepted = await verifier(ORDERS).verify(token)
+    with pytest.raises(InvalidToken):
+        await verifier(BILLING).verify(token)
+    assert accepted.subject == user["id"]
