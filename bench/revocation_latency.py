@@ -144,6 +144,8 @@ async def run(arguments: argparse.Namespace) -> None:
             "LOGIN_EMAIL_MAX_ATTEMPTS": "100000",
             "LOGIN_IP_MAX_ATTEMPTS": "100000",
             "REVOCATION_LISTEN": "false" if arguments.no_listen else "true",
+            # The service's own tokens carry the resource server's URI, the audience it pins.
+            "TOKEN_AUDIENCE": resource,
         }
         resource_environment = {
             **base,
@@ -152,6 +154,7 @@ async def run(arguments: argparse.Namespace) -> None:
             "CLIENT_SECRET": client_secret,
             "ACCESS_TOKEN_SECRET": secret,
             "PORT": str(resource_port),
+            "TOKEN_AUDIENCE": resource,
         }
         async with (
             process(["-m", "tokenrota_server", "serve"], service_environment, f"{service}/readyz"),

@@ -301,6 +301,11 @@ export function createAuthClient({
   // resource URI -> {token, expiresAt, lifetime}; a refresh per resource in flight at most.
   const resourceTokens = new Map();
   const resourceInflight = new Map();
+  // resource URI -> the number of its newest token this tab knows of. As for the main token, the
+  // store keeps each resource's number (never a token), so a tab given the lock before another
+  // tab's announcement waits for that token instead of refreshing again.
+  const resourceNumbers = new Map();
+  const numberKey = (resource) => `resource ${resource}`;
 
   function resourceToken(resource) {
     const held = resourceTokens.get(resource);
@@ -309,17 +314,41 @@ export function createAuthClient({
     return Date.now() < held.expiresAt - margin ? held.token : null;
   }
 
-  function adoptResourceToken({ resource, accessToken: token, expiresAt: expiry, lifetime: life }) {
+  function adoptResourceToken(data) {
+    const { resource, accessToken: token, expiresAt: expiry, lifetime: life, number } = data;
     if (typeof resource !== "string" || ![...audiences.values()].includes(resource)) return;
     const held = resourceTokens.get(resource);
     if (!held || expiry > held.expiresAt) {
       resourceTokens.set(resource, { token, expiresAt: expiry, lifetime: life });
     }
+    if (typeof number === "number" && number > (resourceNumbers.get(resource) ?? 0)) {
+      resourceNumbers.set(resource, number);
+    }
+  }
+
+  // Until another tab announces `resource`'s token numbered `number` (or a logout), at most
+  // ANNOUNCEMENT_TIMEOUT.
+  function resourceAnnouncement(resource, number) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        waiters.delete(waiter);
+        resolve();
+      };
+      const waiter = (data) => {
+        if ((resourceNumbers.get(resource) ?? 0) >= number || data?.type === "logout") done();
+      };
+      const timer = setTimeout(done, ANNOUNCEMENT_TIMEOUT);
+      waiters.add(waiter);
+    });
   }
 
   // Under the lock: a token that arrived while this tab waited (another tab's, or this tab's
-  // own previous turn) is used as it is; otherwise one /refresh for this resource.
-  async function refreshResourceUnderLock(resource, staleToken) {
+  // own previous turn) is used as it is; otherwise one /refresh for this resource. `known`: the
+  // newest number this tab knew of before it waited for the lock.
+  async function refreshResourceUnderLock(resource, staleToken, known) {
+    const stored = await readNumber(store, numberKey(resource));
+    if (stored !== null && stored > known) await resourceAnnouncement(resource, stored);
     const current = resourceToken(resource);
     if (current !== null && current !== staleToken) return current;
     // A DPoP session's refreshes all need its key's proof, a resource's as much as the main one.
@@ -334,16 +363,29 @@ export function createAuthClient({
     const life = body.expires_in * 1000;
     const expiry = Date.now() + life;
     resourceTokens.set(resource, { token: body.access_token, expiresAt: expiry, lifetime: life });
+    const number = stored === null ? null : Math.max(stored, known) + 1;
+    if (number !== null) resourceNumbers.set(resource, number);
     if (channel) {
       const announced = { resource, accessToken: body.access_token, expiresAt: expiry, lifetime: life };
-      channel.postMessage({ type: "resource-token", ...announced });
+      channel.postMessage({ type: "resource-token", ...announced, number });
     }
+    // Recorded before the lock goes to the next tab, which then finds it even if the message
+    // is still on its way.
+    if (number !== null) await writeNumber(store, numberKey(resource), number);
     return body.access_token;
+  }
+
+  async function knownNumber(resource) {
+    // A tab without this resource's token (a new page) starts from the newest number stored.
+    const stored = resourceTokens.has(resource) ? null : await readNumber(store, numberKey(resource));
+    return Math.max(resourceNumbers.get(resource) ?? 0, stored ?? 0);
   }
 
   function refreshResource(resource, staleToken) {
     if (!resourceInflight.has(resource)) {
-      const flight = exclusively(() => refreshResourceUnderLock(resource, staleToken));
+      const flight = knownNumber(resource).then((known) =>
+        exclusively(() => refreshResourceUnderLock(resource, staleToken, known)),
+      );
       const cleared = flight.finally(() => resourceInflight.delete(resource));
       resourceInflight.set(resource, cleared);
       return cleared;
@@ -679,6 +721,17 @@ async function readGeneration(store) {
 
 function writeGeneration(store, number) {
   return inStore(store, "readwrite", (state) => state.put(number, "generation"));
+}
+
+/** The number stored under `key` (0 before the first), or null without a store. */
+async function readNumber(store, key) {
+  const stored = await inStore(store, "readonly", (state) => state.get(key));
+  if (stored === null) return null;
+  return Number.isSafeInteger(stored.value) ? stored.value : 0;
+}
+
+function writeNumber(store, key, number) {
+  return inStore(store, "readwrite", (state) => state.put(number, key));
 }
 
 // One transaction on the "state" object store: `{value}` of `work`'s request once the

@@ -29,6 +29,7 @@ from tokenrota_server.config import Settings
 from tests.admin_support import admin_client
 from tests.audience_support import create_resource
 from tests.e2e.test_browser import (  # noqa: F401 - fixtures used by name
+    HOLD_MESSAGES,
     LiveServer,
     access_token_ttl,
     browser,
@@ -146,3 +147,66 @@ async def test_one_page_two_apis_two_audiences_refreshed_in_turn(
         sent = [h["authorization"] for h in api_server.headers("/whoami") if "authorization" in h]
         assert sent
         assert {audience_of(value) for value in sent} == {uri}
+
+
+@pytest.mark.parametrize("access_token_ttl", [60])
+async def test_a_tab_given_the_lock_before_the_news_waits_for_the_resources_token(
+    browser: BrowserContext,  # noqa: F811
+    server: LiveServer,  # noqa: F811
+    apis: dict[str, tuple[LiveServer, str]],
+    db: asyncpg.Connection,
+) -> None:
+    """Two tabs hold orders' token; both expire. The first refreshes it, its announcement held
+    back; the second, given the lock before the news, waits for that token and uses it: one
+    refresh for the two tabs (the client without the stored number refreshed again)."""
+    orders, orders_uri = apis["orders"]
+    start = time.time()
+    await browser.clock.set_fixed_time(start)
+    first = browser.pages[0] if browser.pages else await browser.new_page()
+    await first.add_init_script(HOLD_MESSAGES)
+    email = f"two-tabs-{uuid.uuid4().hex[:8]}@example.com"
+    async with httpx.AsyncClient(base_url=server.origin) as http:
+        registered = await http.post("/register", json={"email": email, "password": PASSWORD})
+        assert registered.status_code == 201, registered.text
+    make_client = """async ([email, password, resources]) => {
+        const { createAuthClient } = await import("/auth-client.js");
+        window.app = createAuthClient({ resources });
+        if (email) await window.app.login(email, password);
+    }"""
+    await first.goto(f"{server.origin}/app")
+    await first.evaluate(make_client, [email, PASSWORD, {orders.origin: orders_uri}])
+    second = await browser.new_page()
+    await second.goto(f"{server.origin}/app")
+    await second.evaluate(make_client, [None, None, {orders.origin: orders_uri}])
+    call = f"async () => (await window.app.fetch('{orders.origin}/whoami')).status"
+    warm = [await first.evaluate(call), await second.evaluate(call)]
+    await browser.clock.set_fixed_time(start + 120)
+    tokens, posts = (
+        await db.fetchval("SELECT count(*) FROM refresh_tokens"),
+        server.count("/refresh"),
+    )
+
+    refreshed = await first.evaluate(
+        f"async () => {{ window.held = []; return await ({call})(); }}"
+    )
+    await second.evaluate(
+        f"""() => {{
+            window.pending = ({call})();
+            window.pending.finally(() => {{ window.settled = true; }});
+        }}"""
+    )
+    await second.wait_for_function(
+        "async () => window.settled || (await navigator.locks.query()).held.length > 0",
+        polling=20,
+    )
+    await first.evaluate(
+        "() => { const held = window.held; window.held = null; held.forEach((send) => send()); }"
+    )
+    status = await second.evaluate("window.pending")
+
+    assert warm == [200, 200]
+    assert (refreshed, status) == (200, 200)
+    assert server.count("/refresh") == posts + 1
+    assert await db.fetchval("SELECT count(*) FROM refresh_tokens") == tokens + 1
+    sent = [h["authorization"] for h in orders.headers("/whoami") if "authorization" in h]
+    assert sent[-1] == sent[-2]  # the second tab sent the first tab's new token

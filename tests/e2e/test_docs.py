@@ -522,6 +522,24 @@ def test_answers_are_compared_by_shape_and_fixed_values(
     assert matches(expected, actual) is alike
 
 
+def test_expected_answers_name_the_real_addresses() -> None:
+    """A served app's documented address in an expected answer is its real one, so a resource
+    URI can be checked exactly: in JSON bodies and in printed text."""
+    addresses = {APP_URL: "http://127.0.0.1:40001", APP_URLS[1]: "http://127.0.0.1:40002"}
+    body = Expectation(1, 200, body={"resource": APP_URL, "servers": [APP_URLS[1]]})
+    text = Expectation(2, None, text=f'resource_metadata="{APP_URL}/.well-known/x"')
+
+    assert substituted(body, addresses).body == {
+        "resource": "http://127.0.0.1:40001",
+        "servers": ["http://127.0.0.1:40002"],
+    }
+    assert (
+        substituted(text, addresses).text
+        == 'resource_metadata="http://127.0.0.1:40001/.well-known/x"'
+    )
+    assert matches(substituted(body, addresses).body, body.body) is False
+
+
 # -- the pages are complete and stay inside the repository ------------------------------------
 
 

@@ -16,7 +16,9 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 from tokenrota.clock import utc_now
+from tokenrota.errors import InvalidToken
 from tokenrota.testing import DatabaseSupply, TokenService, instance_settings, run_token_service
+from tokenrota.verify import TokenVerifier
 from tokenrota_server.tokens import TokenCodec
 
 from tests.processes import clean_environment, processes_mentioning, started, wait_until_gone
@@ -271,6 +273,26 @@ async def test_issued_tokens_for_clients_and_in_the_past(token_service: TokenSer
         codec.verify_access(old, utc_now())
     with pytest.raises(ValueError, match="expires_in"):
         token_service.issue_access_token("user-1", expires_in=3600)
+
+
+async def test_issued_tokens_for_another_audience(token_service: TokenService) -> None:
+    """`audience=` mints for that resource URI: a verifier pinned to it accepts the token, one
+    pinned to another refuses it, and the instance's own tokens are not for it."""
+    published = token_service.verifier_settings
+    secret = str(published.access_token_secret)
+    orders = TokenVerifier(
+        issuer=published.issuer, audience="https://orders.example", secret=secret
+    )
+    billing = TokenVerifier(
+        issuer=published.issuer, audience="https://billing.example", secret=secret
+    )
+    token = token_service.issue_access_token("user-1", audience="https://orders.example")
+    own = token_service.issue_access_token("user-1")
+
+    assert (await orders.verify(token)).subject == "user-1"
+    for verifier, refused in ((billing, token), (orders, own)):
+        with pytest.raises(InvalidToken):
+            await verifier.verify(refused)
 
 
 async def test_minted_user_token_is_refused_by_profile(
