@@ -30,7 +30,7 @@
     ├── InsufficientUserAuthentication
     │                            insufficient_user_authentication: the login is too weak or old
     ├── InvalidDPoPProof         invalid_dpop_proof: a DPoP proof at the token endpoint fails (400)
-    │   └── InvalidResourceProof invalid_dpop_proof: at a bearer route (401, DPoP challenge)
+    │   └── InvalidResourceProof invalid_dpop_proof or use_dpop_nonce at a bearer route (401)
     └── Unavailable              unavailable: the database cannot be reached
         └── Overloaded           unavailable: too many checks or new secrets wait for argon2
 
