@@ -45,7 +45,6 @@ from tokenrota_server.db import audit, passkeys, sessions, users
 from tokenrota_server.db.factors import Factor, FactorType
 from tokenrota_server.db.passkeys import ChallengePurpose, StoredCredential
 from tokenrota_server.db.pool import Connection
-from tokenrota_server.email_address import normalize_email
 from tokenrota_server.errors import EmailUnverified, InvalidPasskey
 
 security_log = logging.getLogger("tokenrota.security")
@@ -220,15 +219,14 @@ class Passkeys:
     async def authentication_options(
         self, pool: asyncpg.Pool, *, email: str | None, now: datetime
     ) -> dict[str, Any]:
-        """Request options: with `email`, the credentials of its user (none for an unknown
-        email, as for a discoverable login); without, any discoverable passkey."""
+        """Request options for any discoverable passkey of this site (an empty allowCredentials).
+
+        `email` is accepted and ignored: listing its user's credentials would tell anyone who
+        asks whether that email has an account with passkeys. Passkeys are registered as
+        discoverable (resident) credentials, so the browser finds them without a list."""
+        del email  # one answer for every email, known or not
         challenge = webauthn.helpers.generate_challenge()
         async with pool.acquire() as connection:
-            allowed: list[tuple[bytes, list[str]]] = []
-            if email is not None:
-                user_id = await users.find_user_id(connection, normalize_email(email))
-                if user_id is not None:
-                    allowed = await passkeys.credential_descriptors(connection, user_id)
             await passkeys.insert_challenge(
                 connection,
                 challenge=challenge,
@@ -240,7 +238,7 @@ class Passkeys:
             rp_id=self._settings.webauthn_rp_id,
             challenge=challenge,
             timeout=int(CHALLENGE_TTL.total_seconds() * 1000),
-            allow_credentials=_descriptors(allowed),
+            allow_credentials=[],
             user_verification=UserVerificationRequirement.PREFERRED,
         )
         return options_to_json_dict(options)

@@ -199,21 +199,26 @@ async def test_registering_needs_a_bearer_token(client: httpx.AsyncClient) -> No
         assert response.json()["error"] == "missing_token"
 
 
-async def test_request_options_with_an_email_list_its_passkeys(client: httpx.AsyncClient) -> None:
-    """With `email`, its user's credentials; without, none (any discoverable passkey)."""
+async def test_request_options_never_tell_whether_an_email_has_passkeys(
+    client: httpx.AsyncClient,
+) -> None:
+    """With or without `email`, known or not, the same answer: an empty allowCredentials (any
+    discoverable passkey), so the endpoint tells no one which emails have an account."""
     user, headers = await bearer(client)
     authenticator = SoftAuthenticator()
     credential = authenticator.create(await creation_options(client, headers))
     await client.post("/passkeys/register", headers=headers, json={"credential": credential})
 
     named = await client.post("/passkeys/login/options", json={"email": user["email"].upper()})
+    unknown = await client.post("/passkeys/login/options", json={"email": "nobody@example.com"})
     anyone = await client.post("/passkeys/login/options")
     bad = await client.post("/passkeys/login/options", json={"email": 7})
 
-    assert [c["id"] for c in named.json()["allowCredentials"]] == [credential["id"]]
-    assert anyone.json()["allowCredentials"] == []
+    answers = [named.json(), unknown.json(), anyone.json()]
+    assert [answer["allowCredentials"] for answer in answers] == [[], [], []]
+    assert {tuple(sorted(answer)) for answer in answers} == {tuple(sorted(anyone.json()))}
     assert anyone.json()["rpId"] == "localhost"
-    assert named.json()["challenge"] != anyone.json()["challenge"]
+    assert len({answer["challenge"] for answer in answers}) == 3
     assert bad.status_code == 422
 
 

@@ -1311,8 +1311,9 @@ OPERATIONS |= {
     ("POST", "/passkeys/login/options"): {
         "tags": ["people"],
         "summary": "Request options for signing in with a passkey",
-        "description": "Without `email`, any discoverable passkey of this site; with it, that "
-        "user's passkeys. The challenge is single-use and lives two minutes.",
+        "description": "Any discoverable passkey of this site; `email` is accepted and changes "
+        "nothing (no answer tells whether an email has passkeys). The challenge is single-use and"
+        " lives two minutes.",
         "requestBody": json_body(
             {
                 "type": "object",
