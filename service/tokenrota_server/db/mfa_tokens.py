@@ -71,7 +71,12 @@ async def spend(connection: Connection, *, token_digest: bytes, now: datetime) -
     return bool(status == "UPDATE 1")
 
 
-async def delete_expired(connection: Connection, *, now: datetime) -> int:
-    """Delete tokens past their expiry (the purge's)."""
-    status = await connection.execute("DELETE FROM mfa_tokens WHERE expires_at <= $1", now)
+async def delete_expired(connection: Connection, *, now: datetime, batch_size: int) -> int:
+    """Delete up to `batch_size` tokens past their expiry, spent or not (the purge's)."""
+    status = await connection.execute(
+        "DELETE FROM mfa_tokens WHERE token_digest IN"
+        " (SELECT token_digest FROM mfa_tokens WHERE expires_at <= $1 LIMIT $2)",
+        now,
+        batch_size,
+    )
     return rows_affected(status)

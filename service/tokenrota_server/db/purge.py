@@ -18,7 +18,7 @@ import asyncpg
 from tokenrota.clock import Clock
 
 from tokenrota_server.config import Settings
-from tokenrota_server.db import audit, dpop_proofs
+from tokenrota_server.db import audit, dpop_proofs, factors, mfa_tokens
 from tokenrota_server.db.pool import CONNECTION_ERRORS, Connection, rows_affected
 
 logger = logging.getLogger("tokenrota.purge")
@@ -28,6 +28,8 @@ PURGE_LOCK_KEY = 0x70757267_65303031  # "purge001"
 # How long spent account tokens and finished outbox messages are kept: long enough to look
 # into a complaint, short enough to keep little.
 MAIL_RETENTION = timedelta(days=1)
+# A TOTP factor enrolled but never verified: the enrolment was abandoned.
+PENDING_FACTOR_RETENTION = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class PurgeBatch:
     audit_events: int = 0
     revocations: int = 0
     dpop_proofs: int = 0
+    mfa_tokens: int = 0
+    pending_factors: int = 0
 
     @property
     def total(self) -> int:
@@ -56,6 +60,8 @@ class PurgeBatch:
             + self.audit_events
             + self.revocations
             + self.dpop_proofs
+            + self.mfa_tokens
+            + self.pending_factors
         )
 
 
@@ -126,6 +132,10 @@ async def delete_expired_batch(
         batch_size,
     )
     proofs = await dpop_proofs.delete_expired(connection, now=now, batch_size=batch_size)
+    tickets = await mfa_tokens.delete_expired(connection, now=now, batch_size=batch_size)
+    pending = await factors.delete_stale_pending(
+        connection, created_before=now - PENDING_FACTOR_RETENTION, batch_size=batch_size
+    )
     return PurgeBatch(
         refresh_tokens=rows_affected(tokens),
         sessions=rows_affected(sessions),
@@ -136,6 +146,8 @@ async def delete_expired_batch(
         audit_events=audit_events,
         revocations=rows_affected(feed),
         dpop_proofs=proofs,
+        mfa_tokens=tickets,
+        pending_factors=pending,
     )
 
 
