@@ -61,10 +61,10 @@ async def find_live(
 
 
 async def spend(connection: Connection, *, token_digest: bytes, now: datetime) -> bool:
-    """Mark a live token used (compare-and-set); False if it was spent or expired meanwhile."""
+    """Mark a token used (compare-and-set); False if a concurrent request spent it first.
+    Its expiry is `find_live`'s to check."""
     status = await connection.execute(
-        "UPDATE mfa_tokens SET used_at = $2"
-        " WHERE token_digest = $1 AND used_at IS NULL AND expires_at > $2",
+        "UPDATE mfa_tokens SET used_at = $2 WHERE token_digest = $1 AND used_at IS NULL",
         token_digest,
         now,
     )
