@@ -86,6 +86,35 @@ class UserAccount:
     password: str = field(repr=False)
 
 
+@dataclass
+class TotpAccount:
+    """A user with a live TOTP factor: the password, the factor's secret and the recovery
+    codes, and `next_code()`, which hands out each time step's code once, as the service
+    accepts it once."""
+
+    id: str
+    email: str
+    password: str = field(repr=False)
+    factor_id: str
+    secret: str = field(repr=False)
+    recovery_codes: tuple[str, ...] = field(repr=False)
+    last_step: int = field(repr=False, default=0)
+
+    def code(self, at: datetime | None = None) -> str:
+        """The code of the time step of `at` (now by default), used or not."""
+        return server_api.totp_code(self.secret, server_api.totp_step(at or utc_now()))
+
+    def next_code(self) -> str:
+        """A code the service has not accepted yet: this step's, or the next one's (one step
+        of drift is accepted). Raises `RuntimeError` when both were used: wait 30 seconds."""
+        now = server_api.totp_step(utc_now())
+        step = max(now, self.last_step + 1)
+        if step > now + 1:
+            raise RuntimeError("both usable TOTP steps were used; wait for the next step")
+        self.last_step = step
+        return server_api.totp_code(self.secret, step)
+
+
 @dataclass(frozen=True)
 class ClientCredentials:
     """A service client's id and its secret (shown once, as in production)."""
@@ -142,6 +171,54 @@ class TokenService:
     async def login(self, email: str, password: str = DEFAULT_PASSWORD) -> TokenPair:
         """Log in through `POST /login`; the new session's token pair."""
         response = await self._http.post("/login", json={"email": email, "password": password})
+        _expect(response, 200)
+        body = response.json()
+        return TokenPair(
+            access_token=body["access_token"],
+            expires_in=body["expires_in"],
+            refresh_token=body["refresh_token"],
+            refresh_expires_in=body["refresh_expires_in"],
+        )
+
+    async def create_totp_user(
+        self, email: str | None = None, password: str | None = None
+    ) -> TotpAccount:
+        """A user with a live TOTP factor, enrolled through the API (`POST /mfa/totp`, then
+        its verify with the previous step's code, so that this step's is still unused)."""
+        account = await self.create_user(email, password)
+        pair = await self.login(account.email, account.password)
+        headers = {"Authorization": f"Bearer {pair.access_token}"}
+        started = await self._http.post("/mfa/totp", json={}, headers=headers)
+        _expect(started, 201)
+        factor_id, secret = started.json()["factor_id"], started.json()["secret"]
+        step = server_api.totp_step(utc_now()) - 1
+        verified = await self._http.post(
+            f"/mfa/totp/{factor_id}/verify",
+            json={"code": server_api.totp_code(secret, step)},
+            headers=headers,
+        )
+        _expect(verified, 200)
+        return TotpAccount(
+            id=account.id,
+            email=account.email,
+            password=account.password,
+            factor_id=factor_id,
+            secret=secret,
+            recovery_codes=tuple(verified.json()["recovery_codes"]),
+            last_step=step,
+        )
+
+    async def login_with_totp(self, account: TotpAccount) -> TokenPair:
+        """Log in with the password and the next unused code (`POST /login`, 403
+        mfa_required, then `POST /login/mfa`); the new aal2 session's token pair."""
+        started = await self._http.post(
+            "/login", json={"email": account.email, "password": account.password}
+        )
+        _expect(started, 403)
+        response = await self._http.post(
+            "/login/mfa",
+            json={"mfa_token": started.json()["mfa_token"], "code": account.next_code()},
+        )
         _expect(response, 200)
         body = response.json()
         return TokenPair(
@@ -209,6 +286,8 @@ class TokenService:
         client_id: str | None = None,
         now: datetime | None = None,
         audience: str | None = None,
+        aal2: bool = False,
+        auth_time: datetime | None = None,
     ) -> str:
         """An access token signed as this instance signs them, without any flow.
 
@@ -217,6 +296,8 @@ class TokenService:
         `/profile`, which checks the session row, refuses it). `now` in the past makes an
         expired token; `expires_in` can be at most the service's access-token lifetime.
         `audience` is the resource URI the token is for (the service's own audience by default).
+        A person's token says a password login (`amr` pwd, `acr` aal1) or, with `aal2`, one
+        with a second factor; `auth_time` defaults to `now`.
         """
         lifetime = self.settings.access_token_ttl
         if expires_in is not None and not 0 < expires_in <= lifetime:
@@ -233,6 +314,13 @@ class TokenService:
             email=None if is_client else (email or f"{sub}@example.test"),
             client_id=client_id,
             ttl=expires_in,
+            strength=None
+            if is_client
+            else server_api.Strength(
+                amr=("pwd", "otp", "mfa") if aal2 else ("pwd",),
+                acr="aal2" if aal2 else "aal1",
+                auth_time=auth_time or now or utc_now(),
+            ),
         )
         return token
 
@@ -442,6 +530,7 @@ __all__ = [
     "ClientCredentials",
     "DatabaseSupply",
     "TokenService",
+    "TotpAccount",
     "UserAccount",
     "VerifierSettings",
     "create_template",

@@ -70,6 +70,7 @@ from tokenrota.claims import ACCESS_TOKEN_TYPE, AccessClaims, access_claims_of
 from tokenrota.clock import Clock, Monotonic, monotonic, utc_now
 from tokenrota.errors import (
     InsufficientScope,
+    InsufficientUserAuthentication,
     InvalidDPoPProof,
     InvalidToken,
     MissingToken,
@@ -429,6 +430,41 @@ def requires_scope(
                 return refusal(MissingToken(), resource_metadata=metadata)
             if any(scope not in request.auth.scopes for scope in scopes):
                 return refusal(InsufficientScope(scopes), resource_metadata=metadata)
+            return await endpoint(request)
+
+        return guarded
+
+    return decorate
+
+
+def requires_aal2(
+    *, max_age: int | None = None, clock: Clock = utc_now
+) -> Callable[[Callable[[Request], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]:
+    """Guard an endpoint: RFC 9470's 401 insufficient_user_authentication (a challenge with
+    `acr_values="aal2"` and `max_age`) unless the token's `acr` is aal2 and, with `max_age`,
+    its `auth_time` is at most `max_age` seconds old. The client answers it with a step-up
+    (the service's POST /mfa/challenge) and retries.
+
+    Under `protect`, the request already carries a valid token; on a public path without one,
+    the answer is 401 missing_token.
+    """
+    if max_age is not None and max_age < 0:
+        raise ValueError("max_age is a number of seconds, 0 or more")
+
+    def decorate(
+        endpoint: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(endpoint)
+        async def guarded(request: Request) -> Response:
+            if not request.user.is_authenticated:
+                return refusal(MissingToken())
+            claims = token_claims(request)
+            fresh = max_age is None or (
+                claims.auth_time is not None
+                and int(clock().timestamp()) - claims.auth_time <= max_age
+            )
+            if claims.acr != "aal2" or not fresh:
+                return refusal(InsufficientUserAuthentication(acr_values="aal2", max_age=max_age))
             return await endpoint(request)
 
         return guarded

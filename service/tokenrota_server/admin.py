@@ -20,6 +20,7 @@ from tokenrota.errors import InsufficientScope
 from tokenrota_server.db import (
     account_tokens,
     audit,
+    factors,
     oauth_clients,
     roles,
     sessions,
@@ -187,6 +188,36 @@ async def revoke_sessions(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now:
     return count
 
 
+async def list_factors(pool: asyncpg.Pool, user_id: UUID) -> list[factors.Factor]:
+    """The user's live second factors; raise `NotFound`."""
+    async with pool.acquire() as connection:
+        if not await users.user_exists(connection, user_id):
+            raise NotFound("No such user.")
+        return await factors.list_live_factors(connection, user_id)
+
+
+async def remove_factor(
+    pool: asyncpg.Pool, user_id: UUID, factor_id: UUID, *, actor: str, now: datetime
+) -> None:
+    """Remove a user's factor (a lost phone) and revoke every session of the user, in one
+    transaction with its audit event; raise `NotFound` for an unknown user or factor."""
+    async with pool.acquire() as connection, connection.transaction():
+        kind = await factors.delete_factor(connection, user_id=user_id, factor_id=factor_id)
+        if kind is None:
+            raise NotFound("No such factor.")
+        count = await sessions.revoke_user_sessions(
+            connection, user_id=user_id, reason=sessions.RevokeReason.ADMIN, now=now
+        )
+        await audit.record(
+            connection,
+            AuditAction.MFA_FACTOR_REMOVED,
+            actor=actor,
+            now=now,
+            user_id=user_id,
+            details={"factor_id": str(factor_id), "type": kind.value, "sessions_revoked": count},
+        )
+
+
 async def erase_user(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: datetime) -> None:
     """Erase the user and everything that references them; raise `NotFound`.
 
@@ -219,18 +250,27 @@ async def erase_user(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now: date
 
 
 async def put_role(
-    pool: asyncpg.Pool, name: str, scopes: tuple[str, ...], *, actor: str, now: datetime
+    pool: asyncpg.Pool,
+    name: str,
+    scopes: tuple[str, ...],
+    *,
+    actor: str,
+    now: datetime,
+    require_mfa: bool = False,
 ) -> tuple[roles.Role, bool]:
-    """Create a role or replace its scopes; return it and whether it is new."""
+    """Create a role or replace its scopes and `require_mfa` (its scopes only in aal2
+    tokens); return it and whether it is new."""
     async with pool.acquire() as connection, connection.transaction():
-        role, created = await roles.put_role(connection, name=name, scopes=scopes, now=now)
+        role, created = await roles.put_role(
+            connection, name=name, scopes=scopes, now=now, require_mfa=require_mfa
+        )
         await audit.record(
             connection,
             AuditAction.ROLE_PUT,
             actor=actor,
             now=now,
             target=f"role:{name}",
-            details={"scopes": list(scopes), "created": created},
+            details={"scopes": list(scopes), "require_mfa": require_mfa, "created": created},
         )
     return role, created
 

@@ -559,29 +559,6 @@ class SecondFactors:
             details={"via": via},
         )
 
-    # -- operators -------------------------------------------------------------------------
-
-    async def factors_of(self, pool: asyncpg.Pool, user_id: uuid.UUID) -> list[Factor]:
-        """A user's live factors (the admin API)."""
-        async with pool.acquire() as connection:
-            return await factors.list_live_factors(connection, user_id)
-
-    async def remove_for_operator(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        user_id: uuid.UUID,
-        factor_id: uuid.UUID,
-        actor: str,
-        now: datetime,
-    ) -> None:
-        """Remove a user's factor (a lost phone) and revoke every session of the user."""
-        await self._remove(pool, user_id, factor_id, actor, now)
-        async with pool.acquire() as connection:
-            await sessions.revoke_user_sessions(
-                connection, user_id=user_id, reason=sessions.RevokeReason.ADMIN, now=now
-            )
-
 
 class _Rollback(InvalidMfaToken):
     """Raised inside the second step's transaction to undo it: the mfa token was spent by a

@@ -14,16 +14,28 @@ from datetime import datetime
 import asyncpg
 from starlette.applications import Starlette
 
+from tokenrota_server import totp
 from tokenrota_server.auth import TokenPair
 from tokenrota_server.config import Settings
 from tokenrota_server.db import oauth_clients
 from tokenrota_server.db.pool import start_embedded
+from tokenrota_server.db.sessions import Strength
 from tokenrota_server.mailer import message_summary, messages_in_mailbox
 from tokenrota_server.passwords import Passwords
 from tokenrota_server.tokens import TokenCodec
 
 # Where a `Settings()` keeps its files when no one says: relative to the working directory.
 DEFAULT_DATA_DIR = next(each.default for each in fields(Settings) if each.name == "data_dir")
+
+
+def totp_step(at: datetime) -> int:
+    """The TOTP time step (RFC 6238 counter) of `at`."""
+    return totp.step_of(at)
+
+
+def totp_code(secret: str, step: int) -> str:
+    """The code of a TOTP `secret` at time step `step`."""
+    return totp.code_at(secret, step)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -74,6 +86,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "Passwords",
     "Settings",
+    "Strength",
     "TokenCodec",
     "TokenPair",
     "create_app",
@@ -83,4 +96,6 @@ __all__ = [
     "messages_in_mailbox",
     "migrate",
     "start_embedded",
+    "totp_code",
+    "totp_step",
 ]

@@ -119,7 +119,7 @@ COMMAND_OPTIONS = {
     "rotate-client-secret": ["CLIENT_ID"],
     "disable-client": ["CLIENT_ID"],
     "list-clients": [],
-    "create-role": ["NAME", "--scope"],
+    "create-role": ["NAME", "--scope", "--require-mfa"],
     "grant-role": ["EMAIL", "ROLE"],
     "revoke-role": ["EMAIL", "ROLE"],
     "list-users": ["--email", "PREFIX"],

@@ -24,6 +24,7 @@ from tests.support import PASSWORD, FakeClock, login, register, register_and_log
 # Fixed, not random: pytest-xdist workers must collect the same test ids. No test creates it.
 SOME_ID = "4d6f2a90-3b1e-4c57-9a8d-0e2f6b7c1a35"
 SOME_RESOURCE_ID = "7a1c3e5f-2b4d-4f6a-8c0e-1d3f5a7b9c2e"
+OTHER_ID = "00000000-0000-4000-8000-000000000002"
 # Erase racing a token's spending deadlocked about once in 150 tries before both locked the
 # user's row first.
 ERASE_RACE_ROUNDS = 300
@@ -37,6 +38,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", f"/admin/users/{SOME_ID}/roles", {"roles": []}),
     ("GET", f"/admin/users/{SOME_ID}/sessions", None),
     ("DELETE", f"/admin/users/{SOME_ID}/sessions", None),
+    ("GET", f"/admin/users/{SOME_ID}/factors", None),
+    ("DELETE", f"/admin/users/{SOME_ID}/factors/{OTHER_ID}", None),
     ("GET", "/admin/roles", None),
     ("PUT", "/admin/roles/ops", {"scopes": ["read"]}),
     ("DELETE", "/admin/roles/ops", None),
@@ -88,6 +91,7 @@ async def test_the_route_list_covers_every_admin_route(client: httpx.AsyncClient
             method,
             path.replace(SOME_ID, "{user_id}")
             .replace(SOME_RESOURCE_ID, "{resource_id}")
+            .replace(OTHER_ID, "{factor_id}")
             .replace("/ops", "/{name}"),
         )
         for method, path, _ in ENDPOINTS

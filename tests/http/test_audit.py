@@ -204,3 +204,18 @@ async def test_the_cli_creates_roles_grants_lists_enables_and_erases_with_audit_
         "role_revoked",
         "user_erased",
     ]
+
+
+async def test_create_role_with_require_mfa_from_the_cli(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """`create-role NAME --require-mfa`: the role's scopes go only into aal2 tokens."""
+    created = await run_cli(
+        database_url, "create-role", "payouts", "--scope", "pay", "--require-mfa"
+    )
+    plain = await run_cli(database_url, "create-role", "reader", "--scope", "read")
+
+    assert created[0] == 0, created[2]
+    assert json.loads(created[1])["require_mfa"] is True
+    assert json.loads(plain[1])["require_mfa"] is False
+    assert await db.fetchval("SELECT require_mfa FROM roles WHERE name = 'payouts'") is True

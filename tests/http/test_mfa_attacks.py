@@ -3,6 +3,7 @@ the same steps, for every kind of wrong."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -189,3 +190,18 @@ async def test_the_mfa_token_and_codes_do_not_work_for_another_user(
 
     assert_error(response, 401, "invalid_code")
     assert (await mfa_login(client, clock, bob)).get("access_token")
+
+
+async def test_one_code_raced_on_two_mfa_tokens_wins_once(
+    client: httpx.AsyncClient, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """Two logins racing with the same code (a phished code replayed at once): the factor's
+    compare-and-set lets exactly one through."""
+    who = await totp_user(client, clock)
+    tokens = [(await start_login(client, who.email))["mfa_token"] for _ in range(4)]
+    code = who.code(clock)
+
+    answers = await asyncio.gather(*(attempt(client, token, code=code) for token in tokens))
+
+    assert sorted(response.status_code for response in answers) == [200, 401, 401, 401]
+    assert await db.fetchval("SELECT count(*) FROM sessions WHERE acr = 'aal2'") == 1

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncpg
 import httpx
 from jose import jwt
+from tokenrota.dpop import thumbprint
+from tokenrota_server.config import Settings
+from tokenrota_server.db.purge import delete_expired_batch
 
 from tests.checks import assert_error
+from tests.dpop_support import Signer, stamp
 from tests.mfa_support import bearer, mfa_login, start_login, totp_user
 from tests.support import FakeClock, TableSnapshot, login, register
 
 
 def claims_of(pair: dict[str, object]) -> dict[str, object]:
+    """The access token's claims, unverified (the service checked them)."""
     claims: dict[str, object] = jwt.get_unverified_claims(str(pair["access_token"]))
     return claims
 
@@ -196,3 +201,44 @@ async def test_the_cookie_transport_works_the_same(
     assert response.status_code == 200, response.text
     assert "refresh_token" not in response.json()
     assert "refresh_token" in response.headers["set-cookie"]
+
+
+async def test_a_dpop_proof_at_login_mfa_binds_the_session(
+    client: httpx.AsyncClient, clock: FakeClock, settings: Settings
+) -> None:
+    """As at /login: the pair is DPoP, its tokens name the key, and a refresh needs its proof."""
+    signer = Signer("ES256")
+    who = await totp_user(client, clock)
+    started = await start_login(client, who.email)
+    htu = f"{settings.public_base_url}/login/mfa"
+
+    response = await client.post(
+        "/login/mfa",
+        json={"mfa_token": started["mfa_token"], "code": who.code(clock)},
+        headers={"DPoP": signer.proof(htu=htu, iat=stamp(clock.now))},
+    )
+
+    assert response.status_code == 200, response.text
+    pair = response.json()
+    assert pair["token_type"] == "DPoP"
+    assert claims_of(pair)["cnf"] == {"jkt": thumbprint(signer.jwk)}
+    unproven = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert_error(unproven, 403, "invalid_token")
+
+
+async def test_the_purge_forgets_expired_mfa_tokens_and_abandoned_enrolments(
+    client: httpx.AsyncClient, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    who = await totp_user(client, clock)
+    await start_login(client, who.email)
+    user = await register(client)
+    pair = await login(client, user["email"])
+    await client.post("/mfa/totp", json={}, headers=bearer(pair))
+    clock.advance(2 * 24 * 3600)
+
+    batch = await delete_expired_batch(
+        db, now=clock.now, throttle_window=900, batch_size=100, leeway=30
+    )
+
+    assert (batch.mfa_tokens, batch.pending_factors) == (1, 1)
+    assert await db.fetchval("SELECT count(*) FROM mfa_factors") == 1, "the live one stays"

@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from jose import jwt
 from tokenrota.clock import utc_now
 from tokenrota.errors import InvalidToken
 from tokenrota.testing import DatabaseSupply, TokenService, instance_settings, run_token_service
@@ -429,3 +430,23 @@ def test_an_interrupted_run_stops_the_postgres_it_started(
 
     assert running != []
     assert wait_until_gone(pgdata) == []
+
+
+async def test_a_totp_user_logs_in_with_the_codes_the_fixture_hands_out(
+    token_service: TokenService,
+) -> None:
+    """`create_totp_user` enrols a factor through the API; `login_with_totp` completes
+    /login/mfa with the next unused code, twice in a row; an aal2 token can be issued too."""
+    account = await token_service.create_totp_user()
+
+    first = await token_service.login_with_totp(account)
+    second = await token_service.login_with_totp(account)
+
+    for pair in (first, second):
+        claims = jwt.get_unverified_claims(pair.access_token)
+        assert claims["acr"] == "aal2"
+        assert claims["amr"] == ["pwd", "otp", "mfa"]
+    assert account.secret not in repr(account)
+    assert len(account.recovery_codes) == 10
+    issued = jwt.get_unverified_claims(token_service.issue_access_token("u1", aal2=True))
+    assert issued["acr"] == "aal2"

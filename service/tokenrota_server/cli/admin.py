@@ -146,14 +146,16 @@ async def purge(settings: Settings) -> int:
     return 0
 
 
-async def create_role(settings: Settings, name: str, scope: str) -> int:
-    """Create a role with the scopes of `scope` (space-separated), or replace its scopes;
-    prints the role as one JSON line."""
+async def create_role(settings: Settings, name: str, scope: str, require_mfa: bool = False) -> int:
+    """Create a role with the scopes of `scope` (space-separated), or replace its scopes (and
+    `require_mfa`: its scopes only in aal2 tokens); prints the role as one JSON line."""
     try:
         roles.check_role_name(name)
         scopes = roles.check_scopes(scope.split(" ") if scope else [])
         async with _pool(settings) as pool:
-            role, _ = await admin.put_role(pool, name, scopes, actor=audit.CLI_ACTOR, now=utc_now())
+            role, _ = await admin.put_role(
+                pool, name, scopes, actor=audit.CLI_ACTOR, now=utc_now(), require_mfa=require_mfa
+            )
     except ServiceError as error:
         return _refused(error.description)
     print(json.dumps(role.to_json()))

@@ -155,6 +155,11 @@ def _add_role_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         default="",
         help='space-separated scopes it grants, e.g. "tickets:read tickets:write"',
     )
+    create.add_argument(
+        "--require-mfa",
+        action="store_true",
+        help="its scopes go only into tokens of a login with a second factor (aal2)",
+    )
     for command, what in (
         ("grant-role", "give a user a role"),
         ("revoke-role", "take a role from a user"),
@@ -385,7 +390,9 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
     if command == "list-clients":
         return asyncio.run(admin.list_clients(settings))
     if command == "create-role":
-        return asyncio.run(admin.create_role(settings, arguments.name, arguments.scope))
+        return asyncio.run(
+            admin.create_role(settings, arguments.name, arguments.scope, arguments.require_mfa)
+        )
     if command in ("grant-role", "revoke-role"):
         grant = command == "grant-role"
         return asyncio.run(

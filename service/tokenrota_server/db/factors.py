@@ -232,10 +232,16 @@ async def count_unused_recovery_codes(connection: Connection, user_id: UUID) -> 
     return int(count)
 
 
-async def delete_stale_pending(connection: Connection, *, created_before: datetime) -> int:
-    """Delete factors never verified and enrolled before `created_before` (the purge's)."""
+async def delete_stale_pending(
+    connection: Connection, *, created_before: datetime, batch_size: int
+) -> int:
+    """Delete up to `batch_size` factors never verified and enrolled before `created_before`
+    (the purge's: an enrolment abandoned half-way)."""
     status = await connection.execute(
-        "DELETE FROM mfa_factors WHERE verified_at IS NULL AND created_at < $1", created_before
+        "DELETE FROM mfa_factors WHERE id IN (SELECT id FROM mfa_factors"
+        " WHERE verified_at IS NULL AND created_at < $1 LIMIT $2)",
+        created_before,
+        batch_size,
     )
     return rows_affected(status)
 

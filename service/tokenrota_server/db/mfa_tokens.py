@@ -61,17 +61,22 @@ async def find_live(
 
 
 async def spend(connection: Connection, *, token_digest: bytes, now: datetime) -> bool:
-    """Mark a live token used (compare-and-set); False if it was spent or expired meanwhile."""
+    """Mark a token used (compare-and-set); False if a concurrent request spent it first.
+    Its expiry is `find_live`'s to check."""
     status = await connection.execute(
-        "UPDATE mfa_tokens SET used_at = $2"
-        " WHERE token_digest = $1 AND used_at IS NULL AND expires_at > $2",
+        "UPDATE mfa_tokens SET used_at = $2 WHERE token_digest = $1 AND used_at IS NULL",
         token_digest,
         now,
     )
     return bool(status == "UPDATE 1")
 
 
-async def delete_expired(connection: Connection, *, now: datetime) -> int:
-    """Delete tokens past their expiry (the purge's)."""
-    status = await connection.execute("DELETE FROM mfa_tokens WHERE expires_at <= $1", now)
+async def delete_expired(connection: Connection, *, now: datetime, batch_size: int) -> int:
+    """Delete up to `batch_size` tokens past their expiry, spent or not (the purge's)."""
+    status = await connection.execute(
+        "DELETE FROM mfa_tokens WHERE token_digest IN"
+        " (SELECT token_digest FROM mfa_tokens WHERE expires_at <= $1 LIMIT $2)",
+        now,
+        batch_size,
+    )
     return rows_affected(status)

@@ -19,7 +19,7 @@ import asyncpg
 from tokenrota.clock import Clock
 
 from tokenrota_server.config import Settings
-from tokenrota_server.db import audit, dpop_proofs, passkeys
+from tokenrota_server.db import audit, dpop_proofs, factors, mfa_tokens, passkeys
 from tokenrota_server.db.pool import CONNECTION_ERRORS, Connection, rows_affected
 
 logger = logging.getLogger("tokenrota.purge")
@@ -29,6 +29,8 @@ PURGE_LOCK_KEY = 0x70757267_65303031  # "purge001"
 # How long spent account tokens and finished outbox messages are kept: long enough to look
 # into a complaint, short enough to keep little.
 MAIL_RETENTION = timedelta(days=1)
+# A TOTP factor enrolled but never verified: the enrolment was abandoned.
+PENDING_FACTOR_RETENTION = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class PurgeBatch:
     revocations: int = 0
     dpop_proofs: int = 0
     webauthn_challenges: int = 0
+    mfa_tokens: int = 0
+    pending_factors: int = 0
 
     @property
     def total(self) -> int:
@@ -59,6 +63,8 @@ class PurgeBatch:
             + self.revocations
             + self.dpop_proofs
             + self.webauthn_challenges
+            + self.mfa_tokens
+            + self.pending_factors
         )
 
 
@@ -132,6 +138,10 @@ async def delete_expired_batch(
     challenges = await passkeys.delete_expired_challenges(
         connection, now=now, batch_size=batch_size
     )
+    tickets = await mfa_tokens.delete_expired(connection, now=now, batch_size=batch_size)
+    pending = await factors.delete_stale_pending(
+        connection, created_before=now - PENDING_FACTOR_RETENTION, batch_size=batch_size
+    )
     return PurgeBatch(
         refresh_tokens=rows_affected(tokens),
         sessions=rows_affected(sessions),
@@ -143,6 +153,8 @@ async def delete_expired_batch(
         revocations=rows_affected(feed),
         dpop_proofs=proofs,
         webauthn_challenges=challenges,
+        mfa_tokens=tickets,
+        pending_factors=pending,
     )
 
 

@@ -70,11 +70,14 @@ class Role:
     name: str
     scopes: tuple[str, ...]
     created_at: datetime
+    # Its scopes (and name) go only into aal2 tokens (`GRANTS_OF`).
+    require_mfa: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
             "scopes": list(self.scopes),
+            "require_mfa": self.require_mfa,
             "created_at": self.created_at.isoformat(),
         }
 
@@ -125,20 +128,33 @@ def check_role_names(names: object) -> tuple[str, ...]:
 
 
 def _role(row: asyncpg.Record) -> Role:
-    return Role(name=row["name"], scopes=tuple(row["scopes"]), created_at=row["created_at"])
+    return Role(
+        name=row["name"],
+        scopes=tuple(row["scopes"]),
+        created_at=row["created_at"],
+        require_mfa=row["require_mfa"],
+    )
 
 
 async def put_role(
-    connection: Connection, *, name: str, scopes: tuple[str, ...], now: datetime
+    connection: Connection,
+    *,
+    name: str,
+    scopes: tuple[str, ...],
+    now: datetime,
+    require_mfa: bool = False,
 ) -> tuple[Role, bool]:
-    """Create the role or replace its scopes; return it and whether it is new."""
+    """Create the role or replace its scopes and `require_mfa`; return it and whether it is
+    new."""
     row = await connection.fetchrow(
-        "INSERT INTO roles AS r (name, scopes, created_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT (name) DO UPDATE SET scopes = excluded.scopes"
-        " RETURNING r.name, r.scopes, r.created_at, (xmax = 0) AS created",
+        "INSERT INTO roles AS r (name, scopes, created_at, require_mfa) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (name) DO UPDATE SET scopes = excluded.scopes,"
+        " require_mfa = excluded.require_mfa"
+        " RETURNING r.name, r.scopes, r.created_at, r.require_mfa, (xmax = 0) AS created",
         name,
         list(scopes),
         now,
+        require_mfa,
     )
     assert row is not None
     return _role(row), bool(row["created"])
@@ -146,7 +162,9 @@ async def put_role(
 
 async def list_roles(connection: Connection) -> list[Role]:
     """Every role, by name."""
-    rows = await connection.fetch("SELECT name, scopes, created_at FROM roles ORDER BY name")
+    rows = await connection.fetch(
+        "SELECT name, scopes, created_at, require_mfa FROM roles ORDER BY name"
+    )
     return [_role(row) for row in rows]
 
 

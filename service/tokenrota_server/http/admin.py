@@ -18,7 +18,7 @@ from tokenrota_server import admin, resources
 from tokenrota_server.db import audit, pagination, roles
 from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.http import audit_filters
-from tokenrota_server.http.web import NO_STORE, bearer_token, read_json
+from tokenrota_server.http.web import NO_STORE, bearer_token, boolean_field, read_json
 from tokenrota_server.state import AppState
 
 
@@ -146,18 +146,46 @@ async def list_roles(request: Request[AppState]) -> Response:
     return _json({"roles": [role.to_json() for role in found]})
 
 
+async def list_user_factors(request: Request[AppState]) -> Response:
+    """GET /admin/users/{user_id}/factors: the user's live second factors."""
+    await _actor(request)
+    found = await admin.list_factors(request.state["pool"], _user_id(request))
+    return _json({"factors": [factor.to_json() for factor in found]})
+
+
+async def remove_user_factor(request: Request[AppState]) -> Response:
+    """DELETE /admin/users/{user_id}/factors/{factor_id}: 204; every session of the user is
+    revoked."""
+    actor = await _actor(request)
+    state = request.state
+    try:
+        factor_id = UUID(request.path_params["factor_id"])
+    except ValueError:
+        raise NotFound("No such factor.") from None
+    await admin.remove_factor(
+        state["pool"], _user_id(request), factor_id, actor=actor, now=state["clock"]()
+    )
+    return Response(status_code=204)
+
+
 async def put_role(request: Request[AppState]) -> Response:
-    """PUT /admin/roles/{name} {"scopes": [...]}: 200 the role (201 when new)."""
+    """PUT /admin/roles/{name} {"scopes": [...], "require_mfa"?: bool}: 200 the role (201 when
+    new)."""
     actor = await _actor(request)
     state = request.state
     name = request.path_params["name"]
     body = await read_json(request, state["settings"].max_body_bytes)
     roles.check_role_name(name)
-    if set(body) != {"scopes"}:
-        raise InvalidInput('The body is {"scopes": [scope tokens]}.')
+    if "scopes" not in body or not set(body) <= {"scopes", "require_mfa"}:
+        raise InvalidInput('The body is {"scopes": [scope tokens], "require_mfa"?: bool}.')
     scopes = roles.check_scopes(body["scopes"])
     role, created = await admin.put_role(
-        state["pool"], name, scopes, actor=actor, now=state["clock"]()
+        state["pool"],
+        name,
+        scopes,
+        actor=actor,
+        now=state["clock"](),
+        require_mfa=boolean_field(body, "require_mfa"),
     )
     return _json(role.to_json(), status_code=201 if created else 200)
 
@@ -249,6 +277,8 @@ routes = [
     Route("/admin/users/{user_id}/roles", put_user_roles, methods=["PUT"]),
     Route("/admin/users/{user_id}/sessions", list_user_sessions, methods=["GET"]),
     Route("/admin/users/{user_id}/sessions", revoke_user_sessions, methods=["DELETE"]),
+    Route("/admin/users/{user_id}/factors", list_user_factors, methods=["GET"]),
+    Route("/admin/users/{user_id}/factors/{factor_id}", remove_user_factor, methods=["DELETE"]),
     Route("/admin/roles", list_roles, methods=["GET"]),
     Route("/admin/roles/{name}", put_role, methods=["PUT"]),
     Route("/admin/roles/{name}", delete_role, methods=["DELETE"]),

@@ -690,6 +690,7 @@ _ROLE: dict[str, Any] = {
     "properties": {
         "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.:-]{0,63}$"},
         "scopes": {"type": "array", "items": {"type": "string"}},
+        "require_mfa": {"type": "boolean"},
         "created_at": {"type": "string", "format": "date-time"},
     },
 }
@@ -852,6 +853,25 @@ OPERATIONS |= {
     ("DELETE", "/admin/users/{user_id}/sessions"): _admin(
         "Revoke every session of the user now", {204: ok("Revoked."), **NO_SUCH_USER}
     ),
+    ("GET", "/admin/users/{user_id}/factors"): _admin(
+        "The user's live second factors",
+        {
+            200: ok(
+                "Factors.",
+                {
+                    "type": "object",
+                    "required": ["factors"],
+                    "properties": {"factors": {"type": "array", "items": {"type": "object"}}},
+                },
+                headers=NO_STORE,
+            ),
+            **NO_SUCH_USER,
+        },
+    ),
+    ("DELETE", "/admin/users/{user_id}/factors/{factor_id}"): _admin(
+        "Remove a user's factor (a lost phone); every session of the user is revoked",
+        {204: ok("Removed."), 404: error("No such user or factor.", "not_found")},
+    ),
     ("GET", "/admin/roles"): _admin(
         "Every role and its scopes",
         {
@@ -880,7 +900,15 @@ OPERATIONS |= {
             {
                 "type": "object",
                 "required": ["scopes"],
-                "properties": {"scopes": {"type": "array", "items": {"type": "string"}}},
+                "properties": {
+                    "scopes": {"type": "array", "items": {"type": "string"}},
+                    "require_mfa": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "Its scopes only in aal2 tokens (a second factor).",
+                    },
+                },
+                "additionalProperties": False,
             }
         ),
     ),
