@@ -41,6 +41,7 @@ from tokenrota_server.errors import (
 from tokenrota_server.mfa_crypto import FactorKeys
 from tokenrota_server.outcomes import Grant
 from tokenrota_server.passkeys import Passkeys
+from tokenrota_server.resources import Target
 from tokenrota_server.tokens import TokenCodec, token_digest
 
 security_log = logging.getLogger("tokenrota.security")
@@ -370,8 +371,10 @@ class SecondFactors:
         now: datetime,
         device: DeviceInfo,
         proof: Proof | None = None,
+        target: Target | None = None,
     ) -> TokenPair:
-        """Finish a login that /login answered with `mfa_required`: start a session at aal2.
+        """Finish a login that /login answered with `mfa_required`: start a session at aal2,
+        its access token for `target` (a resolved `resource`) when given.
 
         Raises `InvalidMfaToken` (unknown, spent, expired, user disabled), `TooManyAttempts`
         (per user and per mfa_token), `InvalidCode`. The token is spent with the code, once.
@@ -394,6 +397,7 @@ class SecondFactors:
             remember=pending.remember,
             proof=proof,
             strength=strength_with(("pwd",), *used),
+            target=target,
         )
 
     async def step_up(

@@ -46,6 +46,7 @@ from tokenrota_server.db.factors import Factor, FactorType
 from tokenrota_server.db.passkeys import ChallengePurpose, StoredCredential
 from tokenrota_server.db.pool import Connection
 from tokenrota_server.errors import EmailUnverified, InvalidPasskey
+from tokenrota_server.resources import Target
 
 security_log = logging.getLogger("tokenrota.security")
 
@@ -102,6 +103,7 @@ class Passkeys:
         device: DeviceInfo,
         remember: bool,
         proof: Proof | None,
+        target: Target | None = None,
     ) -> TokenPair:
         """Sign in with a discoverable passkey alone: the authenticator must have verified the
         user; the session starts at aal2 (`amr` hwk or swk, and user). Raise `InvalidPasskey`,
@@ -119,6 +121,7 @@ class Passkeys:
             remember=remember,
             proof=proof,
             strength=sessions.Strength(amr=used.amr, acr="aal2"),
+            target=target,
         )
 
     async def registration_options(

@@ -16,6 +16,7 @@ from tokenrota_server.db.resources import GrantKind
 
 from tests.admin_support import admin_client, bearer
 from tests.audience_support import create_resource, grant
+from tests.mfa_support import start_login, totp_user
 from tests.oauth_support import basic, claims_of, client_token, create_client
 from tests.support import PASSWORD, FakeClock, Serve, TableSnapshot, register
 
@@ -406,3 +407,26 @@ async def test_a_token_for_one_api_is_refused_by_a_verifier_pinned_to_another(
     with pytest.raises(InvalidToken):
         await verifier(BILLING).verify(token)
     assert accepted.subject == user["id"]
+
+
+async def test_the_second_step_of_a_login_takes_a_resource_too(
+    client: httpx.AsyncClient, admin: dict[str, str], clock: FakeClock
+) -> None:
+    """/login/mfa mints for `resource` as /login does; a bad one is refused before the code is
+    looked at, so neither the mfa_token nor the code is spent."""
+    who = await totp_user(client, clock)
+    started = await start_login(client, who.email)
+    code = who.code(clock)
+
+    refused = await client.post(
+        "/login/mfa",
+        json={"mfa_token": started["mfa_token"], "code": code, "resource": "/relative"},
+    )
+    completed = await client.post(
+        "/login/mfa", json={"mfa_token": started["mfa_token"], "code": code, "resource": ORDERS}
+    )
+
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_target")
+    assert completed.status_code == 200, completed.text
+    claims = claims_of(completed.json()["access_token"])
+    assert (claims["aud"], claims["acr"]) == (ORDERS, "aal2")

@@ -24,6 +24,7 @@ from tokenrota_server.http.web import (
 )
 from tokenrota_server.mfa import second_factor_of
 from tokenrota_server.outcomes import LoginOutcome
+from tokenrota_server.resources import resolve_target
 from tokenrota_server.state import AppState
 
 
@@ -95,7 +96,10 @@ async def login_mfa(request: Request[AppState]) -> Response:
     body = await read_json(request, state["settings"].max_body_bytes)
     mfa_token = string_field(body, "mfa_token")
     use_cookie = boolean_field(body, "use_cookie")
-    answer = second_factor_of(_without(body, "mfa_token", "use_cookie"))
+    answer = second_factor_of(_without(body, "mfa_token", "use_cookie", "resource"))
+    # Before the code is checked, as /login checks it before the password: a bad resource
+    # spends neither the mfa_token nor an attempt.
+    target = await resolve_target(state["pool"], state["settings"], body.get("resource"))
     now = state["clock"]()
     proof = state["proofs"].check(
         request.headers.getlist("dpop"), method="POST", path="/login/mfa", now=now
@@ -107,6 +111,7 @@ async def login_mfa(request: Request[AppState]) -> Response:
         now=now,
         device=device_info(request),
         proof=proof,
+        target=target,
     )
     return cookies.pair_response(pair, state["settings"], in_cookie=use_cookie)
 

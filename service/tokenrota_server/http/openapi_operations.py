@@ -1180,7 +1180,11 @@ OPERATIONS |= {
             {
                 "type": "object",
                 "required": ["mfa_token"],
-                "properties": {"mfa_token": {"type": "string", "maxLength": 128}, **_SECOND_FACTOR},
+                "properties": {
+                    "mfa_token": {"type": "string", "maxLength": 128},
+                    "resource": {"$ref": "#/components/schemas/Resource"},
+                    **_SECOND_FACTOR,
+                },
                 "oneOf": _ONE_FACTOR,
                 "additionalProperties": False,
             }
@@ -1315,6 +1319,7 @@ OPERATIONS |= {
                     "credential": _CREDENTIAL,
                     "use_cookie": {"type": "boolean"},
                     "remember": {"type": "boolean"},
+                    "resource": {"$ref": "#/components/schemas/Resource"},
                 },
             }
         ),
@@ -1322,10 +1327,13 @@ OPERATIONS |= {
             200: ok("A new session's token pair.", ref("TokenPair"), headers=NO_STORE),
             **JSON_BODY_OR_PROOF_ERRORS,
             400: error(
-                "The body is not a JSON object, the DPoP proof is refused, or the assertion is"
-                " refused (one answer for every reason).",
+                "The body is not a JSON object, the DPoP proof is refused, `resource` is not one"
+                " registered absolute URI, or the assertion is refused (one answer for every"
+                " reason).",
                 "invalid_request",
                 "invalid_dpop_proof",
+                "use_dpop_nonce",
+                "invalid_target",
                 "invalid_passkey",
             ),
             403: error(

@@ -20,6 +20,7 @@ from tokenrota_server.http.web import (
     string_field,
 )
 from tokenrota_server.outcomes import LoginOutcome
+from tokenrota_server.resources import resolve_target
 from tokenrota_server.state import AppState
 
 
@@ -75,6 +76,7 @@ async def login(request: Request[AppState]) -> Response:
     remember = body.get("remember", True)
     if not isinstance(remember, bool):
         raise InvalidInput("'remember' must be true or false.")
+    target = await resolve_target(state["pool"], state["settings"], body.get("resource"))
     now = state["clock"]()
     proof = state["proofs"].check(
         request.headers.getlist("dpop"), method="POST", path="/passkeys/login", now=now
@@ -86,6 +88,7 @@ async def login(request: Request[AppState]) -> Response:
         device=device_info(request),
         remember=remember,
         proof=proof,
+        target=target,
     )
     return cookies.pair_response(pair, state["settings"], in_cookie=use_cookie)
 
