@@ -155,8 +155,9 @@ async def set_roles(
             details={"before": sorted(before), "after": list(names)},
         )
         found = await users.find_admin_user(connection, user_id, now)
-    assert found is not None
-    return found
+        assert found is not None
+        live = await sessions.list_live_sessions(connection, user_id=user_id, now=now)
+    return replace(found, sessions=tuple(live))
 
 
 async def list_sessions(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from tokenrota_server.config import Settings
+from tokenrota_server.config import Settings, load_settings
+from tokenrota_server.errors import ConfigError
 
 from tests.admin_support import admin_client, bearer
 from tests.db.test_outbox import deliver, smtp_settings
@@ -288,3 +290,28 @@ async def test_concurrent_creations_of_one_email_make_one_user(
     assert await db.fetchval("SELECT count(*) FROM users") == 1
     assert await db.fetchval("SELECT count(*) FROM account_tokens") == 1
     assert await actions(db) == ["user_created", "user_invited"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("INVITATION_URL", "javascript:alert(1)"),
+        ("INVITATION_URL", "https://app.example/welcome#fragment"),
+        ("INVITATION_TTL", "0"),
+        ("INVITATION_TTL", "-1"),
+    ],
+)
+def test_invitation_settings_are_checked_at_start(variable: str, value: str) -> None:
+    environment = {
+        "ENV": "test",
+        "ACCESS_TOKEN_SECRET": "a" + secrets.token_hex(32),
+        "REFRESH_TOKEN_SECRET": "r" + secrets.token_hex(32),
+    }
+    assert (
+        load_settings(environment).invitation_page_url == load_settings(environment).reset_page_url
+    )
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**environment, variable: value})
+
+    assert str(refused.value).startswith(variable)

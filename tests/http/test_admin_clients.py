@@ -11,6 +11,8 @@ import asyncpg
 import httpx
 import pytest
 from tokenrota_server.config import Settings
+from tokenrota_server.db.pagination import encode_cursor
+from tokenrota_server.oauth_clients import CLIENTS_QUERY
 
 from tests.admin_support import admin_client, bearer, insert_users
 from tests.oauth_support import claims_of, client_token
@@ -404,3 +406,28 @@ async def test_concurrent_rotations_lose_no_secret(
     ]
     assert statuses == [401, 200, 200]
     assert len(await events(db, "client_secret_rotated")) == 2
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ["0001-01-01T00:00:00+14:00", "abc"],
+        ["9999-12-31T23:59:59-14:00", "abc"],
+        ["2026-01-01T00:00:00", "abc"],
+        ["2026-01-01T00:00:00Z", "has\x00nul"],
+        ["2026-01-01T00:00:00Z", "x" * 200],
+        ["2026-01-01T00:00:00Z"],
+        [1, 2],
+        [],
+    ],
+)
+async def test_a_forged_clients_cursor_is_400_never_500(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, key: list[Any]
+) -> None:
+    _, admin = await admin_client(client, db, settings)
+    cursor = encode_cursor(CLIENTS_QUERY, key)
+
+    response = await client.get(f"/admin/clients?cursor={cursor}", headers=admin)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"

@@ -14,6 +14,7 @@ from tokenrota_server.db import oauth_clients, purge
 from tokenrota_server.db.pool import create_pool
 from tokenrota_server.errors import InvalidClient
 from tokenrota_server.oauth import AuthorizationServer, ClientSecret
+from tokenrota_server.oauth_clients import rotate_secret
 from tokenrota_server.passwords import CheckReservation, Passwords
 from tokenrota_server.tokens import TokenCodec
 
@@ -458,7 +459,7 @@ async def test_a_verified_client_is_remembered_until_its_secret_changes_or_it_is
         with pytest.raises(InvalidClient):
             await server.authenticate(pool, ClientSecret(client_id, secret + "x"))
 
-        new_secret = await server.rotate_client_secret(pool, client_id)
+        _, new_secret = await rotate_secret(pool, passwords, client_id, actor="test", now=clock())
         with pytest.raises(InvalidClient):
             await server.authenticate(pool, ClientSecret(client_id, secret))
         await server.authenticate(pool, ClientSecret(client_id, new_secret))

@@ -113,16 +113,21 @@ async def test_a_refresh_picks_up_the_current_values(
 
 
 async def test_metadata_never_replaces_a_minted_claim(
-    client: httpx.AsyncClient, db: asyncpg.Connection, claims_settings: Settings
+    db: asyncpg.Connection, claims_settings: Settings, clock: FakeClock
 ) -> None:
-    """Even a row written behind the API's back cannot stand in for sub, scope or roles."""
-    user, _ = await register_and_login(client)
-    await db.execute(
-        "UPDATE users SET app_metadata = $1::jsonb",
-        json.dumps({"sub": "someone-else", "scope": "admin", "tenant": "acme"}),
-    )
+    """Even a row written behind the API's back, with settings that slipped past the start
+    check, cannot stand in for sub or scope: minting keeps its own claims."""
+    careless = replace(claims_settings)
+    # Past __post_init__'s check, as a settings object built some other way could be.
+    object.__setattr__(careless, "token_claims_from_app_metadata", ("sub", "scope", "tenant"))
+    async with serve(careless, clock) as client:
+        user, _ = await register_and_login(client)
+        await db.execute(
+            "UPDATE users SET app_metadata = $1::jsonb",
+            json.dumps({"sub": "someone-else", "scope": "admin", "tenant": "acme"}),
+        )
 
-    pair = await login(client, user["email"])
+        pair = await login(client, user["email"])
 
     claims = claims_of(pair["access_token"])
     assert claims["sub"] == user["id"]

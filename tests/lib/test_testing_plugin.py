@@ -106,6 +106,7 @@ async def test_create_user_and_login_give_a_working_pair(
         "email": user.email,
         "created_at": profile.json()["user"]["created_at"],
         "email_verified": False,
+        "user_metadata": {},
     }
     assert refreshed.status_code == 200
     assert pair.access_token not in repr(pair)

@@ -116,11 +116,18 @@ async def disable_client(settings: Settings, client_id: str) -> int:
 
 
 async def list_clients(settings: Settings) -> int:
-    """Print every client as a JSON line (never a secret)."""
-    async with _pool(settings) as pool, pool.acquire() as connection:
-        for client in await oauth_clients.list_clients(connection):
-            print(json.dumps(client.to_json()))
-    return 0
+    """Print every client as a JSON line (never a secret), as the admin API lists them."""
+    async with _pool(settings) as pool:
+        cursor = None
+        while True:
+            now = utc_now()
+            page, cursor = await oauth_clients_admin.list_clients(
+                pool, cursor=cursor, limit=pagination.MAX_PAGE_SIZE
+            )
+            for client in page:
+                print(json.dumps(client.to_json(now)))
+            if cursor is None:
+                return 0
 
 
 async def purge(settings: Settings) -> int:

@@ -12,6 +12,7 @@ from tokenrota_server.db import schema
 from tokenrota_server.db.pool import CONNECTION_ERRORS
 from tokenrota_server.errors import InvalidInput, Unavailable
 from tokenrota_server.http import cookies
+from tokenrota_server.http import metadata as metadata_routes
 from tokenrota_server.http.remote_address import remote_address
 from tokenrota_server.http.web import bearer_token, boolean_field, read_json, string_field
 from tokenrota_server.outcomes import LoginOutcome, RefreshOutcome
@@ -93,7 +94,10 @@ async def logout(request: Request[AppState]) -> Response:
 
 
 async def profile(request: Request[AppState]) -> Response:
-    """GET /profile: the bearer token's user while its session lives; 401 or 403 otherwise."""
+    """GET /profile: the bearer token's user while its session lives; 401 or 403 otherwise.
+    PATCH /profile is `http/metadata.py`'s (one route, so a 405 names both methods)."""
+    if request.method == "PATCH":
+        return await metadata_routes.set_user_metadata(request)
     state = request.state
     user = await state["auth"].profile(
         state["pool"], access_token=await bearer_token(request), now=state["clock"]()
@@ -133,7 +137,7 @@ routes = [
     Route("/login", login, methods=["POST"]),
     Route("/refresh", refresh, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
-    Route("/profile", profile, methods=["GET"]),
+    Route("/profile", profile, methods=["GET", "PATCH"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
 ]

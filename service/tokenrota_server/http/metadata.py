@@ -54,7 +54,5 @@ async def set_user_metadata(request: Request[AppState]) -> Response:
     return JSONResponse({"user": {**caller.user.to_json(), "user_metadata": stored}})
 
 
-routes = [
-    Route("/admin/users/{user_id}", set_app_metadata, methods=["PATCH"]),
-    Route("/profile", set_user_metadata, methods=["PATCH"]),
-]
+# PATCH /profile is served by GET /profile's route (`http/auth.py`), which calls the handler.
+routes = [Route("/admin/users/{user_id}", set_app_metadata, methods=["PATCH"])]

@@ -1614,6 +1614,7 @@ OPERATIONS |= {
             200: ok("The user with it.", _PROFILE_WITH_METADATA),
             **JSON_BODY_ERRORS,
             **BEARER_ERRORS,
+            404: error("The user was erased during the call.", "not_found"),
             422: error("Not an object, over the caps, or another key.", "invalid_input"),
             **UNAVAILABLE,
         },
