@@ -125,6 +125,8 @@ async def fuzz(arguments: list[str]) -> int:
                 "FUZZ_CLIENT_ID": client.client_id,
                 "FUZZ_CLIENT_SECRET": client.client_secret,
                 "SCHEMATHESIS_HOOKS": str(HERE / "hooks.py"),
+                # The URL the instance publishes, which DPoP proofs name (fuzz/hooks.py).
+                "FUZZ_BASE_URL": service.settings.public_base_url,
                 **await live_tokens(service),
             }
             executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent))

@@ -1,5 +1,6 @@
 """Schemathesis hooks: generators for the formats /openapi.json names but cannot spell, and
-the secrets no schema can (a live token, the current password), mixed into generated bodies.
+the secrets no schema can (a live token, the current password, a DPoP proof signed for the
+request), mixed into generated bodies and headers.
 
 Each cursor is opaque base64url over a small grammar (docs/admin.md, docs/revocation.md). Random
 strings almost never decode to that grammar, and so never reach the checks behind it; these
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import base64
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import schemathesis
 from hypothesis import strategies as st
+from schemathesis.generation import GenerationMode
+from tokenrota.dpop import ProofKey
 from tokenrota_server.db.pagination import encode_cursor
 from tokenrota_server.revocations import Cursor
 
@@ -99,3 +103,26 @@ def flatmap_body(context: schemathesis.HookContext, body: object) -> st.SearchSt
     field, variable = secret
     live = st.sampled_from(os.environ[variable].split()).map(lambda value: {**body, field: value})
     return st.one_of(st.just(body), live)
+
+
+# The operations whose DPoP header binds or proves a key. A generated header only has the shape
+# of a proof (a compact JWS), which the service refuses with 400 invalid_dpop_proof: each
+# positive case that sends one sends instead a real proof, by a key of this run, for this
+# method and the instance's URL, signed now. Negative cases keep what they drew.
+DPOP_OPERATIONS = frozenset({("POST", "/login"), ("POST", "/refresh"), ("POST", "/oauth/token")})
+DPOP_KEY = ProofKey()
+
+
+@schemathesis.hook
+def before_call(context: schemathesis.HookContext, case: Any, **kwargs: Any) -> None:
+    operation = (case.method.upper(), case.operation.path)
+    meta = case.meta
+    positive = meta is not None and meta.generation.mode == GenerationMode.POSITIVE
+    headers = case.headers or {}
+    sent = next((name for name in headers if name.lower() == "dpop"), None)
+    if operation not in DPOP_OPERATIONS or not positive or sent is None:
+        return
+    base_url = os.environ["FUZZ_BASE_URL"].rstrip("/")
+    headers[sent] = DPOP_KEY.proof(
+        case.method.upper(), base_url + case.operation.path, now=datetime.now(UTC)
+    )

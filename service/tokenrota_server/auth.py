@@ -350,18 +350,32 @@ class Authenticator:
         )
         child_token = self._codec.mint_refresh(child_claims)
         async with pool.acquire() as connection:
-            if bound is not None:
-                # Before the rotation: a replayed request (token and proof copied together)
-                # must not reach the grace window and be handed the owner's child.
-                await dpop.record(connection, bound)
-            live = await sessions.rotate(
-                connection,
-                token_digest=digest,
-                session_id=session_id,
-                now=now,
-                child=_new_token(child_token, child_claims),
-                idle_since=session_policy.idle_since(self._settings, now),
-            )
+            if bound is None:
+                live = await sessions.rotate(
+                    connection,
+                    token_digest=digest,
+                    session_id=session_id,
+                    now=now,
+                    child=_new_token(child_token, child_claims),
+                    idle_since=session_policy.idle_since(self._settings, now),
+                )
+            else:
+                # The proof is recorded in the rotation's statement, and a replayed one spends
+                # nothing: a request copied whole (token and proof) must not reach the grace
+                # window and be handed the owner's child. One round trip, as without DPoP.
+                fresh, live = await sessions.rotate_with_proof(
+                    connection,
+                    token_digest=digest,
+                    session_id=session_id,
+                    now=now,
+                    child=_new_token(child_token, child_claims),
+                    jkt=bound.jkt,
+                    jti=bound.jti,
+                    proof_expires_at=dpop.kept_until(bound),
+                    idle_since=session_policy.idle_since(self._settings, now),
+                )
+                if not fresh:
+                    raise InvalidDPoPProof(dpop.USED_BEFORE)
             if live is None:
                 return await self._spent(connection, claims, session_id, digest, now)
         telemetry.record(refresh=RefreshOutcome.ROTATED, issued=Grant.REFRESH_TOKEN)

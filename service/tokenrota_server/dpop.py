@@ -17,6 +17,8 @@ from tokenrota_server.db import dpop_proofs
 from tokenrota_server.db.pool import Connection
 from tokenrota_server.errors import InvalidDPoPProof
 
+USED_BEFORE = "The DPoP proof was used before."
+
 
 class ProofChecker:
     """Checks the DPoP proofs sent to the service's endpoints under `base_url`; with `nonces`,
@@ -70,9 +72,13 @@ class ProofChecker:
 
 async def record(connection: Connection, proof: Proof) -> None:
     """Accept `proof` once across instances; raise `InvalidDPoPProof` if it was seen before."""
-    # Kept until the proof would be refused as too old anyway (iat may be `leeway` ahead).
-    expires_at = datetime.fromtimestamp(proof.issued_at + PROOF_MAX_AGE + PROOF_LEEWAY + 1, UTC)
     if not await dpop_proofs.record_first_use(
-        connection, jkt=proof.jkt, jti=proof.jti, expires_at=expires_at
+        connection, jkt=proof.jkt, jti=proof.jti, expires_at=kept_until(proof)
     ):
-        raise InvalidDPoPProof("The DPoP proof was used before.")
+        raise InvalidDPoPProof(USED_BEFORE)
+
+
+def kept_until(proof: Proof) -> datetime:
+    """Until when a proof is remembered: until it would be refused as too old anyway (its iat
+    may be `leeway` ahead)."""
+    return datetime.fromtimestamp(proof.issued_at + PROOF_MAX_AGE + PROOF_LEEWAY + 1, UTC)

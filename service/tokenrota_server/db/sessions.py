@@ -113,14 +113,27 @@ async def create_session(
 
 # Compare-and-set: of any number of concurrent statements on one digest, the row lock lets one
 # set used_at; the others re-check `used_at IS NULL` after it commits, and match nothing.
-_ROTATE = f"""
-WITH parent AS (
+def _rotate_statement(*, with_proof: bool) -> str:
+    """The rotation; `with_proof`, it first records a DPoP proof ($8 jkt, $9 jti, $10 its expiry)
+    and spends the token only if the proof is new, in the same round trip, and says which."""
+    proof, spend_if_new, fresh, rows = "", "", "", "parent p"
+    if with_proof:
+        proof = (
+            "proof AS (INSERT INTO dpop_proofs (jkt, jti, expires_at) VALUES ($8, $9, $10)"
+            " ON CONFLICT DO NOTHING RETURNING true), "
+        )
+        spend_if_new = " AND EXISTS (SELECT 1 FROM proof)"
+        fresh = "EXISTS (SELECT 1 FROM proof) AS fresh_proof, "
+        # One row always, so a replayed proof is told apart from a token already spent.
+        rows = "(VALUES (1)) AS one (x) LEFT JOIN parent p ON true"
+    return f"""
+WITH {proof}parent AS (
     UPDATE refresh_tokens t SET used_at = $3
     FROM sessions s JOIN users u ON u.id = s.user_id
     WHERE t.token_digest = $1 AND t.session_id = $2 AND s.id = t.session_id
       AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3
       AND s.revoked_at IS NULL AND s.expires_at > $3 AND u.disabled_at IS NULL
-      AND ($7::timestamptz IS NULL OR s.last_used_at > $7)
+      AND ($7::timestamptz IS NULL OR s.last_used_at > $7){spend_if_new}
     RETURNING t.id, t.session_id, s.user_id, u.email, s.expires_at, s.remember
 ), child AS (
     INSERT INTO refresh_tokens (session_id, parent_id, token_digest, issued_at, expires_at)
@@ -128,9 +141,13 @@ WITH parent AS (
 ), touched AS (
     UPDATE sessions SET last_used_at = $3 WHERE id = (SELECT session_id FROM parent)
 )
-SELECT p.user_id, p.email, p.expires_at, p.remember, {GRANTS_OF.format(user_id="p.user_id")}
-FROM parent p
+SELECT {fresh}p.user_id, p.email, p.expires_at, p.remember, {GRANTS_OF.format(user_id="p.user_id")}
+FROM {rows}
 """  # noqa: S608 - constants joined; every value is a parameter
+
+
+_ROTATE = _rotate_statement(with_proof=False)
+_ROTATE_WITH_PROOF = _rotate_statement(with_proof=True)
 
 
 async def rotate(
@@ -159,6 +176,38 @@ async def rotate(
         idle_since,
     )
     return _live_session(row) if row is not None else None
+
+
+async def rotate_with_proof(
+    connection: Connection,
+    *,
+    token_digest: bytes,
+    session_id: UUID,
+    now: datetime,
+    child: NewToken,
+    jkt: str,
+    jti: str,
+    proof_expires_at: datetime,
+    idle_since: datetime | None = None,
+) -> tuple[bool, LiveSession | None]:
+    """`rotate` for a DPoP-bound session, recording its proof in the same round trip: (whether
+    the proof was new, the session if this call won). A proof seen before spends nothing."""
+    row = await connection.fetchrow(
+        _ROTATE_WITH_PROOF,
+        token_digest,
+        session_id,
+        now,
+        child.digest,
+        child.issued_at,
+        child.expires_at,
+        idle_since,
+        jkt,
+        jti,
+        proof_expires_at,
+    )
+    assert row is not None
+    live = _live_session(row) if row["user_id"] is not None else None
+    return bool(row["fresh_proof"]), live
 
 
 async def touch_live(
