@@ -23,7 +23,7 @@
     ├── EmailUnverified          email_unverified: /login with REQUIRE_VERIFIED_EMAIL
     ├── RoleInUse                role_in_use: a role cannot be deleted while a user holds it
     ├── InvalidDPoPProof         invalid_dpop_proof: a DPoP proof at the token endpoint fails (400)
-    │   └── InvalidResourceProof invalid_dpop_proof: at a bearer route (401, DPoP challenge)
+    │   └── InvalidResourceProof invalid_dpop_proof or use_dpop_nonce at a bearer route (401)
     └── Unavailable              unavailable: the database cannot be reached
         └── Overloaded           unavailable: too many checks or new secrets wait for argon2
 
