@@ -819,12 +819,21 @@ function createProofs() {
     return jwks.get(key);
   }
 
+  // ath of the token in use, hashed once per token rather than once per call.
+  let hashed = { token: null, hash: null };
+  async function tokenHash(accessToken) {
+    if (hashed.token !== accessToken) {
+      hashed = { token: accessToken, hash: base64url(await sha256(accessToken)) };
+    }
+    return hashed.hash;
+  }
+
   // A compact JWS over {jti, htm, htu, iat[, ath][, nonce]}. htu drops the query and fragment,
   // as RFC 9449 §4.2 asks; URL has already lowered the scheme and host and dropped a default port.
   async function proof(key, method, url, accessToken) {
     const htu = `${url.origin}${url.pathname}`;
     const claims = { jti: crypto.randomUUID(), htm: method, htu, iat: Math.floor(Date.now() / 1000) };
-    if (accessToken !== null) claims.ath = base64url(await sha256(accessToken));
+    if (accessToken !== null) claims.ath = await tokenHash(accessToken);
     const nonce = nonces.get(url.origin);
     if (nonce !== undefined) claims.nonce = nonce;
     const header = { typ: "dpop+jwt", alg: "ES256", jwk: await publicJwk(key) };

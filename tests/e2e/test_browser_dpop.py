@@ -46,7 +46,8 @@ from tests.e2e.test_browser import (
 )
 from tests.oauth_support import claims_of
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One worker runs the module, so its one Chromium is launched once.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("browser_dpop")]
 # Server tokens live 20 s. Page clocks stand still where the test puts them, up to a minute behind
 # real time (proof iat must be at most 60 s old); a tab deems its token stale 10 s after issue
 # (half the lifetime), so moving the page clock 11 s on makes both tabs refresh, while the server

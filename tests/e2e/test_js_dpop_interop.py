@@ -32,6 +32,8 @@ from tests.e2e.test_js_package import tool
 from tests.oauth_support import basic, claims_of
 from tests.support import CreateClient, Serve
 
+# One worker runs the module, so the package is installed once.
+pytestmark = pytest.mark.xdist_group("dpop_interop")
 DPOP_PACKAGE = "dpop@2.1.2"  # pinned: the proofs of one known release
 API = "https://api.example"
 # Reads one request a line ({alg, htm, htu, accessToken?}), answers {proof} a line; one key per
