@@ -22,7 +22,13 @@ from tokenrota_server import mailer
 from tokenrota_server.config import Settings
 from tokenrota_server.outbox import Outbox, deliver_due, retry_delay
 
-from tests.cli.test_config import STRONG_A, STRONG_B, assert_one_line_without_secrets, run_cli
+from tests.cli.test_config import (
+    STRONG_A,
+    STRONG_B,
+    STRONG_C,
+    assert_one_line_without_secrets,
+    run_cli,
+)
 from tests.mail_support import SmtpServer, parts_of, token_in
 from tests.support import FakeClock, register, serve
 
@@ -369,6 +375,7 @@ def test_production_refuses_to_serve_without_mail_settings(tmp_path: Path, missi
         "DATA_DIR": str(tmp_path),
         "ACCESS_TOKEN_SECRET": STRONG_A,
         "REFRESH_TOKEN_SECRET": STRONG_B,
+        "MFA_ENCRYPTION_KEY": STRONG_C,
         "TOKEN_ISSUER": "https://auth.example",
         "DATABASE_URL": "postgresql://app:S3cret-db-pw@127.0.0.1:1/tokens",
         "SMTP_URL": "smtp://mailer:S3cret-smtp-pw@mail.example:587",
