@@ -125,6 +125,38 @@ async def test_a_session_left_open_on_a_used_database_is_ended(supply_of: Supply
     forgotten.terminate()
 
 
+async def test_a_test_that_ends_every_other_session_still_gets_its_database_back(
+    supply_of: SupplyOf,
+) -> None:
+    """The session kept for emptying, ended by a test (an outage test does so), is opened anew:
+    the database is emptied and reused, not replaced."""
+    supply = supply_of(size=1)
+    first = await supply.take()
+    supply.discard(first)
+    second = await supply.take()
+    connection = await asyncpg.connect(supply.url_of(second))
+    try:
+        ended = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        await connection.execute(
+            "INSERT INTO users (id, email, password_hash, created_at)"
+            " VALUES (gen_random_uuid(), 'left@example.com', 'x', now())"
+        )
+    finally:
+        await connection.close()
+
+    supply.discard(second)
+    again = await supply.take()
+    counts = await row_counts(supply.url_of(again))
+
+    assert ended == 1
+    assert second == first
+    assert again == first
+    assert counts["users"] == 0
+
+
 async def test_a_database_dropped_by_its_test_is_replaced(supply_of: SupplyOf) -> None:
     """Whatever a test did to its database, the next one gets a database at the schema's head."""
     supply = supply_of(size=1)
