@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
@@ -201,3 +202,22 @@ async def test_closing_the_supply_drops_every_database_it_made(
     await asyncio.to_thread(supply.close)
 
     assert await databases_named(token_service_postgres_url, taken, spare) == []
+
+
+async def test_the_embedded_test_server_keeps_no_durability_it_does_not_need(
+    token_service_postgres_url: str,
+) -> None:
+    """A throwaway server: no fsync, no full-page images, no waiting for commits to reach WAL.
+    (A TEST_DATABASE_URL server is someone's: left as it is, so not checked here.)"""
+    if os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("the server is TEST_DATABASE_URL's, not the embedded one")
+    connection = await asyncpg.connect(token_service_postgres_url)
+    try:
+        settings = {
+            name: await connection.fetchval("SELECT current_setting($1)", name)
+            for name in ("fsync", "full_page_writes", "synchronous_commit")
+        }
+    finally:
+        await connection.close()
+
+    assert settings == {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
