@@ -221,3 +221,31 @@ async def test_the_embedded_test_server_keeps_no_durability_it_does_not_need(
         await connection.close()
 
     assert settings == {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+
+
+async def checkpoints_requested(server_url: str) -> int:
+    connection = await asyncpg.connect(server_url)
+    try:
+        count: int = await connection.fetchval("SELECT num_requested FROM pg_stat_checkpointer")
+    finally:
+        await connection.close()
+    return count
+
+
+async def test_a_clone_is_copied_file_by_file(
+    supply_of: SupplyOf, token_service_postgres_url: str
+) -> None:
+    """CREATE DATABASE's FILE_COPY strategy (its mark: the checkpoint it asks for) rather than
+    writing every block of the template to the WAL, several times the server's CPU."""
+    connection = await asyncpg.connect(token_service_postgres_url)
+    try:
+        if connection.get_server_version().major < 17:
+            pytest.skip("pg_stat_checkpointer is Postgres 17's")
+    finally:
+        await connection.close()
+    before = await checkpoints_requested(token_service_postgres_url)
+
+    supply = supply_of(size=1)
+    await supply.take()
+
+    assert await checkpoints_requested(token_service_postgres_url) > before
