@@ -508,8 +508,18 @@ def start_test_postgres(data_dir: Path) -> str:
     """
     url = server_api.start_embedded(data_dir)
     # A throwaway server of our own: without fsync, DROP DATABASE after each test takes ~20 ms
-    # instead of ~600 ms. Never done to a TEST_DATABASE_URL server, which may matter to someone.
-    asyncio.run(execute(url, "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
+    # instead of ~600 ms; without full-page images and commit flushes, a little less WAL work
+    # per test (docs/testing.md). Never done to a TEST_DATABASE_URL server, which may matter to
+    # someone.
+    asyncio.run(
+        execute(
+            url,
+            "ALTER SYSTEM SET fsync = off",
+            "ALTER SYSTEM SET full_page_writes = off",
+            "ALTER SYSTEM SET synchronous_commit = off",
+            "SELECT pg_reload_conf()",
+        )
+    )
     return url
 
 

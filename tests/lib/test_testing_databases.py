@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
@@ -125,6 +126,38 @@ async def test_a_session_left_open_on_a_used_database_is_ended(supply_of: Supply
     forgotten.terminate()
 
 
+async def test_a_test_that_ends_every_other_session_still_gets_its_database_back(
+    supply_of: SupplyOf,
+) -> None:
+    """The session kept for emptying, ended by a test (an outage test does so), is opened anew:
+    the database is emptied and reused, not replaced."""
+    supply = supply_of(size=1)
+    first = await supply.take()
+    supply.discard(first)
+    second = await supply.take()
+    connection = await asyncpg.connect(supply.url_of(second))
+    try:
+        ended = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        await connection.execute(
+            "INSERT INTO users (id, email, password_hash, created_at)"
+            " VALUES (gen_random_uuid(), 'left@example.com', 'x', now())"
+        )
+    finally:
+        await connection.close()
+
+    supply.discard(second)
+    again = await supply.take()
+    counts = await row_counts(supply.url_of(again))
+
+    assert ended == 1
+    assert second == first
+    assert again == first
+    assert counts["users"] == 0
+
+
 async def test_a_database_dropped_by_its_test_is_replaced(supply_of: SupplyOf) -> None:
     """Whatever a test did to its database, the next one gets a database at the schema's head."""
     supply = supply_of(size=1)
@@ -169,3 +202,50 @@ async def test_closing_the_supply_drops_every_database_it_made(
     await asyncio.to_thread(supply.close)
 
     assert await databases_named(token_service_postgres_url, taken, spare) == []
+
+
+async def test_the_embedded_test_server_keeps_no_durability_it_does_not_need(
+    token_service_postgres_url: str,
+) -> None:
+    """A throwaway server: no fsync, no full-page images, no waiting for commits to reach WAL.
+    (A TEST_DATABASE_URL server is someone's: left as it is, so not checked here.)"""
+    if os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("the server is TEST_DATABASE_URL's, not the embedded one")
+    connection = await asyncpg.connect(token_service_postgres_url)
+    try:
+        settings = {
+            name: await connection.fetchval("SELECT current_setting($1)", name)
+            for name in ("fsync", "full_page_writes", "synchronous_commit")
+        }
+    finally:
+        await connection.close()
+
+    assert settings == {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+
+
+async def checkpoints_requested(server_url: str) -> int:
+    connection = await asyncpg.connect(server_url)
+    try:
+        count: int = await connection.fetchval("SELECT num_requested FROM pg_stat_checkpointer")
+    finally:
+        await connection.close()
+    return count
+
+
+async def test_a_clone_is_copied_file_by_file(
+    supply_of: SupplyOf, token_service_postgres_url: str
+) -> None:
+    """CREATE DATABASE's FILE_COPY strategy (its mark: the checkpoint it asks for) rather than
+    writing every block of the template to the WAL, several times the server's CPU."""
+    connection = await asyncpg.connect(token_service_postgres_url)
+    try:
+        if connection.get_server_version().major < 17:
+            pytest.skip("pg_stat_checkpointer is Postgres 17's")
+    finally:
+        await connection.close()
+    before = await checkpoints_requested(token_service_postgres_url)
+
+    supply = supply_of(size=1)
+    await supply.take()
+
+    assert await checkpoints_requested(token_service_postgres_url) > before
