@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from tokenrota_server.config import Settings
+from tokenrota_server.mailer import messages_in_mailbox
 from tokenrota_server.outbox import Sealer
 
 SMTP_USER = "mailer"
@@ -132,14 +133,21 @@ def running_smtp(
 
 
 async def queued_token(db: asyncpg.Connection, settings: Settings, recipient: str) -> str:
-    """The token in the newest message queued for `recipient`, opened as the outbox would."""
-    sealed = await db.fetchval(
-        "SELECT text_body FROM mail_outbox WHERE lower(recipient) = lower($1)"
+    """The token in the newest message queued for `recipient`, opened as the outbox would.
+
+    The app's outbox drainer may have sent it already, which blanks the row's bodies: then the
+    token is read from the message it wrote to the development mailbox."""
+    row = await db.fetchrow(
+        "SELECT text_body, sent_at FROM mail_outbox WHERE lower(recipient) = lower($1)"
         " ORDER BY id DESC LIMIT 1",
         recipient,
     )
-    assert sealed, f"no message queued for {recipient}"
-    text = Sealer(settings).open(sealed)
+    assert row is not None, f"no message queued for {recipient}"
+    if row["sent_at"] is not None:
+        sent = messages_in_mailbox(settings, recipient)
+        assert sent, f"a message for {recipient} was sent, but not to the mailbox"
+        return token_in(parts_of(sent[-1])[0])
+    text = Sealer(settings).open(row["text_body"])
     assert text is not None
     return token_in(text)
 
