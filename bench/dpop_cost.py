@@ -165,6 +165,8 @@ async def check_costs(count: int) -> None:
             env="test",
             database_url=url,
             token_issuer=ISSUER,
+            # A resource server's verifier is pinned to its own URI: the tokens are for it.
+            token_audience="https://api.example",
         )
         codec, key = TokenCodec(settings), ProofKey()
         now = datetime.now(UTC).replace(microsecond=0)

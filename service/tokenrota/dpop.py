@@ -121,7 +121,14 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     members = _THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
     if members is None or any(not isinstance(jwk.get(name), str) for name in members):
         raise InvalidDPoPProof("The DPoP proof's key is not a supported public key.")
-    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
+    return _thumbprint_of(tuple((name, jwk[name]) for name in members))
+
+
+# A client signs every proof with one key: its thumbprint, and the URIs proofs name, are worked
+# out once per process (bounded caches: a flood of new keys or URIs only evicts).
+@functools.lru_cache(maxsize=1024)
+def _thumbprint_of(members: tuple[tuple[str, str], ...]) -> str:
+    canonical = json.dumps(dict(members), separators=(",", ":"))
     return _b64(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
@@ -130,6 +137,7 @@ def access_token_hash(access_token: str) -> str:
     return _b64(hashlib.sha256(access_token.encode("ascii", "replace")).digest())
 
 
+@functools.lru_cache(maxsize=256)
 def normalized_uri(uri: str) -> tuple[str, str, str] | None:
     """`uri` as compared for `htu`: scheme and host lowercased, default port dropped, no query
     or fragment (§4.3 step 9, RFC 3986 §6.2.2-3). None when it is not an absolute http(s) URI."""
