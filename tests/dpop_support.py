@@ -39,7 +39,7 @@ class Signer:
                 "y": integer(numbers.y, 32),
             }
             self.private = {**self.jwk, "d": integer(self.key.private_numbers().private_value, 32)}
-        elif alg == "EdDSA":
+        elif alg in ("EdDSA", "Ed25519"):
             self.key = ed25519.Ed25519PrivateKey.generate()
             raw = self.key.public_key().public_bytes_raw()
             self.jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}
@@ -58,7 +58,7 @@ class Signer:
         if alg == "ES256":
             r, s = decode_dss_signature(self.key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
             signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        elif alg == "EdDSA":
+        elif alg in ("EdDSA", "Ed25519"):
             signature = self.key.sign(signing_input)
         elif alg == "RS256":
             signature = self.key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())

@@ -53,7 +53,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     Unavailable: 503,
 }
 # What a resource server accepts in a DPoP proof; the `algs` of its DPoP challenge.
-DPOP_ALGORITHMS = "ES256 EdDSA RS256 PS256"
+DPOP_ALGORITHMS = "ES256 EdDSA Ed25519 RS256 PS256"
 
 # RFC 6750 §3: error_description is limited to these characters (no quote, no backslash).
 _UNQUOTABLE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")

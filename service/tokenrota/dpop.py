@@ -35,7 +35,9 @@ from tokenrota.errors import InvalidDPoPProof, UseDPoPNonce
 
 PROOF_TYPE = "dpop+jwt"
 # Asymmetric only (§4.3 step 5); RSA keys below 2048 bits are refused where the key is read.
-ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256")
+# "Ed25519" is RFC 9864's fully-specified name for what "EdDSA" means here (an Ed25519 key);
+# newer libraries (panva's `dpop`) sign with it.
+ALGORITHMS = ("ES256", "EdDSA", "Ed25519", "RS256", "PS256")
 MIN_RSA_BITS = 2048
 # A proof is a few hundred bytes (an RSA key makes it ~1 KB); refused before any decoding work.
 MAX_PROOF_LENGTH = 8192
@@ -291,7 +293,11 @@ def _verify(algorithm: str, jwk: dict[str, Any], signing_input: bytes, signature
                 int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
             )
             ec_key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
-        elif algorithm == "EdDSA" and jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
+        elif (
+            algorithm in ("EdDSA", "Ed25519")
+            and jwk.get("kty") == "OKP"
+            and jwk.get("crv") == "Ed25519"
+        ):
             ed25519.Ed25519PublicKey.from_public_bytes(_unb64(jwk["x"])).verify(
                 signature, signing_input
             )

@@ -117,7 +117,7 @@ def jwk_of(proof: str) -> dict[str, Any]:
     return decoded["jwk"]
 
 
-@pytest.mark.parametrize("alg", ["ES256", "PS256", "RS256"])
+@pytest.mark.parametrize("alg", ["ES256", "Ed25519", "PS256", "RS256"])
 async def test_proofs_by_the_dpop_package_bind_a_token_and_pass_the_verifier(
     alg: str,
     prover: Prover,

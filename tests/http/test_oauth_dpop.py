@@ -257,6 +257,7 @@ async def test_the_metadata_lists_the_proof_algorithms(client: httpx.AsyncClient
     assert response.json()["dpop_signing_alg_values_supported"] == [
         "ES256",
         "EdDSA",
+        "Ed25519",
         "RS256",
         "PS256",
     ]

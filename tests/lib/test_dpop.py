@@ -36,7 +36,7 @@ def es256() -> Signer:
     return Signer("ES256")
 
 
-@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256", "PS256"])
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "Ed25519", "RS256", "PS256"])
 def test_a_proof_of_each_allowed_algorithm_is_accepted_with_its_thumbprint(alg: str) -> None:
     """Each allowed algorithm verifies, and jkt is the RFC 7638 thumbprint jwskate computes."""
     signer = Signer(alg)

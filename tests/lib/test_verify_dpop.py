@@ -142,7 +142,7 @@ async def test_a_bound_token_without_a_proof_is_asked_for_one(
 
     assert (response.status_code, response.json()["error"]) == (401, "invalid_dpop_proof")
     assert response.headers["www-authenticate"].startswith(DPOP_CHALLENGE)
-    assert 'algs="ES256 EdDSA RS256 PS256"' in response.headers["www-authenticate"]
+    assert 'algs="ES256 EdDSA Ed25519 RS256 PS256"' in response.headers["www-authenticate"]
 
 
 async def test_a_proof_by_another_key_is_refused(
