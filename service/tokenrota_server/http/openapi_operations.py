@@ -1193,10 +1193,14 @@ OPERATIONS |= {
             200: ok("The new session's token pair, at aal2.", ref("TokenPair"), headers=NO_STORE),
             **JSON_BODY_OR_PROOF_ERRORS,
             400: error(
-                "The body is not a JSON object, has an unknown field, the DPoP proof is refused,"
-                " or the passkey's assertion is refused (one answer for every reason).",
+                "The body is not a JSON object, has an unknown field, `resource` is not one"
+                " registered absolute URI, the DPoP proof is refused (`use_dpop_nonce` with"
+                " DPOP_NONCE), or the passkey's assertion is refused (one answer for every"
+                " reason).",
                 "invalid_request",
+                "invalid_target",
                 "invalid_dpop_proof",
+                "use_dpop_nonce",
                 "invalid_passkey",
             ),
             401: error(
@@ -1255,12 +1259,6 @@ _CREDENTIAL = {
     "required": ["id", "rawId", "type", "response"],
     "description": "The browser's PublicKeyCredential, its binary fields in base64url.",
 }
-_BAD_PASSKEY = error(
-    "The creation response or assertion is refused (malformed, unknown, a challenge used or"
-    " expired, another origin, RP id or user, no user verification, a bad signature, a counter"
-    " that went backwards): one answer for every reason.",
-    "invalid_passkey",
-)
 _PASSKEY_FACTOR = {
     "type": "object",
     "required": ["factor"],
@@ -1297,7 +1295,13 @@ OPERATIONS |= {
             201: ok("The new factor.", _PASSKEY_FACTOR),
             **JSON_BODY_ERRORS,
             **BEARER_ERRORS,
-            400: _BAD_PASSKEY,
+            400: error(
+                "The body is not a JSON object, or the creation response is refused (malformed,"
+                " a challenge used or expired, another origin or RP id): one answer for every"
+                " reason.",
+                "invalid_request",
+                "invalid_passkey",
+            ),
             422: error(
                 "No credential object, or a name that is not 1 to 64 characters.", "invalid_input"
             ),
