@@ -117,7 +117,8 @@ class _TokenAuth(httpx.Auth):
             with self._cache.sync_lock(key):
                 token = self._cache.current(key)
                 if token is None:
-                    token = self._fetched_sync(key, (yield from self._sync_token_exchange(key)))
+                    token_response = yield from self._sync_token_exchange(key)
+                    token = self._cache.store(key, token_response, self._check_token_type)
         response = yield self._authorized(request, token)
         if self._asks_for_nonce(response):
             response = yield self._authorized(request, token)
@@ -126,7 +127,8 @@ class _TokenAuth(httpx.Auth):
         with self._cache.sync_lock(key):
             token = self._cache.current(key, not_this=token)
             if token is None:
-                token = self._fetched_sync(key, (yield from self._sync_token_exchange(key)))
+                token_response = yield from self._sync_token_exchange(key)
+                token = self._cache.store(key, token_response, self._check_token_type)
         yield self._authorized(request, token)
 
     def _sync_token_exchange(
@@ -170,9 +172,6 @@ class _TokenAuth(httpx.Auth):
                     await token_response.aread()
                 token = self._cache.store(key, token_response, self._check_token_type)
         yield self._authorized(request, token)
-
-    def _fetched_sync(self, key: object, response: httpx.Response) -> str:
-        return self._cache.store(key, response, self._check_token_type)
 
     def _authorized(self, request: httpx.Request, token: str) -> httpx.Request:
         request.headers["Authorization"] = f"Bearer {token}"

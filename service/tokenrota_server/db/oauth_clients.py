@@ -149,25 +149,6 @@ async def find_client(
     )
 
 
-async def list_clients(connection: Connection) -> list[Client]:
-    """Every client, oldest first."""
-    rows = await connection.fetch(
-        "SELECT client_id, name, scopes, created_at, disabled_at, dpop_bound_access_tokens"
-        " FROM clients ORDER BY created_at, client_id"
-    )
-    return [_client(row) for row in rows]
-
-
-async def update_secret_hash(connection: Connection, client_id: str, secret_hash: str) -> bool:
-    """Replace an active client's secret hash; False if there is no such active client."""
-    status = await connection.execute(
-        "UPDATE clients SET secret_hash = $2 WHERE client_id = $1 AND disabled_at IS NULL",
-        client_id,
-        secret_hash,
-    )
-    return bool(status == "UPDATE 1")
-
-
 async def disable_client(connection: Connection, client_id: str, now: datetime) -> bool:
     """Disable a client (its tokens go inactive at introspection); False if none was active."""
     status = await connection.execute(
