@@ -17,7 +17,7 @@ import json
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -46,6 +46,13 @@ MAX_JTI_LENGTH = 256
 PROOF_MAX_AGE = 60
 PROOF_LEEWAY = 5
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_BASE64URL_VALUE = {
+    character: value
+    for value, character in enumerate(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    )
+}
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # RFC 7638 §3.2: the members a thumbprint covers, per key type.
 _THUMBPRINT_MEMBERS = {
@@ -87,16 +94,11 @@ def check_proof(
     `nonce` when the server demands one (or the nonces it accepts, see `Nonces`). Raises
     `InvalidDPoPProof`, or `UseDPoPNonce` when only the nonce is missing or stale.
     """
-    header, claims, signing_input, signature = _parse(proof)
-    if header.get("typ") != PROOF_TYPE:
-        raise InvalidDPoPProof("The DPoP proof's typ is not dpop+jwt.")
-    algorithm = header.get("alg")
-    if algorithm not in algorithms:
-        raise InvalidDPoPProof("The DPoP proof's algorithm is not allowed.")
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict):
-        raise InvalidDPoPProof("The DPoP proof carries no public key.")
-    _verify(algorithm, jwk, signing_input, signature)
+    signer, claims, signing_input, signature = _parse(proof, algorithms)
+    try:
+        signer.verify(signature, signing_input)
+    except (InvalidSignature, ValueError):
+        raise InvalidDPoPProof("The DPoP proof's signature is invalid.") from None
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
         raise InvalidDPoPProof("The DPoP proof's jti is missing.")
@@ -115,7 +117,7 @@ def check_proof(
         accepted = (nonce,) if isinstance(nonce, str) else nonce
         if claims.get("nonce") not in accepted:
             raise UseDPoPNonce()
-    return Proof(jkt=thumbprint(jwk), jti=jti, issued_at=issued_at)
+    return Proof(jkt=signer.jkt, jti=jti, issued_at=issued_at)
 
 
 def thumbprint(jwk: dict[str, Any]) -> str:
@@ -264,44 +266,72 @@ class Nonces:
         return _b64(digest.digest()[:16])
 
 
-def _parse(proof: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+@dataclass(frozen=True, slots=True)
+class _Signer:
+    """What a proof's header names: its key's thumbprint, and how to check a signature by it."""
+
+    jkt: str
+    verify: Callable[[bytes, bytes], None]
+
+
+def _parse(proof: str, algorithms: tuple[str, ...]) -> tuple[_Signer, dict[str, Any], bytes, bytes]:
     if len(proof) > MAX_PROOF_LENGTH or not _COMPACT_JWS.fullmatch(proof):
         raise InvalidDPoPProof("The DPoP proof is not a compact JWS.")
     encoded_header, encoded_claims, encoded_signature = proof.split(".")
+    signer = _header_signer(encoded_header, algorithms)
+    claims = _json_object(encoded_claims)
     try:
-        header = json.loads(_unb64(encoded_header).decode("utf-8"))
-        claims = json.loads(_unb64(encoded_claims).decode("utf-8"))
         signature = _unb64(encoded_signature)
+    except ValueError:
+        raise InvalidDPoPProof("The DPoP proof is not a compact JWS.") from None
+    return signer, claims, f"{encoded_header}.{encoded_claims}".encode("ascii"), signature
+
+
+# A client signs every proof under one header (its key does not change): the header's checks,
+# its key and its thumbprint are worked out once per process. Bounded, so a flood of new headers
+# only evicts; a refused header raises, and lru_cache keeps no failure.
+@functools.lru_cache(maxsize=1024)
+def _header_signer(encoded_header: str, algorithms: tuple[str, ...]) -> _Signer:
+    header = _json_object(encoded_header)
+    if header.get("typ") != PROOF_TYPE:
+        raise InvalidDPoPProof("The DPoP proof's typ is not dpop+jwt.")
+    algorithm = header.get("alg")
+    if algorithm not in algorithms:
+        raise InvalidDPoPProof("The DPoP proof's algorithm is not allowed.")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise InvalidDPoPProof("The DPoP proof carries no public key.")
+    verify = _verifier(algorithm, jwk)
+    return _Signer(jkt=thumbprint(jwk), verify=verify)
+
+
+def _json_object(encoded: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_unb64(encoded).decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidDPoPProof("The DPoP proof is not a compact JWS.") from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
+    if not isinstance(value, dict):
         raise InvalidDPoPProof("The DPoP proof is not a compact JWS.")
-    return header, claims, f"{encoded_header}.{encoded_claims}".encode("ascii"), signature
+    return value
 
 
-def _verify(algorithm: str, jwk: dict[str, Any], signing_input: bytes, signature: bytes) -> None:
+def _verifier(algorithm: str, jwk: dict[str, Any]) -> Callable[[bytes, bytes], None]:
+    """How to check a signature by `jwk` under `algorithm`: `(signature, signing_input)`,
+    raising `InvalidSignature` or `ValueError` for a wrong one."""
     if _PRIVATE_MEMBERS & jwk.keys():
         raise InvalidDPoPProof("The DPoP proof's key is not a public key.")
     if "alg" in jwk and jwk["alg"] != algorithm:
         raise InvalidDPoPProof("The DPoP proof's key is for another algorithm.")
     try:
         if algorithm == "ES256" and jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
-            ec_key = _p256_key(jwk["x"], jwk["y"])
-            if len(signature) != 64:
-                raise InvalidDPoPProof("The DPoP proof's signature is invalid.")
-            der = encode_dss_signature(
-                int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-            )
-            ec_key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
-        elif (
+            return functools.partial(_verify_es256, _p256_key(jwk["x"], jwk["y"]))
+        if (
             algorithm in ("EdDSA", "Ed25519")
             and jwk.get("kty") == "OKP"
             and jwk.get("crv") == "Ed25519"
         ):
-            ed25519.Ed25519PublicKey.from_public_bytes(_unb64(jwk["x"])).verify(
-                signature, signing_input
-            )
-        elif algorithm in ("RS256", "PS256") and jwk.get("kty") == "RSA":
+            return ed25519.Ed25519PublicKey.from_public_bytes(_unb64(jwk["x"])).verify
+        if algorithm in ("RS256", "PS256") and jwk.get("kty") == "RSA":
             rsa_key = rsa.RSAPublicNumbers(
                 int.from_bytes(_unb64(jwk["e"]), "big"), int.from_bytes(_unb64(jwk["n"]), "big")
             ).public_key()
@@ -312,17 +342,32 @@ def _verify(algorithm: str, jwk: dict[str, Any], signing_input: bytes, signature
                 if algorithm == "RS256"
                 else padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH)
             )
-            rsa_key.verify(signature, signing_input, scheme, hashes.SHA256())
-        else:
-            raise InvalidDPoPProof("The DPoP proof's key does not fit its algorithm.")
-    except (InvalidSignature, ValueError, TypeError, KeyError, binascii.Error):
+            return functools.partial(_verify_rsa, rsa_key, scheme)
+    except (ValueError, TypeError, KeyError, binascii.Error):
         raise InvalidDPoPProof("The DPoP proof's signature is invalid.") from None
+    raise InvalidDPoPProof("The DPoP proof's key does not fit its algorithm.")
 
 
-@functools.lru_cache(maxsize=4096)
+def _verify_es256(key: ec.EllipticCurvePublicKey, signature: bytes, signing_input: bytes) -> None:
+    # JWS carries r || s; cryptography wants DER.
+    if len(signature) != 64:
+        raise InvalidSignature()
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
+    key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+
+
+def _verify_rsa(
+    key: rsa.RSAPublicKey,
+    scheme: padding.AsymmetricPadding,
+    signature: bytes,
+    signing_input: bytes,
+) -> None:
+    key.verify(signature, signing_input, scheme, hashes.SHA256())
+
+
 def _p256_key(x: str, y: str) -> ec.EllipticCurvePublicKey:
-    # A client signs every request with one key: decoding it and checking that the point is on
-    # the curve once, not per proof, is a fifth of a check's cost. Failures are not cached.
     return ec.EllipticCurvePublicNumbers(
         _coordinate(x), _coordinate(y), ec.SECP256R1()
     ).public_key()
@@ -336,13 +381,14 @@ def _coordinate(encoded: object) -> int:
 
 
 def _unb64(encoded: object) -> bytes:
-    # Canonical base64url only: one proof, one spelling (as for our own tokens in jws.py).
-    if not isinstance(encoded, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", encoded):
+    # Canonical base64url only: one proof, one spelling (as for our own tokens in jws.py). A
+    # last character whose unused low bits are set is another spelling of the same bytes.
+    if not isinstance(encoded, str) or not _BASE64URL.fullmatch(encoded):
         raise ValueError("not base64url")
-    raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-    if _b64(raw) != encoded:
+    spare = len(encoded) % 4
+    if spare == 1 or (spare and _BASE64URL_VALUE[encoded[-1]] & (0b1111 if spare == 2 else 0b11)):
         raise ValueError("not canonical base64url")
-    return raw
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
 
 
 def _b64(raw: bytes) -> str:

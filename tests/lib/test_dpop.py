@@ -279,6 +279,44 @@ def test_non_canonical_base64_in_the_key_is_refused(es256: Signer) -> None:
     refused(es256.proof({"jwk": {**es256.jwk, "x": twisted}}))
 
 
+def test_stray_trailing_bits_in_the_signature_are_refused(es256: Signer) -> None:
+    """A signature segment whose last character carries unused bits decodes to the same bytes,
+    a second spelling of one proof; refused although its signature verifies."""
+    proof = es256.proof()
+    signing_input, signature = proof.rsplit(".", 1)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert len(signature) % 4 == 2  # 64 bytes: the last character has 4 unused bits
+    twisted = signature[:-1] + alphabet[alphabet.index(signature[-1]) | 1]
+    assert base64.urlsafe_b64decode(twisted + "==") == base64.urlsafe_b64decode(signature + "==")
+
+    check_proof(proof, method="POST", url=URL, now=NOW)
+    refused(f"{signing_input}.{twisted}")
+
+
+def test_a_header_seen_before_still_needs_each_proofs_own_signature(es256: Signer) -> None:
+    """The checks of a header are remembered per process, its signature never: a proof under a
+    header already accepted, signed by another key, is refused."""
+    check_proof(es256.proof(), method="POST", url=URL, now=NOW)
+    thief = Signer("ES256")
+
+    forged = thief.sign(
+        {"typ": "dpop+jwt", "alg": "ES256", "jwk": es256.jwk},
+        {"jti": "forged", "htm": "POST", "htu": URL, "iat": stamp(NOW)},
+    )
+
+    assert "signature" in refused(forged).description
+
+
+def test_a_refused_header_is_refused_every_time(es256: Signer) -> None:
+    """A refusal is not remembered as an acceptance: the same leaked-key header twice."""
+    header = {"jwk": es256.private}
+
+    first = refused(es256.proof(header))
+    second = refused(es256.proof(header))
+
+    assert first.description == second.description
+
+
 def test_the_replay_cache_refuses_a_jti_twice_within_its_window() -> None:
     """Once per (key, jti) while the window lasts; another key's same jti is its own."""
     cache = ReplayCache(window=70)
