@@ -40,6 +40,29 @@ async def test_a_wrong_method_is_a_json_405(client: httpx.AsyncClient) -> None:
             assert allowed in response.headers["allow"], (method, path)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/admin/users", {"GET", "HEAD", "POST"}),
+        (
+            "POST",
+            "/admin/users/00000000-0000-0000-0000-000000000000",
+            {"GET", "HEAD", "PATCH", "DELETE"},
+        ),
+        ("GET", "/admin/roles/reader", {"PUT", "DELETE"}),
+        ("GET", "/sessions/00000000-0000-0000-0000-000000000000", {"PATCH", "DELETE"}),
+    ],
+)
+async def test_a_405_names_every_method_of_a_path_served_by_several_routes(
+    client: httpx.AsyncClient, method: str, path: str, allowed: set[str]
+) -> None:
+    """A path whose methods are split over routes: Allow names them all, not the first route's."""
+    response = await client.request(method, path)
+
+    assert_error(response, 405, "method_not_allowed")
+    assert set(response.headers["allow"].split(", ")) == allowed
+
+
 async def test_an_unknown_path_is_a_json_404(client: httpx.AsyncClient) -> None:
     for path in ("/nope", "/profile/x", "/%00", "/admin", "/.env", "/login.php"):
         response = await client.get(path)
