@@ -232,14 +232,7 @@ class SecondFactors:
                 if first:
                     codes = await self._replace_codes(connection, user_id, now)
                 await throttle.forgive_second_factor(connection, user_id)
-                await audit.record(
-                    connection,
-                    audit.AuditAction.MFA_FACTOR_ENROLLED,
-                    actor=audit.user_actor(user_id),
-                    now=now,
-                    user_id=user_id,
-                    details={"factor_id": str(factor.id), "type": factor.type.value},
-                )
+                await _record_enrolled(connection, factor, now)
         security_log.info("second factor enrolled", extra={"user_id": user_id})
         return factor, codes
 
@@ -274,14 +267,7 @@ class SecondFactors:
                 connection, user_id=user_id, checked=checked, name=label, now=now
             )
             codes = await self._replace_codes(connection, user_id, now) if first else None
-            await audit.record(
-                connection,
-                audit.AuditAction.MFA_FACTOR_ENROLLED,
-                actor=audit.user_actor(user_id),
-                now=now,
-                user_id=user_id,
-                details={"factor_id": str(factor.id), "type": factor.type.value},
-            )
+            await _record_enrolled(connection, factor, now)
         security_log.info("passkey registered", extra={"user_id": user_id})
         return factor, codes
 
@@ -575,3 +561,14 @@ def _factor_name(name: str | None, default: str = DEFAULT_TOTP_NAME) -> str:
     if not (1 <= len(name) <= factors.MAX_NAME_LENGTH) or not name.isprintable():
         raise InvalidInput(f"'name' is 1 to {factors.MAX_NAME_LENGTH} printable characters.")
     return name
+
+
+async def _record_enrolled(connection: Connection, factor: Factor, now: datetime) -> None:
+    await audit.record(
+        connection,
+        audit.AuditAction.MFA_FACTOR_ENROLLED,
+        actor=audit.user_actor(factor.user_id),
+        now=now,
+        user_id=factor.user_id,
+        details={"factor_id": str(factor.id), "type": factor.type.value},
+    )
