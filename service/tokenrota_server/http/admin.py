@@ -1,5 +1,6 @@
 """HTTP handlers of the admin API under /admin: users, their roles and sessions, roles,
-resources, the audit log. For operators' tools, never for people.
+resources, the audit log. For operators (a person's own admin-audience token) and their tools
+(an admin client's token).
 
 Every handler first checks the caller (`admin.authorize_admin`), before it reads a path
 parameter or a body, so a refused caller learns nothing and nothing is read or written; the
@@ -15,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrota_server import admin, resources
-from tokenrota_server.db import audit, pagination, roles
+from tokenrota_server.db import pagination, roles
 from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.http import audit_filters
 from tokenrota_server.http.web import NO_STORE, bearer_token, boolean_field, read_json
@@ -25,10 +26,13 @@ from tokenrota_server.state import AppState
 async def _actor(request: Request[AppState]) -> str:
     """The audit actor of an authorized admin call; raise the bearer refusals."""
     state = request.state
-    client_id = await admin.authorize_admin(
-        state["pool"], state["codec"], await bearer_token(request), state["clock"]()
+    return await admin.authorize_admin(
+        state["pool"],
+        state["codec"],
+        state["settings"],
+        await bearer_token(request),
+        state["clock"](),
     )
-    return audit.client_actor(client_id)
 
 
 async def admin_actor(request: Request[AppState]) -> str:
