@@ -68,11 +68,15 @@ async def start_login(
     return body
 
 
-async def mfa_login(client: httpx.AsyncClient, clock: FakeClock, who: TotpUser) -> dict[str, Any]:
-    """A complete login with the password and the current code: the token pair."""
+async def mfa_login(
+    client: httpx.AsyncClient, clock: FakeClock, who: TotpUser, resource: str | None = None
+) -> dict[str, Any]:
+    """A complete login with the password and the current code: the token pair (its access
+    token for `resource` when given)."""
     started = await start_login(client, who.email)
+    target = {} if resource is None else {"resource": resource}
     response = await client.post(
-        "/login/mfa", json={"mfa_token": started["mfa_token"], "code": who.code(clock)}
+        "/login/mfa", json={"mfa_token": started["mfa_token"], "code": who.code(clock), **target}
     )
     assert response.status_code == 200, response.text
     pair: dict[str, Any] = response.json()

@@ -208,16 +208,24 @@ class TokenService:
             last_step=step,
         )
 
-    async def login_with_totp(self, account: TotpAccount) -> TokenPair:
+    async def login_with_totp(
+        self, account: TotpAccount, *, resource: str | None = None
+    ) -> TokenPair:
         """Log in with the password and the next unused code (`POST /login`, 403
-        mfa_required, then `POST /login/mfa`); the new aal2 session's token pair."""
+        mfa_required, then `POST /login/mfa`); the new aal2 session's token pair, its access
+        token for `resource` (RFC 8707) when given."""
+        target = {} if resource is None else {"resource": resource}
         started = await self._http.post(
-            "/login", json={"email": account.email, "password": account.password}
+            "/login", json={"email": account.email, "password": account.password, **target}
         )
         _expect(started, 403)
         response = await self._http.post(
             "/login/mfa",
-            json={"mfa_token": started.json()["mfa_token"], "code": account.next_code()},
+            json={
+                "mfa_token": started.json()["mfa_token"],
+                "code": account.next_code(),
+                **target,
+            },
         )
         _expect(response, 200)
         body = response.json()
@@ -227,6 +235,33 @@ class TokenService:
             refresh_token=body["refresh_token"],
             refresh_expires_in=body["refresh_expires_in"],
         )
+
+    @property
+    def admin_audience(self) -> str:
+        """The admin API's audience (ADMIN_AUDIENCE): the `resource` an operator logs in for."""
+        return str(self.settings.admin_api_audience)
+
+    async def create_operator(
+        self, email: str | None = None, password: str | None = None, *, role: str = "operator"
+    ) -> TotpAccount:
+        """A person who may use the admin API: a user with a live TOTP factor (as
+        `create_totp_user`) holding `role`, which is created with the scope `admin` alone if no
+        role has that name yet."""
+        account = await self.create_totp_user(email, password)
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            await server_api.grant_operator_role(
+                connection, user_id=account.id, role=role, now=utc_now()
+            )
+        finally:
+            await connection.close()
+        return account
+
+    async def operator_token(self, account: TotpAccount) -> str:
+        """An access token for the admin API: `login_with_totp` for its audience (a new aal2
+        session). Use it as `Authorization: Bearer <token>` on `/admin/...`."""
+        pair = await self.login_with_totp(account, resource=self.admin_audience)
+        return pair.access_token
 
     async def create_client(
         self, scopes: tuple[str, ...] | list[str] = (), name: str | None = None

@@ -15,8 +15,11 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from tokenrota.errors import InsufficientScope
+from tokenrota.claims import AccessClaims
+from tokenrota.errors import InsufficientScope, InsufficientUserAuthentication
 
+from tokenrota_server import session_policy
+from tokenrota_server.config import Settings
 from tokenrota_server.db import (
     account_tokens,
     audit,
@@ -30,35 +33,80 @@ from tokenrota_server.db import (
 from tokenrota_server.db.audit import AuditAction
 from tokenrota_server.db.pagination import decode_row_id, decode_time_key, encode_cursor
 from tokenrota_server.errors import InvalidInput, InvalidToken, NotFound
-from tokenrota_server.tokens import TokenCodec
+from tokenrota_server.resources import ADMIN_SCOPE
+from tokenrota_server.tokens import TokenCodec, unverified_audience
 
 security_log = logging.getLogger("tokenrota.security")
 
-ADMIN_SCOPE = "admin"
 MAX_EMAIL_PREFIX_LENGTH = 254
 
 
 async def authorize_admin(
-    pool: asyncpg.Pool, codec: TokenCodec, access_token: str, now: datetime
+    pool: asyncpg.Pool, codec: TokenCodec, settings: Settings, access_token: str, now: datetime
 ) -> str:
-    """The client id behind an admin call; raise `InvalidToken`, `TokenExpired` or
-    `InsufficientScope`.
+    """The audit actor of an admin call (`client:<id>` or `user:<uuid>`); raise
+    `InvalidToken`, `TokenExpired`, `InsufficientScope` or `InsufficientUserAuthentication`.
 
-    Only a client-credentials token with the `admin` scope will do; a person's token never
-    does, whatever their roles (a role may grant a scope named admin to resource servers;
-    that is not this API). The client must still be enabled and hold `admin`, and the token
-    not be revoked: read from the database on every call.
+    Two kinds of caller. A client-credentials token with `admin`, for the service's own
+    audience. Or an operator: a person's token for the admin API's audience (ADMIN_AUDIENCE,
+    so none of their everyday tokens will do), with `admin` from a role, of an aal2 login at
+    most ADMIN_MAX_AUTH_AGE old, not delegated (`act`). Either way the database is read on
+    every call: the client enabled and still holding `admin`, its token not revoked; the person
+    enabled, the session live, a role still granting `admin`.
     """
-    claims = codec.verify_access(access_token, now)
-    if claims.client_id is None or ADMIN_SCOPE not in claims.scope.split(" "):
+    admin_audience = settings.admin_api_audience
+    # Which audience to check the token for: the signature then covers the `aud` read here.
+    for_admin_api = unverified_audience(access_token) == admin_audience
+    claims = codec.verify_access(
+        access_token, now, audience=admin_audience if for_admin_api else None
+    )
+    if ADMIN_SCOPE not in claims.scope.split(" "):
         raise InsufficientScope((ADMIN_SCOPE,))
+    if claims.client_id is not None:
+        if for_admin_api:
+            # A client's admin token is for the service's own audience; nothing mints one else.
+            raise InvalidToken()
+        async with pool.acquire() as connection:
+            live = await oauth_clients.is_admin_token_live(
+                connection, client_id=claims.client_id, jti=claims.jti, scope=ADMIN_SCOPE
+            )
+        if not live:
+            raise InvalidToken()
+        return audit.client_actor(claims.client_id)
+    return audit.user_actor(await _authorize_operator(pool, settings, claims, for_admin_api, now))
+
+
+async def _authorize_operator(
+    pool: asyncpg.Pool, settings: Settings, claims: AccessClaims, for_admin_api: bool, now: datetime
+) -> UUID:
+    """The id of the operator whose token `claims` are; see `authorize_admin`."""
+    if not for_admin_api:
+        raise InvalidToken(
+            "An operator's token must be for the admin API's audience (log in with resource=...)."
+        )
+    if claims.actor is not None:
+        raise InvalidToken("A delegated token cannot act on the admin API.")
+    max_age = settings.admin_max_auth_age
+    auth_time = claims.auth_time
+    if claims.acr != "aal2" or auth_time is None or int(now.timestamp()) - auth_time > max_age:
+        # RFC 9470: the client logs in again, with a second factor, and comes back.
+        raise InsufficientUserAuthentication(acr_values="aal2", max_age=max_age)
+    try:
+        user_id, session_id = UUID(claims.subject), UUID(claims.session_id or "")
+    except ValueError:
+        raise InvalidToken() from None
     async with pool.acquire() as connection:
-        live = await oauth_clients.is_admin_token_live(
-            connection, client_id=claims.client_id, jti=claims.jti, scope=ADMIN_SCOPE
+        live = await users.is_operator_session_live(
+            connection,
+            user_id=user_id,
+            session_id=session_id,
+            scope=ADMIN_SCOPE,
+            now=now,
+            idle_since=session_policy.idle_since(settings, now),
         )
     if not live:
         raise InvalidToken()
-    return claims.client_id
+    return user_id
 
 
 def parse_email_prefix(raw: str | None) -> str:

@@ -243,6 +243,11 @@ class Settings:
     mfa_token_ttl: int = field(default=300, metadata=_read_by(_integer))
     mfa_user_max_attempts: int = field(default=10, metadata=_read_by(_integer))
     mfa_token_max_attempts: int = field(default=5, metadata=_read_by(_integer))
+    # The admin API's own audience, for a person's (an operator's) tokens: a built-in resource
+    # whose only scope is `admin`. Unset: the public base URL + "/admin". Such a token's login
+    # must be at most ADMIN_MAX_AUTH_AGE seconds old.
+    admin_audience: str | None = field(default=None, metadata=_read_by(_text))
+    admin_max_auth_age: int = field(default=12 * 3600, metadata=_read_by(_integer))
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -291,6 +296,7 @@ class Settings:
             ("MFA_TOKEN_TTL", self.mfa_token_ttl),
             ("MFA_USER_MAX_ATTEMPTS", self.mfa_user_max_attempts),
             ("MFA_TOKEN_MAX_ATTEMPTS", self.mfa_token_max_attempts),
+            ("ADMIN_MAX_AUTH_AGE", self.admin_max_auth_age),
         ):
             if number <= 0:
                 raise ConfigError(f"{name} must be a positive number")
@@ -345,6 +351,30 @@ class Settings:
         if self.argon2_max_queued_hashes <= 0:
             raise ConfigError("ARGON2_MAX_QUEUED_HASHES must be a positive number")
         self._check_webauthn()
+        self._check_admin_audience()
+
+    def _check_admin_audience(self) -> None:
+        # Imported here, as metadata above: the database layer imports this module.
+        from tokenrota_server.db.resources import check_uri
+        from tokenrota_server.errors import InvalidTarget
+
+        audience = self.admin_api_audience
+        try:
+            check_uri(audience)
+        except InvalidTarget:
+            raise ConfigError(
+                "ADMIN_AUDIENCE must be an absolute URI without a fragment,"
+                " e.g. https://auth.example.com/admin"
+            ) from None
+        if audience == self.token_audience:
+            # A token for the service's own routes must never open the admin API, nor the reverse.
+            raise ConfigError("ADMIN_AUDIENCE must differ from TOKEN_AUDIENCE")
+
+    @property
+    def admin_api_audience(self) -> str:
+        """The `aud` of a person's tokens for the admin API: ADMIN_AUDIENCE, else the public
+        base URL + "/admin"."""
+        return self.admin_audience or f"{self.public_base_url}/admin"
 
     @property
     def session_database_url(self) -> str | None:

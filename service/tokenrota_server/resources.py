@@ -25,6 +25,8 @@ from tokenrota_server.db.resources import ClientGrant, GrantKind, Resource
 from tokenrota_server.errors import InvalidInput, InvalidTarget, NotFound
 
 MAX_NAME_LENGTH = 200
+# The admin API's scope: a client's (client credentials), or a person's from a role.
+ADMIN_SCOPE = "admin"
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,20 @@ class Target:
         return " ".join(sorted(set(scope.split()) & self.scopes))
 
 
+def admin_target(settings: Settings) -> Target:
+    """The admin API as a resource: built in (no operator registers it, so none can shadow
+    it), its only scope `admin`, which a person holds from a role."""
+    return Target(settings.admin_api_audience, frozenset({ADMIN_SCOPE}), None)
+
+
 async def resolve_target(pool: asyncpg.Pool, settings: Settings, raw: object) -> Target | None:
     """The target of a request's `resource` parameter: None when absent or naming the service
-    itself; raise `InvalidTarget` for anything but one registered absolute URI (a list, a
-    relative URI, a fragment, an unknown resource)."""
+    itself, the built-in `admin_target` for ADMIN_AUDIENCE; raise `InvalidTarget` for anything
+    but one registered absolute URI (a list, a relative URI, a fragment, an unknown resource)."""
     if raw is None or raw == settings.token_audience:
         return None
+    if raw == settings.admin_api_audience:
+        return admin_target(settings)
     uri = resources_table.check_uri(raw)
     async with pool.acquire() as connection:
         found = await resources_table.find_by_uri(connection, uri)
@@ -83,6 +93,8 @@ def check_resource_fields(
             ) from None
         if fields["uri"] == settings.token_audience:
             raise InvalidInput("'uri' is the service's own audience.")
+        if fields["uri"] == settings.admin_api_audience:
+            raise InvalidInput("'uri' is the admin API's audience (ADMIN_AUDIENCE), built in.")
     if creating or "name" in body:
         name = body.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:

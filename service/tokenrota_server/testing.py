@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import fields
 from datetime import datetime
+from uuid import UUID
 
 import asyncpg
 from starlette.applications import Starlette
@@ -17,7 +18,7 @@ from starlette.applications import Starlette
 from tokenrota_server import totp
 from tokenrota_server.auth import TokenPair
 from tokenrota_server.config import Settings
-from tokenrota_server.db import oauth_clients
+from tokenrota_server.db import oauth_clients, roles
 from tokenrota_server.db.pool import start_embedded
 from tokenrota_server.db.sessions import Strength
 from tokenrota_server.mailer import message_summary, messages_in_mailbox
@@ -82,6 +83,16 @@ async def insert_client(
     )
 
 
+async def grant_operator_role(
+    connection: asyncpg.Connection, *, user_id: str, role: str, now: datetime
+) -> None:
+    """Give a user `role`, first created with the scope `admin` alone if no role has its name."""
+    async with connection.transaction():
+        if not any(each.name == role for each in await roles.list_roles(connection)):
+            await roles.put_role(connection, name=role, scopes=("admin",), now=now)
+        await roles.grant_role(connection, UUID(user_id), role)
+
+
 __all__ = [
     "DEFAULT_DATA_DIR",
     "Passwords",
@@ -90,6 +101,7 @@ __all__ = [
     "TokenCodec",
     "TokenPair",
     "create_app",
+    "grant_operator_role",
     "http_protocol",
     "insert_client",
     "message_summary",

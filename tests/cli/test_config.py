@@ -123,6 +123,40 @@ def test_bad_settings_are_refused_with_a_one_line_reason(name: str, value: str) 
 
 
 @pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"ADMIN_AUDIENCE": "/admin"}, "ADMIN_AUDIENCE must be an absolute URI"),
+        ({"ADMIN_AUDIENCE": "https://auth.example/admin#x"}, "ADMIN_AUDIENCE must be"),
+        (
+            {"ADMIN_AUDIENCE": "https://auth.example/", "TOKEN_AUDIENCE": "https://auth.example/"},
+            "ADMIN_AUDIENCE must differ from TOKEN_AUDIENCE",
+        ),
+        ({"ADMIN_MAX_AUTH_AGE": "0"}, "ADMIN_MAX_AUTH_AGE must be a positive number"),
+    ],
+)
+def test_the_admin_apis_audience_and_auth_age_are_checked(
+    changes: dict[str, str], says: str
+) -> None:
+    environ = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B, **changes}
+
+    with pytest.raises(ConfigError, match=says):
+        load_settings(environ)
+
+
+def test_the_admin_apis_audience_defaults_to_the_issuer_or_public_url_plus_admin() -> None:
+    base = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+
+    by_issuer = load_settings({**base, "TOKEN_ISSUER": "https://auth.example.com/"})
+    by_public_url = load_settings({**base, "PUBLIC_URL": "https://id.example.com/auth"})
+    named = load_settings({**base, "ADMIN_AUDIENCE": "urn:example:admin"})
+
+    assert by_issuer.admin_api_audience == "https://auth.example.com/admin"
+    assert by_public_url.admin_api_audience == "https://id.example.com/auth/admin"
+    assert named.admin_api_audience == "urn:example:admin"
+    assert named.admin_max_auth_age == 43200
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "mysql://app:S3cret-db-pw@db/tokens",

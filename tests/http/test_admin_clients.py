@@ -77,8 +77,9 @@ async def test_every_endpoint_refuses_every_caller_but_an_enabled_admin_client(
     path: str,
     body: dict[str, Any] | None,
 ) -> None:
-    """No token 401; a user whose role grants admin and a client without admin 403
-    insufficient_scope; a disabled admin client 403 invalid_token. Nothing is written."""
+    """No token 401; a client without admin 403 insufficient_scope; a user whose role grants
+    admin, with an everyday token (not for the admin API's audience), and a disabled admin
+    client 403 invalid_token. Nothing is written."""
     await db.execute("INSERT INTO roles (name, scopes) VALUES ('ops', '{admin}')")
     user, _ = await register_and_login(client)
     await db.execute(
@@ -98,11 +99,11 @@ async def test_every_endpoint_refuses_every_caller_but_an_enabled_admin_client(
 
     assert anonymous.status_code == 401
     assert anonymous.json()["error"] == "missing_token"
-    for refused in (as_user, as_reader):
+    assert as_reader.status_code == 403, as_reader.text
+    assert as_reader.json()["error"] == "insufficient_scope"
+    for refused in (as_user, as_disabled):
         assert refused.status_code == 403, refused.text
-        assert refused.json()["error"] == "insufficient_scope"
-    assert as_disabled.status_code == 403
-    assert as_disabled.json()["error"] == "invalid_token"
+        assert refused.json()["error"] == "invalid_token"
     assert await everything(db) == before
 
 

@@ -451,3 +451,38 @@ async def test_a_totp_user_logs_in_with_the_codes_the_fixture_hands_out(
     assert len(account.recovery_codes) == 10
     issued = jwt.get_unverified_claims(token_service.issue_access_token("u1", aal2=True))
     assert issued["acr"] == "aal2"
+
+
+async def test_an_operator_and_their_admin_token_come_in_two_lines(
+    token_service: TokenService, token_client: httpx.AsyncClient
+) -> None:
+    """`create_operator` makes a TOTP user holding a role with `admin`; `operator_token` an
+    aal2 token for the admin API's audience, which the admin API takes and audits as the
+    person. A second operator shares the role; a plain TOTP user's admin token has no scope."""
+    account = await token_service.create_operator()
+    token = await token_service.operator_token(account)
+    other = await token_service.create_operator()
+    plain = await token_service.create_totp_user()
+
+    headers = {"Authorization": f"Bearer {token}"}
+    listed = await token_client.get("/admin/users", headers=headers)
+    role = await token_client.put("/admin/roles/support", json={"scopes": []}, headers=headers)
+    audit = await token_client.get(
+        "/admin/audit",
+        params={"actor": f"user:{account.id}", "action": "role_put"},
+        headers=headers,
+    )
+    refused = await token_client.get(
+        "/admin/users",
+        headers={"Authorization": f"Bearer {await token_service.operator_token(plain)}"},
+    )
+
+    claims = jwt.get_unverified_claims(token)
+    assert claims["aud"] == token_service.admin_audience
+    assert (claims["scope"], claims["acr"], claims["sub"]) == ("admin", "aal2", account.id)
+    assert listed.status_code == 200, listed.text
+    assert role.status_code == 201, role.text
+    assert [event["target"] for event in audit.json()["events"]] == ["role:support"]
+    assert jwt.get_unverified_claims(await token_service.operator_token(other))["scope"] == "admin"
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "insufficient_scope"

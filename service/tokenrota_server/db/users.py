@@ -116,6 +116,33 @@ async def find_session_user(
     return user_from_row(row) if row is not None else None
 
 
+async def is_operator_session_live(
+    connection: Connection,
+    *,
+    user_id: UUID,
+    session_id: UUID,
+    scope: str,
+    now: datetime,
+    idle_since: datetime | None = None,
+) -> bool:
+    """Whether a person may still act as an operator: active, `session_id` one of their live
+    sessions, and a role of theirs still grants `scope`. One round trip on every admin call,
+    so a disabling, a revocation or a role taken away stops their tokens at once."""
+    live = await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id = $1 AND u.id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3"
+        " AND u.disabled_at IS NULL AND ($4::timestamptz IS NULL OR s.last_used_at > $4)"
+        " AND EXISTS (SELECT 1 FROM user_roles granted JOIN roles r ON r.name = granted.role"
+        " WHERE granted.user_id = u.id AND $5 = ANY(r.scopes)))",
+        session_id,
+        user_id,
+        now,
+        idle_since,
+        scope,
+    )
+    return bool(live)
+
+
 async def user_exists(connection: Connection, user_id: UUID) -> bool:
     """Whether there is a user with this id."""
     found = await connection.fetchval("SELECT 1 FROM users WHERE id = $1", user_id)

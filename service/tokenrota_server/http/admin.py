@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrota_server import admin, resources
-from tokenrota_server.db import audit, pagination, roles
+from tokenrota_server.db import pagination, roles
 from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.http import audit_filters
 from tokenrota_server.http.web import NO_STORE, bearer_token, boolean_field, read_json
@@ -25,10 +25,13 @@ from tokenrota_server.state import AppState
 async def _actor(request: Request[AppState]) -> str:
     """The audit actor of an authorized admin call; raise the bearer refusals."""
     state = request.state
-    client_id = await admin.authorize_admin(
-        state["pool"], state["codec"], await bearer_token(request), state["clock"]()
+    return await admin.authorize_admin(
+        state["pool"],
+        state["codec"],
+        state["settings"],
+        await bearer_token(request),
+        state["clock"](),
     )
-    return audit.client_actor(client_id)
 
 
 async def admin_actor(request: Request[AppState]) -> str:

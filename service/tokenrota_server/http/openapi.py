@@ -201,7 +201,9 @@ SECURITY_SCHEMES = {
         "type": "http",
         "scheme": "bearer",
         "bearerFormat": "JWT (typ at+jwt)",
-        "description": "A client-credentials token with the `admin` scope; a person's never.",
+        "description": "A client-credentials token with the `admin` scope, or an operator's:"
+        " a person's token for the admin API's audience (ADMIN_AUDIENCE) with `admin` from a"
+        " role, `acr` aal2 and `auth_time` within ADMIN_MAX_AUTH_AGE.",
     },
     "refreshCookie": {
         "type": "apiKey",

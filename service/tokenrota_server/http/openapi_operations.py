@@ -677,13 +677,22 @@ RECOVERY_OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 OPERATIONS.update(RECOVERY_OPERATIONS)
 # -- the admin API (tokenrota_server.http.admin) -----------------------------------------------
-# A client-credentials token with the admin scope, checked against the database on every call.
+# A client-credentials token with the admin scope, or an operator's (a person's token for the
+# admin API's audience, aal2, recent), checked against the database on every call.
 ADMIN_ERRORS = {
-    401: error("No bearer token.", "missing_token", headers=CHALLENGE),
+    401: error(
+        "No bearer token (missing_token); an operator's token of a login without a second"
+        " factor, or older than ADMIN_MAX_AUTH_AGE (insufficient_user_authentication, RFC 9470:"
+        " the challenge names acr_values and max_age).",
+        "missing_token",
+        "insufficient_user_authentication",
+        headers=CHALLENGE,
+    ),
     403: error(
-        "A person's token (whatever its roles) or a client's without the admin scope"
-        " (insufficient_scope); an expired or revoked token, or one whose client is disabled"
-        " or no longer has admin (invalid_token, token_expired).",
+        "A token without the admin scope (insufficient_scope); an expired or revoked token, a"
+        " client's that is disabled or no longer has admin, a person's not minted for the admin"
+        " API's audience, delegated (act), of a disabled operator, an ended session or a role"
+        " taken away (invalid_token, token_expired).",
         "insufficient_scope",
         "invalid_token",
         "token_expired",
