@@ -76,7 +76,7 @@ async def test_the_config_names_the_admin_api_audience(
     response = await client.get("/console/config.json")
 
     assert response.status_code == 200
-    assert response.json() == {"admin_audience": f"{settings.public_base_url}/admin"}
+    assert response.json() == {"admin_audience": settings.admin_api_audience}
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrota_server.config import Settings
 from tokenrota_server.errors import NotFound
 from tokenrota_server.state import AppState
 
@@ -48,11 +47,6 @@ def assets() -> dict[str, bytes]:
     return {item.name: item.read_bytes() for item in folder.iterdir() if item.is_file()}
 
 
-def admin_audience(settings: Settings) -> str:
-    """The audience the console asks its tokens for: the admin API's."""
-    return settings.public_base_url + "/admin"
-
-
 async def page(request: Request[AppState]) -> Response:
     return Response(
         assets()["index.html"], media_type="text/html; charset=utf-8", headers=security_headers()
@@ -71,7 +65,7 @@ async def asset(request: Request[AppState]) -> Response:
 async def config(request: Request[AppState]) -> Response:
     """What the page needs before signing in: the audience of the admin API's tokens."""
     settings = request.state["settings"]
-    return JSONResponse({"admin_audience": admin_audience(settings)}, headers=security_headers())
+    return JSONResponse({"admin_audience": settings.admin_api_audience}, headers=security_headers())
 
 
 routes = [

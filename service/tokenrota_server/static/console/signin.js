@@ -124,7 +124,7 @@ function showSecondStep(main, step, address, done) {
         }
       },
     },
-    h("h2", { id: "mfa-heading" }, "Second factor"),
+    h("h2", { id: "mfa-heading" }, "Authenticator code"),
     code,
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Sign in")),
   );
