@@ -890,6 +890,13 @@ OPERATIONS |= {
     ("DELETE", "/admin/users/{user_id}/sessions"): _admin(
         "Revoke every session of the user now", {204: ok("Revoked."), **NO_SUCH_USER}
     ),
+    ("DELETE", "/admin/users/{user_id}/sessions/{session_id}"): _admin(
+        "Revoke one session of the user now (a lost device)",
+        {
+            204: ok("Revoked."),
+            404: error("No such user, or no such live session of theirs.", "not_found"),
+        },
+    ),
     ("GET", "/admin/users/{user_id}/factors"): _admin(
         "The user's live second factors",
         {

@@ -85,13 +85,22 @@ export async function render(main, userId) {
     session.user_agent || "unknown",
     when(session.last_used_at),
     when(session.created_at),
+    h("button", {
+      type: "button",
+      class: "danger small",
+      "aria-label": `Revoke the session ${session.name || "unnamed"} from ${session.ip || "an unknown address"}`,
+      onclick: async () => {
+        const sure = await confirmDialog(`Revoke this session of ${user.email}?`, REVOCATION, "Revoke session");
+        if (sure) await act("The session was revoked.", () => api.call("DELETE", `${path}/sessions/${session.id}`))();
+      },
+    }, "Revoke"),
   ]);
   const sessions = h(
     "section",
     { "aria-labelledby": "sessions-heading" },
     h("h2", { id: "sessions-heading" }, `Live sessions (${user.sessions.length})`),
     h("p", { class: "hint" }, REVOCATION),
-    table("Live sessions", ["Device name", "Address", "User agent", "Last used", "Started"], sessionRows,
+    table("Live sessions", ["Device name", "Address", "User agent", "Last used", "Started", "Action"], sessionRows,
       "No live session."),
     h("div", { class: "buttons" }, h("button", {
       type: "button",
