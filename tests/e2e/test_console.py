@@ -150,14 +150,20 @@ async def register(http: httpx.AsyncClient, email: str) -> dict[str, Any]:
     return user
 
 
-async def sign_in(page: Page, console: Console, operator: Operator) -> None:
-    """Through the console's forms: email and password, then the authenticator's code."""
+async def sign_in(
+    page: Page, console: Console, operator: Operator, audit: Audit | None = None
+) -> None:
+    """Through the console's forms: email and password, then the authenticator's code (the
+    second step's screen checked by `audit` when given)."""
     await page.goto(f"{console.live.origin}/console")
     await expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
     await page.get_by_label("Email", exact=True).fill(operator.email)
     await page.get_by_label("Password", exact=True).fill(PASSWORD)
     await page.get_by_role("button", name="Continue").click()
     await expect(page.get_by_role("heading", name="Second factor", exact=True)).to_be_visible()
+    if audit is not None:
+        await audit.check(page, "second-factor")
+        await screenshot(page, "second-factor")
     await page.get_by_label("Code from your authenticator app").fill(operator.code())
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
@@ -275,7 +281,7 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
     await expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
     await audit.check(page, "sign-in")
     await screenshot(page, "sign-in")
-    await sign_in(page, console, operator)
+    await sign_in(page, console, operator, audit)
     # The tokens are in the page's memory only.
     assert await page.evaluate("localStorage.length + sessionStorage.length") == 0
     assert await page.evaluate("document.cookie") == ""
