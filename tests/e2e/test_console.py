@@ -317,9 +317,21 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
         )
         assert refreshed.status_code == 403
 
-    # Disable: Ada can no longer sign in.
-    await page.get_by_role("button", name="Disable").click()
-    await confirm(page, "Disable")
+    # Disable, from the keyboard: the dialog takes the focus (on Cancel), Tab reaches the
+    # confirming button, and the focus comes back to the page. Ada can no longer sign in.
+    await page.get_by_role("button", name="Disable").focus()
+    await page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name=f"Disable {ada}?")
+    await expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_have_count(0)
+    await expect(page.get_by_role("button", name="Disable")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    await expect(dialog.get_by_role("button", name="Disable")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(dialog).to_have_count(0)
+    await expect(page.get_by_role("heading", name=ada)).to_be_focused()
     await expect(page.locator(".facts")).to_contain_text("disabled")
     again = await console.http.post("/login", json={"email": ada, "password": PASSWORD})
     assert again.status_code == 401

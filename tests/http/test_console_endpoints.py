@@ -9,6 +9,7 @@ from importlib import resources
 import httpx
 import pytest
 from tokenrota_server.config import Settings
+from tokenrota_server.db.audit import AuditAction
 
 CONSOLE = resources.files("tokenrota_server").joinpath("static", "console")
 MODULES = sorted(item.name for item in CONSOLE.iterdir() if item.name.endswith(".js"))
@@ -70,13 +71,16 @@ async def test_anything_else_under_console_is_not_found(
     assert response.json()["error"] == "not_found"
 
 
-async def test_the_config_names_the_admin_api_audience(
+async def test_the_config_names_the_admin_api_audience_and_the_audit_actions(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     response = await client.get("/console/config.json")
 
     assert response.status_code == 200
-    assert response.json() == {"admin_audience": settings.admin_api_audience}
+    assert response.json() == {
+        "admin_audience": settings.admin_api_audience,
+        "audit_actions": sorted(action.value for action in AuditAction),
+    }
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenrota_server.db.audit import AuditAction
 from tokenrota_server.errors import NotFound
 from tokenrota_server.state import AppState
 
@@ -63,9 +64,13 @@ async def asset(request: Request[AppState]) -> Response:
 
 
 async def config(request: Request[AppState]) -> Response:
-    """What the page needs before signing in: the audience of the admin API's tokens."""
-    settings = request.state["settings"]
-    return JSONResponse({"admin_audience": settings.admin_api_audience}, headers=security_headers())
+    """What the page needs before signing in: the audience of the admin API's tokens, and the
+    audit log's actions (its filter offers them; from the one list, so they never drift)."""
+    body = {
+        "admin_audience": request.state["settings"].admin_api_audience,
+        "audit_actions": sorted(action.value for action in AuditAction),
+    }
+    return JSONResponse(body, headers=security_headers())
 
 
 routes = [

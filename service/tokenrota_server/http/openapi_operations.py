@@ -366,14 +366,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/console"): static("text/html", "The operators' console (a page on the admin API)"),
     ("GET", "/console/config.json"): {
         "tags": ["browser"],
-        "summary": "What the console needs before signing in: the admin API's audience",
+        "summary": "What the console needs before signing in: the admin API's audience, the audit"
+        " log's actions",
         "responses": {
             200: ok(
                 "The console's configuration.",
                 {
                     "type": "object",
-                    "required": ["admin_audience"],
-                    "properties": {"admin_audience": {"type": "string", "format": "uri"}},
+                    "required": ["admin_audience", "audit_actions"],
+                    "properties": {
+                        "admin_audience": {"type": "string", "format": "uri"},
+                        "audit_actions": {"type": "array", "items": {"type": "string"}},
+                    },
                 },
             )
         },

@@ -15,6 +15,7 @@ export class ApiError extends Error {
 }
 
 let audience = null; // the admin API's resource URI, from /console/config.json
+let auditActions = []; // the audit log's actions, from the same
 let session = null; // { access, refresh, expiresAt (ms), claims }
 let refreshing = null; // the one refresh in flight
 const endListeners = [];
@@ -23,8 +24,15 @@ const endListeners = [];
 export async function loadConfig() {
   const response = await fetch("/console/config.json", { credentials: "omit" });
   if (!response.ok) throw new ApiError(response.status, null);
-  audience = (await response.json()).admin_audience;
+  const config = await response.json();
+  audience = config.admin_audience;
+  auditActions = config.audit_actions;
   return audience;
+}
+
+/** The actions the audit log records, for its filter. */
+export function actions() {
+  return auditActions;
 }
 
 export function adminAudience() {

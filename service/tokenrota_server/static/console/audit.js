@@ -3,15 +3,6 @@
 import * as api from "./api.js";
 import { field, h, table, title, when } from "./dom.js";
 
-const ACTIONS = [
-  "login_throttled", "reuse_detected", "dpop_proof_missing", "dpop_key_mismatch", "password_changed",
-  "password_reset", "user_disabled", "user_enabled", "user_roles_set", "role_granted", "role_revoked",
-  "sessions_revoked", "user_erased", "role_put", "role_deleted", "user_created", "user_invited",
-  "invitation_accepted", "password_reset_sent", "verification_sent", "app_metadata_set", "user_metadata_set",
-  "client_created", "client_updated", "client_secret_rotated", "client_deleted", "resource_created",
-  "resource_updated", "resource_deleted", "mfa_factor_enrolled", "mfa_factor_removed",
-  "mfa_recovery_codes_issued", "mfa_succeeded", "mfa_failed", "mfa_throttled",
-];
 const PAGE_SIZE = 50;
 
 // A datetime-local value (the reader's time) as RFC 3339 in UTC, as the API wants it.
@@ -47,7 +38,7 @@ export async function render(main) {
   const userId = field("User id", { name: "user_id", autocomplete: "off", spellcheck: "false" }, "A user's id (on their page).");
   const actor = field("Actor", { name: "actor", autocomplete: "off" }, "user:<id>, client:<client id>, cli or system.");
   const action = field("Action", { name: "action", tag: "select" });
-  action.querySelector("select").append(h("option", { value: "" }, "any"), ...ACTIONS.map((name) => h("option", { value: name }, name)));
+  action.querySelector("select").append(h("option", { value: "" }, "any"), ...api.actions().map((name) => h("option", { value: name }, name)));
   const after = field("At or after", { name: "after", type: "datetime-local", step: 1 });
   const before = field("Before", { name: "before", type: "datetime-local", step: 1 });
   const problem = h("p", { class: "error", role: "alert", hidden: true });
