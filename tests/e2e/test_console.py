@@ -42,6 +42,7 @@ from tests.e2e.test_browser import (  # noqa: F401 - fixtures used by name
     serving,
 )
 from tests.e2e.test_js_package import tool
+from tests.e2e.test_passkeys_browser import virtual_authenticator, webauthn_session
 from tests.mail_support import SmtpServer, parts_of
 from tests.oauth_support import create_client
 from tests.resource_server import build_app
@@ -85,12 +86,15 @@ async def console(
 ) -> AsyncIterator[Console]:
     """The service on 127.0.0.1:<free port>, its public URL that origin (the invitation links
     to its demo page), mail to the test SMTP server."""
-    listener, origin = free_listener()
+    listener, _ = free_listener()
+    # localhost: a secure context for WebAuthn without TLS, and the passkeys' RP id.
+    origin = f"http://localhost:{listener.getsockname()[1]}"
     live = LiveServer(origin)
     served = replace(
         smtp_settings(settings, smtp_server),
         public_url=origin,
         allowed_origins=(origin,),
+        webauthn_rp_id="localhost",
         jwt_leeway=0,
     )
     async with (
@@ -113,16 +117,24 @@ class Operator:
         return totp.code_at(self.secret, step)
 
 
-async def create_operator(console: Console) -> Operator:
-    """A person holding a role with the admin scope, with a live TOTP factor."""
-    http = console.http
-    email = f"operator-{uuid.uuid4().hex[:8]}@example.com"
-    role = await http.put(
+async def make_operator(console: Console, user_id: str) -> None:
+    """Grant the user the role `operator`, whose one scope is admin (made if missing)."""
+    role = await console.http.put(
         "/admin/roles/operator",
         json={"scopes": ["admin"], "require_mfa": True},
         headers=console.admin,
     )
     assert role.status_code in (200, 201), role.text
+    granted = await console.http.put(
+        f"/admin/users/{user_id}/roles", json={"roles": ["operator"]}, headers=console.admin
+    )
+    assert granted.status_code == 200, granted.text
+
+
+async def create_operator(console: Console) -> Operator:
+    """A person holding a role with the admin scope, with a live TOTP factor."""
+    http = console.http
+    email = f"operator-{uuid.uuid4().hex[:8]}@example.com"
     user = await register(http, email)
     pair = (await http.post("/login", json={"email": email, "password": PASSWORD})).json()
     bearer = {"Authorization": f"Bearer {pair['access_token']}"}
@@ -136,10 +148,7 @@ async def create_operator(console: Console) -> Operator:
         headers=bearer,
     )
     assert verified.status_code == 200, verified.text
-    granted = await http.put(
-        f"/admin/users/{user['id']}/roles", json={"roles": ["operator"]}, headers=console.admin
-    )
-    assert granted.status_code == 200, granted.text
+    await make_operator(console, user["id"])
     return Operator(email, secret, step)
 
 
@@ -501,3 +510,35 @@ async def assert_nothing_injected(page: Page) -> None:
         "document.querySelectorAll('main img, main script, main svg, main iframe').length"
     )
     assert made == 0
+
+
+async def test_an_operator_signs_in_with_a_passkey_alone(
+    browser: BrowserContext,  # noqa: F811
+    console: Console,
+) -> None:
+    """A passkey registered by the operator (through auth-client.js, on the service's origin)
+    signs them in to the console on its own: no email, no password, and the admin API accepts
+    the token."""
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await virtual_authenticator(await webauthn_session(page))
+    email = f"passkey-operator-{uuid.uuid4().hex[:8]}@example.com"
+    user = await register(console.http, email)
+    await page.goto(f"{console.live.origin}/console")
+    await expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
+    await page.evaluate(
+        """async ([email, password]) => {
+            const { createAuthClient } = await import("/auth-client.js");
+            const auth = createAuthClient({});
+            await auth.login(email, password);
+            await auth.registerPasskey("operator's laptop");
+            await auth.logout();
+        }""",
+        [email, PASSWORD],
+    )
+    await make_operator(console, user["id"])
+
+    await page.get_by_role("button", name="Sign in with a passkey").click()
+
+    await expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
+    await expect(page.get_by_role("link", name=email)).to_be_visible()
+    await expect(page.locator("#who")).to_have_text(f"Signed in as {email}")
