@@ -512,13 +512,14 @@ async def assert_nothing_injected(page: Page) -> None:
     assert made == 0
 
 
-async def test_an_operator_signs_in_with_a_passkey_alone(
+async def test_an_operator_signs_in_with_a_passkey_second_or_alone(
     browser: BrowserContext,  # noqa: F811
     console: Console,
 ) -> None:
-    """A passkey registered by the operator (through auth-client.js, on the service's origin)
-    signs them in to the console on its own: no email, no password, and the admin API accepts
-    the token."""
+    """A passkey registered by the operator (through auth-client.js, on the service's origin) is
+    their second factor after the password, and signs them in on its own (no email, no
+    password); the admin API accepts either token. Once their sessions are revoked, the console
+    asks them to sign in again."""
     page = browser.pages[0] if browser.pages else await browser.new_page()
     await virtual_authenticator(await webauthn_session(page))
     email = f"passkey-operator-{uuid.uuid4().hex[:8]}@example.com"
@@ -537,8 +538,27 @@ async def test_an_operator_signs_in_with_a_passkey_alone(
     )
     await make_operator(console, user["id"])
 
+    # The password, then the passkey as the second factor.
+    await page.get_by_label("Email", exact=True).fill(email)
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
+    await page.get_by_role("button", name="Continue").click()
+    await page.get_by_role("button", name="Use a passkey instead").click()
+    await expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+
+    # The passkey alone.
     await page.get_by_role("button", name="Sign in with a passkey").click()
 
     await expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
     await expect(page.get_by_role("link", name=email)).to_be_visible()
     await expect(page.locator("#who")).to_have_text(f"Signed in as {email}")
+
+    # Their sessions revoked (by another operator's tool): the next screen asks to sign in.
+    revoked = await console.http.delete(
+        f"/admin/users/{user['id']}/sessions", headers=console.admin
+    )
+    assert revoked.status_code == 204
+    await page.get_by_role("link", name="Roles").click()
+    await expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
+    await expect(page.locator(".notice")).to_contain_text("sign in again")
+    await expect(page.get_by_role("navigation")).to_be_hidden()

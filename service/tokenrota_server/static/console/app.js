@@ -61,7 +61,8 @@ async function route() {
     try {
       await screen.render(main, ...match.slice(1));
     } catch (error) {
-      showFailure(error);
+      await showFailure(error);
+      if (!api.signedIn()) return;
     }
     const heading = main.querySelector("h1");
     if (heading) heading.focus();
@@ -70,14 +71,28 @@ async function route() {
   location.hash = "#/users";
 }
 
+// Refusals that a new sign-in may cure: the console forgets the session and asks for one.
+const SIGN_IN_AGAIN = {
+  insufficient_user_authentication:
+    "The admin API wants a recent sign-in with a second factor: sign in again.",
+  invalid_token:
+    "The admin API refused this session (ended, or the account was disabled or lost its admin role): sign in again.",
+};
+
 /** What a refused call means, in words. */
-function showFailure(error) {
+async function showFailure(error) {
   if (!api.signedIn()) return;
+  if (SIGN_IN_AGAIN[error.code]) {
+    await api.signOut();
+    chrome(false);
+    signin.render(main, () => {
+      chrome(true);
+      route();
+    }, SIGN_IN_AGAIN[error.code]);
+    return;
+  }
   const words = {
-    insufficient_user_authentication:
-      "The admin API wants a recent sign-in with a second factor: sign out and sign in again.",
     insufficient_scope: "This account holds no role with the admin scope.",
-    invalid_token: "The admin API refused this session's token.",
   };
   main.replaceChildren(
     h("h1", { tabindex: "-1" }, "The admin API refused"),

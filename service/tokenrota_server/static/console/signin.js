@@ -151,7 +151,7 @@ function showSecondStep(main, step, address, done) {
     h("p", {}, "The password was right. Now the second factor of ", h("strong", {}, address), "."),
     problem,
     form,
-    step.factors.includes("passkey") ? h("div", { class: "buttons" }, passkey) : null,
+    step.factors.some((factor) => factor.type === "passkey") ? h("div", { class: "buttons" }, passkey) : null,
   );
   code.querySelector("input").focus();
 }
