@@ -123,7 +123,7 @@ async def create_client(
             actor=actor,
             now=now,
             target=_target(client.client_id),
-            details={"scopes": list(scopes)},
+            details={"scopes": list(scopes), "dpop_bound_access_tokens": dpop_bound_access_tokens},
         )
     security_log.info("client created", extra={"client_id": client.client_id})
     return ManagedClient(client, None), secret
@@ -136,21 +136,30 @@ async def update_client(
     name: str | None = None,
     scopes: tuple[str, ...] | None = None,
     disabled: bool | None = None,
+    dpop_bound_access_tokens: bool | None = None,
     actor: str,
     now: datetime,
 ) -> tuple[ManagedClient, bool]:
-    """Change a client's name, scopes or state (None: unchanged); return it and whether
-    anything changed (nothing changed writes no event). Raise `NotFound`.
+    """Change a client's name, scopes, state or DPoP requirement (None: unchanged); return it
+    and whether anything changed (nothing changed writes no event). Raise `NotFound`.
 
     Disabling refuses its tokens at once (the admin check and introspection read the row)
-    and names it in the revocation feed; enabling lets it get new tokens.
+    and names it in the revocation feed; enabling lets it get new tokens. Requiring DPoP
+    (RFC 9449 §5.2) refuses its next token request without a proof; tokens it already holds
+    live out their lifetime.
     """
     async with pool.acquire() as connection, connection.transaction():
         before = await oauth_clients.find_managed_client(connection, client_id, for_update=True)
         if before is None:
             raise NotFound("No client has this id.")
         after = await oauth_clients.update_client(
-            connection, client_id, name=name, scopes=scopes, disabled=disabled, now=now
+            connection,
+            client_id,
+            name=name,
+            scopes=scopes,
+            disabled=disabled,
+            now=now,
+            dpop_bound_access_tokens=dpop_bound_access_tokens,
         )
         assert after is not None
         changes: dict[str, Any] = {}
@@ -163,6 +172,8 @@ async def update_client(
             }
         if after.client.disabled != before.client.disabled:
             changes["disabled"] = after.client.disabled
+        if after.client.dpop_bound_access_tokens != before.client.dpop_bound_access_tokens:
+            changes["dpop_bound_access_tokens"] = after.client.dpop_bound_access_tokens
         if changes:
             await audit.record(
                 connection,

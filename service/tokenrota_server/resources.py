@@ -21,6 +21,7 @@ from tokenrota_server.config import Settings
 from tokenrota_server.db import audit, oauth_clients, roles
 from tokenrota_server.db import resources as resources_table
 from tokenrota_server.db.audit import AuditAction
+from tokenrota_server.db.pool import Connection
 from tokenrota_server.db.resources import ClientGrant, GrantKind, Resource
 from tokenrota_server.errors import InvalidInput, InvalidTarget, NotFound
 
@@ -205,33 +206,41 @@ async def delete_resource(
         )
 
 
+async def _find(connection: Connection, resource: UUID | str) -> Resource | None:
+    """A resource by its id (the admin API's paths) or its URI (the CLI's arguments)."""
+    if isinstance(resource, UUID):
+        return await resources_table.find_resource(connection, resource)
+    return await resources_table.find_by_uri(connection, resource)
+
+
 async def grant_client(
     pool: asyncpg.Pool,
     *,
     client_id: str,
-    uri: str,
+    resource: UUID | str,
     kind: GrantKind,
     scopes: tuple[str, ...],
     actor: str,
     now: datetime,
 ) -> ClientGrant:
-    """Grant a client a kind of use of the resource with `uri`, with `scopes` (each one the
-    resource defines; none for `serves`); raise `NotFound` or `InvalidInput`."""
+    """Grant a client a kind of use of a resource (its id or URI), with `scopes` (each one
+    the resource defines; none for `serves`), replacing the scopes of a grant of that kind it
+    had; raise `NotFound` or `InvalidInput`."""
     async with pool.acquire() as connection, connection.transaction():
-        resource = await resources_table.find_by_uri(connection, uri)
-        if resource is None:
-            raise NotFound("No resource has this URI.")
+        found = await _find(connection, resource)
+        if found is None:
+            raise NotFound("No such resource.")
         if await oauth_clients.find_client(connection, client_id) is None:
             raise NotFound("No client has this id.")
         if kind is GrantKind.SERVES and scopes:
             raise InvalidInput("Serving a resource grants no scopes.")
-        undefined = sorted(set(scopes) - set(resource.scopes))
+        undefined = sorted(set(scopes) - set(found.scopes))
         if undefined:
             raise InvalidInput("The resource defines no scope " + " ".join(undefined)[:200] + ".")
         await resources_table.put_grant(
             connection,
             client_id=client_id,
-            resource_id=resource.id,
+            resource_id=found.id,
             kind=kind,
             scopes=scopes,
             now=now,
@@ -242,19 +251,26 @@ async def grant_client(
             actor=actor,
             now=now,
             target=f"client:{client_id}",
-            details={"resource": uri, "kind": kind.value, "scopes": list(scopes)},
+            details={"resource": found.uri, "kind": kind.value, "scopes": list(scopes)},
         )
-    return ClientGrant(client_id=client_id, resource=resource, kind=kind, scopes=scopes)
+    return ClientGrant(client_id=client_id, resource=found, kind=kind, scopes=scopes)
 
 
 async def revoke_client_grant(
-    pool: asyncpg.Pool, *, client_id: str, uri: str, kind: GrantKind, actor: str, now: datetime
+    pool: asyncpg.Pool,
+    *,
+    client_id: str,
+    resource: UUID | str,
+    kind: GrantKind,
+    actor: str,
+    now: datetime,
 ) -> None:
-    """Take a client's grant back; raise `NotFound` if it had none."""
+    """Take a client's grant to a resource (its id or URI) back; raise `NotFound` if it had
+    none. Tokens already minted under it live out their lifetimes."""
     async with pool.acquire() as connection, connection.transaction():
-        resource = await resources_table.find_by_uri(connection, uri)
-        if resource is None or not await resources_table.delete_grant(
-            connection, client_id=client_id, resource_id=resource.id, kind=kind
+        found = await _find(connection, resource)
+        if found is None or not await resources_table.delete_grant(
+            connection, client_id=client_id, resource_id=found.id, kind=kind
         ):
             raise NotFound("The client has no such grant.")
         await audit.record(
@@ -263,13 +279,15 @@ async def revoke_client_grant(
             actor=actor,
             now=now,
             target=f"client:{client_id}",
-            details={"resource": uri, "kind": kind.value},
+            details={"resource": found.uri, "kind": kind.value},
         )
 
 
 async def list_client_grants(pool: asyncpg.Pool, client_id: str) -> list[ClientGrant]:
-    """Every grant of the client."""
+    """Every grant of the client, by resource URI and kind; raise `NotFound` for no client."""
     async with pool.acquire() as connection:
+        if await oauth_clients.find_client(connection, client_id) is None:
+            raise NotFound("No client has this id.")
         return await resources_table.list_client_grants(connection, client_id)
 
 

@@ -118,6 +118,7 @@ COMMAND_OPTIONS = {
     "create-client": ["NAME", "--scope", "--dpop-bound-access-tokens"],
     "rotate-client-secret": ["CLIENT_ID"],
     "disable-client": ["CLIENT_ID"],
+    "set-client-dpop": ["CLIENT_ID", "--on", "--off"],
     "list-clients": [],
     "create-role": ["NAME", "--scope", "--require-mfa"],
     "grant-role": ["EMAIL", "ROLE"],

@@ -1,4 +1,5 @@
-"""The client CLI: create-client, rotate-client-secret, disable-client, list-clients."""
+"""The client CLI: create-client, rotate-client-secret, disable-client, list-clients,
+set-client-dpop."""
 
 from __future__ import annotations
 
@@ -174,3 +175,39 @@ async def test_create_client_with_dpop_bound_access_tokens_needs_proofs(
     assert status == 0
     assert (response.status_code, response.json()["error"]) == (400, "invalid_dpop_proof")
     assert json.loads(listed)["dpop_bound_access_tokens"] is True
+
+
+async def test_set_client_dpop_turns_the_requirement_on_and_off(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """The same use case as PATCH /admin/clients/{id}: --on refuses the secret alone, --off
+    accepts it again; each audited as `cli`. An unknown client is one error line; neither or
+    both switches a usage error."""
+    _, out, _ = await cli(settings, "create-client", "billing")
+    created = json.loads(out)
+    client_id, secret = created["client_id"], created["client_secret"]
+
+    on = await cli(settings, "set-client-dpop", client_id, "--on")
+    refused = await client_token(client, client_id, secret)
+    off = await cli(settings, "set-client-dpop", client_id, "--off")
+    accepted = await client_token(client, client_id, secret)
+    unknown = await cli(settings, "set-client-dpop", "0" * 32, "--on")
+    neither = await cli(settings, "set-client-dpop", client_id)
+    both = await cli(settings, "set-client-dpop", client_id, "--on", "--off")
+
+    assert on[0] == 0, on
+    assert json.loads(on[1])["dpop_bound_access_tokens"] is True
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_dpop_proof")
+    assert json.loads(off[1])["dpop_bound_access_tokens"] is False
+    assert accepted.status_code == 200, accepted.text
+    assert (unknown[0], unknown[1]) == (1, "")
+    assert unknown[2].startswith("error: ")
+    assert len(unknown[2].strip().splitlines()) == 1
+    assert neither[0] == both[0] == 2
+    rows = await db.fetch(
+        "SELECT actor, details FROM audit_events WHERE action = 'client_updated' ORDER BY id"
+    )
+    assert [(row["actor"], json.loads(row["details"])) for row in rows] == [
+        ("cli", {"dpop_bound_access_tokens": True}),
+        ("cli", {"dpop_bound_access_tokens": False}),
+    ]

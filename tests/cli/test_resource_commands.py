@@ -49,6 +49,7 @@ async def test_a_resource_is_registered_granted_used_and_removed_from_the_comman
     assert json.loads(grants[1]) == {
         "client_id": client_id,
         "resource": ORDERS,
+        "resource_id": json.loads(created[1])["id"],
         "kind": "token",
         "scopes": ["orders:read"],
     }

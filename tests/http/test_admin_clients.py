@@ -20,6 +20,7 @@ from tests.support import FakeClock, login, register_and_login
 
 # Fixed, not random: pytest-xdist workers must collect the same test ids. No test creates it.
 SOME_ID = "0f3c9d2e7a5b41c6"
+SOME_RESOURCE_ID = "7a1c3e5f-2b4d-4f6a-8c0e-1d3f5a7b9c2e"
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/admin/clients", None),
     ("POST", "/admin/clients", {"name": "billing"}),
@@ -27,13 +28,22 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PATCH", f"/admin/clients/{SOME_ID}", {"disabled": True}),
     ("DELETE", f"/admin/clients/{SOME_ID}", None),
     ("POST", f"/admin/clients/{SOME_ID}/secret", {"grace_seconds": 60}),
+    ("GET", f"/admin/clients/{SOME_ID}/grants", None),
+    ("PUT", f"/admin/clients/{SOME_ID}/grants/{SOME_RESOURCE_ID}/token", {"scopes": []}),
+    ("DELETE", f"/admin/clients/{SOME_ID}/grants/{SOME_RESOURCE_ID}/token", None),
 ]
 
 
 async def everything(db: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every row a client call could change or write."""
     snapshot = {}
-    for table in ("clients", "revoked_access_tokens", "revocations", "audit_events"):
+    for table in (
+        "clients",
+        "revoked_access_tokens",
+        "revocations",
+        "audit_events",
+        "client_resources",
+    ):
         rows = await db.fetch(f"SELECT * FROM {table} ORDER BY 1")  # noqa: S608
         snapshot[table] = [tuple(row) for row in rows]
     return snapshot
@@ -61,7 +71,15 @@ def test_the_route_list_covers_every_client_route() -> None:
     served = {
         (method, route.path) for route in client_routes.routes for method in route.methods or ()
     }
-    listed = {(method, path.replace(SOME_ID, "{client_id}")) for method, path, _ in ENDPOINTS}
+    listed = {
+        (
+            method,
+            path.replace(SOME_ID, "{client_id}")
+            .replace(SOME_RESOURCE_ID, "{resource_id}")
+            .replace("/token", "/{kind}"),
+        )
+        for method, path, _ in ENDPOINTS
+    }
 
     assert {key for key in served if key[0] != "HEAD"} == listed
 

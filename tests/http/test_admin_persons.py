@@ -20,6 +20,7 @@ from tests.admin_support import admin_client
 from tests.checks import assert_error
 from tests.mfa_support import TotpUser, bearer, mfa_login, totp_user
 from tests.oauth_support import claims_of, client_token, create_client
+from tests.passkey_support import SoftAuthenticator
 from tests.support import FakeClock, login, register, serve
 
 # Fixed, not random: pytest-xdist workers must collect the same test ids. No test creates them.
@@ -303,3 +304,41 @@ async def test_an_operators_login_ages_out_at_the_configured_age(
     assert at_the_limit.status_code == 200, at_the_limit.text
     assert_error(past_it, 401, "insufficient_user_authentication")
     assert "max_age=600" in past_it.headers["www-authenticate"]
+
+
+async def test_an_operator_signs_in_with_a_passkey_for_the_admin_api(
+    clock: FakeClock, db: asyncpg.Connection, make_settings: Any
+) -> None:
+    """/passkeys/login with resource=ADMIN_AUDIENCE: a passkey is a second factor on its own
+    (aal2), so its token opens the admin API."""
+    settings = make_settings(webauthn_origins=("http://localhost:8000",))
+    async with serve(settings, clock) as own:
+        user = await register(own)
+        headers = bearer(await login(own, user["email"]))
+        options = (await own.post("/passkeys/register/options", headers=headers)).json()
+        authenticator = SoftAuthenticator()
+        registered = await own.post(
+            "/passkeys/register",
+            headers=headers,
+            json={"credential": authenticator.create(options)},
+        )
+        await make_operator(db, user["id"])
+        login_options = (await own.post("/passkeys/login/options")).json()
+        signed_in = await own.post(
+            "/passkeys/login",
+            json={
+                "credential": authenticator.get(login_options),
+                "resource": settings.admin_api_audience,
+            },
+        )
+        listed = await own.get("/admin/users", headers=bearer(signed_in.json()))
+
+    assert registered.status_code == 201, registered.text
+    assert signed_in.status_code == 200, signed_in.text
+    claims = claims_of(signed_in.json()["access_token"])
+    assert (claims["aud"], claims["scope"], claims["acr"]) == (
+        settings.admin_api_audience,
+        "admin",
+        "aal2",
+    )
+    assert listed.status_code == 200, listed.text

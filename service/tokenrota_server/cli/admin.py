@@ -115,6 +115,23 @@ async def disable_client(settings: Settings, client_id: str) -> int:
     return 0
 
 
+async def set_client_dpop(settings: Settings, client_id: str, required: bool) -> int:
+    """Require DPoP of a client's token requests, or stop; prints the client as a JSON line."""
+    async with _pool(settings) as pool:
+        try:
+            client, _ = await oauth_clients_admin.update_client(
+                pool,
+                client_id,
+                dpop_bound_access_tokens=required,
+                actor=audit.CLI_ACTOR,
+                now=utc_now(),
+            )
+        except ServiceError as error:
+            return _refused(error.description)
+    print(json.dumps(client.to_json(utc_now())))
+    return 0
+
+
 async def list_clients(settings: Settings) -> int:
     """Print every client as a JSON line (never a secret), as the admin API lists them."""
     async with _pool(settings) as pool:
@@ -276,7 +293,7 @@ async def change_client_resource(
                 granted = await resources.grant_client(
                     pool,
                     client_id=client_id,
-                    uri=uri,
+                    resource=uri,
                     kind=GrantKind(kind),
                     scopes=roles.check_scopes(scope.split()),
                     actor=audit.CLI_ACTOR,
@@ -287,7 +304,7 @@ async def change_client_resource(
                 await resources.revoke_client_grant(
                     pool,
                     client_id=client_id,
-                    uri=uri,
+                    resource=uri,
                     kind=GrantKind(kind),
                     actor=audit.CLI_ACTOR,
                     now=utc_now(),
@@ -301,8 +318,12 @@ async def change_client_resource(
 async def list_client_resources(settings: Settings, client_id: str) -> int:
     """Print every grant of the client as a JSON line."""
     async with _pool(settings) as pool:
-        for found in await resources.list_client_grants(pool, client_id):
-            print(json.dumps(found.to_json()))
+        try:
+            found = await resources.list_client_grants(pool, client_id)
+        except ServiceError as error:
+            return _refused(error.description)
+    for grant in found:
+        print(json.dumps(grant.to_json()))
     return 0
 
 

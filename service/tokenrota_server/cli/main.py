@@ -293,6 +293,17 @@ def _add_client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         description="Disable a client: it can get no more tokens, and those it holds are refused.",
     )
     disable.add_argument("client_id", metavar="CLIENT_ID", help="the client's id")
+    dpop = commands.add_parser(
+        "set-client-dpop",
+        help="require DPoP proofs of a client's token requests, or stop requiring them",
+        description="With --on, the client's token requests without a DPoP proof are refused "
+        "(RFC 9449 §5.2): its tokens are always bound to its key. Tokens it already holds live "
+        "out their lifetime. Prints the client as one JSON line.",
+    )
+    dpop.add_argument("client_id", metavar="CLIENT_ID", help="the client's id")
+    switch = dpop.add_mutually_exclusive_group(required=True)
+    switch.add_argument("--on", dest="dpop", action="store_true", help="require DPoP")
+    switch.add_argument("--off", dest="dpop", action="store_false", help="accept bearer requests")
     commands.add_parser(
         "list-clients",
         help="list clients as JSON lines (no secrets)",
@@ -387,6 +398,8 @@ def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
         )
     if command == "disable-client":
         return asyncio.run(admin.disable_client(settings, arguments.client_id))
+    if command == "set-client-dpop":
+        return asyncio.run(admin.set_client_dpop(settings, arguments.client_id, arguments.dpop))
     if command == "list-clients":
         return asyncio.run(admin.list_clients(settings))
     if command == "create-role":

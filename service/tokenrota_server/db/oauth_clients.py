@@ -272,6 +272,7 @@ async def update_client(
     scopes: tuple[str, ...] | None,
     disabled: bool | None,
     now: datetime,
+    dpop_bound_access_tokens: bool | None = None,
 ) -> ManagedClient | None:
     """Change what is given (None: keep it); None if there is no such client. Disabling an
     already disabled client keeps its first `disabled_at`."""
@@ -280,13 +281,15 @@ async def update_client(
     row = await connection.fetchrow(
         "UPDATE clients SET name = coalesce($2, name), scopes = coalesce($3, scopes),"  # noqa: S608 - constants only
         " disabled_at = CASE WHEN $4::boolean IS NULL THEN disabled_at"
-        " WHEN $4 THEN coalesce(disabled_at, $5) END"
+        " WHEN $4 THEN coalesce(disabled_at, $5) END,"
+        " dpop_bound_access_tokens = coalesce($6, dpop_bound_access_tokens)"
         f" WHERE client_id = $1 RETURNING {_ADMIN_COLUMNS}",
         client_id,
         name,
         list(scopes) if scopes is not None else None,
         disabled,
         now,
+        dpop_bound_access_tokens,
     )
     return _managed(row) if row is not None else None
 

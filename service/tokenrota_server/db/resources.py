@@ -75,6 +75,7 @@ class ClientGrant:
         return {
             "client_id": self.client_id,
             "resource": self.resource.uri,
+            "resource_id": str(self.resource.id),
             "kind": self.kind.value,
             "scopes": list(self.scopes),
         }

@@ -1,5 +1,6 @@
 """HTTP handlers of the admin API under /admin: users, their roles and sessions, roles,
-resources, the audit log. For operators' tools, never for people.
+resources, the audit log. For operators (a person's own admin-audience token) and their tools
+(an admin client's token).
 
 Every handler first checks the caller (`admin.authorize_admin`), before it reads a path
 parameter or a body, so a refused caller learns nothing and nothing is read or written; the

@@ -1,23 +1,26 @@
 """HTTP handlers of OAuth clients in the admin API: /admin/clients. The same callers as the
 rest of the admin API (`http/admin.py`), checked first, before a path or body is read.
 
-Bodies (docs/admin.md): POST `{name, scopes?}`; PATCH `{name?, scopes?, disabled?}` (at least
-one); POST .../secret `{grace_seconds?}` or no body. Any other key is 422. A secret is in the
-answer that made it, and nowhere else.
+Bodies (docs/admin.md): POST `{name, scopes?, dpop_bound_access_tokens?}`; PATCH `{name?,
+scopes?, disabled?, dpop_bound_access_tokens?}` (at least one); POST .../secret
+`{grace_seconds?}` or no body; PUT .../grants/{resource_id}/{kind} `{scopes?}` or no body. Any
+other key is 422. A secret is in the answer that made it, and nowhere else.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokenrota_server import oauth_clients
+from tokenrota_server import oauth_clients, resources
 from tokenrota_server.db import oauth_clients as client_rows
 from tokenrota_server.db import pagination, roles
 from tokenrota_server.db.oauth_clients import ManagedClient
+from tokenrota_server.db.resources import GrantKind
 from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.http.admin import admin_actor
 from tokenrota_server.http.web import NO_STORE, read_json
@@ -29,6 +32,22 @@ def _client_id(request: Request[AppState]) -> str:
     if not client_rows.is_plausible_client_id(client_id):
         raise NotFound("No client has this id.")
     return client_id
+
+
+def _grant_target(request: Request[AppState]) -> tuple[UUID, GrantKind]:
+    """The grant's resource id and kind from the path; an id or kind that cannot exist is
+    just not found."""
+    try:
+        return UUID(request.path_params["resource_id"]), GrantKind(request.path_params["kind"])
+    except ValueError:
+        raise NotFound("The client has no such grant.") from None
+
+
+def _optional_boolean(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidInput(f"'{name}' must be true or false.")
+    return value
 
 
 def _fields(body: dict[str, Any], allowed: set[str], required: set[str]) -> None:
@@ -65,13 +84,15 @@ async def list_clients(request: Request[AppState]) -> Response:
 
 
 async def create_client(request: Request[AppState]) -> Response:
-    """POST /admin/clients {name, scopes?}: 201 the client with its secret, shown this once."""
+    """POST /admin/clients {name, scopes?, dpop_bound_access_tokens?}: 201 the client with its
+    secret, shown this once."""
     actor = await admin_actor(request)
     state = request.state
     body = await read_json(request, state["settings"].max_body_bytes)
-    _fields(body, {"name", "scopes"}, {"name"})
+    _fields(body, {"name", "scopes", "dpop_bound_access_tokens"}, {"name"})
     name = oauth_clients.check_name(body["name"])
     scopes = roles.check_scopes(body.get("scopes", []))
+    dpop = _optional_boolean(body, "dpop_bound_access_tokens")
     client, secret = await oauth_clients.create_client(
         state["pool"],
         state["passwords"],
@@ -79,6 +100,7 @@ async def create_client(request: Request[AppState]) -> Response:
         scopes=scopes,
         actor=actor,
         now=state["clock"](),
+        dpop_bound_access_tokens=bool(dpop),
     )
     return _render(request, client, secret, status=201)
 
@@ -91,23 +113,24 @@ async def get_client(request: Request[AppState]) -> Response:
 
 
 async def update_client(request: Request[AppState]) -> Response:
-    """PATCH /admin/clients/{client_id} {name?, scopes?, disabled?}: 200 the client."""
+    """PATCH /admin/clients/{client_id} {name?, scopes?, disabled?, dpop_bound_access_tokens?}:
+    200 the client."""
     actor = await admin_actor(request)
     state = request.state
     client_id = _client_id(request)
     body = await read_json(request, state["settings"].max_body_bytes)
-    _fields(body, {"name", "scopes", "disabled"}, set())
+    _fields(body, {"name", "scopes", "disabled", "dpop_bound_access_tokens"}, set())
     if not body:
-        raise InvalidInput("Give at least one of 'name', 'scopes', 'disabled'.")
-    disabled = body.get("disabled")
-    if disabled is not None and not isinstance(disabled, bool):
-        raise InvalidInput("'disabled' must be true or false.")
+        raise InvalidInput(
+            "Give at least one of 'name', 'scopes', 'disabled', 'dpop_bound_access_tokens'."
+        )
     updated, _ = await oauth_clients.update_client(
         state["pool"],
         client_id,
         name=oauth_clients.check_name(body["name"]) if "name" in body else None,
         scopes=roles.check_scopes(body["scopes"]) if "scopes" in body else None,
-        disabled=disabled,
+        disabled=_optional_boolean(body, "disabled"),
+        dpop_bound_access_tokens=_optional_boolean(body, "dpop_bound_access_tokens"),
         actor=actor,
         now=state["clock"](),
     )
@@ -144,6 +167,51 @@ async def rotate_secret(request: Request[AppState]) -> Response:
     return _render(request, rotated, secret)
 
 
+async def list_grants(request: Request[AppState]) -> Response:
+    """GET /admin/clients/{client_id}/grants: the client's grants to resources."""
+    await admin_actor(request)
+    found = await resources.list_client_grants(request.state["pool"], _client_id(request))
+    return JSONResponse({"grants": [grant.to_json() for grant in found]}, headers=NO_STORE)
+
+
+async def put_grant(request: Request[AppState]) -> Response:
+    """PUT /admin/clients/{client_id}/grants/{resource_id}/{kind} {scopes?}: 200 the grant,
+    new or with its scopes replaced."""
+    actor = await admin_actor(request)
+    state = request.state
+    client_id = _client_id(request)
+    resource_id, kind = _grant_target(request)
+    body = await read_json(request, state["settings"].max_body_bytes, allow_empty=True)
+    _fields(body, {"scopes"}, set())
+    granted = await resources.grant_client(
+        state["pool"],
+        client_id=client_id,
+        resource=resource_id,
+        kind=kind,
+        scopes=roles.check_scopes(body.get("scopes", [])),
+        actor=actor,
+        now=state["clock"](),
+    )
+    return JSONResponse(granted.to_json(), headers=NO_STORE)
+
+
+async def delete_grant(request: Request[AppState]) -> Response:
+    """DELETE /admin/clients/{client_id}/grants/{resource_id}/{kind}: 204."""
+    actor = await admin_actor(request)
+    state = request.state
+    client_id = _client_id(request)
+    resource_id, kind = _grant_target(request)
+    await resources.revoke_client_grant(
+        state["pool"],
+        client_id=client_id,
+        resource=resource_id,
+        kind=kind,
+        actor=actor,
+        now=state["clock"](),
+    )
+    return Response(status_code=204)
+
+
 routes = [
     Route("/admin/clients", list_clients, methods=["GET"]),
     Route("/admin/clients", create_client, methods=["POST"]),
@@ -151,4 +219,9 @@ routes = [
     Route("/admin/clients/{client_id}", update_client, methods=["PATCH"]),
     Route("/admin/clients/{client_id}", delete_client, methods=["DELETE"]),
     Route("/admin/clients/{client_id}/secret", rotate_secret, methods=["POST"]),
+    Route("/admin/clients/{client_id}/grants", list_grants, methods=["GET"]),
+    Route("/admin/clients/{client_id}/grants/{resource_id}/{kind}", put_grant, methods=["PUT"]),
+    Route(
+        "/admin/clients/{client_id}/grants/{resource_id}/{kind}", delete_grant, methods=["DELETE"]
+    ),
 ]

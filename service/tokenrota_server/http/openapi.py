@@ -96,7 +96,7 @@ SCHEMAS: dict[str, Any] = {
         "maxLength": 512,
         "description": "RFC 8707: one registered resource's absolute URI, without a fragment;"
         " the access token is for it alone (aud) with the scopes it defines. Absent: the"
-        " service itself.",
+        " service itself. ADMIN_AUDIENCE: the admin API (an operator's token, scope admin).",
     },
     "PasswordChange": {
         "type": "object",

@@ -1445,7 +1445,30 @@ _MANAGED_CLIENT: dict[str, Any] = {
             "format": "date-time",
             "description": "Until when the secret before the last rotation still works.",
         },
+        "dpop_bound_access_tokens": {
+            "type": "boolean",
+            "description": "Its token requests need a DPoP proof (RFC 9449 §5.2).",
+        },
     },
+}
+_DPOP_FLAG = {"type": "boolean", "description": "Token requests need a DPoP proof (RFC 9449 §5.2)."}
+_GRANT_KINDS = ["token", "exchange", "serves"]
+_CLIENT_GRANT: dict[str, Any] = {
+    "type": "object",
+    "required": ["client_id", "resource", "resource_id", "kind", "scopes"],
+    "properties": {
+        "client_id": {"type": "string"},
+        "resource": {"type": "string", "description": "The resource's URI."},
+        "resource_id": {"type": "string", "format": "uuid"},
+        "kind": {"type": "string", "enum": _GRANT_KINDS},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+    },
+}
+NO_SUCH_GRANT_TARGET = {
+    404: error(
+        "No such client, resource or grant kind (or a malformed id); at DELETE, no such grant.",
+        "not_found",
+    )
 }
 _CLIENT_WITH_SECRET: dict[str, Any] = {
     "allOf": [
@@ -1489,7 +1512,8 @@ OPERATIONS |= {
             **JSON_BODY_ERRORS,
             422: error(
                 "A name that is not 1 to 100 printable characters, a scope that is not an RFC"
-                " 6749 scope-token, or another key; nothing written.",
+                " 6749 scope-token, `dpop_bound_access_tokens` not a boolean, or another key;"
+                " nothing written.",
                 "invalid_input",
             ),
             **UNAVAILABLE_OR_HASHING_BUSY,
@@ -1499,7 +1523,11 @@ OPERATIONS |= {
                 "type": "object",
                 "required": ["name"],
                 "additionalProperties": False,
-                "properties": {"name": _CLIENT_NAME, "scopes": _SCOPE_LIST},
+                "properties": {
+                    "name": _CLIENT_NAME,
+                    "scopes": _SCOPE_LIST,
+                    "dpop_bound_access_tokens": _DPOP_FLAG,
+                },
             }
         ),
     ),
@@ -1509,7 +1537,7 @@ OPERATIONS |= {
     ),
     ("PATCH", "/admin/clients/{client_id}"): _admin(
         "Rename a client, set its scopes, disable or enable it (disabling refuses its tokens"
-        " now and names it in the revocation feed)",
+        " now and names it in the revocation feed), require DPoP of its token requests or not",
         {
             200: ok("The client.", _MANAGED_CLIENT, headers=NO_STORE),
             **JSON_BODY_ERRORS,
@@ -1525,6 +1553,7 @@ OPERATIONS |= {
                     "name": _CLIENT_NAME,
                     "scopes": _SCOPE_LIST,
                     "disabled": {"type": "boolean"},
+                    "dpop_bound_access_tokens": _DPOP_FLAG,
                 },
             }
         ),
@@ -1553,6 +1582,52 @@ OPERATIONS |= {
             },
             required=False,
         ),
+    ),
+}
+
+OPERATIONS |= {
+    ("GET", "/admin/clients/{client_id}/grants"): _admin(
+        "A client's grants to resources, by resource URI and kind",
+        {
+            200: ok(
+                "The grants.",
+                {
+                    "type": "object",
+                    "required": ["grants"],
+                    "properties": {"grants": {"type": "array", "items": _CLIENT_GRANT}},
+                },
+                headers=NO_STORE,
+            ),
+            **NO_SUCH_CLIENT,
+        },
+    ),
+    ("PUT", "/admin/clients/{client_id}/grants/{resource_id}/{kind}"): _admin(
+        "Grant a client a kind of use of a resource (`token`: client_credentials with"
+        " `resource`; `exchange`: token exchange toward it; `serves`: the client is that API),"
+        " with scopes the resource defines; a grant of that kind already there has its scopes"
+        " replaced",
+        {
+            200: ok("The grant.", _CLIENT_GRANT, headers=NO_STORE),
+            **JSON_BODY_ERRORS,
+            **NO_SUCH_GRANT_TARGET,
+            422: error(
+                "A scope the resource does not define, scopes for `serves`, a scope that is not"
+                " a scope-token, or another key; nothing written.",
+                "invalid_input",
+            ),
+        },
+        requestBody=json_body(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"scopes": _SCOPE_LIST},
+            },
+            required=False,
+        ),
+    ),
+    ("DELETE", "/admin/clients/{client_id}/grants/{resource_id}/{kind}"): _admin(
+        "Take a client's grant back; tokens already minted under it live out their lifetime",
+        {204: ok("Taken back."), **NO_SUCH_GRANT_TARGET},
     ),
 }
 
