@@ -63,7 +63,7 @@ test-quick: $(DEV_STAMP) ## the inner loop: all but tests/e2e and the tests mark
 screenshots: $(DEV_STAMP) ## the console's screenshots and axe-core report into docs/console/
 	mkdir -p docs/console
 	CONSOLE_SCREENSHOTS=docs/console CONSOLE_AXE_REPORT=docs/console/axe.json \
-		$(PY) -m pytest -q tests/e2e/test_console.py -k an_operator
+		$(PY) -m pytest -q tests/e2e/test_console.py -k revokes
 
 # What a release uploads, built from clean sources into dist/ and checked as a user gets it:
 # the metadata as PyPI reads it, the wheel installed in a fresh venv (with the server extra,

@@ -374,6 +374,17 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
     assert second_secret != first_secret
     assert await client_token(console.http, client_id, second_secret) == 200
     assert await client_token(console.http, client_id, first_secret) == 200  # the grace period
+    # A grant: the client may now get tokens for the orders API.
+    await page.get_by_label("Resource", exact=True).select_option(label=f"orders ({uri})")
+    await page.get_by_label("Kind").select_option("token")
+    await page.get_by_role("button", name="Save grant").click()
+    await expect(page.get_by_role("cell", name=uri, exact=True)).to_be_visible()
+    granted = await console.http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "resource": uri},
+        auth=(client_id, second_secret),
+    )
+    assert granted.status_code == 200, granted.text
     await audit.check(page, "client")
     await screenshot(page, "client")
     await page.get_by_label("Grace period").fill("0")

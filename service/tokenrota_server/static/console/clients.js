@@ -1,9 +1,14 @@
 // OAuth clients: services that get tokens with their own credentials. A secret is shown once,
 // when the client is created or its secret rotated; the service keeps only its hash.
 import * as api from "./api.js";
-import { announce, confirmDialog, field, h, parseScopes, secretBox, table, title, when } from "./dom.js";
+import { announce, checkbox, confirmDialog, field, h, parseScopes, secretBox, table, title, when } from "./dom.js";
 
 const PAGE_SIZE = 50;
+const GRANT_KINDS = {
+  token: "token: client-credentials tokens for the resource",
+  exchange: "exchange: exchange a user's token toward the resource",
+  serves: "serves: the client is that resource's server (no scopes)",
+};
 
 export async function render(main) {
   const cursors = [null];
@@ -29,6 +34,7 @@ export async function render(main) {
 
   const name = field("Name", { name: "name", required: true, autocomplete: "off", maxlength: 100 });
   const scopes = field("Scopes", { name: "scopes", autocomplete: "off" }, "Separated by spaces.");
+  const dpop = checkbox("Tokens only with a DPoP proof (bound to the client's key)", { name: "dpop" });
   const problem = h("p", { class: "error", role: "alert", hidden: true });
   const created = h("div", { "aria-live": "polite" });
   const form = h(
@@ -43,6 +49,7 @@ export async function render(main) {
           const client = await api.call("POST", "/admin/clients", {
             name: name.querySelector("input").value.trim(),
             scopes: parseScopes(scopes.querySelector("input").value),
+            dpop_bound_access_tokens: dpop.querySelector("input").checked,
           });
           form.reset();
           created.replaceChildren(
@@ -59,7 +66,7 @@ export async function render(main) {
       },
     },
     h("h2", { id: "client-form-heading" }, "Register a client"),
-    name, scopes, problem,
+    name, scopes, dpop, problem,
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Create client")),
   );
   main.replaceChildren(title("OAuth clients"), list, form, created);
@@ -70,7 +77,11 @@ export async function render(main) {
 export const detail = {
   async render(main, clientId) {
     const path = `/admin/clients/${clientId}`;
-    const client = await api.call("GET", path);
+    const [client, { grants }, { resources }] = await Promise.all([
+      api.call("GET", path),
+      api.call("GET", `${path}/grants`),
+      api.call("GET", "/admin/resources"),
+    ]);
     const again = () => detail.render(main, clientId).then(() => main.querySelector("h1").focus());
     const act = (label, work) => async () => {
       try {
@@ -86,6 +97,7 @@ export const detail = {
       h("dt", {}, "Client id"), h("dd", {}, h("code", {}, client.client_id)),
       h("dt", {}, "State"), h("dd", {}, client.disabled ? `disabled since ${new Date(client.disabled_at).toLocaleString()}` : "enabled"),
       h("dt", {}, "Scopes"), h("dd", {}, client.scopes.join(" ") || "none"),
+      h("dt", {}, "DPoP"), h("dd", {}, client.dpop_bound_access_tokens ? "required (tokens bound to its key)" : "not required"),
       h("dt", {}, "Created"), h("dd", {}, when(client.created_at)),
       h("dt", {}, "Previous secret works until"),
       h("dd", {}, client.previous_secret_expires_at ? when(client.previous_secret_expires_at) : "no previous secret"));
@@ -123,6 +135,8 @@ export const detail = {
 
     const scopes = field("Scopes", { name: "scopes", autocomplete: "off", value: client.scopes.join(" ") }, "Separated by spaces.");
     const clientName = field("Name", { name: "name", autocomplete: "off", value: client.name, required: true, maxlength: 100 });
+    const dpop = checkbox("Tokens only with a DPoP proof (bound to the client's key)",
+      { name: "dpop", checked: client.dpop_bound_access_tokens });
     const editForm = h(
       "form",
       {
@@ -133,11 +147,12 @@ export const detail = {
           await act("Client saved.", () => api.call("PATCH", path, {
             name: clientName.querySelector("input").value.trim(),
             scopes: parseScopes(scopes.querySelector("input").value),
+            dpop_bound_access_tokens: dpop.querySelector("input").checked,
           }))();
         },
       },
-      h("h2", { id: "client-edit-heading" }, "Name and scopes"),
-      clientName, scopes,
+      h("h2", { id: "client-edit-heading" }, "Name, scopes and DPoP"),
+      clientName, scopes, dpop,
       h("div", { class: "buttons" }, h("button", { type: "submit" }, "Save client")),
     );
 
@@ -171,6 +186,55 @@ export const detail = {
         },
       }, "Delete…"));
 
+    const grantRows = grants.map((grant) => [
+      h("code", {}, grant.resource),
+      grant.kind,
+      grant.scopes.join(" ") || "none",
+      h("button", {
+        type: "button",
+        class: "danger small",
+        "aria-label": `Remove the ${grant.kind} grant to ${grant.resource}`,
+        onclick: async () => {
+          const sure = await confirmDialog(`Remove the ${grant.kind} grant to ${grant.resource}?`,
+            "Tokens already minted under it live out their lifetime.", "Remove grant");
+          if (sure) await act("Grant removed.",
+            () => api.call("DELETE", `${path}/grants/${grant.resource_id}/${grant.kind}`))();
+        },
+      }, "Remove"),
+    ]);
+    const resource = field("Resource", { name: "resource", tag: "select", required: true });
+    resource.querySelector("select").append(
+      ...resources.map((item) => h("option", { value: item.id }, `${item.name} (${item.uri})`)));
+    const kind = field("Kind", { name: "kind", tag: "select", required: true });
+    kind.querySelector("select").append(
+      ...Object.entries(GRANT_KINDS).map(([value, label]) => h("option", { value }, label)));
+    const grantScopes = field("Scopes granted", { name: "grant-scopes", autocomplete: "off" },
+      "Separated by spaces; each one the resource defines. Empty for serves.");
+    const grantForm = h(
+      "form",
+      {
+        "aria-labelledby": "grant-form-heading",
+        onsubmit: async (event) => {
+          event.preventDefault();
+          const chosen = resource.querySelector("select").value;
+          const grantKind = kind.querySelector("select").value;
+          const wanted = parseScopes(grantScopes.querySelector("input").value);
+          await act("Grant saved.", () => api.call("PUT", `${path}/grants/${chosen}/${grantKind}`,
+            grantKind === "serves" ? undefined : { scopes: wanted }))();
+        },
+      },
+      h("h3", { id: "grant-form-heading" }, "Grant a resource"),
+      resource, kind, grantScopes,
+      h("div", { class: "buttons" }, h("button", { type: "submit" }, "Save grant")),
+    );
+    const grantSection = h(
+      "section",
+      { class: "card", "aria-labelledby": "grants-heading" },
+      h("h2", { id: "grants-heading" }, "Resources it may use"),
+      table("Grants", ["Resource", "Kind", "Scopes", "Action"], grantRows, "No grant."),
+      resources.length ? grantForm : h("p", { class: "empty" }, "No resource is registered yet."),
+    );
+
     main.replaceChildren(
       h("p", {}, h("a", { href: "#/clients" }, "← OAuth clients")),
       title(client.name),
@@ -178,6 +242,7 @@ export const detail = {
       actions,
       rotateForm,
       editForm,
+      grantSection,
     );
   },
 };
