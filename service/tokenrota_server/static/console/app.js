@@ -115,6 +115,8 @@ api.onSessionEnd((reason) => {
 });
 
 window.addEventListener("hashchange", route);
+// A message belongs to the screen it was said on: choosing another section clears it.
+nav.addEventListener("click", () => document.getElementById("status").replaceChildren());
 
 (async () => {
   try {
