@@ -8,7 +8,7 @@ SERVER_STAMP := $(VENV)/.server-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-quick check format migrate bench soak clean dist
+.PHONY: help install run test test-quick check format migrate bench soak clean dist screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,13 @@ test: check ## the whole suite against a real Postgres (what CI runs)
 
 test-quick: $(DEV_STAMP) ## the inner loop: all but tests/e2e and the tests marked slow
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) --ignore=tests/e2e -m "not slow"
+
+# The console's screens in Chromium, as tests/e2e/test_console.py walks them: a PNG of each into
+# docs/console/ (shown in docs/admin.md), and axe-core's findings per screen beside them.
+screenshots: $(DEV_STAMP) ## the console's screenshots and axe-core report into docs/console/
+	mkdir -p docs/console
+	CONSOLE_SCREENSHOTS=docs/console CONSOLE_AXE_REPORT=docs/console/axe.json \
+		$(PY) -m pytest -q tests/e2e/test_console.py -k revokes
 
 # What a release uploads, built from clean sources into dist/ and checked as a user gets it:
 # the metadata as PyPI reads it, the wheel installed in a fresh venv (with the server extra,

@@ -237,6 +237,33 @@ async def revoke_sessions(pool: asyncpg.Pool, user_id: UUID, *, actor: str, now:
     return count
 
 
+async def revoke_session(
+    pool: asyncpg.Pool, user_id: UUID, session_id: UUID, *, actor: str, now: datetime
+) -> None:
+    """Revoke one live session of the user (a lost laptop); raise `NotFound` for a user that
+    does not exist or a session that is not theirs or not live."""
+    async with pool.acquire() as connection, connection.transaction():
+        if not await users.user_exists(connection, user_id):
+            raise NotFound("No such user.")
+        revoked = await sessions.revoke_user_session(
+            connection,
+            user_id=user_id,
+            session_id=session_id,
+            reason=sessions.RevokeReason.ADMIN,
+            now=now,
+        )
+        if not revoked:
+            raise NotFound("No such session.")
+        await audit.record(
+            connection,
+            AuditAction.SESSIONS_REVOKED,
+            actor=actor,
+            now=now,
+            user_id=user_id,
+            details={"sessions_revoked": 1, "session_id": str(session_id)},
+        )
+
+
 async def list_factors(pool: asyncpg.Pool, user_id: UUID) -> list[factors.Factor]:
     """The user's live second factors; raise `NotFound`."""
     async with pool.acquire() as connection:

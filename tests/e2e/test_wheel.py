@@ -200,6 +200,8 @@ def test_the_build_is_clean_and_the_wheel_says_its_licence(built: tuple[Path, st
     assert "absent from the `packages` configuration" not in output
     assert "Package would be ignored" not in output
     assert "tokenrota_server/static/demo.css" in names
+    assert "tokenrota_server/static/console/index.html" in names
+    assert "tokenrota_server/static/console/app.js" in names
     assert metadata["License-Expression"] == "Apache-2.0"
     assert licence_text == (PROJECT_ROOT / "LICENSE").read_bytes()
     assert b"Apache License" in licence_text

@@ -8,6 +8,7 @@ import json
 import logging
 import uuid
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import httpx
@@ -25,6 +26,7 @@ from tests.support import PASSWORD, FakeClock, login, register, register_and_log
 SOME_ID = "4d6f2a90-3b1e-4c57-9a8d-0e2f6b7c1a35"
 SOME_RESOURCE_ID = "7a1c3e5f-2b4d-4f6a-8c0e-1d3f5a7b9c2e"
 OTHER_ID = "00000000-0000-4000-8000-000000000002"
+SOME_SESSION_ID = "5e3b1c7a-9d2f-4a6e-8b0c-3f5d7e9a1b2c"
 # Erase racing a token's spending deadlocked about once in 150 tries before both locked the
 # user's row first.
 ERASE_RACE_ROUNDS = 300
@@ -38,6 +40,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", f"/admin/users/{SOME_ID}/roles", {"roles": []}),
     ("GET", f"/admin/users/{SOME_ID}/sessions", None),
     ("DELETE", f"/admin/users/{SOME_ID}/sessions", None),
+    ("DELETE", f"/admin/users/{SOME_ID}/sessions/{SOME_SESSION_ID}", None),
     ("GET", f"/admin/users/{SOME_ID}/factors", None),
     ("DELETE", f"/admin/users/{SOME_ID}/factors/{OTHER_ID}", None),
     ("GET", "/admin/roles", None),
@@ -92,6 +95,7 @@ async def test_the_route_list_covers_every_admin_route(client: httpx.AsyncClient
             path.replace(SOME_ID, "{user_id}")
             .replace(SOME_RESOURCE_ID, "{resource_id}")
             .replace(OTHER_ID, "{factor_id}")
+            .replace(SOME_SESSION_ID, "{session_id}")
             .replace("/ops", "/{name}"),
         )
         for method, path, _ in ENDPOINTS
@@ -357,6 +361,46 @@ async def test_sessions_are_listed_and_revoked_all_at_once(
         await db.fetchval("SELECT count(*) FROM audit_events WHERE action = 'sessions_revoked'")
         == 1
     )
+
+
+async def test_one_session_is_revoked_and_the_others_live_on(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """A lost laptop: that session ends, the phone's lives; another user's session, an ended
+    one and a malformed id are 404 with nothing written."""
+    _, admin = await admin_client(client, db, settings)
+    user, laptop = await register_and_login(client)
+    phone = await login(client, user["email"])
+    stranger, theirs = await register_and_login(client)
+    sessions = (await client.get(f"/admin/users/{user['id']}/sessions", headers=admin)).json()
+    laptop_id = claims_of(laptop["access_token"])["sid"]
+    assert laptop_id in {session["id"] for session in sessions["sessions"]}
+    their_id = await db.fetchval("SELECT id FROM sessions WHERE user_id = $1", UUID(stranger["id"]))
+
+    revoked = await client.delete(f"/admin/users/{user['id']}/sessions/{laptop_id}", headers=admin)
+    before = await everything(db)
+    refused = [
+        await client.delete(f"/admin/users/{user['id']}/sessions/{path}", headers=admin)
+        for path in (laptop_id, their_id, "not-a-uuid", SOME_SESSION_ID)
+    ]
+    after = await everything(db)
+
+    assert revoked.status_code == 204
+    assert [r.status_code for r in refused] == [404] * 4
+    assert after == before
+    lost = await client.post("/refresh", json={"refresh_token": laptop["refresh_token"]})
+    kept = await client.post("/refresh", json={"refresh_token": phone["refresh_token"]})
+    assert lost.status_code == 403
+    assert kept.status_code == 200
+    stranger_refresh = await client.post(
+        "/refresh", json={"refresh_token": theirs["refresh_token"]}
+    )
+    assert stranger_refresh.status_code == 200
+    event = await db.fetchrow(
+        "SELECT actor, user_id, details FROM audit_events WHERE action = 'sessions_revoked'"
+    )
+    assert event["user_id"] == UUID(user["id"])
+    assert json.loads(event["details"]) == {"sessions_revoked": 1, "session_id": laptop_id}
 
 
 async def test_the_session_listing_shows_the_name_the_user_gave(

@@ -135,6 +135,20 @@ async def revoke_user_sessions(request: Request[AppState]) -> Response:
     return Response(status_code=204)
 
 
+async def revoke_user_session(request: Request[AppState]) -> Response:
+    """DELETE /admin/users/{user_id}/sessions/{session_id}: 204 once that session is revoked."""
+    actor = await _actor(request)
+    state = request.state
+    try:
+        session_id = UUID(request.path_params["session_id"])
+    except ValueError:
+        raise NotFound("No such session.") from None
+    await admin.revoke_session(
+        state["pool"], _user_id(request), session_id, actor=actor, now=state["clock"]()
+    )
+    return Response(status_code=204)
+
+
 async def erase_user(request: Request[AppState]) -> Response:
     """DELETE /admin/users/{user_id}: 204; the user and all that references them are gone."""
     actor = await _actor(request)
@@ -281,6 +295,7 @@ routes = [
     Route("/admin/users/{user_id}/roles", put_user_roles, methods=["PUT"]),
     Route("/admin/users/{user_id}/sessions", list_user_sessions, methods=["GET"]),
     Route("/admin/users/{user_id}/sessions", revoke_user_sessions, methods=["DELETE"]),
+    Route("/admin/users/{user_id}/sessions/{session_id}", revoke_user_session, methods=["DELETE"]),
     Route("/admin/users/{user_id}/factors", list_user_factors, methods=["GET"]),
     Route("/admin/users/{user_id}/factors/{factor_id}", remove_user_factor, methods=["DELETE"]),
     Route("/admin/roles", list_roles, methods=["GET"]),

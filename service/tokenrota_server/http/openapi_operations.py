@@ -363,6 +363,38 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/demo"): static("text/html", "A demonstration page", NOT_IN_PRODUCTION),
     ("GET", "/demo.js"): static("text/javascript", "The demo's script", NOT_IN_PRODUCTION),
     ("GET", "/demo.css"): static("text/css", "The demo's style", NOT_IN_PRODUCTION),
+    ("GET", "/console"): static("text/html", "The operators' console (a page on the admin API)"),
+    ("GET", "/console/config.json"): {
+        "tags": ["browser"],
+        "summary": "What the console needs before signing in: the admin API's audience, the audit"
+        " log's actions",
+        "responses": {
+            200: ok(
+                "The console's configuration.",
+                {
+                    "type": "object",
+                    "required": ["admin_audience", "audit_actions"],
+                    "properties": {
+                        "admin_audience": {"type": "string", "format": "uri"},
+                        "audit_actions": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            )
+        },
+    },
+    ("GET", "/console/{name}"): {
+        **static("text/javascript", "One of the console's modules, or its style (text/css)"),
+        "responses": {
+            200: {
+                "description": "The file.",
+                "content": {
+                    "text/javascript": {"schema": {"type": "string"}},
+                    "text/css": {"schema": {"type": "string"}},
+                },
+            },
+            404: error("No such file in the console.", "not_found"),
+        },
+    },
     ("POST", "/oauth/token"): {
         "tags": ["oauth"],
         "summary": "OAuth 2.0 token endpoint: client_credentials, refresh_token and token"
@@ -861,6 +893,13 @@ OPERATIONS |= {
     ),
     ("DELETE", "/admin/users/{user_id}/sessions"): _admin(
         "Revoke every session of the user now", {204: ok("Revoked."), **NO_SUCH_USER}
+    ),
+    ("DELETE", "/admin/users/{user_id}/sessions/{session_id}"): _admin(
+        "Revoke one session of the user now (a lost device)",
+        {
+            204: ok("Revoked."),
+            404: error("No such user, or no such live session of theirs.", "not_found"),
+        },
     ),
     ("GET", "/admin/users/{user_id}/factors"): _admin(
         "The user's live second factors",
