@@ -392,7 +392,8 @@ async def test_what_a_thief_copies_out_of_the_page_is_refused_elsewhere(
 class NonceGate:
     """ASGI middleware that wants `nonce` in every DPoP proof to the paths in `paths`, answering
     as RFC 9449 §8 and §9 say: 400 use_dpop_nonce at a token endpoint (`token_endpoint`),
-    else 401 with a DPoP challenge; always with the DPoP-Nonce header."""
+    else 401 with a DPoP challenge; always with the DPoP-Nonce header. With `next_nonce`, that
+    one is accepted too and handed out with successes (a rotation announced ahead)."""
 
     # The one instance of each gate, for the test to read and turn (Starlette builds it).
     made: dict[str, NonceGate] = {}  # noqa: RUF012 - a registry of the test's own
@@ -402,6 +403,7 @@ class NonceGate:
     ) -> None:
         self.app, self.paths, self.token_endpoint = app, paths, token_endpoint
         self.nonce = "first-nonce"
+        self.next_nonce: str | None = None
         self.asked = 0
         self.rotate_on_refusal = False  # a nonce that is always stale: the client must give up
         NonceGate.made[name] = self
@@ -411,7 +413,8 @@ class NonceGate:
             await self.app(scope, receive, send)
             return
         proof = dict(scope["headers"]).get(b"dpop", b"").decode()
-        if proof and proof_claims(proof).get("nonce") != self.nonce:
+        accepted = {self.nonce, self.next_nonce} - {None}
+        if proof and proof_claims(proof).get("nonce") not in accepted:
             self.asked += 1
             refusal = self.refusal()
             if self.rotate_on_refusal:  # stale as soon as it is given
@@ -421,7 +424,8 @@ class NonceGate:
 
         async def with_nonce(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message["headers"], (b"dpop-nonce", self.nonce.encode())]
+                nonce = self.next_nonce or self.nonce
+                message["headers"] = [*message["headers"], (b"dpop-nonce", nonce.encode())]
             await send(message)
 
         await self.app(scope, receive, with_nonce)
@@ -450,7 +454,8 @@ async def test_the_client_retries_once_with_the_nonce_a_server_asks_for(
     """A service that wants nonces at /login and /refresh (400 use_dpop_nonce) and an API built
     with tokenrota.verify that wants them too (401 DPoP use_dpop_nonce): each first call is
     retried once with the nonce given, later calls carry it at once, a new nonce costs one retry
-    again; a server that asks for yet another nonce on the retry gets its answer returned."""
+    again, but none when a success announced it; a server that asks for yet another nonce on
+    the retry gets its answer returned."""
     listener, origin = free_listener()
     service = LiveServer(origin)
     gate = NonceGate(service_app(settings, origin), {"/login", "/refresh"}, token_endpoint=True)
@@ -471,16 +476,22 @@ async def test_the_client_retries_once_with_the_nonce_a_server_asks_for(
         NonceGate.made["api"].nonce = "second-nonce"
         answers.append(await statuses(page, data))
         calls_after_rotation = api.count("/data", "GET")
+        NonceGate.made["api"].next_nonce = "announced-nonce"
+        answers.append(await statuses(page, data))  # with second-nonce, told of the next
+        NonceGate.made["api"].nonce, NonceGate.made["api"].next_nonce = "announced-nonce", None
+        answers.append(await statuses(page, data))  # with announced-nonce at once
+        calls_after_announcement = api.count("/data", "GET")
         NonceGate.made["api"].rotate_on_refusal = True
         NonceGate.made["api"].nonce = "third-nonce"
         answers.append(await statuses(page, data))
         calls_at_the_end = api.count("/data", "GET")
 
     assert (logins, asked_at_login) == (2, 1)
-    assert answers == [[200], [200], [200], [401]]
+    assert answers == [[200], [200], [200], [200], [200], [401]]
     assert calls_before_rotation == 2 + 1  # the first retried, the second with the nonce at once
     assert calls_after_rotation == calls_before_rotation + 2
-    assert calls_at_the_end == calls_after_rotation + 2  # one retry, never a loop
+    assert calls_after_announcement == calls_after_rotation + 2  # no retry
+    assert calls_at_the_end == calls_after_announcement + 2  # one retry, never a loop
     assert await connection.fetchval("SELECT count(*) FROM sessions") == 1
 
 
