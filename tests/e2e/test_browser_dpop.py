@@ -22,20 +22,27 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, Request, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Request,
+    async_playwright,
+    expect,
+)
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from tokenrota.dpop import Nonces, thumbprint
+from tokenrota.dpop import Nonces
 from tokenrota.verify import TokenVerifier, protect, token_claims
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
 from tests.conftest import PASSWORD
-from tests.dpop_support import Signer
+from tests.dpop_support import Signer, proof_key
 from tests.e2e.test_browser import (
     APP_PAGE,
     CHROMIUM,
@@ -43,6 +50,7 @@ from tests.e2e.test_browser import (
     LiveServer,
     free_listener,
     serving,
+    sign_in,
 )
 from tests.oauth_support import claims_of
 
@@ -197,15 +205,6 @@ async def statuses(page: Page, url: str, count: int = 1) -> list[int]:
     return result
 
 
-def proof_key(proof: str) -> str:
-    """The thumbprint of the key in a proof's header."""
-    header = proof.split(".")[0]
-    decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    assert decoded["typ"] == "dpop+jwt"
-    assert decoded["alg"] == "ES256"
-    return thumbprint(decoded["jwk"])
-
-
 STORED_KEY = """async () => {
     const database = await new Promise((resolve, reject) => {
         const request = indexedDB.open("token-service-dpop");
@@ -268,6 +267,33 @@ async def test_a_dpop_login_binds_the_session_to_an_unexportable_key_that_surviv
     assert await connection.fetchval("SELECT count(*) FROM refresh_tokens") == 2
     assert revoked_before_logout is None
     assert after_logout == []  # logout deletes the key
+
+
+async def test_the_demo_dpop_switch_binds_the_session_to_the_browsers_key(
+    context: BrowserContext, service: LiveServer
+) -> None:
+    """Ticking the demo's DPoP switch reloads it with a DPoP client and stays ticked: the login
+    carries a proof, every call goes as Authorization: DPoP with a proof by that key, the page
+    says so, and after a reload the cookie refresh is signed by the same key."""
+    page = await context.new_page()
+    await page.goto(f"{service.origin}/demo")
+    async with page.expect_navigation():
+        await page.click("#dpop")
+    await expect(page.locator("#dpop")).to_be_checked()
+
+    email = await sign_in(page, service)
+    await expect(page.locator("#binding")).to_contain_text("DPoP")
+    await page.reload()
+    await expect(page.locator("#who")).to_have_text(email)
+
+    (login,) = service.headers("/login")
+    key = proof_key(login["dpop"])
+    calls = service.headers("/profile") + service.headers("/sessions")
+    refreshes = [headers for headers in service.headers("/refresh") if "dpop" in headers]
+    assert len(calls) >= 4  # /profile and /sessions, before and after the reload
+    assert {headers["authorization"].split(" ")[0] for headers in calls} == {"DPoP"}
+    assert {proof_key(headers["dpop"]) for headers in calls + refreshes} == {key}
+    assert len(refreshes) >= 1
 
 
 async def test_two_tabs_share_the_key_and_make_one_rotation_per_expiry(
