@@ -1,7 +1,7 @@
 """auth-client.js with `dpop: true` in headless Chromium: the session bound to a key WebCrypto will
 not export, kept in IndexedDB across a reload, shared by tabs, accepted by a resource server built
-with tokenrota.verify; and what a thief copies out of the page (the access token, a proof, the
-refresh cookie) refused everywhere else.
+with tokenrota.verify (after a second factor too), switched on in the demo page; and what a thief
+copies out of the page (the access token, a proof, the refresh cookie) refused everywhere else.
 
 One Chromium for the module, a fresh context (cookies, IndexedDB) per test; the servers run in
 the module's event loop, as Playwright does.
@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -38,6 +39,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from tokenrota.dpop import Nonces
 from tokenrota.verify import TokenVerifier, protect, token_claims
+from tokenrota_server import totp
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
@@ -413,6 +415,59 @@ async def test_what_a_thief_copies_out_of_the_page_is_refused_elsewhere(
     assert "dpop_proof_missing" in actions
     assert "dpop_key_mismatch" in actions
     assert await connection.fetchval("SELECT revoked_at FROM sessions") is not None
+
+
+async def totp_account(service: LiveServer) -> tuple[str, str]:
+    """A registered email (password PASSWORD) with a live TOTP factor, and its secret. The
+    enrolment spends this time step's code; the next step's is accepted (one step of drift)."""
+    email = await new_account(service)
+    async with httpx.AsyncClient(base_url=service.origin) as http:
+        pair = (await http.post("/login", json={"email": email, "password": PASSWORD})).json()
+        bearer = {"Authorization": f"Bearer {pair['access_token']}"}
+        started = (await http.post("/mfa/totp", json={}, headers=bearer)).json()
+        code = totp.code_at(started["secret"], totp.step_of(datetime.now(UTC)))
+        verified = await http.post(
+            f"/mfa/totp/{started['factor_id']}/verify", json={"code": code}, headers=bearer
+        )
+    assert verified.status_code == 200, verified.text
+    return email, started["secret"]
+
+
+async def test_a_dpop_login_with_a_second_factor_calls_another_origin_with_a_bound_aal2_token(
+    context: BrowserContext, service: LiveServer, api: LiveServer
+) -> None:
+    """DPoP, TOTP and a resource in one flow: the DPoP login answers mfa_required, completeMfa
+    with the code binds the session to the key that signed /login/mfa, and the API on another
+    origin takes the aal2 token as Authorization: DPoP with a proof by that key."""
+    email, secret = await totp_account(service)
+    page = await open_app(context, service, api.origin)
+
+    asked = await page.evaluate(
+        """async ([email, password]) => {
+            try {
+                await window.auth.login(email, password);
+                return "no second factor asked";
+            } catch (error) {
+                window.mfaToken = error.mfaToken;
+                return [error.code, error.factors.map((factor) => factor.type)];
+            }
+        }""",
+        [email, PASSWORD],
+    )
+    code = totp.code_at(secret, totp.step_of(datetime.now(UTC)) + 1)
+    await page.evaluate("(code) => window.auth.completeMfa(window.mfaToken, { code })", code)
+    called = await statuses(page, f"{api.origin}/data")
+
+    (finished,) = service.headers("/login/mfa")
+    key = proof_key(finished["dpop"])
+    (call,) = [headers for headers in api.headers("/data") if "dpop" in headers]
+    scheme, token = call["authorization"].split(" ", 1)
+    claims = claims_of(token)
+    assert asked == ["mfa_required", ["totp"]]
+    assert proof_key(service.headers("/login")[-1]["dpop"]) != key  # a new key per sign-in
+    assert called == [200]
+    assert (scheme, proof_key(call["dpop"])) == ("DPoP", key)
+    assert (claims["cnf"], claims["acr"]) == ({"jkt": key}, "aal2")
 
 
 class NonceGate:
