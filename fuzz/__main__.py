@@ -117,6 +117,7 @@ async def fuzz(arguments: list[str]) -> int:
             docs_enabled=True,
             login_ip_max_attempts=1_000_000,
             register_ip_max_attempts=1_000_000,
+            passkey_options_ip_max_attempts=1_000_000,
         )
         async with run_token_service(settings) as service:
             client = await service.create_client(scopes=(FEED_SCOPE,))

@@ -11,6 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from tokenrota.dpop import thumbprint
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 URL = "https://auth.example/oauth/token"
@@ -80,3 +81,12 @@ class Signer:
 
 def stamp(moment: datetime) -> int:
     return int(moment.timestamp())
+
+
+def proof_key(proof: str) -> str:
+    """The thumbprint of the key in a browser's proof (ES256) header."""
+    header = proof.split(".")[0]
+    decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    assert decoded["typ"] == "dpop+jwt"
+    assert decoded["alg"] == "ES256"
+    return thumbprint(decoded["jwk"])

@@ -122,6 +122,7 @@ class _TokenAuth(httpx.Auth):
         response = yield self._authorized(request, token)
         if self._asks_for_nonce(response):
             response = yield self._authorized(request, token)
+            self._remember_nonce(response)
         if not _refuses_token(response):
             return
         with self._cache.sync_lock(key):
@@ -129,7 +130,7 @@ class _TokenAuth(httpx.Auth):
             if token is None:
                 token_response = yield from self._sync_token_exchange(key)
                 token = self._cache.store(key, token_response, self._check_token_type)
-        yield self._authorized(request, token)
+        self._remember_nonce((yield self._authorized(request, token)))
 
     def _sync_token_exchange(
         self, key: object
@@ -139,6 +140,7 @@ class _TokenAuth(httpx.Auth):
         if self._asks_for_nonce(response):
             response = yield self._token_request(key)
             response.read()
+            self._remember_nonce(response)
         return response
 
     async def async_auth_flow(
@@ -156,10 +158,12 @@ class _TokenAuth(httpx.Auth):
                     if self._asks_for_nonce(token_response):
                         token_response = yield self._token_request(key)
                         await token_response.aread()
+                        self._remember_nonce(token_response)
                     token = self._cache.store(key, token_response, self._check_token_type)
         response = yield self._authorized(request, token)
         if self._asks_for_nonce(response):
             response = yield self._authorized(request, token)
+            self._remember_nonce(response)
         if not _refuses_token(response):
             return
         async with self._cache.async_lock(key):
@@ -170,8 +174,9 @@ class _TokenAuth(httpx.Auth):
                 if self._asks_for_nonce(token_response):
                     token_response = yield self._token_request(key)
                     await token_response.aread()
+                    self._remember_nonce(token_response)
                 token = self._cache.store(key, token_response, self._check_token_type)
-        yield self._authorized(request, token)
+        self._remember_nonce((yield self._authorized(request, token)))
 
     def _authorized(self, request: httpx.Request, token: str) -> httpx.Request:
         request.headers["Authorization"] = f"Bearer {token}"
@@ -179,6 +184,10 @@ class _TokenAuth(httpx.Auth):
 
     def _asks_for_nonce(self, response: httpx.Response) -> bool:
         """Whether `response` asks for the request again with a DPoP nonce (never, here)."""
+        return False
+
+    def _remember_nonce(self, response: httpx.Response) -> bool:
+        """Keep the DPoP nonce `response` hands out; whether it had one (never, here)."""
         return False
 
     def _check_token_type(self, body: dict[str, Any]) -> None:
@@ -294,10 +303,8 @@ class DPoPClientCredentialsAuth(ClientCredentialsAuth):
     def _asks_for_nonce(self, response: httpx.Response) -> bool:
         """Remember the nonce the response gives; True when it refused the proof for lacking
         one (400 at the token endpoint, 401 with a DPoP challenge at a resource server)."""
-        nonce = response.headers.get("dpop-nonce")
-        if not nonce:
+        if not self._remember_nonce(response):
             return False
-        self._nonces[_origin(str(response.request.url))] = nonce
         if response.status_code == 401:
             return 'error="use_dpop_nonce"' in response.headers.get("www-authenticate", "")
         if response.status_code == 400:
@@ -307,6 +314,14 @@ class DPoPClientCredentialsAuth(ClientCredentialsAuth):
                 return False
             return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"
         return False
+
+    def _remember_nonce(self, response: httpx.Response) -> bool:
+        """Keep the nonce of any answer, a success too (RFC 9449 §8.2); whether it had one."""
+        nonce = response.headers.get("dpop-nonce")
+        if not nonce:
+            return False
+        self._nonces[_origin(str(response.request.url))] = nonce
+        return True
 
     def _check_token_type(self, body: dict[str, Any]) -> None:
         # A server that ignored the proof issued a bearer token: not what the caller asked for.

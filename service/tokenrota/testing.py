@@ -53,9 +53,13 @@ except ModuleNotFoundError as error:
 
 # argon2 at its production cost would make each create_user and login take ~100 ms and 64 MiB.
 CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
+# Far more registrations, and passkey sign-ins, from one address than production allows
+# (REGISTER_IP_MAX_ATTEMPTS, PASSKEY_OPTIONS_IP_MAX_ATTEMPTS).
+LIFTED_ADDRESS_LIMITS = {
+    "register_ip_max_attempts": 10_000,
+    "passkey_options_ip_max_attempts": 10_000,
+}
 # Only ever a test account's password, on a throwaway database.
-# Far more registrations from one address than production allows (REGISTER_IP_MAX_ATTEMPTS).
-TEST_REGISTRATIONS = {"register_ip_max_attempts": 10_000}
 DEFAULT_PASSWORD = "correct horse battery staple"  # noqa: S105
 STARTUP_TIMEOUT = 20.0
 # Seconds `TokenService.wait_for_mail` waits by default: the outbox drainer is woken at once by
@@ -398,10 +402,11 @@ def _tls_context() -> ssl.SSLContext:
 def instance_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for a test instance: fresh random secrets, cheap argon2, and room to register.
 
-    Every user a test creates registers from 127.0.0.1, so the per-address registration
-    throttle is lifted; a test of the throttle itself sets `register_ip_max_attempts`.
+    Every user a test creates registers (and asks for passkey options) from 127.0.0.1, so those
+    per-address throttles are lifted; a test of a throttle itself sets `register_ip_max_attempts`
+    or `passkey_options_ip_max_attempts`.
     """
-    values: dict[str, Any] = {"env": "test", **CHEAP_ARGON2, **TEST_REGISTRATIONS, **overrides}
+    values: dict[str, Any] = {"env": "test", **CHEAP_ARGON2, **LIFTED_ADDRESS_LIMITS, **overrides}
     return Settings(
         access_token_secret=Secret(secrets.token_urlsafe(48)),
         refresh_token_secret=Secret(secrets.token_urlsafe(48)),

@@ -33,7 +33,8 @@ a `DPoP` proof by their key (`tokenrota.dpop`: signature, method, URL, age, `ath
 seen before by this verifier); as a plain bearer they are refused (403 invalid_token), and a bad
 proof is 401 with `WWW-Authenticate: DPoP error="invalid_dpop_proof"`. With
 `dpop_nonces=tokenrota.dpop.Nonces(secret)` proofs must also carry a nonce of this server: one
-without (or with an expired one) is 401 `use_dpop_nonce` with the nonce to use in `DPoP-Nonce`.
+without (or with an expired one) is 401 `use_dpop_nonce` with the nonce to use in `DPoP-Nonce`,
+and a success to a request with a proof names the current nonce the same way.
 
 Revoked sessions and client tokens: pass `revocations=RevocationFollower(...)`
 (tokenrota.revocations), which follows the service's revocation feed in the background; their
@@ -62,7 +63,7 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenrota import dpop, jws
 from tokenrota.bearer import authorization, refusal
@@ -201,6 +202,10 @@ class TokenVerifier:
         """This resource server's URI: the `aud` its tokens must carry."""
         return self._audience
 
+    def current_nonce(self) -> str | None:
+        """The nonce to hand out now (in any answer's `DPoP-Nonce`), None without `dpop_nonces`."""
+        return self._nonces.current(self._clock()) if self._nonces is not None else None
+
     async def verify(self, token: str) -> AccessClaims:
         """The token's claims; raise `InvalidToken` (or `TokenExpired`), or `Unavailable`."""
         select = self._select
@@ -338,7 +343,22 @@ class BearerMiddleware:
                 # "policy violation", and the server answers the upgrade with 403.
                 await send({"type": "websocket.close", "code": 1008})
             return
-        await self._app(scope, receive, send)
+        nonce = self._verifier.current_nonce() if "dpop" in headers else None
+        if nonce is None:
+            await self._app(scope, receive, send)
+            return
+
+        # RFC 9449 §9: the next nonce in a success too, so a client is not refused once per
+        # rotation to learn it.
+        async def send_with_nonce(message: Message) -> None:
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"dpop-nonce", nonce.encode("ascii")),
+                ]
+            await send(message)
+
+        await self._app(scope, receive, send_with_nonce)
 
     async def _authenticate(
         self, scope: Scope, headers: Headers

@@ -42,6 +42,7 @@ from tokenrota_server.http import (
     recovery,
     revocations,
 )
+from tokenrota_server.http.dpop_nonces import SuccessNonces
 from tokenrota_server.http.middleware import RequestObservability
 from tokenrota_server.http.web import error_response
 from tokenrota_server.mailer import MailboxBell
@@ -154,7 +155,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             *openapi.routes(with_docs=settings.serves_docs),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(RequestObservability), *_cors(settings)],
+        middleware=[
+            Middleware(RequestObservability),
+            *_cors(settings),
+            *([Middleware(SuccessNonces)] if settings.dpop_nonce else []),
+        ],
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_error,

@@ -156,6 +156,9 @@ class Settings:
     # Registrations per remote address within one LOGIN_THROTTLE_WINDOW: each costs an argon2
     # hash, and a person creates one account; 10 still lets a shared (NAT) address sign up a few.
     register_ip_max_attempts: int = field(default=10, metadata=_read_by(_integer))
+    # Passkey request options per remote address within one LOGIN_THROTTLE_WINDOW: each writes a
+    # challenge row, unauthenticated; a sign-in asks once, so 60 leaves room for a shared address.
+    passkey_options_ip_max_attempts: int = field(default=60, metadata=_read_by(_integer))
     # Below the app (tokenrota_server.http.limits): a request line + headers larger than this
     # get 431, a head not complete in HEADER_READ_TIMEOUT seconds a closed connection, a body
     # not complete in BODY_READ_TIMEOUT seconds 408.
@@ -286,6 +289,7 @@ class Settings:
             ("LOGIN_IP_MAX_ATTEMPTS", self.login_ip_max_attempts),
             ("LOGIN_THROTTLE_WINDOW", self.login_throttle_window),
             ("REGISTER_IP_MAX_ATTEMPTS", self.register_ip_max_attempts),
+            ("PASSKEY_OPTIONS_IP_MAX_ATTEMPTS", self.passkey_options_ip_max_attempts),
             ("PURGE_BATCH_SIZE", self.purge_batch_size),
             ("PASSWORD_RESET_TTL", self.password_reset_ttl),
             ("EMAIL_VERIFICATION_TTL", self.email_verification_ttl),

@@ -59,6 +59,10 @@ class ProofChecker:
             assert nonces is not None
             raise UseDPoPNonce(nonces.current(now)) from None
 
+    def current_nonce(self, now: datetime) -> str | None:
+        """The nonce to hand out at `now`; None when no nonce is asked for."""
+        return self._nonces.current(now) if self._nonces is not None else None
+
     async def accept(
         self, pool: asyncpg.Pool, proofs: list[str], *, method: str, path: str, now: datetime
     ) -> Proof | None:

@@ -41,11 +41,11 @@ from webauthn.helpers.structs import (
 
 from tokenrota_server.auth import Authenticator, DeviceInfo, TokenPair
 from tokenrota_server.config import Settings
-from tokenrota_server.db import audit, passkeys, sessions, users
+from tokenrota_server.db import audit, passkeys, sessions, throttle, users
 from tokenrota_server.db.factors import Factor, FactorType
 from tokenrota_server.db.passkeys import ChallengePurpose, StoredCredential
 from tokenrota_server.db.pool import Connection
-from tokenrota_server.errors import EmailUnverified, InvalidPasskey
+from tokenrota_server.errors import EmailUnverified, InvalidPasskey, TooManyAttempts
 from tokenrota_server.resources import Target
 
 security_log = logging.getLogger("tokenrota.security")
@@ -220,16 +220,24 @@ class Passkeys:
         return Factor(factor_id, user_id, FactorType.PASSKEY, name, now, None, now)
 
     async def authentication_options(
-        self, pool: asyncpg.Pool, *, email: str | None, now: datetime
+        self, pool: asyncpg.Pool, *, email: str | None, ip: str | None, now: datetime
     ) -> dict[str, Any]:
         """Request options for any discoverable passkey of this site (an empty allowCredentials).
 
         `email` is accepted and ignored: listing its user's credentials would tell anyone who
         asks whether that email has an account with passkeys. Passkeys are registered as
-        discoverable (resident) credentials, so the browser finds them without a list."""
+        discoverable (resident) credentials, so the browser finds them without a list. Raises
+        `TooManyAttempts` past PASSKEY_OPTIONS_IP_MAX_ATTEMPTS requests from `ip` per window."""
         del email  # one answer for every email, known or not
         challenge = webauthn.helpers.generate_challenge()
         async with pool.acquire() as connection:
+            # Counted before the challenge is written: a refused flood writes no rows.
+            retry_after = await throttle.count_passkey_options(
+                connection, self._settings, ip=ip, now=now
+            )
+            if retry_after is not None:
+                security_log.warning("passkey options throttled", extra={"ip": ip})
+                raise TooManyAttempts(retry_after)
             await passkeys.insert_challenge(
                 connection,
                 challenge=challenge,

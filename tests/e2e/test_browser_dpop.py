@@ -1,7 +1,7 @@
 """auth-client.js with `dpop: true` in headless Chromium: the session bound to a key WebCrypto will
 not export, kept in IndexedDB across a reload, shared by tabs, accepted by a resource server built
-with tokenrota.verify; and what a thief copies out of the page (the access token, a proof, the
-refresh cookie) refused everywhere else.
+with tokenrota.verify (after a second factor too), switched on in the demo page; and what a thief
+copies out of the page (the access token, a proof, the refresh cookie) refused everywhere else.
 
 One Chromium for the module, a fresh context (cookies, IndexedDB) per test; the servers run in
 the module's event loop, as Playwright does.
@@ -16,26 +16,35 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, Request, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Request,
+    async_playwright,
+    expect,
+)
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from tokenrota.dpop import Nonces, thumbprint
+from tokenrota.dpop import Nonces
 from tokenrota.verify import TokenVerifier, protect, token_claims
+from tokenrota_server import totp
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
 from tests.conftest import PASSWORD
-from tests.dpop_support import Signer
+from tests.dpop_support import Signer, proof_key
 from tests.e2e.test_browser import (
     APP_PAGE,
     CHROMIUM,
@@ -43,6 +52,7 @@ from tests.e2e.test_browser import (
     LiveServer,
     free_listener,
     serving,
+    sign_in,
 )
 from tests.oauth_support import claims_of
 
@@ -197,15 +207,6 @@ async def statuses(page: Page, url: str, count: int = 1) -> list[int]:
     return result
 
 
-def proof_key(proof: str) -> str:
-    """The thumbprint of the key in a proof's header."""
-    header = proof.split(".")[0]
-    decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    assert decoded["typ"] == "dpop+jwt"
-    assert decoded["alg"] == "ES256"
-    return thumbprint(decoded["jwk"])
-
-
 STORED_KEY = """async () => {
     const database = await new Promise((resolve, reject) => {
         const request = indexedDB.open("token-service-dpop");
@@ -268,6 +269,33 @@ async def test_a_dpop_login_binds_the_session_to_an_unexportable_key_that_surviv
     assert await connection.fetchval("SELECT count(*) FROM refresh_tokens") == 2
     assert revoked_before_logout is None
     assert after_logout == []  # logout deletes the key
+
+
+async def test_the_demo_dpop_switch_binds_the_session_to_the_browsers_key(
+    context: BrowserContext, service: LiveServer
+) -> None:
+    """Ticking the demo's DPoP switch reloads it with a DPoP client and stays ticked: the login
+    carries a proof, every call goes as Authorization: DPoP with a proof by that key, the page
+    says so, and after a reload the cookie refresh is signed by the same key."""
+    page = await context.new_page()
+    await page.goto(f"{service.origin}/demo")
+    async with page.expect_navigation():
+        await page.click("#dpop")
+    await expect(page.locator("#dpop")).to_be_checked()
+
+    email = await sign_in(page, service)
+    await expect(page.locator("#binding")).to_contain_text("DPoP")
+    await page.reload()
+    await expect(page.locator("#who")).to_have_text(email)
+
+    (login,) = service.headers("/login")
+    key = proof_key(login["dpop"])
+    calls = service.headers("/profile") + service.headers("/sessions")
+    refreshes = [headers for headers in service.headers("/refresh") if "dpop" in headers]
+    assert len(calls) >= 4  # /profile and /sessions, before and after the reload
+    assert {headers["authorization"].split(" ")[0] for headers in calls} == {"DPoP"}
+    assert {proof_key(headers["dpop"]) for headers in calls + refreshes} == {key}
+    assert len(refreshes) >= 1
 
 
 async def test_two_tabs_share_the_key_and_make_one_rotation_per_expiry(
@@ -389,10 +417,64 @@ async def test_what_a_thief_copies_out_of_the_page_is_refused_elsewhere(
     assert await connection.fetchval("SELECT revoked_at FROM sessions") is not None
 
 
+async def totp_account(service: LiveServer) -> tuple[str, str]:
+    """A registered email (password PASSWORD) with a live TOTP factor, and its secret. The
+    enrolment spends this time step's code; the next step's is accepted (one step of drift)."""
+    email = await new_account(service)
+    async with httpx.AsyncClient(base_url=service.origin) as http:
+        pair = (await http.post("/login", json={"email": email, "password": PASSWORD})).json()
+        bearer = {"Authorization": f"Bearer {pair['access_token']}"}
+        started = (await http.post("/mfa/totp", json={}, headers=bearer)).json()
+        code = totp.code_at(started["secret"], totp.step_of(datetime.now(UTC)))
+        verified = await http.post(
+            f"/mfa/totp/{started['factor_id']}/verify", json={"code": code}, headers=bearer
+        )
+    assert verified.status_code == 200, verified.text
+    return email, started["secret"]
+
+
+async def test_a_dpop_login_with_a_second_factor_calls_another_origin_with_a_bound_aal2_token(
+    context: BrowserContext, service: LiveServer, api: LiveServer
+) -> None:
+    """DPoP, TOTP and a resource in one flow: the DPoP login answers mfa_required, completeMfa
+    with the code binds the session to the key that signed /login/mfa, and the API on another
+    origin takes the aal2 token as Authorization: DPoP with a proof by that key."""
+    email, secret = await totp_account(service)
+    page = await open_app(context, service, api.origin)
+
+    asked = await page.evaluate(
+        """async ([email, password]) => {
+            try {
+                await window.auth.login(email, password);
+                return "no second factor asked";
+            } catch (error) {
+                window.mfaToken = error.mfaToken;
+                return [error.code, error.factors.map((factor) => factor.type)];
+            }
+        }""",
+        [email, PASSWORD],
+    )
+    code = totp.code_at(secret, totp.step_of(datetime.now(UTC)) + 1)
+    await page.evaluate("(code) => window.auth.completeMfa(window.mfaToken, { code })", code)
+    called = await statuses(page, f"{api.origin}/data")
+
+    (finished,) = service.headers("/login/mfa")
+    key = proof_key(finished["dpop"])
+    (call,) = [headers for headers in api.headers("/data") if "dpop" in headers]
+    scheme, token = call["authorization"].split(" ", 1)
+    claims = claims_of(token)
+    assert asked == ["mfa_required", ["totp"]]
+    assert proof_key(service.headers("/login")[-1]["dpop"]) != key  # a new key per sign-in
+    assert called == [200]
+    assert (scheme, proof_key(call["dpop"])) == ("DPoP", key)
+    assert (claims["cnf"], claims["acr"]) == ({"jkt": key}, "aal2")
+
+
 class NonceGate:
     """ASGI middleware that wants `nonce` in every DPoP proof to the paths in `paths`, answering
     as RFC 9449 §8 and §9 say: 400 use_dpop_nonce at a token endpoint (`token_endpoint`),
-    else 401 with a DPoP challenge; always with the DPoP-Nonce header."""
+    else 401 with a DPoP challenge; always with the DPoP-Nonce header. With `next_nonce`, that
+    one is accepted too and handed out with successes (a rotation announced ahead)."""
 
     # The one instance of each gate, for the test to read and turn (Starlette builds it).
     made: dict[str, NonceGate] = {}  # noqa: RUF012 - a registry of the test's own
@@ -402,6 +484,7 @@ class NonceGate:
     ) -> None:
         self.app, self.paths, self.token_endpoint = app, paths, token_endpoint
         self.nonce = "first-nonce"
+        self.next_nonce: str | None = None
         self.asked = 0
         self.rotate_on_refusal = False  # a nonce that is always stale: the client must give up
         NonceGate.made[name] = self
@@ -411,7 +494,8 @@ class NonceGate:
             await self.app(scope, receive, send)
             return
         proof = dict(scope["headers"]).get(b"dpop", b"").decode()
-        if proof and proof_claims(proof).get("nonce") != self.nonce:
+        accepted = {self.nonce, self.next_nonce} - {None}
+        if proof and proof_claims(proof).get("nonce") not in accepted:
             self.asked += 1
             refusal = self.refusal()
             if self.rotate_on_refusal:  # stale as soon as it is given
@@ -421,7 +505,8 @@ class NonceGate:
 
         async def with_nonce(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message["headers"], (b"dpop-nonce", self.nonce.encode())]
+                nonce = self.next_nonce or self.nonce
+                message["headers"] = [*message["headers"], (b"dpop-nonce", nonce.encode())]
             await send(message)
 
         await self.app(scope, receive, with_nonce)
@@ -450,7 +535,8 @@ async def test_the_client_retries_once_with_the_nonce_a_server_asks_for(
     """A service that wants nonces at /login and /refresh (400 use_dpop_nonce) and an API built
     with tokenrota.verify that wants them too (401 DPoP use_dpop_nonce): each first call is
     retried once with the nonce given, later calls carry it at once, a new nonce costs one retry
-    again; a server that asks for yet another nonce on the retry gets its answer returned."""
+    again, but none when a success announced it; a server that asks for yet another nonce on
+    the retry gets its answer returned."""
     listener, origin = free_listener()
     service = LiveServer(origin)
     gate = NonceGate(service_app(settings, origin), {"/login", "/refresh"}, token_endpoint=True)
@@ -471,16 +557,22 @@ async def test_the_client_retries_once_with_the_nonce_a_server_asks_for(
         NonceGate.made["api"].nonce = "second-nonce"
         answers.append(await statuses(page, data))
         calls_after_rotation = api.count("/data", "GET")
+        NonceGate.made["api"].next_nonce = "announced-nonce"
+        answers.append(await statuses(page, data))  # with second-nonce, told of the next
+        NonceGate.made["api"].nonce, NonceGate.made["api"].next_nonce = "announced-nonce", None
+        answers.append(await statuses(page, data))  # with announced-nonce at once
+        calls_after_announcement = api.count("/data", "GET")
         NonceGate.made["api"].rotate_on_refusal = True
         NonceGate.made["api"].nonce = "third-nonce"
         answers.append(await statuses(page, data))
         calls_at_the_end = api.count("/data", "GET")
 
     assert (logins, asked_at_login) == (2, 1)
-    assert answers == [[200], [200], [200], [401]]
+    assert answers == [[200], [200], [200], [200], [200], [401]]
     assert calls_before_rotation == 2 + 1  # the first retried, the second with the nonce at once
     assert calls_after_rotation == calls_before_rotation + 2
-    assert calls_at_the_end == calls_after_rotation + 2  # one retry, never a loop
+    assert calls_after_announcement == calls_after_rotation + 2  # no retry
+    assert calls_at_the_end == calls_after_announcement + 2  # one retry, never a loop
     assert await connection.fetchval("SELECT count(*) FROM sessions") == 1
 
 

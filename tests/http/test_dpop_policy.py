@@ -214,6 +214,71 @@ async def test_with_nonces_the_services_routes_answer_with_a_dpop_challenge(
     assert accepted.status_code == 200
 
 
+def to_next_nonce_period(clock: FakeClock) -> None:
+    """Move `clock` to the first second of the next nonce period."""
+    clock.advance(NONCE_STEP - int(clock.now.timestamp()) % NONCE_STEP)
+
+
+async def test_with_nonces_each_success_names_the_next_nonce(
+    nonce_client: httpx.AsyncClient,
+    nonce_settings: Settings,
+    clock: FakeClock,
+    register: Register,
+    holder: Signer,
+) -> None:
+    """A token answer and a /profile answer carry DPoP-Nonce: a client that always uses the
+    last one it was given is never refused again, however many rotations pass."""
+    user = await register(nonce_client)
+    body = {"email": user["email"], "password": PASSWORD}
+
+    async def login(**claims: Any) -> httpx.Response:
+        proof = post_proof(holder, nonce_settings, clock, "/login", **claims)
+        return await nonce_client.post("/login", json=body, headers={"DPoP": proof})
+
+    nonce = assert_asks_for_a_nonce(await login())
+    handed_out, statuses = [], []
+    for _ in range(3):
+        answer = await login(nonce=nonce)
+        statuses.append(answer.status_code)
+        nonce = answer.headers["dpop-nonce"]
+        handed_out.append(nonce)
+        to_next_nonce_period(clock)
+    access = answer.json()["access_token"]
+    profile = await nonce_client.get(
+        "/profile",
+        headers={
+            "Authorization": f"DPoP {access}",
+            "DPoP": holder.proof(
+                htm="GET",
+                htu=f"{nonce_settings.public_base_url}/profile",
+                iat=stamp(clock.now),
+                ath=access_token_hash(access),
+                nonce=nonce,
+            ),
+        },
+    )
+
+    assert statuses == [200, 200, 200]
+    assert len(set(handed_out)) == 3  # a new one each period
+    assert profile.status_code == 200
+    assert profile.headers["dpop-nonce"] not in handed_out  # the period moved on again
+
+
+async def test_with_nonces_an_answer_to_a_request_without_a_proof_names_none(
+    nonce_client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    nonce_settings: Settings,
+    create_client: CreateClient,
+) -> None:
+    """A bearer client's token answer carries no DPoP-Nonce: nonces are for DPoP clients."""
+    credentials = await create_client(db, nonce_settings)
+
+    response = await client_token(nonce_client, credentials, None)
+
+    assert response.status_code == 200
+    assert "dpop-nonce" not in response.headers
+
+
 async def test_without_dpop_nonce_no_nonce_is_asked_for(
     client: httpx.AsyncClient,
     db: asyncpg.Connection,

@@ -3,6 +3,7 @@ bad input written nowhere), and the request options."""
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -220,6 +221,43 @@ async def test_request_options_never_tell_whether_an_email_has_passkeys(
     assert anyone.json()["rpId"] == "localhost"
     assert len({answer["challenge"] for answer in answers}) == 3
     assert bad.status_code == 422
+
+
+async def test_request_options_are_throttled_per_address(
+    settings: Settings, clock: support.FakeClock, db: asyncpg.Connection
+) -> None:
+    """Each request writes a challenge: past PASSKEY_OPTIONS_IP_MAX_ATTEMPTS from one address
+    in the window, 429 too_many_attempts with Retry-After, and no challenge written; another
+    address still gets its options, and the next window the first does again."""
+    limited = replace(
+        settings,
+        passkey_options_ip_max_attempts=3,
+        login_throttle_window=600,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
+    )
+
+    async def options_for(client: httpx.AsyncClient, address: str) -> httpx.Response:
+        return await client.post("/passkeys/login/options", headers={"X-Forwarded-For": address})
+
+    async with support.serve(limited, clock) as client:
+        allowed = [await options_for(client, "203.0.113.1") for _ in range(3)]
+        clock.advance(60)
+        challenges = await db.fetchval("SELECT count(*) FROM webauthn_challenges")
+        refused = await options_for(client, "203.0.113.1")
+        refused_again = await options_for(client, "203.0.113.1")
+        written = await db.fetchval("SELECT count(*) FROM webauthn_challenges") - challenges
+        other = await options_for(client, "203.0.113.2")
+        clock.advance(540)
+        next_window = await options_for(client, "203.0.113.1")
+
+    assert [response.status_code for response in allowed] == [200] * 3
+    for response in (refused, refused_again):
+        assert_error(response, 429, "too_many_attempts")
+        assert response.headers["retry-after"] == "540"
+        assert "challenge" not in response.json()
+    assert written == 0
+    assert other.status_code == 200
+    assert next_window.status_code == 200
 
 
 def claims_of(pair: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
-from tokenrota.dpop import Nonces
+from tokenrota.dpop import NONCE_STEP, Nonces
 from tokenrota.httpx_auth import DPoPClientCredentialsAuth
 from tokenrota.verify import TokenVerifier
 from tokenrota_server.app import create_app
@@ -131,6 +131,39 @@ async def test_nonces_asked_for_are_used_after_one_retry_each(
     assert (first.status_code, second.status_code) == (200, 200)
     assert dispatcher.counts[TOKEN_PATH] == 2
     assert dispatcher.counts["/api/data"] == 3
+
+
+async def test_a_nonce_handed_out_with_a_success_spares_the_next_refusal(
+    settings: Settings,
+    clock: FakeClock,
+    db: asyncpg.Connection,
+    create_client: CreateClient,
+) -> None:
+    """Nonces at the service and the API: after the first refusal of each, the API hands out
+    its next nonce with a success, and the auth uses it, so a call two periods later (when
+    the first nonce is stale) goes through at once."""
+    with_nonces = replace(settings, dpop_nonce=True)
+    verifier = shared_secret_verifier(settings, clock, dpop_nonces=API_NONCES)
+    async with in_process(with_nonces, clock, verifier) as (dispatcher, plain):
+        credentials = await create_client(db, settings, scope="read")
+        auth = DPoPClientCredentialsAuth(
+            f"{with_nonces.public_base_url}{TOKEN_PATH}", *credentials, wall_clock=clock
+        )
+        http = httpx.AsyncClient(
+            transport=plain._transport, base_url=with_nonces.public_base_url, auth=auth
+        )
+        async with http:
+            statuses = [(await http.get("/api/data")).status_code]
+            calls = [dispatcher.counts["/api/data"]]
+            for _ in range(2):
+                # The first second of the next period: the nonce in hand is last period's.
+                clock.advance(NONCE_STEP - int(clock.now.timestamp()) % NONCE_STEP)
+                statuses.append((await http.get("/api/data")).status_code)
+                calls.append(dispatcher.counts["/api/data"])
+
+    assert statuses == [200, 200, 200]
+    assert calls == [2, 3, 4]  # one refusal in all, at the start
+    assert dispatcher.counts[TOKEN_PATH] == 2
 
 
 async def test_a_token_endpoint_that_does_not_bind_the_token_is_an_error() -> None:

@@ -291,3 +291,19 @@ async def test_with_nonces_a_proof_must_carry_the_servers_current_one(
         assert refused.headers["www-authenticate"].startswith('DPoP error="use_dpop_nonce"')
         assert refused.headers["dpop-nonce"] == nonces.current(NOW)
     assert retried.status_code == 200
+
+
+async def test_with_nonces_a_success_names_the_current_nonce(secret: str, holder: Signer) -> None:
+    """A proof with last period's nonce still passes, and the answer names this period's, so
+    the client need not be refused to learn it; a bearer token's answer names none."""
+    nonces = Nonces(b"the resource server's own nonce secret")
+    bound = access_token(secret, thumbprint(holder.jwk))
+    previous = nonces.current(NOW - timedelta(seconds=NONCE_STEP))
+    async with client_of(app_with(secret, nonces=nonces)) as http:
+        accepted = await call(http, bound, proof_for(holder, bound, nonce=previous))
+        as_bearer = await call(http, access_token(secret, None), None, scheme="Bearer")
+
+    assert accepted.status_code == 200
+    assert accepted.headers["dpop-nonce"] == nonces.current(NOW) != previous
+    assert as_bearer.status_code == 200
+    assert "dpop-nonce" not in as_bearer.headers

@@ -1,8 +1,8 @@
 """The throttles' counters, kept in Postgres so that every instance shares them.
 
-Password attempts count per email and per address (taken back on success), registrations and
-reset requests per scope of their own, in fixed windows; a key over its limit is read, not
-written. The reasons are in docs/architecture.md.
+Password attempts count per email and per address (taken back on success), registrations, reset
+requests and passkey request options per scope of their own, in fixed windows; a key over its
+limit is read, not written. The reasons are in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ FORGOT_EMAIL_SCOPE = "forgot_email"
 FORGOT_ADDRESS_SCOPE = "forgot_ip"
 MFA_USER_SCOPE = "mfa_user"
 MFA_TOKEN_SCOPE = "mfa_token"  # noqa: S105 - a scope's name
+PASSKEY_OPTIONS_SCOPE = "passkey_options_ip"
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,16 @@ async def count_registration(
     one counter rather than go unlimited.
     """
     limits = {REGISTER_SCOPE: settings.register_ip_max_attempts}
+    return await _count_keys(connection, settings, limits, [address_key(ip or "")], now)
+
+
+async def count_passkey_options(
+    connection: Connection, settings: Settings, *, ip: str | None, now: datetime
+) -> int | None:
+    """Count one request for passkey request options against the remote address; the seconds
+    to wait, if over. Each writes a challenge row, asked for without any credential. Requests
+    without an address share one counter, as registrations do."""
+    limits = {PASSKEY_OPTIONS_SCOPE: settings.passkey_options_ip_max_attempts}
     return await _count_keys(connection, settings, limits, [address_key(ip or "")], now)
 
 

@@ -1401,7 +1401,8 @@ OPERATIONS |= {
         "summary": "Request options for signing in with a passkey",
         "description": "Any discoverable passkey of this site; `email` is accepted and changes "
         "nothing (no answer tells whether an email has passkeys). The challenge is single-use and"
-        " lives two minutes.",
+        " lives two minutes. Each request writes one, so requests are counted per client address"
+        " (PASSKEY_OPTIONS_IP_MAX_ATTEMPTS per throttle window).",
         "requestBody": json_body(
             {
                 "type": "object",
@@ -1413,6 +1414,12 @@ OPERATIONS |= {
             200: ok("PublicKeyCredentialRequestOptions as JSON.", {"type": "object"}),
             **JSON_BODY_ERRORS,
             422: error("`email` is not a string.", "invalid_input"),
+            429: error(
+                "Too many requests for options from this address in the window"
+                " (PASSKEY_OPTIONS_IP_MAX_ATTEMPTS).",
+                "too_many_attempts",
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
             **UNAVAILABLE,
         },
     },

@@ -12,6 +12,7 @@ from tokenrota_server import telemetry
 from tokenrota_server.errors import InvalidInput
 from tokenrota_server.http import cookies
 from tokenrota_server.http.auth import device_info
+from tokenrota_server.http.remote_address import remote_address
 from tokenrota_server.http.web import (
     NO_STORE,
     bearer_token,
@@ -56,12 +57,15 @@ async def register(request: Request[AppState]) -> Response:
 
 async def login_options(request: Request[AppState]) -> Response:
     """POST /passkeys/login/options {email?}: request options (any discoverable passkey
-    without an email)."""
+    without an email); `TooManyAttempts` per remote address."""
     state = request.state
     body = await read_json(request, state["settings"].max_body_bytes, allow_empty=True)
     email = string_field(body, "email") if "email" in body else None
     options = await state["passkeys"].authentication_options(
-        state["pool"], email=email, now=state["clock"]()
+        state["pool"],
+        email=email,
+        ip=remote_address(request, state["settings"]),
+        now=state["clock"](),
     )
     return JSONResponse(options, headers=NO_STORE)
 

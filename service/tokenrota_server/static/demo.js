@@ -1,8 +1,24 @@
 // The demo page's script: the frontend flow of the token service, through auth-client.js.
 import { createAuthClient } from "/auth-client.js";
 
-const auth = createAuthClient({ baseUrl: window.location.origin });
+// The DPoP switch is a preference of this browser (never a secret): the client is made with it
+// at load, and a reload needs it again to sign the refresh of a bound session.
+const DPOP_PREFERENCE = "demo-dpop";
+let usesDpop = window.localStorage.getItem(DPOP_PREFERENCE) === "on";
+let dpopUnavailable = null;
+const auth = makeClient();
 window.auth = auth; // to explore from the browser console
+
+function makeClient() {
+  try {
+    return createAuthClient({ baseUrl: window.location.origin, dpop: usesDpop });
+  } catch (error) {
+    // No WebCrypto (a page neither https nor localhost): bearer tokens, and say so below.
+    usesDpop = false;
+    dpopUnavailable = error.message;
+    return createAuthClient({ baseUrl: window.location.origin });
+  }
+}
 
 const $ = (id) => document.getElementById(id);
 
@@ -70,6 +86,9 @@ async function loadProfile() {
   if (!response.ok) throw new Error(`/profile answered ${response.status}`);
   const { user } = await response.json();
   $("who").textContent = `${user.email}${user.email_verified ? " (verified)" : ""}`;
+  $("binding").textContent = usesDpop
+    ? "Tokens bound to this browser's key (DPoP): each call carries a proof it signs."
+    : "Bearer tokens: whoever holds a copy can use it until it expires.";
   show(true);
   log(`GET /profile -> 200 (${user.email})`);
 }
@@ -232,6 +251,15 @@ $("register").addEventListener("click", async () => {
   });
   const body = await response.json();
   log(`POST /register -> ${response.status}${body.error ? ` ${body.error}` : ""}`);
+});
+
+// Switching makes a new client: the page reloads with the other choice (signed out only).
+$("dpop").checked = usesDpop;
+if (dpopUnavailable !== null) log(`DPoP is unavailable here: ${dpopUnavailable}`);
+$("dpop").addEventListener("change", () => {
+  if ($("dpop").checked) window.localStorage.setItem(DPOP_PREFERENCE, "on");
+  else window.localStorage.removeItem(DPOP_PREFERENCE);
+  window.location.reload();
 });
 
 $("profile").addEventListener("click", () => loadProfile().catch((e) => log(e.message)));
