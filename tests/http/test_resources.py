@@ -79,6 +79,23 @@ async def test_deleting_a_resource_deletes_the_clients_grants_to_it(
 
 
 @pytest.mark.parametrize(
+    "uri", ["http://[::1]:8000/api", "https://[2001:db8::7]/orders", "http://[::ffff:127.0.0.1]"]
+)
+async def test_a_uri_whose_host_is_an_ip_literal_is_accepted(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings, uri: str
+) -> None:
+    """RFC 3986's IP-literal: a service listening on an IPv6 address names its APIs so."""
+    _, admin = await admin_client(client, db, settings)
+
+    response = await client.post(
+        "/admin/resources", json={"uri": uri, "name": "x", "scopes": []}, headers=admin
+    )
+
+    assert response.status_code == 201, response.text
+    assert await db.fetchval("SELECT uri FROM resources") == uri
+
+
+@pytest.mark.parametrize(
     "uri",
     [
         "/api",  # relative
@@ -87,6 +104,10 @@ async def test_deleting_a_resource_deletes_the_clients_grants_to_it(
         "https://orders.example/a b",  # a space
         "https://orders.example/\u00e9",  # not ASCII
         "https://orders.example/" + "a" * 512,  # too long
+        "https://orders.example/[x]",  # brackets that are not an IP literal host
+        "https://[::1/api",  # an IP literal not closed
+        "https://[]/api",  # an empty IP literal
+        "urn:[::1]",  # brackets without "//"
         "",
         None,
         7,

@@ -22,8 +22,10 @@ MAX_URI_LENGTH = 512
 # RFC 3986 absolute-URI without a fragment: a scheme, ":", then only the characters a URI may
 # hold (unreserved, sub-delims, ":", "@", "/", "?", and %XX escapes). No "#", no space, no
 # control or non-ASCII character: an identifier is compared byte for byte, never normalised.
+# "[" and "]" only around an IP literal host right after "//" (http://[::1]:8000/api).
+_URI_CHARACTER = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})"
 _ABSOLUTE_URI = re.compile(
-    r"[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})+"
+    rf"[A-Za-z][A-Za-z0-9+.-]*:(?://\[[0-9A-Fa-f:.]+\]{_URI_CHARACTER}*|{_URI_CHARACTER}+)"
 )
 _COLUMNS = "id, uri, name, scopes, access_token_ttl, created_at"
 _JOINED_COLUMNS = "r.id, r.uri, r.name, r.scopes, r.access_token_ttl, r.created_at"
