@@ -324,6 +324,18 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
         await audit.check(page, "user")
         await screenshot(page, "user")
 
+        # app_metadata as JSON: what is not JSON is refused in the page, an object saved.
+        metadata = page.get_by_label("app_metadata")
+        await metadata.fill("{plan: pro}")
+        await page.get_by_role("button", name="Save app_metadata").click()
+        await expect(page.get_by_role("alert")).to_have_text("That is not JSON.")
+        await metadata.fill('{"plan": "pro"}')
+        await page.get_by_role("button", name="Save app_metadata").click()
+        await expect(page.get_by_role("status")).to_contain_text("app_metadata saved.")
+        ada_id = page.url.rsplit("/", 1)[1]
+        shown = await console.http.get(f"/admin/users/{ada_id}", headers=console.admin)
+        assert shown.json()["app_metadata"] == {"plan": "pro"}
+
         # Revoke every session: the refresh token dies now, the resource server refuses the
         # access token once its follower has read the feed.
         await page.get_by_role("button", name="Revoke all sessions").click()
@@ -520,14 +532,28 @@ async def test_hostile_data_shows_as_text_and_runs_nothing(
     await page.get_by_role("link", name="Audit log").click()
     await expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
     await assert_nothing_injected(page)
+
+    # Erasing them: the confirmation names them, as text.
+    await page.get_by_role("link", name="Users", exact=True).click()
+    await page.get_by_role("link", name=hostile_email).click()
+    await page.get_by_role("button", name="Erase…").click()
+    dialog = page.get_by_role("dialog", name=f"Erase {hostile_email}?")
+    await expect(dialog).to_be_visible()
+    await assert_nothing_injected(page, "dialog")
+    await dialog.get_by_role("button", name=f"Erase {hostile_email}").click()
+    await expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
+    await expect(page.get_by_role("status")).to_contain_text(f"{hostile_email} was erased.")
+    assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", victim["id"]) == 0
     assert dialogs == []
     assert await page.evaluate("window.violations") == []
 
 
-async def assert_nothing_injected(page: Page) -> None:
+async def assert_nothing_injected(page: Page, within: str = "main") -> None:
     """No element the hostile strings would have made, had they been parsed as HTML."""
     made = await page.evaluate(
-        "document.querySelectorAll('main img, main script, main svg, main iframe').length"
+        "(within) => document.querySelectorAll("
+        "['img', 'script', 'svg', 'iframe'].map((tag) => `${within} ${tag}`).join(', ')).length",
+        within,
     )
     assert made == 0
 
