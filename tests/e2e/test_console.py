@@ -208,6 +208,22 @@ class Audit:
             """
         )
         self.findings[screen] = violations
+        # Nothing the page meant to leave out shows as a word (data aside: code, fields).
+        stray = await page.evaluate(
+            """() => {
+                const words = /\\b(null|undefined|NaN)\\b|\\[object Object\\]/;
+                const walker = document.createTreeWalker(document.querySelector("main"),
+                    NodeFilter.SHOW_TEXT);
+                const found = [];
+                while (walker.nextNode()) {
+                    const node = walker.currentNode;
+                    if (node.parentElement.closest("code, output, textarea")) continue;
+                    if (words.test(node.data)) found.push(node.data);
+                }
+                return found.length ? found : null;
+            }"""
+        )
+        assert stray is None, f"{screen} shows {stray}"
         blocking = [v for v in violations if v["impact"] in BLOCKING]
         assert blocking == [], f"axe on {screen}: {blocking}"
 

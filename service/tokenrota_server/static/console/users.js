@@ -1,6 +1,6 @@
 // Users: search by email prefix, page through, open one.
 import * as api from "./api.js";
-import { field, h, table, title, when } from "./dom.js";
+import { field, fill, h, table, title, when } from "./dom.js";
 
 const PAGE_SIZE = 20;
 
@@ -22,7 +22,7 @@ export async function render(main) {
       user.disabled ? "disabled" : "active",
       when(user.created_at),
     ]);
-    results.replaceChildren(
+    fill(results, 
       table(`Users, page ${page + 1}`, ["Email", "Roles", "Verified", "State", "Created"], rows,
         prefix ? "No user's email starts with that." : "No users yet."),
       h(
@@ -51,6 +51,6 @@ export async function render(main) {
     search,
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Search")),
   );
-  main.replaceChildren(title("Users"), form, results);
+  fill(main, title("Users"), form, results);
   await show(0);
 }
