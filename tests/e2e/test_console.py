@@ -34,7 +34,7 @@ from tokenrota_server import totp
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
-from tests.admin_support import admin_client
+from tests.admin_support import admin_client, insert_users
 from tests.db.test_outbox import deliver, smtp_settings
 from tests.e2e.test_browser import (  # noqa: F401 - fixtures used by name
     LiveServer,
@@ -524,7 +524,18 @@ async def test_hostile_data_shows_as_text_and_runs_nothing(
     )
     assert created.status_code == 201, created.text
 
+    await insert_users(db, 25)  # after the others: the victim stays on the first page
+
     await sign_in(page, console, operator)
+    # Paging: 20 users a page, oldest first.
+    rows = page.locator("#user-results tbody tr")
+    await expect(rows).to_have_count(20)
+    await page.get_by_role("button", name="Next page").click()
+    await expect(page.get_by_role("table", name="Users, page 2")).to_be_visible()
+    await expect(rows).to_have_count(7)
+    await expect(page.get_by_role("button", name="Next page")).to_have_count(0)
+    await page.get_by_role("button", name="Previous page").click()
+    await expect(page.get_by_role("table", name="Users, page 1")).to_be_visible()
     await page.evaluate(
         """() => {
             window.violations = [];

@@ -1,7 +1,7 @@
 // OAuth clients: services that get tokens with their own credentials. A secret is shown once,
 // when the client is created or its secret rotated; the service keeps only its hash.
 import * as api from "./api.js";
-import { announce, checkbox, confirmDialog, field, fill, h, parseScopes, secretBox, table, title, when } from "./dom.js";
+import { announce, checkbox, confirmDialog, field, fill, guarded, h, parseScopes, secretBox, table, title, when } from "./dom.js";
 
 const PAGE_SIZE = 50;
 const GRANT_KINDS = {
@@ -27,8 +27,8 @@ export async function render(main) {
     fill(list, 
       table(`OAuth clients, page ${page + 1}`, ["Name", "Client id", "Scopes", "State", "Created"], rows, "No client yet."),
       h("div", { class: "buttons pager" },
-        page > 0 ? h("button", { type: "button", class: "secondary", onclick: () => show(page - 1) }, "Previous page") : null,
-        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: () => show(page + 1) }, "Next page") : null),
+        page > 0 ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page - 1)) }, "Previous page") : null,
+        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page + 1)) }, "Next page") : null),
     );
   }
 

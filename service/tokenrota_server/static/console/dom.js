@@ -136,6 +136,17 @@ export function confirmDialog(heading, message, confirmLabel) {
   });
 }
 
+/** An event handler that says so when its work fails, rather than failing silently. */
+export function guarded(work) {
+  return async (...args) => {
+    try {
+      await work(...args);
+    } catch (error) {
+      announce(error.message || "The service could not be reached.", "error");
+    }
+  };
+}
+
 /** A secret shown this once, with what to do with it. */
 export function secretBox(label, secret) {
   const id = uid("secret");

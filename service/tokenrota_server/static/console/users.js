@@ -1,6 +1,6 @@
 // Users: search by email prefix, page through, open one.
 import * as api from "./api.js";
-import { field, fill, h, table, title, when } from "./dom.js";
+import { field, fill, guarded, h, table, title, when } from "./dom.js";
 
 const PAGE_SIZE = 20;
 
@@ -28,8 +28,8 @@ export async function render(main) {
       h(
         "div",
         { class: "buttons pager" },
-        page > 0 ? h("button", { type: "button", class: "secondary", onclick: () => show(page - 1) }, "Previous page") : null,
-        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: () => show(page + 1) }, "Next page") : null,
+        page > 0 ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page - 1)) }, "Previous page") : null,
+        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page + 1)) }, "Next page") : null,
       ),
     );
   }
@@ -41,12 +41,12 @@ export async function render(main) {
     {
       role: "search",
       "aria-label": "Find users",
-      onsubmit: async (event) => {
+      onsubmit: guarded(async (event) => {
         event.preventDefault();
         prefix = search.querySelector("input").value.trim();
         cursors.length = 1;
         await show(0);
-      },
+      }),
     },
     search,
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Search")),
