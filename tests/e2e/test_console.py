@@ -352,6 +352,13 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
         shown = await console.http.get(f"/admin/users/{ada_id}", headers=console.admin)
         assert shown.json()["app_metadata"] == {"plan": "pro"}
 
+        # A password reset link, mailed to Ada.
+        await page.get_by_role("button", name="Send password reset").click()
+        await expect(page.get_by_role("status")).to_contain_text("password reset link")
+        assert await deliver(console.settings, FakeClock()) == 1
+        [reset] = smtp_server.inbox.messages
+        assert reset["To"] == ada
+
         # Revoke every session: the refresh token dies now, the resource server refuses the
         # access token once its follower has read the feed.
         await page.get_by_role("button", name="Revoke all sessions").click()
@@ -463,7 +470,8 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
     await audit.check(page, "invite")
     await screenshot(page, "invite")
     assert await deliver(console.settings, FakeClock()) == 1
-    [message] = smtp_server.inbox.messages
+    message = smtp_server.inbox.messages[-1]
+    assert message["To"] == grace
     link = next(word for word in parts_of(message)[0].split() if "token=" in word)
     assert link.startswith(f"{console.live.origin}/demo?")
     invited = await browser.new_page()
