@@ -1,7 +1,8 @@
 """The operators' console in headless Chromium, as an operator uses it: signing in with a password
 and TOTP, finding a user, revoking their sessions (a resource server following the revocation
 feed then refuses their token), disabling them, rotating a client's secret, inviting a user who
-follows the mailed link. Hostile data (markup and script in an email, a session's name and user
+follows the mailed link; signing in with a passkey, second or alone, and being asked to sign in
+again once their session is revoked. Hostile data (markup and script in an email, a session's name and user
 agent, metadata, a client's name) shows as text and runs nothing. axe-core (npm) checks each
 screen for accessibility: no serious or critical violation.
 
