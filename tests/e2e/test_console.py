@@ -2,9 +2,9 @@
 and TOTP, finding a user, revoking their sessions (a resource server following the revocation
 feed then refuses their token), disabling them, rotating a client's secret, inviting a user who
 follows the mailed link; signing in with a passkey, second or alone, and being asked to sign in
-again once their session is revoked. Hostile data (markup and script in an email, a session's name and user
-agent, metadata, a client's name) shows as text and runs nothing. axe-core (npm) checks each
-screen for accessibility: no serious or critical violation.
+again once their session is revoked. Hostile data (markup and script in an email, a session's
+name and user agent, metadata, a client's name) shows as text and runs nothing. axe-core (npm)
+checks each screen for accessibility: no serious or critical violation.
 
 The service runs in this test's loop (tests/e2e/test_browser.py's `serving`), mail goes to the
 aiosmtpd server of the mail tests, sent by explicit drainer rounds. Set CONSOLE_SCREENSHOTS=
