@@ -1,9 +1,10 @@
 """The operators' console in headless Chromium, as an operator uses it: signing in with a password
 and TOTP, finding a user, revoking their sessions (a resource server following the revocation
 feed then refuses their token), disabling them, rotating a client's secret, inviting a user who
-follows the mailed link. Hostile data (markup and script in an email, a session's name and user
-agent, metadata, a client's name) shows as text and runs nothing. axe-core (npm) checks each
-screen for accessibility: no serious or critical violation.
+follows the mailed link; signing in with a passkey, second or alone, and being asked to sign in
+again once their session is revoked. Hostile data (markup and script in an email, a session's
+name and user agent, metadata, a client's name) shows as text and runs nothing. axe-core (npm)
+checks each screen for accessibility: no serious or critical violation.
 
 The service runs in this test's loop (tests/e2e/test_browser.py's `serving`), mail goes to the
 aiosmtpd server of the mail tests, sent by explicit drainer rounds. Set CONSOLE_SCREENSHOTS=
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -33,7 +35,7 @@ from tokenrota_server import totp
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
-from tests.admin_support import admin_client
+from tests.admin_support import admin_client, insert_users
 from tests.db.test_outbox import deliver, smtp_settings
 from tests.e2e.test_browser import (  # noqa: F401 - fixtures used by name
     LiveServer,
@@ -81,8 +83,14 @@ class Console:
 
 
 @pytest.fixture
+def console_token_ttl(settings: Settings) -> int:
+    """The access tokens' lifetime (a test may parametrize a short one)."""
+    return settings.access_token_ttl
+
+
+@pytest.fixture
 async def console(
-    settings: Settings, smtp_server: SmtpServer, db: asyncpg.Connection
+    settings: Settings, smtp_server: SmtpServer, db: asyncpg.Connection, console_token_ttl: int
 ) -> AsyncIterator[Console]:
     """The service on 127.0.0.1:<free port>, its public URL that origin (the invitation links
     to its demo page), mail to the test SMTP server."""
@@ -96,6 +104,7 @@ async def console(
         allowed_origins=(origin,),
         webauthn_rp_id="localhost",
         jwt_leeway=0,
+        access_token_ttl=console_token_ttl,
     )
     async with (
         serving(create_app(served), listener, live),
@@ -200,6 +209,22 @@ class Audit:
             """
         )
         self.findings[screen] = violations
+        # Nothing the page meant to leave out shows as a word (data aside: code, fields).
+        stray = await page.evaluate(
+            """() => {
+                const words = /\\b(null|undefined|NaN)\\b|\\[object Object\\]/;
+                const walker = document.createTreeWalker(document.querySelector("main"),
+                    NodeFilter.SHOW_TEXT);
+                const found = [];
+                while (walker.nextNode()) {
+                    const node = walker.currentNode;
+                    if (node.parentElement.closest("code, output, textarea")) continue;
+                    if (words.test(node.data)) found.push(node.data);
+                }
+                return found.length ? found : null;
+            }"""
+        )
+        assert stray is None, f"{screen} shows {stray}"
         blocking = [v for v in violations if v["impact"] in BLOCKING]
         assert blocking == [], f"axe on {screen}: {blocking}"
 
@@ -295,6 +320,7 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
     assert await page.evaluate("localStorage.length + sessionStorage.length") == 0
     assert await page.evaluate("document.cookie") == ""
     assert await browser.cookies() == []
+    assert await page.evaluate("indexedDB.databases().then((found) => found.length)") == 0
 
     async with resource_server(console, db) as (api, uri):
         login = await console.http.post(
@@ -314,6 +340,25 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
         await expect(page.get_by_role("cell", name="Ada's laptop")).to_be_visible()
         await audit.check(page, "user")
         await screenshot(page, "user")
+
+        # app_metadata as JSON: what is not JSON is refused in the page, an object saved.
+        metadata = page.get_by_label("app_metadata")
+        await metadata.fill("{plan: pro}")
+        await page.get_by_role("button", name="Save app_metadata").click()
+        await expect(page.get_by_role("alert")).to_have_text("That is not JSON.")
+        await metadata.fill('{"plan": "pro"}')
+        await page.get_by_role("button", name="Save app_metadata").click()
+        await expect(page.get_by_role("status")).to_contain_text("app_metadata saved.")
+        ada_id = page.url.rsplit("/", 1)[1]
+        shown = await console.http.get(f"/admin/users/{ada_id}", headers=console.admin)
+        assert shown.json()["app_metadata"] == {"plan": "pro"}
+
+        # A password reset link, mailed to Ada.
+        await page.get_by_role("button", name="Send password reset").click()
+        await expect(page.get_by_role("status")).to_contain_text("password reset link")
+        assert await deliver(console.settings, FakeClock()) == 1
+        [reset] = smtp_server.inbox.messages
+        assert reset["To"] == ada
 
         # Revoke every session: the refresh token dies now, the resource server refuses the
         # access token once its follower has read the feed.
@@ -404,8 +449,22 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
     await expect(page.get_by_role("alert")).to_contain_text("still held by users")
     await audit.check(page, "roles")
     await screenshot(page, "roles")
+    await page.get_by_label("Name", exact=True).fill("support")
+    await page.get_by_label("Scopes", exact=True).fill("tickets:read tickets:write")
+    await page.get_by_role("button", name="Save role").click()
+    await expect(page.get_by_role("cell", name="tickets:read tickets:write")).to_be_visible()
+
     await page.get_by_role("link", name="Resources").click()
     await expect(page.get_by_role("cell", name="orders")).to_be_visible()
+    await page.get_by_label("URI").fill("https://billing.example/api")
+    await page.get_by_label("Name", exact=True).fill("billing")
+    await page.get_by_label("Scopes", exact=True).fill("invoices:read")
+    await page.get_by_role("button", name="Register resource").click()
+    await expect(page.get_by_role("cell", name="billing", exact=True)).to_be_visible()
+    await page.get_by_role("button", name="Edit https://billing.example/api").click()
+    await page.get_by_label("Name", exact=True).fill("invoices")
+    await page.get_by_role("button", name="Save resource").click()
+    await expect(page.get_by_role("cell", name="invoices", exact=True)).to_be_visible()
     await audit.check(page, "resources")
     await screenshot(page, "resources")
 
@@ -426,7 +485,8 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
     await audit.check(page, "invite")
     await screenshot(page, "invite")
     assert await deliver(console.settings, FakeClock()) == 1
-    [message] = smtp_server.inbox.messages
+    message = smtp_server.inbox.messages[-1]
+    assert message["To"] == grace
     link = next(word for word in parts_of(message)[0].split() if "token=" in word)
     assert link.startswith(f"{console.live.origin}/demo?")
     invited = await browser.new_page()
@@ -487,7 +547,18 @@ async def test_hostile_data_shows_as_text_and_runs_nothing(
     )
     assert created.status_code == 201, created.text
 
+    await insert_users(db, 25)  # after the others: the victim stays on the first page
+
     await sign_in(page, console, operator)
+    # Paging: 20 users a page, oldest first.
+    rows = page.locator("#user-results tbody tr")
+    await expect(rows).to_have_count(20)
+    await page.get_by_role("button", name="Next page").click()
+    await expect(page.get_by_role("table", name="Users, page 2")).to_be_visible()
+    await expect(rows).to_have_count(7)
+    await expect(page.get_by_role("button", name="Next page")).to_have_count(0)
+    await page.get_by_role("button", name="Previous page").click()
+    await expect(page.get_by_role("table", name="Users, page 1")).to_be_visible()
     await page.evaluate(
         """() => {
             window.violations = [];
@@ -511,26 +582,42 @@ async def test_hostile_data_shows_as_text_and_runs_nothing(
     await page.get_by_role("link", name="Audit log").click()
     await expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
     await assert_nothing_injected(page)
+
+    # Erasing them: the confirmation names them, as text.
+    await page.get_by_role("link", name="Users", exact=True).click()
+    await page.get_by_role("link", name=hostile_email).click()
+    await page.get_by_role("button", name="Erase…").click()
+    dialog = page.get_by_role("dialog", name=f"Erase {hostile_email}?")
+    await expect(dialog).to_be_visible()
+    await assert_nothing_injected(page, "dialog")
+    await dialog.get_by_role("button", name=f"Erase {hostile_email}").click()
+    await expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
+    await expect(page.get_by_role("status")).to_contain_text(f"{hostile_email} was erased.")
+    assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", victim["id"]) == 0
     assert dialogs == []
     assert await page.evaluate("window.violations") == []
 
 
-async def assert_nothing_injected(page: Page) -> None:
+async def assert_nothing_injected(page: Page, within: str = "main") -> None:
     """No element the hostile strings would have made, had they been parsed as HTML."""
     made = await page.evaluate(
-        "document.querySelectorAll('main img, main script, main svg, main iframe').length"
+        "(within) => document.querySelectorAll("
+        "['img', 'script', 'svg', 'iframe'].map((tag) => `${within} ${tag}`).join(', ')).length",
+        within,
     )
     assert made == 0
 
 
+# Under the console's 30-second margin: each screen refreshes the token before its calls.
+@pytest.mark.parametrize("console_token_ttl", [20])
 async def test_an_operator_signs_in_with_a_passkey_second_or_alone(
     browser: BrowserContext,  # noqa: F811
     console: Console,
 ) -> None:
     """A passkey registered by the operator (through auth-client.js, on the service's origin) is
     their second factor after the password, and signs them in on its own (no email, no
-    password); the admin API accepts either token. Once their sessions are revoked, the console
-    asks them to sign in again."""
+    password); the admin API accepts either token, and the refreshed ones. Once their sessions
+    are revoked, the console asks them to sign in again."""
     page = browser.pages[0] if browser.pages else await browser.new_page()
     await virtual_authenticator(await webauthn_session(page))
     email = f"passkey-operator-{uuid.uuid4().hex[:8]}@example.com"
@@ -563,6 +650,12 @@ async def test_an_operator_signs_in_with_a_passkey_second_or_alone(
     await expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
     await expect(page.get_by_role("link", name=email)).to_be_visible()
     await expect(page.locator("#who")).to_have_text(f"Signed in as {email}")
+    # The short-lived token was renewed for the admin API's audience, in the body.
+    await page.get_by_role("link", name="Audit log").click()
+    await expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    refreshes = console.live.headers("/refresh")
+    assert refreshes
+    assert all("cookie" not in headers for headers in refreshes)
 
     # Their sessions revoked (by another operator's tool): the next screen asks to sign in.
     revoked = await console.http.delete(
@@ -571,5 +664,5 @@ async def test_an_operator_signs_in_with_a_passkey_second_or_alone(
     assert revoked.status_code == 204
     await page.get_by_role("link", name="Roles").click()
     await expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
-    await expect(page.locator(".notice")).to_contain_text("sign in again")
+    await expect(page.locator(".notice")).to_contain_text(re.compile("sign in again", re.I))
     await expect(page.get_by_role("navigation")).to_be_hidden()

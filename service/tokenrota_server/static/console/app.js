@@ -2,7 +2,7 @@
 // #/users/<id>, #/invite, #/roles, #/clients, #/clients/<id>, #/resources, #/audit).
 // Plain ES modules, no framework and no build step: what is served is what is in the package.
 import * as api from "./api.js";
-import { announce, h } from "./dom.js";
+import { announce, fill, h } from "./dom.js";
 import * as signin from "./signin.js";
 import * as users from "./users.js";
 import * as user from "./user.js";
@@ -57,7 +57,7 @@ async function route() {
   for (const [pattern, screen] of SCREENS) {
     const match = pattern.exec(hash);
     if (!match) continue;
-    main.replaceChildren(h("p", { class: "loading" }, "Loading…"));
+    fill(main, h("p", { class: "loading" }, "Loading…"));
     try {
       await screen.render(main, ...match.slice(1));
     } catch (error) {
@@ -94,7 +94,7 @@ async function showFailure(error) {
   const words = {
     insufficient_scope: "This account holds no role with the admin scope.",
   };
-  main.replaceChildren(
+  fill(main, 
     h("h1", { tabindex: "-1" }, "The admin API refused"),
     h("p", { class: "error", role: "alert" }, words[error.code] || error.message),
   );
@@ -122,7 +122,7 @@ nav.addEventListener("click", () => document.getElementById("status").replaceChi
   try {
     await api.loadConfig();
   } catch {
-    main.replaceChildren(h("h1", {}, "The console cannot start"),
+    fill(main, h("h1", {}, "The console cannot start"),
       h("p", { class: "error", role: "alert" }, "The service's console configuration could not be read."));
     return;
   }

@@ -1,7 +1,7 @@
 // The audit log: every change and security event, newest first, filtered by user, actor,
 // action and time.
 import * as api from "./api.js";
-import { field, h, table, title, when } from "./dom.js";
+import { field, fill, guarded, h, table, title, when } from "./dom.js";
 
 const PAGE_SIZE = 50;
 
@@ -26,12 +26,12 @@ export async function render(main) {
       event.ip || "",
       h("code", {}, JSON.stringify(event.details)),
     ]);
-    results.replaceChildren(
+    fill(results, 
       table(`Audit events, page ${page + 1}`, ["At", "Action", "Actor", "Target", "Address", "Details"], rows,
         "No event matches."),
       h("div", { class: "buttons pager" },
-        page > 0 ? h("button", { type: "button", class: "secondary", onclick: () => show(page - 1) }, "Newer") : null,
-        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: () => show(page + 1) }, "Older") : null),
+        page > 0 ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page - 1)) }, "Newer") : null,
+        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page + 1)) }, "Older") : null),
     );
   }
 
@@ -70,6 +70,6 @@ export async function render(main) {
     userId, actor, action, after, before,
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Filter")),
   );
-  main.replaceChildren(title("Audit log"), form, problem, results);
+  fill(main, title("Audit log"), form, problem, results);
   await show(0);
 }

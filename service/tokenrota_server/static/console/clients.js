@@ -1,7 +1,7 @@
 // OAuth clients: services that get tokens with their own credentials. A secret is shown once,
 // when the client is created or its secret rotated; the service keeps only its hash.
 import * as api from "./api.js";
-import { announce, checkbox, confirmDialog, field, h, parseScopes, secretBox, table, title, when } from "./dom.js";
+import { announce, checkbox, confirmDialog, field, fill, guarded, h, parseScopes, secretBox, table, title, when } from "./dom.js";
 
 const PAGE_SIZE = 50;
 const GRANT_KINDS = {
@@ -24,11 +24,11 @@ export async function render(main) {
       client.disabled ? "disabled" : "enabled",
       when(client.created_at),
     ]);
-    list.replaceChildren(
+    fill(list, 
       table(`OAuth clients, page ${page + 1}`, ["Name", "Client id", "Scopes", "State", "Created"], rows, "No client yet."),
       h("div", { class: "buttons pager" },
-        page > 0 ? h("button", { type: "button", class: "secondary", onclick: () => show(page - 1) }, "Previous page") : null,
-        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: () => show(page + 1) }, "Next page") : null),
+        page > 0 ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page - 1)) }, "Previous page") : null,
+        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page + 1)) }, "Next page") : null),
     );
   }
 
@@ -52,7 +52,7 @@ export async function render(main) {
             dpop_bound_access_tokens: dpop.querySelector("input").checked,
           });
           form.reset();
-          created.replaceChildren(
+          fill(created, 
             h("p", { class: "notice" }, "Created ", h("a", { href: `#/clients/${client.client_id}` }, client.name),
               ", client id ", h("code", {}, client.client_id), "."),
             secretBox(`The secret of ${client.name}`, client.client_secret),
@@ -69,7 +69,7 @@ export async function render(main) {
     name, scopes, dpop, problem,
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Create client")),
   );
-  main.replaceChildren(title("OAuth clients"), list, form, created);
+  fill(main, title("OAuth clients"), list, form, created);
   await show(0);
 }
 
@@ -117,7 +117,7 @@ export const detail = {
             const answer = await api.call("POST", `${path}/secret`,
               { grace_seconds: Number(grace.querySelector("input").value) });
             announce("Secret rotated; the new one is shown below, once.");
-            rotated.replaceChildren(
+            fill(rotated, 
               secretBox(`The new secret of ${answer.name}`, answer.client_secret),
               h("p", {}, answer.previous_secret_expires_at
                 ? ["The old secret keeps working until ", when(answer.previous_secret_expires_at), "."]
@@ -235,7 +235,7 @@ export const detail = {
       resources.length ? grantForm : h("p", { class: "empty" }, "No resource is registered yet."),
     );
 
-    main.replaceChildren(
+    fill(main, 
       h("p", {}, h("a", { href: "#/clients" }, "← OAuth clients")),
       title(client.name),
       facts,

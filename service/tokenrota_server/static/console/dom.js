@@ -33,6 +33,13 @@ function append(element, children) {
   }
 }
 
+/** Replace what `parent` holds with `children` (as `h` takes them: null and false are
+ * skipped, where replaceChildren would write "null"). */
+export function fill(parent, ...children) {
+  parent.replaceChildren();
+  append(parent, children);
+}
+
 let nextId = 0;
 /** A fresh element id, for a <label for>. */
 export function uid(prefix = "f") {
@@ -93,7 +100,7 @@ export function title(text) {
 /** A message in the live region (errors are alerts). */
 export function announce(message, kind = "info") {
   const status = document.getElementById("status");
-  status.replaceChildren(h("p", { class: kind, role: kind === "error" ? "alert" : null }, message));
+  fill(status, h("p", { class: kind, role: kind === "error" ? "alert" : null }, message));
 }
 
 /** Ask before doing something that cannot be undone: a modal <dialog> (focus inside it, Escape
@@ -127,6 +134,17 @@ export function confirmDialog(heading, message, confirmLabel) {
     dialog.showModal();
     cancel.focus();
   });
+}
+
+/** An event handler that says so when its work fails, rather than failing silently. */
+export function guarded(work) {
+  return async (...args) => {
+    try {
+      await work(...args);
+    } catch (error) {
+      announce(error.message || "The service could not be reached.", "error");
+    }
+  };
 }
 
 /** A secret shown this once, with what to do with it. */

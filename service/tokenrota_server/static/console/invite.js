@@ -1,6 +1,6 @@
 // Create a user, or invite one: the invitation mails a link to choose a password.
 import * as api from "./api.js";
-import { announce, checkbox, field, h, title } from "./dom.js";
+import { announce, checkbox, field, fill, h, title } from "./dom.js";
 
 export async function render(main) {
   const { roles } = await api.call("GET", "/admin/roles");
@@ -26,7 +26,7 @@ export async function render(main) {
         try {
           const user = await api.call("POST", "/admin/users", body);
           announce(body.invite ? `Invited ${user.email}.` : `Created ${user.email}.`);
-          result.replaceChildren(h("p", { class: "notice" },
+          fill(result, h("p", { class: "notice" },
             body.invite ? "Invitation sent to " : "Created ",
             h("a", { href: `#/users/${user.id}` }, user.email),
             body.invite ? "." : ": they have no password yet; send them a password reset link from their page."));
@@ -45,7 +45,7 @@ export async function render(main) {
     problem,
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Create user")),
   );
-  main.replaceChildren(
+  fill(main, 
     title("Create or invite a user"),
     h("p", { class: "hint" }, "Operators never choose a password: the user sets their own through the mailed link."),
     form,

@@ -1,6 +1,6 @@
 // Resources: the APIs tokens are minted for (RFC 8707), each its own audience.
 import * as api from "./api.js";
-import { announce, confirmDialog, field, h, parseScopes, table, title } from "./dom.js";
+import { announce, confirmDialog, field, fill, h, parseScopes, table, title } from "./dom.js";
 
 export async function render(main) {
   const { resources } = await api.call("GET", "/admin/resources");
@@ -80,7 +80,7 @@ export async function render(main) {
       h("button", { type: "button", class: "secondary small", "aria-label": `Edit ${resource.uri}`, onclick: edit(resource) }, "Edit"),
       h("button", { type: "button", class: "danger small", "aria-label": `Delete ${resource.uri}`, onclick: remove(resource) }, "Delete")),
   ]);
-  main.replaceChildren(
+  fill(main, 
     title("Resources"),
     h("p", { class: "hint" }, "Each registered API gets tokens only it accepts; changes apply to tokens minted from now on."),
     table("Resources", ["URI", "Name", "Scopes", "Token lifetime", "Actions"], rows, "No resource yet."),

@@ -1,6 +1,6 @@
 // Roles: a name and a set of scopes (and whether they need a second factor), held by users.
 import * as api from "./api.js";
-import { announce, checkbox, confirmDialog, field, h, parseScopes, table, title, when } from "./dom.js";
+import { announce, checkbox, confirmDialog, field, fill, h, parseScopes, table, title, when } from "./dom.js";
 
 export async function render(main) {
   const { roles } = await api.call("GET", "/admin/roles");
@@ -67,7 +67,7 @@ export async function render(main) {
       h("button", { type: "button", class: "secondary small", "aria-label": `Edit ${role.name}`, onclick: edit(role) }, "Edit"),
       h("button", { type: "button", class: "danger small", "aria-label": `Delete ${role.name}`, onclick: remove(role) }, "Delete")),
   ]);
-  main.replaceChildren(
+  fill(main, 
     title("Roles"),
     h("p", { class: "hint" }, "A user's tokens carry the scopes of their roles from their next sign-in or refresh."),
     table("Roles", ["Name", "Scopes", "Second factor", "Created", "Actions"], rows, "No role yet."),

@@ -3,7 +3,7 @@
 // (resource = its audience), so the console's tokens are good there and nowhere else.
 import * as api from "./api.js";
 import { assertion } from "./webauthn.js";
-import { field, h, title } from "./dom.js";
+import { field, fill, h, title } from "./dom.js";
 
 const MESSAGES = {
   invalid_credentials: "The email or password is incorrect.",
@@ -75,7 +75,7 @@ export function render(main, done, notice = null) {
     },
     "Sign in with a passkey",
   );
-  main.replaceChildren(
+  fill(main, 
     title("Sign in to the console"),
     notice ? h("p", { class: "notice" }, notice) : null,
     h(
@@ -146,7 +146,7 @@ function showSecondStep(main, step, address, done) {
     },
     "Use a passkey instead",
   );
-  main.replaceChildren(
+  fill(main, 
     title("Second factor"),
     h("p", {}, "The password was right. Now the second factor of ", h("strong", {}, address), "."),
     problem,

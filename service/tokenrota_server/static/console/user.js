@@ -1,7 +1,7 @@
 // One user: what the service knows of them, their sessions and factors, their roles and
 // app_metadata, their history in the audit log, and the actions an operator may take.
 import * as api from "./api.js";
-import { announce, checkbox, confirmDialog, field, h, table, title, when } from "./dom.js";
+import { announce, checkbox, confirmDialog, field, fill, h, table, title, when } from "./dom.js";
 
 const REVOCATION =
   "Revoking ends these sessions at once: their refresh tokens stop working now, and resource " +
@@ -206,7 +206,7 @@ export async function render(main, userId) {
     h("p", {}, h("a", { href: "#/audit" }, "The whole audit log")),
   );
 
-  main.replaceChildren(
+  fill(main, 
     h("p", {}, h("a", { href: "#/users" }, "← Users")),
     title(user.email),
     facts,

@@ -1,6 +1,6 @@
 // Users: search by email prefix, page through, open one.
 import * as api from "./api.js";
-import { field, h, table, title, when } from "./dom.js";
+import { field, fill, guarded, h, table, title, when } from "./dom.js";
 
 const PAGE_SIZE = 20;
 
@@ -22,14 +22,14 @@ export async function render(main) {
       user.disabled ? "disabled" : "active",
       when(user.created_at),
     ]);
-    results.replaceChildren(
+    fill(results, 
       table(`Users, page ${page + 1}`, ["Email", "Roles", "Verified", "State", "Created"], rows,
         prefix ? "No user's email starts with that." : "No users yet."),
       h(
         "div",
         { class: "buttons pager" },
-        page > 0 ? h("button", { type: "button", class: "secondary", onclick: () => show(page - 1) }, "Previous page") : null,
-        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: () => show(page + 1) }, "Next page") : null,
+        page > 0 ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page - 1)) }, "Previous page") : null,
+        answer.next_cursor ? h("button", { type: "button", class: "secondary", onclick: guarded(() => show(page + 1)) }, "Next page") : null,
       ),
     );
   }
@@ -41,16 +41,16 @@ export async function render(main) {
     {
       role: "search",
       "aria-label": "Find users",
-      onsubmit: async (event) => {
+      onsubmit: guarded(async (event) => {
         event.preventDefault();
         prefix = search.querySelector("input").value.trim();
         cursors.length = 1;
         await show(0);
-      },
+      }),
     },
     search,
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Search")),
   );
-  main.replaceChildren(title("Users"), form, results);
+  fill(main, title("Users"), form, results);
   await show(0);
 }
