@@ -239,7 +239,7 @@ class TokenService:
     @property
     def admin_audience(self) -> str:
         """The admin API's audience (ADMIN_AUDIENCE): the `resource` an operator logs in for."""
-        return str(self.settings.admin_api_audience)
+        return self.settings.admin_api_audience
 
     async def create_operator(
         self, email: str | None = None, password: str | None = None, *, role: str = "operator"

@@ -360,7 +360,10 @@ class Settings:
 
         audience = self.admin_api_audience
         try:
-            check_uri(audience)
+            if self.admin_audience is not None:
+                # The default is the base URL's, checked already (an IPv6 host's brackets,
+                # which a registered resource's URI never has, included).
+                check_uri(audience)
         except InvalidTarget:
             raise ConfigError(
                 "ADMIN_AUDIENCE must be an absolute URI without a fragment,"

@@ -465,6 +465,7 @@ def test_the_public_base_url_comes_from_the_issuer_then_public_url_then_the_addr
     )
 
     assert settings.public_base_url == base
+    assert settings.admin_api_audience == base + "/admin"
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ def _grant_target(request: Request[AppState]) -> tuple[UUID, GrantKind]:
     try:
         return UUID(request.path_params["resource_id"]), GrantKind(request.path_params["kind"])
     except ValueError:
-        raise NotFound("The client has no such grant.") from None
+        raise NotFound("No such resource, or no such kind of grant.") from None
 
 
 def _optional_boolean(body: dict[str, Any], name: str) -> bool | None:
