@@ -482,6 +482,7 @@ async def test_an_operator_revokes_disables_rotates_and_invites(
     await page.get_by_label("Email", exact=True).fill(grace)
     await page.get_by_role("button", name="Create user").click()
     await expect(page.locator(".notice")).to_contain_text(f"Invitation sent to {grace}")
+    await expect(page.get_by_label("Mail an invitation")).to_be_checked()  # reset to its default
     await audit.check(page, "invite")
     await screenshot(page, "invite")
     assert await deliver(console.settings, FakeClock()) == 1

@@ -14,7 +14,12 @@ export function h(tag, props = {}, ...children) {
       element.className = value;
     } else if (key === "text") {
       element.textContent = String(value);
-    } else if (key === "value" || key === "checked" || key === "hidden" || key === "disabled") {
+    } else if (key === "checked" || key === "value") {
+      // The default too, so that a form's reset() comes back to it.
+      if (key === "checked") element.defaultChecked = value;
+      else if ("defaultValue" in element) element.defaultValue = value;
+      element[key] = value;
+    } else if (key === "hidden" || key === "disabled") {
       element[key] = value;
     } else {
       element.setAttribute(key, value === true ? "" : String(value));
