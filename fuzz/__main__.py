@@ -4,8 +4,10 @@ Starts an instance as the pytest plugin does (a fresh database on the embedded P
 TEST_DATABASE_URL), gives the fuzzer a credential for every security scheme (a user's bearer,
 an admin client's token, a client's Basic; fuzz/schemathesis.toml) so that every operation is
 reached past its authentication, and runs the schemathesis CLI over every documented operation
-with valid and invalid inputs; fuzz/hooks.py generates the cursors' grammars. It fails on any
-5xx and on any answer that the document does not allow (status, content type, headers, body).
+with valid and invalid inputs; fuzz/hooks.py generates the cursors' grammars, and fuzz/live.py
+sends every other positive case of the operations that need a live value with one (the accounts,
+the resource and the factors made here). It fails on any 5xx and on any answer that the document
+does not allow (status, content type, headers, body).
 Extra arguments go to schemathesis (`make fuzz FUZZ_ARGS="--max-examples 500"`).
 
     .venv/bin/python -m fuzz
@@ -25,9 +27,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
-from tokenrota.testing import TokenService, instance_settings, run_token_service
+from tokenrota.clock import utc_now
+from tokenrota.testing import TokenService, TotpAccount, instance_settings, run_token_service
+from tokenrota_server import resources
 from tokenrota_server.db import schema
 from tokenrota_server.db.pool import start_embedded
+from tokenrota_server.db.resources import GrantKind
+
+from fuzz.live import PASSKEY_ORIGIN, RESOURCE_SCOPE
 
 CHECKS = ",".join(
     (
@@ -51,6 +58,8 @@ LAST_ALONE = (
 HERE = Path(__file__).parent
 # The revocation feed's scope: the feed client holds it once reading the feed needs it.
 FEED_SCOPE = "revocations:read"
+# The run's registered resource, which its client may get tokens for (fuzz/live.py).
+RESOURCE_URI = "https://api.fuzz.example"
 
 
 async def admin_token(service: TokenService) -> str:
@@ -94,6 +103,63 @@ async def live_tokens(service: TokenService) -> dict[str, str]:
     }
 
 
+async def registered_resource(service: TokenService, admin: str, client_id: str) -> str:
+    """The run's resource, registered through the admin API, its client granted tokens for it
+    (a grant has no admin route: the command line's use case)."""
+    async with httpx.AsyncClient(base_url=service.base_url) as http:
+        response = await http.post(
+            "/admin/resources",
+            json={"uri": RESOURCE_URI, "name": "the fuzz run's API", "scopes": [RESOURCE_SCOPE]},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+    response.raise_for_status()
+    pool = await asyncpg.create_pool(service.database_url, min_size=1, max_size=1)
+    try:
+        await resources.grant_client(
+            pool,
+            client_id=client_id,
+            uri=RESOURCE_URI,
+            kind=GrantKind.TOKEN,
+            scopes=(RESOURCE_SCOPE,),
+            actor="fuzz",
+            now=utc_now(),
+        )
+    finally:
+        await pool.close()
+    return RESOURCE_URI
+
+
+async def live_accounts(service: TokenService) -> dict[str, str]:
+    """A user to log in and refresh as, and one with a TOTP factor to finish logins with."""
+    plain = await service.create_user()
+    second_factor = await service.create_totp_user()
+    return {
+        "FUZZ_LOGIN_EMAIL": plain.email,
+        "FUZZ_LOGIN_PASSWORD": plain.password,
+        "FUZZ_MFA_EMAIL": second_factor.email,
+        "FUZZ_MFA_PASSWORD": second_factor.password,
+        "FUZZ_MFA_SECRET": second_factor.secret,
+        "FUZZ_MFA_SPENT_STEP": str(second_factor.last_step),
+    }
+
+
+async def recovery_login(service: TokenService, account: TotpAccount) -> str:
+    """Another session of `account`, finished with a recovery code: its access token."""
+    async with httpx.AsyncClient(base_url=service.base_url) as http:
+        body = {"email": account.email, "password": account.password}
+        started = await http.post("/login", json=body)
+        finished = await http.post(
+            "/login/mfa",
+            json={
+                "mfa_token": started.json()["mfa_token"],
+                "recovery_code": account.recovery_codes[0],
+            },
+        )
+    finished.raise_for_status()
+    token: str = finished.json()["access_token"]
+    return token
+
+
 def session_id_of(access_token: str) -> str:
     """The `sid` claim of one of our access tokens (read, not verified: we just minted it)."""
     payload = access_token.split(".")[1]
@@ -118,17 +184,32 @@ async def fuzz(arguments: list[str]) -> int:
             login_ip_max_attempts=1_000_000,
             register_ip_max_attempts=1_000_000,
             passkey_options_ip_max_attempts=1_000_000,
+            # Likewise the second-factor throttles (every wrong code counts against the user),
+            # and the bearer's login stays recent enough to manage its factors for the run.
+            mfa_user_max_attempts=1_000_000,
+            mfa_token_max_attempts=1_000_000,
+            mfa_manage_max_age=24 * 3600,
+            # The software authenticator's page (fuzz/live.py signs passkeys for it).
+            webauthn_origins=(PASSKEY_ORIGIN,),
         )
         async with run_token_service(settings) as service:
             client = await service.create_client(scopes=(FEED_SCOPE,))
+            admin_bearer = await admin_token(service)
             credentials = {
-                "FUZZ_ADMIN_TOKEN": await admin_token(service),
+                "FUZZ_ADMIN_TOKEN": admin_bearer,
                 "FUZZ_CLIENT_ID": client.client_id,
                 "FUZZ_CLIENT_SECRET": client.client_secret,
+                "FUZZ_CLIENT_SCOPE": FEED_SCOPE,
+                "FUZZ_RESOURCE": await registered_resource(service, admin_bearer, client.client_id),
                 "SCHEMATHESIS_HOOKS": str(HERE / "hooks.py"),
+                # fuzz/live.py and the helpers it shares with the tests, for the hooks' process.
+                "PYTHONPATH": str(HERE.parent),
                 # The URL the instance publishes, which DPoP proofs name (fuzz/hooks.py).
                 "FUZZ_BASE_URL": service.settings.public_base_url,
+                # Where fuzz/live.py asks the instance for live values.
+                "FUZZ_SERVICE_URL": service.base_url,
                 **await live_tokens(service),
+                **await live_accounts(service),
             }
             executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
             assert executable is not None, "schemathesis is a dev dependency: make install"
@@ -137,15 +218,19 @@ async def fuzz(arguments: list[str]) -> int:
             # and each run has a user of its own: the first may change its user's password
             # (the fuzzer is given it, fuzz/hooks.py).
             for selection in LAST_ALONE:
-                user = await service.create_user()
-                pair = await service.login(user.email, user.password)
+                # A live TOTP factor and an aal2 login, so the factor routes (/mfa/challenge,
+                # /mfa/recovery-codes, passkeys) have something to act on (fuzz/live.py).
+                user = await service.create_totp_user()
+                pair = await service.login_with_totp(user)
                 # Another session of the same user to rename: the bearer's own stays alive even
                 # if a fuzzed DELETE /sessions/{id} is handed the renamed one's id.
-                renamed = await service.login(user.email, user.password)
+                renamed = await recovery_login(service, user)
                 account = {
                     "FUZZ_USER_TOKEN": pair.access_token,
                     "FUZZ_USER_PASSWORD": user.password,
-                    "FUZZ_SESSION_ID": session_id_of(renamed.access_token),
+                    "FUZZ_USER_TOTP_SECRET": user.secret,
+                    "FUZZ_USER_SPENT_STEP": str(user.last_step),
+                    "FUZZ_SESSION_ID": session_id_of(renamed),
                 }
                 process = await asyncio.create_subprocess_exec(
                     executable,

@@ -1,6 +1,6 @@
 """Schemathesis hooks: generators for the formats /openapi.json names but cannot spell, and
 the secrets no schema can (a live token, the current password, a DPoP proof signed for the
-request), mixed into generated bodies and headers.
+request, and the live bodies of fuzz/live.py), mixed into generated bodies and headers.
 
 Each cursor is opaque base64url over a small grammar (docs/admin.md, docs/revocation.md). Random
 strings almost never decode to that grammar, and so never reach the checks behind it; these
@@ -21,6 +21,8 @@ from schemathesis.generation import GenerationMode
 from tokenrota.dpop import ProofKey
 from tokenrota_server.db.pagination import encode_cursor
 from tokenrota_server.revocations import Cursor
+
+from fuzz.live import live_body
 
 # The listings' queries as `admin` tags them: without the `email` or `user_id` filter.
 USERS_QUERY = "users:"
@@ -118,20 +120,34 @@ def flatmap_body(context: schemathesis.HookContext, body: object) -> st.SearchSt
 # of a proof (a compact JWS), which the service refuses with 400 invalid_dpop_proof: each
 # positive case that sends one sends instead a real proof, by a key of this run, for this
 # method and the instance's URL, signed now. Negative cases keep what they drew.
-DPOP_OPERATIONS = frozenset({("POST", "/login"), ("POST", "/refresh"), ("POST", "/oauth/token")})
+DPOP_OPERATIONS = frozenset(
+    {
+        ("POST", "/login"),
+        ("POST", "/refresh"),
+        ("POST", "/oauth/token"),
+        ("POST", "/login/mfa"),
+        ("POST", "/passkeys/login"),
+    }
+)
 DPOP_KEY = ProofKey()
 
 
 @schemathesis.hook
 def before_call(context: schemathesis.HookContext, case: Any, **kwargs: Any) -> None:
+    """Positive cases: a real DPoP proof for a drawn one, and every other one of the
+    operations `fuzz.live` knows sent with live values (a success to answer, not only
+    refusals)."""
     operation = (case.method.upper(), case.operation.path)
     meta = case.meta
-    positive = meta is not None and meta.generation.mode == GenerationMode.POSITIVE
+    if meta is None or meta.generation.mode != GenerationMode.POSITIVE:
+        return
     headers = case.headers or {}
     sent = next((name for name in headers if name.lower() == "dpop"), None)
-    if operation not in DPOP_OPERATIONS or not positive or sent is None:
-        return
-    base_url = os.environ["FUZZ_BASE_URL"].rstrip("/")
-    headers[sent] = DPOP_KEY.proof(
-        case.method.upper(), base_url + case.operation.path, now=datetime.now(UTC)
-    )
+    if operation in DPOP_OPERATIONS and sent is not None:
+        base_url = os.environ["FUZZ_BASE_URL"].rstrip("/")
+        headers[sent] = DPOP_KEY.proof(
+            case.method.upper(), base_url + case.operation.path, now=datetime.now(UTC)
+        )
+    body = live_body(operation, str(meta.phase.name), case.body)
+    if body is not None:
+        case.body = body

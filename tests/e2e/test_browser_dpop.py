@@ -10,8 +10,6 @@ the module's event loop, as Playwright does.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -44,7 +42,7 @@ from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
 from tests.conftest import PASSWORD
-from tests.dpop_support import Signer, proof_key
+from tests.dpop_support import Signer, proof_claims, proof_key
 from tests.e2e.test_browser import (
     APP_PAGE,
     CHROMIUM,
@@ -519,14 +517,6 @@ class NonceGate:
         headers["WWW-Authenticate"] = 'DPoP error="use_dpop_nonce"'
         body = {"error": "use_dpop_nonce", "error_description": "Use the nonce."}
         return JSONResponse(body, status_code=401, headers=headers)
-
-
-def proof_claims(proof: str) -> dict[str, Any]:
-    payload = proof.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
 
 
 async def test_the_client_retries_once_with_the_nonce_a_server_asks_for(

@@ -1,5 +1,6 @@
-"""fuzz/hooks.py: the fuzzer's positive cases at /login, /refresh and /oauth/token carry a real
-DPoP proof for the instance's URL (what no schema can spell), its negative cases what they drew."""
+"""fuzz/hooks.py: the fuzzer's positive cases at the DPoP operations carry a real DPoP proof for
+the instance's URL (what no schema can spell), its negative cases what they drew; fuzz/live.py
+sends every other positive case with live values, and never a TOTP code twice."""
 
 from __future__ import annotations
 
@@ -10,21 +11,27 @@ from typing import Any
 import pytest
 from schemathesis.generation import GenerationMode
 from tokenrota.dpop import check_proof
+from tokenrota_server import totp
+from tokenrota_server.email_address import normalize_email
 
-from fuzz import hooks
+from fuzz import hooks, live
 
 BASE_URL = "http://127.0.0.1:34567"
 
 
 def case(method: str, path: str, mode: GenerationMode, dpop: str | None) -> Any:
-    meta = SimpleNamespace(generation=SimpleNamespace(mode=mode))
+    meta = SimpleNamespace(
+        generation=SimpleNamespace(mode=mode), phase=SimpleNamespace(name="fuzzing")
+    )
     headers = {"DPoP": dpop} if dpop is not None else {}
     return SimpleNamespace(
-        method=method, operation=SimpleNamespace(path=path), meta=meta, headers=headers
+        method=method, operation=SimpleNamespace(path=path), meta=meta, headers=headers, body=None
     )
 
 
-@pytest.mark.parametrize("path", ["/login", "/refresh", "/oauth/token"])
+@pytest.mark.parametrize(
+    "path", ["/login", "/refresh", "/oauth/token", "/login/mfa", "/passkeys/login"]
+)
 def test_a_positive_case_sends_a_real_proof(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     monkeypatch.setenv("FUZZ_BASE_URL", BASE_URL)
     drawn = case("post", path, GenerationMode.POSITIVE, "a.b.c")
@@ -51,3 +58,37 @@ def test_negative_cases_and_other_operations_keep_what_they_drew(
         hooks.before_call(None, each)  # type: ignore[arg-type]
 
     assert [each.headers.get("DPoP") for each in drawn] == ["a.b.c", "a.b.c", None]
+
+
+def test_every_other_positive_case_of_an_operation_goes_live() -> None:
+    """fuzz/live.py: of the positive cases of POST /admin/users in a phase, every other one
+    (the first included) is sent with a fresh valid email instead of what it drew."""
+    drawn = {"email": "not one mailbox", "roles": ["?"]}
+    live._seen.clear()
+
+    bodies = [live.live_body(("POST", "/admin/users"), "fuzzing", drawn) for _ in range(4)]
+    in_another_phase = live.live_body(("POST", "/admin/users"), "coverage", drawn)
+
+    assert bodies[1] is None
+    assert bodies[3] is None
+    assert in_another_phase is not None  # each phase's first goes live
+    for body in (bodies[0], bodies[2]):
+        assert body is not None
+        assert set(body) == {"email"}
+        assert normalize_email(body["email"]) == body["email"]
+    assert bodies[0] != bodies[2]
+
+
+def test_a_live_totp_code_is_never_handed_out_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each code fuzz/live.py hands out is of a later step than the last (the service takes a
+    step's code once), and none once the steps it would accept are spent."""
+    secret = totp.new_secret()
+    monkeypatch.setenv("FUZZ_TEST_SECRET", secret)
+    monkeypatch.setenv("FUZZ_TEST_SPENT", str(totp.step_of(datetime.now(UTC)) - 5))
+
+    codes = [live._totp_code("FUZZ_TEST_SECRET", "FUZZ_TEST_SPENT") for _ in range(6)]
+
+    handed_out = [code for code in codes if code is not None]
+    assert 3 <= len(handed_out) <= 4  # this step, one either side (a fourth if a step began)
+    assert len(set(handed_out)) == len(handed_out)
+    assert codes[-1] is None

@@ -23,6 +23,7 @@ from tokenrota.verify import TokenVerifier
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
 
+from tests.dpop_support import proof_claims
 from tests.lib.test_httpx_auth import resource_app, shared_secret_verifier
 from tests.oauth_support import Dispatcher, claims_of, running_app
 from tests.support import CreateClient, FakeClock
@@ -164,6 +165,37 @@ async def test_a_nonce_handed_out_with_a_success_spares_the_next_refusal(
     assert statuses == [200, 200, 200]
     assert calls == [2, 3, 4]  # one refusal in all, at the start
     assert dispatcher.counts[TOKEN_PATH] == 2
+
+
+async def test_the_nonce_of_the_retried_answer_is_the_one_kept() -> None:
+    """An API that asks for nonce-1, then names nonce-2 in the retry's success: the next
+    request signs nonce-2 at once, with no refusal in between."""
+    signed: list[str | None] = []
+    refused = False
+
+    def server(request: httpx.Request) -> httpx.Response:
+        nonlocal refused
+        if request.url.path == TOKEN_PATH:
+            body = {"access_token": "a.b.c", "token_type": "DPoP", "expires_in": 600}
+            return httpx.Response(200, json=body)
+        nonce = proof_claims(request.headers["dpop"]).get("nonce")
+        signed.append(nonce)
+        if not refused:
+            refused = True
+            challenge = {"WWW-Authenticate": 'DPoP error="use_dpop_nonce"', "DPoP-Nonce": "nonce-1"}
+            return httpx.Response(401, headers=challenge)
+        expected = "nonce-1" if len(signed) == 2 else "nonce-2"
+        if nonce != expected:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'DPoP error="use_dpop_nonce"'})
+        return httpx.Response(200, headers={"DPoP-Nonce": "nonce-2"})
+
+    auth = DPoPClientCredentialsAuth("https://auth.example/oauth/token", "id", "secret")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server), auth=auth) as http:
+        first = await http.get("https://api.example/data")
+        second = await http.get("https://api.example/data")
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert signed == [None, "nonce-1", "nonce-2"]
 
 
 async def test_a_token_endpoint_that_does_not_bind_the_token_is_an_error() -> None:
