@@ -16,8 +16,10 @@ help: ## list the targets
 # uv installs what pip would, from the same index, in a fraction of the time (it resolves and
 # downloads in parallel). It is fetched into the venv first; where it cannot be had, pip installs.
 UV := $(VENV)/bin/uv
-PIP_INSTALL = $$(if [ -x $(UV) ]; then echo $(UV) pip install --python $(PY); \
-	else echo $(PY) -m pip install --disable-pip-version-check; fi)
+# $(call pip_install,PYTHON,REQUIREMENTS): install into the environment of PYTHON with uv, or
+# with pip if uv is missing or fails (pip reads the machine's pip.conf, uv does not).
+pip_install = if [ -x $(UV) ] && $(UV) pip install --python $(1) $(2); then :; \
+	else $(PY) -m pip --disable-pip-version-check --python $(1) install $(2); fi
 
 $(PY):
 	@echo "==> creating the virtual environment $(VENV)"
@@ -26,13 +28,13 @@ $(PY):
 
 $(SERVER_STAMP): pyproject.toml | $(PY)
 	@echo "==> installing tokenrota[server] into $(VENV): what serving needs"
-	$(PIP_INSTALL) -e '.[server]'
+	$(call pip_install,$(PY),-e '.[server]')
 	touch $@
 
 # The dev extra includes the server: a dev install serves too.
 $(DEV_STAMP): pyproject.toml | $(PY)
 	@echo "==> installing tokenrota[dev] into $(VENV): the server, test and lint tools"
-	$(PIP_INSTALL) -e '.[dev]'
+	$(call pip_install,$(PY),-e '.[dev]')
 	touch $@ $(SERVER_STAMP)
 
 install: $(DEV_STAMP) ## create .venv and install the service with its dev tools
@@ -76,11 +78,11 @@ DIST := dist
 CHECK_VENV := $(DIST)/check-venv
 dist: $(DEV_STAMP) ## build and check the wheel, the sdist and the npm tarball into dist/
 	rm -rf $(DIST)
-	$(PY) -m build --outdir $(DIST) .
+	if [ -x $(UV) ] && $(PY) -m build --installer uv --outdir $(DIST) .; then :; \
+	else $(PY) -m build --outdir $(DIST) .; fi
 	$(VENV)/bin/twine check --strict $(DIST)/*.whl $(DIST)/*.tar.gz
 	$(PY) -m venv --without-pip $(CHECK_VENV)
-	$(PY) -m pip --disable-pip-version-check --python $(CHECK_VENV)/bin/python install --quiet \
-		"$$(ls $(DIST)/tokenrota-*.whl)[server]"
+	$(call pip_install,$(CHECK_VENV)/bin/python,--quiet "$$(ls $(DIST)/tokenrota-*.whl)[server]")
 	cd / && $(CURDIR)/$(CHECK_VENV)/bin/python -c "import tokenrota.verify, tokenrota_server.app"
 	cd / && $(CURDIR)/$(CHECK_VENV)/bin/tokenrota --help > /dev/null
 	rm -rf $(CHECK_VENV)
