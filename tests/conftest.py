@@ -44,7 +44,8 @@ POOLER_VARIABLE = "TEST_POOLER_URL"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long test files first: the end-to-end ones and those with a test marked slow.
+    """The long test files first: the end-to-end ones and those with a test marked slow, then
+    the command line's (each test runs the CLI in a process of its own), then the rest.
 
     pytest-xdist hands work out in collection order (its groups first, biggest first), so a
     long file collected late ends the run on one worker while the other idles. Whole files
@@ -55,7 +56,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items
         if item.path.parent.name == "e2e" or item.get_closest_marker("slow")
     }
-    items.sort(key=lambda item: item.path not in long_files)
+
+    def rank(item: pytest.Item) -> int:
+        if item.path in long_files:
+            return 0
+        return 1 if item.path.parent.name == "cli" else 2
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
