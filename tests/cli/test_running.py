@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.processes import (
     clean_environment,
@@ -42,6 +43,7 @@ def tokenrota(*arguments: str, cwd: Path, env: dict[str, str]) -> subprocess.Com
     )
 
 
+@pytest.mark.slow  # serve and a command on a fresh embedded Postgres: seconds
 def test_an_operator_command_elsewhere_uses_the_running_serves_database(tmp_path: Path) -> None:
     """A client created from another folder is one the running server accepts; that folder
     gets no .data. Once the server is gone, the command fails in one line naming where it

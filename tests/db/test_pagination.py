@@ -69,6 +69,7 @@ async def refused_or_served(read: Callable[[], Awaitable[object]]) -> None:
         await read()
 
 
+@pytest.mark.slow  # 300 examples: seconds
 @PROPERTY
 @given(cursor=users_cursors)
 @example(cursor=pagination.encode_cursor(USERS, ["0001-01-01T00:00:00+14:00", SOME_ID]))
@@ -81,6 +82,7 @@ async def test_a_users_cursor_is_decoded_in_range_or_refused(
     await refused_or_served(lambda: admin.list_users(pool, email_prefix="", cursor=cursor, limit=2))
 
 
+@pytest.mark.slow  # 300 examples: seconds
 @PROPERTY
 @given(cursor=audit_cursors)
 @example(cursor=pagination.encode_cursor(AUDIT, [2**63]))
@@ -93,6 +95,7 @@ async def test_an_audit_cursor_is_decoded_in_range_or_refused(
     await refused_or_served(lambda: admin.list_audit(pool, user_id=None, cursor=cursor, limit=2))
 
 
+@pytest.mark.slow  # 300 examples: seconds
 @PROPERTY
 @given(cursor=feed_cursors)
 @example(cursor=base64url("v1.9999999999999999999"))

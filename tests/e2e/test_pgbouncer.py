@@ -30,17 +30,20 @@ from tests.support import PROJECT_ROOT, FakeClock, login, register, serve
 
 # The contract files whose SQL differs (every table family, every transaction shape: rotation,
 # reuse and its committed revocation, the throttle's counters, sessions, accounts, OAuth
-# clients and revocations, the purge's advisory lock): run in `make test` (204 tests, ~130 s here).
+# clients and revocations, the purge's advisory lock): run in `make test` (207 tests). Ordered
+# so that every other file makes two halves of about the same time (the purge's tests run the
+# CLI and take seconds each): each half is a nested run of its own, on its own xdist worker.
 CONTRACT_CORE = (
     "tests/http/test_login.py",
-    "tests/http/test_refresh.py",
+    "tests/db/test_purge.py",
     "tests/http/test_refresh_attacks.py",
+    "tests/http/test_refresh.py",
     "tests/db/test_sessions.py",
     "tests/http/test_accounts.py",
     "tests/http/test_oauth.py",
     "tests/db/test_throttle.py",
-    "tests/db/test_purge.py",
 )
+HALVES = 2
 # With TEST_POOLER_SUITE=full, every contract file.
 CONTRACT_SUITE = (
     *CONTRACT_CORE,
@@ -61,8 +64,6 @@ CONTRACT_SUITE = (
     "tests/db/test_throttle_overlimit.py",
     "tests/http/test_session_policy.py",
 )
-# One xdist worker starts the bouncer (a module fixture) for every test here.
-pytestmark = pytest.mark.xdist_group("pgbouncer")
 # A deadline against a hung run, not a speed check.
 SUITE_WITHIN = 1800
 CONCURRENT_REFRESHES = 40
@@ -70,7 +71,9 @@ CONCURRENT_REFRESHES = 40
 
 @pytest.fixture(scope="module")
 def pgbouncer_url(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """PgBouncer (transaction pooling) in front of the test Postgres; stopped after the module."""
+    """PgBouncer (transaction pooling) in front of the test Postgres; stopped after the module.
+    Under xdist each worker that runs a test here starts its own (in milliseconds), so the
+    tests here spread over the workers."""
     with running_pgbouncer(postgres_url, tmp_path_factory.mktemp("pgbouncer")) as url:
         yield url
 
@@ -182,13 +185,17 @@ async def _revision(url: str) -> str | None:
         await connection.close()
 
 
-def test_the_contract_suite_passes_through_pgbouncer(pgbouncer_url: str, postgres_url: str) -> None:
-    """The contract test files, their app's pool on PgBouncer: all pass."""
+@pytest.mark.parametrize("half", range(HALVES), ids=lambda half: f"half-{half + 1}")
+def test_the_contract_suite_passes_through_pgbouncer(
+    pgbouncer_url: str, postgres_url: str, half: int
+) -> None:
+    """The contract test files, their app's pool on PgBouncer: all pass (every other file in
+    each half: together, every file)."""
     environment = clean_environment(
         TEST_DATABASE_URL=postgres_url, **{POOLER_VARIABLE: pgbouncer_url}
     )
     files = CONTRACT_SUITE if os.environ.get("TEST_POOLER_SUITE") == "full" else CONTRACT_CORE
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files[half::HALVES]]
     done = subprocess.run(  # noqa: S603 - our own test suite
         command,
         cwd=PROJECT_ROOT,

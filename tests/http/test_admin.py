@@ -790,6 +790,7 @@ async def test_erasing_a_user_under_concurrent_refreshes_leaves_nothing_and_no_5
     assert await db.fetchval("SELECT count(*) FROM refresh_tokens") == 0
 
 
+@pytest.mark.slow  # ERASE_RACE_ROUNDS races: seconds
 @pytest.mark.parametrize(
     ("purpose", "path", "body"),
     [
@@ -832,6 +833,7 @@ async def test_erasing_a_user_racing_their_account_token_never_deadlocks(
     assert await db.fetchval("SELECT count(*) FROM users WHERE email LIKE 'race-%'") == 0
 
 
+@pytest.mark.slow  # ERASE_RACE_ROUNDS races: seconds
 async def test_erasing_a_user_racing_their_login_never_deadlocks(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:

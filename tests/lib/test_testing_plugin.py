@@ -26,8 +26,6 @@ from tests.processes import clean_environment, processes_mentioning, started, wa
 
 pytest_plugins = ["pytester"]
 
-# One xdist worker sets up the outside project (a module fixture) for every test here.
-pytestmark = pytest.mark.xdist_group("testing_plugin")
 # Someone else's project: its own pytest settings, warnings as errors, no conftest.
 OUTSIDE_PYPROJECT = """\
 [tool.pytest.ini_options]
