@@ -27,14 +27,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
-from tokenrota.clock import utc_now
 from tokenrota.testing import TokenService, TotpAccount, instance_settings, run_token_service
-from tokenrota_server import resources
 from tokenrota_server.db import schema
 from tokenrota_server.db.pool import start_embedded
-from tokenrota_server.db.resources import GrantKind
 
-from fuzz.live import PASSKEY_ORIGIN, RESOURCE_SCOPE
+from fuzz.live import CLIENT_SCOPE, PASSKEY_ORIGIN, RESOURCE_SCOPE
 
 CHECKS = ",".join(
     (
@@ -57,8 +54,8 @@ LAST_ALONE = (
 
 HERE = Path(__file__).parent
 # The revocation feed's scope: the feed client holds it once reading the feed needs it.
-FEED_SCOPE = "revocations:read"
-# The run's registered resource, which its client may get tokens for (fuzz/live.py).
+FEED_SCOPE = CLIENT_SCOPE
+# The run's registered resource, named in some logins (fuzz/live.py).
 RESOURCE_URI = "https://api.fuzz.example"
 
 
@@ -103,9 +100,8 @@ async def live_tokens(service: TokenService) -> dict[str, str]:
     }
 
 
-async def registered_resource(service: TokenService, admin: str, client_id: str) -> str:
-    """The run's resource, registered through the admin API, its client granted tokens for it
-    (a grant has no admin route: the command line's use case)."""
+async def registered_resource(service: TokenService, admin: str) -> str:
+    """The run's resource, registered through the admin API."""
     async with httpx.AsyncClient(base_url=service.base_url) as http:
         response = await http.post(
             "/admin/resources",
@@ -113,19 +109,6 @@ async def registered_resource(service: TokenService, admin: str, client_id: str)
             headers={"Authorization": f"Bearer {admin}"},
         )
     response.raise_for_status()
-    pool = await asyncpg.create_pool(service.database_url, min_size=1, max_size=1)
-    try:
-        await resources.grant_client(
-            pool,
-            client_id=client_id,
-            uri=RESOURCE_URI,
-            kind=GrantKind.TOKEN,
-            scopes=(RESOURCE_SCOPE,),
-            actor="fuzz",
-            now=utc_now(),
-        )
-    finally:
-        await pool.close()
     return RESOURCE_URI
 
 
@@ -199,8 +182,7 @@ async def fuzz(arguments: list[str]) -> int:
                 "FUZZ_ADMIN_TOKEN": admin_bearer,
                 "FUZZ_CLIENT_ID": client.client_id,
                 "FUZZ_CLIENT_SECRET": client.client_secret,
-                "FUZZ_CLIENT_SCOPE": FEED_SCOPE,
-                "FUZZ_RESOURCE": await registered_resource(service, admin_bearer, client.client_id),
+                "FUZZ_RESOURCE": await registered_resource(service, admin_bearer),
                 "SCHEMATHESIS_HOOKS": str(HERE / "hooks.py"),
                 # fuzz/live.py and the helpers it shares with the tests, for the hooks' process.
                 "PYTHONPATH": str(HERE.parent),

@@ -22,7 +22,7 @@ from tokenrota.dpop import ProofKey
 from tokenrota_server.db.pagination import encode_cursor
 from tokenrota_server.revocations import Cursor
 
-from fuzz.live import live_body
+from fuzz.live import make_live
 
 # The listings' queries as `admin` tags them: without the `email` or `user_id` filter.
 USERS_QUERY = "users:"
@@ -148,6 +148,4 @@ def before_call(context: schemathesis.HookContext, case: Any, **kwargs: Any) -> 
         headers[sent] = DPOP_KEY.proof(
             case.method.upper(), base_url + case.operation.path, now=datetime.now(UTC)
         )
-    body = live_body(operation, str(meta.phase.name), case.body)
-    if body is not None:
-        case.body = body
+    make_live(operation, str(meta.phase.name), case)

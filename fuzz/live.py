@@ -9,8 +9,10 @@ are made by `python -m fuzz`, which passes them in the environment (fuzz/__main_
 
 from __future__ import annotations
 
+import base64
 import collections
 import functools
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -22,8 +24,9 @@ from tokenrota_server import totp
 
 from tests.passkey_support import ORIGIN, SoftAuthenticator
 
-# Scopes the run's resource defines and grants its client (`python -m fuzz`).
+# The scope the run's resource defines (`python -m fuzz`), and the one the case's clients get.
 RESOURCE_SCOPE = "read"
+CLIENT_SCOPE = "revocations:read"
 PASSKEY_ORIGIN = ORIGIN  # the instance lists it in WEBAUTHN_ORIGINS
 
 
@@ -61,30 +64,40 @@ def _totp_code(secret_variable: str, spent_variable: str) -> str | None:
     return totp.code_at(secret, step)
 
 
-def _login_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def _login_body(case: Any) -> dict[str, Any] | None:
+    body = case.body or {}
     resource = {"resource": _environment("FUZZ_RESOURCE")} if "resource" in body else {}
     email, password = _environment("FUZZ_LOGIN_EMAIL"), _environment("FUZZ_LOGIN_PASSWORD")
     return {**body, "email": email, "password": password, **resource}
 
 
-def _refresh_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def _refresh_body(case: Any) -> dict[str, Any] | None:
     answer = _login(_environment("FUZZ_LOGIN_EMAIL"), _environment("FUZZ_LOGIN_PASSWORD"))
     answer.raise_for_status()
     return {"refresh_token": answer.json()["refresh_token"]}
 
 
-def _token_body(body: dict[str, Any]) -> dict[str, Any] | None:
-    """client_credentials for the run's client: its own scope, or the resource it may use."""
-    if "resource" in body:
-        return {
-            "grant_type": "client_credentials",
-            "resource": _environment("FUZZ_RESOURCE"),
-            "scope": RESOURCE_SCOPE,
-        }
-    return {"grant_type": "client_credentials", "scope": _environment("FUZZ_CLIENT_SCOPE")}
+def _token_body(case: Any) -> dict[str, Any] | None:
+    """client_credentials for a client made for this case: the fuzzer may have rotated or
+    deleted any client it found listed, the run's own included."""
+    made = _http().post(
+        "/admin/clients",
+        json={"name": "a fuzzed client", "scopes": [CLIENT_SCOPE]},
+        headers={"Authorization": f"Bearer {_environment('FUZZ_ADMIN_TOKEN')}"},
+    )
+    made.raise_for_status()
+    client = made.json()
+    basic = httpx.BasicAuth(client["client_id"], client["client_secret"])
+    case.headers = {**(case.headers or {}), **_basic_header(basic)}
+    return {"grant_type": "client_credentials", "scope": CLIENT_SCOPE}
 
 
-def _login_mfa_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def _basic_header(auth: httpx.BasicAuth) -> dict[str, str]:
+    request = next(auth.auth_flow(httpx.Request("POST", "http://fuzz")))
+    return {"Authorization": request.headers["Authorization"]}
+
+
+def _login_mfa_body(case: Any) -> dict[str, Any] | None:
     code = _totp_code("FUZZ_MFA_SECRET", "FUZZ_MFA_SPENT_STEP")
     if code is None:
         return None
@@ -92,21 +105,21 @@ def _login_mfa_body(body: dict[str, Any]) -> dict[str, Any] | None:
     return {"mfa_token": started["mfa_token"], "code": code} if "mfa_token" in started else None
 
 
-def _challenge_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def _challenge_body(case: Any) -> dict[str, Any] | None:
     code = _totp_code("FUZZ_USER_TOTP_SECRET", "FUZZ_USER_SPENT_STEP")
     return None if code is None else {"code": code}
 
 
-def _new_resource_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def _new_resource_body(case: Any) -> dict[str, Any] | None:
     uri = f"https://{uuid.uuid4().hex}.fuzz.example"
     return {"uri": uri, "name": "a fuzzed resource", "scopes": [RESOURCE_SCOPE]}
 
 
-def _new_user_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def _new_user_body(case: Any) -> dict[str, Any] | None:
     return {"email": f"fuzz-{uuid.uuid4().hex}@example.com"}
 
 
-def _register_passkey_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def _register_passkey_body(case: Any) -> dict[str, Any] | None:
     return {"credential": _new_passkey(SoftAuthenticator()), "name": "a fuzzed passkey"}
 
 
@@ -117,9 +130,9 @@ def _new_passkey(authenticator: SoftAuthenticator) -> dict[str, Any]:
     return authenticator.create(options.json(), origin=PASSKEY_ORIGIN)
 
 
-@functools.cache
 def _signing_passkey() -> SoftAuthenticator:
-    """A passkey of the fuzzer's user, registered once, to sign in with."""
+    """A new passkey of the fuzzer's user, to sign in with (one made earlier may have been
+    removed by a fuzzed DELETE /mfa/factors/{id})."""
     authenticator = SoftAuthenticator()
     credential = _new_passkey(authenticator)
     registered = _http().post(
@@ -129,14 +142,27 @@ def _signing_passkey() -> SoftAuthenticator:
     return authenticator
 
 
-def _passkey_login_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def _passkey_login_body(case: Any) -> dict[str, Any] | None:
     authenticator = _signing_passkey()
     options = _http().post("/passkeys/login/options")
     options.raise_for_status()
     return {"credential": authenticator.get(options.json(), origin=PASSKEY_ORIGIN)}
 
 
-LIVE_BODIES: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any] | None]] = {
+def _renamed_session(case: Any) -> dict[str, Any] | None:
+    """A new session of the fuzzer's user (signed in with a new passkey) to rename: the one
+    `python -m fuzz` made may have been ended by a fuzzed DELETE /sessions/{id}."""
+    signed_in = _http().post("/passkeys/login", json=_passkey_login_body(case))
+    signed_in.raise_for_status()
+    token = signed_in.json()["access_token"]
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    case.path_parameters = {**(case.path_parameters or {}), "session_id": claims["sid"]}
+    return None
+
+
+# Each makes the case live: its new body (None: the body stays), and any header or path.
+LIVE_CASES: dict[tuple[str, str], Callable[[Any], dict[str, Any] | None]] = {
     ("POST", "/login"): _login_body,
     ("POST", "/refresh"): _refresh_body,
     ("POST", "/oauth/token"): _token_body,
@@ -146,23 +172,26 @@ LIVE_BODIES: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any] | N
     ("POST", "/admin/users"): _new_user_body,
     ("POST", "/passkeys/register"): _register_passkey_body,
     ("POST", "/passkeys/login"): _passkey_login_body,
+    ("PATCH", "/sessions/{session_id}"): _renamed_session,
 }
 _seen: collections.Counter[tuple[str, str, str]] = collections.Counter()
 
 
-def live_body(operation: tuple[str, str], phase: str, body: object) -> dict[str, Any] | None:
-    """The live body for every other positive case of `operation` in a `phase`, its first
-    included (None: send it as drawn). Per phase, since schemathesis judges each phase's
-    answers apart, and a phase may draw a single positive case."""
-    make = LIVE_BODIES.get(operation)
-    if make is None or not isinstance(body, dict):
-        return None
+def make_live(operation: tuple[str, str], phase: str, case: Any) -> None:
+    """Make every other positive case of `operation` in a `phase` live, its first included.
+    Per phase, since schemathesis judges each phase's answers apart, and a phase may draw a
+    single positive case."""
+    make = LIVE_CASES.get(operation)
+    if make is None or not isinstance(case.body, dict):
+        return
     _seen[(*operation, phase)] += 1
     if _seen[(*operation, phase)] % 2 == 0:
-        return None
+        return
     try:
-        return make(body)
+        body = make(case)
     except (httpx.HTTPError, KeyError, ValueError):
         # The instance would not give one (the bearer's session ended by a fuzzed logout,
         # say): the case goes as drawn rather than as an error of the run.
-        return None
+        return
+    if body is not None:
+        case.body = body
