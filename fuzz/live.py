@@ -77,16 +77,24 @@ def _refresh_body(case: Any) -> dict[str, Any] | None:
     return {"refresh_token": answer.json()["refresh_token"]}
 
 
-def _token_body(case: Any) -> dict[str, Any] | None:
-    """client_credentials for a client made for this case: the fuzzer may have rotated or
-    deleted any client it found listed, the run's own included."""
+def _admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {_environment('FUZZ_ADMIN_TOKEN')}"}
+
+
+def _new_client() -> dict[str, Any]:
     made = _http().post(
         "/admin/clients",
         json={"name": "a fuzzed client", "scopes": [CLIENT_SCOPE]},
-        headers={"Authorization": f"Bearer {_environment('FUZZ_ADMIN_TOKEN')}"},
+        headers=_admin(),
     )
     made.raise_for_status()
-    client = made.json()
+    return dict(made.json())
+
+
+def _token_body(case: Any) -> dict[str, Any] | None:
+    """client_credentials for a client made for this case: the fuzzer may have rotated or
+    deleted any client it found listed, the run's own included."""
+    client = _new_client()
     basic = httpx.BasicAuth(client["client_id"], client["client_secret"])
     case.headers = {**(case.headers or {}), **_basic_header(basic)}
     return {"grant_type": "client_credentials", "scope": CLIENT_SCOPE}
@@ -161,6 +169,43 @@ def _renamed_session(case: Any) -> dict[str, Any] | None:
     return None
 
 
+_GRANT_KINDS = ("token", "exchange", "serves")
+
+
+def _grant_path(case: Any, *, granted: bool) -> None:
+    """A new client and a new resource in the path (the drawn kind if it is one, else
+    `token`); with `granted`, the grant is there to take back."""
+    client = _new_client()
+    resource = _http().post("/admin/resources", json=_new_resource_body(case), headers=_admin())
+    resource.raise_for_status()
+    parameters = case.path_parameters or {}
+    kind = parameters.get("kind") if parameters.get("kind") in _GRANT_KINDS else "token"
+    path = f"/admin/clients/{client['client_id']}/grants/{resource.json()['id']}/{kind}"
+    if granted:
+        _http().put(path, json={}, headers=_admin()).raise_for_status()
+    case.path_parameters = {
+        **parameters,
+        "client_id": client["client_id"],
+        "resource_id": resource.json()["id"],
+        "kind": kind,
+    }
+
+
+def _console_asset(case: Any) -> None:
+    case.path_parameters = {**(case.path_parameters or {}), "name": "app.js"}
+
+
+# Operations without a body to make: only their path is made live.
+LIVE_PATHS: dict[tuple[str, str], Callable[[Any], None]] = {
+    ("PUT", "/admin/clients/{client_id}/grants/{resource_id}/{kind}"): functools.partial(
+        _grant_path, granted=False
+    ),
+    ("DELETE", "/admin/clients/{client_id}/grants/{resource_id}/{kind}"): functools.partial(
+        _grant_path, granted=True
+    ),
+    ("GET", "/console/{name}"): _console_asset,
+}
+
 # Each makes the case live: its new body (None: the body stays), and any header or path.
 LIVE_CASES: dict[tuple[str, str], Callable[[Any], dict[str, Any] | None]] = {
     ("POST", "/login"): _login_body,
@@ -182,12 +227,17 @@ def make_live(operation: tuple[str, str], phase: str, case: Any) -> None:
     Per phase, since schemathesis judges each phase's answers apart, and a phase may draw a
     single positive case."""
     make = LIVE_CASES.get(operation)
-    if make is None or not isinstance(case.body, dict):
+    make_path = LIVE_PATHS.get(operation)
+    if make_path is None and (make is None or not isinstance(case.body, dict)):
         return
     _seen[(*operation, phase)] += 1
     if _seen[(*operation, phase)] % 2 == 0:
         return
     try:
+        if make_path is not None:
+            make_path(case)
+            return
+        assert make is not None
         body = make(case)
     except (httpx.HTTPError, KeyError, ValueError):
         # The instance would not give one (the bearer's session ended by a fuzzed logout,

@@ -4,10 +4,12 @@ sends every other positive case with live values, and never a TOTP code twice.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from schemathesis.generation import GenerationMode
 from tokenrota.dpop import check_proof
@@ -97,3 +99,39 @@ def test_a_live_totp_code_is_never_handed_out_twice(monkeypatch: pytest.MonkeyPa
     assert 3 <= len(handed_out) <= 4  # this step, one either side (a fourth if a step began)
     assert len(set(handed_out)) == len(handed_out)
     assert codes[-1] is None
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+async def test_a_live_grant_path_names_a_client_and_resource_the_instance_has(
+    token_service: Any, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """fuzz/live.py: a grant's path goes live with a new client and resource (and, to take
+    back, the grant itself), so the instance answers 200/204 instead of 404."""
+    admin = await token_service.create_client(scopes=["admin"])
+    async with httpx.AsyncClient(base_url=token_service.base_url) as http:
+        issued = await http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": "admin"},
+            auth=(admin.client_id, admin.client_secret),
+        )
+        monkeypatch.setenv("FUZZ_SERVICE_URL", token_service.base_url)
+        monkeypatch.setenv("FUZZ_ADMIN_TOKEN", issued.json()["access_token"])
+        drawn = SimpleNamespace(path_parameters={"client_id": "x", "resource_id": "y", "kind": "?"})
+        live._seen.clear()
+        path = "/admin/clients/{client_id}/grants/{resource_id}/{kind}"
+
+        live._http.cache_clear()  # the run's one client is for one instance: this test's
+        try:
+            await asyncio.to_thread(live.make_live, (method, path), "fuzzing", drawn)
+        finally:
+            live._http().close()
+            live._http.cache_clear()
+
+        answer = await http.request(
+            method,
+            path.format(**drawn.path_parameters),
+            json={} if method == "PUT" else None,
+            headers={"Authorization": f"Bearer {issued.json()['access_token']}"},
+        )
+    assert drawn.path_parameters["kind"] == "token"
+    assert answer.status_code == (200 if method == "PUT" else 204), answer.text
