@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrota_server.auth import SessionUser
-from tokenrota_server.errors import InvalidInput, NotFound
+from tokenrota_server.errors import InvalidInput
 from tokenrota_server.http.remote_address import remote_address
 from tokenrota_server.http.web import (
     NO_STORE,
     bearer_token,
+    path_uuid,
     read_json,
     refuse_other_fields,
     string_field,
@@ -38,11 +37,7 @@ async def revoke_session(request: Request[AppState]) -> Response:
     """DELETE /sessions/{session_id}: 204; 404 for any session that is not the caller's."""
     state = request.state
     caller = await authenticated_caller(request, await bearer_token(request))
-    try:
-        session_id = UUID(request.path_params["session_id"])
-    except ValueError:
-        # The same answer as for another user's session: a malformed id tells nothing either.
-        raise NotFound("No such session.") from None
+    session_id = path_uuid(request, "session_id", "No such session.")
     await state["accounts"].revoke_session(
         state["pool"], caller, session_id=session_id, now=state["clock"]()
     )
@@ -67,10 +62,7 @@ async def rename_session(request: Request[AppState]) -> Response:
             raise InvalidInput(
                 f"'name' must be 1 to {MAX_SESSION_NAME_LENGTH} printable characters, or null."
             )
-    try:
-        session_id = UUID(request.path_params["session_id"])
-    except ValueError:
-        raise NotFound("No such session.") from None
+    session_id = path_uuid(request, "session_id", "No such session.")
     await state["accounts"].rename_session(
         state["pool"], caller, session_id=session_id, name=name, now=state["clock"]()
     )

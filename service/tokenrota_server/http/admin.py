@@ -19,7 +19,13 @@ from tokenrota_server import admin, resources
 from tokenrota_server.db import pagination, roles
 from tokenrota_server.errors import InvalidInput, NotFound
 from tokenrota_server.http import audit_filters
-from tokenrota_server.http.web import NO_STORE, bearer_token, boolean_field, read_json
+from tokenrota_server.http.web import (
+    NO_STORE,
+    bearer_token,
+    boolean_field,
+    path_uuid,
+    read_json,
+)
 from tokenrota_server.state import AppState
 
 
@@ -41,11 +47,7 @@ async def admin_actor(request: Request[AppState]) -> str:
 
 
 def _user_id(request: Request[AppState]) -> UUID:
-    try:
-        return UUID(request.path_params["user_id"])
-    except ValueError:
-        # As for a session id at DELETE /sessions/{id}: a malformed id is just not found.
-        raise NotFound("No such user.") from None
+    return path_uuid(request, "user_id", "No such user.")
 
 
 def _role_name(request: Request[AppState]) -> str:
@@ -56,10 +58,7 @@ def _role_name(request: Request[AppState]) -> str:
 
 
 def _resource_id(request: Request[AppState]) -> UUID:
-    try:
-        return UUID(request.path_params["resource_id"])
-    except ValueError:
-        raise NotFound("No such resource.") from None
+    return path_uuid(request, "resource_id", "No such resource.")
 
 
 def _json(body: object, status_code: int = 200) -> JSONResponse:
@@ -139,10 +138,7 @@ async def revoke_user_session(request: Request[AppState]) -> Response:
     """DELETE /admin/users/{user_id}/sessions/{session_id}: 204 once that session is revoked."""
     actor = await _actor(request)
     state = request.state
-    try:
-        session_id = UUID(request.path_params["session_id"])
-    except ValueError:
-        raise NotFound("No such session.") from None
+    session_id = path_uuid(request, "session_id", "No such session.")
     await admin.revoke_session(
         state["pool"], _user_id(request), session_id, actor=actor, now=state["clock"]()
     )
@@ -176,10 +172,7 @@ async def remove_user_factor(request: Request[AppState]) -> Response:
     revoked."""
     actor = await _actor(request)
     state = request.state
-    try:
-        factor_id = UUID(request.path_params["factor_id"])
-    except ValueError:
-        raise NotFound("No such factor.") from None
+    factor_id = path_uuid(request, "factor_id", "No such factor.")
     await admin.remove_factor(
         state["pool"], _user_id(request), factor_id, actor=actor, now=state["clock"]()
     )

@@ -16,18 +16,15 @@ from starlette.routing import Route
 from tokenrota_server import admin_accounts
 from tokenrota_server.db import roles
 from tokenrota_server.db.account_tokens import Purpose
-from tokenrota_server.errors import InvalidInput, NotFound
+from tokenrota_server.errors import InvalidInput
 from tokenrota_server.http.admin import admin_actor
-from tokenrota_server.http.web import NO_STORE, read_json
+from tokenrota_server.http.web import NO_STORE, path_uuid, read_json
 from tokenrota_server.state import AppState
 
 
 def user_id_param(request: Request[AppState]) -> UUID:
-    """The path's user id; a malformed one is just not found, as in `http/admin.py`."""
-    try:
-        return UUID(request.path_params["user_id"])
-    except ValueError:
-        raise NotFound("No such user.") from None
+    """The path's user id; a malformed one is just not found."""
+    return path_uuid(request, "user_id", "No such user.")
 
 
 async def create_user(request: Request[AppState]) -> Response:

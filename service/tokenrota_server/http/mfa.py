@@ -10,13 +10,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenrota_server import telemetry
-from tokenrota_server.errors import NotFound
 from tokenrota_server.http import cookies
 from tokenrota_server.http.auth import device_info
 from tokenrota_server.http.web import (
     NO_STORE,
     bearer_token,
     boolean_field,
+    path_uuid,
     read_json,
     refuse_other_fields,
     string_field,
@@ -135,11 +135,7 @@ def _without(body: dict[str, Any], *names: str) -> dict[str, Any]:
 
 
 def _factor_id(request: Request[AppState]) -> UUID:
-    try:
-        return UUID(request.path_params["factor_id"])
-    except ValueError:
-        # The same answer as for another user's factor: a malformed id tells nothing either.
-        raise NotFound("No such factor.") from None
+    return path_uuid(request, "factor_id", "No such factor.")
 
 
 routes = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
+from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -173,6 +174,15 @@ async def read_body(request: Request[Any], max_bytes: int) -> bytes:
             raise PayloadTooLarge()
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def path_uuid(request: Request[Any], name: str, not_found: str) -> UUID:
+    """The path's `name` parameter as a UUID. A malformed id is just not found (404
+    `not_found`), the same answer as for an id that is another user's: it tells nothing."""
+    try:
+        return UUID(request.path_params[name])
+    except ValueError:
+        raise NotFound(not_found) from None
 
 
 def media_type(request: Request[Any]) -> str:
