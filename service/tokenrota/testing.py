@@ -59,6 +59,10 @@ LIFTED_ADDRESS_LIMITS = {
     "register_ip_max_attempts": 10_000,
     "passkey_options_ip_max_attempts": 10_000,
 }
+# One idle connection kept, not two: an instance serves one test, and each connection it opens
+# at start is a Postgres backend started (a few milliseconds of server CPU). Busier moments
+# open more, up to the pool's maximum, as in production.
+SMALL_POOL = {"db_pool_min_size": 1}
 # Only ever a test account's password, on a throwaway database.
 DEFAULT_PASSWORD = "correct horse battery staple"  # noqa: S105
 STARTUP_TIMEOUT = 20.0
@@ -406,7 +410,13 @@ def instance_settings(database_url: str, **overrides: Any) -> Settings:
     per-address throttles are lifted; a test of a throttle itself sets `register_ip_max_attempts`
     or `passkey_options_ip_max_attempts`.
     """
-    values: dict[str, Any] = {"env": "test", **CHEAP_ARGON2, **LIFTED_ADDRESS_LIMITS, **overrides}
+    values: dict[str, Any] = {
+        "env": "test",
+        **CHEAP_ARGON2,
+        **LIFTED_ADDRESS_LIMITS,
+        **SMALL_POOL,
+        **overrides,
+    }
     return Settings(
         access_token_secret=Secret(secrets.token_urlsafe(48)),
         refresh_token_secret=Secret(secrets.token_urlsafe(48)),

@@ -105,6 +105,37 @@ async def test_a_database_whose_schema_a_test_changed_is_replaced(supply_of: Sup
     assert left == [again]
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "CREATE INDEX users_probe ON users (created_at)",
+        "ALTER TABLE users ALTER COLUMN email SET DEFAULT 'someone@example.com'",
+        "CREATE FUNCTION probe() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "GRANT SELECT ON users TO PUBLIC",
+        "CREATE SCHEMA probe",
+        "ALTER DATABASE {database} SET work_mem = '8MB'",
+        "SELECT lo_create(0)",
+    ],
+    ids=["index", "default", "function", "grant", "schema", "database-setting", "large-object"],
+)
+async def test_a_database_changed_in_any_way_a_clone_does_not_undo_is_replaced(
+    supply_of: SupplyOf, change: str
+) -> None:
+    """Each kind of object a test can make or alter outside the tables' rows: a fresh clone."""
+    supply = supply_of(size=1)
+    first = await supply.take()
+    connection = await asyncpg.connect(supply.url_of(first))
+    try:
+        await connection.execute(change.format(database=f'"{first}"'))
+    finally:
+        await connection.close()
+
+    supply.discard(first)
+    again = await supply.take()
+
+    assert again != first
+
+
 async def test_a_session_left_open_on_a_used_database_is_ended(supply_of: SupplyOf) -> None:
     """A connection a test forgot, in a transaction holding a lock, neither blocks the emptying
     nor writes into the next test's database."""
