@@ -235,9 +235,7 @@ async def _read_template(url: str) -> _Template:
         file_copy = connection.get_server_version().major >= 15
     finally:
         await connection.close()
-    return _Template(
-        tables, rows, sequences, " STRATEGY FILE_COPY" if file_copy else ""
-    )
+    return _Template(tables, rows, sequences, " STRATEGY FILE_COPY" if file_copy else "")
 
 
 async def _empty(connection: asyncpg.Connection, template: _Template) -> bool:
