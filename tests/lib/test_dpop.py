@@ -139,6 +139,42 @@ def test_a_bad_signature_is_refused(es256: Signer) -> None:
     )
 
 
+def test_es256_signatures_of_every_integer_shape_verify(es256: Signer) -> None:
+    """r and s as JWS spells them (32 bytes each) verify whatever their shape: a leading zero
+    byte (a shorter integer) or a high first bit (which DER pads with a zero byte)."""
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": es256.jwk}
+    wanted = {
+        "r has a leading zero byte": lambda signature: signature[0] == 0,
+        "s has a leading zero byte": lambda signature: signature[32] == 0,
+        "r has its high bit set": lambda signature: signature[0] >= 0x80,
+        "s has its high bit set": lambda signature: signature[32] >= 0x80,
+    }
+    seen: set[str] = set()
+
+    # About 1 signature in 256 has a given leading zero byte: a few thousand find each shape.
+    for number in range(20_000):
+        proof = es256.sign(
+            header, {"jti": str(number), "htm": "POST", "htu": URL, "iat": stamp(NOW)}
+        )
+        signature = base64.urlsafe_b64decode(proof.rsplit(".", 1)[1] + "==")
+        shapes = {shape for shape, has in wanted.items() if has(signature)} - seen
+        if shapes:
+            check_proof(proof, method="POST", url=URL, now=NOW)
+            seen |= shapes
+        if seen == set(wanted):
+            break
+
+    assert seen == set(wanted)
+
+
+@pytest.mark.parametrize("signature", [bytes(64), b"\xff" * 64, bytes(32) + b"\x01" * 32])
+def test_an_es256_signature_out_of_range_is_refused(es256: Signer, signature: bytes) -> None:
+    """r or s zero, or past the group order: refused, never an error of another kind."""
+    signing_input = es256.proof().rsplit(".", 1)[0]
+
+    assert "signature" in refused(f"{signing_input}.{b64(signature)}").description
+
+
 def test_a_tampered_claim_breaks_the_signature(es256: Signer) -> None:
     """Changing htm after signing is a bad signature, not an accepted proof for GET."""
     header, claims, signature = es256.proof().split(".")
