@@ -156,10 +156,14 @@ def test_ctrl_c_during_start_up_leaves_no_postgres(
                 for process in held:
                     process.suspend()
             os.killpg(serve.pid, signal.SIGINT)
-            serve.wait(timeout=EXIT_WITHIN)
-            for process in held:
-                with contextlib.suppress(psutil.Error):
-                    process.resume()
+            try:
+                serve.wait(timeout=EXIT_WITHIN)
+            finally:
+                # Even when the command hangs: a process left paused would hold up every
+                # later case on the same data directory, and outlive the run.
+                for process in held:
+                    with contextlib.suppress(psutil.Error):
+                        process.resume()
         left = wait_until_gone(pgdata)
     finally:
         # A leak must not outlive the test that found it.
