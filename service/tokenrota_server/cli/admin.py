@@ -357,7 +357,11 @@ async def _register(settings: Settings, email: str, password: str) -> User:
 async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     assert settings.database_url is not None
     pool = await create_pool(
-        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
+        settings.database_url,
+        min_size=1,
+        max_size=1,
+        pooler=settings.database_pooler,
+        connect_timeout=settings.database_connect_timeout,
     )
     try:
         yield pool

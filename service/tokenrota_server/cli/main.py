@@ -369,25 +369,26 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
         environ["DATA_DIR"] = str(operator_data_dir(environ))
     settings = settings_from_environment(environ)
     database_url, variable = _database_url(settings)
+    timeout = settings.database_connect_timeout
     if arguments.command == "migrate":
-        check_database(database_url, at_head=False, variable=variable)
+        check_database(database_url, at_head=False, variable=variable, timeout=timeout)
         migrate(database_url)
         return 0
     if arguments.command == "serve":
         check_mail_delivery(settings)
         check_port(settings.host, settings.port)
         if arguments.migrate:
-            check_database(database_url, at_head=False, variable=variable)
+            check_database(database_url, at_head=False, variable=variable, timeout=timeout)
             migrate(database_url)
         else:
-            check_database(database_url, at_head=True, variable=variable)
+            check_database(database_url, at_head=True, variable=variable, timeout=timeout)
         from tokenrota_server.cli.serve import serve
 
         if embedded:
             record_serving(settings.data_dir, environ)
         serve(settings, environ, workers)
         return 0
-    check_database(database_url, at_head=True, variable=variable)
+    check_database(database_url, at_head=True, variable=variable, timeout=timeout)
     return _administer(settings, arguments)
 
 
