@@ -157,7 +157,7 @@ class Settings:
     login_throttle_window: int = field(default=15 * 60, metadata=_read_by(_integer))
     trusted_proxies: tuple[Network, ...] = field(default=(), metadata=_read_by(_networks))
     # Expired rows are purged every PURGE_INTERVAL seconds (0: never, by the server).
-    purge_interval: int = field(default=3600, metadata=_read_by(_integer))
+    purge_interval: float = field(default=3600, metadata=_read_by(_seconds))
     purge_batch_size: int = field(default=1000, metadata=_read_by(_integer))
     # Browser frontends: origins allowed to use the refresh cookie (and CORS with credentials).
     # Unset in development: the service's own local address (see `load_settings`).
@@ -212,7 +212,7 @@ class Settings:
     audit_retention: int = field(default=365 * 24 * 3600, metadata=_read_by(_integer))
     # Revocation feed (GET /oauth/revocations): how often a waiting long poll re-reads the feed
     # when no NOTIFY came (lost behind PgBouncer), and whether this process LISTENs at all.
-    revocation_poll_interval: int = field(default=1, metadata=_read_by(_integer))
+    revocation_poll_interval: float = field(default=1, metadata=_read_by(_seconds))
     revocation_listen: bool = field(default=True, metadata=_read_by(_boolean))
     # Session policy: seconds without a refresh after which a session ends (0: never), live
     # sessions per user before login evicts the least recently used (0: no cap), and the
@@ -329,11 +329,12 @@ class Settings:
             ("HEADER_READ_TIMEOUT", self.header_read_timeout),
             ("BODY_READ_TIMEOUT", self.body_read_timeout),
             ("DATABASE_CONNECT_TIMEOUT", self.database_connect_timeout),
+            ("REVOCATION_POLL_INTERVAL", self.revocation_poll_interval),
         ):
             if not seconds > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds")
-        if self.revocation_poll_interval <= 0 or self.session_short_max_age <= 0:
-            raise ConfigError("REVOCATION_POLL_INTERVAL and SESSION_SHORT_MAX_AGE must be positive")
+        if self.session_short_max_age <= 0:
+            raise ConfigError("SESSION_SHORT_MAX_AGE must be positive")
         if self.session_idle_timeout < 0 or self.max_sessions_per_user < 0:
             raise ConfigError(
                 "SESSION_IDLE_TIMEOUT and MAX_SESSIONS_PER_USER cannot be negative (0: off)"
