@@ -223,9 +223,13 @@ async def test_after_migrate_the_same_database_is_accepted(
 
     migrated = await cli("migrate", environ=environ)
     listed = await cli("list-clients", environ=environ)
+    again = await cli("migrate", environ=environ)
 
     assert migrated.returncode == 0, migrated.stderr
+    assert "nothing to migrate" not in migrated.stderr
     assert (listed.returncode, listed.stdout) == (0, ""), listed.stderr
+    assert (again.returncode, again.stdout) == (0, ""), again.stderr
+    assert again.stderr == "the database is at this version's head: nothing to migrate\n"
 
 
 async def test_a_database_from_a_newer_version_is_left_alone(

@@ -350,7 +350,7 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
         check_database,
         check_mail_delivery,
         check_port,
-        migrate,
+        migrate_to_head,
         settings_from_environment,
     )
 
@@ -371,15 +371,13 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
     database_url, variable = _database_url(settings)
     timeout = settings.database_connect_timeout
     if arguments.command == "migrate":
-        check_database(database_url, at_head=False, variable=variable, timeout=timeout)
-        migrate(database_url)
+        migrate_to_head(database_url, variable=variable, timeout=timeout)
         return 0
     if arguments.command == "serve":
         check_mail_delivery(settings)
         check_port(settings.host, settings.port)
         if arguments.migrate:
-            check_database(database_url, at_head=False, variable=variable, timeout=timeout)
-            migrate(database_url)
+            migrate_to_head(database_url, variable=variable, timeout=timeout)
         else:
             check_database(database_url, at_head=True, variable=variable, timeout=timeout)
         from tokenrota_server.cli.serve import serve

@@ -99,9 +99,10 @@ def check_mail_delivery(settings: Settings) -> None:
         )
 
 
-def check_database(url: str, *, at_head: bool, variable: str, timeout: float) -> None:
+def check_database(url: str, *, at_head: bool, variable: str, timeout: float) -> bool:
     """Connect to `url` (the setting `variable`, named in what to check), waiting at most
-    `timeout` seconds (DATABASE_CONNECT_TIMEOUT), and read its schema revision.
+    `timeout` seconds (DATABASE_CONNECT_TIMEOUT), and read its schema revision; whether it is
+    at this version's head.
 
     Raises `StartupError` when the database cannot be reached or refuses the connection, when
     it was migrated by a newer version (a revision this one does not know), and, with
@@ -122,6 +123,17 @@ def check_database(url: str, *, at_head: bool, variable: str, timeout: float) ->
             f"the database at {masked_url(url)} is not migrated to this version (it is at "
             f"{found}, this version needs {head}); run `tokenrota migrate` first"
         )
+    return revision == head
+
+
+def migrate_to_head(url: str, *, variable: str, timeout: float) -> None:
+    """Check the database at `url` as `check_database` does, then migrate it to head unless
+    it is there already: alembic, SQLAlchemy and the scripts cost about half a second of CPU,
+    which `serve --migrate` would pay on every start."""
+    if check_database(url, at_head=False, variable=variable, timeout=timeout):
+        print("the database is at this version's head: nothing to migrate", file=sys.stderr)
+    else:
+        migrate(url)
 
 
 def migrate(url: str) -> None:
