@@ -18,6 +18,7 @@ from tokenrota_server.cli.main import main
 
 from tests.checks import assert_error
 from tests.cli.test_config import run_cli
+from tests.support import register
 
 PASSWORD = "a long enough cli password"
 
@@ -93,7 +94,7 @@ async def test_create_user_refuses_a_weak_password_without_echoing_it(
 async def test_create_user_refuses_a_taken_email_and_a_bad_one(
     client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
 ) -> None:
-    assert (await create_user(database_url, "dup@example.com", PASSWORD + "\n")).returncode == 0
+    await register(client, "dup@example.com", PASSWORD)
 
     taken = await create_user(database_url, "DUP@example.com", PASSWORD + "\n")
     invalid = await create_user(database_url, "not an email", PASSWORD + "\n")
