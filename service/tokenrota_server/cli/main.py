@@ -6,7 +6,7 @@ there is one line on stderr, never a traceback: exit 2 when an argument or a set
 refused, exit 1 when the database or the port is not usable.
 
 Each command imports only what it runs: `--help` needs no database driver, `list-clients` no
-web framework, password hasher or JOSE library (docs/architecture.md, "The command line").
+web server, password hasher or JOSE library (docs/architecture.md, "How it works").
 """
 
 from __future__ import annotations
