@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
@@ -34,7 +34,10 @@ from tokenrota_server.db.audit import AuditAction
 from tokenrota_server.db.pagination import decode_row_id, decode_time_key, encode_cursor
 from tokenrota_server.errors import InvalidInput, InvalidToken, NotFound
 from tokenrota_server.resources import ADMIN_SCOPE
-from tokenrota_server.tokens import TokenCodec, unverified_audience
+
+if TYPE_CHECKING:
+    # Only the admin API's check reads tokens: the CLI's commands never load JOSE for them.
+    from tokenrota_server.tokens import TokenCodec
 
 security_log = logging.getLogger("tokenrota.security")
 
@@ -54,6 +57,8 @@ async def authorize_admin(
     every call: the client enabled and still holding `admin`, its token not revoked; the person
     enabled, the session live, a role still granting `admin`.
     """
+    from tokenrota_server.tokens import unverified_audience
+
     admin_audience = settings.admin_api_audience
     # Which audience to check the token for: the signature then covers the `aud` read here.
     for_admin_api = unverified_audience(access_token) == admin_audience

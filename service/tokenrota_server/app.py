@@ -78,6 +78,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             pooler=settings.database_pooler,
+            connect_timeout=settings.database_connect_timeout,
         )
         purging = (
             asyncio.create_task(purge.purge_periodically(pool, settings, clock))
@@ -97,7 +98,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
         )
         stopping = asyncio.Event()
         feed = FeedSignal(
-            settings.session_database_url or database_url, listen=listens, stopping=stopping
+            settings.session_database_url or database_url,
+            listen=listens,
+            stopping=stopping,
+            connect_timeout=settings.database_connect_timeout,
         )
         feed.start()
         sweeping = (

@@ -7,6 +7,7 @@ repr, a log line or a traceback never shows them.
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -40,6 +41,16 @@ def _integer(name: str, raw: str) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer") from None
+
+
+# SECONDS: whole or decimal (0.5), never an exponent, a sign, nan or inf.
+_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _seconds(name: str, raw: str) -> float:
+    if not _SECONDS.fullmatch(raw.strip()):
+        raise ConfigError(f"{name} must be a number of seconds, such as 5 or 0.5")
+    return float(raw)
 
 
 def _boolean(name: str, raw: str) -> bool:
@@ -126,6 +137,10 @@ class Settings:
     max_body_bytes: int = field(default=64 * 1024, metadata=_read_by(_integer))
     db_pool_min_size: int = field(default=2, metadata=_read_by(_integer))
     db_pool_max_size: int = field(default=10, metadata=_read_by(_integer))
+    # Seconds to wait for a new database connection (each host's, in a multi-host URL): a
+    # database that does not answer costs a request a quick 503 and a command one line, not
+    # asyncpg's default minute.
+    database_connect_timeout: float = field(default=5, metadata=_read_by(_seconds))
     # The private key that signs access tokens (ES256 or RS256), read from the PEM file the
     # variable names; None: HS256.
     access_token_signing_key: Secret | None = field(
@@ -142,7 +157,7 @@ class Settings:
     login_throttle_window: int = field(default=15 * 60, metadata=_read_by(_integer))
     trusted_proxies: tuple[Network, ...] = field(default=(), metadata=_read_by(_networks))
     # Expired rows are purged every PURGE_INTERVAL seconds (0: never, by the server).
-    purge_interval: int = field(default=3600, metadata=_read_by(_integer))
+    purge_interval: float = field(default=3600, metadata=_read_by(_seconds))
     purge_batch_size: int = field(default=1000, metadata=_read_by(_integer))
     # Browser frontends: origins allowed to use the refresh cookie (and CORS with credentials).
     # Unset in development: the service's own local address (see `load_settings`).
@@ -163,8 +178,8 @@ class Settings:
     # get 431, a head not complete in HEADER_READ_TIMEOUT seconds a closed connection, a body
     # not complete in BODY_READ_TIMEOUT seconds 408.
     max_header_bytes: int = field(default=16 * 1024, metadata=_read_by(_integer))
-    header_read_timeout: int = field(default=10, metadata=_read_by(_integer))
-    body_read_timeout: int = field(default=30, metadata=_read_by(_integer))
+    header_read_timeout: float = field(default=10, metadata=_read_by(_seconds))
+    body_read_timeout: float = field(default=30, metadata=_read_by(_seconds))
     # Password reset and email verification (tokenrota_server.recovery): token lifetimes in
     # seconds, and the pages the links in the messages open (`?token=` or `&token=` appended).
     # Unset: the service's own /demo page (development; production must name its pages).
@@ -197,7 +212,7 @@ class Settings:
     audit_retention: int = field(default=365 * 24 * 3600, metadata=_read_by(_integer))
     # Revocation feed (GET /oauth/revocations): how often a waiting long poll re-reads the feed
     # when no NOTIFY came (lost behind PgBouncer), and whether this process LISTENs at all.
-    revocation_poll_interval: int = field(default=1, metadata=_read_by(_integer))
+    revocation_poll_interval: float = field(default=1, metadata=_read_by(_seconds))
     revocation_listen: bool = field(default=True, metadata=_read_by(_boolean))
     # Session policy: seconds without a refresh after which a session ends (0: never), live
     # sessions per user before login evicts the least recently used (0: no cap), and the
@@ -308,15 +323,18 @@ class Settings:
             raise ConfigError("PURGE_INTERVAL cannot be negative (0 turns the timer off)")
         if self.audit_retention <= 0:
             raise ConfigError("AUDIT_RETENTION must be a positive number of seconds")
-        for name, number in (
-            ("MAX_HEADER_BYTES", self.max_header_bytes),
+        if self.max_header_bytes <= 0:
+            raise ConfigError("MAX_HEADER_BYTES must be a positive number")
+        for name, seconds in (
             ("HEADER_READ_TIMEOUT", self.header_read_timeout),
             ("BODY_READ_TIMEOUT", self.body_read_timeout),
+            ("DATABASE_CONNECT_TIMEOUT", self.database_connect_timeout),
+            ("REVOCATION_POLL_INTERVAL", self.revocation_poll_interval),
         ):
-            if number <= 0:
-                raise ConfigError(f"{name} must be a positive number")
-        if self.revocation_poll_interval <= 0 or self.session_short_max_age <= 0:
-            raise ConfigError("REVOCATION_POLL_INTERVAL and SESSION_SHORT_MAX_AGE must be positive")
+            if not seconds > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        if self.session_short_max_age <= 0:
+            raise ConfigError("SESSION_SHORT_MAX_AGE must be positive")
         if self.session_idle_timeout < 0 or self.max_sessions_per_user < 0:
             raise ConfigError(
                 "SESSION_IDLE_TIMEOUT and MAX_SESSIONS_PER_USER cannot be negative (0: off)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -19,7 +19,10 @@ from tokenrota_server.db.audit import AuditAction
 from tokenrota_server.db.oauth_clients import ManagedClient
 from tokenrota_server.db.pagination import decode_cursor, encode_cursor
 from tokenrota_server.errors import InvalidInput, MalformedRequest, NotFound
-from tokenrota_server.passwords import Passwords
+
+if TYPE_CHECKING:
+    # Handed in by the caller: listing or disabling a client loads no password hasher.
+    from tokenrota_server.passwords import Passwords
 
 security_log = logging.getLogger("tokenrota.security")
 

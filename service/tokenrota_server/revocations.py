@@ -39,8 +39,16 @@ class FeedSignal:
     is true: waiting requests then answer with what they have instead of holding the stop.
     """
 
-    def __init__(self, database_url: str, *, listen: bool = True, stopping: asyncio.Event) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        listen: bool = True,
+        stopping: asyncio.Event,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
         self._database_url = database_url
+        self._connect_timeout = connect_timeout
         self._listen = listen
         self._stopping = stopping
         self._event = asyncio.Event()
@@ -84,7 +92,7 @@ class FeedSignal:
     async def _run(self) -> None:
         while True:
             try:
-                connection = await open_listen_connection(self._database_url)
+                connection = await open_listen_connection(self._database_url, self._connect_timeout)
             except LISTEN_ERRORS as error:
                 logger.warning("feed listener cannot connect (%s); polling", type(error).__name__)
                 await asyncio.sleep(LISTEN_RETRY_SECONDS)
@@ -106,10 +114,10 @@ class FeedSignal:
         self.wake()
 
 
-async def open_listen_connection(database_url: str) -> asyncpg.Connection:
+async def open_listen_connection(database_url: str, connect_timeout: float) -> asyncpg.Connection:
     """The connection the LISTEN runs on: the one place to point at a direct (non-PgBouncer)
     URL, since LISTEN needs a session of its own."""
-    return await connect(database_url, timeout=CONNECT_TIMEOUT)
+    return await connect(database_url, timeout=connect_timeout)
 
 
 async def follow(

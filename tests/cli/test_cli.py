@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import subprocess
@@ -17,6 +18,7 @@ from tokenrota_server.cli.main import main
 
 from tests.checks import assert_error
 from tests.cli.test_config import run_cli
+from tests.support import register
 
 PASSWORD = "a long enough cli password"
 
@@ -92,7 +94,7 @@ async def test_create_user_refuses_a_weak_password_without_echoing_it(
 async def test_create_user_refuses_a_taken_email_and_a_bad_one(
     client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
 ) -> None:
-    assert (await create_user(database_url, "dup@example.com", PASSWORD + "\n")).returncode == 0
+    await register(client, "dup@example.com", PASSWORD)
 
     taken = await create_user(database_url, "DUP@example.com", PASSWORD + "\n")
     invalid = await create_user(database_url, "not an email", PASSWORD + "\n")
@@ -244,3 +246,78 @@ def test_a_usage_error_is_one_line_with_status_2(
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert says in result.stderr
     assert list(tmp_path.iterdir()) == [], "refused before anything was started or written"
+
+
+# -- what a command loads ---------------------------------------------------------------------
+
+# What no operator command needs: the web server and its routes, the migrations' machinery, the
+# process inspector (only `serve` and a command looking for a running one use it).
+SERVING_ONLY = (
+    "uvicorn",
+    "tokenrota_server.app",
+    "tokenrota_server.http",
+    "alembic",
+    "sqlalchemy",
+    "psutil",
+    "prometheus_client",
+)
+# Password hashing and JOSE: only the commands that hash a secret or mint a token.
+HASHING = ("argon2",)
+TOKENS = ("jose", "cryptography", "tokenrota_server.tokens")
+
+
+def modules_loaded(*arguments: str, environ: dict[str, str]) -> set[str]:
+    """The modules `tokenrota ARGUMENTS` imports, as `python -X importtime` lists them; the
+    command must succeed."""
+    result = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-X", "importtime", "-m", "tokenrota_server", *arguments],
+        env={"PATH": os.environ.get("PATH", ""), **environ},
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    return {line.rpartition("|")[2].strip() for line in lines[1:]}  # the first is the header
+
+
+def loaded_of(modules: set[str], packages: tuple[str, ...]) -> set[str]:
+    return {m for m in modules if any(m == p or m.startswith(f"{p}.") for p in packages)}
+
+
+def test_help_loads_no_database_driver_and_no_settings(tmp_path: Path) -> None:
+    """`--help` is argparse and the help text: no event loop, driver, web framework or settings."""
+    loaded = modules_loaded("--help", environ={"DATA_DIR": str(tmp_path)})
+
+    assert "tokenrota_server.cli.main" in loaded
+    assert (
+        loaded_of(
+            loaded, ("asyncio", "asyncpg", "starlette", "tokenrota_server.config", *SERVING_ONLY)
+        )
+        == set()
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "allowed"),
+    [
+        (["migrate"], ()),  # at head already: nothing for alembic to do
+        (["list-clients"], ()),
+        (["list-users"], ()),
+        (["create-role", "support", "--scope", "tickets:read"], ()),
+        (["create-client", "billing"], HASHING),
+    ],
+    ids=["migrate-at-head", "list-clients", "list-users", "create-role", "create-client"],
+)
+def test_an_operator_command_loads_only_what_it_runs(
+    database_url: str, arguments: list[str], allowed: tuple[str, ...]
+) -> None:
+    loaded = modules_loaded(*arguments, environ=cli_environment(database_url))
+
+    assert "asyncpg" in loaded
+    unneeded = tuple(p for p in (*SERVING_ONLY, *HASHING, *TOKENS) if p not in allowed)
+    assert loaded_of(loaded, unneeded) == set()
+    if allowed:
+        assert loaded_of(loaded, allowed)

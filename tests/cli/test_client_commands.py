@@ -13,7 +13,7 @@ import httpx
 from tokenrota_server.config import Settings
 from tokenrota_server.db import schema
 
-from tests.oauth_support import client_token
+from tests.oauth_support import client_token, create_client
 from tests.support import PROJECT_ROOT
 
 
@@ -61,6 +61,8 @@ async def test_create_client_prints_its_secret_once_and_stores_a_hash(
     assert created["client_secret"] not in row["secret_hash"]
     response = await client_token(client, created["client_id"], created["client_secret"])
     assert response.status_code == 200
+    actions = await db.fetch("SELECT actor, action FROM audit_events ORDER BY id")
+    assert [tuple(row) for row in actions] == [("cli", "client_created")]
 
     status, listed, _ = await cli(settings, "list-clients")
     assert status == 0
@@ -72,39 +74,37 @@ async def test_create_client_prints_its_secret_once_and_stores_a_hash(
 
 
 async def test_rotate_secret_replaces_the_old_one(
-    client: httpx.AsyncClient, settings: Settings
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:
     """After rotation the new secret works and the old one is invalid_client."""
-    _, out, _ = await cli(settings, "create-client", "billing", "--scope", "read")
-    created = json.loads(out)
+    client_id, secret = await create_client(db, settings, scope="read")
 
-    status, rotated_out, _ = await cli(settings, "rotate-client-secret", created["client_id"])
+    status, rotated_out, _ = await cli(settings, "rotate-client-secret", client_id)
 
     assert status == 0
     rotated = json.loads(rotated_out)
-    assert rotated["client_id"] == created["client_id"]
-    old = await client_token(client, created["client_id"], created["client_secret"])
-    new = await client_token(client, created["client_id"], rotated["client_secret"])
+    assert rotated["client_id"] == client_id
+    old = await client_token(client, client_id, secret)
+    new = await client_token(client, client_id, rotated["client_secret"])
     assert old.status_code == 401
     assert new.status_code == 200
 
 
 async def test_disable_client_refuses_its_credentials(
-    client: httpx.AsyncClient, settings: Settings
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:
     """A disabled client cannot get tokens; disabling twice or an unknown id exits 1."""
-    _, out, _ = await cli(settings, "create-client", "billing")
-    created = json.loads(out)
+    client_id, secret = await create_client(db, settings)
 
-    status, _, _ = await cli(settings, "disable-client", created["client_id"])
-    again, _, error = await cli(settings, "disable-client", created["client_id"])
-    rotate_disabled, _, _ = await cli(settings, "rotate-client-secret", created["client_id"])
+    status, _, _ = await cli(settings, "disable-client", client_id)
+    again, _, error = await cli(settings, "disable-client", client_id)
+    rotate_disabled, _, _ = await cli(settings, "rotate-client-secret", client_id)
 
     assert status == 0
     assert again == 1
     assert "no active client" in error
     assert rotate_disabled == 1
-    response = await client_token(client, created["client_id"], created["client_secret"])
+    response = await client_token(client, client_id, secret)
     assert response.status_code == 401
 
 
@@ -112,28 +112,22 @@ async def test_rotate_with_grace_keeps_the_old_secret_and_audits_as_the_cli(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:
     """The CLI rotates through the admin API's use case: the same grace, the same event."""
-    _, out, _ = await cli(settings, "create-client", "billing")
-    created = json.loads(out)
+    client_id, secret = await create_client(db, settings)
 
     status, rotated_out, _ = await cli(
-        settings, "rotate-client-secret", created["client_id"], "--grace", "3600"
+        settings, "rotate-client-secret", client_id, "--grace", "3600"
     )
-    too_long, _, error = await cli(
-        settings, "rotate-client-secret", created["client_id"], "--grace", "604801"
-    )
+    too_long, _, error = await cli(settings, "rotate-client-secret", client_id, "--grace", "604801")
 
     assert status == 0
     assert too_long == 1
     assert "grace_seconds" in error
     rotated = json.loads(rotated_out)
-    old = await client_token(client, created["client_id"], created["client_secret"])
-    new = await client_token(client, created["client_id"], rotated["client_secret"])
+    old = await client_token(client, client_id, secret)
+    new = await client_token(client, client_id, rotated["client_secret"])
     assert (old.status_code, new.status_code) == (200, 200)
     actions = await db.fetch("SELECT actor, action FROM audit_events ORDER BY id")
-    assert [tuple(row) for row in actions] == [
-        ("cli", "client_created"),
-        ("cli", "client_secret_rotated"),
-    ]
+    assert [tuple(row) for row in actions] == [("cli", "client_secret_rotated")]
 
 
 async def test_create_client_refuses_a_malformed_scope(settings: Settings) -> None:
@@ -183,9 +177,7 @@ async def test_set_client_dpop_turns_the_requirement_on_and_off(
     """The same use case as PATCH /admin/clients/{id}: --on refuses the secret alone, --off
     accepts it again; each audited as `cli`. An unknown client is one error line; neither or
     both switches a usage error."""
-    _, out, _ = await cli(settings, "create-client", "billing")
-    created = json.loads(out)
-    client_id, secret = created["client_id"], created["client_secret"]
+    client_id, secret = await create_client(db, settings)
 
     on = await cli(settings, "set-client-dpop", client_id, "--on")
     refused = await client_token(client, client_id, secret)

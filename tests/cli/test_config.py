@@ -206,6 +206,58 @@ def test_the_pooler_and_direct_url_settings_are_checked() -> None:
     assert "S3cret-db-pw" not in str(bad_direct_url.value)
 
 
+# The settings in seconds, whole or decimal.
+SECONDS = (
+    "DATABASE_CONNECT_TIMEOUT",
+    "HEADER_READ_TIMEOUT",
+    "BODY_READ_TIMEOUT",
+    "REVOCATION_POLL_INTERVAL",
+)
+
+
+@pytest.mark.parametrize("name", [*SECONDS, "PURGE_INTERVAL"])
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("7", 7.0), ("0.25", 0.25), (" 2.5 ", 2.5), ("0.001", 0.001)]
+)
+def test_a_setting_in_seconds_is_whole_or_decimal(name: str, raw: str, seconds: float) -> None:
+    environ = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B, name: raw}
+
+    assert getattr(load_settings(environ), name.lower()) == seconds
+
+
+def test_the_database_connect_timeout_defaults_to_5_seconds() -> None:
+    environ = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B}
+
+    assert load_settings(environ).database_connect_timeout == 5
+    assert load_settings({**environ, "DATABASE_CONNECT_TIMEOUT": ""}).database_connect_timeout == 5
+
+
+@pytest.mark.parametrize("name", SECONDS)
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("0", "must be a positive number of seconds"),
+        ("0.0", "must be a positive number of seconds"),
+        ("-1", "must be a number of seconds, such as 5 or 0.5"),
+        (".5", "must be a number of seconds, such as 5 or 0.5"),
+        ("1e3", "must be a number of seconds, such as 5 or 0.5"),
+        ("inf", "must be a number of seconds, such as 5 or 0.5"),
+        ("nan", "must be a number of seconds, such as 5 or 0.5"),
+        ("5s", "must be a number of seconds, such as 5 or 0.5"),
+        ("1_0", "must be a number of seconds, such as 5 or 0.5"),
+    ],
+)
+def test_a_setting_in_seconds_that_is_not_positive_is_refused(
+    name: str, raw: str, says: str
+) -> None:
+    environ = {"ACCESS_TOKEN_SECRET": STRONG_A, "REFRESH_TOKEN_SECRET": STRONG_B, name: raw}
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ)
+
+    assert str(refused.value) == f"{name} {says}"
+
+
 def run_cli(
     *arguments: str, environ: dict[str, str], stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,9 @@ import json
 
 import asyncpg
 import httpx
+from tokenrota.clock import utc_now
 from tokenrota_server.config import Settings
+from tokenrota_server.db import resources
 
 from tests.cli.test_client_commands import cli
 from tests.oauth_support import claims_of, client_token, create_client
@@ -76,7 +78,9 @@ async def test_bad_input_is_one_error_line_and_writes_nothing(
 ) -> None:
     """A fragment URI, an unknown resource or client, a scope the resource lacks: status 1."""
     client_id, _ = await create_client(db, settings, scope="")
-    await cli(settings, "create-resource", ORDERS, "--name", "Orders", "--scope", "orders:read")
+    await resources.insert_resource(
+        db, uri=ORDERS, name="Orders", scopes=("orders:read",), access_token_ttl=None, now=utc_now()
+    )
 
     answers = [
         await cli(settings, "create-resource", ORDERS + "#x", "--name", "x"),

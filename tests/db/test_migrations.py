@@ -82,6 +82,28 @@ def test_the_chain_read_from_the_scripts_is_alembics() -> None:
     assert [schema.head_revision()] == script.get_heads()
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        'revision = "0002"\ndown_revision = "0001"\n',
+        'revision: str = "0002"\ndown_revision: Union[str, None] = "0001"\n',
+        '"""0002."""\nrevision_note = "x"\nrevision = "0002"\ndown_revision = "0001"\n',
+        'def upgrade():\n    revision = "9"\n\nrevision = "0002"\ndown_revision = "0001"\n',
+        'revision = (\n    "0002"\n)\ndown_revision = "0001"\n',
+    ],
+    ids=["plain", "annotated", "other-names", "indented", "over-lines"],
+)
+def test_a_scripts_place_in_the_chain_is_read_from_its_top_level_lines(source: str) -> None:
+    assert schema.place_in_chain(source, "0002_x.py") == ("0002", "0001")
+
+
+def test_a_merge_is_refused_naming_the_script() -> None:
+    with pytest.raises(ValueError, match=r"0003_merge\.py: revision and down_revision must be"):
+        schema.place_in_chain(
+            'revision = "0003"\ndown_revision = ("0001", "0002")\n', "0003_merge.py"
+        )
+
+
 def test_checking_the_head_imports_neither_alembic_nor_sqlalchemy() -> None:
     """An operator command and each /readyz tell the head without alembic's half second."""
     script = (

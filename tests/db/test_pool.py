@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 import asyncpg
 import pytest
-from tokenrota_server.db import pool as pool_module
 from tokenrota_server.db.pool import (
     FirstComeFirstServed,
     connect,
@@ -247,17 +246,16 @@ def test_the_hosts_of_a_url_are_read_in_order() -> None:
 
 
 async def test_a_first_host_that_never_answers_does_not_hide_the_second(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    database_url: str,
 ) -> None:
     """The pool connects through the second host although the first takes the connection and
     never answers (asyncpg alone spends its one timeout there and gives up); the next
     connection goes to the host that answered, without waiting on the silent one again."""
-    # Each host's deadline: 2 s rather than 5 to wait out on the silent one, still ample for a
-    # local Postgres to answer on the second.
-    monkeypatch.setattr(pool_module, "CONNECT_TIMEOUT", 2)
     async with silent_host() as (port, taken):
         url = await silent_first(database_url, port)
-        pool = await create_pool(url, min_size=1, max_size=1)
+        # Each host's deadline (DATABASE_CONNECT_TIMEOUT): 1 s rather than 5 to wait out on the
+        # silent one, still ample for a local Postgres to answer on the second.
+        pool = await create_pool(url, min_size=1, max_size=1, connect_timeout=1)
         try:
             answer = await pool.fetchval("SELECT 1")
             await forget_server(pool, ConnectionResetError())

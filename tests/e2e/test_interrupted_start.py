@@ -117,7 +117,8 @@ PHASES = [
     Phase("watcher-starting", lambda run: bool(_children(run, WATCHER))),
     Phase("watcher-slow", lambda run: bool(_children(run, WATCHER)), held=WATCHER),
     Phase("watcher-started", _watched),
-    Phase("migrating", lambda run: "alembic" in run.log.read_text(errors="replace")),
+    # On a fresh folder: on one at head already, `serve --migrate` has nothing to migrate.
+    Phase("migrating", lambda run: "alembic" in run.log.read_text(errors="replace"), fresh=True),
     Phase("serving", _answering),
 ]
 

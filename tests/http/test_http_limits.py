@@ -28,6 +28,11 @@ from tokenrota_server.errors import ConfigError
 
 # How long past a deadline the server may take to act on it before the test calls it ignored.
 MARGIN_SECONDS = 5.0
+# The read timeouts the tests wait out: short, so the suite does not sit through the defaults
+# (10 and 30 s), and ten times the trickle's interval, so only a deadline on the whole head,
+# never an idle timer, can close a trickling connection.
+TIMEOUT_SECONDS = 0.3
+TRICKLE_SECONDS = 0.03
 
 
 @contextlib.asynccontextmanager
@@ -70,8 +75,9 @@ def read_response(connection: socket.socket) -> tuple[int, bytes]:
 
 
 def closed_by_server(connection: socket.socket, deadline: float) -> bool:
-    """Trickle header lines, one every 0.2 s, until the server closes or `deadline` passes."""
-    connection.settimeout(0.2)
+    """Trickle header lines, one every TRICKLE_SECONDS, until the server closes or `deadline`
+    passes."""
+    connection.settimeout(TRICKLE_SECONDS)
     while time.monotonic() < deadline:
         try:
             connection.sendall(b"X-Slow: 1\r\n")
@@ -137,7 +143,7 @@ async def test_headers_just_under_the_cap_are_served(settings: Settings) -> None
 async def test_headers_trickled_past_the_header_timeout_get_the_connection_closed(
     settings: Settings,
 ) -> None:
-    settings = replace(settings, header_read_timeout=1)
+    settings = replace(settings, header_read_timeout=TIMEOUT_SECONDS)
     async with uvicorn_serving(settings) as address:
 
         def attempt() -> bool:
@@ -153,7 +159,7 @@ async def test_headers_trickled_past_the_header_timeout_get_the_connection_close
 async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
     settings: Settings,
 ) -> None:
-    settings = replace(settings, header_read_timeout=1)
+    settings = replace(settings, header_read_timeout=TIMEOUT_SECONDS)
     async with uvicorn_serving(settings) as address:
 
         def attempt() -> bytes:
@@ -165,7 +171,7 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeou
 
 
 async def test_a_stalled_body_gets_408(settings: Settings) -> None:
-    settings = replace(settings, body_read_timeout=1)
+    settings = replace(settings, body_read_timeout=TIMEOUT_SECONDS)
     async with uvicorn_serving(settings) as address:
 
         def attempt() -> tuple[int, bytes]:

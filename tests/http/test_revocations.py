@@ -414,9 +414,10 @@ async def test_without_notifications_polling_still_delivers(
     found_nothing: asyncio.Event,
 ) -> None:
     """REVOCATION_LISTEN=false (as if behind PgBouncer): a waiting request learns of the
-    revocation from its own polling."""
+    revocation from its own polling (every 0.1 s here, not the default second)."""
     credentials = await create_client(db, settings, scope=FEED_SCOPE)
-    async with serve(make_settings(revocation_listen=False), clock) as client:
+    polling = make_settings(revocation_listen=False, revocation_poll_interval=0.1)
+    async with serve(polling, clock) as client:
         _, pair = await register_and_login(client)
         start = await feed(client, credentials)
         waiting = asyncio.create_task(feed(client, credentials, after=start["cursor"], wait=30))
@@ -613,9 +614,12 @@ async def test_the_listener_reconnects_after_losing_its_connection(
     db: asyncpg.Connection,
     settings: Settings,
     found_nothing: asyncio.Event,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The LISTEN connection is killed (a Postgres restart, a proxy): the process listens again,
     and a later revocation still wakes a waiting request, with polling every 30 s."""
+    # The pause before listening again: 0.05 s rather than the second a restarting server gets.
+    monkeypatch.setattr(revocations, "LISTEN_RETRY_SECONDS", 0.05)
     credentials = await create_client(db, settings, scope=FEED_SCOPE)
     async with serve(make_settings(revocation_poll_interval=30), clock) as client:
         _, pair = await register_and_login(client)

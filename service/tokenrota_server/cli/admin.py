@@ -13,14 +13,13 @@ import getpass
 import json
 import sys
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import asyncpg
 from tokenrota.clock import utc_now
 
 from tokenrota_server import admin, resources
 from tokenrota_server import oauth_clients as oauth_clients_admin
-from tokenrota_server.auth import Authenticator
-from tokenrota_server.config import Settings
 from tokenrota_server.db import audit, oauth_clients, pagination, roles
 from tokenrota_server.db import resources as resources_table
 from tokenrota_server.db.pool import create_pool
@@ -29,8 +28,10 @@ from tokenrota_server.db.resources import GrantKind
 from tokenrota_server.db.users import User
 from tokenrota_server.email_address import normalize_email
 from tokenrota_server.errors import InvalidInput, ServiceError
-from tokenrota_server.passwords import Passwords
-from tokenrota_server.tokens import TokenCodec
+
+if TYPE_CHECKING:
+    from tokenrota_server.config import Settings
+    from tokenrota_server.passwords import Passwords
 
 
 def create_user(settings: Settings, email: str) -> int:
@@ -338,6 +339,11 @@ def _stored_form(email: str) -> str:
 
 
 async def _register(settings: Settings, email: str, password: str) -> User:
+    # Imported by the two commands that hash: the others load neither argon2 nor JOSE.
+    from tokenrota_server.auth import Authenticator
+    from tokenrota_server.passwords import Passwords
+    from tokenrota_server.tokens import TokenCodec
+
     passwords = Passwords(settings)
     try:
         async with _pool(settings) as pool:
@@ -351,7 +357,11 @@ async def _register(settings: Settings, email: str, password: str) -> User:
 async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     assert settings.database_url is not None
     pool = await create_pool(
-        settings.database_url, min_size=1, max_size=1, pooler=settings.database_pooler
+        settings.database_url,
+        min_size=1,
+        max_size=1,
+        pooler=settings.database_pooler,
+        connect_timeout=settings.database_connect_timeout,
     )
     try:
         yield pool
@@ -363,6 +373,8 @@ async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 async def _pool_and_passwords(
     settings: Settings,
 ) -> AsyncIterator[tuple[asyncpg.Pool, Passwords]]:
+    from tokenrota_server.passwords import Passwords
+
     passwords = Passwords(settings)
     try:
         async with _pool(settings) as pool:

