@@ -32,6 +32,9 @@ LISTEN_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.Po
 class FeedSignal:
     """One LISTEN connection per process, turning NOTIFYs into a wake-up of waiting requests.
 
+    It is opened by the first read of the feed, so a process that no follower asks holds none
+    (every test instance, most instances behind a load balancer that sends followers elsewhere).
+
     `changed()` is the event of the current generation: it is set (and replaced) at the next
     notification, and also whenever the listener reconnects, since notifications may have
     been lost meanwhile. With `listen=False` nothing listens and waiters rely on polling.
@@ -54,6 +57,7 @@ class FeedSignal:
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop_watch: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def stopped(self) -> bool:
@@ -62,6 +66,10 @@ class FeedSignal:
 
     def changed(self) -> asyncio.Event:
         """The event the next notification sets; take it before reading the feed."""
+        if self._listen and self._task is None and not (self._closed or self.stopped):
+            # Once it listens it wakes every waiter, this reader too, to read again: nothing
+            # revoked before the LISTEN began is missed.
+            self._task = asyncio.create_task(self._run(), name="revocation-feed-listener")
         return self._event
 
     def wake(self) -> None:
@@ -70,14 +78,13 @@ class FeedSignal:
         woken.set()
 
     def start(self) -> None:
-        if self._listen and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="revocation-feed-listener")
         if self._stop_watch is None:
             self._stop_watch = asyncio.create_task(
                 self._wake_when_stopping(), name="revocation-feed-stop-watch"
             )
 
     async def close(self) -> None:
+        self._closed = True
         for task in (self._task, self._stop_watch):
             if task is not None:
                 task.cancel()

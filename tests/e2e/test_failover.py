@@ -399,6 +399,22 @@ async def test_the_primary_machine_dies_under_load(
     the service answers 503 with Retry-After, then serves again by itself; every rotation that
     answered 200 is on the new primary, every chain goes on; the feed's LISTEN follows."""
     old, standby = healthy.wait_healthy()
+    old_url = healthy.node_url(old)
+    db = await asyncpg.connect(old_url)
+    try:
+        credentials = await create_client(db, settings, scope=FEED_SCOPE)
+    finally:
+        await db.close()
+    # The feed's first read opens each instance's LISTEN, here on the primary about to die.
+    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT) as http:
+        for instance in instances:
+            first = await http.get(f"{instance}/oauth/revocations", headers=basic(*credentials))
+            assert first.status_code == 200, first.text
+
+    async def both_listen_on_the_old_primary() -> bool:
+        return await listening(old_url) >= 2
+
+    await until_cluster(both_listen_on_the_old_primary, SETTLE_WITHIN)
     async with under_load(instances) as load:
         load.fault_at = time.monotonic()
         healthy.kill(old)
@@ -414,16 +430,11 @@ async def test_the_primary_machine_dies_under_load(
     # Revocations after the failover reach a follower of the other instance through the
     # LISTEN, now on the new primary (the poll interval is longer than the wait).
 
-    async def both_listen() -> bool:
+    async def both_listen_on_the_new_primary() -> bool:
         return await listening(new_url) >= 2
 
-    await until_cluster(both_listen, SETTLE_WITHIN)
+    await until_cluster(both_listen_on_the_new_primary, SETTLE_WITHIN)
     async with httpx.AsyncClient(timeout=FEED_WAIT + CLIENT_TIMEOUT) as http:
-        db = await asyncpg.connect(new_url)
-        try:
-            credentials = await create_client(db, settings, scope=FEED_SCOPE)
-        finally:
-            await db.close()
         start = await http.get(f"{instances[1]}/oauth/revocations", headers=basic(*credentials))
         assert start.status_code == 200, start.text
         follower = asyncio.create_task(

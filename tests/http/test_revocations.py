@@ -608,6 +608,27 @@ async def test_the_purge_drops_feed_rows_no_token_can_need(
     assert await db.fetchval("SELECT count(*) FROM revocations") == 1
 
 
+async def test_a_process_listens_only_once_the_feed_is_read(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """No LISTEN connection while no one follows the feed (a login and a logout, each a
+    revocation, are not reasons to hold one); the feed's first read opens it."""
+    credentials = await create_client(db, settings, scope=FEED_SCOPE)
+    _, pair = await register_and_login(client)
+    await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
+    # Requests enough round trips after the start for a listener opened at start to be up.
+    await client.get("/readyz")
+    before = await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+
+    await feed(client, credentials)
+    await listening(db)
+
+    assert before == 0
+
+
 async def test_the_listener_reconnects_after_losing_its_connection(
     make_settings: Any,
     clock: FakeClock,
@@ -623,7 +644,8 @@ async def test_the_listener_reconnects_after_losing_its_connection(
     credentials = await create_client(db, settings, scope=FEED_SCOPE)
     async with serve(make_settings(revocation_poll_interval=30), clock) as client:
         _, pair = await register_and_login(client)
-        start = await feed(client, credentials)
+        start = await feed(client, credentials)  # the feed's first read starts the listener
+        await listening(db)
         killed = await db.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
