@@ -1,8 +1,8 @@
 """The `tokenrota` console script: the command line, once the server extra is known installed.
 
 `pip install tokenrota` (the library alone, for resource servers) installs the script too, since a
-wheel's scripts cannot depend on an extra. Without `tokenrota[server]`, importing the command line
-fails on its first missing driver; that is one line saying what to install, not a traceback.
+wheel's scripts cannot depend on an extra. Without `tokenrota[server]`, the first of its modules
+missing is named in one line saying what to install, not a traceback.
 """
 
 from __future__ import annotations
@@ -34,15 +34,10 @@ def main() -> int:
     """Run the command line; 1, with one line on stderr, when the server extra is missing."""
     missing = next((name for name in SERVER_MODULES if find_spec(name) is None), None)
     if missing is None:
-        try:
-            from tokenrota_server.cli.main import main as command_line
-        except ModuleNotFoundError as error:
-            if error.name is None or error.name.split(".")[0] in ("tokenrota", "tokenrota_server"):
-                raise  # our own module missing is a broken install, not a missing extra
-            missing = error.name
-        else:
-            return command_line()
-    # Outside the except block: no "during handling of the above exception" on the way out.
+        # It imports the library alone until a command runs: nothing here can miss an extra.
+        from tokenrota_server.cli.main import main as command_line
+
+        return command_line()
     print(
         f"error: the tokenrota command needs the server extra ({missing} is not installed): "
         f"{INSTALL_HINT}",
