@@ -32,8 +32,7 @@ LISTEN_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.Po
 class FeedSignal:
     """One LISTEN connection per process, turning NOTIFYs into a wake-up of waiting requests.
 
-    It is opened by the first read of the feed, so a process that no follower asks holds none
-    (every test instance, most instances behind a load balancer that sends followers elsewhere).
+    It is opened by the first read of the feed, so a process that no follower asks holds none.
 
     `changed()` is the event of the current generation: it is set (and replaced) at the next
     notification, and also whenever the listener reconnects, since notifications may have
