@@ -71,20 +71,54 @@ def postgres_url(token_service_postgres_url: str) -> str:
     return token_service_postgres_url
 
 
+@pytest.fixture(scope="session")
+def token_service_databases(
+    token_service_postgres_url: str, token_service_template: str
+) -> Iterator[DatabaseSupply]:
+    """The plugin's supply of databases, keeping the tests' Postgres sessions warm.
+
+    The tests here share one event loop (pyproject.toml), so a session a test is done with
+    (`db`, an app's pool) serves the next test on the same database: a new session costs the
+    server more than most tests' own queries (docs/testing.md).
+    """
+    supply = DatabaseSupply(token_service_postgres_url, token_service_template, keep_sessions=True)
+    support.keep_pools_in(supply)
+    yield supply
+    support.keep_pools_in(None)
+    supply.close()
+
+
+@pytest.fixture(scope="session")
+async def kept_sessions(token_service_databases: DatabaseSupply) -> AsyncIterator[None]:
+    """Closes the kept sessions on the tests' loop before it closes."""
+    yield
+    await token_service_databases.close_kept()
+
+
 @pytest.fixture
-async def database_url(token_service_databases: DatabaseSupply) -> AsyncIterator[str]:
+async def database_name(
+    token_service_databases: DatabaseSupply, kept_sessions: None
+) -> AsyncIterator[str]:
     """A database of this test's own, at the schema's head, holding only the template's rows."""
     name = await token_service_databases.take()
-    yield token_service_databases.url_of(name)
+    yield name
     token_service_databases.discard(name)
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+def database_url(token_service_databases: DatabaseSupply, database_name: str) -> str:
+    """The URL of the test's own database (`database_name`)."""
+    return token_service_databases.url_of(database_name)
+
+
+@pytest.fixture
+async def db(
+    token_service_databases: DatabaseSupply, database_name: str
+) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to the test's database, for arranging and checking rows."""
-    connection = await asyncpg.connect(database_url)
+    connection = await token_service_databases.connect(database_name)
     yield connection
-    await connection.close()
+    await token_service_databases.release(database_name, connection)
 
 
 @pytest.fixture(scope="session")

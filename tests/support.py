@@ -19,6 +19,7 @@ import pytest
 from tokenrota_server import app as app_module
 from tokenrota_server.app import create_app
 from tokenrota_server.config import Settings
+from tokenrota_server.db.pool import PoolKeeper
 from tokenrota_server.passwords import Passwords
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,13 +43,23 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
+# Where the apps of the tests here take their pool, warm from the test before on the same
+# database, and give it back (tests/conftest.py installs the run's database supply).
+_pools: list[PoolKeeper] = []
+
+
+def keep_pools_in(keeper: PoolKeeper | None) -> None:
+    """Have `running_app` take and give back its pool through `keeper` (None: stop)."""
+    _pools[:] = [keeper] if keeper is not None else []
+
+
 @contextlib.asynccontextmanager
 async def running_app(settings: Settings, clock: Any) -> AsyncIterator[Any]:
     """The service as an ASGI callable with its lifespan running.
 
     The wrapper hands each request a copy of the lifespan's state, as uvicorn does.
     """
-    app = create_app(settings, clock=clock)
+    app = create_app(settings, clock=clock, pools=_pools[0] if _pools else None)
     async with app.router.lifespan_context(app) as state:
 
         async def with_state(scope: Any, receive: Any, send: Any) -> None:

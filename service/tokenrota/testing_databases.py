@@ -4,9 +4,13 @@ A database is cloned from the migrated template once and then reused: after a te
 emptied (every row deleted, the template's own rows and sequence positions put back) in a
 background thread while the next test runs, so a test never waits for a database. One whose
 schema a test changed (a migration test, a dropped table), or that cannot be emptied, is
-dropped and replaced by a fresh clone. The emptying keeps one connection per database from
-reset to reset: a new Postgres session, and its catalog caches, cost more server CPU than the
-emptying itself. Needs asyncpg (the `testing` extra).
+dropped and replaced by a fresh clone.
+
+A new Postgres session, and its catalog caches, cost more server CPU than most tests' own
+queries. So the emptying keeps one connection per database from reset to reset, and a supply
+made with `keep_sessions` keeps the tests' sessions too (`connect`/`release`, and an app's
+pool through `take_pool`/`give_back_pool`), for a suite whose tests share one event loop.
+Needs asyncpg (the `testing` extra).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import contextlib
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,6 +35,19 @@ T = TypeVar("T")
 POOL_SIZE = 3
 # Seconds the other sessions still on a used database get to end once told to.
 TERMINATE_TIMEOUT = 5.0
+# Seconds a kept session may take to be made idle before it is closed instead.
+SETTLE_TIMEOUT = 5.0
+# At most one connection and one pool of at most this many sessions are kept per database:
+# what one test usually opens, well inside the server's connection limit.
+KEPT_POOL_SIZE = 2
+
+# What a kept session is put back to between tests, as DISCARD ALL would but keeping the
+# statements asyncpg prepared; the last call flushes its statistics now (they are otherwise
+# flushed at most once a second) so that the schema check reads its catalog writes.
+_SETTLE = (
+    "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; SET SESSION AUTHORIZATION DEFAULT;"
+    " RESET ALL; DISCARD SEQUENCES; SELECT pg_stat_force_next_flush()"
+)
 
 # Whether a test changed the schema, read from what Postgres counts anyway: every row written
 # to a catalog of this database (a table, column, index, function, type, owner or grant made,
@@ -96,7 +113,9 @@ class DatabaseSupply:
     the work on the server is done by that one thread, in order.
     """
 
-    def __init__(self, server_url: str, template: str, *, size: int = POOL_SIZE) -> None:
+    def __init__(
+        self, server_url: str, template: str, *, size: int = POOL_SIZE, keep_sessions: bool = False
+    ) -> None:
         self._server_url = server_url
         self._template_name = template
         self._ready: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
@@ -114,12 +133,19 @@ class DatabaseSupply:
         self._template = self._worker.submit(self._read_template)
         for _ in range(size):
             self._submit(self._create)
+        # Sessions tests released, kept for the next test on the same database.
+        self._kept = _KeptSessions() if keep_sessions else None
+        # Databases whose schema a test changed while sessions were kept on them: dropped once
+        # the tests' loop has closed those sessions (a pool would otherwise try to reconnect to
+        # the dropped database, and log its failures into whichever test runs then).
+        self._condemned: queue.SimpleQueue[str] = queue.SimpleQueue()
 
     def url_of(self, name: str) -> str:
         return database_url_for(self._server_url, name)
 
     async def take(self) -> str:
         """The name of a database no one else is using, holding the template's rows only."""
+        self._kept_here()
         if self._coming == 0:
             self._submit(self._create)
         self._coming -= 1
@@ -132,13 +158,107 @@ class DatabaseSupply:
         return ready
 
     def discard(self, name: str) -> None:
-        """Give `name` back; it is emptied (or replaced) before anyone takes it again."""
-        self._submit(lambda: self._reset(name))
+        """Give `name` back; it is emptied (or replaced) before anyone takes it again.
+
+        Sessions released to the supply stay open through the emptying; any other session
+        still on the database is ended.
+        """
+        spared = self._kept.spared(name) if self._kept is not None else frozenset()
+        self._submit(lambda: self._reset(name, spared))
+
+    async def connect(self, name: str) -> asyncpg.Connection:
+        """A connection to database `name`: one a test released on it, else a new one."""
+        kept = self._kept_here()
+        connection = kept.take_connection(name) if kept is not None else None
+        return connection or await asyncpg.connect(self.url_of(name))
+
+    async def release(self, name: str, connection: asyncpg.Connection) -> None:
+        """Done with `connection` (from `connect`): kept for the next test, or closed."""
+        kept = self._kept_here()
+        pids = await self._settled(name, [connection]) if kept is not None else None
+        replaced: asyncpg.Connection | None = connection
+        if kept is not None and pids is not None:
+            replaced = kept.keep_connection(name, connection, pids)
+        if replaced is not None:
+            await _close(replaced)
+
+    async def take_pool(self, url: str, options: Hashable) -> asyncpg.Pool | None:
+        """A pool on `url` with `options` that an app gave back; None if there is none."""
+        kept, name = self._kept_here(), self._name_of(url)
+        return kept.take_pool(name, options) if kept is not None and name is not None else None
+
+    async def give_back_pool(self, url: str, options: Hashable, pool: asyncpg.Pool) -> bool:
+        """Keep `pool`, whose app has stopped, for the next app on `url` with `options`.
+
+        False when it is not kept (not a database of this supply, a connection still lent, or
+        a session that would not settle): the app then closes it.
+        """
+        kept, name = self._kept_here(), self._name_of(url)
+        if kept is None or name is None or pool.is_closing():
+            return False
+        if not 0 < pool.get_idle_size() == pool.get_size() <= KEPT_POOL_SIZE:
+            return False
+        async with contextlib.AsyncExitStack() as lent:
+            connections = [
+                await lent.enter_async_context(pool.acquire()) for _ in range(pool.get_size())
+            ]
+            pids = await self._settled(name, connections)
+        if pids is None:
+            return False
+        replaced = kept.keep_pool(name, options, pool, pids)
+        if replaced is not None:
+            await _close_pool(replaced)
+        return True
+
+    async def close_kept(self) -> None:
+        """Close the sessions kept on the running loop (before it closes)."""
+        kept = self._kept_here()
+        if kept is not None:
+            await kept.close()
 
     def close(self) -> None:
         """Drop every database this supply made, once the work under way is done."""
         self._worker.submit(self._drop_all)
         self._worker.shutdown(wait=True)
+
+    def _name_of(self, url: str) -> str | None:
+        """The database of this supply's that `url` names exactly, if any."""
+        name = urlsplit(url).path.lstrip("/")
+        with self._every_lock:
+            known = name in self._every
+        return name if known and url == self.url_of(name) else None
+
+    def _kept_here(self) -> _KeptSessions | None:
+        """The kept sessions, if they live on the running loop; those of condemned databases
+        closed and the databases dropped."""
+        if self._kept is None or not self._kept.on_running_loop():
+            return None
+        while True:
+            try:
+                name = self._condemned.get_nowait()
+            except queue.Empty:
+                return self._kept
+            self._kept.abandon(name)
+            self._worker.submit(self._drop, name)
+
+    async def _settled(self, name: str, connections: Sequence[Any]) -> frozenset[int] | None:
+        """Put `connections` (on database `name`) back to a new session's state, their
+        statistics flushed; their server pids, or None if any cannot be kept."""
+        if self._name_of(self.url_of(name)) is None:
+            return None
+        for connection in connections:
+            if (
+                connection.is_closed()
+                or connection.is_in_transaction()
+                # pg_stat_force_next_flush is Postgres 15's.
+                or connection.get_server_version().major < 15
+            ):
+                return None
+            try:
+                await connection.execute(_SETTLE, timeout=SETTLE_TIMEOUT)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                return None
+        return frozenset(connection.get_server_pid() for connection in connections)
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` on the worker's event loop (from the worker's thread only)."""
@@ -168,28 +288,31 @@ class DatabaseSupply:
             self._every.add(name)
         return name
 
-    def _reset(self, name: str) -> str:
+    def _reset(self, name: str, spared: frozenset[int]) -> str:
         try:
-            emptied = self._run(self._empty(name))
+            emptied = self._run(self._empty(name, spared))
         except Exception:
             emptied = False
         if emptied:
             return name
-        self._drop(name)
+        if spared:
+            self._condemned.put(name)
+        else:
+            self._drop(name)
         return self._create()
 
-    async def _empty(self, name: str) -> bool:
+    async def _empty(self, name: str, spared: frozenset[int]) -> bool:
         template = self._template.result()
         kept = self._emptiers.get(name)
         if kept is not None:
             try:
-                return await _empty(kept, template)
+                return await _empty(kept, template, spared)
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
                 # Its test ended it (or the server did): a new session tries once more.
                 del self._emptiers[name]
                 await self._forget(kept)
         self._emptiers[name] = await asyncpg.connect(self.url_of(name))
-        return await _empty(self._emptiers[name], template)
+        return await _empty(self._emptiers[name], template, spared)
 
     async def _forget(self, connection: asyncpg.Connection) -> None:
         with contextlib.suppress(Exception):
@@ -211,6 +334,85 @@ class DatabaseSupply:
                 self._drop(name)
         if self._loop is not None:
             self._loop.close()
+
+
+class _KeptSessions:
+    """Idle Postgres sessions per database, all on one loop: a connection and an app's pool
+    (at most one of each: what one test usually opens), with the server pids the emptying
+    spares."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connections: dict[str, tuple[asyncpg.Connection, frozenset[int]]] = {}
+        self._pools: dict[str, tuple[Hashable, asyncpg.Pool, frozenset[int]]] = {}
+
+    def on_running_loop(self) -> bool:
+        """Whether the running loop is the one the kept sessions live on.
+
+        A suite whose tests each run a loop of their own keeps nothing from test to test: what
+        a closed loop's test kept is abandoned.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return True
+        if self._loop is not None and not self._loop.is_closed():
+            return False
+        for name in {*self._connections, *self._pools}:
+            self.abandon(name)
+        self._loop = loop
+        return True
+
+    def spared(self, name: str) -> frozenset[int]:
+        connection = self._connections.get(name)
+        pool = self._pools.get(name)
+        return (connection[1] if connection else frozenset()) | (pool[2] if pool else frozenset())
+
+    def take_connection(self, name: str) -> asyncpg.Connection | None:
+        connection, _ = self._connections.pop(name, (None, None))
+        return connection if connection is not None and not connection.is_closed() else None
+
+    def keep_connection(
+        self, name: str, connection: asyncpg.Connection, pids: frozenset[int]
+    ) -> asyncpg.Connection | None:
+        """Keep `connection`; the one it replaces, to be closed."""
+        replaced, _ = self._connections.pop(name, (None, None))
+        self._connections[name] = (connection, pids)
+        return replaced
+
+    def take_pool(self, name: str, options: Hashable) -> asyncpg.Pool | None:
+        kept = self._pools.get(name)
+        if kept is None or kept[0] != options:
+            return None
+        del self._pools[name]
+        return kept[1] if not kept[1].is_closing() else None
+
+    def keep_pool(
+        self, name: str, options: Hashable, pool: asyncpg.Pool, pids: frozenset[int]
+    ) -> asyncpg.Pool | None:
+        """Keep `pool`; the one it replaces, to be closed."""
+        _, replaced, _ = self._pools.pop(name, (None, None, None))
+        self._pools[name] = (options, pool, pids)
+        return replaced
+
+    def abandon(self, name: str) -> None:
+        """Drop the sessions kept on `name` without a word to the server (its loop may be gone,
+        or the database about to be)."""
+        connection, _ = self._connections.pop(name, (None, None))
+        _, pool, _ = self._pools.pop(name, (None, None, None))
+        with contextlib.suppress(Exception):
+            if connection is not None:
+                connection.terminate()
+        with contextlib.suppress(Exception):
+            if pool is not None:
+                pool.terminate()
+
+    async def close(self) -> None:
+        connections, pools = self._connections, self._pools
+        self._connections, self._pools = {}, {}
+        for connection, _ in connections.values():
+            await _close(connection)
+        for _, pool, _ in pools.values():
+            await _close_pool(pool)
 
 
 async def _read_template(url: str) -> _Template:
@@ -238,14 +440,21 @@ async def _read_template(url: str) -> _Template:
     return _Template(tables, rows, sequences, " STRATEGY FILE_COPY" if file_copy else "")
 
 
-async def _empty(connection: asyncpg.Connection, template: _Template) -> bool:
-    """Bring `connection`'s database back to the template's rows; False if its schema changed."""
+async def _empty(
+    connection: asyncpg.Connection, template: _Template, spared: frozenset[int] = frozenset()
+) -> bool:
+    """Bring `connection`'s database back to the template's rows; False if its schema changed.
+
+    The sessions in `spared` were released idle, their statistics flushed (`_SETTLE`).
+    """
     # A session a test left open could hold a lock, or write after the reset; and until it
     # has ended, its count of catalog writes may not be in yet.
     ended = await connection.fetchval(
         "SELECT coalesce(bool_and(pg_terminate_backend(pid, $1)), true) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND pid <> ALL($2::int[])",
         int(TERMINATE_TIMEOUT * 1000),
+        list(spared),
     )
     catalog = await connection.fetchrow(_SCHEMA_WRITES)
     # Without counts (track_counts off) nothing tells a changed schema: always replaced.
@@ -289,6 +498,16 @@ async def _delete_rows(connection: asyncpg.Connection, tables: Sequence[tuple[st
         for table in full:
             await connection.execute(f"DELETE FROM {_quoted(table)}")  # noqa: S608
     raise _RowsKeepComing
+
+
+async def _close(connection: asyncpg.Connection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.close(timeout=TERMINATE_TIMEOUT)
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(pool.close(), TERMINATE_TIMEOUT)
 
 
 def _quoted(table: tuple[str, str]) -> str:

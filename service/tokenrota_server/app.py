@@ -22,7 +22,7 @@ from tokenrota_server.accounts import Accounts
 from tokenrota_server.auth import Authenticator
 from tokenrota_server.config import Settings
 from tokenrota_server.db import purge
-from tokenrota_server.db.pool import CONNECTION_ERRORS, forget_server, open_pool
+from tokenrota_server.db.pool import CONNECTION_ERRORS, PoolKeeper, forget_server, open_pool
 from tokenrota_server.dpop import ProofChecker
 from tokenrota_server.errors import ServiceError, Unavailable
 from tokenrota_server.http import (
@@ -62,8 +62,11 @@ logger = logging.getLogger("tokenrota")
 _HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
-    """Build the service for `settings`, whose `database_url` must be set."""
+def create_app(
+    settings: Settings, *, clock: Clock = utc_now, pools: PoolKeeper | None = None
+) -> Starlette:
+    """Build the service for `settings`, whose `database_url` must be set; `pools`, if given,
+    may lend its pool and keep it after (test suites)."""
     if settings.database_url is None:
         raise ValueError("settings.database_url must be set before create_app")
     database_url = settings.database_url
@@ -72,14 +75,22 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         codec = TokenCodec(settings)
         passwords = Passwords(settings)
-        # A database that is down at startup is not fatal: requests get 503 until it returns.
-        pool = await open_pool(
-            database_url,
-            min_size=settings.db_pool_min_size,
-            max_size=settings.db_pool_max_size,
-            pooler=settings.database_pooler,
-            connect_timeout=settings.database_connect_timeout,
+        options = (
+            settings.db_pool_min_size,
+            settings.db_pool_max_size,
+            settings.database_pooler,
+            settings.database_connect_timeout,
         )
+        pool = await pools.take_pool(database_url, options) if pools is not None else None
+        if pool is None:
+            # A database down at startup is not fatal: requests get 503 until it returns.
+            pool = await open_pool(
+                database_url,
+                min_size=settings.db_pool_min_size,
+                max_size=settings.db_pool_max_size,
+                pooler=settings.database_pooler,
+                connect_timeout=settings.database_connect_timeout,
+            )
         purging = (
             asyncio.create_task(purge.purge_periodically(pool, settings, clock))
             if settings.purge_interval > 0
@@ -135,10 +146,12 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await feed.close()
-            await pool.close()
+            kept = pools is not None and await pools.give_back_pool(database_url, options, pool)
+            if not kept:
+                await pool.close()
             passwords.close()
             metrics.forget_this_process()
-            logger.info("database pool closed")
+            logger.info("database pool %s", "given back" if kept else "closed")
 
     return Starlette(
         routes=[

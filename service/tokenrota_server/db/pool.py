@@ -12,7 +12,8 @@ import collections
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any, TypeAlias
+from collections.abc import Hashable
+from typing import Any, Protocol, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -267,6 +268,20 @@ async def create_pool(
     )
     _serve_in_order(pool)
     return pool  # type: ignore[no-any-return]
+
+
+class PoolKeeper(Protocol):
+    """Where an app takes its pool from and gives it back to when it stops, open.
+
+    For test suites: a test's app starting on warm Postgres sessions saves the server most of
+    its work for the test. `options` are what the pool was opened with; `take_pool` answers None
+    when it has no such pool (the app opens one), `give_back_pool` False when it will not keep
+    it (the app closes it).
+    """
+
+    async def take_pool(self, url: str, options: Hashable) -> asyncpg.Pool | None: ...
+
+    async def give_back_pool(self, url: str, options: Hashable, pool: asyncpg.Pool) -> bool: ...
 
 
 async def open_pool(
