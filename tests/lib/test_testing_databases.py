@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -20,7 +22,7 @@ async def supply_of(
     """`supply_of(size=1)`: a supply of the run's template, closed (its databases dropped) after."""
     made: list[DatabaseSupply] = []
 
-    def supply_of(**options: int) -> DatabaseSupply:
+    def supply_of(**options: Any) -> DatabaseSupply:
         made.append(DatabaseSupply(token_service_postgres_url, token_service_template, **options))
         return made[-1]
 
@@ -105,7 +107,8 @@ async def test_a_database_whose_schema_a_test_changed_is_replaced(supply_of: Sup
     assert left == [again]
 
 
-@pytest.mark.parametrize(
+# What a test can make or alter outside the tables' rows, none of which emptying undoes.
+SCHEMA_CHANGES = pytest.mark.parametrize(
     "change",
     [
         "CREATE INDEX users_probe ON users (created_at)",
@@ -118,6 +121,9 @@ async def test_a_database_whose_schema_a_test_changed_is_replaced(supply_of: Sup
     ],
     ids=["index", "default", "function", "grant", "schema", "database-setting", "large-object"],
 )
+
+
+@SCHEMA_CHANGES
 async def test_a_database_changed_in_any_way_a_clone_does_not_undo_is_replaced(
     supply_of: SupplyOf, change: str
 ) -> None:
@@ -280,3 +286,162 @@ async def test_a_clone_is_copied_file_by_file(
     await supply.take()
 
     assert await checkpoints_requested(token_service_postgres_url) > before
+
+
+# Sessions kept from test to test (`keep_sessions`, as this suite's own fixtures do).
+
+
+async def test_a_released_connection_serves_the_next_test_as_a_new_session_would(
+    supply_of: SupplyOf,
+) -> None:
+    """The same server session, with nothing of the last test left: no row, setting, advisory
+    lock, LISTEN or sequence position of its own."""
+    supply = supply_of(size=1, keep_sessions=True)
+    first = await supply.take()
+    connection = await supply.connect(first)
+    pid = connection.get_server_pid()
+    await connection.execute(
+        "SET application_name = 'left over'; SET work_mem = '8MB'; LISTEN probe;"
+        " SELECT pg_advisory_lock(42); SELECT nextval('revocations_id_seq');"
+        " INSERT INTO users (id, email, password_hash, created_at)"
+        " VALUES (gen_random_uuid(), 'left@example.com', 'x', now())"
+    )
+    await supply.release(first, connection)
+
+    supply.discard(first)
+    again = await supply.take()
+    reused = await supply.connect(again)
+    try:
+        state = await reused.fetchrow(
+            "SELECT pg_backend_pid() AS pid, current_setting('application_name') AS name,"
+            " current_setting('work_mem') AS work_mem,"
+            " (SELECT count(*) FROM pg_listening_channels()) AS channels,"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            "  AND pid = pg_backend_pid()) AS locks,"
+            " (SELECT count(*) FROM users) AS users"
+        )
+        with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError):
+            await reused.fetchval("SELECT currval('revocations_id_seq')")
+    finally:
+        await supply.release(again, reused)
+
+    assert again == first
+    assert reused is connection
+    assert dict(state) == {
+        "pid": pid,
+        "name": "",
+        "work_mem": "4MB",
+        "channels": 0,
+        "locks": 0,
+        "users": 0,
+    }
+
+
+@SCHEMA_CHANGES
+async def test_a_schema_changed_on_a_kept_session_still_replaces_the_database(
+    supply_of: SupplyOf, token_service_postgres_url: str, change: str
+) -> None:
+    """The kept session's catalog writes are counted although it lives on; the database is
+    replaced, and dropped once the session is let go."""
+    supply = supply_of(size=1, keep_sessions=True)
+    first = await supply.take()
+    connection = await supply.connect(first)
+    await connection.execute(change.format(database=f'"{first}"'))
+    await supply.release(first, connection)
+
+    supply.discard(first)
+    again = await supply.take()
+    # The supply's thread works in order: the drop is handed to it at a take once the schema
+    # check has run, so the database is gone by the end of the reset handed over after that.
+    for _ in range(2):
+        supply.discard(again)
+        again = await supply.take()
+
+    assert again != first
+    assert connection.is_closed()
+    assert await databases_named(token_service_postgres_url, first) == []
+
+
+async def test_a_connection_left_in_a_transaction_is_closed_not_kept(
+    supply_of: SupplyOf,
+) -> None:
+    supply = supply_of(size=1, keep_sessions=True)
+    first = await supply.take()
+    connection = await supply.connect(first)
+    await connection.execute("BEGIN")
+    await supply.release(first, connection)
+
+    supply.discard(first)
+    again = await supply.take()
+    fresh = await supply.connect(again)
+    await supply.release(again, fresh)
+
+    assert again == first
+    assert connection.is_closed()
+    assert fresh is not connection
+
+
+async def test_a_pool_given_back_is_lent_to_the_next_app_with_the_same_options(
+    supply_of: SupplyOf,
+) -> None:
+    """Its sessions outlive the emptying; another app's options, or another database, get
+    none."""
+    supply = supply_of(size=2, keep_sessions=True)
+    first = await supply.take()
+    url = supply.url_of(first)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    pid = await pool.fetchval(
+        "INSERT INTO users (id, email, password_hash, created_at)"
+        " VALUES (gen_random_uuid(), 'left@example.com', 'x', now()) RETURNING pg_backend_pid()"
+    )
+    other = await supply.take()
+    lent = await pool.acquire()
+    refused_while_lent = await supply.give_back_pool(url, "options", pool)
+    await pool.release(lent)
+
+    kept = await supply.give_back_pool(url, "options", pool)
+    supply.discard(first)
+    again = await supply.take()
+    elsewhere = await supply.take_pool(supply.url_of(other), "options")
+    unlike = await supply.take_pool(url, "other options")
+    taken = await supply.take_pool(url, "options")
+    try:
+        assert taken is pool
+        state = await pool.fetchrow("SELECT pg_backend_pid() AS pid, count(*) AS users FROM users")
+    finally:
+        await pool.close()
+
+    assert (refused_while_lent, kept) == (False, True)
+    assert again == first
+    assert (elsewhere, unlike) == (None, None)
+    assert dict(state) == {"pid": pid, "users": 0}
+
+
+# What was kept on a closed loop cannot be closed properly: the garbage collector closes its
+# socket, and says so. Collected in this test, so the warning is this test's.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_sessions_kept_on_a_loop_since_closed_are_not_lent(supply_of: SupplyOf) -> None:
+    """A suite whose tests each run their own event loop gets new connections, every one
+    working, and its databases emptied as before."""
+    supply = supply_of(size=1, keep_sessions=True)
+
+    async def a_test(previous: asyncpg.Connection | None) -> tuple[asyncpg.Connection, int]:
+        name = await supply.take()
+        connection = await supply.connect(name)
+        users = await connection.fetchval("SELECT count(*) FROM users")
+        await connection.execute(
+            "INSERT INTO users (id, email, password_hash, created_at)"
+            " VALUES (gen_random_uuid(), 'left@example.com', 'x', now())"
+        )
+        assert connection is not previous
+        await supply.release(name, connection)
+        supply.discard(name)
+        return connection, users
+
+    first, _ = asyncio.run(a_test(None))
+    second, users = asyncio.run(a_test(first))
+    asyncio.run(supply.close_kept())  # on a third loop: lets go of what the second kept
+    del first, second
+    gc.collect()
+
+    assert users == 0
