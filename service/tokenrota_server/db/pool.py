@@ -11,8 +11,8 @@ import asyncio
 import collections
 import contextlib
 import logging
-from pathlib import Path
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 from urllib.parse import unquote, urlsplit
 
