@@ -196,7 +196,10 @@ class DatabaseSupply:
         kept, name = self._kept_here(), self._name_of(url)
         if kept is None or name is None or pool.is_closing():
             return False
-        if not 0 < pool.get_idle_size() == pool.get_size() <= KEPT_POOL_SIZE:
+        # Below its floor, the pool is opening a session in the background, one this could
+        # not settle: the emptying would end it under the next test's requests.
+        size = pool.get_size()
+        if not pool.get_min_size() <= size == pool.get_idle_size() <= KEPT_POOL_SIZE or not size:
             return False
         async with contextlib.AsyncExitStack() as lent:
             connections = [
