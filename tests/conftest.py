@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -41,6 +42,18 @@ __all__ = ["PASSWORD", "PROJECT_ROOT", "FakeClock", "register_and_login", "serve
 
 # Set by tests/e2e/test_pgbouncer.py for the contract suite it runs through PgBouncer.
 POOLER_VARIABLE = "TEST_POOLER_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Commands the tests start get SIGINT as a terminal gives it, however the run started.
+
+    A run started in the background of a non-interactive shell (`make test &`) inherits SIGINT
+    ignored, and every command a test starts would too: the tests that press Ctrl-C
+    (tests/e2e/test_interrupted_start.py, test_wheel.py, tests/cli/test_running.py) would wait
+    for an end that never comes. A handler, unlike an ignored signal, is not inherited.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
