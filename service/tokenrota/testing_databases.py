@@ -202,9 +202,7 @@ class DatabaseSupply:
         if not pool.get_min_size() <= size == pool.get_idle_size() <= KEPT_POOL_SIZE or not size:
             return False
         async with contextlib.AsyncExitStack() as lent:
-            connections = [
-                await lent.enter_async_context(pool.acquire()) for _ in range(pool.get_size())
-            ]
+            connections = [await lent.enter_async_context(pool.acquire()) for _ in range(size)]
             pids = await self._settled(name, connections)
         if pids is None:
             return False
@@ -227,9 +225,12 @@ class DatabaseSupply:
     def _name_of(self, url: str) -> str | None:
         """The database of this supply's that `url` names exactly, if any."""
         name = urlsplit(url).path.lstrip("/")
+        return name if self._made(name) and url == self.url_of(name) else None
+
+    def _made(self, name: str) -> bool:
+        """Whether database `name` is one of this supply's, not yet dropped."""
         with self._every_lock:
-            known = name in self._every
-        return name if known and url == self.url_of(name) else None
+            return name in self._every
 
     def _kept_here(self) -> _KeptSessions | None:
         """The kept sessions, if they live on the running loop; those of condemned databases
@@ -247,7 +248,7 @@ class DatabaseSupply:
     async def _settled(self, name: str, connections: Sequence[Any]) -> frozenset[int] | None:
         """Put `connections` (on database `name`) back to a new session's state, their
         statistics flushed; their server pids, or None if any cannot be kept."""
-        if self._name_of(self.url_of(name)) is None:
+        if not self._made(name):
             return None
         for connection in connections:
             if (
@@ -313,18 +314,14 @@ class DatabaseSupply:
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
                 # Its test ended it (or the server did): a new session tries once more.
                 del self._emptiers[name]
-                await self._forget(kept)
+                await _close(kept)
         self._emptiers[name] = await asyncpg.connect(self.url_of(name))
         return await _empty(self._emptiers[name], template, spared)
-
-    async def _forget(self, connection: asyncpg.Connection) -> None:
-        with contextlib.suppress(Exception):
-            await connection.close(timeout=TERMINATE_TIMEOUT)
 
     def _drop(self, name: str) -> None:
         kept = self._emptiers.pop(name, None)
         if kept is not None:
-            self._run(self._forget(kept))
+            self._run(_close(kept))
         self._run(execute(self._server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         with self._every_lock:
             self._every.discard(name)
